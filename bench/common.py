@@ -1,0 +1,47 @@
+"""Shared pieces of the benchmark scripts: timing, FLOP counts, markdown tables."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, Sequence
+
+from rospr_jax.model import T5Config
+
+
+def median_time(fn: Callable[[], object], *, warmup: int = 2, reps: int = 5) -> float:
+  """Median wall time of `fn()` in seconds; `fn` must block until its work is done."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def forward_flops(config: T5Config, batch: int, input_length: int, target_length: int,
+                  cross_length: int | None = None, encoder_batch: int | None = None) -> float:
+  """Matmul and attention FLOPs of one forward pass (the peer script's count).
+
+  `encoder_batch` lets the encode-once scorer count its encoder once per example while the decoder
+  runs once per (example, choice); `cross_length` defaults to `input_length`.
+  """
+  d, inner, mlp, vocab = config.emb_dim, config.joined_kv, config.mlp_dim, config.vocab_size
+  s, t = input_length, target_length
+  eb = batch if encoder_batch is None else encoder_batch
+  cross = s if cross_length is None else cross_length
+  encoder = config.num_encoder_layers * (eb * s * 2 * (4 * d * inner + 3 * d * mlp) + 4 * eb * s * s * inner)
+  decoder = config.num_decoder_layers * (batch * t * 2 * (4 * d * inner + 3 * d * mlp)
+                                         + eb * cross * 2 * 2 * d * inner  # cross-attention K and V
+                                         + batch * t * 2 * 2 * d * inner   # cross-attention Q and out
+                                         + 4 * batch * t * t * inner + 4 * batch * t * cross * inner)
+  return encoder + decoder + batch * t * 2 * d * vocab
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+  fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
+  lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+  lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines)

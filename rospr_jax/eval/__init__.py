@@ -1,0 +1,1 @@
+"""Zero-shot rank-classification scoring and evaluation."""

@@ -1,0 +1,132 @@
+"""Batches of rank-classification examples with bucketed shapes, scored on any mesh.
+
+Examples are grouped by (input length bucket, number of choices, target length bucket) and every batch
+is padded to a fixed batch size, so a dataset compiles a handful of times, not once per batch. Padding
+examples are dropped from the results; they are never counted.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+from typing import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from rospr_jax.eval.scoring import score_choices
+from rospr_jax.model import T5Config
+from rospr_jax.model import partitioning
+
+try:
+  from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover - tqdm is a dependency; the core still runs without it.
+  tqdm = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RankExample:
+  """One example: input ids without EOS, each answer choice's ids with EOS, an optional prompt row."""
+  inputs: Sequence[int]
+  choices: Sequence[Sequence[int]]
+  prompt_id: int = 0
+
+
+def length_bucket(length: int, minimum: int = 8) -> int:
+  """Smallest power of two >= max(length, minimum)."""
+  return max(minimum, 1 << max(0, int(length) - 1).bit_length())
+
+
+@dataclasses.dataclass
+class Batch:
+  indices: np.ndarray     # [B] example indices, -1 for padding rows
+  inputs: np.ndarray      # [B, T] int32
+  targets: np.ndarray     # [B, C, L] int32
+  prompt_ids: np.ndarray  # [B] int32
+
+
+def make_batches(examples: Sequence[RankExample], batch_size: int, *, max_input_length: int = 1024,
+                 max_target_length: int = 256) -> Iterator[Batch]:
+  """Groups examples by bucketed shape and yields fixed-size, zero-padded batches."""
+  groups: dict[tuple[int, int, int], list[int]] = collections.defaultdict(list)
+  truncated = 0
+  for i, ex in enumerate(examples):
+    if not ex.choices:
+      raise ValueError(f"Example {i} has no answer choices.")
+    if len(ex.inputs) > max_input_length or any(len(c) > max_target_length for c in ex.choices):
+      truncated += 1
+    input_length = min(len(ex.inputs), max_input_length)
+    target_length = min(max(len(c) for c in ex.choices), max_target_length)
+    key = (min(length_bucket(input_length), max_input_length), len(ex.choices),
+           min(length_bucket(target_length), max_target_length))
+    groups[key].append(i)
+  if truncated:
+    logging.warning("%d of %d examples were truncated to inputs %d / targets %d tokens.", truncated,
+                    len(examples), max_input_length, max_target_length)
+  for (input_length, num_choices, target_length), members in sorted(groups.items()):
+    for start in range(0, len(members), batch_size):
+      chunk = members[start:start + batch_size]
+      batch = Batch(indices=np.full(batch_size, -1, np.int64),
+                    inputs=np.zeros((batch_size, input_length), np.int32),
+                    targets=np.zeros((batch_size, num_choices, target_length), np.int32),
+                    prompt_ids=np.zeros(batch_size, np.int32))
+      for row, i in enumerate(chunk):
+        ex = examples[i]
+        batch.indices[row] = i
+        ids = list(ex.inputs)[:input_length]
+        batch.inputs[row, :len(ids)] = ids
+        for c, choice in enumerate(ex.choices):
+          ids = list(choice)[:target_length]
+          batch.targets[row, c, :len(ids)] = ids
+        batch.prompt_ids[row] = ex.prompt_id
+      yield batch
+
+
+def score_examples(params, config: T5Config, examples: Sequence[RankExample], *,
+                   prompts: jax.Array | np.ndarray | None = None, batch_size: int = 32,
+                   max_input_length: int = 1024, max_target_length: int = 256,
+                   mesh: jax.sharding.Mesh | None = None, progress: str | None = None) -> list[np.ndarray]:
+  """Scores every example's choices with the encode-once scorer.
+
+  Args:
+    params: model parameters (already placed on `mesh` when one is given).
+    examples: the examples; `prompt_id` indexes `prompts`.
+    prompts: None (no soft prompt), [P, H] for every example, or a table [S, P, H].
+    batch_size: examples per batch (a multiple of the mesh's `data` axis).
+    mesh: optional data x model mesh; batches are sharded over `data`.
+    progress: a description for a tqdm progress bar, or None for none.
+
+  Returns:
+    One float32 array [C_i] of summed log-likelihoods per example, in input order.
+  """
+  table = None if prompts is None else jnp.asarray(prompts)
+  if table is not None and table.ndim == 2:
+    table = table[None]  # [1, P, H]
+  results: list[np.ndarray | None] = [None] * len(examples)
+  batches = make_batches(examples, batch_size, max_input_length=max_input_length,
+                         max_target_length=max_target_length)
+  bar = tqdm(total=len(examples), desc=progress, unit="ex") if progress and tqdm else None
+  for batch in batches:
+    prompt = None if table is None else table[jnp.asarray(batch.prompt_ids)]  # [B, P, H]
+    inputs, targets = jnp.asarray(batch.inputs), jnp.asarray(batch.targets)
+    if mesh is not None:
+      inputs = jax.device_put(inputs, partitioning.batch_sharding(mesh, 2))
+      targets = jax.device_put(targets, partitioning.batch_sharding(mesh, 3))
+      if prompt is not None:
+        prompt = jax.device_put(prompt, partitioning.batch_sharding(mesh, 3))
+      with mesh, nn.logical_axis_rules(partitioning.STANDARD_RULES):
+        scores = score_choices(params, inputs, targets, prompt, config=config)
+    else:
+      scores = score_choices(params, inputs, targets, prompt, config=config)
+    scores = np.asarray(scores)
+    for row, i in enumerate(batch.indices):
+      if i >= 0:
+        results[i] = scores[row, :len(examples[i].choices)]
+    if bar is not None:
+      bar.update(int((batch.indices >= 0).sum()))
+  if bar is not None:
+    bar.close()
+  return results  # type: ignore[return-value]

@@ -1,0 +1,65 @@
+"""Rank classification with T0's protocol: the score of an answer choice is the sum of its tokens'
+log-probabilities given the input (no length normalization); the prediction is the argmax.
+
+The fast path encodes each input once (with its soft prompt) and decodes all C choices side by side
+against that one encoder output, so the cross-attention keys and values are computed once per
+example. `score_choices_naive` runs every (example, choice) pair through the whole model, as T0's
+own evaluation did; it is the reference the fast path is tested against.
+
+Targets are [B, C, L] token ids with EOS and 0-padding; an all-padding row is an absent choice and
+scores -inf.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from rospr_jax.model import T5, T5Config, encoder_mask, shift_right, token_log_likelihoods
+
+Array = jax.Array
+
+
+def _sum_target_log_likelihoods(logits: Array, targets: Array) -> Array:
+  """[..., L, V] logits, [..., L] targets -> [...] summed log p over non-pad tokens; -inf if empty."""
+  real = targets > 0
+  total = jnp.sum(jnp.where(real, token_log_likelihoods(logits, targets), 0.0), axis=-1)
+  return jnp.where(jnp.any(real, axis=-1), total, -jnp.inf)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def score_choices(params, inputs: Array, targets: Array, prompt: Array | None = None, *,
+                  config: T5Config) -> Array:
+  """Encode-once scores.
+
+  Args:
+    params: model parameters.
+    inputs: [B, T] input ids without EOS, 0-padded.
+    targets: [B, C, L] choice ids with EOS, 0-padded.
+    prompt: None, [P, H] shared by the batch, or [B, P, H] one per example.
+
+  Returns:
+    [B, C] float32 summed log-likelihoods (-inf for absent choices).
+  """
+  model = T5(config)
+  encoded = model.apply({"params": params}, inputs, prompt, method=T5.encode)  # [B, P + T, H]
+  prompt_length = 0 if prompt is None else prompt.shape[-2]
+  mask = encoder_mask(inputs, prompt_length)  # [B, P + T]
+  logits = model.apply({"params": params}, encoded, mask, shift_right(targets),
+                       method=T5.decode)  # [B, C, L, V]
+  return _sum_target_log_likelihoods(logits, targets)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def score_choices_naive(params, inputs: Array, targets: Array, prompt: Array | None = None, *,
+                        config: T5Config) -> Array:
+  """Reference scores: every (example, choice) pair through the whole model. Same contract."""
+  batch, num_choices, length = targets.shape
+  repeated_inputs = jnp.repeat(inputs, num_choices, axis=0)  # [B * C, T]
+  if prompt is not None and prompt.ndim == 3:
+    prompt = jnp.repeat(prompt, num_choices, axis=0)  # [B * C, P, H]
+  flat_targets = targets.reshape(batch * num_choices, length)
+  logits = T5(config).apply({"params": params}, repeated_inputs, shift_right(flat_targets), prompt)
+  return _sum_target_log_likelihoods(logits, flat_targets).reshape(batch, num_choices)

@@ -1,0 +1,5 @@
+"""Flax T5 v1.1 / T0 model, its configuration, partitioning and checkpoint import."""
+
+from rospr_jax.model.config import EOS_ID, PAD_ID, SIZES, T5Config, get_config
+from rospr_jax.model.t5 import (T5, encoder_mask, init_params, relative_position_buckets, shift_right,
+                                token_log_likelihoods)

@@ -1,0 +1,93 @@
+"""T5 v1.1 / T0 model configuration.
+
+A frozen dataclass that keeps the Flax modules free of keyword plumbing (the T5X convention).
+Named sizes follow the published checkpoints:
+
+| name  | checkpoint              | H     | mlp    | heads x d_kv | layers (enc + dec) |
+|-------|-------------------------|-------|--------|--------------|--------------------|
+| tiny  | tests and the demo      | 64    | 128    | 4 x 16       | 2 + 2              |
+| small | T5 v1.1 small shape     | 512   | 1024   | 6 x 64       | 8 + 8              |
+| xl    | bigscience/T0_3B        | 2048  | 5120   | 32 x 64      | 24 + 24            |
+| xxl   | bigscience/T0, T0pp     | 4096  | 10240  | 64 x 64      | 24 + 24            |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+# Special token ids of the T5 SentencePiece vocabulary (and of the vocabularies this project trains).
+PAD_ID = 0
+EOS_ID = 1
+UNK_ID = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+  """Shape and numerics of a T5 v1.1 encoder-decoder.
+
+  Attributes:
+    vocab_size: rows of the token embedding and columns of the (untied) logits.
+    emb_dim: model dimension H.
+    num_heads: attention heads.
+    head_dim: per-head dimension (d_kv); heads * head_dim need not equal H.
+    mlp_dim: hidden size of the gated-GELU feed-forward.
+    num_encoder_layers, num_decoder_layers: depth of each stack.
+    relative_attention_num_buckets, relative_attention_max_distance: relative position scheme.
+    dropout_rate: dropout used when `deterministic=False`.
+    layer_norm_epsilon: RMS norm epsilon (computed in float32).
+    dtype: activation dtype (bfloat16 on accelerators); logits are always float32.
+    param_dtype: dtype parameters are created in by `init`.
+  """
+
+  vocab_size: int = 32128
+  emb_dim: int = 512
+  num_heads: int = 6
+  head_dim: int = 64
+  mlp_dim: int = 1024
+  num_encoder_layers: int = 8
+  num_decoder_layers: int = 8
+  relative_attention_num_buckets: int = 32
+  relative_attention_max_distance: int = 128
+  dropout_rate: float = 0.0
+  layer_norm_epsilon: float = 1e-6
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def replace(self, **changes) -> "T5Config":
+    return dataclasses.replace(self, **changes)
+
+  @property
+  def joined_kv(self) -> int:
+    return self.num_heads * self.head_dim
+
+  def num_parameters(self) -> int:
+    """Number of parameters of the model this config describes."""
+    h, kv, mlp = self.emb_dim, self.joined_kv, self.mlp_dim
+    attention = 4 * h * kv
+    ffn = 3 * h * mlp
+    encoder = self.num_encoder_layers * (attention + ffn + 2 * h) + h
+    decoder = self.num_decoder_layers * (2 * attention + ffn + 3 * h) + h
+    relpos = 2 * self.num_heads * self.relative_attention_num_buckets
+    return 2 * self.vocab_size * h + encoder + decoder + relpos
+
+
+SIZES: dict[str, T5Config] = {
+    "tiny": T5Config(vocab_size=512, emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128,
+                     num_encoder_layers=2, num_decoder_layers=2),
+    "small": T5Config(vocab_size=32128, emb_dim=512, num_heads=6, head_dim=64, mlp_dim=1024,
+                      num_encoder_layers=8, num_decoder_layers=8),
+    "xl": T5Config(vocab_size=32128, emb_dim=2048, num_heads=32, head_dim=64, mlp_dim=5120,
+                   num_encoder_layers=24, num_decoder_layers=24),
+    "xxl": T5Config(vocab_size=32128, emb_dim=4096, num_heads=64, head_dim=64, mlp_dim=10240,
+                    num_encoder_layers=24, num_decoder_layers=24),
+}
+
+
+def get_config(name: str, **overrides) -> T5Config:
+  """Returns the named size (`tiny`, `small`, `xl`, `xxl`) with `overrides` applied."""
+  if name not in SIZES:
+    raise ValueError(f"Unknown model size {name!r}; known sizes: {sorted(SIZES)}.")
+  return SIZES[name].replace(**overrides)

@@ -1,0 +1,75 @@
+"""`rospr convert`: convert a T5 v1.1 / T0 checkpoint between Hugging Face and T5X formats.
+
+  rospr convert --from bigscience-T0_3B --to t0_3b_t5x --format t5x
+  rospr convert --from t0_3b_t5x --to t0_3b_hf --format hf --max-shard-size 2GB
+
+Tensors keep their stored dtype unless `--dtype` says otherwise, so a round trip returns identical
+tensors. A Hugging Face source's tokenizer files are copied to a Hugging Face destination.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from rospr_jax.model.checkpoints import checkpoint_fingerprint, detect_format, load_checkpoint, save_hf, save_t5x
+from rospr_jax.model.hf_checkpoint import TOKENIZER_FILES
+from rospr_jax.model.t5x_checkpoint import flatten
+
+_DTYPES = {"keep": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> int:
+  """"2GB" -> 2000000000, "500MiB" -> 524288000, "4096" -> 4096."""
+  match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+  if not match or match.group(2).upper() not in _UNITS:
+    raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 4096, 500MB, 2GB, 1GiB)")
+  size = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+  if size <= 0:
+    raise argparse.ArgumentTypeError(f"not a positive size: {text!r}")
+  return size
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="rospr convert", description=__doc__.split("\n")[0].split(": ", 1)[1],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--from", dest="source", required=True,
+                      help="Hugging Face directory, or T5X model / checkpoint_<step> directory")
+  parser.add_argument("--to", dest="dest", required=True,
+                      help="directory to create (for t5x: the model directory that receives "
+                           "checkpoint_<step>)")
+  parser.add_argument("--format", choices=("hf", "t5x"), required=True, help="format to write")
+  parser.add_argument("--dtype", choices=tuple(_DTYPES), default="keep",
+                      help="dtype of the written tensors (default: keep the stored ones)")
+  parser.add_argument("--step", type=int, default=0, help="step number of the T5X checkpoint written")
+  parser.add_argument("--max-shard-size", type=parse_size, default=None,
+                      help="shard Hugging Face weights into files of at most this size (e.g. 2GB)")
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+  try:
+    source_format = detect_format(args.source)
+    config, params = load_checkpoint(args.source, _DTYPES[args.dtype])
+    if args.format == "hf":
+      extra = ([Path(args.source) / name for name in TOKENIZER_FILES
+                if (Path(args.source) / name).is_file()] if source_format == "hf" else [])
+      written = save_hf(args.dest, config, params, args.max_shard_size, extra_files=extra)
+    else:
+      written = save_t5x(args.dest, config, params, step=args.step)
+  except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
+    print(f"rospr convert: error: {e}", file=sys.stderr)
+    return 1
+  count = sum(a.size for a in flatten(params).values())
+  print(f"converted {args.source} ({source_format}) -> {written} ({args.format}): {count:,} parameters, "
+        f"fingerprint {checkpoint_fingerprint(written)}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

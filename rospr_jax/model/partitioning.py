@@ -1,0 +1,55 @@
+"""Logical axis rules (T5X's standard 1-D model-parallel rules) and mesh helpers.
+
+Parameters and activations carry logical axis names; these rules map them onto a mesh with axes
+`data` and `model`. The soft prompt (`prompt`, `prompt_embed`) stays replicated.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import numpy as np
+from flax import linen as nn
+
+LogicalRules = Sequence[tuple[str, str | None]]
+
+STANDARD_RULES: LogicalRules = (
+    ("batch", "data"),
+    ("vocab", "model"),
+    ("embed", None),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("kv", None),
+    ("joined_kv", "model"),
+    ("relpos_buckets", None),
+    ("length", None),
+    ("prompt", None),
+    ("prompt_embed", None),
+)
+
+
+def make_mesh(num_partitions: int = 1, devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+  """A `data` x `model` mesh over `devices` (default: all) with `num_partitions` on the model axis."""
+  devices = list(jax.devices() if devices is None else devices)
+  if len(devices) % num_partitions:
+    raise ValueError(f"{len(devices)} devices cannot be split into model partitions of {num_partitions}.")
+  grid = np.asarray(devices).reshape(len(devices) // num_partitions, num_partitions)
+  return jax.sharding.Mesh(grid, ("data", "model"))
+
+
+def params_sharding(abstract_params, mesh: jax.sharding.Mesh, rules: LogicalRules = STANDARD_RULES):
+  """NamedShardings for a (boxed, e.g. from `jax.eval_shape(model.init, ...)`) parameter tree."""
+  specs = nn.get_partition_spec(abstract_params)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def shard_params(params, boxed_params, mesh: jax.sharding.Mesh, rules: LogicalRules = STANDARD_RULES):
+  """Places plain `params` on `mesh` following the logical axes recorded in `boxed_params`."""
+  shardings = params_sharding(boxed_params, mesh, rules)
+  return jax.tree.map(jax.device_put, params, nn.unbox(shardings))
+
+
+def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 2) -> jax.sharding.NamedSharding:
+  """Sharding of a [B, ...] batch array: batch over `data`, the rest replicated."""
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data", *([None] * (ndim - 1))))

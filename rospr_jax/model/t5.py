@@ -1,0 +1,340 @@
+"""T5 v1.1 / T0 encoder-decoder in Flax linen, with a soft prompt prepended to the encoder input.
+
+Parameter names and logical axes are T5X's, so T5X checkpoints map one to one and Hugging Face
+checkpoints map by a fixed renaming (see `checkpoints.py`). Numerics follow T5 v1.1 exactly:
+float32 RMS norm (eps 1e-6), gated tanh-GELU feed-forward, no 1/sqrt(d) attention scaling,
+bucketed relative position biases (one table per stack, bidirectional in the encoder), untied
+float32 logits. Activations use `config.dtype`.
+
+Vocabulary: B batch, T encoder length, L decoder length, P prompt length, H model dim, N heads,
+D head dim, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from rospr_jax.model.config import T5Config
+
+Array = jax.Array
+_MASK_VALUE = -1e10  # Added to the logits of masked keys (finite, so a fully masked row stays finite).
+
+_kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+
+
+@functools.lru_cache(maxsize=64)
+def relative_position_buckets(query_length: int, key_length: int, bidirectional: bool,
+                              num_buckets: int, max_distance: int) -> np.ndarray:
+  """Bucket ids of `key - query` positions, exactly as Mesh TensorFlow and Hugging Face T5 compute them.
+
+  Computed on the host in float32 (shapes are static), so the traced program holds a constant.
+
+  Returns:
+    [query_length, key_length] int32 bucket ids in [0, num_buckets).
+  """
+  relative = (np.arange(key_length, dtype=np.int64)[None, :]
+              - np.arange(query_length, dtype=np.int64)[:, None])  # [Tq, Tk]
+  buckets = np.zeros_like(relative)
+  if bidirectional:
+    num_buckets //= 2
+    buckets += (relative > 0) * num_buckets
+    distance = np.abs(relative)
+  else:
+    distance = -np.minimum(relative, 0)
+  max_exact = num_buckets // 2
+  with np.errstate(divide="ignore"):  # log(0) only where `distance < max_exact` picks the exact bucket.
+    scaled = (np.log(distance.astype(np.float32) / np.float32(max_exact))
+              / np.float32(math.log(max_distance / max_exact))
+              * np.float32(num_buckets - max_exact))
+  large = max_exact + np.where(distance < max_exact, 0, scaled).astype(np.int64)
+  large = np.minimum(large, num_buckets - 1)
+  buckets += np.where(distance < max_exact, distance, large)
+  return buckets.astype(np.int32)
+
+
+class RMSNorm(nn.Module):
+  """T5's layer norm: scale only, no mean subtraction, computed in float32."""
+  epsilon: float = 1e-6
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    """[..., H] -> [..., H] in `dtype`."""
+    x32 = x.astype(jnp.float32)
+    variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                       (x.shape[-1],), jnp.float32)
+    y = x32 * jax.lax.rsqrt(variance + self.epsilon)
+    return (y * scale.astype(jnp.float32)).astype(self.dtype)
+
+
+class Dense(nn.Module):
+  """A bias-free projection [..., in] -> [..., features] with a named 2-D kernel."""
+  features: int
+  axes: tuple[str, str]
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param("kernel", nn.with_logical_partitioning(_kernel_init, self.axes),
+                        (x.shape[-1], self.features), self.config.param_dtype)
+    return jnp.dot(x.astype(self.config.dtype), kernel.astype(self.config.dtype))
+
+
+class RelativePositionBias(nn.Module):
+  """Learned per-head bias for bucketed relative positions: one table per stack."""
+  config: T5Config
+  bidirectional: bool
+
+  @nn.compact
+  def __call__(self, query_length: int, key_length: int) -> Array:
+    """Returns [1, N, Tq, Tk] float32."""
+    cfg = self.config
+    table = self.param("rel_embedding",
+                       nn.with_logical_partitioning(nn.initializers.normal(1.0), ("heads", "relpos_buckets")),
+                       (cfg.num_heads, cfg.relative_attention_num_buckets), jnp.float32)
+    buckets = relative_position_buckets(query_length, key_length, self.bidirectional,
+                                        cfg.relative_attention_num_buckets,
+                                        cfg.relative_attention_max_distance)
+    return jnp.asarray(table, jnp.float32)[:, buckets][None]  # [N, Tq, Tk] -> [1, N, Tq, Tk]
+
+
+class MultiHeadAttention(nn.Module):
+  """Dot-product attention without logit scaling (T5 folds 1/sqrt(D) into the query init)."""
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, queries: Array, keys_values: Array, bias: Array, *, enable_dropout: bool) -> Array:
+    """Attends [B, Tq, H] queries over [B, Tk, H] keys/values.
+
+    Args:
+      bias: additive float32 bias broadcastable to [B, N, Tq, Tk] (relative positions and masking).
+
+    Returns:
+      [B, Tq, H] in `config.dtype`.
+    """
+    cfg = self.config
+    project = functools.partial(Dense, cfg.joined_kv, ("embed", "joined_kv"), cfg)
+    heads = lambda x: x.reshape(*x.shape[:-1], cfg.num_heads, cfg.head_dim)  # [B, T, N*D] -> [B, T, N, D]
+    query = heads(project(name="query")(queries))
+    key = heads(project(name="key")(keys_values))
+    value = heads(project(name="value")(keys_values))
+    logits = jnp.einsum("bqnd,bknd->bnqk", query, key, preferred_element_type=jnp.float32)
+    weights = jax.nn.softmax(logits + bias, axis=-1).astype(cfg.dtype)  # [B, N, Tq, Tk]
+    weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=not enable_dropout)
+    context = jnp.einsum("bnqk,bknd->bqnd", weights, value)  # [B, Tq, N, D]
+    context = context.reshape(*context.shape[:2], cfg.joined_kv)
+    return Dense(queries.shape[-1], ("joined_kv", "embed"), cfg, name="out")(context)
+
+
+class GatedGeluMlp(nn.Module):
+  """wo(gelu_tanh(wi_0 x) * wi_1 x)."""
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, x: Array, *, enable_dropout: bool) -> Array:
+    """[B, T, H] -> [B, T, H]."""
+    cfg = self.config
+    gate = nn.gelu(Dense(cfg.mlp_dim, ("embed", "mlp"), cfg, name="wi_0")(x), approximate=True)
+    linear = Dense(cfg.mlp_dim, ("embed", "mlp"), cfg, name="wi_1")(x)
+    hidden = nn.Dropout(cfg.dropout_rate)(gate * linear, deterministic=not enable_dropout)
+    return Dense(x.shape[-1], ("mlp", "embed"), cfg, name="wo")(hidden)
+
+
+class EncoderLayer(nn.Module):
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, x: Array, bias: Array, *, enable_dropout: bool) -> Array:
+    """[B, T, H] -> [B, T, H]; `bias` [B, N, T, T] holds positions and the padding mask."""
+    cfg = self.config
+    norm = functools.partial(RMSNorm, cfg.layer_norm_epsilon, cfg.dtype)
+    dropout = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=not enable_dropout)
+    y = norm(name="pre_attention_layer_norm")(x)
+    y = MultiHeadAttention(cfg, name="attention")(y, y, bias, enable_dropout=enable_dropout)
+    x = x + dropout(y)
+    y = norm(name="pre_mlp_layer_norm")(x)
+    y = GatedGeluMlp(cfg, name="mlp")(y, enable_dropout=enable_dropout)
+    return nn.with_logical_constraint(x + dropout(y), ("batch", "length", "embed"))
+
+
+class DecoderLayer(nn.Module):
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, x: Array, encoded: Array, self_bias: Array, cross_bias: Array, *,
+               enable_dropout: bool) -> Array:
+    """[B, L, H] decoder states, [B, T, H] encoder output -> [B, L, H]."""
+    cfg = self.config
+    norm = functools.partial(RMSNorm, cfg.layer_norm_epsilon, cfg.dtype)
+    dropout = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=not enable_dropout)
+    y = norm(name="pre_self_attention_layer_norm")(x)
+    y = MultiHeadAttention(cfg, name="self_attention")(y, y, self_bias, enable_dropout=enable_dropout)
+    x = x + dropout(y)
+    y = norm(name="pre_cross_attention_layer_norm")(x)
+    y = MultiHeadAttention(cfg, name="encoder_decoder_attention")(
+        y, encoded, cross_bias, enable_dropout=enable_dropout)
+    x = x + dropout(y)
+    y = norm(name="pre_mlp_layer_norm")(x)
+    y = GatedGeluMlp(cfg, name="mlp")(y, enable_dropout=enable_dropout)
+    return nn.with_logical_constraint(x + dropout(y), ("batch", "length", "embed"))
+
+
+def _key_mask_bias(key_mask: Array) -> Array:
+  """[B, Tk] bool -> [B, 1, 1, Tk] float32 additive bias (0 where attended, -1e10 where masked)."""
+  return jnp.where(key_mask, 0.0, _MASK_VALUE).astype(jnp.float32)[:, None, None, :]
+
+
+class Encoder(nn.Module):
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, embedded: Array, mask: Array, *, enable_dropout: bool) -> Array:
+    """[B, T, H] embedded inputs (prompt included), [B, T] bool mask -> [B, T, H]."""
+    cfg = self.config
+    length = embedded.shape[1]
+    bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
+    bias = bias + _key_mask_bias(mask)  # [B, N, T, T]
+    x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=not enable_dropout)
+    for i in range(cfg.num_encoder_layers):
+      x = EncoderLayer(cfg, name=f"layers_{i}")(x, bias, enable_dropout=enable_dropout)
+    x = RMSNorm(cfg.layer_norm_epsilon, cfg.dtype, name="encoder_norm")(x)
+    return nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
+
+
+@functools.lru_cache(maxsize=64)
+def _choice_self_attention_layout(num_choices: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+  """Positions and causal mask of C decoder sequences of length L laid side by side.
+
+  Returns:
+    positions [C * L] (position within its own sequence) and mask [C * L, C * L] bool: a query sees the
+    keys of its own sequence up to itself, as if each sequence ran alone.
+  """
+  sequence = np.repeat(np.arange(num_choices), length)
+  positions = np.tile(np.arange(length), num_choices)
+  mask = (sequence[:, None] == sequence[None, :]) & (positions[None, :] <= positions[:, None])
+  return positions, mask
+
+
+class Decoder(nn.Module):
+  config: T5Config
+
+  @nn.compact
+  def __call__(self, embedded: Array, encoded: Array, encoder_mask: Array, *, num_choices: int = 1,
+               enable_dropout: bool) -> Array:
+    """[B, C * L] embedded decoder inputs (C sequences side by side) -> [B, C * L, V] float32 logits.
+
+    With C > 1 the sequences share the encoder output (and so its cross-attention keys and values) but
+    never see each other: self-attention is block-diagonal and positions restart at each sequence.
+    """
+    cfg = self.config
+    length = embedded.shape[1] // num_choices
+    positions, causal = _choice_self_attention_layout(num_choices, length)
+    table = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(length, length)
+    self_bias = table[:, :, positions[:, None], positions[None, :]]  # [1, N, C*L, C*L]
+    self_bias = self_bias + jnp.where(causal, 0.0, _MASK_VALUE)[None, None]
+    cross_bias = _key_mask_bias(encoder_mask)  # [B, 1, 1, T]
+    x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=not enable_dropout)
+    for i in range(cfg.num_decoder_layers):
+      x = DecoderLayer(cfg, name=f"layers_{i}")(x, encoded, self_bias, cross_bias,
+                                                 enable_dropout=enable_dropout)
+    x = RMSNorm(cfg.layer_norm_epsilon, cfg.dtype, name="decoder_norm")(x)
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
+    logits = Dense(cfg.vocab_size, ("embed", "vocab"), cfg, name="logits_dense")(x)
+    return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+
+
+class T5(nn.Module):
+  """T5 v1.1 encoder-decoder with an optional soft prompt [P, H] (or [B, P, H]) before the input."""
+  config: T5Config
+
+  def setup(self):
+    cfg = self.config
+    self.token_embedder = nn.Embed(
+        cfg.vocab_size, cfg.emb_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")))
+    self.encoder = Encoder(cfg)
+    self.decoder = Decoder(cfg)
+
+  def embed_inputs(self, tokens: Array, prompt: Array | None = None) -> tuple[Array, Array]:
+    """Embeds [B, T] tokens and prepends the prompt.
+
+    Returns:
+      embedded [B, P + T, H] in `config.dtype` and its mask [B, P + T] (prompt positions are real).
+    """
+    embedded = self.token_embedder(tokens)
+    mask = tokens > 0
+    if prompt is None or prompt.shape[-2] == 0:
+      return embedded, mask
+    if prompt.ndim == 2:
+      prompt = jnp.broadcast_to(prompt, (tokens.shape[0], *prompt.shape))
+    if prompt.shape[0] != tokens.shape[0] or prompt.shape[-1] != embedded.shape[-1]:
+      raise ValueError(f"Prompt of shape {prompt.shape} does not fit inputs {tokens.shape} with "
+                       f"H={embedded.shape[-1]}: expected [P, H] or [B, P, H].")
+    prompt = nn.with_logical_constraint(prompt.astype(embedded.dtype), ("batch", "prompt", "prompt_embed"))
+    prompt_mask = jnp.ones(prompt.shape[:2], dtype=bool)
+    return (jnp.concatenate([prompt, embedded], axis=1),    # [B, P + T, H]
+            jnp.concatenate([prompt_mask, mask], axis=1))   # [B, P + T]
+
+  def encode(self, encoder_input_tokens: Array, prompt: Array | None = None, *,
+             enable_dropout: bool = False) -> Array:
+    """[B, T] tokens (+ prompt [P, H] or [B, P, H]) -> encoder output [B, P + T, H]."""
+    embedded, mask = self.embed_inputs(encoder_input_tokens, prompt)
+    return self.encoder(embedded, mask, enable_dropout=enable_dropout)
+
+  def decode(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array, *,
+             enable_dropout: bool = False) -> Array:
+    """Teacher-forced decoder logits over a shared encoder output.
+
+    Args:
+      encoded: [B, P + T, H] encoder output; encoder_mask: [B, P + T] bool.
+      decoder_input_tokens: [B, L] shifted targets, or [B, C, L] for C target sequences per example
+        (answer choices), decoded side by side against one encoder output.
+
+    Returns:
+      [B, L, V] or [B, C, L, V] float32 logits.
+    """
+    num_choices = 1 if decoder_input_tokens.ndim == 2 else decoder_input_tokens.shape[1]
+    flat = decoder_input_tokens.reshape(decoder_input_tokens.shape[0], -1)  # [B, C * L]
+    logits = self.decoder(self.token_embedder(flat), encoded, encoder_mask, num_choices=num_choices,
+                          enable_dropout=enable_dropout)
+    return logits.reshape(*decoder_input_tokens.shape, logits.shape[-1])
+
+  def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
+               prompt: Array | None = None, *, enable_dropout: bool = False) -> Array:
+    """Teacher-forced logits [B, L, V] (float32) for [B, T] inputs and [B, L] shifted targets."""
+    embedded, mask = self.embed_inputs(encoder_input_tokens, prompt)
+    encoded = self.encoder(embedded, mask, enable_dropout=enable_dropout)
+    return self.decode(encoded, mask, decoder_input_tokens, enable_dropout=enable_dropout)
+
+
+def encoder_mask(encoder_input_tokens: Array, prompt_length: int = 0) -> Array:
+  """[B, T] tokens -> [B, P + T] bool mask of the encoder output (prompt positions always real)."""
+  mask = encoder_input_tokens > 0
+  if prompt_length:
+    mask = jnp.concatenate([jnp.ones((mask.shape[0], prompt_length), bool), mask], axis=1)
+  return mask
+
+
+def shift_right(targets: Array) -> Array:
+  """[..., L] targets -> [..., L] decoder inputs (start token 0, last token dropped)."""
+  return jnp.pad(targets, [(0, 0)] * (targets.ndim - 1) + [(1, 0)])[..., :-1]
+
+
+def token_log_likelihoods(logits: Array, targets: Array) -> Array:
+  """log p(target) per position: [B, L, V] float32 logits, [B, L] targets -> [B, L] float32."""
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+
+
+def init_params(config: T5Config, rng: Array, *, boxed: bool = False):
+  """Random parameters of `config`'s model (boxed with logical axes when `boxed`)."""
+  tokens = jnp.ones((1, 4), jnp.int32)
+  variables = T5(config).init(rng, tokens, tokens)
+  return variables["params"] if boxed else nn.unbox(variables["params"])

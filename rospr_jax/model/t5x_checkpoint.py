@@ -1,0 +1,463 @@
+"""T5X checkpoints: the parameter tree's names and shapes, reading and writing T5X's on-disk layout.
+
+The parameter tree with T5X's names is this project's canonical form (DESIGN.md, "The model"): the
+Hugging Face importer maps onto it, and the helpers here (`param_shapes`, `flatten`, `unflatten`,
+`key_problems`, `atomic_directory`) are shared with it.
+
+T5X's layout (`t5x/checkpoints.py`, VERSION 3), for a model directory `MODEL_DIR`:
+
+  MODEL_DIR/checkpoint_<step>/checkpoint   msgpack (flax.serialization) of
+                                           {"version": 3, "optimizer": {"target": params, "state": {...}}}
+  MODEL_DIR/checkpoint_<step>/target.encoder.layers_0.attention.query.kernel/
+                                           a zarr array (tensorstore) for each large parameter
+
+Inside the msgpack, a parameter is either the array itself (small arrays) or the tensorstore spec of its
+zarr array, `{"driver": "zarr", "kvstore": {"driver": "file", "path": "target.encoder..."}, ...}`, with
+the path relative to the `checkpoint_<step>` directory. T5X stores no model config: it is inferred from
+the shapes. The few numbers shapes cannot tell (relative-position max distance, norm epsilon, dropout)
+are written by `save_t5x` to a side file `rospr_config.json`, which T5X ignores; without it, T5 v1.1's
+values are used (128, 1e-6, 0.0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from rospr_jax.model.config import T5Config
+
+T5X_VERSION = 3
+CHECKPOINT_FILE = "checkpoint"
+SIDE_CONFIG_FILE = "rospr_config.json"
+# Arrays of more bytes than this go to tensorstore zarr arrays, smaller ones inline in the msgpack.
+DEFAULT_INLINE_MAX_BYTES = 4096
+_CHUNK_TARGET_BYTES = 64 * 1024 * 1024  # T5X's desired chunk size.
+_STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
+_MAX_LISTED_PROBLEMS = 30
+
+Params = dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The canonical parameter tree.
+
+
+def param_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
+  """Flat `{"encoder/layers_0/attention/query/kernel": shape}` of every parameter of `config`'s model."""
+  h, kv, mlp, v = config.emb_dim, config.joined_kv, config.mlp_dim, config.vocab_size
+  relpos = (config.num_heads, config.relative_attention_num_buckets)
+  shapes: dict[str, tuple[int, ...]] = {"token_embedder/embedding": (v, h)}
+
+  def attention(prefix: str) -> None:
+    for name in ("query", "key", "value"):
+      shapes[f"{prefix}/{name}/kernel"] = (h, kv)
+    shapes[f"{prefix}/out/kernel"] = (kv, h)
+
+  def mlp_block(prefix: str) -> None:
+    shapes[f"{prefix}/wi_0/kernel"] = (h, mlp)
+    shapes[f"{prefix}/wi_1/kernel"] = (h, mlp)
+    shapes[f"{prefix}/wo/kernel"] = (mlp, h)
+
+  shapes["encoder/relpos_bias/rel_embedding"] = relpos
+  for i in range(config.num_encoder_layers):
+    layer = f"encoder/layers_{i}"
+    shapes[f"{layer}/pre_attention_layer_norm/scale"] = (h,)
+    attention(f"{layer}/attention")
+    shapes[f"{layer}/pre_mlp_layer_norm/scale"] = (h,)
+    mlp_block(f"{layer}/mlp")
+  shapes["encoder/encoder_norm/scale"] = (h,)
+
+  shapes["decoder/relpos_bias/rel_embedding"] = relpos
+  for i in range(config.num_decoder_layers):
+    layer = f"decoder/layers_{i}"
+    shapes[f"{layer}/pre_self_attention_layer_norm/scale"] = (h,)
+    attention(f"{layer}/self_attention")
+    shapes[f"{layer}/pre_cross_attention_layer_norm/scale"] = (h,)
+    attention(f"{layer}/encoder_decoder_attention")
+    shapes[f"{layer}/pre_mlp_layer_norm/scale"] = (h,)
+    mlp_block(f"{layer}/mlp")
+  shapes["decoder/decoder_norm/scale"] = (h,)
+  shapes["decoder/logits_dense/kernel"] = (h, v)
+  return shapes
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """Nested dict -> `{"a/b/c": leaf}` (any mapping is descended into)."""
+  flat: dict[str, Any] = {}
+  for key, value in tree.items():
+    path = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      flat.update(flatten(value, path + "/"))
+    else:
+      flat[path] = value
+  return flat
+
+
+def unflatten(flat: Mapping[str, Any]) -> Params:
+  """`{"a/b/c": leaf}` -> nested dict."""
+  tree: Params = {}
+  for path, value in flat.items():
+    node = tree
+    *parents, last = path.split("/")
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[last] = value
+  return tree
+
+
+def key_problems(found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]],
+                 where: Mapping[str, str] | None = None) -> list[str]:
+  """Lists missing keys, unexpected keys and shape mismatches (each naming the key and the shapes).
+
+  Args:
+    found: shape of each key the checkpoint holds.
+    expected: shape of each key the model needs.
+    where: optional file name of each found key, added to its line.
+  """
+  where = where or {}
+
+  def at(key: str) -> str:
+    return f" in {where[key]}" if key in where else ""
+
+  problems = [f"missing key {key} (expected shape {tuple(shape)})"
+              for key, shape in expected.items() if key not in found]
+  problems += [f"unexpected key {key} (shape {tuple(shape)}){at(key)}"
+               for key, shape in found.items() if key not in expected]
+  problems += [f"shape mismatch at {key}: expected {tuple(expected[key])}, found {tuple(shape)}{at(key)}"
+               for key, shape in found.items()
+               if key in expected and tuple(shape) != tuple(expected[key])]
+  return problems
+
+
+def raise_problems(header: str, problems: list[str]) -> None:
+  """Raises one ValueError listing `problems` under `header` (does nothing when there are none)."""
+  if not problems:
+    return
+  shown = problems[:_MAX_LISTED_PROBLEMS]
+  lines = [header] + [f"  - {p}" for p in shown]
+  if len(problems) > len(shown):
+    lines.append(f"  ... and {len(problems) - len(shown)} more.")
+  raise ValueError("\n".join(lines))
+
+
+def as_numpy_dtype(dtype: Any) -> np.dtype | None:
+  """jnp / numpy dtype or name -> numpy dtype (bfloat16 through ml_dtypes); None stays None."""
+  if dtype is None:
+    return None
+  if isinstance(dtype, str) and dtype == "bfloat16":
+    import ml_dtypes  # pylint: disable=g-import-not-at-top
+    return np.dtype(ml_dtypes.bfloat16)
+  return np.dtype(dtype)
+
+
+def cast(array: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
+  """C-contiguous `array` in `dtype` (None keeps its dtype), copying only when needed."""
+  return np.ascontiguousarray(array, dtype=array.dtype if dtype is None else dtype)
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
+  """Yields a temporary directory beside `final` that becomes `final` when the block succeeds.
+
+  `final` must not exist, or be an empty directory; on error the temporary directory is removed.
+  """
+  final = Path(final)
+  if final.exists() and (not final.is_dir() or any(final.iterdir())):
+    raise FileExistsError(f"{final} already exists and is not an empty directory; "
+                          "choose a new destination.")
+  final.parent.mkdir(parents=True, exist_ok=True)
+  tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+  try:
+    yield tmp
+    os.replace(tmp, final)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading.
+
+
+def resolve_checkpoint_file(path: str | os.PathLike) -> Path:
+  """The msgpack `checkpoint` file of a T5X checkpoint.
+
+  Args:
+    path: the `checkpoint` file, a `checkpoint_<step>` directory, or the model directory holding
+      `checkpoint_<step>` directories (the latest step is taken).
+  """
+  path = Path(path)
+  if path.is_file():
+    return path
+  if not path.is_dir():
+    raise FileNotFoundError(f"{path}: no such T5X checkpoint file or directory.")
+  if (path / "state").is_dir() and not (path / CHECKPOINT_FILE).exists():
+    raise ValueError(f"{path}: holds a `state/` directory, the Orbax layout of newer T5X versions, "
+                     "which is not supported; export it as a classic T5X checkpoint (msgpack "
+                     "`checkpoint` file plus zarr arrays).")
+  if (path / CHECKPOINT_FILE).is_file():
+    return path / CHECKPOINT_FILE
+  steps = sorted((int(m.group(1)), child) for child in path.iterdir()
+                 if (m := _STEP_DIR.match(child.name)) and (child / CHECKPOINT_FILE).is_file())
+  if not steps:
+    raise FileNotFoundError(
+        f"{path}: not a T5X checkpoint: no `{CHECKPOINT_FILE}` file and no "
+        f"`checkpoint_<step>/{CHECKPOINT_FILE}` inside.")
+  return steps[-1][1] / CHECKPOINT_FILE
+
+
+def _is_ts_spec(value: Any) -> bool:
+  return isinstance(value, Mapping) and "driver" in value
+
+
+def _flatten_target(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """Like `flatten`, but a tensorstore spec (a dict with a "driver") is a leaf."""
+  flat: dict[str, Any] = {}
+  for key, value in tree.items():
+    path = f"{prefix}{key}"
+    if isinstance(value, Mapping) and not _is_ts_spec(value):
+      flat.update(_flatten_target(value, path + "/"))
+    else:
+      flat[path] = value
+  return flat
+
+
+def _read_msgpack(file: Path) -> dict[str, Any]:
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+  data = file.read_bytes()
+  try:
+    contents = serialization.msgpack_restore(data)
+  except Exception as e:  # msgpack raises several unrelated types for damaged data.
+    raise ValueError(f"{file}: corrupted or truncated T5X msgpack checkpoint "
+                     f"({type(e).__name__}: {e}).") from e
+  if not isinstance(contents, dict):
+    raise ValueError(f"{file}: not a T5X checkpoint: the msgpack holds a {type(contents).__name__}, "
+                     "not a dict.")
+  return contents
+
+
+class _ZarrArray:
+  """A T5X parameter stored as a zarr array in a directory beside the msgpack file."""
+
+  def __init__(self, name: str, spec: Mapping[str, Any], step_dir: Path, msgpack_file: Path):
+    kvstore = spec.get("kvstore")
+    relative = kvstore.get("path") if isinstance(kvstore, Mapping) else None
+    relative = relative or spec.get("path")  # tensorstore < 0.1.14 kept the path at the top level.
+    if spec.get("driver") != "zarr" or not isinstance(relative, str):
+      raise ValueError(f"{msgpack_file}: parameter {name} has an unsupported tensorstore spec {spec!r} "
+                       "(expected a zarr driver with a relative path).")
+    relative = relative.rstrip("/")
+    if os.path.isabs(relative) or ".." in Path(relative).parts or not relative:
+      raise ValueError(f"{msgpack_file}: parameter {name} points outside the checkpoint directory "
+                       f"({relative!r}); T5X writes paths relative to it.")
+    self.name = name
+    self.directory = step_dir / relative
+    zarray = self.directory / ".zarray"
+    if not zarray.is_file():
+      raise FileNotFoundError(f"{zarray}: missing zarr metadata of parameter {name} "
+                              "(incomplete checkpoint copy?).")
+    try:
+      self.metadata = json.loads(zarray.read_text())
+      self.shape = tuple(int(d) for d in self.metadata["shape"])
+      self.chunks = tuple(int(d) for d in self.metadata["chunks"])
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"{zarray}: corrupted zarr metadata of parameter {name} ({e}).") from e
+    declared = (spec.get("metadata") or {}).get("shape")
+    if declared is not None and tuple(int(d) for d in declared) != self.shape:
+      raise ValueError(f"{zarray}: parameter {name} has shape {self.shape} on disk but "
+                       f"{tuple(declared)} in {msgpack_file}.")
+
+  def _check_chunks_present(self) -> None:
+    """A missing chunk reads as zeros without error when the fill value is null: refuse it."""
+    if self.metadata.get("fill_value") is not None:
+      return  # A missing chunk legitimately means "all fill value".
+    separator = self.metadata.get("dimension_separator", ".")
+    grid = [range(math.ceil(s / c)) if c else range(1) for s, c in zip(self.shape, self.chunks)]
+    for index in itertools.product(*grid) if grid else [(0,)]:
+      chunk = self.directory / separator.join(str(i) for i in index)
+      if not chunk.is_file():
+        raise ValueError(f"{chunk}: missing chunk file of parameter {self.name} "
+                         "(the checkpoint is incomplete).")
+
+  def read(self) -> np.ndarray:
+    import tensorstore as ts  # pylint: disable=g-import-not-at-top
+    self._check_chunks_present()
+    spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(self.directory)}}
+    try:
+      store = ts.open(spec, open=True, read=True).result()
+      return np.asarray(store.read().result())
+    except Exception as e:  # tensorstore raises ValueError / RuntimeError subtypes for damaged data.
+      raise ValueError(f"{self.directory}: cannot read the zarr array of parameter {self.name}: "
+                       f"{e}") from e
+
+
+def _infer_config(shapes: Mapping[str, tuple[int, ...]], side: Mapping[str, Any], file: Path) -> T5Config:
+  """T5Config from parameter shapes (T5X stores no config)."""
+  needed = ["token_embedder/embedding", "encoder/relpos_bias/rel_embedding",
+            "encoder/layers_0/attention/query/kernel", "encoder/layers_0/mlp/wi_0/kernel"]
+  absent = [k for k in needed if k not in shapes]
+  if absent:
+    raise ValueError(f"{file}: cannot infer the model shape: missing key(s) {', '.join(absent)} "
+                     f"(present: {', '.join(sorted(shapes)[:8])}{' ...' if len(shapes) > 8 else ''}).")
+  vocab, emb = shapes["token_embedder/embedding"]
+  heads, buckets = shapes["encoder/relpos_bias/rel_embedding"]
+  joined_kv = shapes["encoder/layers_0/attention/query/kernel"][-1]
+  if heads <= 0 or joined_kv % heads:
+    raise ValueError(f"{file}: encoder/layers_0/attention/query/kernel has {joined_kv} columns, not a "
+                     f"multiple of the {heads} heads of encoder/relpos_bias/rel_embedding.")
+  mlp = shapes["encoder/layers_0/mlp/wi_0/kernel"][-1]
+
+  def depth(stack: str) -> int:
+    indices = [int(m.group(1)) for k in shapes if (m := re.match(rf"^{stack}/layers_(\d+)/", k))]
+    return max(indices) + 1 if indices else 0
+
+  return T5Config(
+      vocab_size=int(vocab), emb_dim=int(emb), num_heads=int(heads), head_dim=int(joined_kv // heads),
+      mlp_dim=int(mlp), num_encoder_layers=depth("encoder"), num_decoder_layers=depth("decoder"),
+      relative_attention_num_buckets=int(buckets),
+      relative_attention_max_distance=int(side.get("relative_attention_max_distance", 128)),
+      layer_norm_epsilon=float(side.get("layer_norm_epsilon", 1e-6)),
+      dropout_rate=float(side.get("dropout_rate", 0.0)))
+
+
+def _read_side_config(step_dir: Path) -> dict[str, Any]:
+  file = step_dir / SIDE_CONFIG_FILE
+  if not file.is_file():
+    return {}
+  try:
+    side = json.loads(file.read_text())
+  except ValueError as e:
+    raise ValueError(f"{file}: corrupted JSON ({e}).") from e
+  allowed = {"relative_attention_max_distance", "layer_norm_epsilon", "dropout_rate"}
+  if not isinstance(side, dict) or set(side) - allowed:
+    raise ValueError(f"{file}: expected a JSON object with keys among {sorted(allowed)}, got {side!r}.")
+  return side
+
+
+def load_t5x(path: str | os.PathLike, dtype: Any = np.float32) -> tuple[T5Config, Params]:
+  """Loads a T5X checkpoint's `target` parameters, one array at a time, cast to `dtype` on the way.
+
+  Args:
+    path: see `resolve_checkpoint_file`.
+    dtype: dtype of the returned arrays; None keeps the stored dtype.
+
+  Returns:
+    (config inferred from the shapes, nested dict of numpy arrays with T5X names).
+  """
+  file = resolve_checkpoint_file(path)
+  step_dir = file.parent
+  contents = _read_msgpack(file)
+  state = contents["optimizer"] if "optimizer" in contents else contents  # version 0 had no wrapper.
+  target = state.get("target") if isinstance(state, Mapping) else None
+  if not isinstance(target, Mapping):
+    raise ValueError(f"{file}: not a T5X checkpoint: no `target` parameter tree "
+                     f"(top-level keys: {sorted(contents)}).")
+  leaves = _flatten_target(target)
+  arrays: dict[str, np.ndarray | _ZarrArray] = {}
+  for name, leaf in leaves.items():
+    if _is_ts_spec(leaf):
+      arrays[name] = _ZarrArray(f"target/{name}", leaf, step_dir, file)
+    elif isinstance(leaf, np.ndarray):
+      arrays[name] = leaf
+    else:
+      raise ValueError(f"{file}: parameter target/{name} is a {type(leaf).__name__}, not an array.")
+  shapes = {name: tuple(a.shape) for name, a in arrays.items()}
+
+  refusals = [f"{name} (shape {shapes[name]}): a non-gated feed-forward (T5 v1.0 / ReLU style); the "
+              "model implements gated-GELU only (mlp/wi_0 and mlp/wi_1)"
+              for name in shapes if name.endswith("mlp/wi/kernel")]
+  if shapes and "decoder/logits_dense/kernel" not in shapes:
+    refusals.append("no decoder/logits_dense/kernel: logits tied to the token embedding (T5X "
+                    "`logits_via_embedding`, T5 v1.0 style) are not implemented; the model has untied "
+                    "logits (T5 v1.1 / T0)")
+  raise_problems(f"{file}: this T5X checkpoint is not a model this project implements:", refusals)
+
+  config = _infer_config(shapes, _read_side_config(step_dir), file)
+  raise_problems(f"{file}: the parameters do not match the T5 v1.1 model inferred from their shapes "
+                 f"({config}):", key_problems(shapes, param_shapes(config)))
+
+  target_dtype = as_numpy_dtype(dtype)
+  flat = {}
+  for name, array in arrays.items():
+    value = array.read() if isinstance(array, _ZarrArray) else array
+    flat[name] = cast(value, target_dtype)
+    del value
+  return config, unflatten(flat)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing.
+
+
+def _chunk_shape(shape: tuple[int, ...], itemsize: int) -> list[int]:
+  """Chunks of at most ~64 MiB: halve the largest dimension until a chunk fits."""
+  chunks = list(shape) or []
+  while chunks and math.prod(chunks) * itemsize > _CHUNK_TARGET_BYTES:
+    i = int(np.argmax(chunks))
+    chunks[i] = math.ceil(chunks[i] / 2)
+  return [max(c, 1) for c in chunks]
+
+
+def _write_zarr(directory: Path, array: np.ndarray) -> None:
+  import tensorstore as ts  # pylint: disable=g-import-not-at-top
+  spec = {
+      "driver": "zarr",
+      "dtype": array.dtype.name,
+      "kvstore": {"driver": "file", "path": str(directory)},
+      "metadata": {"compressor": {"id": "gzip"}, "shape": list(array.shape),
+                   "chunks": _chunk_shape(array.shape, array.dtype.itemsize)},
+  }
+  store = ts.open(spec, create=True, open=False).result()
+  store.write(array).result()
+
+
+def save_t5x(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any], step: int = 0, *,
+             inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES) -> Path:
+  """Writes `params` as T5X checkpoint `path/checkpoint_<step>` (atomically: temp dir, then rename).
+
+  Arrays above `inline_max_bytes` become gzip zarr arrays written through tensorstore, as T5X writes
+  them; smaller ones are stored inline in the msgpack. Parameters keep their dtype. The optimizer
+  state holds only `step`.
+
+  Returns:
+    The `checkpoint_<step>` directory.
+  """
+  flat = {name: np.asarray(value) for name, value in flatten(params).items()}
+  raise_problems("save_t5x: the parameters do not match the config:",
+                 key_problems({k: v.shape for k, v in flat.items()}, param_shapes(config)))
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+  import tensorstore as ts  # pylint: disable=g-import-not-at-top
+
+  final = Path(path) / f"checkpoint_{int(step)}"
+  with atomic_directory(final) as tmp:
+    target = {}
+    for name, array in flat.items():
+      if array.nbytes <= inline_max_bytes:
+        target[name] = array
+        continue
+      relative = "target." + name.replace("/", ".")
+      _write_zarr(tmp / relative, array)
+      spec = ts.Spec({"driver": "zarr", "dtype": array.dtype.name,
+                      "kvstore": {"driver": "file", "path": relative},
+                      "metadata": {"compressor": {"id": "gzip"}, "shape": list(array.shape),
+                                   "chunks": _chunk_shape(array.shape, array.dtype.itemsize)}})
+      target[name] = spec.to_json()
+    state = {"target": unflatten(target), "state": {"step": np.asarray(step, np.int32)}}
+    data = serialization.msgpack_serialize({"version": T5X_VERSION, "optimizer": state})
+    (tmp / CHECKPOINT_FILE).write_bytes(data)
+    (tmp / SIDE_CONFIG_FILE).write_text(json.dumps({
+        "relative_attention_max_distance": config.relative_attention_max_distance,
+        "layer_norm_epsilon": config.layer_norm_epsilon,
+        "dropout_rate": config.dropout_rate,
+    }, indent=2) + "\n")
+  return final

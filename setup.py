@@ -1,0 +1,52 @@
+"""rospr-jax: Retrieval of Soft Prompt (arXiv 2210.03029) in JAX / Flax, T5X and SeqIO style."""
+
+import setuptools
+
+INSTALL_REQUIRES = [
+    # The compute core: runs on a bare JAX install (GPU / TPU machines).
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "tensorstore==0.1.86",
+    "numpy>=2.4,<2.5",
+    "safetensors>=0.4",
+    "msgpack>=1.0",
+    # Data, tasks and search. ScaNN 1.4.2 is built against TensorFlow 2.20: pin it.
+    "seqio==0.0.20",
+    "tensorflow==2.20.*",
+    "tensorflow-text==2.20.*",
+    "tensorflow-datasets==4.9.10",
+    "importlib_resources",  # imported by tensorflow-datasets 4.9.10 without being declared.
+    "scann==1.4.2",
+    "gin-config==0.5.0",
+    "sentencepiece==0.2.3",
+    "jinja2>=3.1",
+    "pyyaml>=6.0",
+    "tqdm>=4.60",
+    "matplotlib>=3.8",
+]
+
+EXTRAS_REQUIRE = {
+    # Reference comparisons: the CPU build of torch that lies on disk, and Hugging Face's T5.
+    "test": [
+        "pytest>=8",
+        "pytest-xdist>=3.5",
+        "torch==2.13.0",
+        "transformers>=4.45",
+    ],
+}
+
+setuptools.setup(
+    name="rospr-jax",
+    version="0.1.0",
+    description="Retrieval of Soft Prompt (RoSPr) for T0 in JAX / Flax with T5X and SeqIO.",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["rospr_jax", "rospr_jax.*"]) + ["rospr_tasks"],
+    package_dir={"rospr_tasks": "tasks"},
+    package_data={"rospr_jax": ["gin/*.gin"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["rospr=rospr_jax.cli:main"]},
+)

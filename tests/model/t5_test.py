@@ -1,0 +1,99 @@
+"""Model invariants that need no reference implementation, and the relative-position buckets vs HF."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rospr_jax.model import T5, T5Config, init_params, relative_position_buckets, shift_right
+
+CONFIG = T5Config(vocab_size=64, emb_dim=24, num_heads=3, head_dim=8, mlp_dim=40, num_encoder_layers=2,
+                  num_decoder_layers=2, relative_attention_max_distance=16)
+
+
+@pytest.fixture(scope="module")
+def params():
+  return init_params(CONFIG, jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("num_buckets,max_distance", [(32, 128), (16, 20), (32, 64)])
+def test_buckets_equal_hugging_face(bidirectional, num_buckets, max_distance):
+  torch = pytest.importorskip("torch")
+  from transformers.models.t5.modeling_t5 import T5Attention
+  length = 1100
+  ours = relative_position_buckets(length, length, bidirectional, num_buckets, max_distance)
+  positions = torch.arange(length)
+  relative = positions[None, :] - positions[:, None]
+  theirs = T5Attention._relative_position_bucket(relative, bidirectional, num_buckets, max_distance)
+  np.testing.assert_array_equal(ours, theirs.numpy())
+
+
+def _tokens(rng, shape, low=3):
+  return jnp.asarray(rng.integers(low, CONFIG.vocab_size, shape), jnp.int32)
+
+
+def test_zero_length_prompt_equals_no_prompt(params):
+  rng = np.random.default_rng(1)
+  enc, dec = _tokens(rng, (2, 9)), shift_right(_tokens(rng, (2, 5)))
+  model = T5(CONFIG)
+  plain = model.apply({"params": params}, enc, dec)
+  empty = model.apply({"params": params}, enc, dec, prompt=jnp.zeros((0, CONFIG.emb_dim)))
+  np.testing.assert_array_equal(np.asarray(plain), np.asarray(empty))
+
+
+def test_prompt_is_prepended_to_the_embedded_input(params):
+  """A prompt made of token embeddings equals those tokens written before the input."""
+  rng = np.random.default_rng(2)
+  enc, dec = _tokens(rng, (2, 7)), shift_right(_tokens(rng, (2, 4)))
+  prefix = _tokens(rng, (3,))
+  prompt = params["token_embedder"]["embedding"][prefix]  # [P, H]
+  model = T5(CONFIG)
+  with_prompt = model.apply({"params": params}, enc, dec, prompt=prompt)
+  batched_prompt = model.apply({"params": params}, enc, dec, prompt=jnp.stack([prompt, prompt]))
+  written = model.apply({"params": params}, jnp.concatenate([jnp.tile(prefix, (2, 1)), enc], 1), dec)
+  np.testing.assert_allclose(np.asarray(with_prompt), np.asarray(written), atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(with_prompt), np.asarray(batched_prompt))
+
+
+def test_padding_does_not_change_real_positions(params):
+  rng = np.random.default_rng(3)
+  enc, targets = _tokens(rng, (1, 8)), _tokens(rng, (1, 5))
+  model = T5(CONFIG)
+  prompt = jax.random.normal(jax.random.PRNGKey(4), (2, CONFIG.emb_dim))
+  short = model.apply({"params": params}, enc, shift_right(targets), prompt=prompt)
+  padded_enc = jnp.pad(enc, ((0, 0), (0, 13)))
+  padded_targets = jnp.pad(targets, ((0, 0), (0, 6)))
+  long = model.apply({"params": params}, padded_enc, shift_right(padded_targets), prompt=prompt)
+  np.testing.assert_allclose(np.asarray(long[:, :5]), np.asarray(short), atol=1e-5)
+
+
+def test_prompt_shape_mismatch_is_refused(params):
+  enc = jnp.ones((2, 4), jnp.int32)
+  with pytest.raises(ValueError, match=r"Prompt of shape \(3, 5, 24\) does not fit inputs \(2, 4\)"):
+    T5(CONFIG).apply({"params": params}, enc, enc, prompt=jnp.zeros((3, 5, 24)))
+
+
+def test_parameter_names_and_count_are_t5x():
+  params = init_params(CONFIG, jax.random.PRNGKey(0))
+  flat = {"/".join(k.key for k in path): v.shape for path, v in jax.tree_util.tree_leaves_with_path(params)}
+  assert flat["token_embedder/embedding"] == (64, 24)
+  assert flat["encoder/layers_1/attention/query/kernel"] == (24, 24)
+  assert flat["encoder/layers_0/mlp/wo/kernel"] == (40, 24)
+  assert flat["encoder/relpos_bias/rel_embedding"] == (3, 32)
+  assert flat["decoder/layers_1/encoder_decoder_attention/out/kernel"] == (24, 24)
+  assert flat["decoder/layers_0/pre_cross_attention_layer_norm/scale"] == (24,)
+  assert flat["decoder/logits_dense/kernel"] == (24, 64)
+  assert sum(int(np.prod(s)) for s in flat.values()) == CONFIG.num_parameters()
+
+
+def test_logical_axes_are_recorded():
+  from flax import linen as nn
+  boxed = init_params(CONFIG, jax.random.PRNGKey(0), boxed=True)
+  specs = nn.get_partition_spec(boxed)
+  assert tuple(specs["encoder"]["layers_0"]["attention"]["query"]["kernel"]) == ("embed", "joined_kv")
+  assert tuple(specs["decoder"]["logits_dense"]["kernel"]) == ("embed", "vocab")
+  assert tuple(specs["token_embedder"]["embedding"]) == ("vocab", "embed")
+  assert tuple(specs["encoder"]["relpos_bias"]["rel_embedding"]) == ("heads", "relpos_buckets")
