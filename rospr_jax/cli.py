@@ -7,6 +7,7 @@ only dispatches, importing the module lazily so that `rospr score` never pays fo
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
   if name not in COMMANDS:
     print(f"rospr: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
     return 2
+  if os.environ.get("ROSPR_MULTIHOST") == "1":  # Set by run_tpu.sh on multi-host TPU slices.
+    import jax
+    jax.distributed.initialize()
   module = importlib.import_module(COMMANDS[name][0])
   return int(module.main(rest) or 0)
 

@@ -3,3 +3,4 @@
 from rospr_jax.model.config import EOS_ID, PAD_ID, SIZES, T5Config, get_config
 from rospr_jax.model.t5 import (T5, encoder_mask, init_params, relative_position_buckets, shift_right,
                                 token_log_likelihoods)
+from rospr_jax.model.checkpoints import checkpoint_fingerprint, load_checkpoint, save_hf, save_t5x

@@ -20,7 +20,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from rospr_jax.model.config import T5Config
-from rospr_jax.model.hf_checkpoint import CONFIG_FILE, hf_weight_files, load_hf, save_hf
+from rospr_jax.model.hf_checkpoint import CONFIG_FILE, hf_weight_files, load_hf, read_hf_config, save_hf
 from rospr_jax.model.t5x_checkpoint import CHECKPOINT_FILE, load_t5x, resolve_checkpoint_file, save_t5x
 
 __all__ = ["checkpoint_fingerprint", "detect_format", "load_checkpoint", "save_hf", "save_t5x"]
@@ -56,7 +56,7 @@ def load_checkpoint(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[
   loader = load_hf if detect_format(path) == "hf" else load_t5x
   config, params = loader(path, dtype)
   if dtype is not None:
-    config = config.replace(param_dtype=dtype)
+    config = config.replace(param_dtype=jnp.dtype(dtype) if isinstance(dtype, str) else dtype)
   return config, params
 
 
@@ -80,7 +80,7 @@ def checkpoint_fingerprint(path: str | os.PathLike) -> str:
   lines = []
   if detect_format(path) == "hf":
     root = Path(path)
-    hf = json.loads((root / CONFIG_FILE).read_text())
+    hf = read_hf_config(root)
     lines.append("hf " + json.dumps(hf, sort_keys=True, separators=(",", ":")))
     files = hf_weight_files(root)
   else:

@@ -14,7 +14,8 @@ import re
 import sys
 from pathlib import Path
 
-from rospr_jax.model.checkpoints import checkpoint_fingerprint, detect_format, load_checkpoint, save_hf, save_t5x
+from rospr_jax.model.checkpoints import (checkpoint_fingerprint, detect_format, load_checkpoint, save_hf,
+                                         save_t5x)
 from rospr_jax.model.hf_checkpoint import TOKENIZER_FILES
 from rospr_jax.model.t5x_checkpoint import flatten
 
@@ -35,13 +36,13 @@ def parse_size(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog="rospr convert", description=__doc__.split("\n")[0].split(": ", 1)[1],
+      prog="rospr convert", description=__doc__.split(": ", 1)[1],
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--from", dest="source", required=True,
                       help="Hugging Face directory, or T5X model / checkpoint_<step> directory")
   parser.add_argument("--to", dest="dest", required=True,
-                      help="directory to create (for t5x: the model directory that receives "
-                           "checkpoint_<step>)")
+                      help="hf: the directory to create; t5x: the model directory that receives "
+                           "checkpoint_<step>")
   parser.add_argument("--format", choices=("hf", "t5x"), required=True, help="format to write")
   parser.add_argument("--dtype", choices=tuple(_DTYPES), default="keep",
                       help="dtype of the written tensors (default: keep the stored ones)")

@@ -479,7 +479,7 @@ def _write_safetensors(file: Path, tensors: list[tuple[str, np.ndarray, bool]]) 
     f.write(len(raw).to_bytes(8, "little"))
     f.write(raw)
     for _, array, transpose in tensors:
-      f.write(np.ascontiguousarray(array.T if transpose else array).data)
+      f.write(np.ascontiguousarray(array.T if transpose else array).reshape(-1).view(np.uint8).data)
   return offset
 
 

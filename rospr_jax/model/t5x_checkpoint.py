@@ -42,6 +42,7 @@ SIDE_CONFIG_FILE = "rospr_config.json"
 # Arrays of more bytes than this go to tensorstore zarr arrays, smaller ones inline in the msgpack.
 DEFAULT_INLINE_MAX_BYTES = 4096
 _CHUNK_TARGET_BYTES = 64 * 1024 * 1024  # T5X's desired chunk size.
+_WRITE_BYTES_IN_FLIGHT = 1024 * 1024 * 1024  # Bounds the copies tensorstore holds while compressing.
 _STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
 _MAX_LISTED_PROBLEMS = 30
 
@@ -408,7 +409,8 @@ def _chunk_shape(shape: tuple[int, ...], itemsize: int) -> list[int]:
   return [max(c, 1) for c in chunks]
 
 
-def _write_zarr(directory: Path, array: np.ndarray) -> None:
+def _write_zarr(directory: Path, array: np.ndarray) -> Any:
+  """Starts writing `array` as a gzip zarr array; returns the tensorstore write future."""
   import tensorstore as ts  # pylint: disable=g-import-not-at-top
   spec = {
       "driver": "zarr",
@@ -418,7 +420,7 @@ def _write_zarr(directory: Path, array: np.ndarray) -> None:
                    "chunks": _chunk_shape(array.shape, array.dtype.itemsize)},
   }
   store = ts.open(spec, create=True, open=False).result()
-  store.write(array).result()
+  return store.write(array)
 
 
 def save_t5x(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any], step: int = 0, *,
@@ -441,17 +443,22 @@ def save_t5x(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any
   final = Path(path) / f"checkpoint_{int(step)}"
   with atomic_directory(final) as tmp:
     target = {}
+    pending: list[tuple[Any, int]] = []  # Writes in flight (compressing in tensorstore's threads).
     for name, array in flat.items():
       if array.nbytes <= inline_max_bytes:
         target[name] = array
         continue
       relative = "target." + name.replace("/", ".")
-      _write_zarr(tmp / relative, array)
+      while pending and sum(n for _, n in pending) + array.nbytes > _WRITE_BYTES_IN_FLIGHT:
+        pending.pop(0)[0].result()
+      pending.append((_write_zarr(tmp / relative, array), array.nbytes))
       spec = ts.Spec({"driver": "zarr", "dtype": array.dtype.name,
                       "kvstore": {"driver": "file", "path": relative},
                       "metadata": {"compressor": {"id": "gzip"}, "shape": list(array.shape),
                                    "chunks": _chunk_shape(array.shape, array.dtype.itemsize)}})
       target[name] = spec.to_json()
+    for future, _ in pending:
+      future.result()
     state = {"target": unflatten(target), "state": {"step": np.asarray(step, np.int32)}}
     data = serialization.msgpack_serialize({"version": T5X_VERSION, "optimizer": state})
     (tmp / CHECKPOINT_FILE).write_bytes(data)

@@ -1,0 +1,145 @@
+"""Results a person can read: `results.json`, a `results.md` table laid out like the paper's (datasets as
+columns, methods as rows, the average last), and plots (accuracy per dataset and method; which sources
+each target retrieved).
+
+Input: per-template accuracies, one record per (method, dataset, template):
+    {"method": str, "dataset": str, "template": str, "accuracy": float, "examples": int}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from typing import Any, Mapping, Sequence
+
+
+def write_atomic(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file in the same directory and a rename."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """Mean and median over templates per (method, dataset), and the average over datasets per method.
+
+  Returns:
+    {"methods": [...], "datasets": [...], "mean": {method: {dataset: acc}}, "median": {...},
+     "average": {method: mean over datasets of the per-dataset mean}}.
+  """
+  methods = list(dict.fromkeys(r["method"] for r in records))
+  datasets = list(dict.fromkeys(r["dataset"] for r in records))
+  grouped: dict[tuple[str, str], list[float]] = {}
+  for r in records:
+    grouped.setdefault((r["method"], r["dataset"]), []).append(float(r["accuracy"]))
+  mean = {m: {d: statistics.fmean(grouped[m, d]) for d in datasets if (m, d) in grouped} for m in methods}
+  median = {m: {d: statistics.median(grouped[m, d]) for d in datasets if (m, d) in grouped} for m in methods}
+  average = {m: statistics.fmean(mean[m].values()) for m in methods if mean[m]}
+  return {"methods": methods, "datasets": datasets, "mean": mean, "median": median, "average": average}
+
+
+def markdown_table(summary: Mapping[str, Any], statistic: str = "mean") -> str:
+  """Methods as rows, datasets as columns (accuracy in %), the average over datasets last."""
+  datasets = summary["datasets"]
+  lines = ["| method | " + " | ".join(datasets) + " | average |", "|---" * (len(datasets) + 2) + "|"]
+  for method in summary["methods"]:
+    cells = [f"{100 * summary[statistic][method][d]:.2f}" if d in summary[statistic][method] else "-"
+             for d in datasets]
+    lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * summary['average'][method]:.2f} |")
+  return "\n".join(lines)
+
+
+def plot_accuracy(summary: Mapping[str, Any], path: str) -> None:
+  """Grouped bars: accuracy (mean over templates) per dataset, one bar per method."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+  datasets, methods = summary["datasets"], summary["methods"]
+  width = 0.8 / max(1, len(methods))
+  fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(datasets) + 2), 4.5))
+  for i, method in enumerate(methods):
+    values = [100 * summary["mean"][method].get(d, np.nan) for d in datasets]
+    ax.bar(np.arange(len(datasets)) + i * width, values, width, label=method)
+  ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2)
+  ax.set_xticklabels(datasets, rotation=45, ha="right", fontsize=8)
+  ax.set_ylabel("accuracy (%), mean over templates")
+  ax.legend(fontsize=8)
+  ax.grid(axis="y", alpha=0.3)
+  fig.tight_layout()
+  _save_figure(fig, path)
+
+
+def plot_retrieval_heatmap(frequencies: Mapping[str, Mapping[str, float]], path: str,
+                           max_sources: int = 30) -> None:
+  """Heatmap of targets (rows) by sources (columns): share of each target's retrieved neighbours.
+
+  Args:
+    frequencies: {target: {source: count}}; the `max_sources` most retrieved sources are shown.
+  """
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+  totals: dict[str, float] = {}
+  for counts in frequencies.values():
+    for source, count in counts.items():
+      totals[source] = totals.get(source, 0.0) + count
+  sources = sorted(totals, key=lambda s: -totals[s])[:max_sources]
+  targets = list(frequencies)
+  grid = np.zeros((len(targets), len(sources)))
+  for i, target in enumerate(targets):
+    row_total = sum(frequencies[target].values()) or 1.0
+    for j, source in enumerate(sources):
+      grid[i, j] = frequencies[target].get(source, 0.0) / row_total
+  fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(sources) + 3), max(3, 0.3 * len(targets) + 2)))
+  image = ax.imshow(grid, aspect="auto", cmap="viridis")
+  ax.set_xticks(range(len(sources)))
+  ax.set_xticklabels(sources, rotation=90, fontsize=6)
+  ax.set_yticks(range(len(targets)))
+  ax.set_yticklabels(targets, fontsize=6)
+  ax.set_xlabel("source (prompt)")
+  ax.set_ylabel("target")
+  fig.colorbar(image, ax=ax, label="share of retrieved neighbours")
+  fig.tight_layout()
+  _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str) -> None:
+  import matplotlib.pyplot as plt
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  tmp = os.path.join(directory, ".tmp-" + os.path.basename(path))
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def write_report(out_dir: str, records: Sequence[Mapping[str, Any]], *,
+                 retrieval: Mapping[str, Mapping[str, float]] | None = None,
+                 extra: Mapping[str, Any] | None = None, preamble: str = "") -> dict[str, Any]:
+  """Writes results.json, results.md, accuracy.png and (with `retrieval`) retrieval.png to `out_dir`."""
+  summary = summarize(records)
+  payload = {"summary": summary, "per_template": list(records), **(extra or {})}
+  if retrieval is not None:
+    payload["retrieval_frequencies"] = retrieval
+  write_atomic(os.path.join(out_dir, "results.json"), json.dumps(payload, indent=1, sort_keys=False))
+  plot_accuracy(summary, os.path.join(out_dir, "accuracy.png"))
+  sections = [preamble.strip(), "## Accuracy (%), mean over templates", markdown_table(summary, "mean"),
+              "## Accuracy (%), median over templates", markdown_table(summary, "median"),
+              "![accuracy per dataset and method](accuracy.png)"]
+  if retrieval:
+    plot_retrieval_heatmap(retrieval, os.path.join(out_dir, "retrieval.png"))
+    sections.append("## Which sources each target retrieved\n\n![retrieval heatmap](retrieval.png)")
+  write_atomic(os.path.join(out_dir, "results.md"), "\n\n".join(s for s in sections if s) + "\n")
+  return summary

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs any `rospr` entry point on every worker of a Cloud TPU VM (single host or pod slice).
+#
+#   ./run_tpu.sh --name rospr-v4 --zone us-central2-b --accelerator v4-32 -- \
+#       train-prompts --gin_file=gin/prompt_tuning/t0_3b.gin --gin.MODEL_DIR="'gs://bucket/run'"
+#
+# Flags (all optional but --name and --zone):
+#   --name NAME            TPU VM name (created when absent, reused otherwise)
+#   --zone ZONE            e.g. us-central2-b
+#   --project PROJECT      gcloud project (default: gcloud's configured one)
+#   --accelerator TYPE     e.g. v4-8, v5litepod-16 (default v4-8; only used at creation)
+#   --version VERSION      TPU software version (default tpu-ubuntu2204-base; only at creation)
+#   --spot                 create a Spot VM
+#   --no-install           skip copying and installing the package (reuse what the workers have)
+#   --delete-after         delete the VM when the command ends
+# Everything after `--` is passed to `rospr` on every worker. The repository (this working tree,
+# tracked files) is copied to ~/rospr-jax on each worker and installed with `pip install -e .` plus
+# jax[tpu]; `jax.distributed.initialize()` runs on every worker when ROSPR_MULTIHOST=1, which this
+# script sets for slices with more than one host.
+set -euo pipefail
+
+NAME="" ZONE="" PROJECT="" ACCELERATOR="v4-8" VERSION="tpu-ubuntu2204-base" SPOT="" INSTALL=1 DELETE=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --name) NAME=$2; shift 2 ;;
+    --zone) ZONE=$2; shift 2 ;;
+    --project) PROJECT=$2; shift 2 ;;
+    --accelerator) ACCELERATOR=$2; shift 2 ;;
+    --version) VERSION=$2; shift 2 ;;
+    --spot) SPOT="--spot"; shift ;;
+    --no-install) INSTALL=0; shift ;;
+    --delete-after) DELETE=1; shift ;;
+    --) shift; break ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "run_tpu.sh: unknown flag $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[[ -n "$NAME" && -n "$ZONE" ]] || { echo "run_tpu.sh: --name and --zone are required (see --help)" >&2; exit 2; }
+[[ $# -gt 0 ]] || { echo "run_tpu.sh: give the rospr command after --, e.g. -- evaluate --gin_file=..." >&2; exit 2; }
+command -v gcloud >/dev/null || { echo "run_tpu.sh: gcloud is not installed" >&2; exit 2; }
+
+GCLOUD=(gcloud compute tpus tpu-vm)
+COMMON=(--zone "$ZONE")
+[[ -n "$PROJECT" ]] && COMMON+=(--project "$PROJECT")
+
+if ! "${GCLOUD[@]}" describe "$NAME" "${COMMON[@]}" >/dev/null 2>&1; then
+  echo "Creating TPU VM $NAME ($ACCELERATOR, $VERSION) in $ZONE"
+  "${GCLOUD[@]}" create "$NAME" "${COMMON[@]}" --accelerator-type "$ACCELERATOR" --version "$VERSION" $SPOT
+else
+  echo "Reusing TPU VM $NAME in $ZONE"
+fi
+
+HOSTS=$("${GCLOUD[@]}" describe "$NAME" "${COMMON[@]}" --format='value(networkEndpoints.len())')
+MULTIHOST=0; [[ "${HOSTS:-1}" -gt 1 ]] && MULTIHOST=1
+
+if [[ $INSTALL -eq 1 ]]; then
+  ARCHIVE=$(mktemp --suffix=.tar.gz)
+  git -C "$(dirname "$0")" ls-files -z | tar -C "$(dirname "$0")" --null -T - -czf "$ARCHIVE"
+  "${GCLOUD[@]}" scp "$ARCHIVE" "$NAME":~/rospr-jax.tar.gz "${COMMON[@]}" --worker=all
+  rm -f "$ARCHIVE"
+  "${GCLOUD[@]}" ssh "$NAME" "${COMMON[@]}" --worker=all --command "
+    set -e; rm -rf ~/rospr-jax && mkdir -p ~/rospr-jax && tar -xzf ~/rospr-jax.tar.gz -C ~/rospr-jax
+    cd ~/rospr-jax && python3 -m venv .venv && .venv/bin/pip install -q -U pip
+    .venv/bin/pip install -q -e . 'jax[tpu]==0.10.2' && .venv/bin/rospr fetch"
+fi
+
+QUOTED=$(printf '%q ' "$@")
+set +e
+"${GCLOUD[@]}" ssh "$NAME" "${COMMON[@]}" --worker=all --command \
+  "cd ~/rospr-jax && ROSPR_MULTIHOST=$MULTIHOST .venv/bin/rospr $QUOTED"
+STATUS=$?
+set -e
+if [[ $DELETE -eq 1 ]]; then
+  "${GCLOUD[@]}" delete "$NAME" "${COMMON[@]}" --quiet
+fi
+exit $STATUS

@@ -1,0 +1,89 @@
+"""`rospr convert`: Hugging Face <-> T5X through the command line, round trips bit for bit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from checkpoint_fixtures import EXPECTED_CONFIG, hf_dirs, hf_model  # noqa: F401
+from rospr_jax import cli
+from rospr_jax.model import convert
+from rospr_jax.model.checkpoints import checkpoint_fingerprint, load_checkpoint
+from rospr_jax.model.t5x_checkpoint import flatten
+
+
+def _safetensors(directory: Path) -> dict:
+  from safetensors import safe_open
+  tensors = {}
+  for file in sorted(directory.glob("*.safetensors")):
+    with safe_open(file, framework="pt") as f:
+      tensors.update({key: f.get_tensor(key) for key in f.keys()})
+  return tensors
+
+
+def test_round_trip_through_the_cli_is_identical(hf_dirs, tmp_path, capsys):
+  import torch
+  source = Path(shutil.copytree(hf_dirs["safetensors"], tmp_path / "source"))
+  (source / "spiece.model").write_bytes(b"not really a sentencepiece model")
+  assert cli.main(["convert", "--from", str(source), "--to", str(tmp_path / "t5x"), "--format", "t5x",
+                   "--step", "42"]) == 0
+  out = capsys.readouterr().out
+  step_dir = tmp_path / "t5x" / "checkpoint_42"
+  assert f"-> {step_dir} (t5x)" in out and f"fingerprint {checkpoint_fingerprint(step_dir)}" in out
+  assert f"{EXPECTED_CONFIG.num_parameters():,} parameters" in out
+  assert convert.main(["--from", str(tmp_path / "t5x"), "--to", str(tmp_path / "hf"), "--format", "hf"]) == 0
+  original, back = _safetensors(source), _safetensors(tmp_path / "hf")
+  assert sorted(back) == sorted(original)
+  for key in original:
+    assert back[key].dtype == original[key].dtype and torch.equal(back[key], original[key]), key
+  # HF -> HF keeps the tokenizer files; T5X -> HF has none to copy.
+  assert not (tmp_path / "hf" / "spiece.model").exists()
+  assert convert.main(["--from", str(source), "--to", str(tmp_path / "hf2"), "--format", "hf",
+                       "--max-shard-size", "3KB"]) == 0
+  assert (tmp_path / "hf2" / "spiece.model").read_bytes() == b"not really a sentencepiece model"
+  index = json.loads((tmp_path / "hf2" / "model.safetensors.index.json").read_text())
+  assert len(set(index["weight_map"].values())) > 3
+  back = _safetensors(tmp_path / "hf2")
+  for key in original:
+    assert torch.equal(back[key], original[key]), key
+
+
+def test_bin_to_t5x_with_dtype(hf_dirs, hf_model, tmp_path):
+  import torch
+  assert convert.main(["--from", str(hf_dirs["bin"]), "--to", str(tmp_path / "t5x"), "--format", "t5x",
+                       "--dtype", "bfloat16"]) == 0
+  _, params = load_checkpoint(tmp_path / "t5x", None)
+  assert {str(a.dtype) for a in flatten(params).values()} == {"bfloat16"}
+  expected = hf_model.shared.weight.detach().to(torch.bfloat16).float().numpy()
+  np.testing.assert_array_equal(params["token_embedder"]["embedding"].astype(np.float32), expected)
+
+
+def test_errors_are_reported_not_raised(hf_dirs, tmp_path, capsys):
+  (tmp_path / "taken").mkdir()
+  (tmp_path / "taken" / "x").write_text("x")
+  assert convert.main(["--from", str(hf_dirs["safetensors"]), "--to", str(tmp_path / "taken"),
+                       "--format", "hf"]) == 1
+  assert "rospr convert: error:" in capsys.readouterr().err
+  assert convert.main(["--from", str(tmp_path / "missing"), "--to", str(tmp_path / "out"),
+                       "--format", "t5x"]) == 1
+  assert f"{tmp_path / 'missing'}: no such checkpoint" in capsys.readouterr().err
+  assert not (tmp_path / "out").exists()
+  with pytest.raises(SystemExit):
+    convert.main(["--from", "a", "--to", "b", "--format", "onnx"])
+
+
+@pytest.mark.parametrize("text,size", [("4096", 4096), ("500MB", 500 * 10**6), ("2GB", 2 * 10**9),
+                                       ("1GiB", 2**30), ("1.5kb", 1500)])
+def test_parse_size(text, size):
+  assert convert.parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "GB", "2 parsecs", "0", "-1MB"])
+def test_parse_size_refuses(text):
+  import argparse
+  with pytest.raises(argparse.ArgumentTypeError):
+    convert.parse_size(text)
