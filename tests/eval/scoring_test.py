@@ -21,12 +21,13 @@ def params():
   return init_params(CONFIG, jax.random.PRNGKey(0))
 
 
-def _random_examples(seed: int, count: int) -> list[RankExample]:
+def _random_examples(seed: int, count: int, max_input_length: int = 30,
+                     choice_counts=(2, 3)) -> list[RankExample]:
   rng = np.random.default_rng(seed)
   examples = []
   for _ in range(count):
-    num_choices = int(rng.choice([2, 3]))
-    inputs = rng.integers(3, 80, int(rng.integers(1, 30))).tolist()
+    num_choices = int(rng.choice(choice_counts))
+    inputs = rng.integers(3, 80, int(rng.integers(1, max_input_length))).tolist()
     choices = [rng.integers(3, 80, int(rng.integers(1, 7))).tolist() + [1] for _ in range(num_choices)]
     examples.append(RankExample(inputs, choices, prompt_id=int(rng.integers(0, 2))))
   return examples
@@ -66,8 +67,14 @@ def test_batched_scores_equal_one_at_a_time(params):
   prompts = jax.random.normal(jax.random.PRNGKey(5), (2, 3, 32))
   batched = score_examples(params, CONFIG, examples, prompts=prompts, batch_size=4)
   for example, got in zip(examples, batched):
-    inputs, targets = _dense([example])
-    alone = score_choices_naive(params, inputs, targets, prompts[example.prompt_id], config=CONFIG)
+    # The reference: this example alone, padded to one fixed shape by hand, through the naive scorer.
+    inputs = np.zeros((1, 32), np.int32)
+    inputs[0, :len(example.inputs)] = example.inputs
+    targets = np.zeros((1, len(example.choices), 8), np.int32)
+    for j, choice in enumerate(example.choices):
+      targets[0, j, :len(choice)] = choice
+    alone = score_choices_naive(params, jnp.asarray(inputs), jnp.asarray(targets),
+                                prompts[example.prompt_id], config=CONFIG)
     np.testing.assert_allclose(got, np.asarray(alone)[0], atol=1e-4, rtol=1e-5)
 
 
@@ -94,7 +101,7 @@ def test_example_without_choices_is_refused():
 def test_sharded_scoring_equals_single_device(num_partitions):
   config = CONFIG.replace(num_heads=4)  # heads split over the `model` axis.
   params = init_params(config, jax.random.PRNGKey(0))
-  examples = _random_examples(6, 10)
+  examples = _random_examples(6, 12, max_input_length=8, choice_counts=(2,))  # one bucket: one compile
   expected = score_examples(params, config, examples, batch_size=8)
   mesh = partitioning.make_mesh(num_partitions)
   boxed = init_params(config, jax.random.PRNGKey(0), boxed=True)

@@ -31,6 +31,11 @@ def test_buckets_equal_hugging_face(bidirectional, num_buckets, max_distance):
   np.testing.assert_array_equal(ours, theirs.numpy())
 
 
+@jax.jit
+def _logits(params, enc, dec, prompt=None):
+  return T5(CONFIG).apply({"params": params}, enc, dec, prompt=prompt)
+
+
 def _tokens(rng, shape, low=3):
   return jnp.asarray(rng.integers(low, CONFIG.vocab_size, shape), jnp.int32)
 
@@ -38,9 +43,8 @@ def _tokens(rng, shape, low=3):
 def test_zero_length_prompt_equals_no_prompt(params):
   rng = np.random.default_rng(1)
   enc, dec = _tokens(rng, (2, 9)), shift_right(_tokens(rng, (2, 5)))
-  model = T5(CONFIG)
-  plain = model.apply({"params": params}, enc, dec)
-  empty = model.apply({"params": params}, enc, dec, prompt=jnp.zeros((0, CONFIG.emb_dim)))
+  plain = _logits(params, enc, dec)
+  empty = _logits(params, enc, dec, jnp.zeros((0, CONFIG.emb_dim)))
   np.testing.assert_array_equal(np.asarray(plain), np.asarray(empty))
 
 
@@ -50,10 +54,9 @@ def test_prompt_is_prepended_to_the_embedded_input(params):
   enc, dec = _tokens(rng, (2, 7)), shift_right(_tokens(rng, (2, 4)))
   prefix = _tokens(rng, (3,))
   prompt = params["token_embedder"]["embedding"][prefix]  # [P, H]
-  model = T5(CONFIG)
-  with_prompt = model.apply({"params": params}, enc, dec, prompt=prompt)
-  batched_prompt = model.apply({"params": params}, enc, dec, prompt=jnp.stack([prompt, prompt]))
-  written = model.apply({"params": params}, jnp.concatenate([jnp.tile(prefix, (2, 1)), enc], 1), dec)
+  with_prompt = _logits(params, enc, dec, prompt)
+  batched_prompt = _logits(params, enc, dec, jnp.stack([prompt, prompt]))
+  written = _logits(params, jnp.concatenate([jnp.tile(prefix, (2, 1)), enc], 1), dec)
   np.testing.assert_allclose(np.asarray(with_prompt), np.asarray(written), atol=1e-5)
   np.testing.assert_array_equal(np.asarray(with_prompt), np.asarray(batched_prompt))
 
@@ -61,12 +64,11 @@ def test_prompt_is_prepended_to_the_embedded_input(params):
 def test_padding_does_not_change_real_positions(params):
   rng = np.random.default_rng(3)
   enc, targets = _tokens(rng, (1, 8)), _tokens(rng, (1, 5))
-  model = T5(CONFIG)
   prompt = jax.random.normal(jax.random.PRNGKey(4), (2, CONFIG.emb_dim))
-  short = model.apply({"params": params}, enc, shift_right(targets), prompt=prompt)
+  short = _logits(params, enc, shift_right(targets), prompt)
   padded_enc = jnp.pad(enc, ((0, 0), (0, 13)))
   padded_targets = jnp.pad(targets, ((0, 0), (0, 6)))
-  long = model.apply({"params": params}, padded_enc, shift_right(padded_targets), prompt=prompt)
+  long = _logits(params, padded_enc, shift_right(padded_targets), prompt)
   np.testing.assert_allclose(np.asarray(long[:, :5]), np.asarray(short), atol=1e-5)
 
 

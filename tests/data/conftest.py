@@ -1,0 +1,79 @@
+"""Fixtures for the data tests: the archives cache that `rospr fetch` filled, example records, and
+promptsource's own `templates.py` (loaded from the archive) as the rendering reference."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import sys
+import types
+
+import pytest
+
+from rospr_jax.data import archives
+
+RECORDS_PATH = pathlib.Path(__file__).parent / "testdata" / "example_records.json"
+
+
+def _require(fn):
+  try:
+    return fn()
+  except FileNotFoundError as e:
+    pytest.fail(f"this test needs the archives cache: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def templates_dir() -> pathlib.Path:
+  return _require(archives.promptsource_templates_dir)
+
+
+@pytest.fixture(scope="session")
+def bigbench_folder() -> pathlib.Path:
+  return _require(archives.bigbench_dir)
+
+
+@pytest.fixture(scope="session")
+def example_records() -> dict:
+  """{dataset[/subset]: [records in the Hugging Face field layout]} for the 47 datasets."""
+  with open(RECORDS_PATH, encoding="utf-8") as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope="session")
+def promptsource_reference(templates_dir):
+  """promptsource 0.2.3's templates.py, executed from the archive's copy.
+
+  Its imports of pandas and pkg_resources are stubbed (only `resource_filename`, which locates the
+  templates folder, is used at import time); jinja2 and yaml are the real ones.
+  """
+  path = templates_dir.parent / "templates.py"
+  stubs = {"pandas": types.ModuleType("pandas"), "pkg_resources": types.ModuleType("pkg_resources")}
+  stubs["pkg_resources"].resource_filename = lambda *args: str(templates_dir)
+  saved = {name: sys.modules.get(name) for name in stubs}
+  sys.modules.update(stubs)
+  try:
+    spec = importlib.util.spec_from_file_location("promptsource_reference_templates", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  finally:
+    for name, old in saved.items():
+      if old is None:
+        sys.modules.pop(name, None)
+      else:
+        sys.modules[name] = old
+  return module
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, example_records) -> pathlib.Path:
+  """Every split of the 47 datasets as JSON lines (the example records), under one data folder."""
+  from rospr_jax.data import catalog  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("rospr_data")
+  for spec in catalog.T0_TRAIN_DATASETS + catalog.HELD_OUT_DATASETS:
+    folder = root / spec.key
+    folder.mkdir(parents=True, exist_ok=True)
+    for _, split in spec.splits:
+      with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in example_records[spec.key])
+  return root

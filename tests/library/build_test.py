@@ -1,0 +1,131 @@
+"""Building a library: the instance draw, source files, and the build command's input checks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from rospr_jax.library import build, embed, sources, store
+
+
+@pytest.fixture(scope="module")
+def embedder():
+  return embed.load_embedder(random_size="tiny", seed=0, tokens_per_batch=256)
+
+
+def _tokenize(text):
+  return [3 + (ord(ch) % 500) for ch in text]
+
+
+def test_sample_texts_is_seeded_per_source():
+  a = sources.SourceTexts("a", [f"a{i}" for i in range(50)])
+  b = sources.SourceTexts("b", [f"b{i}" for i in range(50)])
+  first = sources.sample_texts(a, 10, seed=0)
+  assert first == sources.sample_texts(a, 10, seed=0)
+  assert first != sources.sample_texts(a, 10, seed=1)
+  assert first != [t.replace("b", "a") for t in sources.sample_texts(b, 10, seed=0)]
+  assert len(set(first)) == 10 and set(first) <= set(a.texts)
+  assert sources.sample_texts(sources.SourceTexts("c", ["x", "y"]), 10, seed=0) == ["x", "y"]
+  with pytest.raises(ValueError, match="n \\(instances per source\\) must be >= 1"):
+    sources.sample_texts(a, 0, seed=0)
+
+
+def test_build_library_chunks_across_sources(tmp_path, embedder):
+  srcs = [sources.SourceTexts("a", [f"alpha {i}" for i in range(7)]),
+          sources.SourceTexts("b", [f"beta beta {i}" for i in range(3)]),
+          sources.SourceTexts("c", [f"gamma {i} gamma" for i in range(9)])]
+  prompts = np.zeros((3, 2, 64), np.float32)
+  lib, report = build.build_library(str(tmp_path / "lib"), srcs, prompts, embedder, _tokenize, n=5,
+                                    seed=3, index="exact", shard_rows=4, chunk_texts=4)
+  assert report["rows"] == 13 and report["sources_short_of_n"] == {"b": 3}
+  assert [s["n"] for s in lib.manifest["sources"]] == [5, 3, 5]
+  texts = list(lib.texts())
+  expected = [(0, t) for t in sources.sample_texts(srcs[0], 5, 3)]
+  expected += [(1, t) for t in srcs[1].texts]
+  expected += [(2, t) for t in sources.sample_texts(srcs[2], 5, 3)]
+  assert texts == expected
+  # Every stored row is the embedding of its text, whichever chunk it was computed in.
+  direct = embedder.embed([_tokenize(t) for _, t in texts])
+  np.testing.assert_allclose(np.concatenate(lib.embedding_shards()), direct, rtol=1e-5, atol=1e-6)
+  assert lib.retriever_fingerprint == embedder.fingerprint
+
+
+def test_source_files(tmp_path):
+  path = tmp_path / "s.jsonl"
+  path.write_text('"one"\n\n{"text": "two", "source": "s"}\n')
+  assert sources.read_source_file(str(path), "s") == ["one", "two"]
+  with pytest.raises(ValueError, match="line 3 belongs to source 's', but the file was given for "
+                     "source 't'"):
+    sources.read_source_file(str(path), "t")
+  path.write_text('{"text": "ok"}\n{"txt": "bad"}\n')
+  with pytest.raises(ValueError, match="s.jsonl: line 2 has no string \"text\""):
+    sources.read_source_file(str(path), "s")
+  path.write_text('{"text": "ok"}\n{"text": "broken\n')
+  with pytest.raises(ValueError, match="s.jsonl: line 2 is not valid JSON"):
+    sources.read_source_file(str(path), "s")
+  with pytest.raises(FileNotFoundError, match="Input file not found: .*nope.jsonl"):
+    sources.read_source_file(str(tmp_path / "nope.jsonl"), "s")
+  path.write_text('{"source": "x", "text": "1"}\n{"source": "y", "text": "2"}\n'
+                  '{"source": "x", "text": "3"}\n')
+  assert sources.read_instances(str(path)) == {"x": ["1", "3"], "y": ["2"]}
+  path.write_text('{"text": "q", "choices": ["yes", "no"]}\n"plain"\n')
+  assert sources.read_queries(str(path)) == [sources.Query("q", ("yes", "no")),
+                                             sources.Query("plain")]
+  path.write_text('{"text": "q", "choices": []}\n')
+  with pytest.raises(ValueError, match="line 1 has \"choices\" that are not a non-empty list"):
+    sources.read_queries(str(path))
+
+
+def _args(tmp_path, **overrides):
+  values = dict(source=None, instances=None, source_names=None, prompts=str(tmp_path / "p.npy"))
+  values.update(overrides)
+  return argparse.Namespace(**values)
+
+
+def test_read_sources_orders_and_checks(tmp_path):
+  np.save(tmp_path / "p.npy", np.arange(2 * 1 * 2, dtype=np.float32).reshape(2, 1, 2))
+  (tmp_path / "x.jsonl").write_text('"x text"\n')
+  (tmp_path / "y.jsonl").write_text('"y text"\n')
+  srcs, table = build._read_sources(_args(tmp_path, source=[f"y={tmp_path}/y.jsonl",
+                                                            f"x={tmp_path}/x.jsonl"]))
+  assert [s.name for s in srcs] == ["y", "x"] and table.shape == (2, 1, 2)
+  (tmp_path / "all.jsonl").write_text('{"source": "x", "text": "1"}\n{"source": "y", "text": "2"}\n')
+  with pytest.raises(ValueError, match="--source-names must give the sources in the order"):
+    build._read_sources(_args(tmp_path, instances=str(tmp_path / "all.jsonl")))
+  (tmp_path / "names.txt").write_text("x\nz\n")
+  with pytest.raises(ValueError, match=r"without instances \['z'\] \(1\); without a prompt \['y'\]"):
+    build._read_sources(_args(tmp_path, instances=str(tmp_path / "all.jsonl"),
+                              source_names=str(tmp_path / "names.txt")))
+  with pytest.raises(ValueError, match=r"p.npy has shape \[2, 1, 2\]; expected \[S, P, H\] with S = 1"):
+    build._read_sources(_args(tmp_path, source=[f"x={tmp_path}/x.jsonl"]))
+  with pytest.raises(ValueError, match="--source 'x': expected NAME=FILE"):
+    build._read_sources(_args(tmp_path, source=["x"]))
+  with pytest.raises(ValueError, match="either as --source NAME=FILE flags or as one --instances"):
+    build._read_sources(_args(tmp_path))
+
+
+def test_read_sources_from_a_prompt_export(tmp_path):
+  from rospr_jax.prompt import export
+  table = np.arange(2 * 1 * 3, dtype=np.float32).reshape(2, 1, 3)
+  export.export_prompts(str(tmp_path / "export"), table, ["x", "y"], step=5,
+                        backbone_fingerprint="b" * 16, seeds=[0, 1], source_steps=[5, 5])
+  (tmp_path / "all.jsonl").write_text('{"source": "y", "text": "2"}\n{"source": "x", "text": "1"}\n')
+  srcs, got = build._read_sources(_args(tmp_path, instances=str(tmp_path / "all.jsonl"),
+                                        prompts=str(tmp_path / "export")))
+  assert [s.name for s in srcs] == ["x", "y"]  # the export's row order
+  np.testing.assert_array_equal(got, table)
+  manifest = json.loads((tmp_path / "export" / "checkpoint_5" / "manifest.json").read_text())
+  assert srcs[1].prompt_file_sha256 == manifest["sources"][1]["sha256"]
+  assert store.sha256_file(srcs[1].prompt_file) == manifest["sources"][1]["sha256"]
+
+
+def test_build_command_reports_errors(tmp_path, capsys):
+  from rospr_jax import cli
+  code = cli.main(["build-library", "--out", str(tmp_path / "lib"), "--prompts",
+                   str(tmp_path / "missing.npy"), "--source", f"x={tmp_path}/x.jsonl",
+                   "--vocab", "v.model", "--random-retriever", "tiny"])
+  assert code == 2
+  assert "Input file not found" in capsys.readouterr().err

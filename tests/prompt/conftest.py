@@ -1,0 +1,39 @@
+"""Fixtures of the prompt tests: a small random backbone and examples of a few sources."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from rospr_jax.model import T5Config, init_params
+from rospr_jax.prompt.input_pipeline import Example, SourceExamples
+
+CONFIG = T5Config(vocab_size=64, emb_dim=32, num_heads=4, head_dim=8, mlp_dim=48, num_encoder_layers=2,
+                  num_decoder_layers=2, relative_attention_max_distance=16)
+
+
+@pytest.fixture(scope="session")
+def config() -> T5Config:
+  return CONFIG
+
+
+@pytest.fixture(scope="session")
+def params():
+  """Random frozen parameters of CONFIG (host numpy arrays, so tests can compare them bitwise)."""
+  return jax.tree.map(np.asarray, jax.jit(init_params, static_argnums=0)(CONFIG, jax.random.PRNGKey(0)))
+
+
+def random_examples(num_sources: int, count: int, seed: int = 0, vocab: int = 64) -> SourceExamples:
+  """`count` random examples spread over `num_sources` sources named s0, s1, ..."""
+  rng = np.random.default_rng(seed)
+  examples = [Example(int(rng.integers(0, num_sources)), rng.integers(3, vocab, int(rng.integers(3, 14))).tolist(),
+                      rng.integers(3, vocab, int(rng.integers(1, 4))).tolist() + [1])
+              for _ in range(count)]
+  return SourceExamples([f"s{i}" for i in range(num_sources)], examples)
+
+
+@pytest.fixture
+def examples():
+  """The generator `random_examples(num_sources, count, seed=0)`."""
+  return random_examples

@@ -1,0 +1,133 @@
+"""The training loop: resume equals uninterrupted, non-finite stops, checkpoint backbones, a prompt that
+helps, and prompt initialization from a run's data."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from rospr_jax.eval.batching import RankExample, score_examples
+from rospr_jax.model import checkpoints, get_config
+from rospr_jax.prompt import export, trainer
+from rospr_jax.prompt.input_pipeline import Example, SourceExamples
+
+RUN = dict(num_steps=10, batch_size=8, input_length=16, target_length=4, prompt_length=3, log_every=2,
+           use_mesh=False, summaries=False)
+
+
+@pytest.fixture(scope="module")
+def backbone(config, params):
+  return trainer.Backbone(config, params, fingerprint="0123456789abcdef", description={"test": True})
+
+
+def _tree_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, backbone, examples):
+  data = examples(3, 30, seed=1)
+  settings = dict(RUN, examples=data, backbone=backbone, checkpoint_every=4, dropout_rate=0.1,
+                  optimizer=trainer.default_optimizer())
+  whole = trainer.train(model_dir=str(tmp_path / "whole"), **settings)
+  crashed = trainer.train(model_dir=str(tmp_path / "resumed"), stop_after=6, **settings)
+  assert crashed.step == 6 and crashed.export_dir is None  # steps 5 and 6 are lost with the crash
+  resumed = trainer.train(model_dir=str(tmp_path / "resumed"), **settings)
+  assert resumed.step == whole.step == 10
+  _tree_equal(resumed.state, whole.state)
+  assert not np.allclose(resumed.state.prompts, crashed.state.prompts)
+  a = export.load_prompts(whole.export_dir, expected_fingerprint="0123456789abcdef", expected_sources=data.names)
+  b = export.load_prompts(resumed.export_dir)
+  np.testing.assert_array_equal(a.prompts, b.prompts)
+  assert [s["steps"] for s in a.manifest["sources"]] == [s["steps"] for s in b.manifest["sources"]]
+  assert sum(s["steps"] for s in a.manifest["sources"]) > 10  # several sources per step
+  assert export.export_steps(whole.export_dir) == [4, 8, 10]
+  run_dir = tmp_path / "whole"
+  assert (run_dir / "config.gin").is_file()
+  assert "token_embedder/embedding: [64, 32] float32" in (run_dir / "model-info.txt").read_text()
+
+  other = SourceExamples(["s0", "s1", "z"], data.examples)
+  with pytest.raises(ValueError, match=r"Cannot resume from checkpoint 10 .*sources: checkpoint \['s0', 's1', "
+                                       r"'s2'\], now \['s0', 's1', 'z'\]"):
+    trainer.train(model_dir=str(tmp_path / "whole"), **dict(settings, examples=other))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, backbone, examples):
+  data = examples(1, 20, seed=2)
+  # The learning rate turns NaN at the 7th update: the prompt becomes NaN at step 7.
+  optimizer = optax.sgd(lambda count: jnp.where(count >= 6, jnp.nan, 0.1))
+  with pytest.raises(trainer.NonFiniteLossError,
+                     match=r"at step 7: training stopped. The last good checkpoint is step 5 in .*checkpoints"):
+    trainer.train(model_dir=str(tmp_path), examples=data, backbone=backbone, optimizer=optimizer,
+                  **dict(RUN, checkpoint_every=5, log_every=100))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["5"]
+  assert export.export_steps(str(tmp_path / "export")) == [5]
+  assert np.isfinite(export.load_prompts(str(tmp_path / "export")).prompts).all()
+
+
+def test_backbone_from_a_checkpoint_is_the_checkpoint(tmp_path, config, params, examples):
+  path = checkpoints.save_hf(tmp_path / "hf", config, params)
+  loaded = trainer.load_backbone(str(path), dtype="float32")
+  _tree_equal(loaded.params, params)  # every frozen weight is the checkpoint's, none fell back to random
+  assert loaded.fingerprint == checkpoints.checkpoint_fingerprint(path)
+  result = trainer.train(model_dir=str(tmp_path / "run"), examples=examples(2, 16), backbone=loaded,
+                         **dict(RUN, num_steps=2, checkpoint_every=2))
+  _tree_equal(loaded.params, params)
+  assert export.load_prompts(result.export_dir).manifest["backbone_fingerprint"] == loaded.fingerprint
+  with pytest.raises(ValueError, match=r"is not the 'tiny' shape: .* differ in \{'vocab_size': \(64, 512\), "
+                                       r"'emb_dim': \(32, 64\)"):
+    trainer.load_backbone(str(path), size="tiny", dtype="float32")
+
+
+def test_prompt_init_from_data_and_files(tmp_path):
+  table = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+  data = SourceExamples(["a", "b"], [Example(0, [3], [7, 1]), Example(0, [3], [5, 6, 1]), Example(0, [4], [7, 1]),
+                                     Example(1, [3], [9, 1])])
+  assert trainer.most_frequent_targets(data, 0, 5) == [[7], [5, 6]]
+  init = trainer.PromptInit(method="class_labels").initializers(table, data, length=3)
+  prompt_a = np.asarray(init(0)(jax.random.PRNGKey(0), (3, 4)))
+  np.testing.assert_allclose(prompt_a[0], table[7])
+  np.testing.assert_allclose(prompt_a[1], (table[5] + table[6]) / 2)
+  np.testing.assert_allclose(np.asarray(init(1)(jax.random.PRNGKey(0), (3, 4)))[0], table[9])
+
+  exported = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+  export.export_prompts(str(tmp_path / "ex"), exported[::-1], ["b", "a"], 1, backbone_fingerprint="f",
+                        seeds=[0, 0], source_steps=[1, 1])
+  from_export = trainer.PromptInit(method="file", file=str(tmp_path / "ex")).initializers(table, data, 3)
+  np.testing.assert_array_equal(np.asarray(from_export(0)(None, (3, 4))), exported[0])  # by name, not row
+  with pytest.raises(ValueError, match=r"PromptInit.method 'bogus' is not one of"):
+    trainer.PromptInit(method="bogus").initializers(table, data, 3)
+
+
+@pytest.mark.slow
+def test_tuned_prompt_beats_no_prompt_on_held_out_examples(tmp_path):
+  """A random tiny backbone, a rule visible in the input (tokens 10-59: answer A, 60-109: answer B):
+  without a prompt rank classification is at chance; a tuned prompt makes the model follow the rule."""
+  answers = [[200, 1], [201, 1]]
+
+  def draw(count, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, count)
+    return [(rng.integers(10 + 50 * y, 60 + 50 * y, int(rng.integers(6, 13))).tolist(), int(y)) for y in labels]
+
+  train_set, held_out = draw(512, 0), draw(200, 1)
+  data = SourceExamples(["rule"], [Example(0, x, answers[y]) for x, y in train_set])
+  backbone = trainer.load_backbone(size="tiny", dtype="float32", seed=0)
+  result = trainer.train(model_dir=str(tmp_path), examples=data, backbone=backbone, num_steps=150,
+                         batch_size=32, input_length=12, target_length=2, prompt_length=10, dropout_rate=0.0,
+                         checkpoint_every=150, log_every=50, use_mesh=False, summaries=False)
+  prompts = export.load_prompts(result.export_dir, expected_fingerprint=backbone.fingerprint).prompts
+
+  def accuracy(table):
+    scores = score_examples(backbone.params, backbone.config, [RankExample(x, answers) for x, _ in held_out],
+                            prompts=table, batch_size=100)
+    return float(np.mean([np.argmax(s) == y for s, (_, y) in zip(scores, held_out)]))
+
+  without, tuned = accuracy(None), accuracy(prompts)
+  assert without < 0.65 and tuned > 0.85, (without, tuned)

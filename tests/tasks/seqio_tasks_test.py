@@ -1,0 +1,187 @@
+"""The SeqIO tasks: every dataset loads from local files, rank-classification rows, metric, errors."""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import seqio
+
+from rospr_jax.data import catalog
+from rospr_jax.data import records
+from rospr_tasks import preprocessors
+from rospr_tasks import vocab
+
+COPA_EXERCISE_INPUT = ("Exercise: choose the most plausible alternative.\n\n"
+                       "My body cast a shadow over the grass.  because... \n"
+                       "- The sun was rising.\n- The grass was cut.")
+
+
+def _rows(name, split, **kwargs):
+  task = seqio.get_mixture_or_task(name)
+  return list(task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False,
+                               **kwargs).as_numpy_iterator())
+
+
+def test_registered_tasks_and_mixtures(registry):
+  assert len(registry.SOURCES) == 313 + 102 and len(registry.TARGETS) == 116 + 14
+  assert {k: len(v) for k, v in registry.MIXTURES.items()} == {
+      "rospr_t0_train": 313, "rospr_held_out_score_eval": 116, "rospr_bigbench_targets_score_eval": 14,
+      "rospr_bigbench_sources": 101, "rospr_targets_score_eval": 130}
+  names = set(seqio.TaskRegistry.names())
+  assert {"super_glue_rte_GPT_3_style_score_eval", "anli_GPT_3_style_r3_score_eval",
+          "bigbench_strategyqa_score_eval", "bigbench_bbq_lite_json", "wiki_bio_who"} <= names
+  t0 = seqio.get_mixture_or_task("rospr_t0_train")
+  by_name = {t.name: t for t in t0.tasks}
+  amazon = [n for n in by_name if n.startswith("amazon_polarity_")]
+  assert len(amazon) == 9 and {t0.get_rate(by_name[n]) for n in amazon} == {500_000 // 9}
+  assert t0.get_rate(by_name["glue_mrpc_equivalent"]) == 3668
+  bb = seqio.get_mixture_or_task("rospr_bigbench_sources")
+  assert bb.get_rate(seqio.get_mixture_or_task("bigbench_bbq_lite_json")) > 0
+
+
+def _first_rendering(registry, spec):
+  """The first registered task of a dataset whose template renders the example records."""
+  for task in list(registry.SOURCES.values()) + list(registry.TARGETS.values()):
+    if getattr(task, "spec", None) == spec:
+      split = spec.splits[0][0]
+      if list(task.examples(split)):
+        return task, split
+  raise AssertionError(f"no template of {spec.label} renders the example records")
+
+
+def test_every_dataset_loads_through_its_seqio_task(registry, with_data):
+  vocabulary = vocab.get_vocabulary()
+  loaded = []
+  for spec in catalog.T0_TRAIN_DATASETS + catalog.HELD_OUT_DATASETS:
+    task, split = _first_rendering(registry, spec)
+    expected = list(task.examples(split))
+    rows = _rows(task.name, split)
+    assert [r["inputs_pretokenized"].decode() for r in rows] == [e.inputs for e in expected], task.name
+    assert [r["targets_pretokenized"].decode() for r in rows] == [e.targets for e in expected]
+    assert [int(r["idx"]) for r in rows] == [e.idx for e in expected]
+    for r in rows:
+      assert r["targets"][-1] == 1 and r["inputs"][-1] != 1  # T0: EOS on targets only
+      assert vocabulary.decode(r["targets"][:-1].tolist()).replace(" ", "") == \
+          r["targets_pretokenized"].decode().replace(" ", "").replace("\n", "") or 2 in r["targets"]
+    if spec in catalog.HELD_OUT_DATASETS:
+      score_rows = _rows(task.name + catalog.SCORE_EVAL_SUFFIX, "validation")
+      assert len(score_rows) == sum(len(e.answer_choices) for e in expected)
+    loaded.append(spec.label)
+  assert len(loaded) == 38 + 11
+
+
+def test_score_eval_rows_hand_checked(registry, with_data):
+  rows = _rows("super_glue_copa_exercise_score_eval", "validation")
+  got = [(r["inputs_pretokenized"].decode(), r["targets_pretokenized"].decode(), r["idx"].tolist(),
+          bool(r["is_correct"]), float(r["weight"])) for r in rows[:2]]
+  assert got == [(COPA_EXERCISE_INPUT, "The sun was rising.", [0, 0], True, 1.0),
+                 (COPA_EXERCISE_INPUT, "The grass was cut.", [0, 1], False, 1.0)]
+  assert [r["idx"].tolist() for r in rows] == [[0, 0], [0, 1], [1, 0], [1, 1]]
+  vocabulary = vocab.get_vocabulary()
+  assert rows[0]["targets"].tolist() == vocabulary.encode("The sun was rising.") + [1]
+  assert rows[0]["inputs"].tolist() == vocabulary.encode(COPA_EXERCISE_INPUT)
+
+
+def test_bigbench_score_eval_rows_hand_checked(registry):
+  rows = _rows("bigbench_misconceptions_score_eval", "all")
+  (first, second) = rows[:2]
+  assert first["inputs_pretokenized"] == second["inputs_pretokenized"]
+  assert first["inputs_pretokenized"].decode().startswith(
+      "Is the following statement true or false? Output T for true and F for false.\nQ: ")
+  assert first["inputs_pretokenized"].decode().endswith("\nA:")
+  assert [r["idx"].tolist() for r in rows[:2]] == [[0, 0], [0, 1]]
+  assert sorted(r["targets_pretokenized"].decode() for r in rows[:2]) == ["F", "T"]
+  assert sum(bool(r["is_correct"]) for r in rows[:2]) == 1
+  assert len(rows) == 2 * 219
+
+
+def test_metric_through_postprocessor(registry, with_data):
+  task = seqio.get_mixture_or_task("super_glue_copa_exercise_score_eval")
+  rows = _rows(task.name, "validation")
+  targets = [task.postprocess_fn(None, example=r, is_target=True) for r in rows]
+  assert targets == [(0, 0, True, 1.0), (0, 1, False, 1.0), (1, 0, True, 1.0), (1, 1, False, 1.0)]
+  scores = [-1.0, -3.0, -2.0, -0.5]  # example 0 picks choice 0 (right), example 1 picks choice 1 (wrong)
+  assert [task.postprocess_fn(s, example=r, is_target=False) for s, r in zip(scores, rows)] == scores
+  (metric,) = task.score_metric_fns
+  assert metric(targets, scores) == {"accuracy": 50.0}
+
+
+def test_sharded_hosts_see_disjoint_examples(registry, with_data):
+  name = registry.SOURCES["trec_trec1"].name
+  per_host = [[int(r["idx"]) for r in _rows(name, "train", shard_info=seqio.ShardInfo(i, 2))] for i in range(2)]
+  assert sorted(per_host[0] + per_host[1]) == list(range(6)) and not set(per_host[0]) & set(per_host[1])
+
+
+def test_missing_dataset_is_fast_and_named(registry, tmp_path, monkeypatch):
+  monkeypatch.setenv("ROSPR_DATA_DIR", str(tmp_path))
+  monkeypatch.delenv("ROSPR_HF_HUB", raising=False)
+  task = seqio.get_mixture_or_task("hellaswag_complete_first_then_score_eval")
+  start = time.time()
+  with pytest.raises(records.DatasetNotFoundError, match=r"no data for hellaswag split 'validation'.*ROSPR_DATA_DIR"):
+    task.get_dataset(sequence_length=None, split="validation", shuffle=False, use_cached=False)
+  assert time.time() - start < 2.0
+  with pytest.raises(ValueError, match=r"no rospr task or mixture named 'nope'"):
+    registry.get_task("nope")
+
+
+def test_hugging_face_arrow_files_load(registry, tmp_path, monkeypatch, example_records):
+  folder = tmp_path / "super_glue" / "wic" / "validation"
+  folder.mkdir(parents=True)
+  table = pa.Table.from_pylist(example_records["super_glue/wic"])
+  with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink, \
+      pa.ipc.new_stream(sink, table.schema) as writer:
+    writer.write_table(table)
+  monkeypatch.setenv("ROSPR_DATA_DIR", str(tmp_path))
+  rows = _rows("super_glue_wic_GPT_3_prompt_score_eval", "validation")
+  assert [r["idx"].tolist() for r in rows] == [[0, 0], [0, 1], [1, 0], [1, 1]]
+  assert [bool(r["is_correct"]) for r in rows] == [True, False, False, True]
+
+
+@pytest.mark.slow
+def test_bigbench_targets_load_with_true_counts(registry):
+  counts = {}
+  for name in catalog.BIGBENCH_TARGETS:
+    task = seqio.get_mixture_or_task(catalog.bigbench_task_name(name))
+    counts[name] = sum(1 for _ in task.source.get_dataset(split="all", shuffle=False))
+  assert counts == {
+      "code_line_description": 60, "conceptual_combinations": 103, "hindu_knowledge": 175, "known_unknowns": 46,
+      "language_identification": 10000, "logic_grid_puzzle": 1000, "logical_deduction": 1500,
+      "misconceptions": 219, "movie_dialog_same_or_different": 50000, "novel_concepts": 32, "strategyqa": 2289,
+      "formal_fallacies_syllogisms_negation": 14200, "vitaminc_fact_verification": 54668, "winowhy": 2862}
+
+
+def test_rank_classification_preprocessor_on_tf_data():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  ds = tf.data.Dataset.from_generator(
+      lambda: iter([{"inputs": "q0", "targets": "b", "idx": 5, "answer_choices": ["a", "b", "c"],
+                     "is_correct": [False, True, False]},
+                    {"inputs": "q1", "targets": "x", "idx": 9, "answer_choices": [], "is_correct": []}]),
+      output_signature={"inputs": tf.TensorSpec([], tf.string), "targets": tf.TensorSpec([], tf.string),
+                        "idx": tf.TensorSpec([], tf.int64), "answer_choices": tf.TensorSpec([None], tf.string),
+                        "is_correct": tf.TensorSpec([None], tf.bool)})
+  rows = list(preprocessors.rank_classification(ds).as_numpy_iterator())
+  assert [(r["inputs"], r["targets"], r["idx"].tolist(), bool(r["is_correct"]), float(r["weight"])) for r in rows] == [
+      (b"q0", b"a", [5, 0], False, 1.0), (b"q0", b"b", [5, 1], True, 1.0), (b"q0", b"c", [5, 2], False, 1.0)]
+
+
+def test_metric_rejects_mismatched_lengths():
+  with pytest.raises(ValueError, match="2 targets but 1 scores"):
+    preprocessors.rank_classification_metric([(0, 0, True, 1.0), (0, 1, False, 1.0)], [0.0])
+
+
+def test_vocabulary_is_resolved_on_first_use(tmp_path, monkeypatch):
+  from rospr_jax.data import vocabulary as vocabulary_lib  # pylint: disable=g-import-not-at-top
+  corpus = [f"line {i} of a tiny corpus about premises" for i in range(200)]
+  model = vocabulary_lib.train_sentencepiece(corpus, tmp_path / "tiny.model", vocab_size=40)
+  lazy = vocab.LazySentencePieceVocabulary()
+  monkeypatch.setenv("ROSPR_VOCAB", str(model))
+  assert lazy.sentencepiece_model_file == str(model) and lazy.vocab_size == 40
+  assert lazy == vocab.LazySentencePieceVocabulary()  # equal features across tasks of a mixture
+  explicit = vocab.LazySentencePieceVocabulary(str(model))
+  monkeypatch.setenv("ROSPR_VOCAB", str(tmp_path / "other.model"))
+  assert explicit.sentencepiece_model_file == str(model)
