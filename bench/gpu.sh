@@ -18,7 +18,10 @@ timeout 200 python bench/anchor_hf_t5.py --size xl --out "$OUT" > "$OUT/anchor.l
 tail -40 "$OUT/anchor.log"
 
 # 3. Ours: scoring and prompt tuning at the T0_3B shape in bfloat16.
-timeout 120 python bench/scoring.py --size xl --dtype bfloat16 --skip-naive --json "$OUT/scoring.json" 2>&1 | tail -12
+for attention in einsum cudnn; do
+  timeout 120 python bench/scoring.py --size xl --dtype bfloat16 --skip-naive --attention $attention \
+      --json "$OUT/scoring_$attention.json" 2>&1 | tail -8
+done
 if [ -f bench/prompt_tuning.py ]; then
   timeout 150 python bench/prompt_tuning.py --size xl --json "$OUT/prompt_tuning.json" 2>&1 | tail -12
 fi

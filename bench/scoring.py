@@ -32,11 +32,12 @@ def main() -> None:
   parser.add_argument("--inputs", type=int, default=256)
   parser.add_argument("--targets", type=int, default=8)
   parser.add_argument("--reps", type=int, default=5)
+  parser.add_argument("--attention", default="einsum", choices=["einsum", "xla", "cudnn"])
   parser.add_argument("--skip-naive", action="store_true")
   parser.add_argument("--json", help="Also write the results to this JSON file.")
   args = parser.parse_args()
   dtype = jnp.dtype(args.dtype)
-  config = get_config(args.size, dtype=dtype, param_dtype=dtype)
+  config = get_config(args.size, dtype=dtype, param_dtype=dtype, attention_impl=args.attention)
   params = jax.jit(lambda rng: init_params(config, rng))(jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   rows, records = [], []
@@ -58,10 +59,11 @@ def main() -> None:
                           peer_equivalent_tflops=peer_flops / seconds / 1e12))
   device = jax.devices()[0]
   print(f"Rank classification, size={args.size} ({config.num_parameters() / 1e9:.2f}B params), "
-        f"dtype={args.dtype}, inputs={args.inputs}, targets={args.targets}, device={device.device_kind}")
+        f"dtype={args.dtype}, attention={args.attention}, inputs={args.inputs}, targets={args.targets}, device={device.device_kind}")
   print(markdown_table(["scorer", "examples x choices", "median s", "examples/s", "TFLOP/s done",
                         "TFLOP/s peer-equivalent"], rows))
-  result = {"device": device.device_kind, "size": args.size, "dtype": args.dtype, "results": records}
+  result = {"device": device.device_kind, "size": args.size, "dtype": args.dtype,
+            "attention": args.attention, "results": records}
   print(json.dumps(result))
   if args.json:
     with open(args.json, "w") as f:

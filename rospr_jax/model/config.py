@@ -23,6 +23,8 @@ PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
 
+ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
+
 
 @dataclasses.dataclass(frozen=True)
 class T5Config:
@@ -40,6 +42,10 @@ class T5Config:
     layer_norm_epsilon: RMS norm epsilon (computed in float32).
     dtype: activation dtype (bfloat16 on accelerators); logits are always float32.
     param_dtype: dtype parameters are created in by `init`.
+    attention_impl: "einsum" (plain XLA einsums, any backend), or an implementation of
+      `jax.nn.dot_product_attention`: "xla", or "cudnn" (the fused cuDNN kernel on NVIDIA GPUs, which
+      takes T5's relative-position bias; bfloat16 / float16 only). Attention-weight dropout, when
+      enabled, always uses the einsum path.
   """
 
   vocab_size: int = 32128
@@ -55,6 +61,12 @@ class T5Config:
   layer_norm_epsilon: float = 1e-6
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  attention_impl: str = "einsum"
+
+  def __post_init__(self):
+    if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f"Unknown attention_impl {self.attention_impl!r}; "
+                       f"choose one of {ATTENTION_IMPLEMENTATIONS}.")
 
   def replace(self, **changes) -> "T5Config":
     return dataclasses.replace(self, **changes)

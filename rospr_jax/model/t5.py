@@ -125,10 +125,15 @@ class MultiHeadAttention(nn.Module):
     query = heads(project(name="query")(queries))
     key = heads(project(name="key")(keys_values))
     value = heads(project(name="value")(keys_values))
-    logits = jnp.einsum("bqnd,bknd->bnqk", query, key, preferred_element_type=jnp.float32)
-    weights = jax.nn.softmax(logits + bias, axis=-1).astype(cfg.dtype)  # [B, N, Tq, Tk]
-    weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=not enable_dropout)
-    context = jnp.einsum("bnqk,bknd->bqnd", weights, value)  # [B, Tq, N, D]
+    if cfg.attention_impl == "einsum" or (enable_dropout and cfg.dropout_rate > 0):
+      logits = jnp.einsum("bqnd,bknd->bnqk", query, key, preferred_element_type=jnp.float32)
+      weights = jax.nn.softmax(logits + bias, axis=-1).astype(cfg.dtype)  # [B, N, Tq, Tk]
+      weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=not enable_dropout)
+      context = jnp.einsum("bnqk,bknd->bqnd", weights, value)  # [B, Tq, N, D]
+    else:
+      full_bias = jnp.broadcast_to(bias, (query.shape[0], cfg.num_heads, query.shape[1], key.shape[1]))
+      context = jax.nn.dot_product_attention(query, key, value, bias=full_bias.astype(query.dtype),
+                                             scale=1.0, implementation=cfg.attention_impl)
     context = context.reshape(*context.shape[:2], cfg.joined_kv)
     return Dense(queries.shape[-1], ("joined_kv", "embed"), cfg, name="out")(context)
 

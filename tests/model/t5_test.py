@@ -99,3 +99,18 @@ def test_logical_axes_are_recorded():
   assert tuple(specs["decoder"]["logits_dense"]["kernel"]) == ("embed", "vocab")
   assert tuple(specs["token_embedder"]["embedding"]) == ("vocab", "embed")
   assert tuple(specs["encoder"]["relpos_bias"]["rel_embedding"]) == ("heads", "relpos_buckets")
+
+
+def test_fused_attention_path_equals_einsum(params):
+  """`jax.nn.dot_product_attention` (the path the cuDNN kernel takes on GPUs) equals the einsums."""
+  rng = np.random.default_rng(5)
+  enc, dec = _tokens(rng, (2, 9)), shift_right(_tokens(rng, (2, 5)))
+  enc = enc.at[1, 6:].set(0)
+  prompt = jax.random.normal(jax.random.PRNGKey(6), (2, CONFIG.emb_dim))
+  fused = T5(CONFIG.replace(attention_impl="xla")).apply({"params": params}, enc, dec, prompt=prompt)
+  np.testing.assert_allclose(np.asarray(fused), np.asarray(_logits(params, enc, dec, prompt)), atol=1e-5)
+
+
+def test_unknown_attention_implementation_is_refused():
+  with pytest.raises(ValueError, match="Unknown attention_impl 'flash'; choose one of"):
+    CONFIG.replace(attention_impl="flash")
