@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import tempfile
 from typing import Any, Mapping, Sequence
+
+from rospr_jax.data import rank_classification
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -31,21 +32,25 @@ def write_atomic(path: str, text: str) -> None:
 
 
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-  """Mean and median over templates per (method, dataset), and the average over datasets per method.
+  """T0's summary per method: mean and median over templates per dataset, averaged over datasets.
 
   Returns:
     {"methods": [...], "datasets": [...], "mean": {method: {dataset: acc}}, "median": {...},
-     "average": {method: mean over datasets of the per-dataset mean}}.
+     "average_mean": {method: acc}, "average_median": {method: acc}}.
   """
   methods = list(dict.fromkeys(r["method"] for r in records))
   datasets = list(dict.fromkeys(r["dataset"] for r in records))
-  grouped: dict[tuple[str, str], list[float]] = {}
+  by_method: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
   for r in records:
-    grouped.setdefault((r["method"], r["dataset"]), []).append(float(r["accuracy"]))
-  mean = {m: {d: statistics.fmean(grouped[m, d]) for d in datasets if (m, d) in grouped} for m in methods}
-  median = {m: {d: statistics.median(grouped[m, d]) for d in datasets if (m, d) in grouped} for m in methods}
-  average = {m: statistics.fmean(mean[m].values()) for m in methods if mean[m]}
-  return {"methods": methods, "datasets": datasets, "mean": mean, "median": median, "average": average}
+    by_method[r["method"]].setdefault(r["dataset"], {})[r["template"]] = float(r["accuracy"])
+  summary: dict[str, Any] = {"methods": methods, "datasets": datasets, "mean": {}, "median": {},
+                             "average_mean": {}, "average_median": {}}
+  for method in methods:
+    aggregated = rank_classification.aggregate(by_method[method])
+    for statistic in ("mean", "median"):
+      summary[statistic][method] = {d: v[statistic] for d, v in aggregated["datasets"].items()}
+      summary[f"average_{statistic}"][method] = aggregated[f"average_{statistic}"]
+  return summary
 
 
 def markdown_table(summary: Mapping[str, Any], statistic: str = "mean") -> str:
@@ -55,7 +60,8 @@ def markdown_table(summary: Mapping[str, Any], statistic: str = "mean") -> str:
   for method in summary["methods"]:
     cells = [f"{100 * summary[statistic][method][d]:.2f}" if d in summary[statistic][method] else "-"
              for d in datasets]
-    lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * summary['average'][method]:.2f} |")
+    average = summary[f"average_{statistic}"][method]
+    lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * average:.2f} |")
   return "\n".join(lines)
 
 

@@ -24,8 +24,8 @@ def test_summary_hand_computed():
   assert s["methods"] == ["T0", "RoSPr"] and s["datasets"] == ["rte", "cb"]
   assert s["mean"]["T0"] == pytest.approx({"rte": 0.70, "cb": 0.30})
   assert s["median"]["T0"] == pytest.approx({"rte": 0.70, "cb": 0.30})
-  assert s["average"]["T0"] == pytest.approx(0.50)
-  assert s["average"]["RoSPr"] == pytest.approx(0.55)
+  assert s["average_mean"]["T0"] == pytest.approx(0.50)
+  assert s["average_mean"]["RoSPr"] == pytest.approx(0.55)
 
 
 def test_median_differs_from_mean():
@@ -45,7 +45,7 @@ def test_write_report_files(tmp_path):
   retrieval = {"rte/a": {"src1": 7, "src2": 3}, "cb/a": {"src2": 10}}
   report.write_report(str(tmp_path), RECORDS, retrieval=retrieval, preamble="# Demo")
   payload = json.loads((tmp_path / "results.json").read_text())
-  assert payload["summary"]["average"]["RoSPr"] == pytest.approx(0.55)
+  assert payload["summary"]["average_mean"]["RoSPr"] == pytest.approx(0.55)
   assert payload["retrieval_frequencies"] == retrieval
   md = (tmp_path / "results.md").read_text()
   assert md.startswith("# Demo") and "| RoSPr | 60.00 | 50.00 | 55.00 |" in md

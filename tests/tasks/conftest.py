@@ -13,8 +13,7 @@ RECORDS_PATH = pathlib.Path(__file__).parents[1] / "data" / "testdata" / "exampl
 
 @pytest.fixture(scope="session")
 def registry():
-  import rospr_tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers on import)
-  from rospr_tasks import registry as registry_lib  # pylint: disable=g-import-not-at-top
+  from rospr_tasks import registry as registry_lib  # pylint: disable=g-import-not-at-top  (registers on import)
   missing = {k: v for k, v in registry_lib.register_all().items() if v != "registered"}
   if missing:
     pytest.fail(f"rospr_tasks could not register {sorted(missing)}: {missing}", pytrace=False)

@@ -1,0 +1,204 @@
+"""Prompted tasks without TensorFlow: a (dataset, template) pair or a BIG-bench task, yielding examples.
+
+This is the one definition of every source and target; `rospr_tasks` wraps each in a SeqIO Task, and
+code that must not import TensorFlow (the evaluator, the library builder) iterates them directly.
+
+    task.examples(split) -> PromptedExample(idx, inputs, targets, answer_choices [C], is_correct [C])
+
+`idx` is the example's position in its split (before any drop), so it is the same on every host and
+unique within the split. Dropped examples (T0's empty-output rule) and failures (a missing field, a
+jinja error, a malformed BIG-bench example) are counted in `task.report`, and failures are logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from typing import Iterator, Sequence
+
+from rospr_jax.data import bigbench
+from rospr_jax.data import catalog
+from rospr_jax.data import rank_classification
+from rospr_jax.data import records
+from rospr_jax.data import templates as templates_lib
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptedExample:
+  """One rendered example.
+
+  Attributes:
+    idx: position of the example in its split.
+    inputs: the model input text.
+    targets: the target text (for rank classification: the correct choice as the template renders it).
+    answer_choices: [C] choices, or None for an open-ended template.
+    is_correct: [C] flags, or None.
+  """
+
+  idx: int
+  inputs: str
+  targets: str
+  answer_choices: tuple[str, ...] | None = None
+  is_correct: tuple[bool, ...] | None = None
+
+
+class PromptedTask:
+  """Base class: a named task whose examples come from one template or one BIG-bench task.
+
+  `report` (a RenderReport or a bigbench.LoadReport) has `num_failed` and `summary()`.
+  """
+
+  name: str
+  dataset_label: str   # the dataset its accuracy is aggregated under
+  template_name: str
+  splits: tuple[str, ...]
+  eval_split: str
+  has_choices: bool
+
+  def examples(self, split: str) -> Iterator[PromptedExample]:
+    raise NotImplementedError
+
+  def rank_rows(self, split: str | None = None) -> Iterator[rank_classification.ChoiceRow]:
+    """Rank-classification rows of the evaluation split (one per choice)."""
+    for ex in self.examples(split or self.eval_split):
+      yield from rank_classification.expand_choices(ex.idx, ex.inputs, ex.answer_choices or (), ex.is_correct or ())
+
+
+class PromptsourceTask(PromptedTask):
+  """A (dataset, promptsource template) pair over local (or hub) records."""
+
+  def __init__(self, spec: catalog.DatasetSpec, template: templates_lib.Template,
+               data_root: os.PathLike | None = None, seed: int = 0):
+    self.spec = spec
+    self.template = template
+    self.name = catalog.template_task_name(spec, template.name)
+    self.dataset_label = spec.label
+    self.template_name = template.name
+    self.splits = tuple(s for s, _ in spec.splits)
+    self.eval_split = catalog.HELD_OUT_EVAL_SPLIT
+    self.has_choices = template.answer_choices is not None
+    self.data_root = data_root
+    self.seed = seed
+    self.report = templates_lib.RenderReport()
+
+  def __repr__(self) -> str:
+    return f"PromptsourceTask({self.name!r})"
+
+  def examples(self, split: str) -> Iterator[PromptedExample]:
+    """Renders the split's records (raises DatasetNotFoundError at once if the split is absent)."""
+    source = records.iter_records(self.spec.name, self.spec.subset, self.spec.source_split(split), self.data_root)
+    return self._render(source, split)
+
+  def _render(self, source, split: str) -> Iterator[PromptedExample]:
+    key = self.template.where
+    failed_before = self.report.failed[key]
+    warned = False
+    for i, out in templates_lib.render_all(self.template, source, self.report, seed=self.seed):
+      if not warned and self.report.failed[key] > failed_before:
+        logger.warning("%s (%s): an example failed: %s", self.name, split, self.report.messages[key][0])
+        warned = True
+      if self.has_choices:
+        if not out.answer_choices or not any(out.answer_choices):
+          self.report.add_failure(key, f"{key} example {i}: the example has no answer choices "
+                                       f"(answer_choices rendered as {list(out.answer_choices or [])})")
+          continue
+        correct = tuple(rank_classification.correct_choices(out.answer_choices, out.targets))
+        yield PromptedExample(i, out.inputs, out.targets, out.answer_choices, correct)
+      else:
+        yield PromptedExample(i, out.inputs, out.targets)
+    if self.report.failed[key] > failed_before:
+      logger.warning("%s (%s): %d example(s) failed in this pass:\n%s", self.name, split,
+                     self.report.failed[key] - failed_before, self.report.summary())
+
+
+class BigBenchTask(PromptedTask):
+  """A BIG-bench JSON task (all its subtasks), multiple choice."""
+
+  def __init__(self, store: bigbench.BigBenchStore, task: str, eval_split: str = "all"):
+    self.store = store
+    self.task = task
+    self.name = catalog.bigbench_task_name(task)
+    self.dataset_label = f"bigbench/{task}"
+    self.template_name = "bigbench"
+    self.splits = bigbench.SPLITS
+    self.eval_split = eval_split
+    self.has_choices = True
+    self.report = bigbench.LoadReport()
+
+  def __repr__(self) -> str:
+    return f"BigBenchTask({self.name!r})"
+
+  def num_examples(self) -> int:
+    """Distinct examples as indexed by `rospr fetch` (malformed ones included)."""
+    return self.store.info(self.task)["num_distinct_examples"]
+
+  def examples(self, split: str) -> Iterator[PromptedExample]:
+    loaded = _load_bigbench(self.store, self.task)
+    self.report = loaded[1]
+    chosen = bigbench.split_examples(list(enumerate(loaded[0])), split) if split != "all" else list(enumerate(loaded[0]))
+    return (PromptedExample(i, ex.inputs, ex.target, ex.choices, ex.is_correct) for i, ex in chosen)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_bigbench(store: bigbench.BigBenchStore, task: str):
+  report = bigbench.LoadReport()
+  examples = store.examples(task, report)
+  if report.skipped:
+    logger.warning("BIG-bench %s: skipped %s; first: %s", task, dict(report.skipped), report.messages[0])
+  return examples, report
+
+
+# ---------------------------------------------------------------------------------------------------
+# The task lists.
+
+
+def t0_source_tasks(templates_dir: os.PathLike, data_root: os.PathLike | None = None) -> list[PromptsourceTask]:
+  """One task per template of each of T0's 38 training datasets (sorted by template name)."""
+  out = []
+  for spec in catalog.T0_TRAIN_DATASETS:
+    for template in templates_lib.sorted_templates(templates_lib.load_dataset_templates(templates_dir, spec.name, spec.subset)):
+      out.append(PromptsourceTask(spec, template, data_root))
+  return out
+
+
+def held_out_target_tasks(templates_dir: os.PathLike, data_root: os.PathLike | None = None) -> list[PromptsourceTask]:
+  """One task per `original_task` template of each held-out dataset (ANLI once per round)."""
+  out = []
+  for spec in catalog.HELD_OUT_DATASETS:
+    loaded = templates_lib.load_dataset_templates(templates_dir, spec.name, spec.subset)
+    for template in templates_lib.original_task_templates(loaded):
+      if template.answer_choices is None:
+        raise templates_lib.TemplateError(f"{template.where}: a held-out template without answer_choices "
+                                          "cannot be rank-classified")
+      out.append(PromptsourceTask(spec, template, data_root))
+  return out
+
+
+def bigbench_target_tasks(store: bigbench.BigBenchStore) -> list[BigBenchTask]:
+  missing = [t for t in catalog.BIGBENCH_TARGETS if t not in store.index or not store.index[t]["multiple_choice"]]
+  if missing:
+    raise ValueError(f"BIG-bench store {store.folder} lacks multiple-choice task(s) {missing}")
+  return [BigBenchTask(store, t, eval_split="all") for t in catalog.BIGBENCH_TARGETS]
+
+
+def bigbench_source_tasks(store: bigbench.BigBenchStore) -> list[BigBenchTask]:
+  """Every other multiple-choice JSON task (a complete offline source set)."""
+  return [BigBenchTask(store, t, eval_split="validation") for t in store.task_names()
+          if t not in catalog.BIGBENCH_TARGETS]
+
+
+def split_counts(task: PromptedTask, splits: Sequence[str] | None = None) -> dict[str, int | None]:
+  """Examples on disk per split (before rendering); None where a split is not on disk."""
+  out = {}
+  for split in splits or task.splits:
+    if isinstance(task, BigBenchTask):
+      n = task.num_examples()
+      out[split] = n if split == "all" else len(bigbench.split_examples(range(n), split))
+    else:
+      count = records.count_split(task.spec.name, task.spec.subset, task.spec.source_split(split), task.data_root)
+      out[split] = None if count is None else count.examples
+  return out

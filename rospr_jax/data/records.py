@@ -1,0 +1,173 @@
+"""Dataset examples (records) from local files, in the field layout of the Hugging Face datasets.
+
+A split of a dataset is looked for, in this order:
+
+1. `<data_dir>/<dataset>[/<subset>]/<split>.jsonl`: one JSON object per line, fields as Hugging Face
+   names them (nested features as nested objects: `answers: {"text": [...], "answer_start": [...]}`);
+2. `<data_dir>/<dataset>[/<subset>]/<split>/*.arrow`: a split saved with Hugging Face
+   `DatasetDict.save_to_disk` (read with pyarrow; the `datasets` package is not needed);
+3. the Hugging Face hub through `datasets.load_dataset`, only when the `datasets` package is importable
+   and `ROSPR_HF_HUB=1` (never by default: a missing dataset must fail fast, not wait on the network).
+
+`data_dir` is `$ROSPR_DATA_DIR`, else `<cache>/data`. A split found nowhere raises
+`DatasetNotFoundError` at once, naming the dataset, the paths tried and how to provide it.
+TFDS is not read: its versions of these datasets use other field names than the promptsource
+templates, which are written against the Hugging Face fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import json
+import os
+import pathlib
+from typing import Any, Iterator
+
+from rospr_jax.data import archives
+
+
+class DatasetNotFoundError(FileNotFoundError):
+  """No local file and no permitted remote source holds the requested split."""
+
+
+def data_dir() -> pathlib.Path:
+  return pathlib.Path(os.environ.get("ROSPR_DATA_DIR") or (archives.cache_dir() / "data"))
+
+
+def _hub_allowed() -> bool:
+  return os.environ.get("ROSPR_HF_HUB", "") == "1"
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitLocation:
+  """Where one split of one dataset lives."""
+
+  kind: str  # "jsonl", "arrow" or "hub"
+  path: pathlib.Path | None
+  dataset: str
+  subset: str | None
+  split: str
+
+
+def locate(dataset: str, subset: str | None, split: str, root: os.PathLike | None = None) -> SplitLocation:
+  """Finds a split (see the module docstring for the order).
+
+  Raises:
+    DatasetNotFoundError: nothing holds the split.
+  """
+  base = pathlib.Path(root) if root is not None else data_dir()
+  folder = base / dataset / subset if subset else base / dataset
+  jsonl = folder / f"{split}.jsonl"
+  if jsonl.is_file():
+    return SplitLocation("jsonl", jsonl, dataset, subset, split)
+  arrow_dir = folder / split
+  if arrow_dir.is_dir() and any(arrow_dir.glob("*.arrow")):
+    return SplitLocation("arrow", arrow_dir, dataset, subset, split)
+  name = f"{dataset}{'/' + subset if subset else ''}"
+  if _hub_allowed() and importlib.util.find_spec("datasets") is not None:
+    return SplitLocation("hub", None, dataset, subset, split)
+  raise DatasetNotFoundError(
+      f"no data for {name} split {split!r}: looked for {jsonl} (JSON lines, Hugging Face field names) "
+      f"and {arrow_dir}/*.arrow (Hugging Face save_to_disk). Write the split there, or point "
+      f"ROSPR_DATA_DIR at a folder that has it, or install `datasets` and set ROSPR_HF_HUB=1 to "
+      f"download {name} from the Hugging Face hub.")
+
+
+def _iter_jsonl(path: pathlib.Path) -> Iterator[dict[str, Any]]:
+  with open(path, encoding="utf-8") as f:
+    for line_no, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: line {line_no} is not valid JSON ({e.msg} at column {e.colno}); "
+                         f"`rospr tasks` counts the bad lines of every data file") from e
+      if not isinstance(record, dict):
+        raise ValueError(f"{path}: line {line_no} is a JSON {type(record).__name__}, expected an object")
+      yield record
+
+
+def _arrow_files(folder: pathlib.Path) -> list[pathlib.Path]:
+  state = folder / "state.json"
+  if state.is_file():
+    with open(state) as f:
+      names = [d["filename"] for d in json.load(f).get("_data_files", [])]
+    if names:
+      return [folder / n for n in names]
+  return sorted(folder.glob("*.arrow"))
+
+
+def _iter_arrow(folder: pathlib.Path) -> Iterator[dict[str, Any]]:
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  for path in _arrow_files(folder):
+    try:
+      with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_stream(source)
+        for batch in reader:
+          yield from batch.to_pylist()
+    except pa.ArrowInvalid as e:
+      raise ValueError(f"{path}: not a Hugging Face arrow file ({e})") from e
+
+
+def _iter_hub(loc: SplitLocation) -> Iterator[dict[str, Any]]:
+  datasets = importlib.import_module("datasets")
+  yield from datasets.load_dataset(loc.dataset, loc.subset, split=loc.split)
+
+
+def iter_records(dataset: str, subset: str | None, split: str,
+                 root: os.PathLike | None = None) -> Iterator[dict[str, Any]]:
+  """Yields the examples of one split in file order.
+
+  Raises:
+    DatasetNotFoundError: see `locate` (raised before the first example, not lazily).
+    ValueError: a malformed line or file, naming the file and line.
+  """
+  loc = locate(dataset, subset, split, root)
+  if loc.kind == "jsonl":
+    return _iter_jsonl(loc.path)
+  if loc.kind == "arrow":
+    return _iter_arrow(loc.path)
+  return _iter_hub(loc)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitCount:
+  """Examples in a local split file, and its malformed lines (JSON lines only)."""
+
+  location: SplitLocation
+  examples: int
+  bad_lines: tuple[int, ...] = ()
+
+
+def count_split(dataset: str, subset: str | None, split: str, root: os.PathLike | None = None) -> SplitCount | None:
+  """Counts a local split without failing on bad lines; None when the split is not on disk."""
+  try:
+    loc = locate(dataset, subset, split, root)
+  except DatasetNotFoundError:
+    return None
+  if loc.kind == "jsonl":
+    good, bad = 0, []
+    with open(loc.path, encoding="utf-8") as f:
+      for line_no, line in enumerate(f, start=1):
+        if not line.strip():
+          continue
+        try:
+          ok = isinstance(json.loads(line), dict)
+        except json.JSONDecodeError:
+          ok = False
+        if ok:
+          good += 1
+        else:
+          bad.append(line_no)
+    return SplitCount(loc, good, tuple(bad))
+  if loc.kind == "arrow":
+    import pyarrow as pa  # pylint: disable=g-import-not-at-top
+    rows = 0
+    for path in _arrow_files(loc.path):
+      with pa.memory_map(str(path)) as source:
+        rows += sum(batch.num_rows for batch in pa.ipc.open_stream(source))
+    return SplitCount(loc, rows)
+  return None

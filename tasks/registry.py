@@ -1,0 +1,172 @@
+"""Registers every rospr source and target as a SeqIO Task, and their mixtures.
+
+Task names (T0's and P3's, `rospr_jax.data.catalog.task_clean`):
+
+  <dataset>_<subset>_<template>[_r1|_r2|_r3]     a promptsource (dataset, template): inputs, targets
+  <same>_score_eval                              rank classification (templates with answer choices)
+  bigbench_<task>, bigbench_<task>_score_eval    a BIG-bench JSON task (all subtasks)
+
+Mixtures:
+
+  rospr_t0_train                      T0's 38 training datasets, every template, rates = T0's caps
+  rospr_bigbench_sources              the other BIG-bench multiple-choice tasks (train split)
+  rospr_held_out_score_eval           11 held-out datasets x original_task templates
+  rospr_bigbench_targets_score_eval   the 14 BIG-bench targets
+  rospr_targets_score_eval            both of the above
+
+`SOURCES` and `TARGETS` map task names to their `rospr_jax.data.prompted` tasks (no TensorFlow needed
+to iterate them). Registration reads only templates.yaml files and BIG-bench's index; examples are
+read when a dataset is requested. A part whose cache is missing is not registered and `STATUS` says
+why (naming `rospr fetch`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+import seqio
+import tensorflow as tf
+
+from rospr_jax.data import archives
+from rospr_jax.data import bigbench
+from rospr_jax.data import catalog
+from rospr_jax.data import prompted
+from rospr_tasks import preprocessors
+from rospr_tasks import vocab
+
+logger = logging.getLogger(__name__)
+
+T0_TRAIN_MIXTURE = "rospr_t0_train"
+BIGBENCH_SOURCES_MIXTURE = "rospr_bigbench_sources"
+HELD_OUT_MIXTURE = "rospr_held_out_score_eval"
+BIGBENCH_TARGETS_MIXTURE = "rospr_bigbench_targets_score_eval"
+TARGETS_MIXTURE = "rospr_targets_score_eval"
+
+SOURCES: dict[str, prompted.PromptedTask] = {}
+TARGETS: dict[str, prompted.PromptedTask] = {}
+MIXTURES: dict[str, list[str]] = {}
+STATUS: dict[str, str] = {}
+
+
+def _signature(has_choices: bool) -> dict[str, tf.TensorSpec]:
+  sig = {"inputs": tf.TensorSpec([], tf.string), "targets": tf.TensorSpec([], tf.string),
+         "idx": tf.TensorSpec([], tf.int64)}
+  if has_choices:
+    sig["answer_choices"] = tf.TensorSpec([None], tf.string)
+    sig["is_correct"] = tf.TensorSpec([None], tf.bool)
+  return sig
+
+
+def _dataset_fn(split: str, shuffle_files: bool = False, seed: int | None = None, *,
+                task: prompted.PromptedTask) -> tf.data.Dataset:
+  """Examples of one split as tf.data (rendered in Python). Missing data raises here, at once."""
+  del shuffle_files, seed  # one file per split; examples keep their order (and their idx).
+  first = [task.examples(split)]
+
+  def generate():
+    examples = first.pop() if first else task.examples(split)
+    for ex in examples:
+      out = {"inputs": ex.inputs, "targets": ex.targets, "idx": ex.idx}
+      if task.has_choices:
+        out["answer_choices"] = list(ex.answer_choices)
+        out["is_correct"] = list(ex.is_correct)
+      yield out
+
+  return tf.data.Dataset.from_generator(generate, output_signature=_signature(task.has_choices))
+
+
+def _add(name: str, task: prompted.PromptedTask, rank: bool) -> None:
+  if name in seqio.TaskRegistry.names():
+    return
+  source = seqio.FunctionDataSource(functools.partial(_dataset_fn, task=task), splits=task.splits)
+  steps = [seqio.preprocessors.tokenize, seqio.preprocessors.append_eos]
+  if rank:
+    seqio.TaskRegistry.add(
+        name, source, output_features=vocab.output_features(),
+        preprocessors=[preprocessors.rank_classification] + steps,
+        postprocess_fn=preprocessors.rank_classification_postprocessor,
+        metric_fns=[preprocessors.rank_classification_metric])
+  else:
+    seqio.TaskRegistry.add(name, source, output_features=vocab.output_features(), preprocessors=steps,
+                           metric_fns=[])
+
+
+def _add_both(task: prompted.PromptedTask) -> None:
+  _add(task.name, task, rank=False)
+  if task.has_choices:
+    _add(task.name + catalog.SCORE_EVAL_SUFFIX, task, rank=True)
+
+
+def _add_mixture(name: str, tasks_and_rates: list[tuple[str, float]]) -> None:
+  if not tasks_and_rates:
+    return
+  MIXTURES[name] = [t for t, _ in tasks_and_rates]
+  if name not in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.add(name, tasks_and_rates)
+
+
+def register_promptsource(templates_dir: os.PathLike) -> None:
+  sources = prompted.t0_source_tasks(templates_dir)
+  per_dataset = {}
+  for task in sources:
+    per_dataset[task.spec.key] = per_dataset.get(task.spec.key, 0) + 1
+  rates = []
+  for task in sources:
+    SOURCES[task.name] = task
+    _add_both(task)
+    if task.name not in catalog.T0_MIXTURE_EXCLUDED_TASKS:
+      rates.append((task.name, float(task.spec.mixture_cap(per_dataset[task.spec.key]))))
+  _add_mixture(T0_TRAIN_MIXTURE, rates)
+  targets = prompted.held_out_target_tasks(templates_dir)
+  for task in targets:
+    TARGETS[task.name] = task
+    _add_both(task)
+  _add_mixture(HELD_OUT_MIXTURE, [(t.name + catalog.SCORE_EVAL_SUFFIX, 1.0) for t in targets])
+
+
+def register_bigbench(store: bigbench.BigBenchStore) -> None:
+  targets = prompted.bigbench_target_tasks(store)
+  for task in targets:
+    TARGETS[task.name] = task
+    _add_both(task)
+  _add_mixture(BIGBENCH_TARGETS_MIXTURE, [(t.name + catalog.SCORE_EVAL_SUFFIX, 1.0) for t in targets])
+  rates = []
+  for task in prompted.bigbench_source_tasks(store):
+    SOURCES[task.name] = task
+    _add_both(task)
+    n = task.num_examples()
+    rates.append((task.name, float(min(n - max(int(0.2 * n), bigbench.MIN_VALIDATION_EXAMPLES),
+                                       catalog.MAX_EXAMPLES_PER_DATASET))))
+  _add_mixture(BIGBENCH_SOURCES_MIXTURE, [(name, rate) for name, rate in rates if rate > 0])
+
+
+def register_all() -> dict[str, str]:
+  """Registers what the cache allows; returns STATUS ({part: "registered" or why not})."""
+  for part, register in (("promptsource", lambda: register_promptsource(archives.promptsource_templates_dir())),
+                         ("bigbench", lambda: register_bigbench(bigbench.BigBenchStore()))):
+    if STATUS.get(part) == "registered":
+      continue
+    try:
+      register()
+      STATUS[part] = "registered"
+    except FileNotFoundError as e:
+      if STATUS.get(part) != str(e):  # say it once per cause, not on every retry
+        logger.warning("rospr_tasks: %s tasks not registered: %s", part, e)
+      STATUS[part] = str(e)
+  held_out = MIXTURES.get(HELD_OUT_MIXTURE, [])
+  bb = MIXTURES.get(BIGBENCH_TARGETS_MIXTURE, [])
+  if held_out and bb:
+    _add_mixture(TARGETS_MIXTURE, [(t, 1.0) for t in held_out + bb])
+  return dict(STATUS)
+
+
+def get_task(name: str) -> seqio.Task:
+  """seqio.get_mixture_or_task with an error that says what is registered and why parts may be missing."""
+  try:
+    return seqio.get_mixture_or_task(name)
+  except ValueError as e:
+    missing = {k: v for k, v in STATUS.items() if v != "registered"}
+    hint = f" Parts not registered: {missing}." if missing else ""
+    raise ValueError(f"no rospr task or mixture named {name!r} (`rospr tasks` lists them).{hint}") from e

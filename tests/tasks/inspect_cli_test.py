@@ -1,0 +1,62 @@
+"""`rospr tasks`: listing with counts, showing rendered examples, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+from rospr_tasks import inspect as inspect_cli
+
+COPA_EXERCISE_INPUT = ("Exercise: choose the most plausible alternative.\n\n"
+                       "My body cast a shadow over the grass.  because... \n"
+                       "- The sun was rising.\n- The grass was cut.")
+
+
+def test_list_shows_mixtures_and_counts(registry, with_data, capsys):
+  bad = with_data / "super_glue" / "rte" / "validation.jsonl"
+  original = bad.read_text()
+  bad.write_text(original + "{broken\n")
+  try:
+    assert inspect_cli.main(["--filter", "super_glue_rte_GPT"]) == 0
+  finally:
+    bad.write_text(original)
+  out = capsys.readouterr().out
+  assert "rospr_t0_train: 313 tasks" in out and "rospr_targets_score_eval: 130 tasks" in out
+  assert "super_glue_rte_GPT_3_style (+_score_eval)  [super_glue/rte]  train 2, validation 2 (1 malformed lines: [3]), test 2" in out
+  assert "Sources (0 of 415)" in out and "Targets (1 of 130)" in out
+
+
+def test_list_marks_absent_splits_and_bigbench_counts(registry, tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv("ROSPR_DATA_DIR", str(tmp_path))
+  assert inspect_cli.main(["--filter", "_novel_concepts"]) == 0
+  out = capsys.readouterr().out
+  assert "bigbench_novel_concepts (+_score_eval)  [bigbench/novel_concepts]  all 32, train 16, validation 16" in out
+  assert inspect_cli.main(["--filter", "wiki_bio_who"]) == 0
+  assert "wiki_bio_who  [wiki_bio]  train -, validation -, test -" in capsys.readouterr().out
+
+
+def test_show_prints_what_the_model_sees(registry, with_data, capsys):
+  assert inspect_cli.main(["--show", "super_glue_copa_exercise_score_eval", "-n", "1"]) == 0
+  out = capsys.readouterr().out
+  assert f"inputs:\n{COPA_EXERCISE_INPUT}\ntargets:\nThe sun was rising.\n" in out
+  assert "* choice 0: The sun was rising.  idx [0, 0]" in out and "  choice 1: The grass was cut.  idx [0, 1]" in out
+  assert "example 1" not in out
+
+
+def test_show_reports_failures(registry, with_data, capsys):
+  path = with_data / "super_glue" / "cb" / "validation.jsonl"
+  original = path.read_text()
+  path.write_text(json.dumps({"premise": "p", "label": 0}) + "\n" + original)
+  try:
+    assert inspect_cli.main(["--show", "super_glue_cb_GPT_3_style", "-n", "5"]) == 0
+  finally:
+    path.write_text(original)
+  out = capsys.readouterr().out
+  assert "--- failures" in out and "the template reads field(s) ['hypothesis']" in out
+
+
+def test_show_errors(registry, tmp_path, monkeypatch, capsys):
+  assert inspect_cli.main(["--show", "no_such_task"]) == 1
+  assert "no rospr task named 'no_such_task'" in capsys.readouterr().err
+  monkeypatch.setenv("ROSPR_DATA_DIR", str(tmp_path))
+  assert inspect_cli.main(["--show", "hellaswag_complete_first_then"]) == 1
+  assert "no data for hellaswag split 'validation'" in capsys.readouterr().err
