@@ -35,22 +35,37 @@ def test_sample_texts_is_seeded_per_source():
 
 def test_build_library_chunks_across_sources(tmp_path, embedder):
   srcs = [sources.SourceTexts("a", [f"alpha {i}" for i in range(7)]),
-          sources.SourceTexts("b", [f"beta beta {i}" for i in range(3)]),
+          sources.SourceTexts("b", [f"beta beta {i}" for i in range(3)] + ["", "  "]),
           sources.SourceTexts("c", [f"gamma {i} gamma" for i in range(9)])]
   prompts = np.zeros((3, 2, 64), np.float32)
   lib, report = build.build_library(str(tmp_path / "lib"), srcs, prompts, embedder, _tokenize, n=5,
                                     seed=3, index="exact", shard_rows=4, chunk_texts=4)
   assert report["rows"] == 13 and report["sources_short_of_n"] == {"b": 3}
+  assert report["blank_texts_skipped"] == {"b": 2}
   assert [s["n"] for s in lib.manifest["sources"]] == [5, 3, 5]
   texts = list(lib.texts())
   expected = [(0, t) for t in sources.sample_texts(srcs[0], 5, 3)]
-  expected += [(1, t) for t in srcs[1].texts]
+  expected += [(1, t) for t in srcs[1].texts[:3]]
   expected += [(2, t) for t in sources.sample_texts(srcs[2], 5, 3)]
   assert texts == expected
   # Every stored row is the embedding of its text, whichever chunk it was computed in.
   direct = embedder.embed([_tokenize(t) for _, t in texts])
   np.testing.assert_allclose(np.concatenate(lib.embedding_shards()), direct, rtol=1e-5, atol=1e-6)
   assert lib.retriever_fingerprint == embedder.fingerprint
+
+
+def test_random_retriever_covers_the_vocabulary(embedder):
+  assert embedder.config.vocab_size == 512  # the tiny size's own
+  grown = embed.load_embedder(random_size="tiny", min_vocab_size=3000)
+  assert grown.config.vocab_size == 3000 and grown.dim == 64
+  assert grown.embed([[2999, 5]]).shape == (1, 64)
+
+
+def test_source_without_text_is_refused(tmp_path, embedder):
+  with pytest.raises(ValueError, match="Source 'e' has no non-blank text"):
+    build.build_library(str(tmp_path / "lib"), [sources.SourceTexts("e", [" "])],
+                        np.zeros((1, 1, 64), np.float32), embedder, _tokenize, index="exact")
+  assert not (tmp_path / "lib").exists()
 
 
 def test_source_files(tmp_path):

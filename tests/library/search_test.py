@@ -54,11 +54,13 @@ def test_auto_mode_follows_library_size():
   config = search.ScannConfig()
   assert config.resolve(5_000, 10)["mode"] == "brute_force"
   ah = config.resolve(50_000, 10)
-  assert ah["mode"] == "ah" and ah["reorder"] == 100 and ah["training_sample_size"] == 50_000
+  assert ah["mode"] == "ah" and ah["reorder"] == 250 and ah["training_sample_size"] == 50_000
   tree = config.resolve(1_000_000, 10)
   assert tree["mode"] == "tree_ah"
-  assert tree["num_leaves"] == 1000 and tree["num_leaves_to_search"] == 50
-  assert tree["training_sample_size"] == 250_000
+  assert tree["num_leaves"] == 1000 and tree["num_leaves_to_search"] == 30
+  assert tree["training_sample_size"] == 250_000 and tree["reorder"] == 250
+  assert config.resolve(10_000_000, 10)["training_sample_size"] == 250 * 3162
+  assert search.ScannConfig().resolve(1_000_000, 20)["reorder"] == 500
   forced = search.ScannConfig(mode="tree_ah", num_leaves=7, num_leaves_to_search=3).resolve(500, 5)
   assert (forced["mode"], forced["num_leaves"], forced["num_leaves_to_search"]) == ("tree_ah", 7, 3)
   with pytest.raises(ValueError, match="Unknown ScaNN mode 'hnsw'"):
@@ -67,6 +69,16 @@ def test_auto_mode_follows_library_size():
 
 def test_recall_at_k():
   assert search.recall_at_k([[1, 2, 3], [4, 5, 6]], [[3, 2, 1], [4, 7, 8]]) == pytest.approx(4 / 6)
+
+
+def test_recall_with_ties_counts_duplicate_rows():
+  # Rows 0 and 2 are the same vector: returning either is as good.
+  db = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.6, 0.8]], np.float32)
+  queries = np.array([[1.0, 0.0]], np.float32)
+  ids, scores = search.ExactSearcher(db).search(queries, 2)  # [[0, 2]], scores [1, 1]
+  assert search.recall_at_k([[2, 3]], ids) == 0.5
+  assert search.recall_with_ties(queries, db, [[2, 0]], scores) == 1.0
+  assert search.recall_with_ties(queries, db, [[2, 3]], scores) == 0.5  # 0.6 < 1.0
 
 
 @pytest.mark.parametrize("config", [

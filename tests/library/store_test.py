@@ -84,6 +84,7 @@ def test_scann_index_round_trip(tmp_path, clustered):
   # The build's own check: 200 library rows searched with the index and exactly.
   recorded = lib.manifest["index"]["recall"]
   assert (recorded["k"], recorded["queries"]) == (10, 200) and recorded["recall"] >= 0.95
+  assert recorded["recall_with_ties"] >= recorded["recall"]
 
 
 def test_writer_is_atomic_and_refuses_to_clobber(tmp_path):

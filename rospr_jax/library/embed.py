@@ -1,0 +1,190 @@
+"""Retriever embeddings: the mean over non-pad tokens of a T5 encoder's last hidden states.
+
+Texts arrive as token ids (inputs are tokenized without EOS, as T0 does). They are sorted by length,
+grouped into a few padded lengths (powers of two up to `max_length`) and run in jitted batches of a
+fixed number of rows per bucket (about `tokens_per_batch` tokens), so a library of any size compiles
+once per bucket. Padding never changes an embedding: the encoder masks padded keys and the mean skips
+padded positions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from rospr_jax.model import T5, T5Config
+
+# The parameters an embedding depends on: the token embedding and the encoder stack.
+_ENCODER_PREFIXES = ("token_embedder", "encoder")
+
+
+def bucket_lengths(max_length: int, min_bucket: int = 16) -> list[int]:
+  """Padded lengths: powers of two from `min_bucket`, capped by (and ending at) `max_length`."""
+  if max_length < 1 or min_bucket < 1:
+    raise ValueError(f"max_length ({max_length}) and min_bucket ({min_bucket}) must be >= 1.")
+  buckets, length = [], min_bucket
+  while length < max_length:
+    buckets.append(length)
+    length *= 2
+  return buckets + [max_length]
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if not isinstance(tree, dict) and not hasattr(tree, "items"):
+    return {prefix: tree}
+  out = {}
+  for key, value in tree.items():
+    out.update(_flatten(value, f"{prefix}/{key}" if prefix else str(key)))
+  return out
+
+
+def retriever_fingerprint(config: T5Config, params) -> str:
+  """sha256 of the config and of every parameter the encoder uses (names, dtypes, shapes, bytes)."""
+  digest = hashlib.sha256()
+  fields = {f.name: str(getattr(config, f.name)) for f in dataclasses.fields(config)}
+  digest.update(json.dumps(fields, sort_keys=True).encode())
+  flat = _flatten(nn.unbox(params))
+  used = sorted(name for name in flat if name.split("/")[0] in _ENCODER_PREFIXES)
+  if not used:
+    raise ValueError(f"The retriever parameters have no token_embedder or encoder entries "
+                     f"(found: {sorted(flat)[:8]}).")
+  for name in used:
+    value = np.ascontiguousarray(np.asarray(flat[name]))
+    if value.dtype == object:
+      raise ValueError(f"Retriever parameter {name} is a {type(flat[name]).__name__}, not an array.")
+    digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
+    digest.update(value.tobytes())
+  return digest.hexdigest()
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def mean_encoder_states(params, tokens: jax.Array, *, config: T5Config) -> jax.Array:
+  """[B, T] int32 tokens (0 = pad) -> [B, H] float32 mean of the encoder output over non-pad tokens.
+
+  A row without any token (batch padding) gives the zero vector.
+  """
+  hidden = T5(config).apply({"params": params}, tokens, method=T5.encode)  # [B, T, H]
+  mask = (tokens > 0)[..., None]  # [B, T, 1]
+  summed = jnp.sum(jnp.where(mask, hidden.astype(jnp.float32), 0.0), axis=1)  # [B, H]
+  count = jnp.maximum(jnp.sum(mask, axis=1), 1).astype(jnp.float32)  # [B, 1]
+  return summed / count
+
+
+class Embedder:
+  """Embeds token sequences with a T5 encoder (the retriever)."""
+
+  def __init__(self, config: T5Config, params, *, max_length: int = 512,
+               tokens_per_batch: int = 65_536, min_bucket: int = 16):
+    """Args:
+      config: the retriever's model config.
+      params: its parameters (only token_embedder and encoder are used).
+      max_length: inputs longer than this are truncated (and counted in `truncated`).
+      tokens_per_batch: rows per batch = max(1, tokens_per_batch // bucket length).
+      min_bucket: the smallest padded length.
+    """
+    self.config = config
+    self.params = {k: v for k, v in nn.unbox(params).items() if k in _ENCODER_PREFIXES}
+    self.buckets = bucket_lengths(max_length, min(min_bucket, max_length))
+    self.max_length = max_length
+    self.tokens_per_batch = tokens_per_batch
+    self.fingerprint = retriever_fingerprint(config, self.params)
+    self.truncated = 0  # inputs cut to max_length so far
+
+  @property
+  def dim(self) -> int:
+    return self.config.emb_dim
+
+  def description(self) -> dict:
+    """What to record about the retriever in a library manifest."""
+    return {"config": {f.name: str(getattr(self.config, f.name))
+                       for f in dataclasses.fields(self.config)},
+            "max_length": self.max_length, "pooling": "mean over non-pad encoder states"}
+
+  def rows_per_batch(self, bucket: int) -> int:
+    return max(1, self.tokens_per_batch // bucket)
+
+  def embed(self, sequences: Sequence[Sequence[int]], normalize: bool = True) -> np.ndarray:
+    """Embeds token sequences.
+
+    Args:
+      sequences: [B] token id lists (no padding, at least one token each).
+      normalize: scale each embedding to unit norm (cosine retrieval).
+
+    Returns:
+      [B, H] float32, in the order of `sequences`.
+    """
+    lengths = np.array([len(s) for s in sequences], np.int64)
+    if len(sequences) and lengths.min() == 0:
+      raise ValueError(f"Sequence {int(np.argmin(lengths))} is empty: nothing to embed.")
+    out = np.zeros((len(sequences), self.dim), np.float32)
+    clipped = np.minimum(lengths, self.max_length)
+    self.truncated += int((lengths > self.max_length).sum())
+    bucket_of = np.searchsorted(self.buckets, clipped)  # index of the smallest bucket >= length
+    for b, bucket in enumerate(self.buckets):
+      members = np.flatnonzero(bucket_of == b)
+      members = members[np.argsort(clipped[members], kind="stable")]
+      rows = self.rows_per_batch(bucket)
+      for start in range(0, len(members), rows):
+        chunk = members[start:start + rows]
+        tokens = np.zeros((rows, bucket), np.int32)  # fixed [rows, bucket]: one compile per bucket
+        for r, i in enumerate(chunk):
+          seq = np.asarray(sequences[i][:self.max_length], np.int32)
+          if seq.min() <= 0 or seq.max() >= self.config.vocab_size:
+            bad = int(seq.min()) if seq.min() <= 0 else int(seq.max())
+            raise ValueError(f"Sequence {int(i)} holds token id {bad}; ids must be in [1, "
+                             f"{self.config.vocab_size}) (0 is padding).")
+          tokens[r, :len(seq)] = seq
+        means = mean_encoder_states(self.params, jnp.asarray(tokens), config=self.config)
+        out[chunk] = np.asarray(means)[:len(chunk)]
+    if normalize and len(out):
+      out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out
+
+  def embed_texts(self, texts: Sequence[str], tokenize: Callable[[str], Sequence[int]],
+                  normalize: bool = True) -> np.ndarray:
+    """Tokenizes (without EOS) and embeds texts. [B] strings -> [B, H] float32."""
+    sequences = []
+    for i, text in enumerate(texts):
+      ids = list(tokenize(text))
+      if not ids:
+        raise ValueError(f"Text {i} ({text!r:.80}) tokenizes to nothing.")
+      sequences.append(ids)
+    before = self.truncated
+    out = self.embed(sequences, normalize=normalize)
+    if self.truncated > before:
+      logging.info("Truncated %d of %d texts to %d tokens.", self.truncated - before, len(texts),
+                   self.max_length)
+    return out
+
+
+def load_embedder(checkpoint: str | None = None, *, random_size: str | None = None, seed: int = 0,
+                  min_vocab_size: int = 0, dtype: str = "float32", **kwargs) -> Embedder:
+  """An embedder from a checkpoint (Hugging Face or T5X), or with random weights of a named size.
+
+  Random weights (`random_size`, e.g. "tiny") serve the offline demo and tests; only the encoder is
+  initialized, with at least `min_vocab_size` embeddings (the vocabulary's size). `kwargs` go to
+  `Embedder` (max_length, tokens_per_batch, min_bucket).
+  """
+  if (checkpoint is None) == (random_size is None):
+    raise ValueError("Give exactly one of a retriever checkpoint and a random retriever size.")
+  compute_dtype = jnp.dtype(dtype)
+  if checkpoint is not None:
+    from rospr_jax.model import checkpoints  # pylint: disable=g-import-not-at-top
+    config, params = checkpoints.load_checkpoint(checkpoint, dtype=jnp.float32)
+  else:
+    from rospr_jax.model import get_config  # pylint: disable=g-import-not-at-top
+    config = get_config(random_size)
+    config = config.replace(vocab_size=max(config.vocab_size, min_vocab_size))
+    tokens = jnp.ones((1, 4), jnp.int32)
+    init = jax.jit(lambda rng: T5(config).init(rng, tokens, method=T5.encode)["params"])
+    params = nn.unbox(init(jax.random.PRNGKey(seed)))
+  return Embedder(config.replace(dtype=compute_dtype), params, **kwargs)

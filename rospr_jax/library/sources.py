@@ -1,0 +1,121 @@
+"""Source instances as plain files, and the seeded draw of n instances per source.
+
+Two JSONL layouts are read (one JSON value per line, blank lines skipped):
+
+- one file per source: each line a JSON string (the rendered text) or an object with "text"
+  (an optional "source" must then equal the source's name);
+- one file for all sources: each line an object {"source": name, "text": rendered text}.
+
+Targets' query files use objects {"text": ..., "choices": [...]} (choices are needed by VAR only).
+The SeqIO task layer produces the same (name, texts) pairs directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zlib
+from typing import Iterator, Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceTexts:
+  """A source's rendered training instances (dataset inputs with its own template) and prompt file."""
+
+  name: str
+  texts: Sequence[str]
+  prompt_file: str | None = None
+  prompt_file_sha256: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+  """One unlabeled input of a target; `choices` (rendered answer choices) only for VAR."""
+
+  text: str
+  choices: tuple[str, ...] | None = None
+
+
+def _json_lines(path: str) -> Iterator[tuple[int, object]]:
+  try:
+    f = open(path, encoding="utf-8")
+  except FileNotFoundError:
+    raise FileNotFoundError(f"Input file not found: {path}") from None
+  with f:
+    for line_no, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        yield line_no, json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: line {line_no} is not valid JSON ({e.msg}).") from e
+
+
+def _text(path: str, line_no: int, value: object) -> str:
+  text = value.get("text") if isinstance(value, dict) else value
+  if not isinstance(text, str):
+    raise ValueError(f"{path}: line {line_no} has no string \"text\" (got {value!r:.80}).")
+  if not text.strip():
+    raise ValueError(f"{path}: line {line_no} has an empty text.")
+  return text
+
+
+def read_source_file(path: str, name: str) -> list[str]:
+  """Texts of one source's file (JSON strings or {"text": ...} objects per line)."""
+  texts = []
+  for line_no, value in _json_lines(path):
+    if isinstance(value, dict) and "source" in value and value["source"] != name:
+      raise ValueError(f"{path}: line {line_no} belongs to source {value['source']!r}, but the file "
+                       f"was given for source {name!r}.")
+    texts.append(_text(path, line_no, value))
+  if not texts:
+    raise ValueError(f"{path}: no instances for source {name!r}.")
+  return texts
+
+
+def read_instances(path: str) -> dict[str, list[str]]:
+  """Texts per source of a combined file ({"source": ..., "text": ...} per line), in file order."""
+  by_source: dict[str, list[str]] = {}
+  for line_no, value in _json_lines(path):
+    if not isinstance(value, dict) or not isinstance(value.get("source"), str):
+      raise ValueError(f"{path}: line {line_no} needs a string \"source\" and a \"text\".")
+    by_source.setdefault(value["source"], []).append(_text(path, line_no, value))
+  if not by_source:
+    raise ValueError(f"{path}: no instances.")
+  return by_source
+
+
+def read_queries(path: str) -> list[Query]:
+  """A target's inputs: {"text": ..., "choices": [...]} objects (or JSON strings) per line."""
+  queries = []
+  for line_no, value in _json_lines(path):
+    text = _text(path, line_no, value)
+    choices = value.get("choices") if isinstance(value, dict) else None
+    if choices is not None:
+      if (not isinstance(choices, list) or not choices
+          or not all(isinstance(c, str) and c.strip() for c in choices)):
+        raise ValueError(f"{path}: line {line_no} has \"choices\" that are not a non-empty list of "
+                         "non-empty strings.")
+      choices = tuple(choices)
+    queries.append(Query(text, choices))
+  if not queries:
+    raise ValueError(f"{path}: no queries.")
+  return queries
+
+
+def source_seed(seed: int, name: str) -> list[int]:
+  """The seed sequence of a source's draw: independent of the other sources and of their order."""
+  return [int(seed), zlib.crc32(name.encode("utf-8"))]
+
+
+def sample_texts(source: SourceTexts, n: int, seed: int) -> list[str]:
+  """n of the source's texts drawn without replacement (all of them, in order, if it has <= n)."""
+  if n < 1:
+    raise ValueError(f"n (instances per source) must be >= 1; got {n}.")
+  if len(source.texts) <= n:
+    return list(source.texts)
+  rng = np.random.default_rng(source_seed(seed, source.name))
+  picked = np.sort(rng.choice(len(source.texts), size=n, replace=False))
+  return [source.texts[i] for i in picked]

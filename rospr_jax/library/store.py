@@ -1,0 +1,522 @@
+"""The library directory: what a built library is on disk, its writer and its checking reader.
+
+Layout (N rows in total, S sources, D embedding dim, P prompt length, H model dim):
+
+    manifest.json                      format version, retriever, metric, dim, sources, files, sha256s
+    prompts.npy                        [S, P, H] prompt table, row s = the soft prompt of source s
+    shards/embeddings-00000.npy        [N_i, D] float32 embeddings (unit rows for cosine)
+    shards/sources-00000.npy           [N_i] int32 source id of each row
+    shards/texts-00000.jsonl           N_i lines {"source": s, "text": ...}: the rendered instances
+    index/                             the ScaNN index over all rows (absent for an exact library)
+
+Rows are numbered across shards in order. The writer streams rows into shards of `shard_rows`, so
+memory stays bounded however many rows come; the index is built from the written shards. Everything is
+written into a temporary sibling directory that is renamed into place at the end, so a reader never
+sees a half-written library. The reader checks the manifest against what the caller expects (format
+version, dimension, retriever fingerprint, metric) and every file against its recorded size, shape and
+sha256, and names what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from rospr_jax.library import search
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PROMPTS = "prompts.npy"
+INDEX_DIR = "index"
+INDEX_KINDS = ("scann", "exact")
+
+
+def sha256_file(path: str, chunk: int = 1 << 24) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    while block := f.read(chunk):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def sha256_array(x: np.ndarray) -> str:
+  """Checksum of an array's dtype, shape and bytes."""
+  x = np.ascontiguousarray(x)
+  digest = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
+  digest.update(x.tobytes())
+  return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceInfo:
+  """One source of the library (a (dataset, template) pair with its soft prompt).
+
+  Attributes:
+    name: unique source name, e.g. "super_glue/rte:GPT-3 style".
+    n: instances requested for it.
+    seed: seed its instances were sampled with.
+    prompt_file: where its prompt came from (the prompt export), for the record.
+    prompt_file_sha256: that file's sha256 as the export recorded it.
+  """
+
+  name: str
+  n: int
+  seed: int = 0
+  prompt_file: str | None = None
+  prompt_file_sha256: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Retriever:
+  """The encoder the embeddings came from: a fingerprint of its weights plus a description."""
+
+  fingerprint: str
+  description: dict = dataclasses.field(default_factory=dict)
+
+
+class LibraryWriter:
+  """Streams rows into a new library directory; `finish` builds the index and renames it in place.
+
+  Use as a context manager: on an exception the temporary directory is removed.
+  """
+
+  def __init__(self, directory: str, *, sources: Sequence[SourceInfo], prompts, dim: int,
+               retriever: Retriever, metric: str = "cosine", shard_rows: int = 262_144,
+               overwrite: bool = False, extra: dict | None = None):
+    """Args:
+      directory: the library directory to create.
+      sources: [S] sources; row s of `prompts` is the prompt of sources[s].
+      prompts: [S, P, H] prompt table.
+      dim: embedding dimension D.
+      retriever: the encoder's fingerprint and description.
+      metric: "cosine" (rows are normalized here) or "dot".
+      shard_rows: rows per embeddings shard.
+      overwrite: replace an existing library at `directory` (atomically, at `finish`).
+      extra: more JSON-serializable facts to record in the manifest (e.g. the command line).
+    """
+    self.directory = os.path.abspath(directory)
+    self.metric = search.check_metric(metric)
+    table = np.asarray(prompts)
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+      dup = sorted({n for n in names if names.count(n) > 1})
+      raise ValueError(f"Duplicate source names {dup}.")
+    if table.ndim != 3 or table.shape[0] != len(sources):
+      raise ValueError(f"prompts must be [S, P, H] with S = {len(sources)} sources; "
+                       f"got shape {table.shape}.")
+    if dim < 1 or shard_rows < 1:
+      raise ValueError(f"dim ({dim}) and shard_rows ({shard_rows}) must be >= 1.")
+    if os.path.exists(self.directory) and not overwrite:
+      raise FileExistsError(f"Library directory {self.directory} exists; pass overwrite=True "
+                            "(--overwrite) to replace it.")
+    self.sources = list(sources)
+    self.prompts = table
+    self.dim = int(dim)
+    self.retriever = retriever
+    self.shard_rows = int(shard_rows)
+    self.overwrite = overwrite
+    self.extra = dict(extra or {})
+    parent = os.path.dirname(self.directory)
+    os.makedirs(parent, exist_ok=True)
+    self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.directory)}.tmp-", dir=parent)
+    os.makedirs(os.path.join(self.tmp, "shards"))
+    self._emb: list[np.ndarray] = []
+    self._ids: list[np.ndarray] = []
+    self._texts: list[str] = []
+    self._buffered = 0
+    self._shards: list[dict] = []
+    self._counts = np.zeros(len(self.sources), np.int64)
+    self._done = False
+
+  def __enter__(self) -> "LibraryWriter":
+    return self
+
+  def __exit__(self, exc_type, exc, tb):
+    if exc_type is not None or not self._done:
+      self.abort()
+    return False
+
+  def abort(self):
+    shutil.rmtree(self.tmp, ignore_errors=True)
+    self._done = True
+
+  @property
+  def num_rows(self) -> int:
+    return int(self._counts.sum())
+
+  def add(self, embeddings, source_ids, texts: Sequence[str]):
+    """Appends rows. embeddings: [B, D]; source_ids: [B] ints in [0, S); texts: [B] strings."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    ids = np.asarray(source_ids)
+    if emb.ndim != 2 or emb.shape[1] != self.dim:
+      raise ValueError(f"embeddings must be [B, {self.dim}]; got shape {emb.shape}.")
+    if ids.shape != (emb.shape[0],) or len(texts) != emb.shape[0]:
+      raise ValueError(f"{emb.shape[0]} embeddings, {ids.shape} source ids and {len(texts)} texts "
+                       "must match.")
+    if ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0
+                     or ids.max() >= len(self.sources)):
+      raise ValueError(f"source ids must be integers in [0, {len(self.sources)}); got "
+                       f"{sorted(set(ids.tolist()))[:10]}.")
+    if not np.isfinite(emb).all():
+      row = int(np.argwhere(~np.isfinite(emb).all(axis=1))[0, 0])
+      raise ValueError(f"embedding row {row} of this batch (text {texts[row]!r:.80}) is not finite.")
+    if self.metric == "cosine":
+      emb = search.normalize(emb)
+    np.add.at(self._counts, ids, 1)
+    start = 0
+    while start < emb.shape[0]:
+      take = min(self.shard_rows - self._buffered, emb.shape[0] - start)
+      self._emb.append(emb[start:start + take])
+      self._ids.append(ids[start:start + take].astype(np.int32))
+      self._texts.extend(texts[start:start + take])
+      self._buffered += take
+      start += take
+      if self._buffered == self.shard_rows:
+        self._flush()
+
+  def _flush(self):
+    if not self._buffered:
+      return
+    index = len(self._shards)
+    files = {
+        "embeddings": f"shards/embeddings-{index:05d}.npy",
+        "sources": f"shards/sources-{index:05d}.npy",
+        "texts": f"shards/texts-{index:05d}.jsonl",
+    }
+    np.save(os.path.join(self.tmp, files["embeddings"]), np.concatenate(self._emb))
+    np.save(os.path.join(self.tmp, files["sources"]), np.concatenate(self._ids))
+    with open(os.path.join(self.tmp, files["texts"]), "w", encoding="utf-8") as f:
+      for s, text in zip(np.concatenate(self._ids).tolist(), self._texts):
+        f.write(json.dumps({"source": s, "text": text}, ensure_ascii=False) + "\n")
+    self._shards.append({
+        "rows": self._buffered,
+        "files": files,
+        "sha256": {key: sha256_file(os.path.join(self.tmp, path)) for key, path in files.items()},
+    })
+    self._emb, self._ids, self._texts, self._buffered = [], [], [], 0
+
+  def finish(self, index: str = "scann", scann_config: search.ScannConfig = search.ScannConfig(),
+             k: int = 10, recall_queries: int = 200, seed: int = 0) -> "Library":
+    """Writes the last shard, the prompts, the index and the manifest; renames into place.
+
+    Args:
+      index: "scann" (build a ScaNN index from the shards) or "exact" (no index; exact search).
+      scann_config: how to build the ScaNN index.
+      k: the default number of neighbours of the index.
+      recall_queries: library rows (seeded sample) searched with the index and exactly; their
+        recall@k is recorded in the manifest (0 skips the check).
+      seed: seed of that sample.
+
+    Returns:
+      The opened library.
+    """
+    if index not in INDEX_KINDS:
+      raise ValueError(f"Unknown index kind {index!r}; known kinds: {list(INDEX_KINDS)}.")
+    self._flush()
+    if not self._shards:
+      raise ValueError(f"No rows were added to the library {self.directory}.")
+    empty = [s.name for s, c in zip(self.sources, self._counts) if c == 0]
+    if empty:
+      raise ValueError(f"Sources without any instance in the library: {empty}.")
+    np.save(os.path.join(self.tmp, PROMPTS), self.prompts)
+    index_record = {"kind": index, "settings": {}, "files": {}}
+    if index == "scann":
+      shards = [np.load(os.path.join(self.tmp, s["files"]["embeddings"]), mmap_mode="r")
+                for s in self._shards]
+      database = np.concatenate(shards) if len(shards) > 1 else np.asarray(shards[0])
+      searcher = search.ScannSearcher.build(database, metric=self.metric,
+                                            k=min(k, database.shape[0]), config=scann_config)
+      if recall_queries > 0:
+        index_record["recall"] = self_recall(searcher, shards, database, self.metric, k,
+                                             recall_queries, seed)
+      del database
+      index_dir = os.path.join(self.tmp, INDEX_DIR)
+      searcher.serialize(index_dir)
+      index_record["settings"] = searcher.settings
+      index_record["files"] = {
+          f"{INDEX_DIR}/{name}": sha256_file(os.path.join(index_dir, name))
+          for name in sorted(os.listdir(index_dir))}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "retriever": {"fingerprint": self.retriever.fingerprint,
+                      "description": self.retriever.description},
+        "metric": self.metric,
+        "dim": self.dim,
+        "num_rows": self.num_rows,
+        "sources": [{
+            "id": i,
+            "name": s.name,
+            "n_requested": int(s.n),
+            "n": int(self._counts[i]),
+            "seed": int(s.seed),
+            "prompt_file": s.prompt_file,
+            "prompt_file_sha256": s.prompt_file_sha256,
+            "prompt_sha256": sha256_array(self.prompts[i]),
+        } for i, s in enumerate(self.sources)],
+        "prompts": {"file": PROMPTS, "shape": list(self.prompts.shape),
+                    "dtype": self.prompts.dtype.str,
+                    "sha256": sha256_file(os.path.join(self.tmp, PROMPTS))},
+        "shards": self._shards,
+        "index": index_record,
+        "extra": self.extra,
+    }
+    with open(os.path.join(self.tmp, MANIFEST), "w", encoding="utf-8") as f:
+      json.dump(manifest, f, indent=1, sort_keys=True)
+      f.flush()
+      os.fsync(f.fileno())
+    self._replace_directory()
+    self._done = True
+    return Library.open(self.directory, verify=False)
+
+  def _replace_directory(self):
+    old = None
+    if os.path.exists(self.directory):
+      if not self.overwrite:
+        raise FileExistsError(f"Library directory {self.directory} appeared while writing.")
+      old = tempfile.mkdtemp(prefix=f".{os.path.basename(self.directory)}.old-",
+                             dir=os.path.dirname(self.directory))
+      os.rmdir(old)
+      os.replace(self.directory, old)
+    os.replace(self.tmp, self.directory)
+    if old is not None:
+      shutil.rmtree(old, ignore_errors=True)
+
+
+def self_recall(searcher, shards: Sequence[np.ndarray], database: np.ndarray, metric: str, k: int,
+                num_queries: int, seed: int) -> dict:
+  """recall@k of `searcher` against exact search (by id, and counting ties), queried with a seeded
+  sample of library rows."""
+  rows = np.sort(np.random.default_rng(seed).choice(
+      len(database), size=min(num_queries, len(database)), replace=False))
+  queries = np.asarray(database[rows])
+  k = min(k, len(database))
+  approx, _ = searcher.search(queries, k)
+  exact, exact_scores = search.ExactSearcher(shards, metric=metric).search(queries, k)
+  return {"k": k, "queries": len(rows), "seed": seed,
+          "recall": round(search.recall_at_k(approx, exact), 6),
+          "recall_with_ties": round(search.recall_with_ties(queries, database, approx, exact_scores,
+                                                            metric), 6)}
+
+
+_REQUIRED_KEYS = ("format_version", "retriever", "metric", "dim", "num_rows", "sources", "prompts",
+                  "shards", "index")
+
+
+class Library:
+  """A library directory opened for reading; construct with `Library.open`."""
+
+  def __init__(self, directory: str, manifest: dict):
+    self.directory = directory
+    self.manifest = manifest
+    self._searchers: dict[str, object] = {}
+    self._source_ids: np.ndarray | None = None
+
+  @classmethod
+  def open(cls, directory: str, *, dim: int | None = None, retriever: str | None = None,
+           metric: str | None = None, verify: bool = True) -> "Library":
+    """Opens and checks a library.
+
+    Args:
+      directory: the library directory.
+      dim: the embedding dimension the caller's retriever produces, if known.
+      retriever: the fingerprint of the caller's retriever, if known.
+      metric: the metric the caller expects, if any.
+      verify: check every file's sha256 (reads every byte once; shapes are always checked).
+
+    Raises:
+      FileNotFoundError: the directory, the manifest or a file it lists is missing.
+      ValueError: the manifest or a file does not match (the message names which and how).
+    """
+    directory = os.path.abspath(directory)
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isdir(directory):
+      raise FileNotFoundError(f"Library directory {directory} does not exist.")
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"Library {directory} has no {MANIFEST}.")
+    try:
+      with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"Library manifest {path} is not valid JSON: {e}.") from e
+    missing = [k for k in _REQUIRED_KEYS if k not in manifest]
+    if missing:
+      raise ValueError(f"Library manifest {path} lacks the keys {missing}.")
+    if manifest["format_version"] != FORMAT_VERSION:
+      raise ValueError(f"Library {directory} has format version {manifest['format_version']}; "
+                       f"this reader reads version {FORMAT_VERSION}. Rebuild the library.")
+    if dim is not None and manifest["dim"] != dim:
+      raise ValueError(f"Library {directory} holds embeddings of dimension {manifest['dim']}; "
+                       f"the retriever produces dimension {dim}.")
+    if retriever is not None and manifest["retriever"]["fingerprint"] != retriever:
+      raise ValueError(
+          f"Library {directory} was built with retriever {manifest['retriever']['fingerprint']} "
+          f"({manifest['retriever'].get('description')}); the given retriever is {retriever}. "
+          "Queries must be embedded by the retriever that built the library.")
+    if metric is not None and manifest["metric"] != metric:
+      raise ValueError(f"Library {directory} uses metric {manifest['metric']!r}; "
+                       f"expected {metric!r}.")
+    library = cls(directory, manifest)
+    library._check_files(verify)
+    return library
+
+  # ---- checks ----
+
+  def _file(self, relative: str) -> str:
+    path = os.path.join(self.directory, relative)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"Library {self.directory} is missing {relative}.")
+    return path
+
+  def _check_sha(self, relative: str, expected: str, verify: bool):
+    path = self._file(relative)
+    if verify:
+      actual = sha256_file(path)
+      if actual != expected:
+        raise ValueError(f"Library file {relative} in {self.directory} is corrupted: sha256 "
+                         f"{actual[:16]}... differs from the manifest's {expected[:16]}....")
+
+  def _load_npy(self, relative: str, mmap: bool = True) -> np.ndarray:
+    try:
+      return np.load(self._file(relative), mmap_mode="r" if mmap else None)
+    except (ValueError, OSError, EOFError) as e:
+      raise ValueError(f"Library file {relative} in {self.directory} is corrupted: {e}.") from e
+
+  def _check_files(self, verify: bool):
+    m = self.manifest
+    prompts = m["prompts"]
+    self._check_sha(prompts["file"], prompts["sha256"], verify)
+    table = self._load_npy(prompts["file"])
+    if list(table.shape) != prompts["shape"] or table.shape[0] != len(m["sources"]):
+      raise ValueError(f"Library file {prompts['file']} in {self.directory} has shape "
+                       f"{list(table.shape)}; the manifest says {prompts['shape']} for "
+                       f"{len(m['sources'])} sources.")
+    if verify:
+      for s in m["sources"]:
+        if sha256_array(table[s["id"]]) != s["prompt_sha256"]:
+          raise ValueError(f"Library {self.directory}: the prompt of source {s['name']!r} (row "
+                           f"{s['id']} of {prompts['file']}) differs from the manifest's checksum.")
+    total = 0
+    for shard in m["shards"]:
+      for key, relative in shard["files"].items():
+        self._check_sha(relative, shard["sha256"][key], verify)
+      emb = self._load_npy(shard["files"]["embeddings"])
+      ids = self._load_npy(shard["files"]["sources"])
+      if emb.shape != (shard["rows"], m["dim"]) or emb.dtype != np.float32:
+        raise ValueError(f"Library file {shard['files']['embeddings']} in {self.directory} holds "
+                         f"{emb.dtype} {list(emb.shape)}; the manifest says float32 "
+                         f"[{shard['rows']}, {m['dim']}].")
+      if ids.shape != (shard["rows"],):
+        raise ValueError(f"Library file {shard['files']['sources']} in {self.directory} holds "
+                         f"{list(ids.shape)} ids; the manifest says {shard['rows']}.")
+      total += shard["rows"]
+    if total != m["num_rows"]:
+      raise ValueError(f"Library {self.directory}: shards hold {total} rows; the manifest says "
+                       f"{m['num_rows']}.")
+    counts = np.bincount(self.source_ids(), minlength=len(m["sources"]))
+    for s in m["sources"]:
+      if counts[s["id"]] != s["n"]:
+        raise ValueError(f"Library {self.directory}: source {s['name']!r} has {counts[s['id']]} "
+                         f"rows; the manifest says {s['n']}.")
+    for relative, expected in m["index"]["files"].items():
+      self._check_sha(relative, expected, verify)
+
+  # ---- contents ----
+
+  @property
+  def dim(self) -> int:
+    return int(self.manifest["dim"])
+
+  @property
+  def metric(self) -> str:
+    return self.manifest["metric"]
+
+  @property
+  def num_rows(self) -> int:
+    return int(self.manifest["num_rows"])
+
+  @property
+  def source_names(self) -> list[str]:
+    return [s["name"] for s in self.manifest["sources"]]
+
+  @property
+  def retriever_fingerprint(self) -> str:
+    return self.manifest["retriever"]["fingerprint"]
+
+  def embedding_shards(self) -> list[np.ndarray]:
+    """Memory-mapped [N_i, D] float32 shards, in row order."""
+    return [self._load_npy(s["files"]["embeddings"]) for s in self.manifest["shards"]]
+
+  def source_ids(self) -> np.ndarray:
+    """[N] int32 source id of every row."""
+    if self._source_ids is None:
+      self._source_ids = np.concatenate(
+          [self._load_npy(s["files"]["sources"], mmap=False) for s in self.manifest["shards"]])
+      bad = (self._source_ids < 0) | (self._source_ids >= len(self.manifest["sources"]))
+      if bad.any():
+        raise ValueError(f"Library {self.directory}: row {int(np.argmax(bad))} has source id "
+                         f"{int(self._source_ids[np.argmax(bad)])}, outside [0, "
+                         f"{len(self.manifest['sources'])}).")
+    return self._source_ids
+
+  def texts(self) -> Iterator[tuple[int, str]]:
+    """Yields (source id, rendered text) of every row, in row order."""
+    for shard in self.manifest["shards"]:
+      relative = shard["files"]["texts"]
+      with open(self._file(relative), encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+          try:
+            record = json.loads(line)
+            yield int(record["source"]), record["text"]
+          except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"Library file {relative} line {line_no}: {e}.") from e
+
+  def prompts(self) -> np.ndarray:
+    """[S, P, H] prompt table."""
+    return self._load_npy(self.manifest["prompts"]["file"], mmap=False)
+
+  # ---- search ----
+
+  def searcher(self, kind: str = "auto"):
+    """The ScaNN index ("scann"), exact search ("exact"), or the index when built ("auto")."""
+    if kind == "auto":
+      kind = self.manifest["index"]["kind"]
+    if kind not in INDEX_KINDS:
+      raise ValueError(f"Unknown searcher kind {kind!r}; known kinds: {['auto', *INDEX_KINDS]}.")
+    if kind not in self._searchers:
+      if kind == "exact":
+        self._searchers[kind] = search.ExactSearcher(self.embedding_shards(), metric=self.metric)
+      else:
+        if self.manifest["index"]["kind"] != "scann":
+          raise ValueError(f"Library {self.directory} was built without a ScaNN index; "
+                           "use the exact searcher or rebuild with --index scann.")
+        self._searchers[kind] = search.ScannSearcher.load(
+            os.path.join(self.directory, INDEX_DIR), self.metric, self.dim, self.num_rows,
+            self.manifest["index"]["settings"])
+    return self._searchers[kind]
+
+  def neighbors(self, queries, k: int, kind: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Sources of the k nearest rows of each query.
+
+    Args:
+      queries: [Q, D] query embeddings (from the library's retriever).
+      k: N neighbours per query.
+      kind: searcher kind, see `searcher`.
+
+    Returns:
+      (source ids [Q, N] int64, similarities [Q, N] float32), nearest first.
+    """
+    ids, scores = self.searcher(kind).search(queries, k)
+    return self.source_ids()[ids].astype(np.int64), scores
+
+
+def read_manifest(directory: str) -> dict:
+  """The raw manifest of a library, unchecked (for tools that inspect or repair)."""
+  with open(os.path.join(directory, MANIFEST), encoding="utf-8") as f:
+    return json.load(f)

@@ -1,0 +1,432 @@
+"""Selection rules: RoSPr, INTER, VAR and INTER+VAR (DESIGN.md, "Retrieval rules").
+
+Pure NumPy. The input is, for Q target queries, the sources of their top-N library neighbours
+(`neighbor_sources [Q, N]`) and the similarities of those neighbours (`similarities [Q, N]`).
+
+- freq(s): how often source s appears in `neighbor_sources`. Candidates are ordered by frequency,
+  then by summed similarity (larger first), then by source id (smaller first), so every ordering in
+  this module is total and deterministic.
+- RoSPr: the first candidate (argmax freq; ties: larger summed similarity).
+- INTER: the first N' candidates, prompt = sum_s w_s P_s with w_s = freq(s) / sum freq.
+- VAR: for each of the first K candidates, the predicted choice positions of the Q queries under its
+  prompt give a histogram p_s over choice positions (normalized to sum 1); var_s is its variance over
+  the choices and score_s = freq(s) / (var_s + eps). The candidate with the largest score is chosen
+  (ties keep the frequency order).
+- INTER+VAR: the first N' candidates by VAR score, weights proportional to the score.
+
+Queries with different numbers of choices. Let C_q be the number of choices of query q and
+C = max_q C_q. The histogram is over positions 0..C-1: p_c = (# queries predicting c) / Q. The
+variance is taken around the histogram a uniform guesser would produce in expectation,
+u_c = (1/Q) sum_q [c < C_q] / C_q (each query spreads its unit mass evenly over its own choices):
+
+    var_s = (1/C) sum_c (p_c - u_c)^2.
+
+When every query has C choices, u_c = 1/C is the mean of p and var_s is exactly the population
+variance of p over the C choices, as DESIGN.md states it. With mixed counts, a candidate that answers
+like a balanced guesser still scores variance 0 instead of being penalized for the positions that only
+some queries have, and one that collapses every answer onto position 0 gets the largest variance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+RULES = ("rospr", "inter", "var", "inter_var")
+
+DEFAULT_NUM_PROMPTS = 3  # N' of INTER and INTER+VAR.
+DEFAULT_TOP_K = 10  # K candidates that VAR rank-classifies the queries with.
+DEFAULT_EPS = 1e-6  # eps of score_s = freq(s) / (var_s + eps).
+
+# predict_choices(prompt_ids [K]) -> K arrays [Q] of predicted choice positions.
+PredictChoices = Callable[[Sequence[int]], Sequence[Sequence[int]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Frequencies:
+  """Sources found among the neighbours of the queries, in candidate order.
+
+  Attributes:
+    source_ids: [S'] source ids, ordered by count (desc), summed similarity (desc), id (asc).
+    counts: [S'] freq(s), the number of (query, neighbour) slots holding s.
+    similarity: [S'] summed similarity of those slots.
+    num_queries: Q.
+    num_neighbors: N.
+  """
+
+  source_ids: np.ndarray
+  counts: np.ndarray
+  similarity: np.ndarray
+  num_queries: int
+  num_neighbors: int
+
+
+def frequencies(neighbor_sources, similarities) -> Frequencies:
+  """Counts the sources of the queries' neighbours.
+
+  Args:
+    neighbor_sources: [Q, N] int source id of each query's n-th neighbour.
+    similarities: [Q, N] float similarity of that neighbour (used only to break ties).
+
+  Returns:
+    The `Frequencies` of every source that appears at least once.
+  """
+  ids = np.asarray(neighbor_sources)
+  sims = np.asarray(similarities, dtype=np.float64)
+  if ids.ndim != 2:
+    raise ValueError(f"neighbor_sources must be [Q, N]; got shape {ids.shape}.")
+  if sims.shape != ids.shape:
+    raise ValueError(
+        f"similarities shape {sims.shape} differs from neighbor_sources shape {ids.shape}.")
+  if ids.size == 0:
+    raise ValueError(f"neighbor_sources is empty (shape {ids.shape}); need Q >= 1 and N >= 1.")
+  if not np.issubdtype(ids.dtype, np.integer):
+    raise ValueError(f"neighbor_sources must hold integer source ids; got dtype {ids.dtype}.")
+  if ids.min() < 0:
+    raise ValueError(f"neighbor_sources holds a negative source id ({int(ids.min())}).")
+  if not np.all(np.isfinite(sims)):
+    raise ValueError("similarities holds a NaN or infinite value.")
+  unique, inverse, counts = np.unique(ids.ravel(), return_inverse=True, return_counts=True)
+  summed = np.zeros(len(unique), np.float64)
+  np.add.at(summed, inverse, sims.ravel())
+  # np.lexsort sorts by the last key first: count desc, then similarity desc, then id asc.
+  order = np.lexsort((unique, -summed, -counts))
+  return Frequencies(
+      source_ids=unique[order].astype(np.int64),
+      counts=counts[order].astype(np.int64),
+      similarity=summed[order],
+      num_queries=int(ids.shape[0]),
+      num_neighbors=int(ids.shape[1]))
+
+
+def var_scores(counts, predictions, num_choices,
+               eps: float = DEFAULT_EPS) -> tuple[np.ndarray, np.ndarray]:
+  """VAR variances and scores of K candidates (see the module docstring for the definition).
+
+  Args:
+    counts: [K] freq(s) of the candidates.
+    predictions: [K, Q] predicted choice position of each query under each candidate's prompt.
+    num_choices: [Q] number of answer choices of each query (C_q >= 1).
+    eps: added to the variance before dividing.
+
+  Returns:
+    (variances [K], scores [K]) with scores = counts / (variances + eps).
+  """
+  counts = np.asarray(counts, dtype=np.float64)
+  preds = np.asarray(predictions)
+  c_q = np.asarray(num_choices)
+  if eps <= 0:
+    raise ValueError(f"eps must be > 0; got {eps}.")
+  if counts.ndim != 1:
+    raise ValueError(f"counts must be [K]; got shape {counts.shape}.")
+  if preds.ndim != 2 or preds.shape[0] != counts.shape[0]:
+    raise ValueError(
+        f"predictions must be [K, Q] with K = {counts.shape[0]} candidates; got shape {preds.shape}.")
+  if c_q.shape != (preds.shape[1],):
+    raise ValueError(
+        f"num_choices must be [Q] with Q = {preds.shape[1]} queries; got shape {c_q.shape}.")
+  if preds.shape[1] == 0:
+    raise ValueError("predictions has no queries (Q = 0).")
+  if not np.issubdtype(preds.dtype, np.integer):
+    raise ValueError(f"predictions must be integer choice positions; got dtype {preds.dtype}.")
+  if c_q.min() < 1:
+    q = int(np.argmin(c_q))
+    raise ValueError(f"query {q} has {int(c_q[q])} answer choices; every query needs at least 1.")
+  bad = (preds < 0) | (preds >= c_q[None, :])
+  if bad.any():
+    k, q = (int(i) for i in np.argwhere(bad)[0])
+    raise ValueError(
+        f"candidate {k} predicts choice position {int(preds[k, q])} for query {q}, "
+        f"which has {int(c_q[q])} choices.")
+  num_q, width = preds.shape[1], int(c_q.max())
+  positions = np.arange(width)
+  # u_c: [C] expected histogram of a uniform guesser, each query spreading 1/C_q over its choices.
+  uniform = ((positions[None, :] < c_q[:, None]) / c_q[:, None]).sum(axis=0) / num_q
+  # p: [K, C] normalized histograms of predicted positions.
+  hist = (preds[:, :, None] == positions[None, None, :]).sum(axis=1) / num_q
+  variances = ((hist - uniform[None, :]) ** 2).mean(axis=1)
+  return variances, counts / (variances + eps)
+
+
+def _json_value(value: Any) -> Any:
+  if value is None:
+    return None
+  return [v.item() if hasattr(v, "item") else v for v in value]
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+  """The record of one selection, saved as JSON beside the interpolated prompt.
+
+  Attributes:
+    rule: one of RULES.
+    candidates: [K] source ids the rule considered, in its ranking order.
+    freqs: [K] freq(s) of each candidate.
+    similarities: [K] summed neighbour similarity of each candidate.
+    variances: [K] VAR variances (None for rospr / inter).
+    scores: [K] the ranking score: freq for rospr / inter, freq / (var + eps) for var / inter_var.
+    weights: [M] interpolation weights of the chosen prompts (sum 1).
+    chosen: [M] chosen source ids (prompt rows), aligned with `weights`.
+    num_queries: Q.
+    num_neighbors: N.
+    params: rule settings (num_prompts, top_k, eps) and anything the caller records (target, library).
+    names: [K] source names of the candidates, when known.
+  """
+
+  rule: str
+  candidates: tuple[int, ...]
+  freqs: tuple[int, ...]
+  similarities: tuple[float, ...]
+  variances: tuple[float, ...] | None
+  scores: tuple[float, ...]
+  weights: tuple[float, ...]
+  chosen: tuple[int, ...]
+  num_queries: int
+  num_neighbors: int
+  params: dict = dataclasses.field(default_factory=dict)
+  names: tuple[str, ...] | None = None
+
+  def __post_init__(self):
+    if self.rule not in RULES:
+      raise ValueError(f"Unknown selection rule {self.rule!r}; known rules: {list(RULES)}.")
+    k = len(self.candidates)
+    for field in ("freqs", "similarities", "scores"):
+      if len(getattr(self, field)) != k:
+        raise ValueError(f"Selection.{field} has {len(getattr(self, field))} entries; "
+                         f"candidates has {k}.")
+    if self.variances is not None and len(self.variances) != k:
+      raise ValueError(f"Selection.variances has {len(self.variances)} entries; candidates has {k}.")
+    if self.names is not None and len(self.names) != k:
+      raise ValueError(f"Selection.names has {len(self.names)} entries; candidates has {k}.")
+    if len(self.weights) != len(self.chosen) or not self.chosen:
+      raise ValueError(f"Selection.weights ({len(self.weights)}) and chosen ({len(self.chosen)}) "
+                       "must be non-empty and of equal length.")
+
+  def with_names(self, names_by_id: Sequence[str]) -> "Selection":
+    """Returns a copy with `names` filled from a table indexed by source id."""
+    return dataclasses.replace(self, names=tuple(names_by_id[i] for i in self.candidates))
+
+  def to_dict(self) -> dict:
+    return {
+        "rule": self.rule,
+        "candidates": _json_value(self.candidates),
+        "freqs": _json_value(self.freqs),
+        "similarities": _json_value(self.similarities),
+        "variances": _json_value(self.variances),
+        "scores": _json_value(self.scores),
+        "weights": _json_value(self.weights),
+        "chosen": _json_value(self.chosen),
+        "num_queries": self.num_queries,
+        "num_neighbors": self.num_neighbors,
+        "params": dict(self.params),
+        "names": None if self.names is None else list(self.names),
+    }
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False)
+
+  @classmethod
+  def from_dict(cls, data: dict) -> "Selection":
+    expected = {f.name for f in dataclasses.fields(cls)}
+    missing = sorted(expected - set(data))
+    extra = sorted(set(data) - expected)
+    if missing or extra:
+      raise ValueError(f"Selection record: missing keys {missing}, unknown keys {extra}.")
+
+    def tup(key, kind):
+      return None if data[key] is None else tuple(kind(v) for v in data[key])
+
+    return cls(
+        rule=data["rule"],
+        candidates=tup("candidates", int),
+        freqs=tup("freqs", int),
+        similarities=tup("similarities", float),
+        variances=tup("variances", float),
+        scores=tup("scores", float),
+        weights=tup("weights", float),
+        chosen=tup("chosen", int),
+        num_queries=int(data["num_queries"]),
+        num_neighbors=int(data["num_neighbors"]),
+        params=dict(data["params"]),
+        names=tup("names", str))
+
+  @classmethod
+  def from_json(cls, text: str) -> "Selection":
+    return cls.from_dict(json.loads(text))
+
+
+def _check_count(name: str, value: int):
+  if int(value) < 1:
+    raise ValueError(f"{name} must be >= 1; got {value}.")
+
+
+def rospr(freqs: Frequencies) -> Selection:
+  """RoSPr: the prompt of the most frequent source (ties: larger summed similarity)."""
+  return Selection(
+      rule="rospr",
+      candidates=tuple(freqs.source_ids.tolist()),
+      freqs=tuple(freqs.counts.tolist()),
+      similarities=tuple(freqs.similarity.tolist()),
+      variances=None,
+      scores=tuple(float(c) for c in freqs.counts),
+      weights=(1.0,),
+      chosen=(int(freqs.source_ids[0]),),
+      num_queries=freqs.num_queries,
+      num_neighbors=freqs.num_neighbors)
+
+
+def inter(freqs: Frequencies, num_prompts: int = DEFAULT_NUM_PROMPTS) -> Selection:
+  """INTER: the first `num_prompts` sources by frequency, weights freq(s) / sum freq."""
+  _check_count("num_prompts", num_prompts)
+  top = freqs.counts[:num_prompts].astype(np.float64)
+  return Selection(
+      rule="inter",
+      candidates=tuple(freqs.source_ids.tolist()),
+      freqs=tuple(freqs.counts.tolist()),
+      similarities=tuple(freqs.similarity.tolist()),
+      variances=None,
+      scores=tuple(float(c) for c in freqs.counts),
+      weights=tuple((top / top.sum()).tolist()),
+      chosen=tuple(freqs.source_ids[:num_prompts].tolist()),
+      num_queries=freqs.num_queries,
+      num_neighbors=freqs.num_neighbors,
+      params={"num_prompts": int(num_prompts)})
+
+
+def _var_ranked(freqs: Frequencies, predictions, num_choices, top_k: int, eps: float):
+  """Scores the first `top_k` candidates; returns them re-ranked by VAR score."""
+  _check_count("top_k", top_k)
+  k = min(top_k, len(freqs.source_ids))
+  preds = np.asarray(predictions)
+  if preds.ndim != 2 or preds.shape[0] != k:
+    raise ValueError(
+        f"VAR needs predictions [K, Q] for the K = {k} first candidates "
+        f"{freqs.source_ids[:k].tolist()}; got shape {preds.shape}.")
+  if preds.shape[1] != freqs.num_queries:
+    raise ValueError(f"predictions cover {preds.shape[1]} queries; the neighbours came from "
+                     f"{freqs.num_queries} queries.")
+  variances, scores = var_scores(freqs.counts[:k], preds, num_choices, eps=eps)
+  # Stable sort on -score keeps the frequency order (freq, similarity, id) among equal scores.
+  order = np.argsort(-scores, kind="stable")
+  return order, variances, scores
+
+
+def var(freqs: Frequencies, predictions, num_choices, top_k: int = DEFAULT_TOP_K,
+        eps: float = DEFAULT_EPS) -> Selection:
+  """VAR: of the first `top_k` candidates, the one with the largest freq / (var + eps).
+
+  Args:
+    freqs: the neighbour frequencies.
+    predictions: [K, Q] predicted choice positions under the prompts of the first K = min(top_k,
+      number of candidates) candidates, in candidate order.
+    num_choices: [Q] answer choices per query.
+    top_k: K.
+    eps: see `var_scores`.
+  """
+  order, variances, scores = _var_ranked(freqs, predictions, num_choices, top_k, eps)
+  return _var_selection("var", freqs, order, variances, scores, 1, top_k, eps)
+
+
+def inter_var(freqs: Frequencies, predictions, num_choices, num_prompts: int = DEFAULT_NUM_PROMPTS,
+              top_k: int = DEFAULT_TOP_K, eps: float = DEFAULT_EPS) -> Selection:
+  """INTER+VAR: the first `num_prompts` candidates by VAR score, weights proportional to it."""
+  _check_count("num_prompts", num_prompts)
+  order, variances, scores = _var_ranked(freqs, predictions, num_choices, top_k, eps)
+  return _var_selection("inter_var", freqs, order, variances, scores, num_prompts, top_k, eps)
+
+
+def _var_selection(rule, freqs, order, variances, scores, num_prompts, top_k, eps) -> Selection:
+  ids = freqs.source_ids[:len(order)][order]
+  top = scores[order][:num_prompts]
+  params = {"top_k": int(top_k), "eps": float(eps)}
+  if rule == "inter_var":
+    params["num_prompts"] = int(num_prompts)
+  return Selection(
+      rule=rule,
+      candidates=tuple(ids.tolist()),
+      freqs=tuple(freqs.counts[:len(order)][order].tolist()),
+      similarities=tuple(freqs.similarity[:len(order)][order].tolist()),
+      variances=tuple(variances[order].tolist()),
+      scores=tuple(scores[order].tolist()),
+      weights=tuple((top / top.sum()).tolist()),
+      chosen=tuple(ids[:num_prompts].tolist()),
+      num_queries=freqs.num_queries,
+      num_neighbors=freqs.num_neighbors,
+      params=params)
+
+
+def select(rule: str, neighbor_sources, similarities, *, num_prompts: int = DEFAULT_NUM_PROMPTS,
+           top_k: int = DEFAULT_TOP_K, eps: float = DEFAULT_EPS,
+           predict_choices: PredictChoices | None = None, num_choices=None) -> Selection:
+  """Applies one rule to the neighbours of the queries: the one selection entry point.
+
+  Args:
+    rule: "rospr", "inter", "var" or "inter_var".
+    neighbor_sources: [Q, N] source id of each query's neighbours.
+    similarities: [Q, N] their similarities.
+    num_prompts: N' of INTER and INTER+VAR.
+    top_k: K candidates VAR rank-classifies the queries with.
+    eps: VAR's eps.
+    predict_choices: VAR only: called once with the K candidate source ids (prompt rows), returns
+      K sequences [Q] of predicted choice positions (one batched rank-classification pass).
+    num_choices: VAR only: [Q] number of answer choices per query.
+  """
+  if rule not in RULES:
+    raise ValueError(f"Unknown selection rule {rule!r}; known rules: {list(RULES)}.")
+  freqs = frequencies(neighbor_sources, similarities)
+  if rule == "rospr":
+    return rospr(freqs)
+  if rule == "inter":
+    return inter(freqs, num_prompts)
+  if predict_choices is None or num_choices is None:
+    raise ValueError(f"Rule {rule!r} needs predict_choices and num_choices (rank classification "
+                     "of the queries under each candidate prompt).")
+  _check_count("top_k", top_k)
+  ids = freqs.source_ids[:top_k].tolist()
+  predicted = predict_choices(ids)
+  if len(predicted) != len(ids):
+    raise ValueError(f"predict_choices returned {len(predicted)} prediction lists for "
+                     f"{len(ids)} candidate prompts {ids}.")
+  lengths = {len(p) for p in predicted}
+  if lengths != {freqs.num_queries}:
+    raise ValueError(f"predict_choices returned prediction lists of lengths {sorted(lengths)}; "
+                     f"expected {freqs.num_queries} (one per query).")
+  predictions = np.asarray([np.asarray(p) for p in predicted])
+  if rule == "var":
+    return var(freqs, predictions, num_choices, top_k=top_k, eps=eps)
+  return inter_var(freqs, predictions, num_choices, num_prompts=num_prompts, top_k=top_k, eps=eps)
+
+
+def interpolate(prompts, ids: Sequence[int], weights: Sequence[float]) -> np.ndarray:
+  """Mixes prompts: sum_i weights[i] * prompts[ids[i]].
+
+  Args:
+    prompts: [S, P, H] prompt table.
+    ids: [M] rows to mix.
+    weights: [M] non-negative weights summing to 1.
+
+  Returns:
+    [P, H] in the dtype of `prompts` (accumulated in float64).
+  """
+  table = np.asarray(prompts)
+  ids = np.asarray(ids)
+  w = np.asarray(weights, dtype=np.float64)
+  if table.ndim != 3:
+    raise ValueError(f"prompts must be [S, P, H]; got shape {table.shape}.")
+  if ids.ndim != 1 or ids.shape != w.shape or ids.size == 0:
+    raise ValueError(f"ids {ids.shape} and weights {w.shape} must be equal-length, non-empty [M].")
+  if not np.issubdtype(ids.dtype, np.integer):
+    raise ValueError(f"ids must be integer prompt rows; got dtype {ids.dtype}.")
+  if ids.min() < 0 or ids.max() >= table.shape[0]:
+    raise ValueError(f"prompt id out of range: ids {ids.tolist()} for a table of "
+                     f"{table.shape[0]} prompts.")
+  if (w < 0).any() or not np.isfinite(w).all():
+    raise ValueError(f"weights must be finite and non-negative; got {w.tolist()}.")
+  if abs(w.sum() - 1.0) > 1e-6:
+    raise ValueError(f"weights must sum to 1; got {w.tolist()} (sum {w.sum()}).")
+  # [M] x [M, P, H] -> [P, H]
+  mixed = np.tensordot(w, table[ids].astype(np.float64), axes=1)
+  return mixed.astype(table.dtype)
