@@ -1,6 +1,6 @@
 """Batches of rank-classification examples with bucketed shapes, scored on any mesh.
 
-Examples are grouped by (input length bucket, number of choices, target length bucket) and every batch
+Examples are grouped by (input length bucket, choice-count bucket, target length bucket) and every batch
 is padded to a fixed batch size, so a dataset compiles a handful of times, not once per batch. Padding
 examples are dropped from the results; they are never counted.
 """
@@ -40,6 +40,11 @@ def length_bucket(length: int, minimum: int = 8) -> int:
   return max(minimum, 1 << max(0, int(length) - 1).bit_length())
 
 
+def choices_bucket(num_choices: int) -> int:
+  """Choice slots of a batch: the next power of two (absent choices are all padding and score -inf)."""
+  return 1 << max(0, int(num_choices) - 1).bit_length()
+
+
 @dataclasses.dataclass
 class Batch:
   indices: np.ndarray     # [B] example indices, -1 for padding rows
@@ -60,7 +65,7 @@ def make_batches(examples: Sequence[RankExample], batch_size: int, *, max_input_
       truncated += 1
     input_length = min(len(ex.inputs), max_input_length)
     target_length = min(max(len(c) for c in ex.choices), max_target_length)
-    key = (min(length_bucket(input_length), max_input_length), len(ex.choices),
+    key = (min(length_bucket(input_length), max_input_length), choices_bucket(len(ex.choices)),
            min(length_bucket(target_length), max_target_length))
     groups[key].append(i)
   if truncated:

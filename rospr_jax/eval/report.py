@@ -53,10 +53,17 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   return summary
 
 
+def short_names(datasets: Sequence[str]) -> list[str]:
+  """Column names without a group prefix ("bigbench/winowhy" -> "winowhy") where that stays unique."""
+  short = [d.rsplit("/", 1)[-1] for d in datasets]
+  return short if len(set(short)) == len(short) else list(datasets)
+
+
 def markdown_table(summary: Mapping[str, Any], statistic: str = "mean") -> str:
   """Methods as rows, datasets as columns (accuracy in %), the average over datasets last."""
   datasets = summary["datasets"]
-  lines = ["| method | " + " | ".join(datasets) + " | average |", "|---" * (len(datasets) + 2) + "|"]
+  lines = ["| method | " + " | ".join(short_names(datasets)) + " | average |",
+           "|---" * (len(datasets) + 2) + "|"]
   for method in summary["methods"]:
     cells = [f"{100 * summary[statistic][method][d]:.2f}" if d in summary[statistic][method] else "-"
              for d in datasets]
@@ -78,7 +85,7 @@ def plot_accuracy(summary: Mapping[str, Any], path: str) -> None:
     values = [100 * summary["mean"][method].get(d, np.nan) for d in datasets]
     ax.bar(np.arange(len(datasets)) + i * width, values, width, label=method)
   ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2)
-  ax.set_xticklabels(datasets, rotation=45, ha="right", fontsize=8)
+  ax.set_xticklabels(short_names(datasets), rotation=45, ha="right", fontsize=8)
   ax.set_ylabel("accuracy (%), mean over templates")
   ax.legend(fontsize=8)
   ax.grid(axis="y", alpha=0.3)

@@ -341,5 +341,5 @@ def token_log_likelihoods(logits: Array, targets: Array) -> Array:
 def init_params(config: T5Config, rng: Array, *, boxed: bool = False):
   """Random parameters of `config`'s model (boxed with logical axes when `boxed`)."""
   tokens = jnp.ones((1, 4), jnp.int32)
-  variables = T5(config).init(rng, tokens, tokens)
+  variables = jax.jit(T5(config).init)(rng, tokens, tokens)
   return variables["params"] if boxed else nn.unbox(variables["params"])

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rospr_jax.eval.batching import RankExample, length_bucket, make_batches, score_examples
+from rospr_jax.eval.batching import RankExample, choices_bucket, length_bucket, make_batches, score_examples
 from rospr_jax.eval.scoring import score_choices, score_choices_naive
 from rospr_jax.model import T5Config, init_params
 from rospr_jax.model import partitioning
@@ -82,7 +82,8 @@ def test_batches_have_few_shapes_and_no_lost_examples():
   examples = _random_examples(4, 40)
   batches = list(make_batches(examples, batch_size=8))
   shapes = {(b.inputs.shape, b.targets.shape) for b in batches}
-  assert len(shapes) <= 2 * 2 * 2  # input buckets {8, 16, 32} x choices {2, 3} x targets {8}, at most
+  assert len(shapes) <= 3 * 2  # input buckets {8, 16, 32} x choice slots {2, 4} x targets {8}, at most
+  assert {b.targets.shape[1] for b in batches} <= {2, 4}
   seen = sorted(int(i) for b in batches for i in b.indices if i >= 0)
   assert seen == list(range(40))
   assert all(b.inputs.shape[0] == 8 for b in batches)
@@ -90,6 +91,10 @@ def test_batches_have_few_shapes_and_no_lost_examples():
 
 def test_length_bucket():
   assert [length_bucket(n) for n in (0, 1, 8, 9, 16, 17, 300)] == [8, 8, 8, 16, 16, 32, 512]
+
+
+def test_choices_bucket():
+  assert [choices_bucket(c) for c in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 4, 8, 16]
 
 
 def test_example_without_choices_is_refused():

@@ -27,9 +27,12 @@ def params():
 def random_examples(num_sources: int, count: int, seed: int = 0, vocab: int = 64) -> SourceExamples:
   """`count` random examples spread over `num_sources` sources named s0, s1, ..."""
   rng = np.random.default_rng(seed)
-  examples = [Example(int(rng.integers(0, num_sources)), rng.integers(3, vocab, int(rng.integers(3, 14))).tolist(),
-                      rng.integers(3, vocab, int(rng.integers(1, 4))).tolist() + [1])
-              for _ in range(count)]
+  examples = []
+  for _ in range(count):
+    source = int(rng.integers(0, num_sources))
+    inputs = rng.integers(3, vocab, int(rng.integers(3, 14))).tolist()
+    targets = rng.integers(3, vocab, int(rng.integers(1, 4))).tolist() + [1]
+    examples.append(Example(source, inputs, targets))
   return SourceExamples([f"s{i}" for i in range(num_sources)], examples)
 
 
@@ -37,3 +40,12 @@ def random_examples(num_sources: int, count: int, seed: int = 0, vocab: int = 64
 def examples():
   """The generator `random_examples(num_sources, count, seed=0)`."""
   return random_examples
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+  """`trainer.train` is gin-configurable: no test may see another's bindings."""
+  import gin
+  gin.clear_config()
+  yield
+  gin.clear_config()

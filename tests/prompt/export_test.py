@@ -52,7 +52,8 @@ def test_manifest_records_the_run(tmp_path):
 def test_reader_takes_the_latest_step_and_checks_expectations(tmp_path):
   _export(tmp_path, step=40)
   newer, _ = _export(tmp_path, step=80, table=np.ones((3, 4, 5), np.float32))
-  loaded = export.load_prompts(str(tmp_path / "export"), expected_fingerprint="abc123", expected_sources=NAMES)
+  loaded = export.load_prompts(str(tmp_path / "export"), expected_fingerprint="abc123",
+                               expected_sources=NAMES)
   assert loaded.step == 80 and loaded.names == NAMES
   np.testing.assert_array_equal(loaded.prompts, newer)
   assert export.load_prompts(str(tmp_path / "export" / "checkpoint_40")).step == 40
@@ -68,7 +69,8 @@ def test_reader_refuses_a_changed_table(tmp_path):
   with pytest.raises(ValueError, match=r"prompts.npy: sha256 differs from the one in .*manifest.json"):
     export.load_prompts(path)
   np.save(os.path.join(path, "prompts.npy"), np.zeros((2, 4, 5), np.float32))
-  with pytest.raises(ValueError, match=r"has shape \[2, 4, 5\]; .*manifest.json says \[3, 4, 5\] for 3 sources"):
+  with pytest.raises(ValueError,
+                     match=r"has shape \[2, 4, 5\]; .*manifest.json says \[3, 4, 5\] for 3 sources"):
     export.load_prompts(path, verify=False)
   os.remove(os.path.join(path, "prompts.npy"))
   with pytest.raises(FileNotFoundError, match="prompts.npy: named in .*manifest.json but missing"):
@@ -85,7 +87,8 @@ def test_reexport_of_a_step_replaces_it(tmp_path):
 
 
 def test_export_refuses_mismatched_rows(tmp_path):
-  with pytest.raises(ValueError, match=r"prompts must be \[S, P, H\] with S = 3 sources; got shape \(2, 4, 5\)"):
+  with pytest.raises(ValueError,
+                     match=r"prompts must be \[S, P, H\] with S = 3 sources; got shape \(2, 4, 5\)"):
     export.export_prompts(str(tmp_path), np.zeros((2, 4, 5)), NAMES, 1, backbone_fingerprint="x",
                           seeds=[1, 2, 3], source_steps=[0, 0, 0])
   with pytest.raises(ValueError, match="seeds has 2 entries for 3 sources"):

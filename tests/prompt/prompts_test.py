@@ -40,7 +40,8 @@ def test_sample_of_embeddings_draws_distinct_frequent_rows():
 
 def test_sample_of_embeddings_refuses_another_width():
   init = prompts.from_sample_of_embeddings(_embeddings(dim=6))
-  with pytest.raises(ValueError, match=r"Prompt shape \(5, 8\) does not match the embedding table of shape \(50, 6\)"):
+  with pytest.raises(ValueError,
+                     match=r"Prompt shape \(5, 8\) does not match the embedding table of shape \(50, 6\)"):
     init(KEY, (5, 8))
 
 

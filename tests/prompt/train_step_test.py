@@ -11,8 +11,8 @@ import pytest
 
 from rospr_jax.model import T5, partitioning, shift_right
 from rospr_jax.prompt.input_pipeline import BatchIterator
-from rospr_jax.prompt.train_step import init_state, make_train_step, place_batch, place_state, present_sources
-from rospr_jax.prompt.trainer import default_optimizer
+from rospr_jax.prompt.train_step import (default_optimizer, init_state, make_train_step, place_batch,
+                                         place_state, present_sources)
 
 P = 3
 ADAFACTOR = default_optimizer()
@@ -126,7 +126,8 @@ def test_joint_training_equals_separate_training(config, params, examples, optim
     np.testing.assert_allclose(joint.prompts[s], alone.prompts[0], atol=atol, rtol=0)
     for a, b in zip(jax.tree.leaves(joint.opt_state), jax.tree.leaves(alone.opt_state)):
       np.testing.assert_allclose(a[s], b[0], atol=atol, rtol=1e-5)
-    assert joint.source_steps[s] == alone.source_steps[0] == sum((b["source_ids"] == s).any() for b in batches)
+    updates = sum((b["source_ids"] == s).any() for b in batches)
+    assert joint.source_steps[s] == alone.source_steps[0] == updates
 
 
 @pytest.mark.parametrize("num_partitions", [2])
@@ -139,12 +140,14 @@ def test_sharded_step_equals_single_device_step(config, params, examples, num_pa
   step = make_train_step(config, ADAFACTOR)
   single = init_state(table, ADAFACTOR)
   for i, batch in enumerate(batches):
-    single, single_metrics = step(single, jax.device_put(params), place_batch(batch, None), jax.random.PRNGKey(i))
+    single, single_metrics = step(single, jax.device_put(params), place_batch(batch, None),
+                                  jax.random.PRNGKey(i))
 
   mesh = partitioning.make_mesh(num_partitions)
   boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0), boxed=True))
   sharded_params = partitioning.shard_params(params, boxed, mesh)
-  assert sharded_params["decoder"]["logits_dense"]["kernel"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
+  kernel = sharded_params["decoder"]["logits_dense"]["kernel"]
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "model")
   sharded_step = make_train_step(config, ADAFACTOR, mesh=mesh)
   sharded = place_state(init_state(table, ADAFACTOR), mesh)
   for i, batch in enumerate(batches):
@@ -160,7 +163,8 @@ def test_batch_not_divisible_by_data_axis_is_refused():
   mesh = partitioning.make_mesh(2)  # 4 x 2 over the 8 simulated devices
   batch = {"inputs": np.ones((6, 4), np.int32), "targets": np.ones((6, 2), np.int32),
            "source_ids": np.zeros(6, np.int32)}
-  with pytest.raises(ValueError, match=r"Batch size 6 is not a multiple of the mesh's data axis \(4 devices\)"):
+  with pytest.raises(ValueError,
+                     match=r"Batch size 6 is not a multiple of the mesh's data axis \(4 devices\)"):
     place_batch(batch, mesh)
 
 

@@ -3,7 +3,6 @@ helps, and prompt initialization from a run's data."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -13,12 +12,13 @@ import optax
 import pytest
 
 from rospr_jax.eval.batching import RankExample, score_examples
-from rospr_jax.model import checkpoints, get_config
+from rospr_jax.model import checkpoints
 from rospr_jax.prompt import export, trainer
-from rospr_jax.prompt.input_pipeline import Example, SourceExamples
+from rospr_jax.prompt.input_pipeline import BatchIterator, Example, SourceExamples
 
+# The shapes of train_step_test.py (B 8, T 16, L 4, P 3, 3 sources, default optimizer): one compilation.
 RUN = dict(num_steps=10, batch_size=8, input_length=16, target_length=4, prompt_length=3, log_every=2,
-           use_mesh=False, summaries=False)
+           dropout_rate=0.0, use_mesh=False, summaries=False)
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +31,29 @@ def _tree_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, backbone, examples):
+def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, backbone, examples, monkeypatch):
+  """A crash between checkpoints (a SIGKILLed process with dropout on: train_cli_test.py)."""
   data = examples(3, 30, seed=1)
-  settings = dict(RUN, examples=data, backbone=backbone, checkpoint_every=4, dropout_rate=0.1,
-                  optimizer=trainer.default_optimizer())
+  settings = dict(RUN, examples=data, backbone=backbone, checkpoint_every=4)
   whole = trainer.train(model_dir=str(tmp_path / "whole"), **settings)
-  crashed = trainer.train(model_dir=str(tmp_path / "resumed"), stop_after=6, **settings)
-  assert crashed.step == 6 and crashed.export_dir is None  # steps 5 and 6 are lost with the crash
+
+  take = BatchIterator.__next__
+
+  def crash_at_the_seventh_batch(self):
+    if self.position == 6:
+      raise RuntimeError("simulated crash")
+    return take(self)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(BatchIterator, "__next__", crash_at_the_seventh_batch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+      trainer.train(model_dir=str(tmp_path / "resumed"), **settings)
+  assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["4"]  # steps 5 and 6 are lost
   resumed = trainer.train(model_dir=str(tmp_path / "resumed"), **settings)
   assert resumed.step == whole.step == 10
   _tree_equal(resumed.state, whole.state)
-  assert not np.allclose(resumed.state.prompts, crashed.state.prompts)
-  a = export.load_prompts(whole.export_dir, expected_fingerprint="0123456789abcdef", expected_sources=data.names)
+  a = export.load_prompts(whole.export_dir, expected_fingerprint="0123456789abcdef",
+                          expected_sources=data.names)
   b = export.load_prompts(resumed.export_dir)
   np.testing.assert_array_equal(a.prompts, b.prompts)
   assert [s["steps"] for s in a.manifest["sources"]] == [s["steps"] for s in b.manifest["sources"]]
@@ -50,11 +61,12 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, backbone, exam
   assert export.export_steps(whole.export_dir) == [4, 8, 10]
   run_dir = tmp_path / "whole"
   assert (run_dir / "config.gin").is_file()
-  assert "token_embedder/embedding: [64, 32] float32" in (run_dir / "model-info.txt").read_text()
+  model_info = (run_dir / "model-info.txt").read_text()
+  assert "token_embedder/embedding: [64, 32] float32 ('vocab', 'embed')" in model_info
 
   other = SourceExamples(["s0", "s1", "z"], data.examples)
-  with pytest.raises(ValueError, match=r"Cannot resume from checkpoint 10 .*sources: checkpoint \['s0', 's1', "
-                                       r"'s2'\], now \['s0', 's1', 'z'\]"):
+  with pytest.raises(ValueError, match=r"Cannot resume from checkpoint 10 .*sources: checkpoint "
+                                       r"\['s0', 's1', 's2'\], now \['s0', 's1', 'z'\]"):
     trainer.train(model_dir=str(tmp_path / "whole"), **dict(settings, examples=other))
 
 
@@ -63,7 +75,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, back
   # The learning rate turns NaN at the 7th update: the prompt becomes NaN at step 7.
   optimizer = optax.sgd(lambda count: jnp.where(count >= 6, jnp.nan, 0.1))
   with pytest.raises(trainer.NonFiniteLossError,
-                     match=r"at step 7: training stopped. The last good checkpoint is step 5 in .*checkpoints"):
+                     match=r"at step 7: training stopped. The last good checkpoint is step 5 in "
+                           r".*checkpoints"):
     trainer.train(model_dir=str(tmp_path), examples=data, backbone=backbone, optimizer=optimizer,
                   **dict(RUN, checkpoint_every=5, log_every=100))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["5"]
@@ -76,7 +89,7 @@ def test_backbone_from_a_checkpoint_is_the_checkpoint(tmp_path, config, params, 
   loaded = trainer.load_backbone(str(path), dtype="float32")
   _tree_equal(loaded.params, params)  # every frozen weight is the checkpoint's, none fell back to random
   assert loaded.fingerprint == checkpoints.checkpoint_fingerprint(path)
-  result = trainer.train(model_dir=str(tmp_path / "run"), examples=examples(2, 16), backbone=loaded,
+  result = trainer.train(model_dir=str(tmp_path / "run"), examples=examples(3, 24), backbone=loaded,
                          **dict(RUN, num_steps=2, checkpoint_every=2))
   _tree_equal(loaded.params, params)
   assert export.load_prompts(result.export_dir).manifest["backbone_fingerprint"] == loaded.fingerprint
@@ -87,8 +100,8 @@ def test_backbone_from_a_checkpoint_is_the_checkpoint(tmp_path, config, params, 
 
 def test_prompt_init_from_data_and_files(tmp_path):
   table = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
-  data = SourceExamples(["a", "b"], [Example(0, [3], [7, 1]), Example(0, [3], [5, 6, 1]), Example(0, [4], [7, 1]),
-                                     Example(1, [3], [9, 1])])
+  data = SourceExamples(["a", "b"], [Example(0, [3], [7, 1]), Example(0, [3], [5, 6, 1]),
+                                     Example(0, [4], [7, 1]), Example(1, [3], [9, 1])])
   assert trainer.most_frequent_targets(data, 0, 5) == [[7], [5, 6]]
   init = trainer.PromptInit(method="class_labels").initializers(table, data, length=3)
   prompt_a = np.asarray(init(0)(jax.random.PRNGKey(0), (3, 4)))
@@ -114,14 +127,20 @@ def test_tuned_prompt_beats_no_prompt_on_held_out_examples(tmp_path):
   def draw(count, seed):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, count)
-    return [(rng.integers(10 + 50 * y, 60 + 50 * y, int(rng.integers(6, 13))).tolist(), int(y)) for y in labels]
+    lengths = rng.integers(6, 13, count)
+    return [(rng.integers(10 + 50 * y, 60 + 50 * y, n).tolist(), int(y)) for y, n in zip(labels, lengths)]
 
   train_set, held_out = draw(512, 0), draw(200, 1)
   data = SourceExamples(["rule"], [Example(0, x, answers[y]) for x, y in train_set])
   backbone = trainer.load_backbone(size="tiny", dtype="float32", seed=0)
-  result = trainer.train(model_dir=str(tmp_path), examples=data, backbone=backbone, num_steps=150,
-                         batch_size=32, input_length=12, target_length=2, prompt_length=10, dropout_rate=0.0,
-                         checkpoint_every=150, log_every=50, use_mesh=False, summaries=False)
+  # Adafactor's sign-like steps keep a constant learning rate bouncing between the classes; a decaying
+  # schedule (any optax schedule can be bound in gin) settles.
+  optimizer = optax.adafactor(optax.cosine_decay_schedule(0.3, 200), decay_rate=0.8,
+                              multiply_by_parameter_scale=False)
+  result = trainer.train(model_dir=str(tmp_path), examples=data, backbone=backbone, num_steps=200,
+                         optimizer=optimizer, batch_size=32, input_length=12, target_length=2,
+                         prompt_length=10, dropout_rate=0.0, checkpoint_every=200, log_every=50,
+                         use_mesh=False, summaries=False)
   prompts = export.load_prompts(result.export_dir, expected_fingerprint=backbone.fingerprint).prompts
 
   def accuracy(table):
@@ -130,4 +149,4 @@ def test_tuned_prompt_beats_no_prompt_on_held_out_examples(tmp_path):
     return float(np.mean([np.argmax(s) == y for s, (_, y) in zip(scores, held_out)]))
 
   without, tuned = accuracy(None), accuracy(prompts)
-  assert without < 0.65 and tuned > 0.85, (without, tuned)
+  assert without < 0.6 and tuned > 0.85, (without, tuned)

@@ -1,0 +1,142 @@
+"""Prompt-tuning step time and achieved TFLOP/s: one prompt, and 32 prompts trained jointly.
+
+Usage:
+  python bench/prompt_tuning.py [--size xl] [--json FILE]   # accelerator: T0_3B shape, bfloat16
+  python bench/prompt_tuning.py --cpu                        # CPU: the tiny and small shapes, float32
+  python bench/prompt_tuning.py --peer bench/anchor_hf_t5.py # also run the HF peer in this job
+
+Shapes: B 32 / inputs 256 / targets 16 and B 8 / 512 / 64 with a 100-token prompt (on the CPU the
+`small` size runs B 4 and B 1 at those lengths, to finish in minutes). The step is the one training
+uses (`rospr_jax.prompt.train_step`): frozen random backbone with parameters and activations in the
+compute dtype, dropout 0.1 as the peer (RngBitGenerator masks), prompt table in float32, Adafactor
+(lr 0.3) per prompt, state donated. FLOPs per step
+= 2 x forward FLOPs at inputs P + T (only input gradients are computed, no weight gradients), counted
+by `bench/common.py`. Tokens/s counts prompt, input and target positions, as the peer does. "joint 32"
+trains a table of 32 prompts with the batch spread over them (one example per prompt at B 32): the
+same total batch as the single prompt. Imports only the compute core (no gin, TensorFlow or orbax).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from common import forward_flops, markdown_table, median_time
+from rospr_jax.model import get_config, init_params
+from rospr_jax.prompt.train_step import default_optimizer, dropout_key, init_state, make_train_step
+
+FULL_SHAPES = [(32, 256, 16), (8, 512, 64)]
+CPU_SHAPES = {"tiny": FULL_SHAPES, "small": [(4, 256, 16), (1, 512, 64)]}
+
+
+def time_step(config, params, batch, inputs, targets, prompt_length, num_sources, reps):
+  """(compile seconds, median step seconds) of the training step on random tokens."""
+  rng = np.random.default_rng(0)
+  optimizer = default_optimizer()
+  table = jax.random.uniform(jax.random.PRNGKey(1), (num_sources, prompt_length, config.emb_dim),
+                             minval=-0.5, maxval=0.5)
+  state = init_state(table, optimizer)
+  data = {"inputs": jnp.asarray(rng.integers(3, config.vocab_size, (batch, inputs)), jnp.int32),
+          "targets": jnp.asarray(rng.integers(3, config.vocab_size, (batch, targets)), jnp.int32),
+          "source_ids": jnp.asarray(np.arange(batch) % num_sources, jnp.int32)}
+  step = make_train_step(config, optimizer)
+  key = dropout_key(0)
+  start = time.perf_counter()
+  state, metrics = step(state, params, data, key)
+  jax.block_until_ready(state.prompts)
+  compile_s = time.perf_counter() - start
+  assert bool(metrics["finite"]), "non-finite loss in the benchmark"
+  holder = [state]
+
+  def run():
+    holder[0], _ = step(holder[0], params, data, key)
+    jax.block_until_ready(holder[0].prompts)
+
+  return compile_s, median_time(run, warmup=2, reps=reps)
+
+
+def run_peer(script: str, size: str) -> list[list]:
+  """Runs the Hugging Face peer (shared/bench/anchor_hf_t5.py) and returns its prompt-tuning rows."""
+  with tempfile.TemporaryDirectory() as out:
+    subprocess.run([sys.executable, script, "--size", size, "--out", out], check=True,
+                   stdout=subprocess.DEVNULL)
+    with open(os.path.join(out, f"anchor_hf_{size}.json")) as f:
+      result = json.load(f)
+  rows = []
+  for r in result["results"]:
+    if r["kind"] == "prompt_tune_step":
+      rows.append([f"HF peer ({result['device']}, torch {result['torch']})", size, r["B"], r["S"], r["T"],
+                   r["prompt"], 1, "", r["median_s"], r["tokens_per_s"], r["tflops"], ""])
+  if "bf16_matmul_tflops" in result:
+    rows.append([f"bf16 matmul 8192^3 ceiling (torch)", "", "", "", "", "", "", "", "", "",
+                 result["bf16_matmul_tflops"], ""])
+  return rows
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--cpu", action="store_true", help="run on the CPU in float32 (tiny and small)")
+  parser.add_argument("--size", default=None,
+                      help="comma-separated sizes (default: xl; tiny,small with --cpu)")
+  parser.add_argument("--prompt_length", type=int, default=100)
+  parser.add_argument("--joint", type=int, default=32, help="prompts of the joint step")
+  parser.add_argument("--reps", type=int, default=5)
+  parser.add_argument("--dropout", type=float, default=0.1, help="dropout while training (the peer's 0.1)")
+  parser.add_argument("--peer", default=None, help="path of anchor_hf_t5.py: run the HF peer in this job")
+  parser.add_argument("--json", "--out", dest="json", default=None, help="also write the rows as JSON here")
+  args = parser.parse_args()
+  if args.cpu:
+    jax.config.update("jax_platforms", "cpu")
+  dtype = jnp.float32 if args.cpu else jnp.bfloat16
+  sizes = (args.size or ("tiny,small" if args.cpu else "xl")).split(",")
+  cases = [(size, *shape) for size in sizes
+           for shape in (CPU_SHAPES.get(size, FULL_SHAPES) if args.cpu else FULL_SHAPES)]
+  device = jax.devices()[0]
+  print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
+        f"{os.cpu_count()} CPU cores, dtype {jnp.dtype(dtype).name}, dropout {args.dropout}", flush=True)
+  rows, records, params_by_size = [], [], {}
+  for size, batch, inputs, targets in cases:
+    config = get_config(size, dtype=dtype, param_dtype=dtype, dropout_rate=args.dropout)
+    if size not in params_by_size:
+      params_by_size.clear()  # one backbone in memory at a time
+      params_by_size[size] = jax.block_until_ready(
+          jax.jit(init_params, static_argnums=0)(config, jax.random.PRNGKey(0)))
+    params = params_by_size[size]
+    flops = 2 * forward_flops(config, batch, args.prompt_length + inputs, targets)
+    single_s = None
+    for num_sources in (1, args.joint):
+      compile_s, step_s = time_step(config, params, batch, inputs, targets, args.prompt_length, num_sources,
+                                    args.reps)
+      single_s = step_s if num_sources == 1 else single_s
+      tokens = batch * (args.prompt_length + inputs + targets) / step_s
+      label = "rospr-jax, 1 prompt" if num_sources == 1 else f"rospr-jax, joint {num_sources} prompts"
+      rows.append([label, size, batch, inputs, targets, args.prompt_length, num_sources, compile_s, step_s,
+                   tokens, flops / step_s / 1e12, step_s / single_s])
+      records.append(dict(size=size, B=batch, T=inputs, L=targets, P=args.prompt_length, S=num_sources,
+                          compile_s=compile_s, step_s=step_s, tokens_per_s=tokens,
+                          tflops=flops / step_s / 1e12, joint_over_single=step_s / single_s))
+      print(rows[-1], flush=True)
+  if args.peer:
+    rows += run_peer(args.peer, "xl" if not args.cpu else "tiny")
+  headers = ["step", "size", "B", "inputs T", "targets L", "prompt P", "prompts S", "compile s", "median s",
+             "tokens/s", "TFLOP/s", "time / 1-prompt time"]
+  print()
+  print(markdown_table(headers, rows))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"device": device.device_kind, "jax": jax.__version__, "rows": records}, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,256 @@
+"""Prompt exports: one `.npy` per source in google-research/prompt-tuning's layout, and one table.
+
+Layout under an export directory (S sources, P prompt length, H model dim):
+
+    sources/<source dir>/numpy_checkpoints/checkpoint_<step>/encoder.prompt.prompt.prompt
+        [P, H] float32 in NumPy's .npy format, named as prompt-tuning names the encoder-decoder prompt
+        (the parameter path with '.' for scoping, no extension), so its tools read it unchanged.
+    checkpoint_<step>/prompts.npy     [S, P, H] float32 table for the library, row s = sources[s]
+    checkpoint_<step>/manifest.json   format version, step, backbone fingerprint, sources (name, dir,
+                                      seed, updates, examples, file, sha256), shapes, seeds, settings
+
+`<source dir>` is the source name with every character outside [A-Za-z0-9._-] replaced by '_',
+followed by '-' and the name's CRC-32 (8 hex digits), so it is unique and stable. Every directory is
+written under a temporary name and renamed; the table directory is renamed last, so a table whose
+manifest exists has all its per-source files. `load_prompts` checks a table against its manifest and
+against what the caller expects (backbone fingerprint, sources) and names what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import zlib
+from typing import Any, Sequence
+
+import numpy as np
+
+FORMAT_VERSION = 1
+KIND = "rospr_prompts"
+MANIFEST = "manifest.json"
+TABLE = "prompts.npy"
+PROMPT_FILE = "encoder.prompt.prompt.prompt"
+_STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
+
+
+def source_dir_name(name: str) -> str:
+  """Directory name of a source's numpy checkpoints: sanitized name + '-' + CRC-32 of the name."""
+  safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip("._") or "source"
+  return f"{safe[:80]}-{zlib.crc32(name.encode('utf-8')):08x}"
+
+
+def source_prompt_path(export_dir: str, name: str, step: int) -> str:
+  """Where the [P, H] prompt of source `name` at `step` is (prompt-tuning's layout)."""
+  return os.path.join(export_dir, "sources", source_dir_name(name), "numpy_checkpoints",
+                      f"checkpoint_{step}", PROMPT_FILE)
+
+
+def sha256_file(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    while block := f.read(1 << 24):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+  with open(path, "wb") as f:  # A file object: np.save adds no ".npy" to the name.
+    np.save(f, array, allow_pickle=False)
+
+
+def _rename_dir_into_place(tmp: str, final: str) -> None:
+  """Moves a finished temporary directory to `final`, replacing an older one (kept until the swap)."""
+  if os.path.exists(final):
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.old-", dir=os.path.dirname(final))
+    os.rmdir(old)
+    os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    os.replace(tmp, final)
+
+
+def _write_dir_atomically(final: str, write) -> None:
+  """Calls `write(tmp_dir)` on a fresh sibling directory of `final`, then renames it to `final`."""
+  parent = os.path.dirname(final)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
+  try:
+    write(tmp)
+    _rename_dir_into_place(tmp, final)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def export_prompts(export_dir: str, prompts, names: Sequence[str], step: int, *,
+                   backbone_fingerprint: str, seeds: Sequence[int], source_steps: Sequence[int],
+                   source_examples: Sequence[int] | None = None,
+                   extra: dict[str, Any] | None = None) -> str:
+  """Writes the per-source prompts and the table of `step`.
+
+  Args:
+    export_dir: the export root.
+    prompts: [S, P, H] prompt table, row s = the prompt of names[s].
+    names: [S] source names.
+    step: the training step.
+    backbone_fingerprint: `checkpoint_fingerprint` of the frozen backbone.
+    seeds: [S] initialization seeds; source_steps: [S] updates each prompt received;
+    source_examples: [S] training examples per source.
+    extra: more JSON facts for the manifest (run seed, initializer, optimizer, lengths, ...).
+
+  Returns:
+    The table directory `<export_dir>/checkpoint_<step>`.
+  """
+  table = np.asarray(prompts, np.float32)
+  names = list(names)
+  if table.ndim != 3 or table.shape[0] != len(names):
+    raise ValueError(f"prompts must be [S, P, H] with S = {len(names)} sources; got shape {table.shape}.")
+  per_source = (("seeds", seeds), ("source_steps", source_steps), ("source_examples", source_examples))
+  for label, values in per_source:
+    if values is not None and len(values) != len(names):
+      raise ValueError(f"{label} has {len(values)} entries for {len(names)} sources.")
+  if len(set(names)) != len(names):
+    raise ValueError(f"Duplicate source names {sorted({n for n in names if names.count(n) > 1})}.")
+  export_dir = os.path.abspath(export_dir)
+  sources = []
+  for s, name in enumerate(names):
+    path = source_prompt_path(export_dir, name, step)
+    _write_dir_atomically(os.path.dirname(path),
+                          lambda tmp, row=table[s]: _save_npy(os.path.join(tmp, PROMPT_FILE), row))
+    sources.append({
+        "id": s, "name": name, "dir": source_dir_name(name),
+        "file": os.path.relpath(path, export_dir), "sha256": sha256_file(path),
+        "seed": int(seeds[s]), "steps": int(source_steps[s]),
+        "examples": None if source_examples is None else int(source_examples[s]),
+    })
+  final = os.path.join(export_dir, f"checkpoint_{step}")
+  manifest = {
+      "format_version": FORMAT_VERSION,
+      "kind": KIND,
+      "step": int(step),
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "backbone_fingerprint": backbone_fingerprint,
+      "prompts": {"file": TABLE, "shape": list(table.shape), "dtype": table.dtype.str,
+                  "length": table.shape[1], "dim": table.shape[2]},
+      "sources": sources,
+      **(extra or {}),
+  }
+
+  def write_table(tmp: str) -> None:
+    _save_npy(os.path.join(tmp, TABLE), table)
+    manifest["prompts"]["sha256"] = sha256_file(os.path.join(tmp, TABLE))
+    with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
+      f.write(json.dumps(manifest, indent=1) + "\n")
+
+  _write_dir_atomically(final, write_table)
+  return final
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptExport:
+  """A checked prompt table: `prompts` [S, P, H], row s = `names[s]`, and its manifest."""
+  directory: str
+  prompts: np.ndarray
+  manifest: dict
+
+  @property
+  def names(self) -> list[str]:
+    return [s["name"] for s in self.manifest["sources"]]
+
+  @property
+  def step(self) -> int:
+    return int(self.manifest["step"])
+
+
+def export_steps(export_dir: str) -> list[int]:
+  """Steps of the complete tables under `export_dir`, ascending."""
+  if not os.path.isdir(export_dir):
+    return []
+  steps = []
+  for entry in os.listdir(export_dir):
+    match = _STEP_DIR.match(entry)
+    if match and os.path.isfile(os.path.join(export_dir, entry, MANIFEST)):
+      steps.append(int(match.group(1)))
+  return sorted(steps)
+
+
+def _resolve(path: str) -> str:
+  """A table directory from a table dir, its manifest file, or an export root (latest step)."""
+  if os.path.isfile(path) and os.path.basename(path) == MANIFEST:
+    return os.path.dirname(os.path.abspath(path))
+  if os.path.isfile(os.path.join(path, MANIFEST)):
+    return os.path.abspath(path)
+  steps = export_steps(path)
+  if steps:
+    return os.path.abspath(os.path.join(path, f"checkpoint_{steps[-1]}"))
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"No prompt export at {path}.")
+  raise FileNotFoundError(f"{path} holds no prompt table: expected {MANIFEST} or "
+                          f"checkpoint_<step>/{MANIFEST}.")
+
+
+def load_prompts(path: str, *, expected_fingerprint: str | None = None,
+                 expected_sources: Sequence[str] | None = None, verify: bool = True) -> PromptExport:
+  """Reads and checks a prompt table.
+
+  Args:
+    path: a table directory (`checkpoint_<step>`), its manifest.json, or an export root (latest step).
+    expected_fingerprint: the backbone the prompts will be used with; a different one is refused.
+    expected_sources: source names the caller needs, in order; a different list is refused.
+    verify: check the table's sha256 against the manifest.
+
+  Raises:
+    FileNotFoundError: nothing to read. ValueError: the manifest and the files or the expectations
+    differ (the message names the file and the key).
+  """
+  directory = _resolve(path)
+  manifest_path = os.path.join(directory, MANIFEST)
+  try:
+    with open(manifest_path, encoding="utf-8") as f:
+      manifest = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{manifest_path}: not JSON ({e.msg}).") from None
+  missing = [k for k in ("format_version", "kind", "step", "backbone_fingerprint", "prompts", "sources")
+             if k not in manifest]
+  if missing:
+    raise ValueError(f"{manifest_path}: missing keys {missing}.")
+  if manifest["kind"] != KIND or manifest["format_version"] != FORMAT_VERSION:
+    raise ValueError(f"{manifest_path}: kind {manifest['kind']!r} version {manifest['format_version']}; "
+                     f"this reader reads {KIND!r} version {FORMAT_VERSION}.")
+  if expected_fingerprint is not None and manifest["backbone_fingerprint"] != expected_fingerprint:
+    raise ValueError(f"{manifest_path}: prompts were trained on backbone {manifest['backbone_fingerprint']}, "
+                     f"not on the expected backbone {expected_fingerprint}.")
+  names = [s["name"] for s in manifest["sources"]]
+  if expected_sources is not None and list(expected_sources) != names:
+    absent = [n for n in expected_sources if n not in names]
+    raise ValueError(f"{manifest_path}: sources differ from the expected ones (absent: {absent}; "
+                     f"manifest has {len(names)}, expected {len(expected_sources)} in this order).")
+  table_path = os.path.join(directory, manifest["prompts"]["file"])
+  if not os.path.isfile(table_path):
+    raise FileNotFoundError(f"{table_path}: named in {manifest_path} but missing.")
+  if verify and sha256_file(table_path) != manifest["prompts"].get("sha256"):
+    raise ValueError(f"{table_path}: sha256 differs from the one in {manifest_path} "
+                     "(file changed or corrupt).")
+  table = np.load(table_path, allow_pickle=False)
+  if list(table.shape) != list(manifest["prompts"]["shape"]) or table.shape[0] != len(names):
+    raise ValueError(f"{table_path} has shape {list(table.shape)}; {manifest_path} says "
+                     f"{manifest['prompts']['shape']} for {len(names)} sources.")
+  return PromptExport(directory, table, manifest)
+
+
+def read_source_prompt(path: str) -> np.ndarray:
+  """Reads one exported [P, H] prompt (`.../checkpoint_<step>/encoder.prompt.prompt.prompt`)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Prompt file not found: {path}")
+  with open(path, "rb") as f:
+    value = np.load(f, allow_pickle=False)
+  if value.ndim != 2:
+    raise ValueError(f"{path}: expected a [P, H] prompt, found shape {value.shape}.")
+  return value

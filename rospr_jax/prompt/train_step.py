@@ -1,0 +1,241 @@
+"""The prompt-only training step: S soft prompts updated in one compiled step, backbone frozen.
+
+A batch mixes examples of several sources; example b uses the prompt of `source_ids[b]`. The step
+
+1. finds the K = min(S, B) distinct sources present in the batch (sorted; unused slots hold S),
+2. gathers their prompts [K, P, H] and optimizer states (leaves [K, ...]) from the table,
+3. differentiates the loss with respect to those K prompts only (the backbone parameters are plain
+   inputs of the step: no weight gradient is computed and they hold no optimizer state),
+4. applies `jax.vmap(optimizer.update)` over the K prompts, so each prompt has its own optimizer state,
+5. writes the K prompts and states back (slots holding S are dropped): prompts absent from the batch
+   and their optimizer states (moments and step counts) do not change at all.
+
+Loss (T0's): inputs without EOS, targets with EOS, token cross-entropy over the real (non-zero) target
+tokens. Normalization: for each source present, the mean over its real target tokens in the batch;
+the step minimizes the *sum* of these per-source means. The gradient with respect to prompt s is then
+exactly the gradient of source s's own mean token loss, so training S prompts jointly equals training
+each alone on its share of every batch. Rows without any target token are padding.
+
+Vocabulary: B batch, T input length, L target length, P prompt length, H model dim, S sources,
+K distinct sources in a batch, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+
+from rospr_jax.model import T5, T5Config, shift_right, token_log_likelihoods
+from rospr_jax.model import partitioning
+
+Array = jax.Array
+Batch = dict[str, Array]  # inputs [B, T] int32, targets [B, L] int32, source_ids [B] int32
+
+
+@flax.struct.dataclass
+class PromptTrainState:
+  """Everything that changes during prompt tuning (the backbone is not part of it).
+
+  Attributes:
+    step: [] int32 steps taken.
+    prompts: [S, P, H] float32 prompt table.
+    opt_state: the optimizer state of every prompt; each leaf has a leading S axis.
+    source_steps: [S] int32 updates each prompt received (steps in which its source was present).
+  """
+  step: Array
+  prompts: Array
+  opt_state: Any
+  source_steps: Array
+
+  @property
+  def num_sources(self) -> int:
+    return self.prompts.shape[0]
+
+
+@functools.lru_cache(maxsize=8)
+def default_optimizer(learning_rate: float = 0.3) -> optax.GradientTransformation:
+  """Lester et al.'s prompt-tuning optimizer: Adafactor, constant LR 0.3, weight decay 1e-5, beta2
+  decay 0.8, parameter scaling off (optax's defaults otherwise: update clipping 1.0, no momentum).
+  Cached, so that runs in one process share the compiled step."""
+  return optax.adafactor(learning_rate, decay_rate=0.8, multiply_by_parameter_scale=False,
+                         weight_decay_rate=1e-5)
+
+
+def init_state(prompts, optimizer: optax.GradientTransformation) -> PromptTrainState:
+  """A fresh state for a [S, P, H] prompt table: one optimizer state per prompt."""
+  prompts = jnp.asarray(prompts, jnp.float32)
+  if prompts.ndim != 3:
+    raise ValueError(f"The prompt table must be [S, P, H]; got shape {prompts.shape}.")
+  return PromptTrainState(step=jnp.zeros((), jnp.int32), prompts=prompts,
+                          opt_state=jax.vmap(optimizer.init)(prompts),
+                          source_steps=jnp.zeros(prompts.shape[:1], jnp.int32))
+
+
+def present_sources(source_ids: Array, real_rows: Array, num_sources: int) -> tuple[Array, Array]:
+  """Distinct sources of the real rows of a batch and each row's slot among them.
+
+  Args:
+    source_ids: [B] int32; real_rows: [B] bool.
+
+  Returns:
+    present [K] int32 sorted source ids (K = min(S, B); unused slots hold S) and slots [B] int32 (the
+    index of each row's source in `present`; arbitrary for padding rows).
+  """
+  batch = source_ids.shape[0]
+  masked = jnp.where(real_rows, source_ids, num_sources)
+  present = jnp.unique(masked, size=min(num_sources, batch), fill_value=num_sources)
+  slots = jnp.clip(jnp.searchsorted(present, masked), 0, present.shape[0] - 1)
+  return present.astype(jnp.int32), slots.astype(jnp.int32)
+
+
+def per_source_losses(logits: Array, targets: Array, slots: Array, num_slots: int) -> tuple[Array, Array]:
+  """Summed token cross-entropy and real-token counts per slot.
+
+  Args:
+    logits: [B, L, V] float32; targets: [B, L] int32 (0 = padding); slots: [B] int32.
+
+  Returns:
+    loss_sums [K] float32 and token_counts [K] float32.
+  """
+  weights = (targets > 0).astype(jnp.float32)                              # [B, L]
+  token_loss = -token_log_likelihoods(logits, targets) * weights           # [B, L]
+  loss_sums = jax.ops.segment_sum(token_loss.sum(-1), slots, num_slots)    # [K]
+  token_counts = jax.ops.segment_sum(weights.sum(-1), slots, num_slots)    # [K]
+  return loss_sums, token_counts
+
+
+def loss_fn(prompts: Array, params, batch: Batch, slots: Array, *, config: T5Config,
+            dropout_rng: Array | None) -> tuple[Array, tuple[Array, Array]]:
+  """Sum over present sources of their mean token loss.
+
+  Args:
+    prompts: [K, P, H] prompts of the sources present; params: frozen backbone parameters.
+    batch: inputs [B, T], targets [B, L]; slots: [B] row -> prompt slot.
+
+  Returns:
+    (scalar loss, (loss_sums [K], token_counts [K])).
+  """
+  example_prompts = prompts[slots]  # [B, P, H]
+  targets = batch["targets"]
+  rngs = None if dropout_rng is None else {"dropout": dropout_rng}
+  logits = T5(config).apply({"params": params}, batch["inputs"], shift_right(targets), example_prompts,
+                            enable_dropout=dropout_rng is not None, rngs=rngs)  # [B, L, V]
+  loss_sums, token_counts = per_source_losses(logits, targets, slots, prompts.shape[0])
+  loss = jnp.sum(loss_sums / jnp.maximum(token_counts, 1.0))
+  return loss, (loss_sums, token_counts)
+
+
+def _take(tree, index: Array):
+  return jax.tree.map(lambda x: jnp.take(x, index, axis=0, mode="clip"), tree)
+
+
+def _put(tree, index: Array, values):
+  return jax.tree.map(lambda x, v: x.at[index].set(v.astype(x.dtype), mode="drop"), tree, values)
+
+
+def train_step(state: PromptTrainState, params, batch: Batch, rng: Array, *, config: T5Config,
+               optimizer: optax.GradientTransformation) -> tuple[PromptTrainState, dict[str, Array]]:
+  """One update of every prompt whose source is present in `batch` (see the module docstring).
+
+  Args:
+    state: the prompt table and optimizer states.
+    params: frozen backbone parameters (in the compute dtype); never differentiated.
+    batch: inputs [B, T] int32 without EOS, targets [B, L] int32 with EOS, source_ids [B] int32.
+    rng: the run's dropout key (used when `config.dropout_rate > 0`); step `state.step` uses
+      `fold_in(rng, state.step)`, so a resumed run draws the masks an uninterrupted one would.
+
+  Returns:
+    (new state, metrics): `loss` (mean over present sources of their mean token loss), `loss_sum`
+    (the minimized sum), `num_sources` present, `target_tokens` and `finite` (all of loss and update).
+  """
+  num_sources = state.num_sources
+  real_rows = jnp.any(batch["targets"] > 0, axis=-1)  # [B]
+  present, slots = present_sources(batch["source_ids"], real_rows, num_sources)
+  prompts = state.prompts[jnp.clip(present, 0, num_sources - 1)]  # [K, P, H]
+  opt_state = _take(state.opt_state, present)
+  dropout_rng = jax.random.fold_in(rng, state.step) if config.dropout_rate > 0 else None
+  (loss, (loss_sums, counts)), grads = jax.value_and_grad(
+      functools.partial(loss_fn, config=config, dropout_rng=dropout_rng), has_aux=True)(
+          prompts, params, batch, slots)
+  updates, opt_state = jax.vmap(optimizer.update)(grads, opt_state, prompts)
+  new_prompts = optax.apply_updates(prompts, updates)
+  is_present = counts > 0  # [K]; only real sources have tokens
+  write = jnp.where(is_present, present, num_sources)  # slots to drop -> S
+  num_present = jnp.sum(is_present)
+  finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(new_prompts))
+  new_state = state.replace(
+      step=state.step + 1,
+      prompts=_put(state.prompts, write, new_prompts),
+      opt_state=_put(state.opt_state, write, opt_state),
+      source_steps=state.source_steps.at[write].add(1, mode="drop"))
+  metrics = {"loss": loss / jnp.maximum(num_present, 1), "loss_sum": loss,
+             "num_sources": num_present, "target_tokens": jnp.sum(counts), "finite": finite}
+  return new_state, metrics
+
+
+def dropout_key(seed: int, impl: str | None = "unsafe_rbg") -> Array:
+  """The run's dropout key. XLA's RngBitGenerator ("unsafe_rbg", T5X's choice for speed) draws the
+  masks much faster than threefry on accelerators; it is deterministic for a given device layout."""
+  # Fold in 2**31: source seeds (prompts.source_seed) are < 2**31, so no prompt key equals this one.
+  return jax.random.fold_in(jax.random.key(seed, impl=impl), 2**31)
+
+
+# One jitted function for every config and optimizer (static arguments), so runs in one process with the
+# same shapes, config and optimizer object share a compilation.
+_jitted_train_step = jax.jit(train_step, static_argnames=("config", "optimizer"), donate_argnums=0)
+
+
+def make_train_step(config: T5Config, optimizer: optax.GradientTransformation, *,
+                    mesh: jax.sharding.Mesh | None = None,
+                    rules: partitioning.LogicalRules = partitioning.STANDARD_RULES) -> Callable:
+  """The jitted `step(state, params, batch, rng) -> (state, metrics)`; `state` is donated.
+
+  With a `mesh`, call it on a state placed by `place_state` and a batch placed by `place_batch`; the
+  logical axis rules apply while it traces (the prompt table and optimizer state stay replicated).
+  """
+  jitted = functools.partial(_jitted_train_step, config=config, optimizer=optimizer)
+  if mesh is None:
+    return jitted
+
+  def step(state, params, batch, rng):
+    with mesh, nn.logical_axis_rules(rules):
+      return jitted(state, params, batch, rng)
+
+  return step
+
+
+def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def _global_array(value, sharding: jax.sharding.Sharding) -> Array:
+  """A global array from a host value every process holds in full (each process fills its own shards,
+  so this also works with several hosts)."""
+  value = np.asarray(value)
+  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def place_state(state: PromptTrainState, mesh: jax.sharding.Mesh) -> PromptTrainState:
+  """Replicates the prompt table and optimizer state over `mesh`."""
+  return jax.tree.map(lambda x: _global_array(x, replicated(mesh)), jax.device_get(state))
+
+
+def place_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh | None) -> Batch:
+  """Puts a numpy batch on the devices: sharded over `data` with a mesh, else on the default device.
+
+  With a mesh every process passes the same global batch (the batch iterator is deterministic).
+  """
+  if mesh is None:
+    return {k: jnp.asarray(v) for k, v in batch.items()}
+  data = mesh.shape["data"]
+  size = len(batch["source_ids"])
+  if size % data:
+    raise ValueError(f"Batch size {size} is not a multiple of the mesh's data axis ({data} devices).")
+  return {k: _global_array(v, partitioning.batch_sharding(mesh, np.ndim(v))) for k, v in batch.items()}

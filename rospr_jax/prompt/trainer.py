@@ -1,0 +1,431 @@
+"""The prompt-tuning loop: backbone loading, prompt initialization, checkpoints, exports, metrics.
+
+`train(...)` is gin-configurable (gin/prompt_tuning/*.gin bind it; `rospr train-prompts` calls it)
+and plain Python alike. One run trains one soft prompt per source on a frozen backbone:
+
+    <model_dir>/config.gin             the operative gin config (T5X's name)
+    <model_dir>/model-info.txt         backbone and prompt shapes, logical axes, mesh
+    <model_dir>/checkpoints/<step>/    orbax: prompts, optimizer states, step, data position
+    <model_dir>/export/...             per-source .npy prompts and the [S, P, H] table (export.py)
+    <model_dir>/train/                 TensorBoard summaries (when clu and TensorFlow import)
+
+A run that finds checkpoints in its model_dir resumes from the newest one (same sources, shapes,
+seed, batch size and backbone, or it refuses naming the difference) and continues the same batch
+stream, so it ends with the prompts an uninterrupted run would have. A non-finite loss stops the run
+with `NonFiniteLossError` before anything after the last good checkpoint is written.
+
+Every `log_every` steps a T5X-style line `[step] loss=... steps/s=... seqs/s=... tokens/s=...` is
+logged and written as summaries (`loss`, `timing/*`): loss is the mean over the sources in each batch
+of their mean token loss, averaged over the steps since the last line; tokens/s counts the non-padding
+input and target tokens.
+
+Vocabulary: S sources, P prompt length, H model dim, B batch, T input length, L target length.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from typing import Any, Callable, Sequence
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+
+from rospr_jax.model import EOS_ID, T5Config, get_config, init_params
+from rospr_jax.model import partitioning
+from rospr_jax.prompt import export as export_lib
+from rospr_jax.prompt import prompts as prompts_lib
+from rospr_jax.prompt.checkpointing import Checkpointer
+from rospr_jax.prompt.input_pipeline import BatchIterator, SourceExamples
+from rospr_jax.prompt.train_step import (PromptTrainState, default_optimizer, dropout_key, init_state,
+                                         make_train_step, place_batch, place_state, replicated)
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+_SHAPE_FIELDS = ("vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim", "num_encoder_layers",
+                 "num_decoder_layers")
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss or a prompt became NaN or infinite; the run stopped without saving anything newer."""
+
+
+def _dtype(name) -> Any:
+  if not isinstance(name, str):
+    return name
+  if name not in _DTYPES:
+    raise ValueError(f"Unknown dtype {name!r}; use one of {sorted(_DTYPES)}.")
+  return _DTYPES[name]
+
+
+_init_random = jax.jit(init_params, static_argnums=0)  # One compilation per config and process.
+
+
+@dataclasses.dataclass
+class Backbone:
+  """A frozen model: its config (dtype = compute dtype), parameters and fingerprint."""
+  config: T5Config
+  params: Any
+  fingerprint: str
+  description: dict
+
+
+@gin.configurable
+def load_backbone(checkpoint: str | None = None, size: str | None = None, dtype: str = "bfloat16",
+                  seed: int = 0) -> Backbone:
+  """The frozen backbone, with parameters and activations in `dtype`.
+
+  Args:
+    checkpoint: a Hugging Face or T5X checkpoint (e.g. bigscience/T0_3B); None for random weights.
+    size: a named size (`tiny`, `small`, `xl`, `xxl`). With a checkpoint it is checked against the
+      checkpoint's shape; without one the model is initialized randomly (tests, demos, benchmarks).
+    dtype: parameter and compute dtype ("bfloat16" on accelerators).
+    seed: seed of random weights.
+  """
+  dtype = _dtype(dtype)
+  if checkpoint is None:
+    if size is None:
+      raise ValueError("load_backbone: give a checkpoint path or a model size.")
+    config = get_config(size, dtype=dtype, param_dtype=dtype)
+    params = _init_random(config, jax.random.PRNGKey(seed))
+    fingerprint = hashlib.sha256(f"random-init {size} seed={seed}".encode()).hexdigest()[:16]
+    return Backbone(config, params, fingerprint, {"random_init": size, "seed": seed,
+                                                  "dtype": jnp.dtype(dtype).name})
+  from rospr_jax.model import checkpoints  # The loader pulls in safetensors and tensorstore.
+  config, params = checkpoints.load_checkpoint(checkpoint, dtype)
+  config = config.replace(dtype=dtype, param_dtype=dtype)
+  if size is not None:
+    expected = get_config(size)
+    diff = {f: (getattr(config, f), getattr(expected, f)) for f in _SHAPE_FIELDS
+            if getattr(config, f) != getattr(expected, f)}
+    if diff:
+      raise ValueError(f"{checkpoint} is not the {size!r} shape: (checkpoint, {size}) differ in {diff}.")
+  return Backbone(config, params, checkpoints.checkpoint_fingerprint(checkpoint),
+                  {"checkpoint": os.path.abspath(checkpoint), "dtype": jnp.dtype(dtype).name})
+
+
+def most_frequent_targets(data: SourceExamples, source_id: int, limit: int) -> list[list[int]]:
+  """The `limit` most frequent target sequences of a source (EOS and padding removed), ties by first
+  appearance: the class labels of a classification source."""
+  counts: collections.Counter = collections.Counter()
+  for ex in data.examples:
+    if ex.source_id == source_id:
+      label = tuple(int(t) for t in ex.targets if int(t) not in (0, EOS_ID))
+      if label:
+        counts[label] += 1
+  return [list(label) for label, _ in counts.most_common(limit)]
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class PromptInit:
+  """How the prompts start.
+
+  Attributes:
+    method: "random_uniform" (U[-scale, scale)), "sampled_vocab" (rows of the `population_size` most
+      frequent token embeddings), "class_labels" (mean sub-token embedding of each class label, then
+      sampled vocabulary; the labels are `class_labels` texts tokenized with `vocabulary`, or else each
+      source's most frequent training targets), or "file" (`file`: a [P, H] or [S, P, H] `.npy`, or a
+      prompt export whose rows are taken by source name).
+  """
+  method: str = "random_uniform"
+  scale: float = 0.5
+  population_size: int = prompts_lib.DEFAULT_POPULATION
+  class_labels: Sequence[str] | None = None
+  vocabulary: str | None = None
+  file: str | None = None
+
+  METHODS = ("random_uniform", "sampled_vocab", "class_labels", "file")
+
+  def initializers(self, embeddings, data: SourceExamples,
+                   length: int) -> Callable[[int], prompts_lib.Initializer]:
+    """Returns `initializer_for(source_id)`; `embeddings` [V, H] is the backbone's token table."""
+    if self.method == "random_uniform":
+      init = prompts_lib.random_uniform(self.scale)
+      return lambda s: init
+    embeddings = np.asarray(embeddings, np.float32)
+    vocab = prompts_lib.from_sample_of_embeddings(embeddings, self.population_size)
+    if self.method == "sampled_vocab":
+      return lambda s: vocab
+    if self.method == "class_labels":
+      if self.class_labels is not None:
+        if self.vocabulary is None:
+          raise ValueError("PromptInit: class_labels texts need a SentencePiece `vocabulary` to tokenize.")
+        from rospr_jax.tokenization import Tokenizer
+        tokenizer = Tokenizer(self.vocabulary)
+        shared = prompts_lib.from_class_labels(
+            embeddings, [tokenizer.encode_input(t) for t in self.class_labels], vocab)
+        return lambda s: shared
+      return lambda s: prompts_lib.from_class_labels(
+          embeddings, most_frequent_targets(data, s, length), vocab)
+    if self.method == "file":
+      return self._file_initializers(data)
+    raise ValueError(f"PromptInit.method {self.method!r} is not one of {self.METHODS}.")
+
+  def _file_initializers(self, data: SourceExamples) -> Callable[[int], prompts_lib.Initializer]:
+    if self.file is None:
+      raise ValueError("PromptInit.method 'file' needs PromptInit.file.")
+    if os.path.isdir(self.file):
+      exported = export_lib.load_prompts(self.file)
+      rows = {name: exported.prompts[i] for i, name in enumerate(exported.names)}
+      missing = [n for n in data.names if n not in rows]
+      if missing:
+        raise ValueError(f"{self.file}: no prompt for sources {missing}.")
+      return lambda s: prompts_lib.from_array(rows[data.names[s]])
+    if not os.path.isfile(self.file):
+      raise FileNotFoundError(f"Prompt file not found: {self.file}")
+    value = np.load(self.file, allow_pickle=False)
+    if value.ndim == 2:
+      return lambda s: prompts_lib.from_file(self.file)
+    if value.ndim == 3 and value.shape[0] == len(data.names):
+      return lambda s: prompts_lib.from_array(value[s])
+    raise ValueError(f"{self.file}: shape {value.shape} is neither [P, H] nor [S, P, H] with "
+                     f"S = {len(data.names)} sources.")
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What a finished run leaves: the final state (host arrays), the export and the step."""
+  state: PromptTrainState
+  names: list[str]
+  step: int
+  export_dir: str | None
+  checkpoint_dir: str
+
+
+def _atomic_write(path: str, text: str) -> None:
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def _model_info(config: T5Config, params, boxed, state: PromptTrainState, mesh) -> str:
+  lines = [f"backbone: {config}", f"prompt table [S, P, H]: {list(state.prompts.shape)} float32, replicated",
+           f"mesh: {None if mesh is None else dict(mesh.shape)}", "",
+           "frozen parameters (shape, dtype, axes):"]
+  specs = nn.get_partition_spec(boxed)
+  flat = jax.tree_util.tree_leaves_with_path(params)
+  spec_leaves = jax.tree_util.tree_leaves(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  for (path, value), spec in zip(flat, spec_leaves, strict=True):
+    name = "/".join(getattr(k, "key", str(k)) for k in path)
+    lines.append(f"  {name}: {list(value.shape)} {jnp.dtype(value.dtype).name} {tuple(spec) if spec else ''}")
+  return "\n".join(lines) + "\n"
+
+
+def _summary_writer(logdir: str, enabled: bool):
+  """A clu metric writer (TensorBoard when TensorFlow imports), or None."""
+  if not enabled:
+    return None
+  try:
+    from clu import metric_writers
+    return metric_writers.create_default_writer(logdir, just_logging=jax.process_index() > 0,
+                                                asynchronous=False)
+  except Exception as e:  # noqa: BLE001 - summaries are optional; training goes on without them.
+    logger.warning("TensorBoard summaries disabled (%s: %s).", type(e).__name__, e)
+    return None
+
+
+def _check_resume(run: dict, expected: dict, where: str) -> None:
+  diff = {k: (run.get(k), v) for k, v in expected.items() if run.get(k) != v}
+  if diff:
+    details = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+    raise ValueError(f"Cannot resume from {where}: the run differs ({details}). Use a new model_dir.")
+
+
+def _restore(checkpointer: Checkpointer, step: int, run_facts: dict, optimizer, mesh):
+  """Restores checkpoint `step` (replicated over `mesh`) after checking it belongs to this run.
+
+  Returns:
+    (state, data position).
+  """
+  num_sources, prompt_length, dim = run_facts["prompt_shape"]
+  abstract = jax.eval_shape(lambda table: init_state(table, optimizer),
+                            jax.ShapeDtypeStruct((num_sources, prompt_length, dim), jnp.float32))
+  if mesh is not None:
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated(mesh)),
+                            abstract)
+  where = f"checkpoint {step} in {checkpointer.directory}"
+  try:
+    state, run = checkpointer.restore(step, abstract)
+  except Exception as e:  # noqa: BLE001 - orbax raises assorted errors for a shape mismatch.
+    raise ValueError(f"Cannot restore {where} into prompts of shape {run_facts['prompt_shape']} and this "
+                     f"optimizer's state: {e}") from e
+  _check_resume(run, run_facts, where)
+  logger.info("Resuming from %s (data position %d).", where, run["position"])
+  return state, int(run["position"])
+
+
+def _raise_if_non_finite(values: list[dict], done: int, last_saved: int | None, ckpt_dir: str) -> None:
+  """Raises NonFiniteLossError for the first of the metrics of steps done - len(values) + 1 .. done that
+  is not finite."""
+  for i, m in enumerate(values):
+    if not m["finite"]:
+      bad = done - len(values) + i + 1
+      good = f"step {last_saved} in {ckpt_dir}" if last_saved is not None else "none (nothing was saved)"
+      raise NonFiniteLossError(
+          f"Non-finite loss ({float(m['loss_sum'])}) or prompt at step {bad}: training stopped. The last "
+          f"good checkpoint is {good}; lower the learning rate or check the data of that step's sources.")
+
+
+@gin.configurable
+def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbone: Any = gin.REQUIRED,
+          num_steps: int = gin.REQUIRED, prompt_length: int = prompts_lib.DEFAULT_LENGTH,
+          prompt_init: PromptInit | None = None, optimizer: optax.GradientTransformation | None = None,
+          batch_size: int = 32, input_length: int = 512, target_length: int = 64,
+          dropout_rate: float = 0.1, seed: int = 0, checkpoint_every: int = 1000,
+          keep_checkpoints: int | None = 3, export_every: int | None = None, log_every: int = 100,
+          num_partitions: int = 1, use_mesh: bool | None = None, summaries: bool = True,
+          dropout_rng_impl: str | None = "unsafe_rbg") -> TrainResult:
+  """Trains one soft prompt per source; see the module docstring for what is written.
+
+  Args:
+    model_dir: the run directory.
+    examples: a `SourceExamples`, or a callable returning one (e.g. `seqio_input.seqio_sources`).
+    backbone: a `Backbone`, or a callable returning one (e.g. `load_backbone`).
+    num_steps: total training steps (a resumed run continues up to it).
+    prompt_length: P.
+    prompt_init: how prompts start (default: random uniform, scale 0.5).
+    optimizer: an optax transformation applied to each prompt separately (default: `default_optimizer`).
+    batch_size, input_length, target_length: B, T, L of every batch.
+    dropout_rate: the backbone's dropout while training.
+    seed: seeds the prompt initialization, the data order and dropout.
+    checkpoint_every: steps between orbax checkpoints (the last step is always saved).
+    keep_checkpoints: newest checkpoints kept (None: all).
+    export_every: steps between exports (default: at each checkpoint).
+    log_every: steps between log lines and summaries.
+    num_partitions: model-parallel partitions of the mesh (the rest is data parallel).
+    use_mesh: run under a data x model mesh over all devices (default: when there is more than one).
+    summaries: write TensorBoard summaries under <model_dir>/train.
+    dropout_rng_impl: PRNG of the dropout masks ("unsafe_rbg": fast on accelerators; None: JAX's
+      default, threefry).
+
+  Returns:
+    The final state (on the host), source names, step, export directory and checkpoint directory.
+  """
+  model_dir = os.path.abspath(model_dir)
+  os.makedirs(model_dir, exist_ok=True)
+  data = examples() if callable(examples) else examples
+  data.check_every_source_has_examples()
+  backbone = backbone() if callable(backbone) else backbone
+  optimizer = optimizer if optimizer is not None else default_optimizer()
+  prompt_init = prompt_init if prompt_init is not None else PromptInit()
+  export_every = checkpoint_every if export_every is None else export_every
+  if min(num_steps, checkpoint_every, log_every, export_every) < 1:
+    raise ValueError("num_steps, checkpoint_every, export_every and log_every must be >= 1.")
+  config = backbone.config.replace(dropout_rate=dropout_rate)
+  names = list(data.names)
+  num_sources, dim = len(names), config.emb_dim
+
+  use_mesh = jax.device_count() > 1 or num_partitions > 1 if use_mesh is None else use_mesh
+  mesh = partitioning.make_mesh(num_partitions) if use_mesh else None
+  boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0), boxed=True))  # logical axes
+  if mesh is not None:
+    params = partitioning.shard_params(backbone.params, boxed, mesh)
+  else:
+    params = jax.device_put(backbone.params)
+
+  checkpointer = Checkpointer(os.path.join(model_dir, "checkpoints"), keep=keep_checkpoints)
+  ckpt_dir = checkpointer.directory
+  run_facts = {"sources": names, "prompt_shape": [num_sources, prompt_length, dim], "seed": seed,
+               "batch_size": batch_size, "input_length": input_length, "target_length": target_length,
+               "backbone_fingerprint": backbone.fingerprint}
+  seeds = [prompts_lib.source_seed(n) for n in names]
+  latest = checkpointer.latest_step()
+  if latest is None:
+    initializer_for = prompt_init.initializers(backbone.params["token_embedder"]["embedding"], data,
+                                               prompt_length)
+    table, seeds = prompts_lib.initial_table(names, prompt_length, dim, seed, initializer_for)
+    state = init_state(table, optimizer)
+    state = state if mesh is None else place_state(state, mesh)
+    position = 0
+  else:
+    state, position = _restore(checkpointer, latest, run_facts, optimizer, mesh)
+
+  batches = BatchIterator(data, batch_size=batch_size, input_length=input_length,
+                          target_length=target_length, seed=seed, position=position)
+  step_fn = make_train_step(config, optimizer, mesh=mesh)
+  export_dir = os.path.join(model_dir, "export")
+  source_examples = data.counts().tolist()
+  manifest_extra = {"seed": seed, "prompt_init": dataclasses.asdict(prompt_init),
+                    "batch_size": batch_size, "input_length": input_length, "target_length": target_length,
+                    "dropout_rate": dropout_rate, "num_steps": num_steps, "backbone": backbone.description,
+                    "versions": {"jax": jax.__version__, "optax": optax.__version__}}
+
+  if jax.process_index() == 0:
+    _atomic_write(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
+    _atomic_write(os.path.join(model_dir, "model-info.txt"), _model_info(config, params, boxed, state, mesh))
+  writer = _summary_writer(os.path.join(model_dir, "train"), summaries)
+
+  def save(done: int, checkpoint: bool, export: bool) -> None:
+    # Export first (as prompt-tuning does): a run killed in between resumes from an earlier checkpoint
+    # and rewrites the same export, so a checkpoint never lacks its export.
+    if export and jax.process_index() == 0:
+      host = jax.device_get(state)
+      table = export_lib.export_prompts(
+          export_dir, host.prompts, names, done, backbone_fingerprint=backbone.fingerprint, seeds=seeds,
+          source_steps=host.source_steps.tolist(), source_examples=source_examples, extra=manifest_extra)
+      logger.info("Exported prompts of step %d to %s.", done, table)
+    if checkpoint:
+      checkpointer.save(done, state, {**run_facts, "position": batches.position})
+      logger.info("Saved checkpoint %d to %s.", done, ckpt_dir)
+
+  rng = dropout_key(seed, dropout_rng_impl)
+  start = int(jax.device_get(state.step))
+  pending: list[dict] = []
+  tokens = 0
+  last_saved = latest
+  last_time, last_step = time.perf_counter(), start
+  try:
+    for step in range(start, num_steps):
+      host_batch = next(batches)
+      tokens += int((host_batch["inputs"] > 0).sum() + (host_batch["targets"] > 0).sum())
+      state, metrics = step_fn(state, params, place_batch(host_batch, mesh), rng)
+      pending.append(metrics)
+      done = step + 1
+      saving = done % checkpoint_every == 0 or done % export_every == 0 or done == num_steps
+      if done % log_every == 0 or saving:
+        values = jax.device_get(pending)
+        _raise_if_non_finite(values, done, last_saved, ckpt_dir)
+        now = time.perf_counter()
+        elapsed, steps = max(now - last_time, 1e-9), done - last_step
+        loss = float(np.mean([m["loss"] for m in values]))
+        scalars = {"loss": loss, "num_sources_per_batch": float(np.mean([m["num_sources"] for m in values])),
+                   "timing/steps_per_second": steps / elapsed,
+                   "timing/seqs_per_second": steps * batch_size / elapsed,
+                   "timing/tokens_per_second": tokens / elapsed}
+        logger.info("[%d] loss=%.4f sources/batch=%.1f steps/s=%.3g seqs/s=%.4g tokens/s=%.4g", done, loss,
+                     scalars["num_sources_per_batch"], scalars["timing/steps_per_second"],
+                     scalars["timing/seqs_per_second"], scalars["timing/tokens_per_second"])
+        if writer is not None:
+          writer.write_scalars(done, scalars)
+          writer.flush()
+        pending, tokens = [], 0
+        last_time, last_step = time.perf_counter(), done
+      if saving:
+        checkpoint = done % checkpoint_every == 0 or done == num_steps
+        save(done, checkpoint, export=done % export_every == 0 or done == num_steps)
+        last_saved = done if checkpoint else last_saved
+        last_time = time.perf_counter()
+  finally:
+    if writer is not None:
+      writer.close()
+    checkpointer.close()
+  return TrainResult(jax.device_get(state), names, num_steps, export_dir, ckpt_dir)

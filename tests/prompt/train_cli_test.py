@@ -1,0 +1,122 @@
+"""`rospr train-prompts`: gin run files, required macros, the run directory, and a run killed with
+SIGKILL that resumes to the uninterrupted result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rospr_jax import gin_cli
+from rospr_jax.prompt import export, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _write_examples(path, count=48, seed=0):
+  rng = np.random.default_rng(seed)
+  with open(path, "w") as f:
+    for i in range(count):
+      f.write(json.dumps({"source": ["alpha", "beta", "gamma"][i % 3],
+                          "inputs": rng.integers(3, 512, int(rng.integers(4, 16))).tolist(),
+                          "targets": rng.integers(3, 512, 2).tolist() + [1]}) + "\n")
+
+
+def _argv(examples, model_dir, steps, checkpoint_every):
+  return ["--gin_file=models/tiny.gin", "--gin_file=prompt_tuning/train_jsonl.gin",
+          f"--gin.EXAMPLES_FILE='{examples}'", f"--gin.MODEL_DIR='{model_dir}'", f"--gin.TRAIN_STEPS={steps}",
+          "--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=16", "--gin.TARGET_LENGTH=4", "--gin.PROMPT_LENGTH=4",
+          f"--gin.CHECKPOINT_EVERY={checkpoint_every}", "--gin.LOG_EVERY=2",
+          "--gin.PROMPT_INIT='sampled_vocab'",
+          "--gin_bindings=trainer.train.summaries = False"]
+
+
+@pytest.mark.slow
+def test_run_writes_config_checkpoints_exports_and_summaries(tmp_path, capsys):
+  examples = tmp_path / "ex.jsonl"
+  _write_examples(examples)
+  argv = _argv(examples, tmp_path / "run", 4, 2)
+  argv[-1] = "--gin_bindings=trainer.train.summaries = True"
+  assert train.main(argv) == 0
+  assert "Trained 3 prompts for 4 steps" in capsys.readouterr().out
+  run = tmp_path / "run"
+  config = (run / "config.gin").read_text()
+  assert "TRAIN_STEPS = 4" in config and "optax.adafactor.learning_rate = %LEARNING_RATE" in config
+  assert "trainer.PromptInit.method = %PROMPT_INIT" in config and "PROMPT_INIT = 'sampled_vocab'" in config
+  assert "mesh: {'data': 8, 'model': 1}" in (run / "model-info.txt").read_text()  # 8 simulated devices
+  loaded = export.load_prompts(str(run / "export"), expected_sources=["alpha", "beta", "gamma"])
+  assert loaded.step == 4 and loaded.prompts.shape == (3, 4, 64)
+  assert loaded.manifest["backbone"] == {"random_init": "tiny", "seed": 0, "dtype": "float32"}
+  assert sorted(os.listdir(run / "checkpoints")) == ["2", "4"]
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(run / "train"))
+
+
+def test_unset_required_macro_is_reported(tmp_path, capsys):
+  argv = ["--gin_file=models/tiny.gin", "--gin_file=prompt_tuning/train_jsonl.gin", "--gin.TRAIN_STEPS=3",
+          f"--gin.EXAMPLES_FILE='{tmp_path / 'x.jsonl'}'"]
+  assert train.main(argv) == 2
+  assert "MODEL_DIR" in capsys.readouterr().err and not os.listdir(tmp_path)
+
+
+def test_bad_flags_are_refused(capsys):
+  with pytest.raises(SystemExit):
+    train.main(["--gin_file=models/tiny.gin", "--gin.MODEL_DIR"])
+  assert "write --gin.NAME=VALUE" in capsys.readouterr().err
+  assert train.main(["--gin_file=no/such/file.gin"]) == 2
+  assert "no/such/file.gin" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
+  examples = tmp_path / "ex.jsonl"
+  _write_examples(examples, seed=1)
+  steps = 60  # dropout is on (base.gin), so resuming must also restore the dropout keys' step
+  assert train.main(_argv(examples, tmp_path / "whole", steps, 10)) == 0
+
+  killed_dir = tmp_path / "killed"
+  command = [sys.executable, "-m", "rospr_jax.cli", "train-prompts",
+             *_argv(examples, killed_dir, 100_000, 10)]  # endless: only SIGKILL stops it
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  try:
+    deadline = time.time() + 240
+    while not (killed_dir / "checkpoints" / "10").is_dir():
+      assert process.poll() is None, process.stderr.read().decode()[-3000:]
+      assert time.time() < deadline, "no checkpoint within 240 s"
+      time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+  finally:
+    process.kill()
+    process.wait()
+  assert process.returncode == -signal.SIGKILL
+  saved = sorted(int(s) for s in os.listdir(killed_dir / "checkpoints") if s.isdigit())
+  assert saved and saved[-1] < steps, saved
+
+  assert train.main(_argv(examples, killed_dir, steps, 10)) == 0
+  whole = export.load_prompts(str(tmp_path / "whole" / "export"))
+  resumed = export.load_prompts(str(killed_dir / "export"))
+  assert whole.step == resumed.step == steps
+  np.testing.assert_array_equal(resumed.prompts, whole.prompts)
+  assert [s["steps"] for s in resumed.manifest["sources"]] == [s["steps"] for s in whole.manifest["sources"]]
+
+
+@pytest.mark.parametrize("model,size", [("models/t0_3b.gin", "xl"), ("models/t0.gin", "xxl")])
+def test_run_files_parse_with_their_required_macros(model, size):
+  import gin
+  bindings = ["BACKBONE_CHECKPOINT = '/ckpt'", "MODEL_DIR = '/runs/x'", "TRAIN_STEPS = 100",
+              "SOURCES = ['task_a', 'mixture_b']"]
+  gin_cli.parse_gin([model, "prompt_tuning/train_seqio.gin", "prompt_tuning/adam.gin"], bindings, [])
+  macro = lambda name: gin.query_parameter(f"{name}/macro.value")
+  assert gin.query_parameter("trainer.load_backbone.size") == size
+  assert macro("COMPUTE_DTYPE") == "bfloat16" and macro("LEARNING_RATE") == 0.3
+  assert macro("SOURCES") == ["task_a", "mixture_b"] and macro("PROMPT_LENGTH") == 100
+  assert str(gin.query_parameter("trainer.train.optimizer")) == "@optax.adam()"
+  gin.clear_config()
+  with pytest.raises(ValueError, match="SOURCES"):
+    gin_cli.parse_gin([model, "prompt_tuning/train_seqio.gin"], bindings[:3], [])
