@@ -11,14 +11,20 @@ project's gin directory. `--gin.NAME=VALUE` binds a macro (T5X's shorthand for
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 
 import gin
 
-import rospr_jax_gin
+def _installed_gin_dirs() -> tuple[str, ...]:
+  """The project's gin/ folder, installed as the data-only package `rospr_jax_gin` (no __init__.py,
+  so that a checkout's gin/ never shadows the gin-config package)."""
+  spec = importlib.util.find_spec("rospr_jax_gin")
+  return tuple(spec.submodule_search_locations or ()) if spec else ()
 
-GIN_DIRS = (os.path.dirname(os.path.abspath(rospr_jax_gin.__file__)),)
+
+GIN_DIRS = _installed_gin_dirs()
 
 
 def parse_args(argv: list[str], prog: str, doc: str, example_file: str) -> tuple[argparse.Namespace, list[str]]:
