@@ -48,42 +48,57 @@ def choices_bucket(num_choices: int) -> int:
 @dataclasses.dataclass
 class Batch:
   indices: np.ndarray     # [B] example indices, -1 for padding rows
+  offsets: np.ndarray     # [B] index of the row's first choice within its example
   inputs: np.ndarray      # [B, T] int32
   targets: np.ndarray     # [B, C, L] int32
   prompt_ids: np.ndarray  # [B] int32
 
 
+def choices_per_row(num_choices: int, target_length: int, max_decoder_tokens: int) -> int:
+  """Choice slots of one row: a power of two with slots * L <= max_decoder_tokens (at least 1).
+
+  The choices of a row are decoded side by side, so the decoder's self-attention grows with the
+  square of slots * L; an example with more choices than fit is split over several rows.
+  """
+  fit = max(1, max_decoder_tokens // target_length)
+  return min(choices_bucket(num_choices), 1 << (fit.bit_length() - 1))
+
+
 def make_batches(examples: Sequence[RankExample], batch_size: int, *, max_input_length: int = 1024,
-                 max_target_length: int = 256) -> Iterator[Batch]:
-  """Groups examples by bucketed shape and yields fixed-size, zero-padded batches."""
-  groups: dict[tuple[int, int, int], list[int]] = collections.defaultdict(list)
+                 max_target_length: int = 256, max_decoder_tokens: int = 512) -> Iterator[Batch]:
+  """Groups examples by bucketed shape and yields fixed-size, zero-padded batches.
+
+  A row holds one example's input and up to `choices_per_row` of its choices; examples with more
+  choices take several rows (`offsets` says where each row's choices start).
+  """
+  groups: dict[tuple[int, int, int], list[tuple[int, int]]] = collections.defaultdict(list)
   truncated = 0
   for i, ex in enumerate(examples):
     if not ex.choices:
       raise ValueError(f"Example {i} has no answer choices.")
     if len(ex.inputs) > max_input_length or any(len(c) > max_target_length for c in ex.choices):
       truncated += 1
-    input_length = min(len(ex.inputs), max_input_length)
-    target_length = min(max(len(c) for c in ex.choices), max_target_length)
-    key = (min(length_bucket(input_length), max_input_length), choices_bucket(len(ex.choices)),
-           min(length_bucket(target_length), max_target_length))
-    groups[key].append(i)
+    input_length = min(length_bucket(len(ex.inputs)), max_input_length)
+    target_length = min(length_bucket(max(len(c) for c in ex.choices)), max_target_length)
+    slots = choices_per_row(len(ex.choices), target_length, max_decoder_tokens)
+    for offset in range(0, len(ex.choices), slots):
+      groups[input_length, slots, target_length].append((i, offset))
   if truncated:
     logging.warning("%d of %d examples were truncated to inputs %d / targets %d tokens.", truncated,
                     len(examples), max_input_length, max_target_length)
-  for (input_length, num_choices, target_length), members in sorted(groups.items()):
+  for (input_length, slots, target_length), members in sorted(groups.items()):
     for start in range(0, len(members), batch_size):
       chunk = members[start:start + batch_size]
-      batch = Batch(indices=np.full(batch_size, -1, np.int64),
+      batch = Batch(indices=np.full(batch_size, -1, np.int64), offsets=np.zeros(batch_size, np.int64),
                     inputs=np.zeros((batch_size, input_length), np.int32),
-                    targets=np.zeros((batch_size, num_choices, target_length), np.int32),
+                    targets=np.zeros((batch_size, slots, target_length), np.int32),
                     prompt_ids=np.zeros(batch_size, np.int32))
-      for row, i in enumerate(chunk):
+      for row, (i, offset) in enumerate(chunk):
         ex = examples[i]
-        batch.indices[row] = i
+        batch.indices[row], batch.offsets[row] = i, offset
         ids = list(ex.inputs)[:input_length]
         batch.inputs[row, :len(ids)] = ids
-        for c, choice in enumerate(ex.choices):
+        for c, choice in enumerate(ex.choices[offset:offset + slots]):
           ids = list(choice)[:target_length]
           batch.targets[row, c, :len(ids)] = ids
         batch.prompt_ids[row] = ex.prompt_id
@@ -93,14 +108,16 @@ def make_batches(examples: Sequence[RankExample], batch_size: int, *, max_input_
 def score_examples(params, config: T5Config, examples: Sequence[RankExample], *,
                    prompts: jax.Array | np.ndarray | None = None, batch_size: int = 32,
                    max_input_length: int = 1024, max_target_length: int = 256,
-                   mesh: jax.sharding.Mesh | None = None, progress: str | None = None) -> list[np.ndarray]:
+                   max_decoder_tokens: int = 512, mesh: jax.sharding.Mesh | None = None,
+                   progress: str | None = None) -> list[np.ndarray]:
   """Scores every example's choices with the encode-once scorer.
 
   Args:
     params: model parameters (already placed on `mesh` when one is given).
     examples: the examples; `prompt_id` indexes `prompts`.
     prompts: None (no soft prompt), [P, H] for every example, or a table [S, P, H].
-    batch_size: examples per batch (a multiple of the mesh's `data` axis).
+    batch_size: rows per batch (a multiple of the mesh's `data` axis).
+    max_decoder_tokens: choice slots x target length of one row at most (see `choices_per_row`).
     mesh: optional data x model mesh; batches are sharded over `data`.
     progress: a description for a tqdm progress bar, or None for none.
 
@@ -110,9 +127,9 @@ def score_examples(params, config: T5Config, examples: Sequence[RankExample], *,
   table = None if prompts is None else jnp.asarray(prompts)
   if table is not None and table.ndim == 2:
     table = table[None]  # [1, P, H]
-  results: list[np.ndarray | None] = [None] * len(examples)
+  results = [np.empty(len(ex.choices), np.float32) for ex in examples]
   batches = make_batches(examples, batch_size, max_input_length=max_input_length,
-                         max_target_length=max_target_length)
+                         max_target_length=max_target_length, max_decoder_tokens=max_decoder_tokens)
   bar = tqdm(total=len(examples), desc=progress, unit="ex") if progress and tqdm else None
   for batch in batches:
     prompt = None if table is None else table[jnp.asarray(batch.prompt_ids)]  # [B, P, H]
@@ -127,11 +144,12 @@ def score_examples(params, config: T5Config, examples: Sequence[RankExample], *,
     else:
       scores = score_choices(params, inputs, targets, prompt, config=config)
     scores = np.asarray(scores)
-    for row, i in enumerate(batch.indices):
+    for row, (i, offset) in enumerate(zip(batch.indices, batch.offsets)):
       if i >= 0:
-        results[i] = scores[row, :len(examples[i].choices)]
-    if bar is not None:
-      bar.update(int((batch.indices >= 0).sum()))
+        count = min(batch.targets.shape[1], len(examples[i].choices) - offset)
+        results[i][offset:offset + count] = scores[row, :count]
+        if bar is not None and offset + count == len(examples[i].choices):
+          bar.update(1)
   if bar is not None:
     bar.close()
-  return results  # type: ignore[return-value]
+  return results

@@ -10,25 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Mapping, Sequence
 
+from rospr_jax import atomic
 from rospr_jax.data import rank_classification
-
-
-def write_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file in the same directory and a rename."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -146,7 +131,7 @@ def write_report(out_dir: str, records: Sequence[Mapping[str, Any]], *,
   payload = {"summary": summary, "per_template": list(records), **(extra or {})}
   if retrieval is not None:
     payload["retrieval_frequencies"] = retrieval
-  write_atomic(os.path.join(out_dir, "results.json"), json.dumps(payload, indent=1, sort_keys=False))
+  atomic.write_text(os.path.join(out_dir, "results.json"), json.dumps(payload, indent=1, sort_keys=False))
   plot_accuracy(summary, os.path.join(out_dir, "accuracy.png"))
   sections = [preamble.strip(), "## Accuracy (%), mean over templates", markdown_table(summary, "mean"),
               "## Accuracy (%), median over templates", markdown_table(summary, "median"),
@@ -154,5 +139,5 @@ def write_report(out_dir: str, records: Sequence[Mapping[str, Any]], *,
   if retrieval:
     plot_retrieval_heatmap(retrieval, os.path.join(out_dir, "retrieval.png"))
     sections.append("## Which sources each target retrieved\n\n![retrieval heatmap](retrieval.png)")
-  write_atomic(os.path.join(out_dir, "results.md"), "\n\n".join(s for s in sections if s) + "\n")
+  atomic.write_text(os.path.join(out_dir, "results.md"), "\n\n".join(s for s in sections if s) + "\n")
   return summary

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from rospr_jax.prompt import export
+
 logger = logging.getLogger(__name__)
 
 Array = jax.Array
@@ -140,13 +142,7 @@ def from_array(array) -> Initializer:
 
 def from_file(path: str | os.PathLike) -> Initializer:
   """Reads a [P, H] prompt from a `.npy` file (e.g. an exported `encoder.prompt.prompt.prompt`)."""
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"Prompt file not found: {path}")
-  with open(path, "rb") as f:
-    value = np.load(f, allow_pickle=False)
-  if value.ndim != 2:
-    raise ValueError(f"{path}: a prompt file holds a [P, H] array; found shape {value.shape}.")
+  value = export.read_source_prompt(os.fspath(path))
   base = from_array(value)
 
   def init(rng: Array, shape: Sequence[int], dtype=jnp.float32) -> Array:

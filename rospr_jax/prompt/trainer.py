@@ -29,7 +29,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from typing import Any, Callable, Sequence
 
@@ -40,6 +39,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
+from rospr_jax import atomic
 from rospr_jax.model import EOS_ID, T5Config, get_config, init_params
 from rospr_jax.model import partitioning
 from rospr_jax.prompt import export as export_lib
@@ -203,20 +203,6 @@ class TrainResult:
   checkpoint_dir: str
 
 
-def _atomic_write(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def _model_info(config: T5Config, params, boxed, state: PromptTrainState, mesh) -> str:
   lines = [f"backbone: {config}", f"prompt table [S, P, H]: {list(state.prompts.shape)} float32, replicated",
            f"mesh: {None if mesh is None else dict(mesh.shape)}", "",
@@ -370,8 +356,8 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
                     "versions": {"jax": jax.__version__, "optax": optax.__version__}}
 
   if jax.process_index() == 0:
-    _atomic_write(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
-    _atomic_write(os.path.join(model_dir, "model-info.txt"), _model_info(config, params, boxed, state, mesh))
+    atomic.write_text(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
+    atomic.write_text(os.path.join(model_dir, "model-info.txt"), _model_info(config, params, boxed, state, mesh))
   writer = _summary_writer(os.path.join(model_dir, "train"), summaries)
 
   def save(done: int, checkpoint: bool, export: bool) -> None:

@@ -4,7 +4,6 @@ promptsource's own `templates.py` (loaded from the archive) as the rendering ref
 from __future__ import annotations
 
 import importlib.util
-import json
 import pathlib
 import sys
 import types
@@ -13,7 +12,6 @@ import pytest
 
 from rospr_jax.data import archives
 
-RECORDS_PATH = pathlib.Path(__file__).parent / "testdata" / "example_records.json"
 
 
 def _require(fn):
@@ -31,13 +29,6 @@ def templates_dir() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def bigbench_folder() -> pathlib.Path:
   return _require(archives.bigbench_dir)
-
-
-@pytest.fixture(scope="session")
-def example_records() -> dict:
-  """{dataset[/subset]: [records in the Hugging Face field layout]} for the 47 datasets."""
-  with open(RECORDS_PATH, encoding="utf-8") as f:
-    return json.load(f)
 
 
 @pytest.fixture(scope="session")
@@ -63,17 +54,3 @@ def promptsource_reference(templates_dir):
       else:
         sys.modules[name] = old
   return module
-
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory, example_records) -> pathlib.Path:
-  """Every split of the 47 datasets as JSON lines (the example records), under one data folder."""
-  from rospr_jax.data import catalog  # pylint: disable=g-import-not-at-top
-  root = tmp_path_factory.mktemp("rospr_data")
-  for spec in catalog.T0_TRAIN_DATASETS + catalog.HELD_OUT_DATASETS:
-    folder = root / spec.key
-    folder.mkdir(parents=True, exist_ok=True)
-    for _, split in spec.splits:
-      with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in example_records[spec.key])
-  return root

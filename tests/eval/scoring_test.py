@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rospr_jax.eval.batching import RankExample, choices_bucket, length_bucket, make_batches, score_examples
+from rospr_jax.eval.batching import (RankExample, choices_bucket, choices_per_row, length_bucket, make_batches,
+                                     score_examples)
 from rospr_jax.eval.scoring import score_choices, score_choices_naive
 from rospr_jax.model import T5Config, init_params
 from rospr_jax.model import partitioning
@@ -114,3 +115,23 @@ def test_sharded_scoring_equals_single_device(num_partitions):
   got = score_examples(sharded, config, examples, batch_size=8, mesh=mesh)
   for a, b in zip(got, expected):
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_choices_per_row_caps_the_side_by_side_decoder():
+  assert choices_per_row(3, 8, 512) == 4
+  assert choices_per_row(100, 8, 512) == 64
+  assert choices_per_row(100, 64, 512) == 8
+  assert choices_per_row(5, 1024, 512) == 1
+
+
+def test_examples_with_many_choices_split_over_rows(params):
+  """An example whose choices do not fit one row is scored over several rows, unchanged."""
+  rng = np.random.default_rng(7)
+  example = RankExample(rng.integers(3, 80, 9).tolist(),
+                        [rng.integers(3, 80, int(rng.integers(1, 7))).tolist() + [1] for _ in range(11)])
+  batches = list(make_batches([example], batch_size=4, max_decoder_tokens=32))
+  assert sorted(int(o) for b in batches for o, i in zip(b.offsets, b.indices) if i >= 0) == [0, 4, 8]
+  got = score_examples(params, CONFIG, [example], batch_size=4, max_decoder_tokens=32)[0]
+  inputs, targets = _dense([example])
+  expected = np.asarray(score_choices_naive(params, inputs, targets, config=CONFIG))[0]
+  np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-5)

@@ -3,12 +3,10 @@ and a data folder holding every dataset's example records as JSON lines."""
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import pytest
 
-RECORDS_PATH = pathlib.Path(__file__).parents[1] / "data" / "testdata" / "example_records.json"
 
 
 @pytest.fixture(scope="session")
@@ -18,25 +16,6 @@ def registry():
   if missing:
     pytest.fail(f"rospr_tasks could not register {sorted(missing)}: {missing}", pytrace=False)
   return registry_lib
-
-
-@pytest.fixture(scope="session")
-def example_records() -> dict:
-  with open(RECORDS_PATH, encoding="utf-8") as f:
-    return json.load(f)
-
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory, example_records) -> pathlib.Path:
-  from rospr_jax.data import catalog  # pylint: disable=g-import-not-at-top
-  root = tmp_path_factory.mktemp("rospr_task_data")
-  for spec in catalog.T0_TRAIN_DATASETS + catalog.HELD_OUT_DATASETS:
-    folder = root / spec.key
-    folder.mkdir(parents=True, exist_ok=True)
-    for _, split in spec.splits:
-      with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in example_records[spec.key])
-  return root
 
 
 @pytest.fixture()

@@ -1,0 +1,40 @@
+"""The offline end-to-end run on a shrunk configuration (Flax examples' train_test style): real BIG-bench
+sources and targets from the cached archive, every step, and the report a person opens."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rospr_jax.demo import pipeline
+
+
+@pytest.mark.slow
+def test_demo_pipeline_end_to_end(tmp_path):
+  settings = pipeline.DemoSettings(
+      num_sources=3, max_train_per_source=48, backbone_steps=20, prompt_steps=6, prompt_length=4,
+      library_n=8, max_eval_examples=8, max_held_in_examples=8, input_length=64, target_length=16,
+      batch_size=8, held_out_tasks=("strategyqa", "winowhy"))
+  summaries = pipeline.run(str(tmp_path), settings)
+
+  assert set(summaries) == {"held_out", "held_in"}
+  assert summaries["held_out"]["datasets"] == ["bigbench/strategyqa", "bigbench/winowhy"]
+  assert summaries["held_out"]["methods"] == ["chance", "T0", "RoSPr", "INTER", "VAR", "INTER+VAR"]
+  assert len(summaries["held_in"]["datasets"]) == 3
+  for summary in summaries.values():
+    for method, average in summary["average_mean"].items():
+      assert 0.0 <= average <= 1.0, (method, average)
+
+  report = (tmp_path / "report.md").read_text()
+  assert "## Held-out: the 14 BIG-bench tasks" in report and "| strategyqa | winowhy | average |" in report
+  assert "rospr evaluate --gin_file=eval/paper.gin" in report
+  facts = json.loads((tmp_path / "demo.json").read_text())["facts"]
+  assert len(facts["sources"]) == 3 and facts["library"]["rows"] == 3 * 8
+  for name in ("held_out", "held_in"):
+    assert (tmp_path / name / "accuracy.png").stat().st_size > 0
+    assert (tmp_path / name / "retrieval.png").stat().st_size > 0
+    results = json.loads((tmp_path / name / "results.json").read_text())
+    assert {r["method"] for r in results["per_template"]} == set(summaries[name]["methods"])
+  assert (tmp_path / "backbone" / "spiece.model").exists()
+  assert (tmp_path / "library" / "manifest.json").exists()
