@@ -93,6 +93,8 @@ def main() -> None:
   parser.add_argument("--joint", type=int, default=32, help="prompts of the joint step")
   parser.add_argument("--reps", type=int, default=5)
   parser.add_argument("--dropout", type=float, default=0.1, help="dropout while training (the peer's 0.1)")
+  parser.add_argument("--attention", default="einsum", choices=["einsum", "xla", "cudnn"],
+                      help="attention implementation (fused paths apply when attention dropout is off)")
   parser.add_argument("--peer", default=None, help="path of anchor_hf_t5.py: run the HF peer in this job")
   parser.add_argument("--json", "--out", dest="json", default=None, help="also write the rows as JSON here")
   args = parser.parse_args()
@@ -107,7 +109,8 @@ def main() -> None:
         f"{os.cpu_count()} CPU cores, dtype {jnp.dtype(dtype).name}, dropout {args.dropout}", flush=True)
   rows, records, params_by_size = [], [], {}
   for size, batch, inputs, targets in cases:
-    config = get_config(size, dtype=dtype, param_dtype=dtype, dropout_rate=args.dropout)
+    config = get_config(size, dtype=dtype, param_dtype=dtype, dropout_rate=args.dropout,
+                        attention_impl=args.attention)
     if size not in params_by_size:
       params_by_size.clear()  # one backbone in memory at a time
       params_by_size[size] = jax.block_until_ready(

@@ -12,6 +12,7 @@ jinja error, a malformed BIG-bench example) are counted in `task.report`, and fa
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 import logging
@@ -46,7 +47,7 @@ class PromptedExample:
   is_correct: tuple[bool, ...] | None = None
 
 
-class PromptedTask:
+class PromptedTask(abc.ABC):
   """Base class: a named task whose examples come from one template or one BIG-bench task.
 
   `report` (a RenderReport or a bigbench.LoadReport) has `num_failed` and `summary()`.
@@ -59,8 +60,9 @@ class PromptedTask:
   eval_split: str
   has_choices: bool
 
+  @abc.abstractmethod
   def examples(self, split: str) -> Iterator[PromptedExample]:
-    raise NotImplementedError
+    """The rendered examples of `split`, in split order."""
 
   def rank_rows(self, split: str | None = None) -> Iterator[rank_classification.ChoiceRow]:
     """Rank-classification rows of the evaluation split (one per choice)."""
