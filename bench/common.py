@@ -21,6 +21,12 @@ def median_time(fn: Callable[[], object], *, warmup: int = 2, reps: int = 5) -> 
   return statistics.median(times)
 
 
+def encoder_flops(config: T5Config, batch: int, input_length: int) -> float:
+  """Matmul and attention FLOPs of the encoder stack alone over [batch, input_length] tokens."""
+  d, inner, mlp, s = config.emb_dim, config.joined_kv, config.mlp_dim, input_length
+  return config.num_encoder_layers * (batch * s * 2 * (4 * d * inner + 3 * d * mlp) + 4 * batch * s * s * inner)
+
+
 def forward_flops(config: T5Config, batch: int, input_length: int, target_length: int,
                   cross_length: int | None = None, encoder_batch: int | None = None) -> float:
   """Matmul and attention FLOPs of one forward pass (the peer script's count).
@@ -32,7 +38,7 @@ def forward_flops(config: T5Config, batch: int, input_length: int, target_length
   s, t = input_length, target_length
   eb = batch if encoder_batch is None else encoder_batch
   cross = s if cross_length is None else cross_length
-  encoder = config.num_encoder_layers * (eb * s * 2 * (4 * d * inner + 3 * d * mlp) + 4 * eb * s * s * inner)
+  encoder = encoder_flops(config, eb, s)
   decoder = config.num_decoder_layers * (batch * t * 2 * (4 * d * inner + 3 * d * mlp)
                                          + eb * cross * 2 * 2 * d * inner  # cross-attention K and V
                                          + batch * t * 2 * 2 * d * inner   # cross-attention Q and out

@@ -1,30 +1,34 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (at most 10 minutes): the Hugging Face peer and this project at the
+# One call on a lent GPU machine (well inside 10 minutes): the Hugging Face peer and this project at the
 # T0_3B shape, on the same card, in the same job; then the correctness checks on the card.
 # Its image has jax, flax, optax, orbax, torch and transformers (no tensorflow, seqio, scann, gin):
 # everything below imports only the compute core.
-# Usage (from the repository root): bash bench/gpu.sh   -> results in $OUT (default bench/out)
+# Usage (from the repository root): bash bench/gpu.sh   -> log.txt and JSON files in $OUT (default bench/out)
 set -uo pipefail
 OUT=${OUT:-bench/out}
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export JAX_PLATFORMS=cuda
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-python -c "import jax; print('jax', jax.__version__, jax.devices())" | tee -a "$OUT/gpu.txt"
+LOG=$OUT/log.txt
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 JAX_PLATFORMS=cuda
+export TF_CPP_MIN_LOG_LEVEL=2 JAX_COMPILATION_CACHE_DIR=/tmp/rospr_jax_cache
+section() { echo; echo "== $* ($(date +%T))"; } 
+{
+section "card and software"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+python -c "import jax, flax, optax, torch, transformers; print('jax', jax.__version__, jax.devices(), '| flax', flax.__version__, '| optax', optax.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
 
-# 1. The peer (Hugging Face PyTorch T5, T0_3B shape, bf16): prompt-tuning steps and scoring.
-timeout 150 python bench/anchor_hf_t5.py --size xl --out "$OUT" > "$OUT/anchor.log" 2>&1 || echo "peer failed or timed out"
-tail -30 "$OUT/anchor.log"
+section "1. the peer: Hugging Face PyTorch T5, T0_3B shape, bfloat16 (prompt-tuning steps, scoring, matmul ceiling)"
+timeout 150 python bench/anchor_hf_t5.py --size xl --out "$OUT" | python -c "import json,sys; r=json.load(sys.stdin); print({k: v for k, v in r.items() if k != 'results'}); [print(x) for x in r['results']]" || echo "peer failed or timed out"
 
-# 2. Ours, same shape and dtype: encode-once scoring (fused cuDNN attention), prompt-tuning steps.
-timeout 100 python bench/scoring.py --size xl --dtype bfloat16 --skip-naive --attention cudnn \
-    --json "$OUT/scoring_cudnn.json" 2>&1 | tail -8
-timeout 200 python bench/prompt_tuning.py --size xl --json "$OUT/prompt_tuning.json" 2>&1 | tail -12
+section "2. ours: encode-once scoring (cuDNN fused attention, then plain einsum attention), breakdown"
+timeout 200 python bench/scoring.py --size xl --dtype bfloat16 --skip-naive --attention ${SCORING_ATTENTION:-cudnn einsum} \
+    --choices 3 2 --breakdown --json "$OUT/scoring.json" | grep -v '^{' || echo "scoring failed or timed out"
 
-# 3. Correctness on the card (single-device tests of the model and the scorer).
-timeout 60 python -m pytest -q -x -k "not sharded" tests/model/t5_test.py tests/eval/scoring_test.py 2>&1 \
-    | tail -3 | tee "$OUT/tests.txt"
+section "3. ours: prompt-tuning step, 1 prompt and 32 joint (dropout 0.1 as the peer; fused attention without dropout)"
+timeout 240 python bench/prompt_tuning.py --size xl --shapes ${PROMPT_SHAPES:-32x256x16} \
+    --variants ${PROMPT_VARIANTS:-einsum:0.1 cudnn:0} --json "$OUT/prompt_tuning.json" || echo "prompt tuning failed or timed out"
 
-# 4. The plain einsum attention, for comparison, if time is left.
-timeout 80 python bench/scoring.py --size xl --dtype bfloat16 --skip-naive --attention einsum \
-    --json "$OUT/scoring_einsum.json" 2>&1 | tail -8
+section "4. correctness on the card (model and scorer tests, float32 at full matmul precision)"
+JAX_DEFAULT_MATMUL_PRECISION=highest timeout 120 python -m pytest -q -x -p no:cacheprovider -k "not sharded" \
+    tests/model/t5_test.py tests/eval/scoring_test.py 2>&1 | tail -5
+section "done"
+} 2>&1 | tee "$LOG"
