@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (well inside 10 minutes): the Hugging Face peer and this project at the
+# One call on a lent GPU machine (about 9 minutes; run it with timeout_s 590): the Hugging Face peer and this project at the
 # T0_3B shape, on the same card, in the same job; then the correctness checks on the card.
 # Its image has jax, flax, optax, orbax, torch and transformers (no tensorflow, seqio, scann, gin):
 # everything below imports only the compute core.
@@ -8,27 +8,30 @@ set -uo pipefail
 OUT=${OUT:-bench/out}
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 JAX_PLATFORMS=cuda
+# Dry run of the plumbing on a CPU: SIZE=tiny DTYPE=float32 JAX_PLATFORMS=cpu SCORING_ATTENTION="xla einsum"
+#   PROMPT_VARIANTS="einsum:0.1 xla:0" bash bench/gpu.sh
+SIZE=${SIZE:-xl}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
 export TF_CPP_MIN_LOG_LEVEL=2 JAX_COMPILATION_CACHE_DIR=/tmp/rospr_jax_cache
 section() { echo; echo "== $* ($(date +%T))"; } 
 {
 section "card and software"
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || echo "no nvidia-smi"
 python -c "import jax, flax, optax, torch, transformers; print('jax', jax.__version__, jax.devices(), '| flax', flax.__version__, '| optax', optax.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
 
 section "1. the peer: Hugging Face PyTorch T5, T0_3B shape, bfloat16 (prompt-tuning steps, scoring, matmul ceiling)"
-timeout 150 python bench/anchor_hf_t5.py --size xl --out "$OUT" | python -c "import json,sys; r=json.load(sys.stdin); print({k: v for k, v in r.items() if k != 'results'}); [print(x) for x in r['results']]" || echo "peer failed or timed out"
+timeout 150 python bench/anchor_hf_t5.py --size $SIZE --out "$OUT" | python -c "import json,sys; r=json.load(sys.stdin); print({k: v for k, v in r.items() if k != 'results'}); [print(x) for x in r['results']]" || echo "peer failed or timed out"
 
 section "2. ours: encode-once scoring (cuDNN fused attention, then plain einsum attention), breakdown"
-timeout 200 python bench/scoring.py --size xl --dtype bfloat16 --skip-naive --attention ${SCORING_ATTENTION:-cudnn einsum} \
+timeout 200 python bench/scoring.py --size $SIZE --dtype ${DTYPE:-bfloat16} --skip-naive --attention ${SCORING_ATTENTION:-cudnn einsum} \
     --choices 3 2 --breakdown --json "$OUT/scoring.json" | grep -v '^{' || echo "scoring failed or timed out"
 
 section "3. ours: prompt-tuning step, 1 prompt and 32 joint (dropout 0.1 as the peer; fused attention without dropout)"
-timeout 240 python bench/prompt_tuning.py --size xl --shapes ${PROMPT_SHAPES:-32x256x16} \
+timeout 300 python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
     --variants ${PROMPT_VARIANTS:-einsum:0.1 cudnn:0} --json "$OUT/prompt_tuning.json" || echo "prompt tuning failed or timed out"
 
 section "4. correctness on the card (model and scorer tests, float32 at full matmul precision)"
-JAX_DEFAULT_MATMUL_PRECISION=highest timeout 120 python -m pytest -q -x -p no:cacheprovider -k "not sharded" \
+JAX_DEFAULT_MATMUL_PRECISION=highest timeout 100 python -m pytest -q -x -p no:cacheprovider -k "not sharded" \
     tests/model/t5_test.py tests/eval/scoring_test.py 2>&1 | tail -5
 section "done"
 } 2>&1 | tee "$LOG"

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -26,7 +27,7 @@ from common import encoder_flops, forward_flops, markdown_table, median_time
 from rospr_jax.model import T5, get_config, init_params
 from rospr_jax.eval.scoring import score_choices, score_choices_naive
 
-HEADERS = ["scorer", "attention", "examples x choices", "median s", "examples/s", "TFLOP/s done",
+HEADERS = ["scorer", "attention", "examples x choices", "first call s", "median s", "examples/s", "TFLOP/s done",
            "TFLOP/s peer-equivalent"]
 
 
@@ -70,11 +71,13 @@ def main() -> None:
   args = parser.parse_args()
   dtype = jnp.dtype(args.dtype)
   base = get_config(args.size, dtype=dtype, param_dtype=dtype)
-  params = jax.block_until_ready(jax.jit(lambda rng: init_params(base, rng))(jax.random.PRNGKey(0)))
+  start = time.perf_counter()
+  params = jax.block_until_ready(init_params(base, jax.random.PRNGKey(0)))
+  init_s = time.perf_counter() - start
   device = jax.devices()[0]
   print(f"Rank classification, size={args.size} ({base.num_parameters() / 1e9:.2f}B params), "
         f"dtype={args.dtype}, inputs={args.inputs}, targets={args.targets}, device={device.device_kind}, "
-        f"jax {jax.__version__}", flush=True)
+        f"jax {jax.__version__}; random weights in {init_s:.1f} s", flush=True)
   rng = np.random.default_rng(0)
   rows, records = [], []
   result = {"device": device.device_kind, "jax": jax.__version__, "size": args.size, "dtype": args.dtype,
@@ -102,28 +105,31 @@ def main() -> None:
         scorers.append(("every pair", score_choices_naive))
       for name, scorer in scorers:
         run = lambda: scorer(params, inputs, targets, config=config).block_until_ready()
+        start = time.perf_counter()
+        run()
+        compile_s = time.perf_counter() - start
         seconds = median_time(run, reps=args.reps)
         if name == "encode-once":
           report_agreement(first_scores, c, attention, np.asarray(run(), np.float64))
         encoder_batch = b if name == "encode-once" else b * c
         flops = forward_flops(config, b * c, args.inputs, args.targets, encoder_batch=encoder_batch)
         peer_flops = forward_flops(config, b * c, args.inputs, args.targets)  # the work the peer does
-        record([name, attention, f"{b} x {c}", seconds, b / seconds, flops / seconds / 1e12,
+        record([name, attention, f"{b} x {c}", compile_s, seconds, b / seconds, flops / seconds / 1e12,
                 peer_flops / seconds / 1e12],
                scorer=name, attention=attention, examples=b, choices=c, inputs=args.inputs,
-               targets=args.targets, median_s=seconds, examples_per_s=b / seconds,
+               targets=args.targets, compile_s=compile_s, median_s=seconds, examples_per_s=b / seconds,
                tflops=flops / seconds / 1e12, peer_equivalent_tflops=peer_flops / seconds / 1e12)
     if args.breakdown:
       encode = jax.jit(lambda p, x: T5(config).apply({"params": p}, x, method=T5.encode))
       seconds = median_time(lambda: encode(params, inputs).block_until_ready(), reps=args.reps)
       flops = encoder_flops(config, b, args.inputs)
-      record(["encoder alone", attention, f"{b} x -", seconds, b / seconds, flops / seconds / 1e12, ""],
+      record(["encoder alone", attention, f"{b} x -", "", seconds, b / seconds, flops / seconds / 1e12, ""],
              scorer="encoder alone", attention=attention, examples=b, inputs=args.inputs,
              median_s=seconds, tflops=flops / seconds / 1e12)
   if args.breakdown:
     for m, k, n in [(b * args.inputs, base.emb_dim, base.mlp_dim), (b * args.inputs, base.emb_dim, base.emb_dim)]:
       tflops = matmul_ceiling(m, k, n, dtype, args.reps)
-      record([f"bare matmul {m}x{k}x{n}", "", "", "", "", tflops, ""], scorer="bare matmul", m=m, k=k, n=n,
+      record([f"bare matmul {m}x{k}x{n}", "", "", "", "", "", tflops, ""], scorer="bare matmul", m=m, k=k, n=n,
              tflops=tflops)
   print(markdown_table(HEADERS, rows))
   print(json.dumps(result))

@@ -68,9 +68,6 @@ def _dtype(name) -> Any:
   return _DTYPES[name]
 
 
-_init_random = jax.jit(init_params, static_argnums=0)  # One compilation per config and process.
-
-
 @dataclasses.dataclass
 class Backbone:
   """A frozen model: its config (dtype = compute dtype), parameters and fingerprint."""
@@ -97,7 +94,7 @@ def load_backbone(checkpoint: str | None = None, size: str | None = None, dtype:
     if size is None:
       raise ValueError("load_backbone: give a checkpoint path or a model size.")
     config = get_config(size, dtype=dtype, param_dtype=dtype)
-    params = _init_random(config, jax.random.PRNGKey(seed))
+    params = init_params(config, jax.random.PRNGKey(seed))
     fingerprint = hashlib.sha256(f"random-init {size} seed={seed}".encode()).hexdigest()[:16]
     return Backbone(config, params, fingerprint, {"random_init": size, "seed": seed,
                                                   "dtype": jnp.dtype(dtype).name})
