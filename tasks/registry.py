@@ -162,6 +162,26 @@ def register_all() -> dict[str, str]:
   return dict(STATUS)
 
 
+def prompted_tasks(names) -> list[prompted.PromptedTask]:
+  """The prompted tasks behind task or mixture names (no TensorFlow needed to iterate them).
+
+  Mixtures stand for their members, a `_score_eval` name for the task it scores; duplicates are
+  dropped and the order kept.
+  """
+  register_all()
+  found: dict[str, prompted.PromptedTask] = {}
+  for name in names:
+    for member in MIXTURES.get(name, [name]):
+      base = member.removesuffix(catalog.SCORE_EVAL_SUFFIX)
+      task = SOURCES.get(base) or TARGETS.get(base)
+      if task is None:
+        missing = {k: v for k, v in STATUS.items() if v != "registered"}
+        hint = f" Parts not registered: {missing}." if missing else ""
+        raise ValueError(f"no rospr task or mixture named {name!r} (`rospr tasks` lists them).{hint}")
+      found.setdefault(task.name, task)
+  return list(found.values())
+
+
 def get_task(name: str) -> seqio.Task:
   """seqio.get_mixture_or_task with an error that says what is registered and why parts may be missing."""
   try:

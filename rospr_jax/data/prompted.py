@@ -4,6 +4,8 @@ This is the one definition of every source and target; `rospr_tasks` wraps each 
 code that must not import TensorFlow (the evaluator, the library builder) iterates them directly.
 
     task.examples(split) -> PromptedExample(idx, inputs, targets, answer_choices [C], is_correct [C])
+    task.examples(split, positions={3, 17}) -> only the examples at those positions of the split
+    task.count(split) -> examples of the split on disk (before rendering), or None if unknown
 
 `idx` is the example's position in its split (before any drop), so it is the same on every host and
 unique within the split. Dropped examples (T0's empty-output rule) and failures (a missing field, a
@@ -17,7 +19,7 @@ import dataclasses
 import functools
 import logging
 import os
-from typing import Iterator, Sequence
+from typing import Container, Iterator, Sequence
 
 from rospr_jax.data import bigbench
 from rospr_jax.data import catalog
@@ -61,8 +63,17 @@ class PromptedTask(abc.ABC):
   has_choices: bool
 
   @abc.abstractmethod
-  def examples(self, split: str) -> Iterator[PromptedExample]:
-    """The rendered examples of `split`, in split order."""
+  def examples(self, split: str, positions: Container[int] | None = None) -> Iterator[PromptedExample]:
+    """The rendered examples of `split`, in split order.
+
+    Args:
+      positions: render only the examples at these 0-based positions of the split (before any
+        drop); the others are skipped without being rendered.
+    """
+
+  @abc.abstractmethod
+  def count(self, split: str) -> int | None:
+    """Examples of `split` on disk, before rendering (positions run from 0 to this); None if unknown."""
 
   def rank_rows(self, split: str | None = None) -> Iterator[rank_classification.ChoiceRow]:
     """Rank-classification rows of the evaluation split (one per choice)."""
@@ -90,16 +101,21 @@ class PromptsourceTask(PromptedTask):
   def __repr__(self) -> str:
     return f"PromptsourceTask({self.name!r})"
 
-  def examples(self, split: str) -> Iterator[PromptedExample]:
+  def examples(self, split: str, positions: Container[int] | None = None) -> Iterator[PromptedExample]:
     """Renders the split's records (raises DatasetNotFoundError at once if the split is absent)."""
     source = records.iter_records(self.spec.name, self.spec.subset, self.spec.source_split(split), self.data_root)
-    return self._render(source, split)
+    return self._render(source, split, positions)
 
-  def _render(self, source, split: str) -> Iterator[PromptedExample]:
+  def count(self, split: str) -> int | None:
+    found = records.count_split(self.spec.name, self.spec.subset, self.spec.source_split(split), self.data_root)
+    return None if found is None else found.examples
+
+  def _render(self, source, split: str, positions: Container[int] | None) -> Iterator[PromptedExample]:
     key = self.template.where
     failed_before = self.report.failed[key]
     warned = False
-    for i, out in templates_lib.render_all(self.template, source, self.report, seed=self.seed):
+    for i, out in templates_lib.render_all(self.template, source, self.report, seed=self.seed,
+                                           positions=positions):
       if not warned and self.report.failed[key] > failed_before:
         logger.warning("%s (%s): an example failed: %s", self.name, split, self.report.messages[key][0])
         warned = True
@@ -138,11 +154,18 @@ class BigBenchTask(PromptedTask):
     """Distinct examples as indexed by `rospr fetch` (malformed ones included)."""
     return self.store.info(self.task)["num_distinct_examples"]
 
-  def examples(self, split: str) -> Iterator[PromptedExample]:
+  def examples(self, split: str, positions: Container[int] | None = None) -> Iterator[PromptedExample]:
+    return (PromptedExample(i, ex.inputs, ex.target, ex.choices, ex.is_correct)
+            for i, ex in enumerate(self._split(split)) if positions is None or i in positions)
+
+  def count(self, split: str) -> int:
+    return len(self._split(split))
+
+  def _split(self, split: str) -> list[bigbench.BigBenchExample]:
+    """The well-formed examples of `split` ("all": every one, in the task's order)."""
     loaded = _load_bigbench(self.store, self.task)
     self.report = loaded[1]
-    chosen = bigbench.split_examples(list(enumerate(loaded[0])), split) if split != "all" else list(enumerate(loaded[0]))
-    return (PromptedExample(i, ex.inputs, ex.target, ex.choices, ex.is_correct) for i, ex in chosen)
+    return bigbench.split_examples(loaded[0], split)
 
 
 @functools.lru_cache(maxsize=8)
@@ -195,12 +218,4 @@ def bigbench_source_tasks(store: bigbench.BigBenchStore) -> list[BigBenchTask]:
 
 def split_counts(task: PromptedTask, splits: Sequence[str] | None = None) -> dict[str, int | None]:
   """Examples on disk per split (before rendering); None where a split is not on disk."""
-  out = {}
-  for split in splits or task.splits:
-    if isinstance(task, BigBenchTask):
-      n = task.num_examples()
-      out[split] = n if split == "all" else len(bigbench.split_examples(range(n), split))
-    else:
-      count = records.count_split(task.spec.name, task.spec.subset, task.spec.source_split(split), task.data_root)
-      out[split] = None if count is None else count.examples
-  return out
+  return {split: task.count(split) for split in splits or task.splits}

@@ -18,6 +18,7 @@ templates, which are written against the Hugging Face fields.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import json
@@ -142,6 +143,27 @@ class SplitCount:
   bad_lines: tuple[int, ...] = ()
 
 
+@functools.lru_cache(maxsize=256)
+def _count_jsonl(path: str, size: int, mtime_ns: int) -> tuple[int, tuple[int, ...]]:
+  """(good lines, bad line numbers) of a JSON-lines file; cached per file version (size, mtime), as
+  every template of a dataset counts the same file."""
+  del size, mtime_ns  # part of the cache key only
+  good, bad = 0, []
+  with open(path, encoding="utf-8") as f:
+    for line_no, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        ok = isinstance(json.loads(line), dict)
+      except json.JSONDecodeError:
+        ok = False
+      if ok:
+        good += 1
+      else:
+        bad.append(line_no)
+  return good, tuple(bad)
+
+
 def count_split(dataset: str, subset: str | None, split: str, root: os.PathLike | None = None) -> SplitCount | None:
   """Counts a local split without failing on bad lines; None when the split is not on disk."""
   try:
@@ -149,20 +171,9 @@ def count_split(dataset: str, subset: str | None, split: str, root: os.PathLike 
   except DatasetNotFoundError:
     return None
   if loc.kind == "jsonl":
-    good, bad = 0, []
-    with open(loc.path, encoding="utf-8") as f:
-      for line_no, line in enumerate(f, start=1):
-        if not line.strip():
-          continue
-        try:
-          ok = isinstance(json.loads(line), dict)
-        except json.JSONDecodeError:
-          ok = False
-        if ok:
-          good += 1
-        else:
-          bad.append(line_no)
-    return SplitCount(loc, good, tuple(bad))
+    stat = loc.path.stat()
+    good, bad = _count_jsonl(str(loc.path), stat.st_size, stat.st_mtime_ns)
+    return SplitCount(loc, good, bad)
   if loc.kind == "arrow":
     import pyarrow as pa  # pylint: disable=g-import-not-at-top
     rows = 0

@@ -30,7 +30,7 @@ import functools
 import os
 import pathlib
 import random
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Container, Iterable, Mapping, Sequence
 
 import jinja2
 from jinja2 import meta
@@ -266,14 +266,17 @@ class RenderReport:
 
 
 def render_all(template: Template, examples: Iterable[Mapping[str, Any]], report: RenderReport,
-               seed: int = 0) -> Iterable[tuple[int, Rendered]]:
+               seed: int = 0, positions: Container[int] | None = None) -> Iterable[tuple[int, Rendered]]:
   """Renders examples in order, yielding (example index, rendered); drops and failures go to `report`.
 
   The `choice` filter of example i draws from `random.Random(f"{seed}:{template.id}:{i}")`, so the
-  output does not depend on sharding or on which examples came before.
+  output does not depend on sharding or on which examples came before. With `positions`, only the
+  examples at those indices are rendered (the others are skipped unrendered and uncounted).
   """
   key = template.where
   for i, example in enumerate(examples):
+    if positions is not None and i not in positions:
+      continue
     rng = random.Random(f"{seed}:{template.id}:{i}")
     try:
       out = render(template, example, rng=rng, where=f" example {i}")

@@ -131,7 +131,8 @@ machine with network access) and the P3 source datasets in `$ROSPR_DATA_DIR`:
 rospr train-prompts --gin_file=models/t0_3b.gin --gin_file=prompt_tuning/train_seqio.gin \\
   --gin.BACKBONE_CHECKPOINT="'/ckpt/T0_3B'" --gin.MODEL_DIR="'/runs/prompts'" \\
   --gin.SOURCES="['rospr_t0_train']" --gin.EXAMPLES_PER_SOURCE=5000
-rospr build-library --help    # the P3 sources' instances, the retriever checkpoint, /runs/prompts exports
+rospr build-library --out /runs/library --prompts /runs/prompts/export --tasks rospr_t0_train \\
+  --n 100 --retriever /ckpt/retriever --vocab /ckpt/T0_3B/spiece.model
 rospr evaluate --gin_file=eval/paper.gin --gin.CHECKPOINT="'/ckpt/T0_3B'" \\
   --gin.LIBRARY_DIR="'/runs/library'" --gin.RETRIEVER_CHECKPOINT="'/ckpt/retriever'" \\
   --gin.OUTPUT_DIR="'/runs/eval'" --gin.DATA_DIR="'/data/p3'"

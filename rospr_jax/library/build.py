@@ -3,6 +3,7 @@
     rospr build-library --out LIB --prompts PROMPTS.npy --vocab spiece.model --retriever CKPT \
         --source "rte:GPT-3 style=rte_gpt3.jsonl" --source "copa:best_option=copa_best.jsonl" ...
     rospr build-library --out LIB --prompts EXPORT_DIR --instances all.jsonl --vocab ... --retriever ...
+    rospr build-library --out LIB --prompts EXPORT_DIR --tasks rospr_t0_train --vocab ... --retriever ...
 
 Sources are (name, texts, prompt row) triples. Row s of the prompt table is the prompt of the s-th
 source: with a `.npy` table the sources are taken in the order of the --source flags (or of
@@ -149,10 +150,11 @@ def embedder_from_args(args) -> tuple[embed_lib.Embedder, Callable[[str], list[i
 
 def _read_sources(args) -> tuple[list[sources_lib.SourceTexts], np.ndarray]:
   """Sources in prompt-row order and the prompt table [S, P, H]."""
-  if bool(args.source) == bool(args.instances):
-    raise ValueError("Give the instances either as --source NAME=FILE flags or as one --instances "
-                     "file.")
+  if sum(map(bool, (args.source, args.instances, args.tasks))) != 1:
+    raise ValueError("Give the instances as --source NAME=FILE flags, as one --instances file, or as "
+                     "--tasks (prompted task or mixture names).")
   texts: dict[str, list[str]] = {}
+  tasks = {}
   if args.source:
     for flag in args.source:
       name, sep, path = flag.rpartition("=")
@@ -161,9 +163,13 @@ def _read_sources(args) -> tuple[list[sources_lib.SourceTexts], np.ndarray]:
       if name in texts:
         raise ValueError(f"--source {name!r} is given twice.")
       texts[name] = sources_lib.read_source_file(path, name)
-  else:
+  elif args.instances:
     texts = sources_lib.read_instances(args.instances)
+  else:
+    from rospr_tasks import registry  # pylint: disable=g-import-not-at-top
+    tasks = {task.name: task for task in registry.prompted_tasks(args.tasks)}
 
+  available = list(texts or tasks)
   prompt_files: dict[str, tuple[str, str | None]] = {}
   if os.path.isdir(args.prompts):
     from rospr_jax.prompt import export  # pylint: disable=g-import-not-at-top
@@ -179,20 +185,24 @@ def _read_sources(args) -> tuple[list[sources_lib.SourceTexts], np.ndarray]:
     if args.source_names:
       with open(args.source_names, encoding="utf-8") as f:
         names = [line.strip() for line in f if line.strip()]
-    elif args.source:
-      names = list(texts)
+    elif not args.instances:
+      names = available
     else:
       raise ValueError("With --instances and a .npy prompt table, --source-names must give the "
                        "sources in the order of the table's rows.")
     if table.ndim != 3 or table.shape[0] != len(names):
       raise ValueError(f"{args.prompts} has shape {list(table.shape)}; expected [S, P, H] with "
                        f"S = {len(names)} sources.")
-  without_texts = [name for name in names if name not in texts]
-  without_prompt = [name for name in texts if name not in names]
+  without_texts = [name for name in names if name not in available]
+  without_prompt = [name for name in available if name not in names]
   if without_texts or without_prompt:
     raise ValueError(f"Sources and prompts differ: without instances {without_texts[:10]} "
                      f"({len(without_texts)}); without a prompt {without_prompt[:10]} "
                      f"({len(without_prompt)}).")
+  for number, name in enumerate(names if tasks else [], start=1):
+    texts[name] = sources_lib.draw_task_texts(tasks[name], args.split, args.n, args.seed)
+    logging.info("Drew %d instances of %s (%s split), source %d of %d.", len(texts[name]), name,
+                 args.split, number, len(names))
   sources = [sources_lib.SourceTexts(name, texts[name], *prompt_files.get(name, (args.prompts, None)))
              for name in names]
   return sources, table
@@ -206,6 +216,10 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--source", action="append", metavar="NAME=FILE",
                       help="A source and its JSONL instances; repeat (prompt rows in this order).")
   parser.add_argument("--instances", help="One JSONL of {\"source\", \"text\"} lines for all sources.")
+  parser.add_argument("--tasks", nargs="+", metavar="NAME",
+                      help="Prompted tasks or mixtures of rospr_tasks (e.g. rospr_t0_train): each "
+                           "task is a source; its examples are read from $ROSPR_DATA_DIR.")
+  parser.add_argument("--split", default="train", help="The split --tasks draw from.")
   parser.add_argument("--source-names", help="Source names in prompt-row order, one per line.")
   parser.add_argument("--n", type=int, default=DEFAULT_N, help="Instances per source.")
   parser.add_argument("--seed", type=int, default=0, help="Seed of the instance draw.")

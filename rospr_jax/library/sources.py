@@ -7,7 +7,9 @@ Two JSONL layouts are read (one JSON value per line, blank lines skipped):
 - one file for all sources: each line an object {"source": name, "text": rendered text}.
 
 Targets' query files use objects {"text": ..., "choices": [...]} (choices are needed by VAR only).
-The SeqIO task layer produces the same (name, texts) pairs directly.
+A prompted task (`rospr_jax.data.prompted`, the layer under the SeqIO tasks) gives its texts directly:
+`draw_task_texts` renders only the drawn examples, so a library of the 313 P3 sources does not
+render the millions of examples of their training splits.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import zlib
 from typing import Iterator, Sequence
 
 import numpy as np
+
+from rospr_jax.data import prompted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,3 +123,35 @@ def sample_texts(source: SourceTexts, n: int, seed: int) -> list[str]:
   rng = np.random.default_rng(source_seed(seed, source.name))
   picked = np.sort(rng.choice(len(source.texts), size=n, replace=False))
   return [source.texts[i] for i in picked]
+
+
+def draw_task_texts(task: prompted.PromptedTask, split: str, n: int, seed: int) -> list[str]:
+  """The inputs of n examples of a prompted task's split, drawn without rendering the whole split.
+
+  The draw is a permutation of the split's positions seeded by `source_seed(seed, task.name)`; the
+  result is the first n positions of it whose example renders to a non-blank input (examples that
+  the template drops or fails on are passed over), in permutation order. Each round renders only
+  the positions it needs, in one pass over the split. A split whose size is unknown (a hub dataset)
+  is rendered whole and drawn with `sample_texts`.
+
+  Returns:
+    min(n, non-blank examples) texts.
+  """
+  if n < 1:
+    raise ValueError(f"n (instances per source) must be >= 1; got {n}.")
+  count = task.count(split)
+  if count is None:  # not on disk: read it whole (this also raises when the split is nowhere)
+    texts = [ex.inputs for ex in task.examples(split) if ex.inputs.strip()]
+    return sample_texts(SourceTexts(task.name, texts), n, seed)
+  order = np.random.default_rng(source_seed(seed, task.name)).permutation(count)
+  rank = {int(position): r for r, position in enumerate(order)}
+  found: dict[int, str] = {}  # permutation rank -> text
+  start = 0
+  while len(found) < n and start < count:
+    wanted = 2 * (n - len(found)) if start else n  # later rounds overshoot: drops come in runs
+    chunk = {int(p) for p in order[start:start + wanted]}
+    for example in task.examples(split, positions=chunk):  # idx: the example's position in the split
+      if example.inputs.strip():
+        found[rank[example.idx]] = example.inputs
+    start += wanted
+  return [found[r] for r in sorted(found)[:n]]

@@ -124,8 +124,12 @@ def test_bigbench_rank_rows(bigbench_folder):
   assert len(rows) == sum(len(e["target_scores"]) for e in store.parts("novel_concepts")[0][1]["examples"])
   assert [r.idx for r in rows[:len(first.answer_choices)]] == [(0, c) for c in range(len(first.answer_choices))]
   assert sum(r.is_correct for r in rows) >= 32
-  validation = [e.idx for e in task.examples("validation")]
-  train = [e.idx for e in task.examples("train")]
-  assert len(validation) == 16 and not set(validation) & set(train) and len(train) + 16 == 32
+  validation = list(task.examples("validation"))
+  train = list(task.examples("train"))
+  assert [e.idx for e in validation] == list(range(16)) and [e.idx for e in train] == list(range(16))
+  assert not {e.inputs for e in validation} & {e.inputs for e in train}  # a cut of "all" into two
+  assert {e.inputs for e in validation + train} == {e.inputs for e in task.examples("all")}
+  picked = list(task.examples("train", positions={3, 11}))
+  assert [(e.idx, e.inputs) for e in picked] == [(3, train[3].inputs), (11, train[11].inputs)]
   counts = prompted.split_counts(task)
   assert counts == {"all": 32, "train": 16, "validation": 16}

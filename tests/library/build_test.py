@@ -95,7 +95,8 @@ def test_source_files(tmp_path):
 
 
 def _args(tmp_path, **overrides):
-  values = dict(source=None, instances=None, source_names=None, prompts=str(tmp_path / "p.npy"))
+  values = dict(source=None, instances=None, tasks=None, source_names=None,
+                prompts=str(tmp_path / "p.npy"), split="train", n=100, seed=0)
   values.update(overrides)
   return argparse.Namespace(**values)
 
@@ -118,7 +119,7 @@ def test_read_sources_orders_and_checks(tmp_path):
     build._read_sources(_args(tmp_path, source=[f"x={tmp_path}/x.jsonl"]))
   with pytest.raises(ValueError, match="--source 'x': expected NAME=FILE"):
     build._read_sources(_args(tmp_path, source=["x"]))
-  with pytest.raises(ValueError, match="either as --source NAME=FILE flags or as one --instances"):
+  with pytest.raises(ValueError, match="as --source NAME=FILE flags, as one --instances file, or as"):
     build._read_sources(_args(tmp_path))
 
 
@@ -144,3 +145,57 @@ def test_build_command_reports_errors(tmp_path, capsys):
                    "--vocab", "v.model", "--random-retriever", "tiny"])
   assert code == 2
   assert "Input file not found" in capsys.readouterr().err
+
+
+def _copa_effect_task(tmp_path, count: int):
+  """COPA's "What could happen next, C1 or C2?" template over `count` records in tmp_path: the
+  template renders nothing for the records that ask for a cause (every even one), so half drop."""
+  from rospr_jax.data import archives, catalog, prompted, templates
+  spec = catalog.HELD_OUT_DATASETS[5]
+  template = templates.load_dataset_templates(archives.promptsource_templates_dir(), "super_glue",
+                                              "copa")["…What could happen next, C1 or C2?"]
+  folder = tmp_path / "super_glue" / "copa"
+  folder.mkdir(parents=True)
+  rows = [{"premise": f"Premise number {i}.", "choice1": f"First {i}.", "choice2": f"Second {i}.",
+           "question": "effect" if i % 2 else "cause", "label": i % 2, "idx": i} for i in range(count)]
+  (folder / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return prompted.PromptsourceTask(spec, template, data_root=tmp_path), template
+
+
+def test_draw_task_texts_renders_only_the_seeded_draw(tmp_path):
+  task, template = _copa_effect_task(tmp_path, 40)
+  rendered = {ex.idx: ex.inputs for ex in task.examples("validation")}
+  assert sorted(rendered) == list(range(1, 40, 2))  # the 20 "effect" records
+  rendered_before = task.report.rendered[template.where] + task.report.dropped[template.where]
+  drawn = sources.draw_task_texts(task, "validation", 10, seed=0)
+  # Independently: the first 10 positions of the seeded permutation whose example renders.
+  order = np.random.default_rng(sources.source_seed(0, task.name)).permutation(40)
+  assert drawn == [rendered[int(i)] for i in order if int(i) in rendered][:10]
+  work = task.report.rendered[template.where] + task.report.dropped[template.where] - rendered_before
+  assert work < 40  # only drawn positions were rendered, not the whole split
+  assert drawn == sources.draw_task_texts(task, "validation", 10, seed=0)
+  assert drawn != sources.draw_task_texts(task, "validation", 10, seed=1)
+  everything = sources.draw_task_texts(task, "validation", 100, seed=0)  # more than there are
+  assert everything == [rendered[int(i)] for i in order if int(i) in rendered]
+  with pytest.raises(ValueError, match="must be >= 1"):
+    sources.draw_task_texts(task, "validation", 0, seed=0)
+
+
+def test_build_command_draws_from_prompted_tasks(tmp_path, monkeypatch):
+  from rospr_jax import cli
+  from rospr_jax.data import catalog, vocabulary
+  task, _ = _copa_effect_task(tmp_path / "data", 30)
+  monkeypatch.setenv("ROSPR_DATA_DIR", str(tmp_path / "data"))
+  np.save(tmp_path / "p.npy", np.ones((1, 2, 64), np.float32))
+  args = ["build-library", "--out", str(tmp_path / "lib"), "--prompts", str(tmp_path / "p.npy"),
+          "--split", "validation", "--n", "6", "--seed", "2", "--index", "exact",
+          "--vocab", vocabulary.offline_vocabulary_path(), "--random-retriever", "tiny"]
+  # A _score_eval name stands for its task.
+  assert cli.main(args + ["--tasks", task.name + catalog.SCORE_EVAL_SUFFIX]) == 0
+  lib = store.Library.open(str(tmp_path / "lib"))
+  assert lib.source_names == [task.name]
+  assert [t for _, t in lib.texts()] == sources.draw_task_texts(task, "validation", 6, seed=2)
+  with pytest.raises(ValueError, match="no rospr task or mixture named 'no_such_task'"):
+    build._read_sources(build.argparse.Namespace(
+        source=None, instances=None, tasks=["no_such_task"], source_names=None,
+        prompts=str(tmp_path / "p.npy"), split="validation", n=6, seed=2))
