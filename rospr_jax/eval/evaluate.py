@@ -266,7 +266,7 @@ def run(*, checkpoint: str, output_dir: str, targets: Sequence[str], methods: Se
     from rospr_jax.library import embed, store
     if not library_dir or not retriever_checkpoint:
       raise ValueError("Methods other than T0 need LIBRARY_DIR and RETRIEVER_CHECKPOINT.")
-    evaluator.embedder = embed.load_embedder(retriever_checkpoint)
+    evaluator.embedder = embed.load_embedder(retriever_checkpoint, mesh=embed.local_data_mesh())
     evaluator.library = store.Library.open(library_dir, retriever=evaluator.embedder.fingerprint,
                                            dim=evaluator.embedder.dim)
   task_list = resolve_target_tasks(targets, data_dir)

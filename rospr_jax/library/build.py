@@ -141,7 +141,8 @@ def embedder_from_args(args) -> tuple[embed_lib.Embedder, Callable[[str], list[i
                                      seed=args.retriever_seed,
                                      min_vocab_size=tokenizer.vocab_size, dtype=args.dtype,
                                      max_length=args.max_length,
-                                     tokens_per_batch=args.tokens_per_batch)
+                                     tokens_per_batch=args.tokens_per_batch,
+                                     mesh=embed_lib.local_data_mesh())
   if tokenizer.vocab_size > embedder.config.vocab_size:
     raise ValueError(f"The vocabulary {args.vocab} has {tokenizer.vocab_size} pieces; the retriever "
                      f"has {embedder.config.vocab_size} embeddings.")

@@ -4,7 +4,8 @@ Texts arrive as token ids (inputs are tokenized without EOS, as T0 does). They a
 grouped into a few padded lengths (powers of two up to `max_length`) and run in jitted batches of a
 fixed number of rows per bucket (about `tokens_per_batch` tokens), so a library of any size compiles
 once per bucket. Padding never changes an embedding: the encoder masks padded keys and the mean skips
-padded positions.
+padded positions. With a mesh, each batch is split over the mesh's `data` axis (parameters
+replicated), so all local accelerators embed at once; the embeddings are those of one device.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from rospr_jax.model import T5, T5Config
+from rospr_jax.model import T5, T5Config, partitioning
 
 # The parameters an embedding depends on: the token embedding and the encoder stack.
 _ENCODER_PREFIXES = ("token_embedder", "encoder")
@@ -83,21 +84,27 @@ class Embedder:
   """Embeds token sequences with a T5 encoder (the retriever)."""
 
   def __init__(self, config: T5Config, params, *, max_length: int = 512,
-               tokens_per_batch: int = 65_536, min_bucket: int = 16):
+               tokens_per_batch: int = 65_536, min_bucket: int = 16,
+               mesh: jax.sharding.Mesh | None = None):
     """Args:
       config: the retriever's model config.
       params: its parameters (only token_embedder and encoder are used).
       max_length: inputs longer than this are truncated (and counted in `truncated`).
-      tokens_per_batch: rows per batch = max(1, tokens_per_batch // bucket length).
+      tokens_per_batch: rows per batch = max(1, tokens_per_batch // bucket length), rounded up to a
+        multiple of the mesh's `data` axis.
       min_bucket: the smallest padded length.
+      mesh: a `data` x `model` mesh of this host's devices to split batches over (None: one device).
     """
     self.config = config
     self.params = {k: v for k, v in nn.unbox(params).items() if k in _ENCODER_PREFIXES}
+    self.mesh = mesh
     self.buckets = bucket_lengths(max_length, min(min_bucket, max_length))
     self.max_length = max_length
     self.tokens_per_batch = tokens_per_batch
     self.fingerprint = retriever_fingerprint(config, self.params)
     self.truncated = 0  # inputs cut to max_length so far
+    if mesh is not None:
+      self.params = jax.device_put(self.params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
   @property
   def dim(self) -> int:
@@ -110,7 +117,9 @@ class Embedder:
             "max_length": self.max_length, "pooling": "mean over non-pad encoder states"}
 
   def rows_per_batch(self, bucket: int) -> int:
-    return max(1, self.tokens_per_batch // bucket)
+    rows = max(1, self.tokens_per_batch // bucket)
+    data = 1 if self.mesh is None else self.mesh.shape["data"]
+    return -(-rows // data) * data
 
   def embed(self, sequences: Sequence[Sequence[int]], normalize: bool = True) -> np.ndarray:
     """Embeds token sequences.
@@ -143,7 +152,9 @@ class Embedder:
             raise ValueError(f"Sequence {int(i)} holds token id {bad}; ids must be in [1, "
                              f"{self.config.vocab_size}) (0 is padding).")
           tokens[r, :len(seq)] = seq
-        means = mean_encoder_states(self.params, jnp.asarray(tokens), config=self.config)
+        batch = (jnp.asarray(tokens) if self.mesh is None
+                 else jax.device_put(tokens, partitioning.batch_sharding(self.mesh)))
+        means = mean_encoder_states(self.params, batch, config=self.config)
         out[chunk] = np.asarray(means)[:len(chunk)]
     if normalize and len(out):
       out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
@@ -172,7 +183,7 @@ def load_embedder(checkpoint: str | None = None, *, random_size: str | None = No
 
   Random weights (`random_size`, e.g. "tiny") serve the offline demo and tests; only the encoder is
   initialized, with at least `min_vocab_size` embeddings (the vocabulary's size). `kwargs` go to
-  `Embedder` (max_length, tokens_per_batch, min_bucket).
+  `Embedder` (max_length, tokens_per_batch, min_bucket, mesh).
   """
   if (checkpoint is None) == (random_size is None):
     raise ValueError("Give exactly one of a retriever checkpoint and a random retriever size.")
@@ -188,3 +199,9 @@ def load_embedder(checkpoint: str | None = None, *, random_size: str | None = No
     init = jax.jit(lambda rng: T5(config).init(rng, tokens, method=T5.encode)["params"])
     params = nn.unbox(init(jax.random.PRNGKey(seed)))
   return Embedder(config.replace(dtype=compute_dtype), params, **kwargs)
+
+
+def local_data_mesh() -> jax.sharding.Mesh | None:
+  """A data-parallel mesh over this host's devices when it has several, else None."""
+  devices = jax.local_devices()
+  return partitioning.make_mesh(1, devices) if len(devices) > 1 else None

