@@ -1,39 +1,58 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (about 9 minutes; run it with timeout_s 590): the Hugging Face peer and this project at the
-# T0_3B shape, on the same card, in the same job; then the correctness checks on the card.
+# One call on a lent GPU machine (run it with timeout_s 590): the Hugging Face peer and this project at
+# the T0_3B shape, on the same card, in the same job; the correctness checks on the card; then, in
+# whatever time is left, the variants (einsum attention, a scoring breakdown, fused attention without
+# dropout for prompt tuning). Every section has its own time limit inside BUDGET seconds, so a slow
+# section costs only itself; each writes its JSON under $OUT as soon as it has a row.
 # Its image has jax, flax, optax, orbax, torch and transformers (no tensorflow, seqio, scann, gin):
 # everything below imports only the compute core.
 # Usage (from the repository root): bash bench/gpu.sh   -> log.txt and JSON files in $OUT (default bench/out)
+# Dry run of the plumbing on a CPU (tests/bench/gpu_script_test.py does this):
+#   OUT=/tmp/o SIZE=tiny DTYPE=float32 JAX_PLATFORMS=cpu SCORING_ATTENTION="xla einsum" \
+#   MORE_SCORING_ATTENTION=einsum PROMPT_SHAPES=4x64x8 MORE_PROMPT_VARIANT=xla:0 bash bench/gpu.sh
 set -uo pipefail
 OUT=${OUT:-bench/out}
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
-# Dry run of the plumbing on a CPU (tests/bench/gpu_script_test.py does this): SIZE=tiny DTYPE=float32
-#   JAX_PLATFORMS=cpu SCORING_ATTENTION="xla einsum" PROMPT_VARIANTS="einsum:0.1 xla:0" bash bench/gpu.sh
 SIZE=${SIZE:-xl}
+BUDGET=${BUDGET:-560}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
 export TF_CPP_MIN_LOG_LEVEL=2 JAX_COMPILATION_CACHE_DIR=/tmp/rospr_jax_cache
-section() { echo; echo "== $* ($(date +%T))"; } 
+section() { echo; echo "== $* ($(date +%T), ${SECONDS}s of ${BUDGET}s used)"; }
+limit() {  # limit CAP: a section's timeout, at most CAP and what is left of the budget
+  local left=$(( BUDGET - SECONDS )); echo $(( left < $1 ? (left > 1 ? left : 1) : $1 ))
+}
 {
 section "card and software"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || echo "no nvidia-smi"
 python -c "import jax, flax, optax, torch, transformers; print('jax', jax.__version__, jax.devices(), '| flax', flax.__version__, '| optax', optax.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
 
 section "1. the peer: Hugging Face PyTorch T5, T0_3B shape, bfloat16 (prompt-tuning steps, scoring, matmul ceiling)"
-timeout 150 python bench/anchor_hf_t5.py --size $SIZE --out "$OUT" | python -c "import json,sys; r=json.load(sys.stdin); print({k: v for k, v in r.items() if k != 'results'}); [print(x) for x in r['results']]" || echo "peer failed or timed out"
+timeout $(limit 150) python bench/anchor_hf_t5.py --size $SIZE --out "$OUT" | python -c "import json,sys; r=json.load(sys.stdin); print({k: v for k, v in r.items() if k != 'results'}); [print(x) for x in r['results']]" || echo "peer failed or timed out"
 
-section "2. ours: encode-once scoring (cuDNN fused attention, then plain einsum attention), breakdown"
-timeout 200 python bench/scoring.py --size $SIZE --dtype ${DTYPE:-bfloat16} --skip-naive --attention ${SCORING_ATTENTION:-cudnn einsum} \
-    --choices 3 2 --breakdown --json "$OUT/scoring.json" | grep -v '^{' || echo "scoring failed or timed out"
+section "2. ours: encode-once scoring, 64 examples x 3 and x 2 choices"
+timeout $(limit 170) python bench/scoring.py --size $SIZE --dtype ${DTYPE:-bfloat16} --skip-naive \
+    --attention ${SCORING_ATTENTION:-cudnn} --choices 3 2 --json "$OUT/scoring.json" | grep -v '^{' \
+    || echo "scoring failed or timed out"
 
-section "3. ours: prompt-tuning step, 1 prompt and 32 joint (dropout 0.1 as the peer; fused attention without dropout)"
-timeout 300 python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
-    --variants ${PROMPT_VARIANTS:-einsum:0.1 cudnn:0} --json "$OUT/prompt_tuning.json" || echo "prompt tuning failed or timed out"
+section "3. ours: prompt-tuning step, 1 prompt and 32 joint (dropout 0.1 as the peer)"
+timeout $(limit 240) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
+    --variants einsum:0.1 --json "$OUT/prompt_tuning.json" || echo "prompt tuning failed or timed out"
 
 section "4. correctness on the card (model and scorer tests, float32 at full matmul precision)"
 if [ -z "${SKIP_CARD_TESTS:-}" ]; then
-  JAX_DEFAULT_MATMUL_PRECISION=highest timeout 100 python -m pytest -q -x -p no:cacheprovider -k "not sharded" \
-      tests/model/t5_test.py tests/eval/scoring_test.py 2>&1 | tail -5
+  JAX_DEFAULT_MATMUL_PRECISION=highest timeout $(limit 100) python -m pytest -q -x -p no:cacheprovider \
+      -k "not sharded" tests/model/t5_test.py tests/eval/scoring_test.py 2>&1 | tail -5
 fi
+
+section "5. if time is left: scoring with ${MORE_SCORING_ATTENTION:-einsum} attention, encoder alone, bare matmuls"
+timeout $(limit 150) python bench/scoring.py --size $SIZE --dtype ${DTYPE:-bfloat16} --skip-naive \
+    --attention ${MORE_SCORING_ATTENTION:-einsum} --choices 3 --breakdown --json "$OUT/scoring_more.json" \
+    | grep -v '^{' || echo "extra scoring failed or timed out"
+
+section "6. if time is left: prompt-tuning step with ${MORE_PROMPT_VARIANT:-cudnn:0} (attention:dropout)"
+timeout $(limit 150) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
+    --variants ${MORE_PROMPT_VARIANT:-cudnn:0} --joint 1 --json "$OUT/prompt_more.json" \
+    || echo "extra prompt tuning failed or timed out"
 section "done"
 } 2>&1 | tee "$LOG"

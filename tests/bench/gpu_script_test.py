@@ -18,8 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_gpu_script_dry_run_on_cpu(tmp_path):
   env = dict(os.environ, OUT=str(tmp_path), SIZE="tiny", DTYPE="float32", JAX_PLATFORMS="cpu",
-             SCORING_ATTENTION="xla einsum", PROMPT_SHAPES="4x64x8", PROMPT_VARIANTS="einsum:0.1 xla:0",
-             SKIP_CARD_TESTS="1", PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+             SCORING_ATTENTION="xla einsum", MORE_SCORING_ATTENTION="einsum", PROMPT_SHAPES="4x64x8",
+             MORE_PROMPT_VARIANT="xla:0", SKIP_CARD_TESTS="1", PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
   env.pop("XLA_FLAGS", None)  # one CPU device, as on the card
   done = subprocess.run(["bash", "bench/gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=600)
@@ -29,11 +29,15 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
   peer = json.loads((tmp_path / "anchor_hf_tiny.json").read_text())
   assert {r["kind"] for r in peer["results"]} == {"prompt_tune_step", "rank_classification"}
   scoring = json.loads((tmp_path / "scoring.json").read_text())
-  assert [(r["scorer"], r.get("attention"), r.get("choices")) for r in scoring["results"]][:3] == [
-      ("encode-once", "xla", 3), ("encode-once", "xla", 2), ("encoder alone", "xla", None)]
-  assert all(r["median_s"] > 0 for r in scoring["results"] if "median_s" in r)
+  assert [(r["scorer"], r["attention"], r["choices"]) for r in scoring["results"]] == [
+      ("encode-once", "xla", 3), ("encode-once", "xla", 2), ("encode-once", "einsum", 3)]
+  assert all(r["median_s"] > 0 and r["examples_per_s"] > 0 for r in scoring["results"])
+  more = json.loads((tmp_path / "scoring_more.json").read_text())
+  assert [r["scorer"] for r in more["results"]] == ["encode-once", "encoder alone", "bare matmul", "bare matmul"]
   agreement = re.search(r"einsum vs xla \(3 choices\): max \|score diff\| / max \|score\| = (\S+),", log)
   assert agreement and float(agreement.group(1)) < 1e-4
   tuning = json.loads((tmp_path / "prompt_tuning.json").read_text())
-  assert [(r["attention"], r["S"]) for r in tuning["rows"]] == [("einsum", 1), ("einsum", 32), ("xla", 1)]
+  assert [(r["attention"], r["dropout"], r["S"]) for r in tuning["rows"]] == [("einsum", 0.1, 1), ("einsum", 0.1, 32)]
+  more = json.loads((tmp_path / "prompt_more.json").read_text())
+  assert [(r["attention"], r["dropout"], r["S"]) for r in more["rows"]] == [("xla", 0.0, 1)]
   assert "== done" in log
