@@ -73,7 +73,7 @@ class PromptedTask(abc.ABC):
 
   @abc.abstractmethod
   def count(self, split: str) -> int | None:
-    """Examples of `split` on disk, before rendering (positions run from 0 to this); None if unknown."""
+    """Examples of `split` on disk, before rendering (every position is below it); None if unknown."""
 
   def rank_rows(self, split: str | None = None) -> Iterator[rank_classification.ChoiceRow]:
     """Rank-classification rows of the evaluation split (one per choice)."""
@@ -159,7 +159,10 @@ class BigBenchTask(PromptedTask):
             for i, ex in enumerate(self._split(split)) if positions is None or i in positions)
 
   def count(self, split: str) -> int:
-    return len(self._split(split))
+    """From `rospr fetch`'s index, without loading the task: malformed examples are counted, so this
+    bounds the positions from above (positions past the well-formed examples yield nothing)."""
+    n = self.num_examples()
+    return n if split == "all" else len(bigbench.split_examples(range(n), split))
 
   def _split(self, split: str) -> list[bigbench.BigBenchExample]:
     """The well-formed examples of `split` ("all": every one, in the task's order)."""

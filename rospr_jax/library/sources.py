@@ -144,7 +144,8 @@ def draw_task_texts(task: prompted.PromptedTask, split: str, n: int, seed: int) 
     texts = [ex.inputs for ex in task.examples(split) if ex.inputs.strip()]
     return sample_texts(SourceTexts(task.name, texts), n, seed)
   order = np.random.default_rng(source_seed(seed, task.name)).permutation(count)
-  rank = {int(position): r for r, position in enumerate(order)}
+  rank = np.empty(count, np.int64)  # position -> its place in the permutation
+  rank[order] = np.arange(count)
   found: dict[int, str] = {}  # permutation rank -> text
   start = 0
   while len(found) < n and start < count:
@@ -152,6 +153,6 @@ def draw_task_texts(task: prompted.PromptedTask, split: str, n: int, seed: int) 
     chunk = {int(p) for p in order[start:start + wanted]}
     for example in task.examples(split, positions=chunk):  # idx: the example's position in the split
       if example.inputs.strip():
-        found[rank[example.idx]] = example.inputs
+        found[int(rank[example.idx])] = example.inputs
     start += wanted
   return [found[r] for r in sorted(found)[:n]]
