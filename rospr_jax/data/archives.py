@@ -25,6 +25,7 @@ here runs at import time; readers raise FileNotFoundError naming `rospr fetch` w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -38,7 +39,7 @@ import time
 import urllib.parse
 import urllib.request
 import zipfile
-from typing import Callable
+from typing import Callable, Iterator
 
 FETCH_HINT = "run `rospr fetch` (or set ROSPR_CACHE to a cache that `rospr fetch` filled)"
 
@@ -105,6 +106,21 @@ def write_json_atomic(path: pathlib.Path, payload: dict) -> None:
     json.dump(payload, f, indent=1, sort_keys=True)
   os.chmod(tmp, 0o644)
   os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _staged_dir(final: pathlib.Path, manifest: dict) -> Iterator[pathlib.Path]:
+  """A temporary folder beside `final`; when the block ends without error, `manifest` is written into
+  it as manifest.json and it replaces `final` (`_replace_dir`). On error it is removed."""
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+  try:
+    yield tmp
+    with open(tmp / "manifest.json", "w") as f:
+      json.dump(manifest, f, indent=1)
+    _replace_dir(tmp, final)
+  finally:
+    if tmp.exists():
+      shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _replace_dir(tmp: pathlib.Path, final: pathlib.Path) -> None:
@@ -193,9 +209,9 @@ def extract_promptsource(archive: pathlib.Path, cache: pathlib.Path | None = Non
   cache = cache or cache_dir()
   final = cache / PROMPTSOURCE.root
   prefix = f"{PROMPTSOURCE.root}/promptsource/"
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{PROMPTSOURCE.root}.", dir=cache))
-  count = 0
-  try:
+  manifest = {"archive": PROMPTSOURCE.filename, "sha256": PROMPTSOURCE.sha256}
+  with _staged_dir(final, manifest) as tmp:
+    count = 0
     with tarfile.open(archive, "r:gz") as tar:
       for member in tar.getmembers():
         if not member.isfile() or not member.name.startswith(prefix):
@@ -212,13 +228,7 @@ def extract_promptsource(archive: pathlib.Path, cache: pathlib.Path | None = Non
         count += rel.endswith(".yaml")
     if count == 0:
       raise ValueError(f"{archive} holds no promptsource/templates/**/templates.yaml")
-    with open(tmp / "manifest.json", "w") as f:
-      json.dump({"archive": PROMPTSOURCE.filename, "sha256": PROMPTSOURCE.sha256,
-                 "templates_yaml_files": count}, f, indent=1)
-    _replace_dir(tmp, final)
-  finally:
-    if tmp.exists():
-      shutil.rmtree(tmp, ignore_errors=True)
+    manifest["templates_yaml_files"] = count
   return final
 
 
@@ -298,8 +308,7 @@ def build_bigbench_store(archive: pathlib.Path, cache: pathlib.Path | None = Non
         "num_distinct_examples": sum(distinct),
     }
 
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{BIGBENCH.root}.", dir=cache))
-  try:
+  with _staged_dir(final, {"archive": BIGBENCH.filename, "sha256": BIGBENCH.sha256}) as tmp:
     with zipfile.ZipFile(tmp / "tasks.zip", "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
       for name, info in tasks.items():
         if not info["multiple_choice"]:
@@ -311,12 +320,6 @@ def build_bigbench_store(archive: pathlib.Path, cache: pathlib.Path | None = Non
       (tmp / "json_task.py").write_bytes(reference)
     with open(tmp / "index.json", "w") as f:
       json.dump({"archive": BIGBENCH.filename, "sha256": BIGBENCH.sha256, "tasks": tasks}, f, indent=1)
-    with open(tmp / "manifest.json", "w") as f:
-      json.dump({"archive": BIGBENCH.filename, "sha256": BIGBENCH.sha256}, f, indent=1)
-    _replace_dir(tmp, final)
-  finally:
-    if tmp.exists():
-      shutil.rmtree(tmp, ignore_errors=True)
   return final
 
 

@@ -263,37 +263,34 @@ def _check_count(name: str, value: int):
     raise ValueError(f"{name} must be >= 1; got {value}.")
 
 
-def rospr(freqs: Frequencies) -> Selection:
-  """RoSPr: the prompt of the most frequent source (ties: larger summed similarity)."""
+def _frequency_selection(rule: str, freqs: Frequencies, num_prompts: int, weights: np.ndarray,
+                         params: dict | None = None) -> Selection:
+  """A selection of the first `num_prompts` candidates in frequency order (scores = frequencies)."""
   return Selection(
-      rule="rospr",
+      rule=rule,
       candidates=tuple(freqs.source_ids.tolist()),
       freqs=tuple(freqs.counts.tolist()),
       similarities=tuple(freqs.similarity.tolist()),
       variances=None,
       scores=tuple(float(c) for c in freqs.counts),
-      weights=(1.0,),
-      chosen=(int(freqs.source_ids[0]),),
+      weights=tuple(np.asarray(weights, np.float64).tolist()),
+      chosen=tuple(freqs.source_ids[:num_prompts].tolist()),
       num_queries=freqs.num_queries,
-      num_neighbors=freqs.num_neighbors)
+      num_neighbors=freqs.num_neighbors,
+      params=params or {})
+
+
+def rospr(freqs: Frequencies) -> Selection:
+  """RoSPr: the prompt of the most frequent source (ties: larger summed similarity)."""
+  return _frequency_selection("rospr", freqs, 1, np.ones(1))
 
 
 def inter(freqs: Frequencies, num_prompts: int = DEFAULT_NUM_PROMPTS) -> Selection:
   """INTER: the first `num_prompts` sources by frequency, weights freq(s) / sum freq."""
   _check_count("num_prompts", num_prompts)
   top = freqs.counts[:num_prompts].astype(np.float64)
-  return Selection(
-      rule="inter",
-      candidates=tuple(freqs.source_ids.tolist()),
-      freqs=tuple(freqs.counts.tolist()),
-      similarities=tuple(freqs.similarity.tolist()),
-      variances=None,
-      scores=tuple(float(c) for c in freqs.counts),
-      weights=tuple((top / top.sum()).tolist()),
-      chosen=tuple(freqs.source_ids[:num_prompts].tolist()),
-      num_queries=freqs.num_queries,
-      num_neighbors=freqs.num_neighbors,
-      params={"num_prompts": int(num_prompts)})
+  return _frequency_selection("inter", freqs, num_prompts, top / top.sum(),
+                              {"num_prompts": int(num_prompts)})
 
 
 def _var_ranked(freqs: Frequencies, predictions, num_choices, top_k: int, eps: float):
