@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (run it with timeout_s 590): the Hugging Face peer and this project at
 # the T0_3B shape, on the same card, in the same job; the correctness checks on the card; then, in
-# whatever time is left, the variants (einsum attention, a scoring breakdown, fused attention without
-# dropout for prompt tuning). Every section has its own time limit inside BUDGET seconds, so a slow
-# section costs only itself; each writes its JSON under $OUT as soon as it has a row.
+# whatever time is left, the variants (einsum attention, a scoring breakdown; for prompt tuning fused
+# attention without dropout, and no remat: faster if its 69 GiB of activations fit). Every section
+# has its own time limit inside BUDGET seconds, so a slow section costs only itself; each writes its
+# JSON under $OUT as soon as it has a row.
 # Its image has jax, flax, optax, orbax, torch and transformers (no tensorflow, seqio, scann, gin):
 # everything below imports only the compute core.
 # Usage (from the repository root): bash bench/gpu.sh   -> log.txt and JSON files in $OUT (default bench/out)
 # Dry run of the plumbing on a CPU (tests/bench/gpu_script_test.py does this):
 #   OUT=/tmp/o SIZE=tiny DTYPE=float32 JAX_PLATFORMS=cpu SCORING_ATTENTION="xla einsum" \
-#   MORE_SCORING_ATTENTION=einsum PROMPT_SHAPES=4x64x8 MORE_PROMPT_VARIANT=xla:0 bash bench/gpu.sh
+#   MORE_SCORING_ATTENTION=einsum PROMPT_SHAPES=4x64x8 MORE_PROMPT_VARIANT="xla:0 einsum:0.1:none" \
+#   bash bench/gpu.sh
 set -uo pipefail
 OUT=${OUT:-bench/out}
 mkdir -p "$OUT"
@@ -35,9 +37,9 @@ timeout $(limit 170) python bench/scoring.py --size $SIZE --dtype ${DTYPE:-bfloa
     --attention ${SCORING_ATTENTION:-cudnn} --choices 3 2 --json "$OUT/scoring.json" | grep -v '^{' \
     || echo "scoring failed or timed out"
 
-section "3. ours: prompt-tuning step, 1 prompt and 32 joint (dropout 0.1 as the peer)"
+section "3. ours: prompt-tuning step, 1 prompt and 32 joint (dropout 0.1 as the peer, remat minimal)"
 timeout $(limit 240) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
-    --variants einsum:0.1 --json "$OUT/prompt_tuning.json" || echo "prompt tuning failed or timed out"
+    --variants einsum:0.1:minimal --json "$OUT/prompt_tuning.json" || echo "prompt tuning failed or timed out"
 
 section "4. correctness on the card (model and scorer tests, float32 at full matmul precision)"
 if [ -z "${SKIP_CARD_TESTS:-}" ]; then
@@ -50,9 +52,10 @@ timeout $(limit 150) python bench/scoring.py --size $SIZE --dtype ${DTYPE:-bfloa
     --attention ${MORE_SCORING_ATTENTION:-einsum} --choices 3 --breakdown --json "$OUT/scoring_more.json" \
     | grep -v '^{' || echo "extra scoring failed or timed out"
 
-section "6. if time is left: prompt-tuning step with ${MORE_PROMPT_VARIANT:-cudnn:0} (attention:dropout)"
+MORE_PROMPT_VARIANT=${MORE_PROMPT_VARIANT:-cudnn:0 einsum:0.1:none}
+section "6. if time is left: prompt-tuning step with $MORE_PROMPT_VARIANT (attention:dropout:remat)"
 timeout $(limit 150) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
-    --variants ${MORE_PROMPT_VARIANT:-cudnn:0} --joint 1 --json "$OUT/prompt_more.json" \
+    --variants $MORE_PROMPT_VARIANT --joint 1 --json "$OUT/prompt_more.json" \
     || echo "extra prompt tuning failed or timed out"
 section "done"
 } 2>&1 | tee "$LOG"

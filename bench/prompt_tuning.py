@@ -7,14 +7,16 @@ Usage:
   python bench/prompt_tuning.py --shapes 32x256x16 --variants einsum:0.1 cudnn:0   # chosen cases
 
 Shapes: B 32 / inputs 256 / targets 16 and B 8 / 512 / 64 with a 100-token prompt (on the CPU the
-`small` size runs B 4 and B 1 at those lengths, to finish in minutes). The step is the one training
-uses (`rospr_jax.prompt.train_step`): frozen random backbone with parameters and activations in the
-compute dtype, dropout 0.1 as the peer (RngBitGenerator masks), prompt table in float32, Adafactor
-(lr 0.3) per prompt, state donated. FLOPs per step
-= 2 x forward FLOPs at inputs P + T (only input gradients are computed, no weight gradients), counted
-by `bench/common.py`. Tokens/s counts prompt, input and target positions, as the peer does. "joint 32"
-trains a table of 32 prompts with the batch spread over them (one example per prompt at B 32): the
-same total batch as the single prompt. Imports only the compute core (no gin, TensorFlow or orbax).
+`small` size runs B 4 and B 1 at those lengths, to finish in minutes). The step is the one training uses
+(`rospr_jax.prompt.train_step`): frozen random backbone with parameters and activations in the compute
+dtype, dropout 0.1 as the peer (RngBitGenerator masks), prompt table in float32, Adafactor (lr 0.3) per
+prompt, state donated, remat "minimal" as the trainer's default (T0_3B at B 32 saves about 14 GiB of
+activations instead of 69 GiB). FLOPs per step = 2 x forward FLOPs at inputs P + T (only input gradients
+are computed, no weight gradients), counted by `bench/common.py` (model FLOPs: the ~3% that remat
+"minimal" recomputes is not counted, so TFLOP/s are comparable with the peer's). Tokens/s counts prompt,
+input and target positions, as the peer does. "joint 32" trains a table of 32 prompts with the batch
+spread over them (one example per prompt at B 32): the same total batch as the single prompt. Imports
+only the compute core (no gin, TensorFlow or orbax).
 """
 
 from __future__ import annotations
@@ -47,10 +49,11 @@ def parse_shape(text: str) -> tuple[int, int, int]:
   return batch, inputs, targets
 
 
-def parse_variant(text: str) -> tuple[str, float]:
-  """"cudnn:0" -> (attention implementation, dropout rate)."""
-  attention, _, dropout = text.partition(":")
-  return attention, float(dropout or 0.1)
+def parse_variant(text: str) -> tuple[str, float, str]:
+  """"cudnn:0" -> (attention implementation, dropout rate, remat policy); "einsum:0.1:none" sets the
+  remat policy too (default: the trainer's "minimal")."""
+  attention, dropout, remat = (text.split(":") + ["", ""])[:3]
+  return attention, float(dropout or 0.1), remat or "minimal"
 
 
 def time_step(config, params, batch, inputs, targets, prompt_length, num_sources, reps):
@@ -112,8 +115,9 @@ def main() -> None:
   parser.add_argument("--shapes", nargs="+", type=parse_shape, default=None,
                       help="BxTxL cases (default: 32x256x16 8x512x64; smaller for small on the CPU)")
   parser.add_argument("--variants", nargs="+", type=parse_variant, default=None,
-                      help="attention:dropout pairs, e.g. einsum:0.1 cudnn:0 (default: --attention, "
-                           "--dropout); each runs every shape, the joint step only the first")
+                      help="attention:dropout[:remat] cases, e.g. einsum:0.1 cudnn:0 einsum:0.1:none "
+                           "(default: --attention, --dropout, remat minimal); each runs every shape, the "
+                           "joint step only the first")
   parser.add_argument("--peer", default=None, help="path of anchor_hf_t5.py: run the HF peer in this job")
   parser.add_argument("--json", "--out", dest="json", default=None, help="also write the rows as JSON here")
   args = parser.parse_args()
@@ -121,19 +125,19 @@ def main() -> None:
     jax.config.update("jax_platforms", "cpu")
   dtype = jnp.float32 if args.cpu else jnp.bfloat16
   sizes = (args.size or ("tiny,small" if args.cpu else "xl")).split(",")
-  variants = args.variants or [(args.attention, args.dropout)]
-  cases = [(size, *shape, attention, dropout) for size in sizes
+  variants = args.variants or [(args.attention, args.dropout, "minimal")]
+  cases = [(size, *shape, *variant) for size in sizes
            for shape in (args.shapes or (CPU_SHAPES.get(size, FULL_SHAPES) if args.cpu else FULL_SHAPES))
-           for attention, dropout in variants]
+           for variant in variants]
   device = jax.devices()[0]
   print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
         f"{os.cpu_count()} CPU cores, dtype {jnp.dtype(dtype).name}", flush=True)
   rows, records, params_by_size = [], [], {}
   result = {"device": device.device_kind, "jax": jax.__version__, "rows": records}
-  for size, batch, inputs, targets, attention, dropout in cases:
-    first_variant = (attention, dropout) == variants[0]
+  for size, batch, inputs, targets, attention, dropout, remat in cases:
+    first_variant = (attention, dropout, remat) == variants[0]
     config = get_config(size, dtype=dtype, param_dtype=dtype, dropout_rate=dropout,
-                        attention_impl=attention)
+                        attention_impl=attention, remat_policy=remat)
     if size not in params_by_size:
       params_by_size.clear()  # one backbone in memory at a time
       params_by_size[size] = jax.block_until_ready(
@@ -147,9 +151,9 @@ def main() -> None:
       single_s = step_s if num_sources == 1 else single_s
       tokens = batch * (args.prompt_length + inputs + targets) / step_s
       label = "rospr-jax, 1 prompt" if num_sources == 1 else f"rospr-jax, joint {num_sources} prompts"
-      rows.append([label, f"{attention}, dropout {dropout:g}", size, batch, inputs, targets, args.prompt_length, num_sources, compile_s, step_s,
+      rows.append([label, f"{attention}, dropout {dropout:g}, remat {remat}", size, batch, inputs, targets, args.prompt_length, num_sources, compile_s, step_s,
                    tokens, flops / step_s / 1e12, step_s / single_s])
-      records.append(dict(attention=attention, dropout=dropout, size=size, B=batch, T=inputs, L=targets, P=args.prompt_length, S=num_sources,
+      records.append(dict(attention=attention, dropout=dropout, remat=remat, size=size, B=batch, T=inputs, L=targets, P=args.prompt_length, S=num_sources,
                           compile_s=compile_s, step_s=step_s, tokens_per_s=tokens,
                           tflops=flops / step_s / 1e12, joint_over_single=step_s / single_s))
       print(rows[-1], flush=True)

@@ -13,6 +13,7 @@ D head dim, V vocabulary.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 
 import jax
@@ -159,7 +160,7 @@ class EncoderLayer(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, bias: Array, *, enable_dropout: bool) -> Array:
+  def __call__(self, x: Array, bias: Array, enable_dropout: bool) -> Array:
     """[B, T, H] -> [B, T, H]; `bias` [B, N, T, T] holds positions and the padding mask."""
     cfg = self.config
     norm = functools.partial(RMSNorm, cfg.layer_norm_epsilon, cfg.dtype)
@@ -176,7 +177,7 @@ class DecoderLayer(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, encoded: Array, self_bias: Array, cross_bias: Array, *,
+  def __call__(self, x: Array, encoded: Array, self_bias: Array, cross_bias: Array,
                enable_dropout: bool) -> Array:
     """[B, L, H] decoder states, [B, T, H] encoder output -> [B, L, H]."""
     cfg = self.config
@@ -192,6 +193,17 @@ class DecoderLayer(nn.Module):
     y = norm(name="pre_mlp_layer_norm")(x)
     y = GatedGeluMlp(cfg, name="mlp")(y, enable_dropout=enable_dropout)
     return nn.with_logical_constraint(x + dropout(y), ("batch", "length", "embed"))
+
+
+def _remat(layer: type[nn.Module], policy: str) -> type[nn.Module]:
+  """`layer` rematerialized under `policy` (see `T5Config.remat_policy`); its last argument,
+  `enable_dropout`, is static. Parameter names are unchanged."""
+  if policy == "none":
+    return layer
+  saveable = {"minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+              "full": jax.checkpoint_policies.nothing_saveable}[policy]
+  last_argument = len(inspect.signature(layer.__call__).parameters) - 1  # counting `self`
+  return nn.remat(layer, policy=saveable, static_argnums=(last_argument,))
 
 
 def _key_mask_bias(key_mask: Array) -> Array:
@@ -210,8 +222,9 @@ class Encoder(nn.Module):
     bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
     bias = bias + _key_mask_bias(mask)  # [B, N, T, T]
     x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=not enable_dropout)
+    layer = _remat(EncoderLayer, cfg.remat_policy)
     for i in range(cfg.num_encoder_layers):
-      x = EncoderLayer(cfg, name=f"layers_{i}")(x, bias, enable_dropout=enable_dropout)
+      x = layer(cfg, name=f"layers_{i}")(x, bias, enable_dropout)
     x = RMSNorm(cfg.layer_norm_epsilon, cfg.dtype, name="encoder_norm")(x)
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
 
@@ -249,9 +262,9 @@ class Decoder(nn.Module):
     self_bias = self_bias + jnp.where(causal, 0.0, _MASK_VALUE)[None, None]
     cross_bias = _key_mask_bias(encoder_mask)  # [B, 1, 1, T]
     x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=not enable_dropout)
+    layer = _remat(DecoderLayer, cfg.remat_policy)
     for i in range(cfg.num_decoder_layers):
-      x = DecoderLayer(cfg, name=f"layers_{i}")(x, encoded, self_bias, cross_bias,
-                                                 enable_dropout=enable_dropout)
+      x = layer(cfg, name=f"layers_{i}")(x, encoded, self_bias, cross_bias, enable_dropout)
     x = RMSNorm(cfg.layer_norm_epsilon, cfg.dtype, name="decoder_norm")(x)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
     logits = Dense(cfg.vocab_size, ("embed", "vocab"), cfg, name="logits_dense")(x)

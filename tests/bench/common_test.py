@@ -1,0 +1,62 @@
+"""bench/common.py's FLOP counts against what XLA compiles (its cost analysis is the reference).
+
+The counts turn measured seconds into TFLOP/s, and the match says more: the compiled scorer does the
+encode-once work (not every (example, choice) pair through the encoder), and the prompt-tuning step
+does two forward passes' worth (input gradients only: no weight gradients of the frozen backbone).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from rospr_jax.eval.scoring import score_choices, score_choices_naive
+from rospr_jax.model import T5Config, init_params
+from rospr_jax.prompt.train_step import _jitted_train_step, default_optimizer, dropout_key, init_state
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "bench"))
+from common import forward_flops  # noqa: E402
+
+# Matmuls dominate (as at T0_3B), so element-wise work stays within a few percent of the count.
+CONFIG = T5Config(vocab_size=512, emb_dim=256, num_heads=4, head_dim=64, mlp_dim=1024, num_encoder_layers=2,
+                  num_decoder_layers=2, dropout_rate=0.1)
+B, C, T, L, P = 4, 3, 64, 8, 16
+
+
+def _compiled_flops(lowered) -> float:
+  analysis = lowered.compile().cost_analysis()
+  return (analysis[0] if isinstance(analysis, list) else analysis)["flops"]
+
+
+@pytest.fixture(scope="module")
+def param_shapes():
+  return jax.eval_shape(lambda: init_params(CONFIG, jax.random.PRNGKey(0)))
+
+
+def test_scorers_compile_to_the_counted_work(param_shapes):
+  inputs = jax.ShapeDtypeStruct((B, T), jnp.int32)
+  targets = jax.ShapeDtypeStruct((B, C, L), jnp.int32)
+  encode_once = forward_flops(CONFIG, B * C, T, L, encoder_batch=B)
+  every_pair = forward_flops(CONFIG, B * C, T, L)
+  for scorer, counted in [(score_choices, encode_once), (score_choices_naive, every_pair)]:
+    compiled = _compiled_flops(jax.jit(lambda p, i, t: scorer(p, i, t, config=CONFIG)).lower(
+        param_shapes, inputs, targets))
+    assert 1.0 <= compiled / counted < 1.03, scorer.__name__
+
+
+@pytest.mark.parametrize("remat,low,high", [("none", 2.0, 2.1), ("minimal", 2.0, 2.15), ("full", 2.6, 2.9)])
+def test_prompt_step_computes_input_gradients_only(param_shapes, remat, low, high):
+  """Two forward passes (forward, and the backward to the prompt), plus what remat recomputes;
+  weight gradients would add a third."""
+  optimizer = default_optimizer()
+  state = jax.eval_shape(lambda: init_state(jnp.zeros((2, P, CONFIG.emb_dim)), optimizer))
+  batch = {"inputs": jax.ShapeDtypeStruct((B, T), jnp.int32), "targets": jax.ShapeDtypeStruct((B, L), jnp.int32),
+           "source_ids": jax.ShapeDtypeStruct((B,), jnp.int32)}
+  compiled = _compiled_flops(_jitted_train_step.lower(state, param_shapes, batch, dropout_key(0),
+                                                      config=CONFIG.replace(remat_policy=remat),
+                                                      optimizer=optimizer))
+  assert low <= compiled / forward_flops(CONFIG, B, P + T, L) < high
