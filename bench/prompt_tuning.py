@@ -57,7 +57,11 @@ def parse_variant(text: str) -> tuple[str, float, str]:
 
 
 def time_step(config, params, batch, inputs, targets, prompt_length, num_sources, reps):
-  """(compile seconds, median step seconds) of the training step on random tokens."""
+  """(compile seconds, median step seconds, GiB) of the training step on random tokens.
+
+  GiB is XLA's own figure for the compiled step: its arguments (backbone, prompts, batch) plus the
+  temporary buffers (saved activations and working space) on this backend.
+  """
   rng = np.random.default_rng(0)
   optimizer = default_optimizer()
   table = jax.random.uniform(jax.random.PRNGKey(1), (num_sources, prompt_length, config.emb_dim),
@@ -66,9 +70,12 @@ def time_step(config, params, batch, inputs, targets, prompt_length, num_sources
   data = {"inputs": jnp.asarray(rng.integers(3, config.vocab_size, (batch, inputs)), jnp.int32),
           "targets": jnp.asarray(rng.integers(3, config.vocab_size, (batch, targets)), jnp.int32),
           "source_ids": jnp.asarray(np.arange(batch) % num_sources, jnp.int32)}
-  step = make_train_step(config, optimizer)
+  jitted = make_train_step(config, optimizer)  # the training code's jitted step (a partial)
   key = dropout_key(0)
   start = time.perf_counter()
+  step = jitted.func.lower(state, params, data, key, **jitted.keywords).compile()
+  memory = step.memory_analysis()
+  gib = (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**30 if memory else float("nan")
   state, metrics = step(state, params, data, key)
   jax.block_until_ready(state.prompts)
   compile_s = time.perf_counter() - start
@@ -80,7 +87,7 @@ def time_step(config, params, batch, inputs, targets, prompt_length, num_sources
     holder[0], _ = step(holder[0], params, data, key)
     jax.block_until_ready(holder[0].prompts)
 
-  return compile_s, median_time(run, warmup=2, reps=reps)
+  return compile_s, median_time(run, warmup=2, reps=reps), gib
 
 
 def run_peer(script: str, size: str) -> list[list]:
@@ -94,10 +101,11 @@ def run_peer(script: str, size: str) -> list[list]:
   for r in result["results"]:
     if r["kind"] == "prompt_tune_step":
       rows.append([f"HF peer ({result['device']}, torch {result['torch']})", "eager, dropout 0.1", size, r["B"], r["S"], r["T"],
-                   r["prompt"], 1, "", r["median_s"], r["tokens_per_s"], r["tflops"], ""])
+                   r["prompt"], 1, "", r["median_s"], r["tokens_per_s"], r["tflops"], "",
+                   result.get("peak_mem_gib", "")])  # the peer's peak over all its measurements
   if "bf16_matmul_tflops" in result:
     rows.append([f"bf16 matmul 8192^3 ceiling (torch)", "", "", "", "", "", "", "", "", "", "",
-                 result["bf16_matmul_tflops"], ""])
+                 result["bf16_matmul_tflops"], "", ""])
   return rows
 
 
@@ -146,15 +154,15 @@ def main() -> None:
     flops = 2 * forward_flops(config, batch, args.prompt_length + inputs, targets)
     single_s = None
     for num_sources in ((1, args.joint) if first_variant and args.joint > 1 else (1,)):
-      compile_s, step_s = time_step(config, params, batch, inputs, targets, args.prompt_length, num_sources,
+      compile_s, step_s, gib = time_step(config, params, batch, inputs, targets, args.prompt_length, num_sources,
                                     args.reps)
       single_s = step_s if num_sources == 1 else single_s
       tokens = batch * (args.prompt_length + inputs + targets) / step_s
       label = "rospr-jax, 1 prompt" if num_sources == 1 else f"rospr-jax, joint {num_sources} prompts"
       rows.append([label, f"{attention}, dropout {dropout:g}, remat {remat}", size, batch, inputs, targets, args.prompt_length, num_sources, compile_s, step_s,
-                   tokens, flops / step_s / 1e12, step_s / single_s])
+                   tokens, flops / step_s / 1e12, step_s / single_s, gib])
       records.append(dict(attention=attention, dropout=dropout, remat=remat, size=size, B=batch, T=inputs, L=targets, P=args.prompt_length, S=num_sources,
-                          compile_s=compile_s, step_s=step_s, tokens_per_s=tokens,
+                          compile_s=compile_s, step_s=step_s, tokens_per_s=tokens, memory_gib=gib,
                           tflops=flops / step_s / 1e12, joint_over_single=step_s / single_s))
       print(rows[-1], flush=True)
       if args.json:
@@ -163,7 +171,7 @@ def main() -> None:
   if args.peer:
     rows += run_peer(args.peer, "xl" if not args.cpu else "tiny")
   headers = ["step", "attention", "size", "B", "inputs T", "targets L", "prompt P", "prompts S", "compile s", "median s",
-             "tokens/s", "TFLOP/s", "time / 1-prompt time"]
+             "tokens/s", "TFLOP/s", "time / 1-prompt time", "XLA memory GiB"]
   print()
   print(markdown_table(headers, rows))
 
