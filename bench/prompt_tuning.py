@@ -10,9 +10,9 @@ Shapes: B 32 / inputs 256 / targets 16 and B 8 / 512 / 64 with a 100-token promp
 `small` size runs B 4 and B 1 at those lengths, to finish in minutes). The step is the one training uses
 (`rospr_jax.prompt.train_step`): frozen random backbone with parameters and activations in the compute
 dtype, dropout 0.1 as the peer (RngBitGenerator masks), prompt table in float32, Adafactor (lr 0.3) per
-prompt, state donated, remat "minimal" as the trainer's default (T0_3B at B 32 saves about 14 GiB of
+prompt, state donated, remat "minimal" as the trainer's default (T0_3B at B 32 saves about 13.5 GiB of
 activations instead of 69 GiB). FLOPs per step = 2 x forward FLOPs at inputs P + T (only input gradients
-are computed, no weight gradients), counted by `bench/common.py` (model FLOPs: the ~3% that remat
+are computed, no weight gradients), counted by `bench/common.py` (model FLOPs: the ~1% that remat
 "minimal" recomputes is not counted, so TFLOP/s are comparable with the peer's). Tokens/s counts prompt,
 input and target positions, as the peer does. "joint 32" trains a table of 32 prompts with the batch
 spread over them (one example per prompt at B 32): the same total batch as the single prompt. Imports

@@ -50,7 +50,7 @@ class T5Config:
     remat_policy: what each encoder and decoder layer keeps for the backward pass (forward-only calls
       are unaffected): "none" keeps every activation; "minimal" keeps the outputs of the projections
       (matmuls without batch dimensions) and recomputes attention weights, dropout masks and
-      element-wise ops, for about 2% more FLOPs (T5X's "minimal"); "full" keeps only each layer's
+      element-wise ops, for about 1% more FLOPs (T5X's "minimal"); "full" keeps only each layer's
       input and recomputes the layer.
   """
 

@@ -111,16 +111,20 @@ class MultiHeadAttention(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, queries: Array, keys_values: Array, bias: Array, *, enable_dropout: bool) -> Array:
+  def __call__(self, queries: Array, keys_values: Array, bias: Array | tuple[Array, ...], *,
+               enable_dropout: bool) -> Array:
     """Attends [B, Tq, H] queries over [B, Tk, H] keys/values.
 
     Args:
-      bias: additive float32 bias broadcastable to [B, N, Tq, Tk] (relative positions and masking).
+      bias: additive float32 bias broadcastable to [B, N, Tq, Tk] (relative positions and masking), or a
+        tuple of such terms, summed in order here, so that e.g. positions [1, N, Tq, Tk] and a padding
+        mask [B, 1, 1, Tk] never become one [B, N, Tq, Tk] array that every layer reads.
 
     Returns:
       [B, Tq, H] in `config.dtype`.
     """
     cfg = self.config
+    bias = functools.reduce(jnp.add, bias) if isinstance(bias, tuple) else bias
     project = functools.partial(Dense, cfg.joined_kv, ("embed", "joined_kv"), cfg)
     heads = lambda x: x.reshape(*x.shape[:-1], cfg.num_heads, cfg.head_dim)  # [B, T, N*D] -> [B, T, N, D]
     query = heads(project(name="query")(queries))
@@ -160,8 +164,8 @@ class EncoderLayer(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, bias: Array, enable_dropout: bool) -> Array:
-    """[B, T, H] -> [B, T, H]; `bias` [B, N, T, T] holds positions and the padding mask."""
+  def __call__(self, x: Array, bias: tuple[Array, Array], enable_dropout: bool) -> Array:
+    """[B, T, H] -> [B, T, H]; `bias`: positions [1, N, T, T] and the padding mask [B, 1, 1, T]."""
     cfg = self.config
     norm = functools.partial(RMSNorm, cfg.layer_norm_epsilon, cfg.dtype)
     dropout = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=not enable_dropout)
@@ -219,8 +223,8 @@ class Encoder(nn.Module):
     """[B, T, H] embedded inputs (prompt included), [B, T] bool mask -> [B, T, H]."""
     cfg = self.config
     length = embedded.shape[1]
-    bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
-    bias = bias + _key_mask_bias(mask)  # [B, N, T, T]
+    bias = (RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length),  # [1, N, T, T]
+            _key_mask_bias(mask))  # [B, 1, 1, T]
     x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=not enable_dropout)
     layer = _remat(EncoderLayer, cfg.remat_policy)
     for i in range(cfg.num_encoder_layers):

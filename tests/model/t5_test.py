@@ -164,14 +164,14 @@ def _saved_shapes(config, params) -> list[str]:
 
 def test_minimal_remat_keeps_no_attention_weights(params):
   """T0_3B's batch-32 step saves 69 GiB without remat, mostly [B, N, T, T] attention weights and
-  dropout masks of every layer; "minimal" keeps projections, and of that size only the one position
-  and padding bias all encoder layers share."""
+  dropout masks of every layer; "minimal" keeps projections, and nothing of that size (the encoder's
+  position and padding biases stay apart: [1, N, T, T] and [B, 1, 1, T])."""
   config = CONFIG.replace(dropout_rate=0.2)
   attention_sized = f"[2,{CONFIG.num_heads},11,11]"  # [B, N, P + T, P + T]
   kept = _saved_shapes(config, params)
   assert kept.count(attention_sized) >= 2 * CONFIG.num_encoder_layers
   minimal = _saved_shapes(config.replace(remat_policy="minimal"), params)
-  assert minimal.count(attention_sized) == 1
+  assert attention_sized not in minimal
   assert f"[2,11,{CONFIG.mlp_dim}]" in minimal  # the feed-forward projections stay saved
   assert len(minimal) < len(kept)
 
