@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs any `rospr` entry point on every worker of a Cloud TPU VM (single host or pod slice).
 #
-#   ./run_tpu.sh --name rospr-v4 --zone us-central2-b --accelerator v4-32 -- \
-#       train-prompts --gin_file=gin/prompt_tuning/t0_3b.gin --gin.MODEL_DIR="'gs://bucket/run'"
+#   ./run_tpu.sh --name rospr-v4 --zone us-central2-b --accelerator v4-32 --mount my-bucket -- \
+#       train-prompts --gin_file=models/t0_3b.gin --gin_file=prompt_tuning/train_seqio.gin \
+#       --gin.BACKBONE_CHECKPOINT="'/gcs/my-bucket/T0_3B'" --gin.MODEL_DIR="'/gcs/my-bucket/run'" ...
 #
 # Flags (all optional but --name and --zone):
 #   --name NAME            TPU VM name (created when absent, reused otherwise)
@@ -11,6 +12,9 @@
 #   --accelerator TYPE     e.g. v4-8, v5litepod-16 (default v4-8; only used at creation)
 #   --version VERSION      TPU software version (default tpu-ubuntu2204-base; only at creation)
 #   --spot                 create a Spot VM
+#   --mount BUCKET         mount gs://BUCKET at /gcs/BUCKET on every worker with gcsfuse (installed
+#                          when missing); repeatable. rospr-jax reads and writes local or mounted
+#                          paths only: pass /gcs/BUCKET/..., never gs://BUCKET/...
 #   --no-install           skip copying and installing the package (reuse what the workers have)
 #   --delete-after         delete the VM when the command ends
 # Everything after `--` is passed to `rospr` on every worker. The repository (this working tree,
@@ -20,6 +24,7 @@
 set -euo pipefail
 
 NAME="" ZONE="" PROJECT="" ACCELERATOR="v4-8" VERSION="tpu-ubuntu2204-base" SPOT="" INSTALL=1 DELETE=0
+MOUNTS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --name) NAME=$2; shift 2 ;;
@@ -28,10 +33,12 @@ while [[ $# -gt 0 ]]; do
     --accelerator) ACCELERATOR=$2; shift 2 ;;
     --version) VERSION=$2; shift 2 ;;
     --spot) SPOT="--spot"; shift ;;
+    --mount) [[ "$2" =~ ^[a-z0-9][a-z0-9._-]*$ ]] || { echo "run_tpu.sh: --mount takes a bucket name (no gs://), got '$2'" >&2; exit 2; }
+      MOUNTS+=("$2"); shift 2 ;;
     --no-install) INSTALL=0; shift ;;
     --delete-after) DELETE=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run_tpu.sh: unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -62,6 +69,21 @@ if [[ $INSTALL -eq 1 ]]; then
     set -e; rm -rf ~/rospr-jax && mkdir -p ~/rospr-jax && tar -xzf ~/rospr-jax.tar.gz -C ~/rospr-jax
     cd ~/rospr-jax && python3 -m venv .venv && .venv/bin/pip install -q -U pip
     .venv/bin/pip install -q -e . 'jax[tpu]==0.10.2' && .venv/bin/rospr fetch"
+fi
+
+if [[ ${#MOUNTS[@]} -gt 0 ]]; then
+  MOUNT_COMMAND="set -e
+    if ! command -v gcsfuse >/dev/null; then
+      echo \"deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-\$(lsb_release -c -s) main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.list
+      curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null
+      sudo apt-get update -q && sudo apt-get install -y -q gcsfuse
+    fi"
+  for BUCKET in "${MOUNTS[@]}"; do
+    MOUNT_COMMAND+="
+    sudo mkdir -p /gcs/$BUCKET && sudo chown \$USER /gcs/$BUCKET
+    mountpoint -q /gcs/$BUCKET || gcsfuse --implicit-dirs $BUCKET /gcs/$BUCKET"
+  done
+  "${GCLOUD[@]}" ssh "$NAME" "${COMMON[@]}" --worker=all --command "$MOUNT_COMMAND"
 fi
 
 QUOTED=$(printf '%q ' "$@")

@@ -2,7 +2,8 @@
 
 The fake keeps the VM's state in a folder: `describe` fails until `create` ran, `scp` copies the archive
 to each worker's home, and `ssh --worker=all --command` runs the command once per worker in that
-worker's home (the install command is recorded, not run: it would build a virtual environment). Each
+worker's home (the install and gcsfuse commands are recorded, not run: they would build a virtual
+environment and mount buckets). Each
 worker's `~/rospr-jax/.venv/bin/rospr` is a script that records its arguments and environment.
 """
 
@@ -35,7 +36,7 @@ case "$verb" in
   ssh)
     command=""
     while [[ $# -gt 0 ]]; do [[ "$1" == --command ]] && command=$2; shift; done
-    [[ "$command" == *"pip install"* ]] && exit 0
+    [[ "$command" == *"pip install"* || "$command" == *gcsfuse* ]] && exit 0
     status=0
     for ((w = 0; w < HOSTS; w++)); do
       mkdir -p "$STATE/worker$w"; HOME="$STATE/worker$w" WORKER=$w bash -c "$command" || status=$?
@@ -129,7 +130,25 @@ def test_reuses_a_vm_skips_install_and_passes_the_exit_status(fake_cloud):
   assert single["argv"] == ["evaluate"] and single["multihost"] == "0"
 
 
+def test_mounts_buckets_on_every_worker_before_the_command(fake_cloud):
+  run, state = fake_cloud
+  (state / "created").touch()
+  done = run("--name", "vm", "--zone", "z", "--no-install", "--mount", "ckpts", "--mount", "runs.eu", "--",
+             "evaluate", "--gin.OUTPUT_DIR='/gcs/runs.eu/eval'", hosts=2)
+  assert done.returncode == 0, done.stderr
+  calls = _lines(state / "calls.jsonl")
+  assert [c[3] for c in calls] == ["describe", "describe", "ssh", "ssh"]
+  mount = calls[2][calls[2].index("--command") + 1]
+  assert "--worker=all" in calls[2]
+  assert "apt-get install -y -q gcsfuse" in mount
+  for bucket in ("ckpts", "runs.eu"):
+    assert f"mountpoint -q /gcs/{bucket} || gcsfuse --implicit-dirs {bucket} /gcs/{bucket}" in mount
+  assert "rospr" not in mount and "rospr" in calls[3][calls[3].index("--command") + 1]
+  assert len(_lines(state / "rospr.jsonl")) == 2
+
+
 @pytest.mark.parametrize("flags,message", [
+    (["--name", "vm", "--zone", "z", "--mount", "gs://b", "--", "evaluate"], "--mount takes a bucket name"),
     (["--zone", "z", "--", "evaluate"], "--name and --zone are required"),
     (["--name", "vm", "--zone", "z"], "give the rospr command after --"),
     (["--name", "vm", "--zone", "z", "--bogus", "--", "evaluate"], "unknown flag --bogus"),

@@ -28,7 +28,7 @@ import time
 import jax
 import numpy as np
 
-from rospr_jax import atomic, tokenization
+from rospr_jax import atomic, paths, tokenization
 from rospr_jax.data import bigbench, prompted, vocabulary
 from rospr_jax.demo import backbone as backbone_lib
 from rospr_jax.eval import evaluate, report
@@ -146,7 +146,7 @@ rospr evaluate --gin_file=eval/paper.gin --gin.CHECKPOINT="'/ckpt/T0_3B'" \\
 
 def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
   """Runs the whole offline pipeline into `output_dir`; returns the two result summaries."""
-  os.makedirs(output_dir, exist_ok=True)
+  os.makedirs(paths.require_local(output_dir, "output_dir"), exist_ok=True)
   for step_dir in STEP_DIRS:  # A rerun starts over: the demo's outputs are all derived.
     path = os.path.join(output_dir, step_dir)
     if os.path.exists(path):

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from rospr_jax import paths
 from rospr_jax.data import rank_classification
 from rospr_jax.eval.batching import RankExample, score_examples
 
@@ -248,6 +249,9 @@ def run(*, checkpoint: str, output_dir: str, targets: Sequence[str], methods: Se
   from rospr_jax.eval import report
   from rospr_jax.model import T5, checkpoints, partitioning
 
+  for what, path in [("output_dir", output_dir), ("library_dir", library_dir), ("data_dir", data_dir),
+                     ("retriever_checkpoint", retriever_checkpoint)]:
+    paths.require_local(path, what)  # before hours of work, not when the report is written
   compute_dtype = jnp.dtype(dtype)
   config, params = checkpoints.load_checkpoint(checkpoint, dtype=compute_dtype)
   config = config.replace(dtype=compute_dtype, attention_impl=attention_impl)

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from rospr_jax import paths
 from rospr_jax.library import embed as embed_lib
 from rospr_jax.library import search, sources as sources_lib, store
 
@@ -235,6 +236,7 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--overwrite", action="store_true", help="Replace an existing library.")
   args = parser.parse_args(argv)
   try:
+    paths.require_local_args(args)
     sources, prompts = _read_sources(args)
     embedder, tokenize = embedder_from_args(args)
     config = search.ScannConfig(mode=args.scann_mode, num_leaves=args.num_leaves,

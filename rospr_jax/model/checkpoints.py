@@ -19,6 +19,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from rospr_jax import paths
 from rospr_jax.model.config import T5Config
 from rospr_jax.model.hf_checkpoint import CONFIG_FILE, hf_weight_files, load_hf, read_hf_config, save_hf
 from rospr_jax.model.t5x_checkpoint import CHECKPOINT_FILE, load_t5x, resolve_checkpoint_file, save_t5x
@@ -53,6 +54,7 @@ def load_checkpoint(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[
   Returns:
     (config with `param_dtype` set to `dtype` when given, nested dict of numpy arrays with T5X names).
   """
+  paths.require_local(path, "checkpoint")
   loader = load_hf if detect_format(path) == "hf" else load_t5x
   config, params = loader(path, dtype)
   if dtype is not None:

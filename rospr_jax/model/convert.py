@@ -14,6 +14,7 @@ import re
 import sys
 from pathlib import Path
 
+from rospr_jax import paths
 from rospr_jax.model.checkpoints import (checkpoint_fingerprint, detect_format, load_checkpoint, save_hf,
                                          save_t5x)
 from rospr_jax.model.hf_checkpoint import TOKENIZER_FILES
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
   try:
+    paths.require_local_args(args)
     source_format = detect_format(args.source)
     config, params = load_checkpoint(args.source, _DTYPES[args.dtype])
     if args.format == "hf":

@@ -39,7 +39,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from rospr_jax import atomic
+from rospr_jax import atomic, paths
 from rospr_jax.model import EOS_ID, T5Config, get_config, init_params
 from rospr_jax.model import partitioning
 from rospr_jax.prompt import export as export_lib
@@ -308,7 +308,7 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
   Returns:
     The final state (on the host), source names, step, export directory and checkpoint directory.
   """
-  model_dir = os.path.abspath(model_dir)
+  model_dir = os.path.abspath(paths.require_local(model_dir, "model_dir"))
   os.makedirs(model_dir, exist_ok=True)
   data = examples() if callable(examples) else examples
   data.check_every_source_has_examples()

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from rospr_jax import paths
 from rospr_jax.library import build, sources as sources_lib, store
 from rospr_jax.retrieval import retrieve, selection
 
@@ -79,6 +80,7 @@ def main(argv: list[str]) -> int:
   build.add_retriever_arguments(parser)
   args = parser.parse_args(argv)
   try:
+    paths.require_local_args(args)
     if args.rule in ("var", "inter_var") and not args.backbone:
       raise ValueError(f"--rule {args.rule} rank-classifies the queries: give --backbone.")
     embedder, tokenize = build.embedder_from_args(args)
