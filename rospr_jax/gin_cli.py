@@ -11,6 +11,7 @@ project's gin directory. `--gin.NAME=VALUE` binds a macro (T5X's shorthand for
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import logging
 import os
@@ -63,7 +64,30 @@ def parse_gin(files: list[str], bindings: list[str], search_paths: list[str]) ->
   for path in [os.getcwd(), *search_paths, *GIN_DIRS]:
     if path and os.path.isdir(path):
       gin.add_config_file_search_path(path)
-  gin.parse_config_files_and_bindings(files, bindings, finalize_config=True)
+  with _plain_file_lookup():
+    gin.parse_config_files_and_bindings(files, bindings, finalize_config=True)
+
+
+@contextlib.contextmanager
+def _plain_file_lookup():
+  """Looks gin files up on the file system only, while parsing.
+
+  gin-config also tries every relative path (`eval/base.gin` under each search path, the working
+  directory first) as a file inside an importable package named by its folders (`eval`): each miss logs
+  an ERROR line, and a folder that imports as a namespace package (a `models/` folder in the working
+  directory, `tests/eval` under pytest) crashes the lookup with a TypeError. The search paths above
+  already cover this project's files, so the package lookup is left out while parsing.
+  """
+  readers = getattr(gin.config, "_FILE_READERS", None)
+  if not isinstance(readers, list):  # a gin-config without the private list: keep its behaviour
+    yield
+    return
+  saved = list(readers)
+  readers[:] = [(reader, exists) for reader, exists in readers if exists is os.path.isfile] or saved
+  try:
+    yield
+  finally:
+    readers[:] = saved
 
 
 def write_operative_config(directory: str) -> str:

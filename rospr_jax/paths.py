@@ -38,3 +38,10 @@ def require_local_args(args: argparse.Namespace) -> None:
       if isinstance(item, str):
         require_local(item.split("=", 1)[1] if "=" in item and not _URL.match(item) else item,
                       f"--{name.replace('_', '-')}")
+
+
+def writes_outputs() -> bool:
+  """Whether this process writes a command's outputs: on several hosts (run_tpu.sh on a pod slice)
+  only process 0 does, so that hosts sharing a mounted bucket never race on the same files."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_index() == 0

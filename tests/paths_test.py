@@ -53,3 +53,20 @@ def test_commands_refuse_urls_before_any_work(tmp_path, capsys):
   with pytest.raises(ValueError, match="output_dir 'gs://b/demo' is a URL"):
     pipeline.run("gs://b/demo")
   assert not (tmp_path / "gs:").exists() and not os.path.exists("gs:")
+
+
+def test_on_other_hosts_library_and_retrieval_commands_leave_the_work_to_process_zero(tmp_path, monkeypatch,
+                                                                                      capsys):
+  import jax
+  from rospr_jax.library import build
+  from rospr_jax.retrieval import select_cli
+  assert paths.writes_outputs()
+  monkeypatch.setattr(jax, "process_index", lambda: 2)
+  assert not paths.writes_outputs()
+  missing = str(tmp_path / "missing")
+  assert build.main(["--out", str(tmp_path / "lib"), "--prompts", missing, "--instances", missing,
+                     "--random-retriever", "tiny", "--vocab", missing]) == 0
+  assert select_cli.main(["--library", missing, "--queries", missing, "--out", str(tmp_path / "sel"),
+                          "--random-retriever", "tiny", "--vocab", missing]) == 0
+  assert "process 0 builds the library" in capsys.readouterr().out
+  assert list(tmp_path.iterdir()) == []

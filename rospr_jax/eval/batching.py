@@ -116,7 +116,8 @@ def score_examples(params, config: T5Config, examples: Sequence[RankExample], *,
     params: model parameters (already placed on `mesh` when one is given).
     examples: the examples; `prompt_id` indexes `prompts`.
     prompts: None (no soft prompt), [P, H] for every example, or a table [S, P, H].
-    batch_size: rows per batch (a multiple of the mesh's `data` axis).
+    batch_size: rows per batch, rounded up to a multiple of the mesh's `data` axis (the padding rows
+      are never counted).
     max_decoder_tokens: choice slots x target length of one row at most (see `choices_per_row`).
     mesh: optional data x model mesh; batches are sharded over `data`.
     progress: a description for a tqdm progress bar, or None for none.
@@ -128,6 +129,8 @@ def score_examples(params, config: T5Config, examples: Sequence[RankExample], *,
   if table is not None and table.ndim == 2:
     table = table[None]  # [1, P, H]
   results = [np.empty(len(ex.choices), np.float32) for ex in examples]
+  if mesh is not None:
+    batch_size = -(-batch_size // mesh.shape["data"]) * mesh.shape["data"]
   batches = make_batches(examples, batch_size, max_input_length=max_input_length,
                          max_target_length=max_target_length, max_decoder_tokens=max_decoder_tokens)
   bar = tqdm(total=len(examples), desc=progress, unit="ex") if progress and tqdm else None

@@ -276,14 +276,16 @@ def run(*, checkpoint: str, output_dir: str, targets: Sequence[str], methods: Se
   task_list = resolve_target_tasks(targets, data_dir)
   target_list = [target_from_task(t, split, max_examples=max_examples, seed=seed) for t in task_list]
   logging.info("Evaluating %d targets x %d methods", len(target_list), len(methods))
-  records, selections = evaluator.evaluate(target_list, methods,
-                                           selections_dir=os.path.join(output_dir, "selections"),
-                                           progress=logging.info)
+  writes = paths.writes_outputs()  # every process scores (the mesh spans all hosts); one writes
+  records, selections = evaluator.evaluate(
+      target_list, methods, selections_dir=os.path.join(output_dir, "selections") if writes else None,
+      progress=logging.info)
+  if not writes:
+    return report.summarize(records)
   retrieval = retrieval_frequencies(selections) if selections else None
-  summary = report.write_report(output_dir, records, retrieval=retrieval, preamble=preamble,
-                                extra={"selections": selections, "checkpoint": checkpoint,
-                                       "library": library_dir, "split": split, "seed": seed})
-  return summary
+  return report.write_report(output_dir, records, retrieval=retrieval, preamble=preamble,
+                             extra={"selections": selections, "checkpoint": checkpoint,
+                                    "library": library_dir, "split": split, "seed": seed})
 
 
 def main(argv: list[str]) -> int:
@@ -300,7 +302,8 @@ def main(argv: list[str]) -> int:
     return 2
   try:
     summary = gin.get_configurable(run)()
-    gin_cli.write_operative_config(gin.query_parameter("%OUTPUT_DIR"))
+    if paths.writes_outputs():
+      gin_cli.write_operative_config(gin.query_parameter("%OUTPUT_DIR"))
   except (OSError, ValueError) as e:
     print(f"rospr evaluate: error: {e}", file=sys.stderr)
     return 2

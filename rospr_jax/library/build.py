@@ -237,6 +237,9 @@ def main(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   try:
     paths.require_local_args(args)
+    if not paths.writes_outputs():  # each host embeds on its own devices: one host is enough
+      print("rospr build-library: not process 0 of this multi-host run; process 0 builds the library.")
+      return 0
     sources, prompts = _read_sources(args)
     embedder, tokenize = embedder_from_args(args)
     config = search.ScannConfig(mode=args.scann_mode, num_leaves=args.num_leaves,

@@ -81,6 +81,9 @@ def main(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   try:
     paths.require_local_args(args)
+    if not paths.writes_outputs():  # retrieval runs on one host's devices: one host is enough
+      print("rospr retrieve: not process 0 of this multi-host run; process 0 retrieves.")
+      return 0
     if args.rule in ("var", "inter_var") and not args.backbone:
       raise ValueError(f"--rule {args.rule} rank-classifies the queries: give --backbone.")
     embedder, tokenize = build.embedder_from_args(args)

@@ -1,0 +1,83 @@
+"""`rospr evaluate` end to end: gin run file, a Hugging Face checkpoint on disk, a library built by
+`build_library`, a real BIG-bench target; what it writes; and multi-host runs writing from one process."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from rospr_jax import cli, tokenization
+from rospr_jax.data import vocabulary
+from rospr_jax.library import build, embed, sources as sources_lib
+from rospr_jax.model import get_config, init_params, save_hf
+
+TARGET = "bigbench_code_line_description"
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+  """(checkpoint dir, library dir, vocabulary path): a tiny random T5 and a 2-source library."""
+  root = tmp_path_factory.mktemp("evaluate_cli")
+  vocab = vocabulary.offline_vocabulary_path()
+  tokenizer = tokenization.Tokenizer(vocab)
+  config = get_config("tiny", vocab_size=-(-tokenizer.vocab_size // 128) * 128)
+  checkpoint = str(root / "t0")
+  save_hf(checkpoint, config, init_params(config, jax.random.PRNGKey(0)))
+  embedder = embed.load_embedder(checkpoint, max_length=64)
+  rng = np.random.default_rng(0)
+  sources = [sources_lib.SourceTexts(name, [" ".join(rng.permutation(text.split())) for _ in range(6)])
+             for name, text in [("code", "def return print for while loop list if else python"),
+                                ("talk", "hello how are you today fine thanks and you friend")]]
+  prompts = rng.normal(size=(2, 3, config.emb_dim)).astype(np.float32)
+  build.build_library(str(root / "library"), sources, prompts, embedder, tokenizer.encode_input, n=6,
+                      index="exact")
+  return checkpoint, str(root / "library"), vocab
+
+
+def _evaluate(artifacts, output_dir) -> int:
+  checkpoint, library, vocab = artifacts
+  return cli.main(["evaluate", "--gin_file=eval/bigbench_targets.gin",
+                   f"--gin.CHECKPOINT='{checkpoint}'", f"--gin.OUTPUT_DIR='{output_dir}'",
+                   f"--gin.LIBRARY_DIR='{library}'", f"--gin.RETRIEVER_CHECKPOINT='{checkpoint}'",
+                   f"--gin.VOCABULARY='{vocab}'", f"--gin.TARGETS=['{TARGET}']", "--gin.MAX_EXAMPLES=6",
+                   "--gin.NUM_QUERIES=4", "--gin.NUM_NEIGHBORS=3", "--gin.NUM_PROMPTS=2", "--gin.TOP_K=3",
+                   "--gin.BATCH_SIZE=4"])
+
+
+def test_evaluate_writes_the_report_the_selections_and_the_operative_config(artifacts, tmp_path, capsys):
+  out = tmp_path / "eval"
+  assert _evaluate(artifacts, out) == 0
+  printed = capsys.readouterr().out
+  results = json.loads((out / "results.json").read_text())
+  methods = ["T0", "RoSPr", "INTER", "VAR", "INTER+VAR"]
+  assert results["summary"]["methods"] == methods
+  (row,) = [r for r in results["per_template"] if r["method"] == "T0"]
+  assert row["target"] == TARGET and row["examples"] == 6  # MAX_EXAMPLES reached the sampler
+  assert abs(row["accuracy"] * 6 - round(row["accuracy"] * 6)) < 1e-9  # a share of the 6, no padding
+  assert results["checkpoint"] == artifacts[0] and results["library"] == artifacts[1]
+  for method in methods:
+    accuracy = results["summary"]["average_mean"][method]
+    assert f"{method}: average accuracy {100 * accuracy:.2f}%" in printed
+  frequencies = results["retrieval_frequencies"][TARGET]
+  assert set(frequencies) <= {"code", "talk"}
+  assert sum(frequencies.values()) == 4 * 3  # NUM_QUERIES x NUM_NEIGHBORS
+  selections = sorted(p.name for p in (out / "selections").iterdir())
+  assert len(selections) == 1 and len(list((out / "selections" / selections[0]).iterdir())) == 4
+  for name in ("results.md", "accuracy.png", "retrieval.png", "config.gin"):
+    assert (out / name).stat().st_size > 0, name
+  assert "| RoSPr |" in (out / "results.md").read_text()
+  assert f"TARGETS = ['{TARGET}']" in (out / "config.gin").read_text()
+
+
+def test_on_several_hosts_only_process_zero_writes(artifacts, tmp_path, monkeypatch, capsys):
+  """Every process scores (the mesh spans all hosts), so every one runs the evaluation; process 0
+  alone writes, so hosts sharing a mounted bucket never race on the same files."""
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  out = tmp_path / "eval"
+  assert _evaluate(artifacts, out) == 0
+  assert "RoSPr: average accuracy" in capsys.readouterr().out
+  assert not out.exists() or not any(out.iterdir())
