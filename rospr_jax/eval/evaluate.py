@@ -263,6 +263,9 @@ def run(*, checkpoint: str, output_dir: str, targets: Sequence[str], methods: Se
     params = partitioning.shard_params(params, boxed, mesh)
   vocab_path = vocabulary or tokenization.find_sentencepiece_model(checkpoint)
   tokenizer = tokenization.Tokenizer(vocab_path)
+  if tokenizer.vocab_size > config.vocab_size:  # ids past the embedding would score as NaN
+    raise ValueError(f"The vocabulary {vocab_path} has {tokenizer.vocab_size} pieces; the checkpoint "
+                     f"{checkpoint} has {config.vocab_size} embeddings.")
   evaluator = Evaluator(params=params, config=config, tokenizer=tokenizer, num_queries=num_queries,
                         num_neighbors=num_neighbors, num_prompts=num_prompts, top_k=top_k,
                         batch_size=batch_size, mesh=mesh, seed=seed)
@@ -271,6 +274,9 @@ def run(*, checkpoint: str, output_dir: str, targets: Sequence[str], methods: Se
     if not library_dir or not retriever_checkpoint:
       raise ValueError("Methods other than T0 need LIBRARY_DIR and RETRIEVER_CHECKPOINT.")
     evaluator.embedder = embed.load_embedder(retriever_checkpoint, mesh=embed.local_data_mesh())
+    if tokenizer.vocab_size > evaluator.embedder.config.vocab_size:
+      raise ValueError(f"The vocabulary {vocab_path} has {tokenizer.vocab_size} pieces; the retriever "
+                       f"{retriever_checkpoint} has {evaluator.embedder.config.vocab_size} embeddings.")
     evaluator.library = store.Library.open(library_dir, retriever=evaluator.embedder.fingerprint,
                                            dim=evaluator.embedder.dim)
   task_list = resolve_target_tasks(targets, data_dir)

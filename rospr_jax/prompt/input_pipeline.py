@@ -60,6 +60,22 @@ class SourceExamples:
     """[S] examples per source."""
     return np.bincount([ex.source_id for ex in self.examples], minlength=len(self.names))
 
+  def check_token_ids(self, vocab_size: int) -> None:
+    """Raises naming the first example with a token id outside [0, vocab_size): examples tokenized with
+    a vocabulary that is not the backbone's (JAX's embedding lookup returns NaN there, not an error)."""
+    for field in ("inputs", "targets"):
+      arrays = [np.asarray(getattr(ex, field)) for ex in self.examples]
+      if not arrays:
+        continue
+      ids = np.concatenate(arrays)
+      if ids.size == 0 or (ids.min() >= 0 and ids.max() < vocab_size):
+        continue
+      i = next(i for i, a in enumerate(arrays) if a.size and (a.min() < 0 or a.max() >= vocab_size))
+      bad = [int(t) for t in arrays[i] if not 0 <= t < vocab_size]
+      raise ValueError(f"Example {i} (source {self.names[self.examples[i].source_id]!r}) has {field} token "
+                       f"ids {bad[:5]} outside the backbone's vocabulary of {vocab_size}: were the "
+                       f"examples tokenized with another vocabulary?")
+
   def check_every_source_has_examples(self) -> None:
     empty = [n for n, c in zip(self.names, self.counts()) if c == 0]
     if empty:

@@ -319,6 +319,7 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
   if min(num_steps, checkpoint_every, log_every, export_every) < 1:
     raise ValueError("num_steps, checkpoint_every, export_every and log_every must be >= 1.")
   config = backbone.config.replace(dropout_rate=dropout_rate, remat_policy=remat_policy)
+  data.check_token_ids(config.vocab_size)
   names = list(data.names)
   num_sources, dim = len(names), config.emb_dim
 

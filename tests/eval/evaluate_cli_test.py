@@ -81,3 +81,12 @@ def test_on_several_hosts_only_process_zero_writes(artifacts, tmp_path, monkeypa
   assert _evaluate(artifacts, out) == 0
   assert "RoSPr: average accuracy" in capsys.readouterr().out
   assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_checkpoint_smaller_than_the_vocabulary_is_refused(artifacts, tmp_path, capsys):
+  """Token ids past the embedding table would score as NaN; the run stops before scoring."""
+  small = str(tmp_path / "small")
+  config = get_config("tiny")  # 512 embeddings; the vocabulary has 3,000 pieces
+  save_hf(small, config, init_params(config, jax.random.PRNGKey(0)))
+  assert _evaluate((small, *artifacts[1:]), tmp_path / "eval") == 2
+  assert f"has 3000 pieces; the checkpoint {small} has 512 embeddings" in capsys.readouterr().err

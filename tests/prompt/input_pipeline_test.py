@@ -86,3 +86,14 @@ def test_read_jsonl_errors_name_the_line(tmp_path, line, message):
   path.write_text('{"source": "a", "inputs": [3], "targets": [4, 1]}\n' + line + "\n")
   with pytest.raises(ValueError, match=message):
     read_jsonl(str(path))
+
+
+def test_token_ids_outside_the_backbone_vocabulary_are_named():
+  """Out-of-range ids would embed as NaN (JAX's gather fills), so they are refused before training."""
+  data = SourceExamples(["a", "b"], [Example(0, [5, 6], [7, 1]), Example(1, [3, 600, 601], [4, 1])])
+  data.check_token_ids(602)
+  with pytest.raises(ValueError, match=r"Example 1 \(source 'b'\) has inputs token ids \[600, 601\] outside "
+                                       r"the backbone's vocabulary of 600"):
+    data.check_token_ids(600)
+  with pytest.raises(ValueError, match=r"Example 0 \(source 'a'\) has targets token ids \[7\]"):
+    SourceExamples(["a"], [Example(0, [1], [7, 1])]).check_token_ids(7)

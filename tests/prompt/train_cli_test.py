@@ -64,6 +64,17 @@ def test_unset_required_macro_is_reported(tmp_path, capsys):
   assert "MODEL_DIR" in capsys.readouterr().err and not os.listdir(tmp_path)
 
 
+def test_examples_from_another_vocabulary_are_refused_before_training(tmp_path, capsys):
+  examples = tmp_path / "ex.jsonl"
+  _write_examples(examples)
+  with open(examples, "a") as f:  # the tiny backbone has 512 embeddings
+    f.write(json.dumps({"source": "beta", "inputs": [5, 900], "targets": [7, 1]}) + "\n")
+  assert train.main(_argv(examples, tmp_path / "run", 2, 2)) == 2
+  err = capsys.readouterr().err
+  assert "(source 'beta') has inputs token ids [900] outside the backbone's vocabulary of 512" in err
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_bad_flags_are_refused(capsys):
   with pytest.raises(SystemExit):
     train.main(["--gin_file=models/tiny.gin", "--gin.MODEL_DIR"])
