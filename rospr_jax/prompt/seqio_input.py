@@ -54,7 +54,10 @@ def seqio_sources(tasks: Sequence[str], *, split: str = "train", max_examples_pe
     registry_module: imported first so that its tasks are registered (None: nothing to import).
   """
   if registry_module:
-    importlib.import_module(registry_module)
+    # Called from a finalized gin config (`rospr train-prompts`), while the registry module may declare
+    # its own configurables (rospr_tasks.vocab.vocabulary_path): gin refuses new ones once locked.
+    with gin.unlock_config():
+      importlib.import_module(registry_module)
   names = expand_task_names(tasks)
   examples: list[Example] = []
   no_eos = 0
