@@ -90,3 +90,21 @@ def test_a_checkpoint_smaller_than_the_vocabulary_is_refused(artifacts, tmp_path
   save_hf(small, config, init_params(config, jax.random.PRNGKey(0)))
   assert _evaluate((small, *artifacts[1:]), tmp_path / "eval") == 2
   assert f"has 3000 pieces; the checkpoint {small} has 512 embeddings" in capsys.readouterr().err
+
+
+def test_a_held_out_dataset_is_read_from_data_dir_and_scored(artifacts, tmp_path):
+  """The paper's targets: a promptsource template over the dataset's JSONL split under DATA_DIR."""
+  checkpoint, _, vocab = artifacts
+  split = tmp_path / "data" / "super_glue" / "rte" / "validation.jsonl"
+  split.parent.mkdir(parents=True)
+  rows = [{"premise": f"The cat {i} sat on the mat.", "hypothesis": "A cat sat.", "idx": i, "label": i % 2}
+          for i in range(5)]
+  split.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  out = tmp_path / "eval"
+  assert cli.main(["evaluate", "--gin_file=eval/held_out_targets.gin", f"--gin.CHECKPOINT='{checkpoint}'",
+                   f"--gin.OUTPUT_DIR='{out}'", f"--gin.VOCABULARY='{vocab}'", "--gin.METHODS=['T0']",
+                   "--gin.TARGETS=['super_glue_rte_GPT_3_style']", f"--gin.DATA_DIR='{tmp_path / 'data'}'",
+                   "--gin.BATCH_SIZE=8"]) == 0
+  (row,) = json.loads((out / "results.json").read_text())["per_template"]
+  assert (row["dataset"], row["template"], row["examples"]) == ("super_glue/rte", "GPT-3 style", 5)
+  assert abs(row["accuracy"] * 5 - round(row["accuracy"] * 5)) < 1e-9
