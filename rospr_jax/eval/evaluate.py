@@ -250,7 +250,7 @@ def run(*, checkpoint: str, output_dir: str, targets: Sequence[str], methods: Se
   from rospr_jax.model import T5, checkpoints, partitioning
 
   for what, path in [("output_dir", output_dir), ("library_dir", library_dir), ("data_dir", data_dir),
-                     ("retriever_checkpoint", retriever_checkpoint)]:
+                     ("retriever_checkpoint", retriever_checkpoint), ("vocabulary", vocabulary)]:
     paths.require_local(path, what)  # before hours of work, not when the report is written
   compute_dtype = jnp.dtype(dtype)
   config, params = checkpoints.load_checkpoint(checkpoint, dtype=compute_dtype)
