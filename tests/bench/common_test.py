@@ -1,13 +1,17 @@
-"""bench/common.py's FLOP counts against what XLA compiles (its cost analysis is the reference).
+"""What the benchmarks time, checked on the CPU: bench/common.py's FLOP counts against XLA's cost
+analysis of the compiled programs, and the dtypes of their matmuls in bfloat16.
 
 The counts turn measured seconds into TFLOP/s, and the match says more: the compiled scorer does the
 encode-once work (not every (example, choice) pair through the encoder), and the prompt-tuning step
 does two forward passes' worth (input gradients only: no weight gradients of the frozen backbone).
+A float32 matmul where bfloat16 was meant runs several times slower on an accelerator.
 """
 
 from __future__ import annotations
 
+import collections
 import pathlib
+import re
 import sys
 
 import jax
@@ -60,3 +64,30 @@ def test_prompt_step_computes_input_gradients_only(param_shapes, remat, low, hig
                                                       config=CONFIG.replace(remat_policy=remat),
                                                       optimizer=optimizer))
   assert low <= compiled / forward_flops(CONFIG, B, P + T, L) < high
+
+
+def _dot_operand_dtypes(stablehlo: str) -> collections.Counter:
+  """(lhs, rhs) operand types of every dot_general, e.g. ("tensor<4x16x64xbf16>", ...)."""
+  pattern = r"stablehlo\.dot_general [^\n]*: \((tensor<[^>]*>), (tensor<[^>]*>)\)"
+  return collections.Counter(re.findall(pattern, stablehlo))
+
+
+def test_bfloat16_programs_multiply_in_bfloat16():
+  """Every projection multiplies bfloat16 operands; float32 operands appear only in the backward pass
+  of the attention logits (computed with float32 accumulation), as [B, N, Tq, Tk] x [B, N, T, D]."""
+  config = CONFIG.replace(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, remat_policy="minimal")
+  params = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+  inputs, targets = jax.ShapeDtypeStruct((B, T), jnp.int32), jax.ShapeDtypeStruct((B, C, L), jnp.int32)
+  scorer = jax.jit(lambda p, i, t: score_choices(p, i, t, config=config)).lower(params, inputs, targets)
+  dots = _dot_operand_dtypes(scorer.as_text())
+  assert dots and all(a.endswith("xbf16>") and b.endswith("xbf16>") for a, b in dots)
+  optimizer = default_optimizer()
+  state = jax.eval_shape(lambda: init_state(jnp.zeros((2, P, CONFIG.emb_dim)), optimizer))
+  batch = {"inputs": inputs, "targets": jax.ShapeDtypeStruct((B, L), jnp.int32),
+           "source_ids": jax.ShapeDtypeStruct((B,), jnp.int32)}
+  step = _jitted_train_step.lower(state, params, batch, dropout_key(0), config=config, optimizer=optimizer)
+  dots = _dot_operand_dtypes(step.as_text())
+  float32 = [(a, b) for a, b in dots if "f32" in a + b]
+  assert len(dots) > len(float32) > 0
+  attention_shaped = re.compile(rf"tensor<{B}x{CONFIG.num_heads}x\d+x\d+xf32>")
+  assert all(attention_shaped.fullmatch(a) and attention_shaped.fullmatch(b) for a, b in float32), float32
