@@ -64,26 +64,39 @@ def parse_gin(files: list[str], bindings: list[str], search_paths: list[str]) ->
   for path in [os.getcwd(), *search_paths, *GIN_DIRS]:
     if path and os.path.isdir(path):
       gin.add_config_file_search_path(path)
-  with _plain_file_lookup():
+  with _quiet_package_lookup():
     gin.parse_config_files_and_bindings(files, bindings, finalize_config=True)
 
 
 @contextlib.contextmanager
-def _plain_file_lookup():
-  """Looks gin files up on the file system only, while parsing.
+def _quiet_package_lookup():
+  """Makes gin-config's package lookup of gin files quiet and safe while parsing.
 
-  gin-config also tries every relative path (`eval/base.gin` under each search path, the working
-  directory first) as a file inside an importable package named by its folders (`eval`): each miss logs
-  an ERROR line, and a folder that imports as a namespace package (a `models/` folder in the working
-  directory, `tests/eval` under pytest) crashes the lookup with a TypeError. The search paths above
-  already cover this project's files, so the package lookup is left out while parsing.
+  Besides the file system, gin-config tries every relative name (`eval/base.gin` under each search path,
+  the working directory first) as a file inside an importable package named by its folders (`eval`):
+  each miss logs an ERROR line, and a folder that imports as a namespace package (a `models/` folder
+  in the working directory, `tests/eval` under pytest) crashes the lookup with a TypeError. Here a miss
+  is silent and such a folder is a miss; files inside installed packages are still found.
   """
   readers = getattr(gin.config, "_FILE_READERS", None)
   if not isinstance(readers, list):  # a gin-config without the private list: keep its behaviour
     yield
     return
+
+  def quiet(exists):
+    def check(path: str) -> bool:
+      previous = logging.root.manager.disable
+      logging.disable(logging.ERROR)
+      try:
+        return bool(exists(path))
+      except TypeError:
+        return False
+      finally:
+        logging.disable(previous)
+    return check
+
   saved = list(readers)
-  readers[:] = [(reader, exists) for reader, exists in readers if exists is os.path.isfile] or saved
+  readers[:] = [(reader, exists if exists is os.path.isfile else quiet(exists)) for reader, exists in saved]
   try:
     yield
   finally:
