@@ -15,6 +15,7 @@ saved prompt. Results: `results.json`, `results.md` (datasets as columns, method
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -22,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rospr_jax import paths
+from rospr_jax import atomic, paths
 from rospr_jax.data import rank_classification
 from rospr_jax.eval.batching import RankExample, score_examples
 
@@ -87,6 +88,10 @@ def _path_name(name: str) -> str:
   return re.sub(r"[^\w.+-]", "_", name)
 
 
+def _record_path(records_dir: str, target: str, method: str) -> str:
+  return os.path.join(records_dir, _path_name(target), _path_name(method) + ".json")
+
+
 @dataclasses.dataclass
 class Evaluator:
   """Everything the methods need: the backbone, its tokenizer, and (for retrieval) a library.
@@ -147,10 +152,35 @@ class Evaluator:
     predict_choices.num_choices = [len(q.choices) for q in queries]
     return embeddings, predict_choices
 
+  def _resumed(self, targets: Sequence[Target], methods: Sequence[str],
+               records_dir: str | None) -> dict[tuple[str, str], float]:
+    """{(target, method): accuracy} of the pairs an earlier run already wrote to `records_dir`.
+
+    Process 0 reads them and broadcasts the accuracies, so that on several hosts every process skips
+    the same pairs (each scoring is a computation over all of them).
+    """
+    import jax
+    pairs = [(t.name, m) for t in targets for m in methods if m != CHANCE]
+    accuracies = np.full(len(pairs), np.nan)
+    if records_dir and paths.writes_outputs():
+      for i, (target, method) in enumerate(pairs):
+        path = _record_path(records_dir, target, method)
+        if os.path.exists(path):
+          with open(path) as f:
+            accuracies[i] = json.load(f)["accuracy"]
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      accuracies = np.asarray(multihost_utils.broadcast_one_to_all(accuracies))
+    return {pair: float(a) for pair, a in zip(pairs, accuracies) if not np.isnan(a)}
+
   def evaluate(self, targets: Sequence[Target], methods: Sequence[str] = METHODS, *,
-               selections_dir: str | None = None,
+               selections_dir: str | None = None, records_dir: str | None = None,
                progress: Callable[[str], None] | None = None) -> tuple[list[dict], dict[str, dict]]:
     """Scores every target under every method.
+
+    With `records_dir`, each (target, method) record is written there as soon as it is scored, and the
+    pairs already there are not scored again (a killed run resumes; their selections are read back
+    from `selections_dir`).
 
     Returns:
       records: one {"method", "dataset", "template", "target", "accuracy", "examples"} per pair;
@@ -161,15 +191,24 @@ class Evaluator:
     if unknown:
       raise ValueError(f"Unknown methods {unknown}; known: {list(METHODS + (CHANCE,))}.")
     records, selections = [], {}
+    resumed = self._resumed(targets, methods, records_dir)
     for target in targets:
       examples = self.tokenize(target)
       retrieval = None
       for method in methods:
         prompt = None
+        record = {"method": method, "dataset": target.dataset, "template": target.template,
+                  "target": target.name, "examples": len(examples)}
         if method == CHANCE:
-          records.append({"method": method, "dataset": target.dataset, "template": target.template,
-                          "target": target.name, "accuracy": chance_accuracy(target.is_correct),
-                          "examples": len(examples)})
+          records.append({**record, "accuracy": chance_accuracy(target.is_correct)})
+          continue
+        if (target.name, method) in resumed:
+          records.append({**record, "accuracy": resumed[target.name, method]})
+          if method != "T0" and selections_dir:
+            where = os.path.join(selections_dir, _path_name(target.name), _path_name(method))
+            selections.setdefault(target.name, {})[method] = retrieve.load_selection(where)[0].to_dict()
+          if progress:
+            progress(f"{target.name} {method}: {100 * records[-1]['accuracy']:.2f}% (resumed)")
           continue
         if method != "T0":
           if retrieval is None:
@@ -185,8 +224,9 @@ class Evaluator:
             chosen, prompt = retrieve.load_selection(where)  # Evaluate exactly what was saved.
           selections.setdefault(target.name, {})[method] = chosen.to_dict()
         accuracy = accuracy_of(self._score(examples, prompt), target.is_correct)
-        records.append({"method": method, "dataset": target.dataset, "template": target.template,
-                        "target": target.name, "accuracy": accuracy, "examples": len(examples)})
+        records.append({**record, "accuracy": accuracy})
+        if records_dir and paths.writes_outputs():
+          atomic.write_text(_record_path(records_dir, target.name, method), json.dumps(records[-1]))
         if progress:
           progress(f"{target.name} {method}: {100 * accuracy:.2f}% on {len(examples)} examples")
     return records, selections
@@ -281,17 +321,51 @@ def run(*, checkpoint: str, output_dir: str, targets: Sequence[str], methods: Se
                                            dim=evaluator.embedder.dim)
   task_list = resolve_target_tasks(targets, data_dir)
   target_list = [target_from_task(t, split, max_examples=max_examples, seed=seed) for t in task_list]
+  settings = {"checkpoint": checkpoints.checkpoint_fingerprint(checkpoint),
+              "vocabulary": os.path.abspath(vocab_path), "split": split, "max_examples": max_examples,
+              "seed": seed, "dtype": compute_dtype.name, "attention_impl": attention_impl,
+              "data_dir": data_dir and os.path.abspath(data_dir)}
+  if evaluator.library is not None:
+    settings.update(library=os.path.abspath(library_dir), retriever=evaluator.embedder.fingerprint,
+                    num_queries=num_queries, num_neighbors=num_neighbors, num_prompts=num_prompts,
+                    top_k=top_k)
+  _check_resumable(output_dir, settings)
   logging.info("Evaluating %d targets x %d methods", len(target_list), len(methods))
   writes = paths.writes_outputs()  # every process scores (the mesh spans all hosts); one writes
   records, selections = evaluator.evaluate(
       target_list, methods, selections_dir=os.path.join(output_dir, "selections") if writes else None,
-      progress=logging.info)
+      records_dir=os.path.join(output_dir, "records"), progress=logging.info)
   if not writes:
     return report.summarize(records)
   retrieval = retrieval_frequencies(selections) if selections else None
   return report.write_report(output_dir, records, retrieval=retrieval, preamble=preamble,
                              extra={"selections": selections, "checkpoint": checkpoint,
                                     "library": library_dir, "split": split, "seed": seed})
+
+
+def _check_resumable(output_dir: str, settings: dict) -> None:
+  """Records settings in `<output_dir>/run.json`; refuses an output folder whose records were scored
+  with other settings (they would be resumed into this run's report)."""
+  import jax
+  path = os.path.join(output_dir, "run.json")
+  records_dir = os.path.join(output_dir, "records")
+  problem = ""
+  if paths.writes_outputs():
+    if os.path.exists(path) and os.path.isdir(records_dir) and os.listdir(records_dir):
+      with open(path) as f:
+        earlier = json.load(f)
+      differ = {k: (earlier.get(k), v) for k, v in settings.items() if earlier.get(k) != v}
+      if differ:
+        problem = (f"{output_dir} holds records scored with other settings ({differ}, as (then, now)); "
+                   f"give another OUTPUT_DIR, or delete {records_dir} to start over.")
+    else:
+      atomic.write_text(path, json.dumps(settings, indent=1))
+  if jax.process_count() > 1:  # every process stops, not only the one that read the file
+    from jax.experimental import multihost_utils
+    stop = multihost_utils.broadcast_one_to_all(np.int32(bool(problem)))
+    problem = problem or ("process 0 refused the output folder" if int(stop) else "")
+  if problem:
+    raise ValueError(problem)
 
 
 def main(argv: list[str]) -> int:

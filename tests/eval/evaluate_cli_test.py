@@ -108,3 +108,21 @@ def test_a_held_out_dataset_is_read_from_data_dir_and_scored(artifacts, tmp_path
   (row,) = json.loads((out / "results.json").read_text())["per_template"]
   assert (row["dataset"], row["template"], row["examples"]) == ("super_glue/rte", "GPT-3 style", 5)
   assert abs(row["accuracy"] * 5 - round(row["accuracy"] * 5)) < 1e-9
+
+
+def test_a_rerun_into_the_same_folder_resumes_and_other_settings_are_refused(artifacts, tmp_path, capsys):
+  out = tmp_path / "eval"
+  assert _evaluate(artifacts, out) == 0
+  first = json.loads((out / "results.json").read_text())
+  assert len(list((out / "records").rglob("*.json"))) == 5  # one per method
+  capsys.readouterr()
+  assert _evaluate(artifacts, out) == 0
+  assert capsys.readouterr().err.count("(resumed)") == 5  # the log lines
+  again = json.loads((out / "results.json").read_text())
+  assert again["per_template"] == first["per_template"] and again["selections"] == first["selections"]
+  checkpoint, library, vocab = artifacts
+  capsys.readouterr()
+  assert cli.main(["evaluate", "--gin_file=eval/bigbench_targets.gin", f"--gin.CHECKPOINT='{checkpoint}'",
+                   f"--gin.OUTPUT_DIR='{out}'", f"--gin.VOCABULARY='{vocab}'", f"--gin.TARGETS=['{TARGET}']",
+                   "--gin.METHODS=['T0']", "--gin.MAX_EXAMPLES=5"]) == 2
+  assert "holds records scored with other settings ({'max_examples': (6, 5)" in capsys.readouterr().err

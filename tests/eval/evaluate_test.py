@@ -97,3 +97,22 @@ def test_unknown_method_is_refused(setup):
   evaluator, target = setup
   with pytest.raises(ValueError, match=r"Unknown methods \['BEST'\]"):
     evaluator.evaluate([target], ["BEST"])
+
+
+def test_a_rerun_resumes_from_the_records_and_scores_only_what_is_missing(setup, tmp_path, monkeypatch):
+  """A killed evaluation keeps what it scored: records are written per (target, method) as scored, and
+  a rerun scores only the pairs without a record (here: one deleted), with the same results."""
+  evaluator, target = setup
+  methods = ["T0", "RoSPr", "VAR"]
+  records_dir, selections_dir = str(tmp_path / "records"), str(tmp_path / "selections")
+  first, first_selections = evaluator.evaluate([target], methods, selections_dir=selections_dir,
+                                               records_dir=records_dir)
+  (tmp_path / "records" / "weather_target" / "RoSPr.json").unlink()
+  calls = []
+  score = evaluator._score
+  monkeypatch.setattr(evaluator, "_score", lambda examples, prompt: calls.append(prompt) or score(examples, prompt))
+  again, again_selections = evaluator.evaluate([target], methods, selections_dir=selections_dir,
+                                               records_dir=records_dir)
+  assert len(calls) == 1 and calls[0] is not None  # RoSPr alone, with its retrieved prompt
+  assert again == first
+  assert again_selections == first_selections
