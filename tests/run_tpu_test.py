@@ -101,6 +101,7 @@ def test_creates_the_vm_installs_and_runs_the_command_on_every_worker(fake_cloud
   assert all("--worker=all" in c for c in calls if c[3] in ("scp", "ssh"))
   install = calls[4][calls[4].index("--command") + 1]
   assert "pip install" in install and "rospr fetch" in install
+  assert subprocess.run(["bash", "-n", "-c", install]).returncode == 0
 
   with tarfile.open(state / "worker0" / "rospr-jax.tar.gz") as archive:
     names = set(archive.getnames())
@@ -144,6 +145,7 @@ def test_mounts_buckets_on_every_worker_before_the_command(fake_cloud):
   for bucket in ("ckpts", "runs.eu"):
     assert f"mountpoint -q /gcs/{bucket} || gcsfuse --implicit-dirs {bucket} /gcs/{bucket}" in mount
   assert "rospr" not in mount and "rospr" in calls[3][calls[3].index("--command") + 1]
+  assert subprocess.run(["bash", "-n", "-c", mount]).returncode == 0  # the remote script parses
   assert len(_lines(state / "rospr.jsonl")) == 2
 
 
