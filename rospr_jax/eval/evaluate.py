@@ -104,6 +104,7 @@ class Evaluator:
     num_queries, num_neighbors, num_prompts, top_k: Q, N, N' and K of DESIGN.md.
     batch_size, mesh: scoring batch size and optional device mesh.
     seed: query sampling seed.
+    progress_bars: show a tqdm bar while each (target, method) is scored.
   """
   params: Any
   config: Any
@@ -118,10 +119,13 @@ class Evaluator:
   mesh: Any = None
   seed: int = 0
   max_input_length: int = 1024
+  progress_bars: bool = False
 
-  def _score(self, examples: Sequence[RankExample], prompt) -> list[np.ndarray]:
+  def _score(self, examples: Sequence[RankExample], prompt, description: str | None = None
+             ) -> list[np.ndarray]:
     return score_examples(self.params, self.config, examples, prompts=prompt, batch_size=self.batch_size,
-                          max_input_length=self.max_input_length, mesh=self.mesh)
+                          max_input_length=self.max_input_length, mesh=self.mesh,
+                          progress=description if self.progress_bars else None)
 
   def tokenize(self, target: Target) -> list[RankExample]:
     encode_in, encode_out = self.tokenizer.encode_input, self.tokenizer.encode_target
@@ -223,7 +227,7 @@ class Evaluator:
             retrieve.save_selection(where, chosen, prompt)
             chosen, prompt = retrieve.load_selection(where)  # Evaluate exactly what was saved.
           selections.setdefault(target.name, {})[method] = chosen.to_dict()
-        accuracy = accuracy_of(self._score(examples, prompt), target.is_correct)
+        accuracy = accuracy_of(self._score(examples, prompt, f"{target.name} {method}"), target.is_correct)
         records.append({**record, "accuracy": accuracy})
         if records_dir and paths.writes_outputs():
           atomic.write_text(_record_path(records_dir, target.name, method), json.dumps(records[-1]))
@@ -308,7 +312,7 @@ def run(*, checkpoint: str, output_dir: str, targets: Sequence[str], methods: Se
                      f"{checkpoint} has {config.vocab_size} embeddings.")
   evaluator = Evaluator(params=params, config=config, tokenizer=tokenizer, num_queries=num_queries,
                         num_neighbors=num_neighbors, num_prompts=num_prompts, top_k=top_k,
-                        batch_size=batch_size, mesh=mesh, seed=seed)
+                        batch_size=batch_size, mesh=mesh, seed=seed, progress_bars=True)
   if any(m in RULE_OF_METHOD for m in methods):
     from rospr_jax.library import embed, store
     if not library_dir or not retriever_checkpoint:

@@ -51,7 +51,9 @@ def _evaluate(artifacts, output_dir) -> int:
 def test_evaluate_writes_the_report_the_selections_and_the_operative_config(artifacts, tmp_path, capsys):
   out = tmp_path / "eval"
   assert _evaluate(artifacts, out) == 0
-  printed = capsys.readouterr().out
+  captured = capsys.readouterr()
+  printed = captured.out
+  assert f"{TARGET} VAR: 100%" in captured.err  # a progress bar per (target, method)
   results = json.loads((out / "results.json").read_text())
   methods = ["T0", "RoSPr", "INTER", "VAR", "INTER+VAR"]
   assert results["summary"]["methods"] == methods

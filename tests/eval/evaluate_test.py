@@ -110,7 +110,8 @@ def test_a_rerun_resumes_from_the_records_and_scores_only_what_is_missing(setup,
   (tmp_path / "records" / "weather_target" / "RoSPr.json").unlink()
   calls = []
   score = evaluator._score
-  monkeypatch.setattr(evaluator, "_score", lambda examples, prompt: calls.append(prompt) or score(examples, prompt))
+  monkeypatch.setattr(evaluator, "_score",
+                      lambda examples, prompt, *rest: calls.append(prompt) or score(examples, prompt, *rest))
   again, again_selections = evaluator.evaluate([target], methods, selections_dir=selections_dir,
                                                records_dir=records_dir)
   assert len(calls) == 1 and calls[0] is not None  # RoSPr alone, with its retrieved prompt
