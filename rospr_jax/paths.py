@@ -13,6 +13,8 @@ import argparse
 import os
 import re
 
+import numpy as np
+
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -38,6 +40,16 @@ def require_local_args(args: argparse.Namespace) -> None:
       if isinstance(item, str):
         require_local(item.split("=", 1)[1] if "=" in item and not _URL.match(item) else item,
                       f"--{name.replace('_', '-')}")
+
+
+def from_process_zero(value: np.ndarray) -> np.ndarray:
+  """`value` as process 0 has it, on every process (unchanged with one process): for decisions that
+  all hosts must take alike because their computations run together."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.broadcast_one_to_all(value))
 
 
 def writes_outputs() -> bool:

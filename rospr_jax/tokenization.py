@@ -45,6 +45,13 @@ class Tokenizer:
   def vocab_size(self) -> int:
     return self._sp.GetPieceSize()
 
+  def check_fits(self, num_embeddings: int, model: str) -> None:
+    """Refuses a model with fewer embedding rows than this vocabulary has pieces (ids past the table
+    would embed as NaN: JAX's gather fills, it does not fail)."""
+    if self.vocab_size > num_embeddings:
+      raise ValueError(f"The vocabulary {self.path} has {self.vocab_size} pieces; {model} has "
+                       f"{num_embeddings} embeddings.")
+
   def encode_input(self, text: str) -> list[int]:
     """Ids of an input: no EOS (T0's evaluation protocol)."""
     return list(self._sp.EncodeAsIds(text))

@@ -88,8 +88,15 @@ def _path_name(name: str) -> str:
   return re.sub(r"[^\w.+-]", "_", name)
 
 
+RECORDS_DIR = "records"  # under the output folder: one record per (target, method), for resuming
+
+
 def _record_path(records_dir: str, target: str, method: str) -> str:
   return os.path.join(records_dir, _path_name(target), _path_name(method) + ".json")
+
+
+def _selection_dir(selections_dir: str, target: str, method: str) -> str:
+  return os.path.join(selections_dir, _path_name(target), _path_name(method))
 
 
 @dataclasses.dataclass
@@ -163,7 +170,6 @@ class Evaluator:
     Process 0 reads them and broadcasts the accuracies, so that on several hosts every process skips
     the same pairs (each scoring is a computation over all of them).
     """
-    import jax
     pairs = [(t.name, m) for t in targets for m in methods if m != CHANCE]
     accuracies = np.full(len(pairs), np.nan)
     if records_dir and paths.writes_outputs():
@@ -172,9 +178,7 @@ class Evaluator:
         if os.path.exists(path):
           with open(path) as f:
             accuracies[i] = json.load(f)["accuracy"]
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      accuracies = np.asarray(multihost_utils.broadcast_one_to_all(accuracies))
+    accuracies = paths.from_process_zero(accuracies)
     return {pair: float(a) for pair, a in zip(pairs, accuracies) if not np.isnan(a)}
 
   def evaluate(self, targets: Sequence[Target], methods: Sequence[str] = METHODS, *,
@@ -209,8 +213,8 @@ class Evaluator:
         if (target.name, method) in resumed:
           records.append({**record, "accuracy": resumed[target.name, method]})
           if method != "T0" and selections_dir:
-            where = os.path.join(selections_dir, _path_name(target.name), _path_name(method))
-            selections.setdefault(target.name, {})[method] = retrieve.load_selection(where)[0].to_dict()
+            chosen, _ = retrieve.load_selection(_selection_dir(selections_dir, target.name, method))
+            selections.setdefault(target.name, {})[method] = chosen.to_dict()
           if progress:
             progress(f"{target.name} {method}: {100 * records[-1]['accuracy']:.2f}% (resumed)")
           continue
@@ -223,7 +227,7 @@ class Evaluator:
               num_prompts=self.num_prompts, top_k=self.top_k, predict_choices=predict_choices,
               num_choices=predict_choices.num_choices, params={"target": target.name, "seed": self.seed})
           if selections_dir:
-            where = os.path.join(selections_dir, _path_name(target.name), _path_name(method))
+            where = _selection_dir(selections_dir, target.name, method)
             retrieve.save_selection(where, chosen, prompt)
             chosen, prompt = retrieve.load_selection(where)  # Evaluate exactly what was saved.
           selections.setdefault(target.name, {})[method] = chosen.to_dict()
@@ -307,9 +311,7 @@ def run(*, checkpoint: str, output_dir: str, targets: Sequence[str], methods: Se
     params = partitioning.shard_params(params, boxed, mesh)
   vocab_path = vocabulary or tokenization.find_sentencepiece_model(checkpoint)
   tokenizer = tokenization.Tokenizer(vocab_path)
-  if tokenizer.vocab_size > config.vocab_size:  # ids past the embedding would score as NaN
-    raise ValueError(f"The vocabulary {vocab_path} has {tokenizer.vocab_size} pieces; the checkpoint "
-                     f"{checkpoint} has {config.vocab_size} embeddings.")
+  tokenizer.check_fits(config.vocab_size, f"the checkpoint {checkpoint}")
   evaluator = Evaluator(params=params, config=config, tokenizer=tokenizer, num_queries=num_queries,
                         num_neighbors=num_neighbors, num_prompts=num_prompts, top_k=top_k,
                         batch_size=batch_size, mesh=mesh, seed=seed, progress_bars=True)
@@ -318,9 +320,7 @@ def run(*, checkpoint: str, output_dir: str, targets: Sequence[str], methods: Se
     if not library_dir or not retriever_checkpoint:
       raise ValueError("Methods other than T0 need LIBRARY_DIR and RETRIEVER_CHECKPOINT.")
     evaluator.embedder = embed.load_embedder(retriever_checkpoint, mesh=embed.local_data_mesh())
-    if tokenizer.vocab_size > evaluator.embedder.config.vocab_size:
-      raise ValueError(f"The vocabulary {vocab_path} has {tokenizer.vocab_size} pieces; the retriever "
-                       f"{retriever_checkpoint} has {evaluator.embedder.config.vocab_size} embeddings.")
+    tokenizer.check_fits(evaluator.embedder.config.vocab_size, f"the retriever {retriever_checkpoint}")
     evaluator.library = store.Library.open(library_dir, retriever=evaluator.embedder.fingerprint,
                                            dim=evaluator.embedder.dim)
   task_list = resolve_target_tasks(targets, data_dir)
@@ -338,7 +338,7 @@ def run(*, checkpoint: str, output_dir: str, targets: Sequence[str], methods: Se
   writes = paths.writes_outputs()  # every process scores (the mesh spans all hosts); one writes
   records, selections = evaluator.evaluate(
       target_list, methods, selections_dir=os.path.join(output_dir, "selections") if writes else None,
-      records_dir=os.path.join(output_dir, "records"), progress=logging.info)
+      records_dir=os.path.join(output_dir, RECORDS_DIR), progress=logging.info)
   if not writes:
     return report.summarize(records)
   retrieval = retrieval_frequencies(selections) if selections else None
@@ -350,9 +350,8 @@ def run(*, checkpoint: str, output_dir: str, targets: Sequence[str], methods: Se
 def _check_resumable(output_dir: str, settings: dict) -> None:
   """Records settings in `<output_dir>/run.json`; refuses an output folder whose records were scored
   with other settings (they would be resumed into this run's report)."""
-  import jax
   path = os.path.join(output_dir, "run.json")
-  records_dir = os.path.join(output_dir, "records")
+  records_dir = os.path.join(output_dir, RECORDS_DIR)
   problem = ""
   if paths.writes_outputs():
     if os.path.exists(path) and os.path.isdir(records_dir) and os.listdir(records_dir):
@@ -364,12 +363,8 @@ def _check_resumable(output_dir: str, settings: dict) -> None:
                    f"give another OUTPUT_DIR, or delete {records_dir} to start over.")
     else:
       atomic.write_text(path, json.dumps(settings, indent=1))
-  if jax.process_count() > 1:  # every process stops, not only the one that read the file
-    from jax.experimental import multihost_utils
-    stop = multihost_utils.broadcast_one_to_all(np.int32(bool(problem)))
-    problem = problem or ("process 0 refused the output folder" if int(stop) else "")
-  if problem:
-    raise ValueError(problem)
+  if paths.from_process_zero(np.int32(bool(problem))):  # every process stops, not only process 0
+    raise ValueError(problem or "process 0 refused the output folder")
 
 
 def main(argv: list[str]) -> int:

@@ -144,9 +144,7 @@ def embedder_from_args(args) -> tuple[embed_lib.Embedder, Callable[[str], list[i
                                      max_length=args.max_length,
                                      tokens_per_batch=args.tokens_per_batch,
                                      mesh=embed_lib.local_data_mesh())
-  if tokenizer.vocab_size > embedder.config.vocab_size:
-    raise ValueError(f"The vocabulary {args.vocab} has {tokenizer.vocab_size} pieces; the retriever "
-                     f"has {embedder.config.vocab_size} embeddings.")
+  tokenizer.check_fits(embedder.config.vocab_size, "the retriever")
   return embedder, tokenizer.encode_input
 
 
