@@ -154,9 +154,14 @@ def main() -> None:
     flops = 2 * forward_flops(config, batch, args.prompt_length + inputs, targets)
     single_s = None
     for num_sources in ((1, args.joint) if first_variant and args.joint > 1 else (1,)):
-      compile_s, step_s, gib = time_step(config, params, batch, inputs, targets, args.prompt_length, num_sources,
-                                    args.reps)
-      single_s = step_s if num_sources == 1 else single_s
+      try:
+        compile_s, step_s, gib = time_step(config, params, batch, inputs, targets, args.prompt_length,
+                                           num_sources, args.reps)
+      except Exception as error:  # one variant failing (e.g. out of memory) must not cost the others
+        print(f"{size} {batch}x{inputs}x{targets} {attention}:{dropout:g}:{remat}, {num_sources} prompt(s): "
+              f"failed: {type(error).__name__}: {str(error)[:800]}", flush=True)
+        continue
+      single_s = step_s if num_sources == 1 else single_s or float("nan")
       tokens = batch * (args.prompt_length + inputs + targets) / step_s
       label = "rospr-jax, 1 prompt" if num_sources == 1 else f"rospr-jax, joint {num_sources} prompts"
       rows.append([label, f"{attention}, dropout {dropout:g}, remat {remat}", size, batch, inputs, targets, args.prompt_length, num_sources, compile_s, step_s,
