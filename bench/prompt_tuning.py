@@ -49,14 +49,15 @@ def parse_shape(text: str) -> tuple[int, int, int]:
   return batch, inputs, targets
 
 
-def parse_variant(text: str) -> tuple[str, float, str]:
-  """"cudnn:0" -> (attention implementation, dropout rate, remat policy); "einsum:0.1:none" sets the
-  remat policy too (default: the trainer's "minimal")."""
-  attention, dropout, remat = (text.split(":") + ["", ""])[:3]
-  return attention, float(dropout or 0.1), remat or "minimal"
+def parse_variant(text: str) -> tuple[str, float, str, str]:
+  """"cudnn:0" -> (attention implementation, dropout rate, remat policy, dropout key implementation);
+  "einsum:0.1:none:threefry2x32" sets the remat policy (default: the trainer's "minimal") and the
+  dropout key's PRNG (default: the trainer's "unsafe_rbg") too."""
+  attention, dropout, remat, rng = (text.split(":") + ["", "", ""])[:4]
+  return attention, float(dropout or 0.1), remat or "minimal", rng or "unsafe_rbg"
 
 
-def time_step(config, params, batch, inputs, targets, prompt_length, num_sources, reps):
+def time_step(config, params, batch, inputs, targets, prompt_length, num_sources, reps, rng_impl="unsafe_rbg"):
   """(compile seconds, median step seconds, GiB) of the training step on random tokens.
 
   GiB is XLA's own figure for the compiled step: its arguments (backbone, prompts, batch) plus the
@@ -71,14 +72,19 @@ def time_step(config, params, batch, inputs, targets, prompt_length, num_sources
           "targets": jnp.asarray(rng.integers(3, config.vocab_size, (batch, targets)), jnp.int32),
           "source_ids": jnp.asarray(np.arange(batch) % num_sources, jnp.int32)}
   jitted = make_train_step(config, optimizer)  # the training code's jitted step (a partial)
-  key = dropout_key(0)
+  key = dropout_key(0, rng_impl)
   start = time.perf_counter()
-  step = jitted.func.lower(state, params, data, key, **jitted.keywords).compile()
+  lowered = jitted.func.lower(state, params, data, key, **jitted.keywords)
+  lowered_s = time.perf_counter() - start
+  step = lowered.compile()
+  compiled_s = time.perf_counter() - start
   memory = step.memory_analysis()
   gib = (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**30 if memory else float("nan")
+  print(f"  traced in {lowered_s:.1f} s, compiled by {compiled_s:.1f} s ({gib:.1f} GiB)", flush=True)
   state, metrics = step(state, params, data, key)
   jax.block_until_ready(state.prompts)
   compile_s = time.perf_counter() - start
+  print(f"  first step done by {compile_s:.1f} s", flush=True)
   if not bool(metrics["finite"]):
     print("warning: non-finite loss on random weights (the timing is still valid)", flush=True)
   holder = [state]
@@ -127,13 +133,16 @@ def main() -> None:
                            "(default: --attention, --dropout, remat minimal); each runs every shape, the "
                            "joint step only the first")
   parser.add_argument("--peer", default=None, help="path of anchor_hf_t5.py: run the HF peer in this job")
+  parser.add_argument("--layers", type=int, default=None,
+                      help="encoder and decoder layers instead of the size's (a shallow model to study "
+                           "compilation quickly)")
   parser.add_argument("--json", "--out", dest="json", default=None, help="also write the rows as JSON here")
   args = parser.parse_args()
   if args.cpu:
     jax.config.update("jax_platforms", "cpu")
   dtype = jnp.float32 if args.cpu else jnp.bfloat16
   sizes = (args.size or ("tiny,small" if args.cpu else "xl")).split(",")
-  variants = args.variants or [(args.attention, args.dropout, "minimal")]
+  variants = args.variants or [(args.attention, args.dropout, "minimal", "unsafe_rbg")]
   cases = [(size, *shape, *variant) for size in sizes
            for shape in (args.shapes or (CPU_SHAPES.get(size, FULL_SHAPES) if args.cpu else FULL_SHAPES))
            for variant in variants]
@@ -142,10 +151,16 @@ def main() -> None:
         f"{os.cpu_count()} CPU cores, dtype {jnp.dtype(dtype).name}", flush=True)
   rows, records, params_by_size = [], [], {}
   result = {"device": device.device_kind, "jax": jax.__version__, "rows": records}
-  for size, batch, inputs, targets, attention, dropout, remat in cases:
-    first_variant = (attention, dropout, remat) == variants[0]
+  for size, batch, inputs, targets, attention, dropout, remat, rng_impl in cases:
+    first_variant = (attention, dropout, remat, rng_impl) == variants[0]
     config = get_config(size, dtype=dtype, param_dtype=dtype, dropout_rate=dropout,
                         attention_impl=attention, remat_policy=remat)
+    if args.layers:
+      config = config.replace(num_encoder_layers=args.layers, num_decoder_layers=args.layers)
+    variant = f"{attention}, dropout {dropout:g}, remat {remat}" + (
+        f", {rng_impl} dropout key" if dropout and rng_impl != "unsafe_rbg" else "")
+    print(f"{size}{f' ({args.layers} layers)' if args.layers else ''} B {batch} / {inputs} / {targets}, "
+          f"{variant}:", flush=True)
     if size not in params_by_size:
       params_by_size.clear()  # one backbone in memory at a time
       params_by_size[size] = jax.block_until_ready(
@@ -156,17 +171,18 @@ def main() -> None:
     for num_sources in ((1, args.joint) if first_variant and args.joint > 1 else (1,)):
       try:
         compile_s, step_s, gib = time_step(config, params, batch, inputs, targets, args.prompt_length,
-                                           num_sources, args.reps)
+                                           num_sources, args.reps, rng_impl)
       except Exception as error:  # one variant failing (e.g. out of memory) must not cost the others
-        print(f"{size} {batch}x{inputs}x{targets} {attention}:{dropout:g}:{remat}, {num_sources} prompt(s): "
+        print(f"{size} {batch}x{inputs}x{targets} {variant}, {num_sources} prompt(s): "
               f"failed: {type(error).__name__}: {str(error)[:800]}", flush=True)
         continue
       single_s = step_s if num_sources == 1 else single_s or float("nan")
       tokens = batch * (args.prompt_length + inputs + targets) / step_s
       label = "rospr-jax, 1 prompt" if num_sources == 1 else f"rospr-jax, joint {num_sources} prompts"
-      rows.append([label, f"{attention}, dropout {dropout:g}, remat {remat}", size, batch, inputs, targets, args.prompt_length, num_sources, compile_s, step_s,
+      rows.append([label, variant, size + (f" ({args.layers} layers)" if args.layers else ""), batch, inputs, targets, args.prompt_length, num_sources, compile_s, step_s,
                    tokens, flops / step_s / 1e12, step_s / single_s, gib])
-      records.append(dict(attention=attention, dropout=dropout, remat=remat, size=size, B=batch, T=inputs, L=targets, P=args.prompt_length, S=num_sources,
+      records.append(dict(attention=attention, dropout=dropout, remat=remat, dropout_key=rng_impl,
+                          layers=args.layers, size=size, B=batch, T=inputs, L=targets, P=args.prompt_length, S=num_sources,
                           compile_s=compile_s, step_s=step_s, tokens_per_s=tokens, memory_gib=gib,
                           tflops=flops / step_s / 1e12, joint_over_single=step_s / single_s))
       print(rows[-1], flush=True)
