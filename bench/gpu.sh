@@ -2,8 +2,9 @@
 # One call on a lent GPU machine (run it with timeout_s 590): this project and the Hugging Face peer at
 # the T0_3B shape, on the same card, in the same job (ours first: the goal figures are ours, the peer's
 # were already seen on an H100); the correctness checks on the card; then, in whatever time is left,
-# the variants (for prompt tuning fused attention without dropout, and no remat: faster if its 69 GiB
-# of activations fit; a scoring breakdown). A variant that fails on the card is reported and skipped. Every section
+# the variants (for prompt tuning einsum attention, and no remat: faster if its activations fit; a
+# scoring breakdown). A variant that fails on the card is reported and skipped; each step prints its
+# compile time as soon as it is known (session 4: the dropout step with per-element masks took minutes). Every section
 # has its own time limit inside BUDGET seconds, so a slow section costs only itself; each writes its
 # JSON under $OUT as soon as it has a row.
 # Its image has jax, flax, optax, orbax, torch and transformers (no tensorflow, seqio, scann, gin):
@@ -11,7 +12,8 @@
 # Usage (from the repository root): bash bench/gpu.sh   -> log.txt and JSON files in $OUT (default bench/out)
 # Dry run of the plumbing on a CPU (tests/bench/gpu_script_test.py does this):
 #   OUT=/tmp/o SIZE=tiny DTYPE=float32 JAX_PLATFORMS=cpu SCORING_ATTENTION="xla einsum" \
-#   MORE_SCORING_ATTENTION=einsum PROMPT_SHAPES=4x64x8 MORE_PROMPT_VARIANT="xla:0 einsum:0.1:none" \
+#   MORE_SCORING_ATTENTION=einsum PROMPT_SHAPES=4x64x8 PROMPT_VARIANT=xla:0.1:minimal \
+#   MORE_PROMPT_VARIANT="xla:0 einsum:0.1:none" \
 #   bash bench/gpu.sh
 set -uo pipefail
 OUT=${OUT:-bench/out}
@@ -35,9 +37,10 @@ timeout $(limit 170) python bench/scoring.py --size $SIZE --dtype ${DTYPE:-bfloa
     --attention ${SCORING_ATTENTION:-cudnn einsum} --choices 3 2 --json "$OUT/scoring.json" | grep -v '^{' \
     || echo "scoring failed or timed out"
 
-section "2. ours: prompt-tuning step, 1 prompt and 32 joint (dropout 0.1 as the peer, remat minimal)"
-timeout $(limit 220) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
-    --variants einsum:0.1:minimal --json "$OUT/prompt_tuning.json" || echo "prompt tuning failed or timed out"
+PROMPT_VARIANT=${PROMPT_VARIANT:-cudnn:0.1:minimal}
+section "2. ours: prompt-tuning step $PROMPT_VARIANT, 1 prompt and 32 joint (dropout 0.1 as the peer)"
+timeout $(limit 240) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
+    --variants $PROMPT_VARIANT --json "$OUT/prompt_tuning.json" || echo "prompt tuning failed or timed out"
 
 section "3. the peer: Hugging Face PyTorch T5, T0_3B shape, bfloat16 (prompt-tuning steps, scoring, matmul ceiling)"
 timeout $(limit 130) python bench/anchor_hf_t5.py --size $SIZE --out "$OUT" | python -c "import json,sys; r=json.load(sys.stdin); print({k: v for k, v in r.items() if k != 'results'}); [print(x) for x in r['results']]" || echo "peer failed or timed out"
@@ -48,7 +51,7 @@ if [ -z "${SKIP_CARD_TESTS:-}" ]; then
       -k "not sharded" tests/model/t5_test.py tests/eval/scoring_test.py 2>&1 | tail -5
 fi
 
-MORE_PROMPT_VARIANT=${MORE_PROMPT_VARIANT:-cudnn:0 einsum:0.1:none}
+MORE_PROMPT_VARIANT=${MORE_PROMPT_VARIANT:-einsum:0.1:minimal cudnn:0.1:none}
 section "5. if time is left: prompt-tuning step with $MORE_PROMPT_VARIANT (attention:dropout:remat)"
 timeout $(limit 150) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
     --variants $MORE_PROMPT_VARIANT --joint 1 --json "$OUT/prompt_more.json" \

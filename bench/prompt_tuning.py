@@ -9,8 +9,9 @@ Usage:
 Shapes: B 32 / inputs 256 / targets 16 and B 8 / 512 / 64 with a 100-token prompt (on the CPU the
 `small` size runs B 4 and B 1 at those lengths, to finish in minutes). The step is the one training uses
 (`rospr_jax.prompt.train_step`): frozen random backbone with parameters and activations in the compute
-dtype, dropout 0.1 as the peer (RngBitGenerator masks), prompt table in float32, Adafactor (lr 0.3) per
-prompt, state donated, remat "minimal" as the trainer's default (T0_3B at B 32 saves about 13.5 GiB of
+dtype, dropout 0.1 as the peer (RngBitGenerator masks shared along the length as in T5X;
+`--per_element_dropout` draws one per element as the peer does), prompt table in float32, Adafactor
+(lr 0.3) per prompt, state donated, remat "minimal" as the trainer's default (T0_3B at B 32 saves about 13.5 GiB of
 activations instead of 69 GiB). FLOPs per step = 2 x forward FLOPs at inputs P + T (only input gradients
 are computed, no weight gradients), counted by `bench/common.py` (model FLOPs: the ~1% that remat
 "minimal" recomputes is not counted, so TFLOP/s are comparable with the peer's). Tokens/s counts prompt,
@@ -133,6 +134,9 @@ def main() -> None:
                            "(default: --attention, --dropout, remat minimal); each runs every shape, the "
                            "joint step only the first")
   parser.add_argument("--peer", default=None, help="path of anchor_hf_t5.py: run the HF peer in this job")
+  parser.add_argument("--per_element_dropout", action="store_true",
+                      help="draw a dropout mask per element, as the Hugging Face peer does (default: the "
+                           "model's T5X masks, shared along the length; T5Config.dropout_broadcast_dims)")
   parser.add_argument("--layers", type=int, default=None,
                       help="encoder and decoder layers instead of the size's (a shallow model to study "
                            "compilation quickly)")
@@ -157,8 +161,11 @@ def main() -> None:
                         attention_impl=attention, remat_policy=remat)
     if args.layers:
       config = config.replace(num_encoder_layers=args.layers, num_decoder_layers=args.layers)
+    if args.per_element_dropout:
+      config = config.replace(dropout_broadcast_dims=())
     variant = f"{attention}, dropout {dropout:g}, remat {remat}" + (
-        f", {rng_impl} dropout key" if dropout and rng_impl != "unsafe_rbg" else "")
+        f", {rng_impl} dropout key" if dropout and rng_impl != "unsafe_rbg" else "") + (
+        ", per-element masks" if dropout and args.per_element_dropout else "")
     print(f"{size}{f' ({args.layers} layers)' if args.layers else ''} B {batch} / {inputs} / {targets}, "
           f"{variant}:", flush=True)
     if size not in params_by_size:

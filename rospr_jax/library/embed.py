@@ -10,7 +10,6 @@ replicated), so all local accelerators embed at once; the embeddings are those o
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -49,10 +48,10 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def retriever_fingerprint(config: T5Config, params) -> str:
-  """sha256 of the config and of every parameter the encoder uses (names, dtypes, shapes, bytes)."""
+  """sha256 of the config (its fields that change what the model computes) and of every parameter the
+  encoder uses (names, dtypes, shapes, bytes)."""
   digest = hashlib.sha256()
-  fields = {f.name: str(getattr(config, f.name)) for f in dataclasses.fields(config)}
-  digest.update(json.dumps(fields, sort_keys=True).encode())
+  digest.update(json.dumps(config.inference_fields(), sort_keys=True).encode())
   flat = _flatten(nn.unbox(params))
   used = sorted(name for name in flat if name.split("/")[0] in _ENCODER_PREFIXES)
   if not used:
@@ -112,8 +111,7 @@ class Embedder:
 
   def description(self) -> dict:
     """What to record about the retriever in a library manifest."""
-    return {"config": {f.name: str(getattr(self.config, f.name))
-                       for f in dataclasses.fields(self.config)},
+    return {"config": self.config.inference_fields(),
             "max_length": self.max_length, "pooling": "mean over non-pad encoder states"}
 
   def rows_per_batch(self, bucket: int) -> int:

@@ -24,6 +24,8 @@ EOS_ID = 1
 UNK_ID = 2
 
 ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
+# Fields that change only training (dropout, what the backward pass keeps), not what the model computes.
+TRAINING_ONLY_FIELDS = ("dropout_rate", "dropout_broadcast_dims", "remat_policy")
 REMAT_POLICIES = ("none", "minimal", "full")
 
 
@@ -40,13 +42,19 @@ class T5Config:
     num_encoder_layers, num_decoder_layers: depth of each stack.
     relative_attention_num_buckets, relative_attention_max_distance: relative position scheme.
     dropout_rate: dropout used when `deterministic=False`.
+    dropout_broadcast_dims: axes along which one dropout mask is shared: (-2,) or (). T5X's (-2,)
+      (the default, as Mesh TensorFlow T5, with which T0 was trained) draws one mask per sequence,
+      shared along the length of [B, T, H] states, and one per key column of [B, N, Tq, Tk] attention
+      weights, shared by all queries (applied to the values, which is the same product and lets the
+      fused attention kernels train with dropout): about T times fewer random bits than () (one draw
+      per element, as Hugging Face's T5 does; einsum attention only while dropout is on).
     layer_norm_epsilon: RMS norm epsilon (computed in float32).
     dtype: activation dtype (bfloat16 on accelerators); logits are always float32.
     param_dtype: dtype parameters are created in by `init`.
     attention_impl: "einsum" (plain XLA einsums, any backend), or an implementation of
       `jax.nn.dot_product_attention`: "xla", or "cudnn" (the fused cuDNN kernel on NVIDIA GPUs, which
-      takes T5's relative-position bias; bfloat16 / float16 only). Attention-weight dropout, when
-      enabled, always uses the einsum path.
+      takes T5's relative-position bias; bfloat16 / float16 only). Per-element attention dropout
+      (`dropout_broadcast_dims=()`), when enabled, always uses the einsum path.
     remat_policy: what each encoder and decoder layer keeps for the backward pass (forward-only calls
       are unaffected): "none" keeps every activation; "minimal" keeps the outputs of the projections
       (matmuls without batch dimensions) and recomputes attention weights, dropout masks and
@@ -64,6 +72,7 @@ class T5Config:
   relative_attention_num_buckets: int = 32
   relative_attention_max_distance: int = 128
   dropout_rate: float = 0.0
+  dropout_broadcast_dims: tuple[int, ...] = (-2,)
   layer_norm_epsilon: float = 1e-6
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -74,8 +83,16 @@ class T5Config:
     if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
       raise ValueError(f"Unknown attention_impl {self.attention_impl!r}; "
                        f"choose one of {ATTENTION_IMPLEMENTATIONS}.")
+    if tuple(self.dropout_broadcast_dims) not in ((-2,), ()):
+      raise ValueError(f"dropout_broadcast_dims must be (-2,) (T5X: masks shared along the length) or () "
+                       f"(one draw per element), not {self.dropout_broadcast_dims!r}.")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"Unknown remat_policy {self.remat_policy!r}; choose one of {REMAT_POLICIES}.")
+
+  def inference_fields(self) -> dict[str, str]:
+    """Every field that changes what the model computes (not `TRAINING_ONLY_FIELDS`), as text."""
+    return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)
+            if f.name not in TRAINING_ONLY_FIELDS}
 
   def replace(self, **changes) -> "T5Config":
     return dataclasses.replace(self, **changes)

@@ -106,6 +106,14 @@ class RelativePositionBias(nn.Module):
     return jnp.asarray(table, jnp.float32)[:, buckets][None]  # [N, Tq, Tk] -> [1, N, Tq, Tk]
 
 
+def _dropout(cfg: T5Config, x: Array, enable_dropout: bool) -> Array:
+  """`x` with dropout at `cfg.dropout_rate` when `enable_dropout`; one mask is drawn per slice along
+  `cfg.dropout_broadcast_dims` and shared along those axes (T5X's (-2,): the length of [B, T, H]
+  states). Call it inside a compact method. (Attention weights: see `MultiHeadAttention`.)"""
+  return nn.Dropout(cfg.dropout_rate, broadcast_dims=cfg.dropout_broadcast_dims)(
+      x, deterministic=not enable_dropout)
+
+
 class MultiHeadAttention(nn.Module):
   """Dot-product attention without logit scaling (T5 folds 1/sqrt(D) into the query init)."""
   config: T5Config
@@ -130,13 +138,20 @@ class MultiHeadAttention(nn.Module):
     query = heads(project(name="query")(queries))
     key = heads(project(name="key")(keys_values))
     value = heads(project(name="value")(keys_values))
-    if cfg.attention_impl == "einsum" or (enable_dropout and cfg.dropout_rate > 0):
+    per_element_dropout = enable_dropout and cfg.dropout_rate > 0 and not cfg.dropout_broadcast_dims
+    if not per_element_dropout:
+      # T5X's attention dropout drops key columns of the weights (a mask m [B, N, 1, Tk] shared by all
+      # queries), and sum_k w[q, k] m[k] v[k] = sum_k w[q, k] (m[k] v[k]): exactly dropout on the values,
+      # one draw per key and head ([B, Tk, N, 1]), which also lets fused kernels train with dropout.
+      value = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-1,))(value, deterministic=not enable_dropout)
+    if cfg.attention_impl == "einsum" or per_element_dropout:
       # Heads first ([B, N, T, D]), so both products are plain batched matmuls over (B, N): on the CPU
       # this runs the attention about 4x faster than contracting the [B, T, N, D] layout directly.
       query, key, value = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))
       logits = jnp.einsum("bnqd,bnkd->bnqk", query, key, preferred_element_type=jnp.float32)
       weights = jax.nn.softmax(logits + bias, axis=-1).astype(cfg.dtype)  # [B, N, Tq, Tk]
-      weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=not enable_dropout)
+      if per_element_dropout:
+        weights = _dropout(cfg, weights, enable_dropout)  # one draw per element, as Hugging Face's T5
       context = jnp.swapaxes(jnp.einsum("bnqk,bnkd->bnqd", weights, value), 1, 2)  # [B, Tq, N, D]
     else:
       full_bias = jnp.broadcast_to(bias, (query.shape[0], cfg.num_heads, query.shape[1], key.shape[1]))
@@ -156,7 +171,7 @@ class GatedGeluMlp(nn.Module):
     cfg = self.config
     gate = nn.gelu(Dense(cfg.mlp_dim, ("embed", "mlp"), cfg, name="wi_0")(x), approximate=True)
     linear = Dense(cfg.mlp_dim, ("embed", "mlp"), cfg, name="wi_1")(x)
-    hidden = nn.Dropout(cfg.dropout_rate)(gate * linear, deterministic=not enable_dropout)
+    hidden = _dropout(cfg, gate * linear, enable_dropout)
     return Dense(x.shape[-1], ("mlp", "embed"), cfg, name="wo")(hidden)
 
 
@@ -168,13 +183,12 @@ class EncoderLayer(nn.Module):
     """[B, T, H] -> [B, T, H]; `bias`: positions [1, N, T, T] and the padding mask [B, 1, 1, T]."""
     cfg = self.config
     norm = functools.partial(RMSNorm, cfg.layer_norm_epsilon, cfg.dtype)
-    dropout = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=not enable_dropout)
     y = norm(name="pre_attention_layer_norm")(x)
     y = MultiHeadAttention(cfg, name="attention")(y, y, bias, enable_dropout=enable_dropout)
-    x = x + dropout(y)
+    x = x + _dropout(cfg, y, enable_dropout)
     y = norm(name="pre_mlp_layer_norm")(x)
     y = GatedGeluMlp(cfg, name="mlp")(y, enable_dropout=enable_dropout)
-    return nn.with_logical_constraint(x + dropout(y), ("batch", "length", "embed"))
+    return nn.with_logical_constraint(x + _dropout(cfg, y, enable_dropout), ("batch", "length", "embed"))
 
 
 class DecoderLayer(nn.Module):
@@ -186,17 +200,16 @@ class DecoderLayer(nn.Module):
     """[B, L, H] decoder states, [B, T, H] encoder output -> [B, L, H]."""
     cfg = self.config
     norm = functools.partial(RMSNorm, cfg.layer_norm_epsilon, cfg.dtype)
-    dropout = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=not enable_dropout)
     y = norm(name="pre_self_attention_layer_norm")(x)
     y = MultiHeadAttention(cfg, name="self_attention")(y, y, self_bias, enable_dropout=enable_dropout)
-    x = x + dropout(y)
+    x = x + _dropout(cfg, y, enable_dropout)
     y = norm(name="pre_cross_attention_layer_norm")(x)
     y = MultiHeadAttention(cfg, name="encoder_decoder_attention")(
         y, encoded, cross_bias, enable_dropout=enable_dropout)
-    x = x + dropout(y)
+    x = x + _dropout(cfg, y, enable_dropout)
     y = norm(name="pre_mlp_layer_norm")(x)
     y = GatedGeluMlp(cfg, name="mlp")(y, enable_dropout=enable_dropout)
-    return nn.with_logical_constraint(x + dropout(y), ("batch", "length", "embed"))
+    return nn.with_logical_constraint(x + _dropout(cfg, y, enable_dropout), ("batch", "length", "embed"))
 
 
 def _remat(layer: type[nn.Module], policy: str) -> type[nn.Module]:
@@ -225,12 +238,12 @@ class Encoder(nn.Module):
     length = embedded.shape[1]
     bias = (RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length),  # [1, N, T, T]
             _key_mask_bias(mask))  # [B, 1, 1, T]
-    x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=not enable_dropout)
+    x = _dropout(cfg, embedded, enable_dropout)
     layer = _remat(EncoderLayer, cfg.remat_policy)
     for i in range(cfg.num_encoder_layers):
       x = layer(cfg, name=f"layers_{i}")(x, bias, enable_dropout)
     x = RMSNorm(cfg.layer_norm_epsilon, cfg.dtype, name="encoder_norm")(x)
-    return nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
+    return _dropout(cfg, x, enable_dropout)
 
 
 @functools.lru_cache(maxsize=64)
@@ -265,12 +278,12 @@ class Decoder(nn.Module):
     self_bias = table[:, :, positions[:, None], positions[None, :]]  # [1, N, C*L, C*L]
     self_bias = self_bias + jnp.where(causal, 0.0, _MASK_VALUE)[None, None]
     cross_bias = _key_mask_bias(encoder_mask)  # [B, 1, 1, T]
-    x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=not enable_dropout)
+    x = _dropout(cfg, embedded, enable_dropout)
     layer = _remat(DecoderLayer, cfg.remat_policy)
     for i in range(cfg.num_decoder_layers):
       x = layer(cfg, name=f"layers_{i}")(x, encoded, self_bias, cross_bias, enable_dropout)
     x = RMSNorm(cfg.layer_norm_epsilon, cfg.dtype, name="decoder_norm")(x)
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
+    x = _dropout(cfg, x, enable_dropout)
     logits = Dense(cfg.vocab_size, ("embed", "vocab"), cfg, name="logits_dense")(x)
     return nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 

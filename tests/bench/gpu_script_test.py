@@ -19,7 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def test_gpu_script_dry_run_on_cpu(tmp_path):
   env = dict(os.environ, OUT=str(tmp_path), SIZE="tiny", DTYPE="float32", JAX_PLATFORMS="cpu",
              SCORING_ATTENTION="xla einsum", MORE_SCORING_ATTENTION="einsum", PROMPT_SHAPES="4x64x8",
-             MORE_PROMPT_VARIANT="xla:0 einsum:0.1:none", SKIP_CARD_TESTS="1", PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+             PROMPT_VARIANT="xla:0.1:minimal", MORE_PROMPT_VARIANT="xla:0 einsum:0.1:none", SKIP_CARD_TESTS="1", PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
   env.pop("XLA_FLAGS", None)  # one CPU device, as on the card
   done = subprocess.run(["bash", "bench/gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=600)
@@ -39,7 +39,7 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
   assert agreement and float(agreement.group(1)) < 1e-4
   tuning = json.loads((tmp_path / "prompt_tuning.json").read_text())
   assert [(r["attention"], r["dropout"], r["remat"], r["S"]) for r in tuning["rows"]] == [
-      ("einsum", 0.1, "minimal", 1), ("einsum", 0.1, "minimal", 32)]
+      ("xla", 0.1, "minimal", 1), ("xla", 0.1, "minimal", 32)]
   more = json.loads((tmp_path / "prompt_more.json").read_text())
   assert [(r["attention"], r["dropout"], r["remat"], r["S"]) for r in more["rows"]] == [
       ("xla", 0.0, "minimal", 1), ("einsum", 0.1, "none", 1)]

@@ -88,6 +88,9 @@ def test_fingerprint_tracks_encoder_weights_only(tiny):
   changed_encoder["encoder"]["encoder_norm"]["scale"] = params["encoder"]["encoder_norm"]["scale"] + 1
   assert embed.retriever_fingerprint(config, changed_encoder) != base
   assert embed.retriever_fingerprint(config.replace(dtype="bfloat16"), params) != base
+  # Training-only settings (dropout, remat) do not change what the encoder computes.
+  training = config.replace(dropout_rate=0.3, dropout_broadcast_dims=(), remat_policy="full")
+  assert embed.retriever_fingerprint(training, params) == base
   assert embed.Embedder(config, params).fingerprint == base
 
 

@@ -7,13 +7,16 @@ import functools
 import io
 import re
 
+import flax.linen as nn
 import jax
 import jax.ad_checkpoint
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rospr_jax.model import T5, T5Config, init_params, relative_position_buckets, shift_right
+from rospr_jax.model import t5
 from rospr_jax.model.t5 import token_log_likelihoods
 
 CONFIG = T5Config(vocab_size=64, emb_dim=24, num_heads=3, head_dim=8, mlp_dim=40, num_encoder_layers=2,
@@ -174,6 +177,105 @@ def test_minimal_remat_keeps_no_attention_weights(params):
   assert attention_sized not in minimal
   assert f"[2,11,{CONFIG.mlp_dim}]" in minimal  # the feed-forward projections stay saved
   assert len(minimal) < len(kept)
+
+
+def _random_draw_shapes(jaxpr) -> list[tuple[int, ...]]:
+  """Shapes of every `random_bits` draw in a jaxpr and the jaxprs nested in its equations."""
+  shapes = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "random_bits":
+      shapes.append(tuple(eqn.params["shape"]))
+    for value in eqn.params.values():
+      for inner in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(inner, (jax.extend.core.ClosedJaxpr, jax.extend.core.Jaxpr)):
+          shapes += _random_draw_shapes(getattr(inner, "jaxpr", inner))
+  return shapes
+
+
+@pytest.mark.parametrize("policy", ["none", "minimal"])
+def test_dropout_masks_are_shared_along_length_as_in_t5x(params, policy):
+  """T5X (and Mesh TensorFlow T5) draw one dropout mask per sequence, shared along its length, and one
+  per key column of the attention weights, shared by all queries; () draws per element (HF's T5)."""
+  prompt, enc, targets = _prompt_case(11)
+  sites = 1 + 4 * CONFIG.num_encoder_layers + 1 + 1 + 6 * CONFIG.num_decoder_layers + 1  # embeddings, layers, norms
+  draws = lambda config: _random_draw_shapes(jax.make_jaxpr(
+      lambda p: _dropout_loss(config, params, p, enc, targets, jax.random.PRNGKey(0)))(prompt).jaxpr)
+  config = CONFIG.replace(dropout_rate=0.2, remat_policy=policy)
+  assert config.dropout_broadcast_dims == (-2,)
+  shared = draws(config)
+  assert len(shared) == sites, shared  # the forward pass (remat's layers are nested jaxprs)
+  # States: [B, 1, H] or [B, 1, F]; attention: one draw per key and head, [B, Tk, N, 1] (on the values).
+  assert all(len(shape) == 3 and shape[1] == 1 or len(shape) == 4 and shape[-1] == 1 for shape in shared)
+  assert (2, 11, CONFIG.num_heads, 1) in shared and (2, 1, CONFIG.mlp_dim) in shared
+  per_element = draws(config.replace(dropout_broadcast_dims=()))
+  assert len(per_element) == len(shared)
+  assert (2, CONFIG.num_heads, 11, 11) in per_element and (2, 11, CONFIG.mlp_dim) in per_element
+
+
+def test_attention_dropout_drops_key_columns_of_the_weights():
+  """The values' dropout is T5X's attention dropout: softmax weights times a mask [B, N, 1, Tk] that all
+  queries share, then times the values (reference computed here from the drawn mask)."""
+  config = CONFIG.replace(dropout_rate=0.4)
+  attention = t5.MultiHeadAttention(config)
+  rng = np.random.default_rng(12)
+  x = jnp.asarray(rng.normal(size=(2, 7, CONFIG.emb_dim)), jnp.float32)
+  bias = jnp.asarray(rng.normal(size=(1, CONFIG.num_heads, 7, 7)), jnp.float32)
+  variables = nn.unbox(attention.init(jax.random.PRNGKey(0), x, x, bias, enable_dropout=False))
+  masks = []
+
+  def keep_dropout_masks(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if isinstance(context.module, nn.Dropout):
+      masks.append(np.asarray(out) != 0)  # the values are dense random normals: zero only where dropped
+    return out
+
+  with nn.intercept_methods(keep_dropout_masks):
+    out = attention.apply(variables, x, x, bias, enable_dropout=True, rngs={"dropout": jax.random.PRNGKey(1)})
+  (kept,) = masks  # [B, Tk, N, D], one draw per (batch, key, head)
+  assert (kept == kept[..., :1]).all() and 0.3 < kept.mean() < 0.9
+  column_mask = np.moveaxis(kept[..., 0], 1, 2)[:, :, None, :]  # [B, N, 1, Tk]
+  p = variables["params"]
+  heads = lambda y: y.reshape(2, 7, CONFIG.num_heads, CONFIG.head_dim).transpose(0, 2, 1, 3)  # [B, N, T, D]
+  q, k, v = (heads(x @ p[name]["kernel"]) for name in ("query", "key", "value"))
+  weights = jax.nn.softmax(jnp.einsum("bnqd,bnkd->bnqk", q, k) + bias, axis=-1)
+  context = jnp.einsum("bnqk,bnkd->bnqd", weights * column_mask / 0.6, v).transpose(0, 2, 1, 3).reshape(2, 7, -1)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(context @ p["out"]["kernel"]), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_attention_trains_with_the_same_dropout(params):
+  """With T5X's masks the fused path (`jax.nn.dot_product_attention`, cuDNN's on GPUs) trains with
+  dropout on: same loss and prompt gradient as the einsum path under the same dropout key."""
+  config = CONFIG.replace(dropout_rate=0.2)
+  prompt, enc, targets = _prompt_case(13)
+  grad = lambda cfg: jax.jit(jax.value_and_grad(functools.partial(_dropout_loss, cfg, params)))(
+      prompt, enc, targets, jax.random.PRNGKey(14))
+  (loss, gradient), (fused_loss, fused_gradient) = grad(config), grad(config.replace(attention_impl="xla"))
+  np.testing.assert_allclose(float(fused_loss), float(loss), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(fused_gradient), np.asarray(gradient), rtol=1e-4, atol=1e-6)
+  assert float(loss) != pytest.approx(float(_dropout_loss(config.replace(dropout_rate=0.0), params, prompt, enc,
+                                                              targets, jax.random.PRNGKey(14))))
+
+
+def test_dropout_broadcast_dims_are_t5x_or_per_element():
+  with pytest.raises(ValueError, match=r"dropout_broadcast_dims must be \(-2,\)"):
+    CONFIG.replace(dropout_broadcast_dims=(-1,))
+
+
+def test_dropout_zeroes_whole_columns_along_length():
+  """What a shared mask means for the values: along T, a unit is dropped everywhere or nowhere."""
+  class Apply(nn.Module):
+    config: T5Config
+
+    @nn.compact
+    def __call__(self, x):
+      return t5._dropout(self.config, x, True)
+
+  x = jnp.ones((4, 50, 32))
+  for dims, shared in [((-2,), True), ((), False)]:
+    config = CONFIG.replace(dropout_rate=0.5, dropout_broadcast_dims=dims)
+    y = np.asarray(Apply(config).apply({}, x, rngs={"dropout": jax.random.PRNGKey(3)}))
+    assert set(np.unique(y)) == {0.0, 2.0}  # kept units scaled by 1 / (1 - rate)
+    assert bool((y == y[:, :1]).all()) == shared
 
 
 def test_unknown_remat_policy_is_refused():
