@@ -39,16 +39,16 @@ timeout $(limit 170) python bench/scoring.py --size $SIZE --dtype ${DTYPE:-bfloa
 
 PROMPT_VARIANT=${PROMPT_VARIANT:-cudnn:0.1:minimal}
 section "2. ours: prompt-tuning step $PROMPT_VARIANT, 1 prompt and 32 joint (dropout 0.1 as the peer)"
-timeout $(limit 240) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
+timeout $(limit 300) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
     --variants $PROMPT_VARIANT --json "$OUT/prompt_tuning.json" || echo "prompt tuning failed or timed out"
 
 section "3. the peer: Hugging Face PyTorch T5, T0_3B shape, bfloat16 (prompt-tuning steps, scoring, matmul ceiling)"
 timeout $(limit 130) python bench/anchor_hf_t5.py --size $SIZE --out "$OUT" | python -c "import json,sys; r=json.load(sys.stdin); print({k: v for k, v in r.items() if k != 'results'}); [print(x) for x in r['results']]" || echo "peer failed or timed out"
 
-section "4. correctness on the card (model and scorer tests, float32 at full matmul precision)"
+section "4. correctness on the card (scorer, fused attention and dropout tests, float32 at full matmul precision)"
 if [ -z "${SKIP_CARD_TESTS:-}" ]; then
   JAX_DEFAULT_MATMUL_PRECISION=highest timeout $(limit 90) python -m pytest -q -x -p no:cacheprovider \
-      -k "not sharded" tests/model/t5_test.py tests/eval/scoring_test.py 2>&1 | tail -5
+      -k "cudnn or naive or fused or dropout" tests/eval/scoring_test.py tests/model/t5_test.py 2>&1 | tail -5
 fi
 
 MORE_PROMPT_VARIANT=${MORE_PROMPT_VARIANT:-einsum:0.1:minimal cudnn:0.1:none}
