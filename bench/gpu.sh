@@ -3,8 +3,9 @@
 # the T0_3B shape, on the same card, in the same job (ours first: the goal figures are ours, the peer's
 # were already seen on an H100); the correctness checks on the card; then, in whatever time is left,
 # the variants (for prompt tuning einsum attention, and no remat: faster if its activations fit; a
-# scoring breakdown). A variant that fails on the card is reported and skipped; each step prints its
-# compile time as soon as it is known (session 4: the dropout step with per-element masks took minutes). Every section
+# scoring breakdown; the RngBitGenerator dropout keys against the default CUDA threefry kernel). A variant
+# that fails on the card is reported and skipped; each step prints its compile time as soon as it is
+# known (session 4: the dropout step with per-element masks took minutes to compile). Every section
 # has its own time limit inside BUDGET seconds, so a slow section costs only itself; each writes its
 # JSON under $OUT as soon as it has a row.
 # Its image has jax, flax, optax, orbax, torch and transformers (no tensorflow, seqio, scann, gin):
@@ -51,7 +52,7 @@ if [ -z "${SKIP_CARD_TESTS:-}" ]; then
       -k "cudnn or naive or fused or dropout" tests/eval/scoring_test.py tests/model/t5_test.py 2>&1 | tail -5
 fi
 
-MORE_PROMPT_VARIANT=${MORE_PROMPT_VARIANT:-einsum:0.1:minimal cudnn:0.1:none}
+MORE_PROMPT_VARIANT=${MORE_PROMPT_VARIANT:-cudnn:0.1:minimal:unsafe_rbg einsum:0.1:minimal cudnn:0.1:none}
 section "5. if time is left: prompt-tuning step with $MORE_PROMPT_VARIANT (attention:dropout:remat)"
 timeout $(limit 150) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
     --variants $MORE_PROMPT_VARIANT --joint 1 --json "$OUT/prompt_more.json" \

@@ -9,7 +9,8 @@ Usage:
 Shapes: B 32 / inputs 256 / targets 16 and B 8 / 512 / 64 with a 100-token prompt (on the CPU the
 `small` size runs B 4 and B 1 at those lengths, to finish in minutes). The step is the one training uses
 (`rospr_jax.prompt.train_step`): frozen random backbone with parameters and activations in the compute
-dtype, dropout 0.1 as the peer (RngBitGenerator masks shared along the length as in T5X;
+dtype, dropout 0.1 as the peer (the trainer's "auto" dropout keys: JAX's CUDA threefry kernel on GPUs,
+RngBitGenerator elsewhere; masks shared along the length as in T5X;
 `--per_element_dropout` draws one per element as the peer does), prompt table in float32, Adafactor
 (lr 0.3) per prompt, state donated, remat "minimal" as the trainer's default (T0_3B at B 32 saves about 13.5 GiB of
 activations instead of 69 GiB). FLOPs per step = 2 x forward FLOPs at inputs P + T (only input gradients
@@ -52,13 +53,13 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
 def parse_variant(text: str) -> tuple[str, float, str, str]:
   """"cudnn:0" -> (attention implementation, dropout rate, remat policy, dropout key implementation);
-  "einsum:0.1:none:threefry2x32" sets the remat policy (default: the trainer's "minimal") and the
-  dropout key's PRNG (default: the trainer's "unsafe_rbg") too."""
+  "einsum:0.1:none:unsafe_rbg" sets the remat policy (default: the trainer's "minimal") and the
+  dropout key's PRNG (default: the trainer's "auto", `train_step.dropout_key`) too."""
   attention, dropout, remat, rng = (text.split(":") + ["", "", ""])[:4]
-  return attention, float(dropout or 0.1), remat or "minimal", rng or "unsafe_rbg"
+  return attention, float(dropout or 0.1), remat or "minimal", rng or "auto"
 
 
-def time_step(config, params, batch, inputs, targets, prompt_length, num_sources, reps, rng_impl="unsafe_rbg"):
+def time_step(config, params, batch, inputs, targets, prompt_length, num_sources, reps, rng_impl="auto"):
   """(compile seconds, median step seconds, GiB) of the training step on random tokens.
 
   GiB is XLA's own figure for the compiled step: its arguments (backbone, prompts, batch) plus the
@@ -146,7 +147,7 @@ def main() -> None:
     jax.config.update("jax_platforms", "cpu")
   dtype = jnp.float32 if args.cpu else jnp.bfloat16
   sizes = (args.size or ("tiny,small" if args.cpu else "xl")).split(",")
-  variants = args.variants or [(args.attention, args.dropout, "minimal", "unsafe_rbg")]
+  variants = args.variants or [(args.attention, args.dropout, "minimal", "auto")]
   cases = [(size, *shape, *variant) for size in sizes
            for shape in (args.shapes or (CPU_SHAPES.get(size, FULL_SHAPES) if args.cpu else FULL_SHAPES))
            for variant in variants]
@@ -164,7 +165,7 @@ def main() -> None:
     if args.per_element_dropout:
       config = config.replace(dropout_broadcast_dims=())
     variant = f"{attention}, dropout {dropout:g}, remat {remat}" + (
-        f", {rng_impl} dropout key" if dropout and rng_impl != "unsafe_rbg" else "") + (
+        f", {rng_impl} dropout key" if dropout and rng_impl != "auto" else "") + (
         ", per-element masks" if dropout and args.per_element_dropout else "")
     print(f"{size}{f' ({args.layers} layers)' if args.layers else ''} B {batch} / {inputs} / {targets}, "
           f"{variant}:", flush=True)

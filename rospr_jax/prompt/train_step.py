@@ -180,9 +180,24 @@ def train_step(state: PromptTrainState, params, batch: Batch, rng: Array, *, con
   return new_state, metrics
 
 
-def dropout_key(seed: int, impl: str | None = "unsafe_rbg") -> Array:
-  """The run's dropout key. XLA's RngBitGenerator ("unsafe_rbg", T5X's choice for speed) draws the
-  masks much faster than threefry on accelerators; it is deterministic for a given device layout."""
+def dropout_key(seed: int, impl: str | None = "auto") -> Array:
+  """The run's dropout key; its PRNG draws every dropout mask of the step.
+
+  Args:
+    seed: the run's seed.
+    impl: "auto": on GPUs threefry keys whose draws lower to JAX's CUDA threefry kernel (this switches
+      `jax_threefry_gpu_kernel_lowering` on): XLA's own expansion of each draw, threefry or
+      RngBitGenerator alike, costs compilation per dropout site (on an H100, about 20 s per 4 + 4 layers
+      of the T0_3B width: minutes at full depth); elsewhere "unsafe_rbg" (XLA's RngBitGenerator,
+      T5X's choice for speed on TPUs). Or a `jax.random.key` implementation ("unsafe_rbg",
+      "threefry2x32", "rbg"); None: JAX's default. Masks are deterministic for a given backend and
+      device layout.
+  """
+  if impl == "auto":
+    impl = "unsafe_rbg"
+    if jax.default_backend() == "gpu":
+      jax.config.update("jax_threefry_gpu_kernel_lowering", True)
+      impl = "threefry2x32"
   # Fold in 2**31: source seeds (prompts.source_seed) are < 2**31, so no prompt key equals this one.
   return jax.random.fold_in(jax.random.key(seed, impl=impl), 2**31)
 

@@ -278,7 +278,7 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
           checkpoint_every: int = 1000,
           keep_checkpoints: int | None = 3, export_every: int | None = None, log_every: int = 100,
           num_partitions: int = 1, use_mesh: bool | None = None, summaries: bool = True,
-          dropout_rng_impl: str | None = "unsafe_rbg") -> TrainResult:
+          dropout_rng_impl: str | None = "auto") -> TrainResult:
   """Trains one soft prompt per source; see the module docstring for what is written.
 
   Args:
@@ -305,8 +305,8 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
     num_partitions: model-parallel partitions of the mesh (the rest is data parallel).
     use_mesh: run under a data x model mesh over all devices (default: when there is more than one).
     summaries: write TensorBoard summaries under <model_dir>/train.
-    dropout_rng_impl: PRNG of the dropout masks ("unsafe_rbg": fast on accelerators; None: JAX's
-      default, threefry).
+    dropout_rng_impl: PRNG of the dropout masks (`train_step.dropout_key`: "auto" = JAX's CUDA
+      threefry kernel on GPUs, XLA's RngBitGenerator elsewhere).
 
   Returns:
     The final state (on the host), source names, step, export directory and checkpoint directory.

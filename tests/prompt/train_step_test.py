@@ -11,7 +11,7 @@ import pytest
 
 from rospr_jax.model import T5, partitioning, shift_right
 from rospr_jax.prompt.input_pipeline import BatchIterator
-from rospr_jax.prompt.train_step import (default_optimizer, init_state, make_train_step, place_batch,
+from rospr_jax.prompt.train_step import (default_optimizer, dropout_key, init_state, make_train_step, place_batch,
                                          place_state, present_sources)
 
 P = 3
@@ -180,3 +180,19 @@ def test_non_finite_is_flagged(config, params, examples):
 def test_init_state_refuses_a_prompt_that_is_not_a_table():
   with pytest.raises(ValueError, match=r"must be \[S, P, H\]; got shape \(3, 4\)"):
     init_state(np.zeros((3, 4)), ADAFACTOR)
+
+
+def test_auto_dropout_key_draws_with_the_cuda_threefry_kernel_on_gpus(monkeypatch):
+  """On GPUs "auto" takes threefry keys lowered to JAX's CUDA kernel (XLA's expansion of each draw cost
+  minutes of compilation at T0_3B on an H100); elsewhere XLA's RngBitGenerator, as T5X."""
+  assert str(jax.random.key_impl(dropout_key(0))) == "unsafe_rbg"
+  assert not jax.config.jax_threefry_gpu_kernel_lowering
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  try:
+    key = dropout_key(0)
+    assert str(jax.random.key_impl(key)) == "threefry2x32"
+    assert jax.config.jax_threefry_gpu_kernel_lowering
+  finally:
+    jax.config.update("jax_threefry_gpu_kernel_lowering", False)
+  assert str(jax.random.key_impl(dropout_key(0, "threefry2x32"))) == "threefry2x32"
+  assert not bool(jnp.all(jax.random.key_data(dropout_key(0)) == jax.random.key_data(dropout_key(1))))
