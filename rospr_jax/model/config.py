@@ -53,7 +53,9 @@ class T5Config:
     param_dtype: dtype parameters are created in by `init`.
     attention_impl: "einsum" (plain XLA einsums, any backend), or an implementation of
       `jax.nn.dot_product_attention`: "xla", or "cudnn" (the fused cuDNN kernel on NVIDIA GPUs, which
-      takes T5's relative-position bias; bfloat16 / float16 only). Per-element attention dropout
+      takes T5's relative-position bias; bfloat16 / float16 only). The fused paths get the positions as
+      a [1, N, Tq, Tk] bias and the key padding as lengths, so padding must follow the tokens in each
+      row (as every batch in this project is built). Per-element attention dropout
       (`dropout_broadcast_dims=()`), when enabled, always uses the einsum path.
     remat_policy: what each encoder and decoder layer keeps for the backward pass (forward-only calls
       are unaffected): "none" keeps every activation; "minimal" keeps the outputs of the projections

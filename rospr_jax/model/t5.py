@@ -119,20 +119,20 @@ class MultiHeadAttention(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, queries: Array, keys_values: Array, bias: Array | tuple[Array, ...], *,
+  def __call__(self, queries: Array, keys_values: Array, bias: Array | None, key_mask: Array | None, *,
                enable_dropout: bool) -> Array:
     """Attends [B, Tq, H] queries over [B, Tk, H] keys/values.
 
     Args:
-      bias: additive float32 bias broadcastable to [B, N, Tq, Tk] (relative positions and masking), or a
-        tuple of such terms, summed in order here, so that e.g. positions [1, N, Tq, Tk] and a padding
-        mask [B, 1, 1, Tk] never become one [B, N, Tq, Tk] array that every layer reads.
+      bias: additive float32 bias [1, N, Tq, Tk] (relative positions, causal layout) or None.
+      key_mask: [B, Tk] bool, False at padded keys, or None. Kept apart from `bias`, so that no
+        [B, N, Tq, Tk] bias is built: the einsum path adds it as [B, 1, 1, Tk]; the fused paths take it
+        as key lengths, which assumes what every batch here is built with: padding after the tokens.
 
     Returns:
       [B, Tq, H] in `config.dtype`.
     """
     cfg = self.config
-    bias = functools.reduce(jnp.add, bias) if isinstance(bias, tuple) else bias
     project = functools.partial(Dense, cfg.joined_kv, ("embed", "joined_kv"), cfg)
     heads = lambda x: x.reshape(*x.shape[:-1], cfg.num_heads, cfg.head_dim)  # [B, T, N*D] -> [B, T, N, D]
     query = heads(project(name="query")(queries))
@@ -149,14 +149,18 @@ class MultiHeadAttention(nn.Module):
       # this runs the attention about 4x faster than contracting the [B, T, N, D] layout directly.
       query, key, value = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))
       logits = jnp.einsum("bnqd,bnkd->bnqk", query, key, preferred_element_type=jnp.float32)
-      weights = jax.nn.softmax(logits + bias, axis=-1).astype(cfg.dtype)  # [B, N, Tq, Tk]
+      terms = [term for term in (bias, None if key_mask is None else _key_mask_bias(key_mask)) if term is not None]
+      if terms:
+        logits = logits + functools.reduce(jnp.add, terms)
+      weights = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)  # [B, N, Tq, Tk]
       if per_element_dropout:
         weights = _dropout(cfg, weights, enable_dropout)  # one draw per element, as Hugging Face's T5
       context = jnp.swapaxes(jnp.einsum("bnqk,bnkd->bnqd", weights, value), 1, 2)  # [B, Tq, N, D]
     else:
-      full_bias = jnp.broadcast_to(bias, (query.shape[0], cfg.num_heads, query.shape[1], key.shape[1]))
-      context = jax.nn.dot_product_attention(query, key, value, bias=full_bias.astype(query.dtype),
-                                             scale=1.0, implementation=cfg.attention_impl)
+      lengths = None if key_mask is None else jnp.sum(key_mask, axis=-1, dtype=jnp.int32)  # [B]
+      context = jax.nn.dot_product_attention(
+          query, key, value, bias=None if bias is None else bias.astype(query.dtype),
+          key_value_seq_lengths=lengths, scale=1.0, implementation=cfg.attention_impl)
     context = context.reshape(*context.shape[:2], cfg.joined_kv)
     return Dense(queries.shape[-1], ("joined_kv", "embed"), cfg, name="out")(context)
 
@@ -179,12 +183,12 @@ class EncoderLayer(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, bias: tuple[Array, Array], enable_dropout: bool) -> Array:
-    """[B, T, H] -> [B, T, H]; `bias`: positions [1, N, T, T] and the padding mask [B, 1, 1, T]."""
+  def __call__(self, x: Array, bias: Array, mask: Array, enable_dropout: bool) -> Array:
+    """[B, T, H] -> [B, T, H]; `bias`: positions [1, N, T, T]; `mask`: [B, T] bool, False at padding."""
     cfg = self.config
     norm = functools.partial(RMSNorm, cfg.layer_norm_epsilon, cfg.dtype)
     y = norm(name="pre_attention_layer_norm")(x)
-    y = MultiHeadAttention(cfg, name="attention")(y, y, bias, enable_dropout=enable_dropout)
+    y = MultiHeadAttention(cfg, name="attention")(y, y, bias, mask, enable_dropout=enable_dropout)
     x = x + _dropout(cfg, y, enable_dropout)
     y = norm(name="pre_mlp_layer_norm")(x)
     y = GatedGeluMlp(cfg, name="mlp")(y, enable_dropout=enable_dropout)
@@ -195,17 +199,18 @@ class DecoderLayer(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, encoded: Array, self_bias: Array, cross_bias: Array,
+  def __call__(self, x: Array, encoded: Array, self_bias: Array, encoder_mask: Array,
                enable_dropout: bool) -> Array:
-    """[B, L, H] decoder states, [B, T, H] encoder output -> [B, L, H]."""
+    """[B, L, H] decoder states, [B, T, H] encoder output -> [B, L, H]; `self_bias`: [1, N, L, L]
+    positions and causal layout; `encoder_mask`: [B, T] bool, False at padding."""
     cfg = self.config
     norm = functools.partial(RMSNorm, cfg.layer_norm_epsilon, cfg.dtype)
     y = norm(name="pre_self_attention_layer_norm")(x)
-    y = MultiHeadAttention(cfg, name="self_attention")(y, y, self_bias, enable_dropout=enable_dropout)
+    y = MultiHeadAttention(cfg, name="self_attention")(y, y, self_bias, None, enable_dropout=enable_dropout)
     x = x + _dropout(cfg, y, enable_dropout)
     y = norm(name="pre_cross_attention_layer_norm")(x)
     y = MultiHeadAttention(cfg, name="encoder_decoder_attention")(
-        y, encoded, cross_bias, enable_dropout=enable_dropout)
+        y, encoded, None, encoder_mask, enable_dropout=enable_dropout)
     x = x + _dropout(cfg, y, enable_dropout)
     y = norm(name="pre_mlp_layer_norm")(x)
     y = GatedGeluMlp(cfg, name="mlp")(y, enable_dropout=enable_dropout)
@@ -236,12 +241,11 @@ class Encoder(nn.Module):
     """[B, T, H] embedded inputs (prompt included), [B, T] bool mask -> [B, T, H]."""
     cfg = self.config
     length = embedded.shape[1]
-    bias = (RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length),  # [1, N, T, T]
-            _key_mask_bias(mask))  # [B, 1, 1, T]
+    bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)  # [1, N, T, T]
     x = _dropout(cfg, embedded, enable_dropout)
     layer = _remat(EncoderLayer, cfg.remat_policy)
     for i in range(cfg.num_encoder_layers):
-      x = layer(cfg, name=f"layers_{i}")(x, bias, enable_dropout)
+      x = layer(cfg, name=f"layers_{i}")(x, bias, mask, enable_dropout)
     x = RMSNorm(cfg.layer_norm_epsilon, cfg.dtype, name="encoder_norm")(x)
     return _dropout(cfg, x, enable_dropout)
 
@@ -277,11 +281,10 @@ class Decoder(nn.Module):
     table = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(length, length)
     self_bias = table[:, :, positions[:, None], positions[None, :]]  # [1, N, C*L, C*L]
     self_bias = self_bias + jnp.where(causal, 0.0, _MASK_VALUE)[None, None]
-    cross_bias = _key_mask_bias(encoder_mask)  # [B, 1, 1, T]
     x = _dropout(cfg, embedded, enable_dropout)
     layer = _remat(DecoderLayer, cfg.remat_policy)
     for i in range(cfg.num_decoder_layers):
-      x = layer(cfg, name=f"layers_{i}")(x, encoded, self_bias, cross_bias, enable_dropout)
+      x = layer(cfg, name=f"layers_{i}")(x, encoded, self_bias, encoder_mask, enable_dropout)
     x = RMSNorm(cfg.layer_norm_epsilon, cfg.dtype, name="decoder_norm")(x)
     x = _dropout(cfg, x, enable_dropout)
     logits = Dense(cfg.vocab_size, ("embed", "vocab"), cfg, name="logits_dense")(x)

@@ -121,6 +121,28 @@ def test_fused_attention_path_equals_einsum(params):
   np.testing.assert_allclose(np.asarray(fused), np.asarray(_logits(params, enc, dec, prompt)), atol=1e-5)
 
 
+def test_fused_attention_gets_positions_without_batch_and_padding_as_lengths(params, monkeypatch):
+  """No [B, N, T, T] bias is built for the fused kernels (cuDNN reads it, and writes its gradient, in
+  every layer): positions stay [1, N, Tq, Tk] and the key padding goes in as lengths [B]."""
+  calls = []
+  fused = jax.nn.dot_product_attention
+
+  def recording(query, key, value, bias=None, **kwargs):
+    calls.append((None if bias is None else bias.shape, kwargs.get("key_value_seq_lengths")))
+    return fused(query, key, value, bias=bias, **kwargs)
+
+  monkeypatch.setattr(jax.nn, "dot_product_attention", recording)
+  rng = np.random.default_rng(15)
+  enc, dec = _tokens(rng, (2, 9)).at[1, 6:].set(0), shift_right(_tokens(rng, (2, 5)))
+  T5(CONFIG.replace(attention_impl="xla")).apply({"params": params}, enc, dec)
+  n = CONFIG.num_heads
+  encoder, decoder = calls[:CONFIG.num_encoder_layers], calls[CONFIG.num_encoder_layers:]
+  assert all(shape == (1, n, 9, 9) and lengths.tolist() == [9, 6] for shape, lengths in encoder)
+  assert decoder[0][0] == (1, n, 5, 5) and decoder[0][1] is None  # self-attention: positions, causal
+  assert decoder[1][0] is None and decoder[1][1].tolist() == [9, 6]  # cross-attention: padding only
+  assert len(decoder) == 2 * CONFIG.num_decoder_layers
+
+
 def test_unknown_attention_implementation_is_refused():
   with pytest.raises(ValueError, match="Unknown attention_impl 'flash'; choose one of"):
     CONFIG.replace(attention_impl="flash")
@@ -220,7 +242,7 @@ def test_attention_dropout_drops_key_columns_of_the_weights():
   rng = np.random.default_rng(12)
   x = jnp.asarray(rng.normal(size=(2, 7, CONFIG.emb_dim)), jnp.float32)
   bias = jnp.asarray(rng.normal(size=(1, CONFIG.num_heads, 7, 7)), jnp.float32)
-  variables = nn.unbox(attention.init(jax.random.PRNGKey(0), x, x, bias, enable_dropout=False))
+  variables = nn.unbox(attention.init(jax.random.PRNGKey(0), x, x, bias, None, enable_dropout=False))
   masks = []
 
   def keep_dropout_masks(next_fun, args, kwargs, context):
@@ -230,7 +252,8 @@ def test_attention_dropout_drops_key_columns_of_the_weights():
     return out
 
   with nn.intercept_methods(keep_dropout_masks):
-    out = attention.apply(variables, x, x, bias, enable_dropout=True, rngs={"dropout": jax.random.PRNGKey(1)})
+    out = attention.apply(variables, x, x, bias, None, enable_dropout=True,
+                          rngs={"dropout": jax.random.PRNGKey(1)})
   (kept,) = masks  # [B, Tk, N, D], one draw per (batch, key, head)
   assert (kept == kept[..., :1]).all() and 0.3 < kept.mean() < 0.9
   column_mask = np.moveaxis(kept[..., 0], 1, 2)[:, :, None, :]  # [B, N, 1, Tk]
