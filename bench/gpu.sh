@@ -52,14 +52,19 @@ if [ -z "${SKIP_CARD_TESTS:-}" ]; then
       -k "cudnn or naive or fused or dropout" tests/eval/scoring_test.py tests/model/t5_test.py 2>&1 | tail -5
 fi
 
+section "5a. if time is left: prompt-tuning step $PROMPT_VARIANT with the key padding as lengths (no [B, N, T, T] bias)"
+timeout $(limit 120) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
+    --variants $PROMPT_VARIANT --fused_padding lengths --joint 1 --json "$OUT/prompt_lengths.json" \
+    || echo "prompt tuning with lengths failed or timed out"
+
 MORE_PROMPT_VARIANT=${MORE_PROMPT_VARIANT:-cudnn:0.1:minimal:unsafe_rbg einsum:0.1:minimal cudnn:0.1:none}
-section "5. if time is left: prompt-tuning step with $MORE_PROMPT_VARIANT (attention:dropout:remat)"
+section "5b. if time is left: prompt-tuning step with $MORE_PROMPT_VARIANT (attention:dropout:remat)"
 timeout $(limit 150) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
     --variants $MORE_PROMPT_VARIANT --joint 1 --json "$OUT/prompt_more.json" \
     || echo "extra prompt tuning failed or timed out"
 
-section "6. if time is left: scoring with ${MORE_SCORING_ATTENTION:-cudnn} attention: encoder alone, bare matmuls"
-timeout $(limit 150) python bench/scoring.py --size $SIZE --dtype ${DTYPE:-bfloat16} --skip-naive \
+section "6. if time is left: scoring with ${MORE_SCORING_ATTENTION:-cudnn} attention, padding as lengths: encoder alone, bare matmuls"
+timeout $(limit 150) python bench/scoring.py --size $SIZE --dtype ${DTYPE:-bfloat16} --skip-naive --fused_padding lengths \
     --attention ${MORE_SCORING_ATTENTION:-cudnn} --choices 3 --breakdown --json "$OUT/scoring_more.json" \
     | grep -v '^{' || echo "extra scoring failed or timed out"
 section "done"

@@ -138,6 +138,8 @@ def main() -> None:
   parser.add_argument("--per_element_dropout", action="store_true",
                       help="draw a dropout mask per element, as the Hugging Face peer does (default: the "
                            "model's T5X masks, shared along the length; T5Config.dropout_broadcast_dims)")
+  parser.add_argument("--fused_padding", default="bias", choices=["bias", "lengths"],
+                      help="T5Config.fused_padding: how fused attention takes the key padding")
   parser.add_argument("--layers", type=int, default=None,
                       help="encoder and decoder layers instead of the size's (a shallow model to study "
                            "compilation quickly)")
@@ -164,9 +166,11 @@ def main() -> None:
       config = config.replace(num_encoder_layers=args.layers, num_decoder_layers=args.layers)
     if args.per_element_dropout:
       config = config.replace(dropout_broadcast_dims=())
+    config = config.replace(fused_padding=args.fused_padding)
     variant = f"{attention}, dropout {dropout:g}, remat {remat}" + (
         f", {rng_impl} dropout key" if dropout and rng_impl != "auto" else "") + (
-        ", per-element masks" if dropout and args.per_element_dropout else "")
+        ", per-element masks" if dropout and args.per_element_dropout else "") + (
+        ", padding as lengths" if attention != "einsum" and args.fused_padding == "lengths" else "")
     print(f"{size}{f' ({args.layers} layers)' if args.layers else ''} B {batch} / {inputs} / {targets}, "
           f"{variant}:", flush=True)
     if size not in params_by_size:

@@ -65,18 +65,21 @@ def main() -> None:
   parser.add_argument("--attention", nargs="+", default=["einsum"], choices=["einsum", "xla", "cudnn"],
                       help="attention implementations to time (the first one also runs --choices beyond "
                            "the first)")
+  parser.add_argument("--fused_padding", default="bias", choices=["bias", "lengths"],
+                      help="T5Config.fused_padding: how fused attention takes the key padding")
   parser.add_argument("--skip-naive", action="store_true")
   parser.add_argument("--breakdown", action="store_true")
   parser.add_argument("--json", help="Also write the results to this JSON file.")
   args = parser.parse_args()
   dtype = jnp.dtype(args.dtype)
-  base = get_config(args.size, dtype=dtype, param_dtype=dtype)
+  base = get_config(args.size, dtype=dtype, param_dtype=dtype, fused_padding=args.fused_padding)
   start = time.perf_counter()
   params = jax.block_until_ready(init_params(base, jax.random.PRNGKey(0)))
   init_s = time.perf_counter() - start
   device = jax.devices()[0]
   print(f"Rank classification, size={args.size} ({base.num_parameters() / 1e9:.2f}B params), "
-        f"dtype={args.dtype}, inputs={args.inputs}, targets={args.targets}, device={device.device_kind}, "
+        f"dtype={args.dtype}, inputs={args.inputs}, targets={args.targets}, fused padding as "
+        f"{args.fused_padding}, device={device.device_kind}, "
         f"jax {jax.__version__}; random weights in {init_s:.1f} s", flush=True)
   rng = np.random.default_rng(0)
   rows, records = [], []

@@ -53,10 +53,13 @@ class T5Config:
     param_dtype: dtype parameters are created in by `init`.
     attention_impl: "einsum" (plain XLA einsums, any backend), or an implementation of
       `jax.nn.dot_product_attention`: "xla", or "cudnn" (the fused cuDNN kernel on NVIDIA GPUs, which
-      takes T5's relative-position bias; bfloat16 / float16 only). The fused paths get the positions as
-      a [1, N, Tq, Tk] bias and the key padding as lengths, so padding must follow the tokens in each
-      row (as every batch in this project is built). Per-element attention dropout
+      takes T5's relative-position bias; bfloat16 / float16 only). Per-element attention dropout
       (`dropout_broadcast_dims=()`), when enabled, always uses the einsum path.
+    fused_padding: how the fused attention paths take the key padding: "bias" (added to the position
+      bias, one [B, N, Tq, Tk] array per layer, whose gradient cuDNN also writes while training: the
+      form run on an H100 so far) or "lengths" (key lengths [B] and a batch-free [1, N, Tq, Tk]
+      position bias; padding must follow the tokens in each row, as in every batch this project
+      builds).
     remat_policy: what each encoder and decoder layer keeps for the backward pass (forward-only calls
       are unaffected): "none" keeps every activation; "minimal" keeps the outputs of the projections
       (matmuls without batch dimensions) and recomputes attention weights, dropout masks and
@@ -79,6 +82,7 @@ class T5Config:
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   attention_impl: str = "einsum"
+  fused_padding: str = "bias"
   remat_policy: str = "none"
 
   def __post_init__(self):
@@ -88,6 +92,8 @@ class T5Config:
     if tuple(self.dropout_broadcast_dims) not in ((-2,), ()):
       raise ValueError(f"dropout_broadcast_dims must be (-2,) (T5X: masks shared along the length) or () "
                        f"(one draw per element), not {self.dropout_broadcast_dims!r}.")
+    if self.fused_padding not in ("bias", "lengths"):
+      raise ValueError(f"fused_padding must be 'bias' or 'lengths', not {self.fused_padding!r}.")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"Unknown remat_policy {self.remat_policy!r}; choose one of {REMAT_POLICIES}.")
 

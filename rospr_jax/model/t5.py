@@ -125,9 +125,9 @@ class MultiHeadAttention(nn.Module):
 
     Args:
       bias: additive float32 bias [1, N, Tq, Tk] (relative positions, causal layout) or None.
-      key_mask: [B, Tk] bool, False at padded keys, or None. Kept apart from `bias`, so that no
-        [B, N, Tq, Tk] bias is built: the einsum path adds it as [B, 1, 1, Tk]; the fused paths take it
-        as key lengths, which assumes what every batch here is built with: padding after the tokens.
+      key_mask: [B, Tk] bool, False at padded keys, or None. The einsum path adds it as a [B, 1, 1, Tk]
+        bias; the fused paths add it to the position bias ([B, N, Tq, Tk]) or, with
+        `config.fused_padding == "lengths"`, take it as key lengths.
 
     Returns:
       [B, Tq, H] in `config.dtype`.
@@ -149,15 +149,21 @@ class MultiHeadAttention(nn.Module):
       # this runs the attention about 4x faster than contracting the [B, T, N, D] layout directly.
       query, key, value = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))
       logits = jnp.einsum("bnqd,bnkd->bnqk", query, key, preferred_element_type=jnp.float32)
-      terms = [term for term in (bias, None if key_mask is None else _key_mask_bias(key_mask)) if term is not None]
-      if terms:
-        logits = logits + functools.reduce(jnp.add, terms)
+      full_bias = _bias_with_padding(bias, key_mask)
+      if full_bias is not None:
+        logits = logits + full_bias
       weights = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)  # [B, N, Tq, Tk]
       if per_element_dropout:
         weights = _dropout(cfg, weights, enable_dropout)  # one draw per element, as Hugging Face's T5
       context = jnp.swapaxes(jnp.einsum("bnqk,bnkd->bnqd", weights, value), 1, 2)  # [B, Tq, N, D]
     else:
-      lengths = None if key_mask is None else jnp.sum(key_mask, axis=-1, dtype=jnp.int32)  # [B]
+      lengths = None
+      if cfg.fused_padding == "lengths":
+        lengths = None if key_mask is None else jnp.sum(key_mask, axis=-1, dtype=jnp.int32)  # [B]
+      else:
+        bias = _bias_with_padding(bias, key_mask)
+        if bias is not None:  # the form checked on an H100: one [B, N, Tq, Tk] bias
+          bias = jnp.broadcast_to(bias, (query.shape[0], cfg.num_heads, query.shape[1], key.shape[1]))
       context = jax.nn.dot_product_attention(
           query, key, value, bias=None if bias is None else bias.astype(query.dtype),
           key_value_seq_lengths=lengths, scale=1.0, implementation=cfg.attention_impl)
@@ -231,6 +237,14 @@ def _remat(layer: type[nn.Module], policy: str) -> type[nn.Module]:
 def _key_mask_bias(key_mask: Array) -> Array:
   """[B, Tk] bool -> [B, 1, 1, Tk] float32 additive bias (0 where attended, -1e10 where masked)."""
   return jnp.where(key_mask, 0.0, _MASK_VALUE).astype(jnp.float32)[:, None, None, :]
+
+
+def _bias_with_padding(bias: Array | None, key_mask: Array | None) -> Array | None:
+  """Position bias [1, N, Tq, Tk] plus the padding bias of `key_mask` [B, Tk] (either may be None)."""
+  if key_mask is None:
+    return bias
+  padding = _key_mask_bias(key_mask)
+  return padding if bias is None else bias + padding
 
 
 class Encoder(nn.Module):

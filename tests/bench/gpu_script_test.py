@@ -40,6 +40,9 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
   tuning = json.loads((tmp_path / "prompt_tuning.json").read_text())
   assert [(r["attention"], r["dropout"], r["remat"], r["S"]) for r in tuning["rows"]] == [
       ("xla", 0.1, "minimal", 1), ("xla", 0.1, "minimal", 32)]
+  lengths = json.loads((tmp_path / "prompt_lengths.json").read_text())
+  assert [(r["attention"], r["dropout"], r["S"]) for r in lengths["rows"]] == [("xla", 0.1, 1)]
+  assert "padding as lengths" in log
   more = json.loads((tmp_path / "prompt_more.json").read_text())
   assert [(r["attention"], r["dropout"], r["remat"], r["S"]) for r in more["rows"]] == [
       ("xla", 0.0, "minimal", 1), ("einsum", 0.1, "none", 1)]

@@ -121,26 +121,34 @@ def test_fused_attention_path_equals_einsum(params):
   np.testing.assert_allclose(np.asarray(fused), np.asarray(_logits(params, enc, dec, prompt)), atol=1e-5)
 
 
-def test_fused_attention_gets_positions_without_batch_and_padding_as_lengths(params, monkeypatch):
-  """No [B, N, T, T] bias is built for the fused kernels (cuDNN reads it, and writes its gradient, in
-  every layer): positions stay [1, N, Tq, Tk] and the key padding goes in as lengths [B]."""
+@pytest.mark.parametrize("fused_padding", ["bias", "lengths"])
+def test_fused_attention_takes_padding_as_configured(params, monkeypatch, fused_padding):
+  """"bias": one [B, N, Tq, Tk] bias per layer (positions plus padding: the form run on an H100);
+  "lengths": batch-free positions [1, N, Tq, Tk] and key lengths [B], so no [B, N, T, T] bias is built
+  (cuDNN reads it, and writes its gradient, in every layer). Same logits either way."""
   calls = []
   fused = jax.nn.dot_product_attention
 
   def recording(query, key, value, bias=None, **kwargs):
-    calls.append((None if bias is None else bias.shape, kwargs.get("key_value_seq_lengths")))
+    lengths = kwargs.get("key_value_seq_lengths")
+    calls.append((None if bias is None else bias.shape, None if lengths is None else lengths.tolist()))
     return fused(query, key, value, bias=bias, **kwargs)
 
   monkeypatch.setattr(jax.nn, "dot_product_attention", recording)
   rng = np.random.default_rng(15)
   enc, dec = _tokens(rng, (2, 9)).at[1, 6:].set(0), shift_right(_tokens(rng, (2, 5)))
-  T5(CONFIG.replace(attention_impl="xla")).apply({"params": params}, enc, dec)
-  n = CONFIG.num_heads
-  encoder, decoder = calls[:CONFIG.num_encoder_layers], calls[CONFIG.num_encoder_layers:]
-  assert all(shape == (1, n, 9, 9) and lengths.tolist() == [9, 6] for shape, lengths in encoder)
-  assert decoder[0][0] == (1, n, 5, 5) and decoder[0][1] is None  # self-attention: positions, causal
-  assert decoder[1][0] is None and decoder[1][1].tolist() == [9, 6]  # cross-attention: padding only
+  config = CONFIG.replace(attention_impl="xla", fused_padding=fused_padding)
+  logits = T5(config).apply({"params": params}, enc, dec)
+  np.testing.assert_allclose(np.asarray(logits), np.asarray(_logits(params, enc, dec, None)), atol=1e-5)
+  n, layers = CONFIG.num_heads, CONFIG.num_encoder_layers
+  encoder, decoder = calls[:layers], calls[layers:]
   assert len(decoder) == 2 * CONFIG.num_decoder_layers
+  if fused_padding == "lengths":
+    assert encoder == [((1, n, 9, 9), [9, 6])] * layers
+    assert decoder[:2] == [((1, n, 5, 5), None), (None, [9, 6])]  # self: positions, causal; cross: padding
+  else:
+    assert encoder == [((2, n, 9, 9), None)] * layers
+    assert decoder[:2] == [((2, n, 5, 5), None), ((2, n, 5, 9), None)]
 
 
 def test_unknown_attention_implementation_is_refused():
@@ -272,9 +280,11 @@ def test_fused_attention_trains_with_the_same_dropout(params):
   prompt, enc, targets = _prompt_case(13)
   grad = lambda cfg: jax.jit(jax.value_and_grad(functools.partial(_dropout_loss, cfg, params)))(
       prompt, enc, targets, jax.random.PRNGKey(14))
-  (loss, gradient), (fused_loss, fused_gradient) = grad(config), grad(config.replace(attention_impl="xla"))
-  np.testing.assert_allclose(float(fused_loss), float(loss), rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(fused_gradient), np.asarray(gradient), rtol=1e-4, atol=1e-6)
+  loss, gradient = grad(config)
+  for fused_padding in ("bias", "lengths"):
+    fused_loss, fused_gradient = grad(config.replace(attention_impl="xla", fused_padding=fused_padding))
+    np.testing.assert_allclose(float(fused_loss), float(loss), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(fused_gradient), np.asarray(gradient), rtol=1e-4, atol=1e-6)
   assert float(loss) != pytest.approx(float(_dropout_loss(config.replace(dropout_rate=0.0), params, prompt, enc,
                                                               targets, jax.random.PRNGKey(14))))
 
