@@ -139,7 +139,8 @@ def test_examples_with_many_choices_split_over_rows(params):
 
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="the cuDNN kernel needs an NVIDIA GPU "
                     "(bench/gpu.sh runs this file on the card)")
-def test_cudnn_scores_are_as_close_to_float32_as_the_einsum_ones():
+@pytest.mark.parametrize("fused_padding", ["bias", "lengths"])
+def test_cudnn_scores_are_as_close_to_float32_as_the_einsum_ones(fused_padding):
   """On the card: bfloat16 scores through the fused cuDNN attention lie no farther from the float32
   reference than bfloat16 scores through the einsums (padded inputs, a soft prompt, 3 choices)."""
   config = T5Config(vocab_size=512, emb_dim=256, num_heads=4, head_dim=64, mlp_dim=512,
@@ -162,7 +163,8 @@ def test_cudnn_scores_are_as_close_to_float32_as_the_einsum_ones():
 
   reference = scores(params32)
   einsum = scores(params16, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
-  cudnn = scores(params16, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, attention_impl="cudnn")
+  cudnn = scores(params16, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, attention_impl="cudnn",
+                 fused_padding=fused_padding)
   scale = np.abs(reference).max()
   einsum_error = np.abs(einsum - reference).max() / scale
   cudnn_error = np.abs(cudnn - reference).max() / scale

@@ -289,6 +289,37 @@ def test_fused_attention_trains_with_the_same_dropout(params):
                                                               targets, jax.random.PRNGKey(14))))
 
 
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="the cuDNN kernel needs an NVIDIA GPU "
+                    "(bench/gpu.sh runs this test on the card)")
+@pytest.mark.parametrize("fused_padding", ["bias", "lengths"])
+def test_cudnn_training_is_as_close_to_float32_as_the_einsum_one(fused_padding):
+  """On the card, with dropout on: the bfloat16 loss and prompt gradient through cuDNN's fused attention
+  lie no farther from the float32 einsum reference than bfloat16 einsums do (same dropout masks)."""
+  config = T5Config(vocab_size=512, emb_dim=256, num_heads=4, head_dim=64, mlp_dim=512, num_encoder_layers=2,
+                    num_decoder_layers=2, dropout_rate=0.1, remat_policy="minimal")
+  params32 = init_params(config, jax.random.PRNGKey(3))
+  params16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params32)
+  rng = np.random.default_rng(16)
+  enc, targets = _tokens(rng, (8, 60)).at[1, 40:].set(0).at[5, 9:].set(0), _tokens(rng, (8, 8))
+  prompt = jax.random.uniform(jax.random.PRNGKey(17), (8, 4, 256), minval=-0.5, maxval=0.5)  # T 64: even
+
+  def loss_and_grad(params, **changes):
+    cfg = config.replace(**changes)
+    value, grad = jax.jit(jax.value_and_grad(functools.partial(_dropout_loss, cfg, params)))(
+        prompt, enc, targets, jax.random.PRNGKey(18))
+    return float(value), np.asarray(grad, np.float64)
+
+  reference = loss_and_grad(params32)
+  bf16 = dict(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+  einsum = loss_and_grad(params16, **bf16)
+  cudnn = loss_and_grad(params16, attention_impl="cudnn", fused_padding=fused_padding, **bf16)
+  einsum_error, cudnn_error = (np.linalg.norm(g - reference[1]) / np.linalg.norm(reference[1])
+                               for _, g in (einsum, cudnn))
+  assert abs(einsum[0] - reference[0]) < 5e-2 * abs(reference[0]) and einsum_error < 0.5
+  assert abs(cudnn[0] - reference[0]) <= 2 * abs(einsum[0] - reference[0]) + 1e-2 * abs(reference[0])
+  assert cudnn_error <= 2 * einsum_error + 1e-2, (cudnn_error, einsum_error)
+
+
 def test_dropout_broadcast_dims_are_t5x_or_per_element():
   with pytest.raises(ValueError, match=r"dropout_broadcast_dims must be \(-2,\)"):
     CONFIG.replace(dropout_broadcast_dims=(-1,))
