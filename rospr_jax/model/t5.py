@@ -157,13 +157,13 @@ class MultiHeadAttention(nn.Module):
         weights = _dropout(cfg, weights, enable_dropout)  # one draw per element, as Hugging Face's T5
       context = jnp.swapaxes(jnp.einsum("bnqk,bnkd->bnqd", weights, value), 1, 2)  # [B, Tq, N, D]
     else:
-      lengths = None
-      if cfg.fused_padding == "lengths":
-        lengths = None if key_mask is None else jnp.sum(key_mask, axis=-1, dtype=jnp.int32)  # [B]
-      else:
-        bias = _bias_with_padding(bias, key_mask)
-        if bias is not None:  # the form checked on an H100: one [B, N, Tq, Tk] bias
-          bias = jnp.broadcast_to(bias, (query.shape[0], cfg.num_heads, query.shape[1], key.shape[1]))
+      lengths = None  # [B] key lengths, or the padding folded into the bias
+      if cfg.fused_padding == "lengths" and key_mask is not None:
+        lengths = jnp.sum(key_mask, axis=-1, dtype=jnp.int32)
+      elif cfg.fused_padding == "bias" and (bias is not None or key_mask is not None):
+        # The form run on an H100: one [B, N, Tq, Tk] bias.
+        bias = jnp.broadcast_to(_bias_with_padding(bias, key_mask),
+                                (query.shape[0], cfg.num_heads, query.shape[1], key.shape[1]))
       context = jax.nn.dot_product_attention(
           query, key, value, bias=None if bias is None else bias.astype(query.dtype),
           key_value_seq_lengths=lengths, scale=1.0, implementation=cfg.attention_impl)
