@@ -6,6 +6,8 @@ import statistics
 import time
 from typing import Callable, Sequence
 
+import jax
+
 from rospr_jax.model import T5Config
 
 
@@ -44,6 +46,19 @@ def forward_flops(config: T5Config, batch: int, input_length: int, target_length
                                          + batch * t * 2 * 2 * d * inner   # cross-attention Q and out
                                          + 4 * batch * t * t * inner + 4 * batch * t * cross * inner)
   return encoder + decoder + batch * t * 2 * d * vocab
+
+
+def count_primitive(jaxpr, name: str) -> int:
+  """Equations of primitive `name` in a (closed) jaxpr, counting those of the jaxprs nested in it."""
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  count = 0
+  for eqn in jaxpr.eqns:
+    count += eqn.primitive.name == name
+    for value in eqn.params.values():
+      for inner in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(inner, (jax.extend.core.ClosedJaxpr, jax.extend.core.Jaxpr)):
+          count += count_primitive(inner, name)
+  return count
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

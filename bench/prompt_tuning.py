@@ -5,6 +5,7 @@ Usage:
   python bench/prompt_tuning.py --cpu                        # CPU: the tiny and small shapes, float32
   python bench/prompt_tuning.py --peer bench/anchor_hf_t5.py # also run the HF peer in this job
   python bench/prompt_tuning.py --shapes 32x256x16 --variants einsum:0.1 cudnn:0   # chosen cases
+  python bench/prompt_tuning.py --cpu --size xl --compile_only --shapes 32x256x16   # compilation only
 
 Shapes: B 32 / inputs 256 / targets 16 and B 8 / 512 / 64 with a 100-token prompt (on the CPU the
 `small` size runs B 4 and B 1 at those lengths, to finish in minutes). The step is the one training uses
@@ -18,13 +19,17 @@ are computed, no weight gradients), counted by `bench/common.py` (model FLOPs: t
 "minimal" recomputes is not counted, so TFLOP/s are comparable with the peer's). Tokens/s counts prompt,
 input and target positions, as the peer does. "joint 32" trains a table of 32 prompts with the batch
 spread over them (one example per prompt at B 32): the same total batch as the single prompt. Imports
-only the compute core (no gin, TensorFlow or orbax).
+only the compute core (no gin, TensorFlow or orbax). `--compile_only` compiles the step for abstract
+parameters (no weights in memory: the T0_3B shape fits a CPU) and prints the seconds to trace and to
+compile and the random draws in the step (`random_bits` in its jaxpr; remat redraws them in the
+backward pass), the figure that drove compilation time with dropout on.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import functools
 import os
 import subprocess
 import sys
@@ -37,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common import forward_flops, markdown_table, median_time
+from common import count_primitive, forward_flops, markdown_table, median_time
 from rospr_jax.model import get_config, init_params
 from rospr_jax.prompt.train_step import default_optimizer, dropout_key, init_state, make_train_step
 
@@ -59,27 +64,46 @@ def parse_variant(text: str) -> tuple[str, float, str, str]:
   return attention, float(dropout or 0.1), remat or "minimal", rng or "auto"
 
 
+def step_arguments(config, batch, inputs, targets, prompt_length, num_sources):
+  """(prompt-training state, batch of random tokens) for the step at this shape."""
+  rng = np.random.default_rng(0)
+  table = jax.random.uniform(jax.random.PRNGKey(1), (num_sources, prompt_length, config.emb_dim),
+                             minval=-0.5, maxval=0.5)
+  data = {"inputs": jnp.asarray(rng.integers(3, config.vocab_size, (batch, inputs)), jnp.int32),
+          "targets": jnp.asarray(rng.integers(3, config.vocab_size, (batch, targets)), jnp.int32),
+          "source_ids": jnp.asarray(np.arange(batch) % num_sources, jnp.int32)}
+  return init_state(table, default_optimizer()), data
+
+
+def compile_step(config, params, state, data, rng_impl):
+  """(compiled step, its dropout key, seconds to trace, seconds to trace and compile).
+
+  `params` may be abstract (`jax.ShapeDtypeStruct` leaves): nothing runs."""
+  jitted = make_train_step(config, default_optimizer())  # the training code's jitted step (a partial)
+  key = dropout_key(0, rng_impl)
+  start = time.perf_counter()
+  lowered = jitted.func.lower(state, params, data, key, **jitted.keywords)
+  lowered_s = time.perf_counter() - start
+  step = lowered.compile()
+  return step, key, lowered_s, time.perf_counter() - start
+
+
+def random_draws(config, params, state, data, rng_impl) -> int:
+  """`random_bits` draws in the step's jaxpr (the forward pass's: remat's recomputation redraws them)."""
+  jitted = make_train_step(config, default_optimizer())
+  step = functools.partial(jitted.func, **jitted.keywords)
+  return count_primitive(jax.make_jaxpr(step)(state, params, data, dropout_key(0, rng_impl)), "random_bits")
+
+
 def time_step(config, params, batch, inputs, targets, prompt_length, num_sources, reps, rng_impl="auto"):
   """(compile seconds, median step seconds, GiB) of the training step on random tokens.
 
   GiB is XLA's own figure for the compiled step: its arguments (backbone, prompts, batch) plus the
   temporary buffers (saved activations and working space) on this backend.
   """
-  rng = np.random.default_rng(0)
-  optimizer = default_optimizer()
-  table = jax.random.uniform(jax.random.PRNGKey(1), (num_sources, prompt_length, config.emb_dim),
-                             minval=-0.5, maxval=0.5)
-  state = init_state(table, optimizer)
-  data = {"inputs": jnp.asarray(rng.integers(3, config.vocab_size, (batch, inputs)), jnp.int32),
-          "targets": jnp.asarray(rng.integers(3, config.vocab_size, (batch, targets)), jnp.int32),
-          "source_ids": jnp.asarray(np.arange(batch) % num_sources, jnp.int32)}
-  jitted = make_train_step(config, optimizer)  # the training code's jitted step (a partial)
-  key = dropout_key(0, rng_impl)
+  state, data = step_arguments(config, batch, inputs, targets, prompt_length, num_sources)
   start = time.perf_counter()
-  lowered = jitted.func.lower(state, params, data, key, **jitted.keywords)
-  lowered_s = time.perf_counter() - start
-  step = lowered.compile()
-  compiled_s = time.perf_counter() - start
+  step, key, lowered_s, compiled_s = compile_step(config, params, state, data, rng_impl)
   memory = step.memory_analysis()
   gib = (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**30 if memory else float("nan")
   print(f"  traced in {lowered_s:.1f} s, compiled by {compiled_s:.1f} s ({gib:.1f} GiB)", flush=True)
@@ -117,6 +141,42 @@ def run_peer(script: str, size: str) -> list[list]:
   return rows
 
 
+def case_config(args, size, dtype, attention, dropout, remat, rng_impl):
+  """(T5Config, its label) of one benchmark case under the command line's options."""
+  config = get_config(size, dtype=dtype, param_dtype=dtype, dropout_rate=dropout, attention_impl=attention,
+                      remat_policy=remat, fused_padding=args.fused_padding)
+  if args.layers:
+    config = config.replace(num_encoder_layers=args.layers, num_decoder_layers=args.layers)
+  if args.per_element_dropout:
+    config = config.replace(dropout_broadcast_dims=())
+  variant = f"{attention}, dropout {dropout:g}, remat {remat}" + (
+      f", {rng_impl} dropout key" if dropout and rng_impl != "auto" else "") + (
+      ", per-element masks" if dropout and args.per_element_dropout else "") + (
+      ", padding as lengths" if attention != "einsum" and args.fused_padding == "lengths" else "")
+  return config, variant
+
+
+def report_compilation(args, cases, dtype) -> None:
+  """Compiles each case's 1-prompt step for abstract parameters; prints (and writes) a table."""
+  rows = []
+  for size, batch, inputs, targets, attention, dropout, remat, rng_impl in cases:
+    config, variant = case_config(args, size, dtype, attention, dropout, remat, rng_impl)
+    params = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+    state, data = step_arguments(config, batch, inputs, targets, args.prompt_length, 1)
+    _, _, traced_s, compiled_s = compile_step(config, params, state, data, rng_impl)
+    rows.append([variant, size + (f" ({args.layers} layers)" if args.layers else ""), batch, inputs, targets,
+                 args.prompt_length, random_draws(config, params, state, data, rng_impl), traced_s, compiled_s])
+    print(rows[-1], flush=True)
+  headers = ["step (compiled only)", "size", "B", "inputs T", "targets L", "prompt P",
+             "random draws (jaxpr)", "trace s", "trace + compile s"]
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"device": jax.devices()[0].device_kind, "jax": jax.__version__,
+                 "rows": [dict(zip(headers, row)) for row in rows]}, f, indent=1)
+  print()
+  print(markdown_table(headers, rows))
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--cpu", action="store_true", help="run on the CPU in float32 (tiny and small)")
@@ -143,6 +203,8 @@ def main() -> None:
   parser.add_argument("--layers", type=int, default=None,
                       help="encoder and decoder layers instead of the size's (a shallow model to study "
                            "compilation quickly)")
+  parser.add_argument("--compile_only", action="store_true",
+                      help="compile the 1-prompt step for abstract parameters and report its compilation")
   parser.add_argument("--json", "--out", dest="json", default=None, help="also write the rows as JSON here")
   args = parser.parse_args()
   if args.cpu:
@@ -158,19 +220,11 @@ def main() -> None:
         f"{os.cpu_count()} CPU cores, dtype {jnp.dtype(dtype).name}", flush=True)
   rows, records, params_by_size = [], [], {}
   result = {"device": device.device_kind, "jax": jax.__version__, "rows": records}
+  if args.compile_only:
+    return report_compilation(args, cases, dtype)
   for size, batch, inputs, targets, attention, dropout, remat, rng_impl in cases:
     first_variant = (attention, dropout, remat, rng_impl) == variants[0]
-    config = get_config(size, dtype=dtype, param_dtype=dtype, dropout_rate=dropout,
-                        attention_impl=attention, remat_policy=remat)
-    if args.layers:
-      config = config.replace(num_encoder_layers=args.layers, num_decoder_layers=args.layers)
-    if args.per_element_dropout:
-      config = config.replace(dropout_broadcast_dims=())
-    config = config.replace(fused_padding=args.fused_padding)
-    variant = f"{attention}, dropout {dropout:g}, remat {remat}" + (
-        f", {rng_impl} dropout key" if dropout and rng_impl != "auto" else "") + (
-        ", per-element masks" if dropout and args.per_element_dropout else "") + (
-        ", padding as lengths" if attention != "einsum" and args.fused_padding == "lengths" else "")
+    config, variant = case_config(args, size, dtype, attention, dropout, remat, rng_impl)
     print(f"{size}{f' ({args.layers} layers)' if args.layers else ''} B {batch} / {inputs} / {targets}, "
           f"{variant}:", flush=True)
     if size not in params_by_size:

@@ -47,7 +47,9 @@ class T5Config:
       shared along the length of [B, T, H] states, and one per key column of [B, N, Tq, Tk] attention
       weights, shared by all queries (applied to the values, which is the same product and lets the
       fused attention kernels train with dropout): about T times fewer random bits than () (one draw
-      per element, as Hugging Face's T5 does; einsum attention only while dropout is on).
+      per element, as Hugging Face's T5 does; einsum attention only while dropout is on). With (-2,)
+      the masks of all layers of a stack come from one random draw (few random-number generators to
+      compile, whatever the depth); () draws at every site.
     layer_norm_epsilon: RMS norm epsilon (computed in float32).
     dtype: activation dtype (bfloat16 on accelerators); logits are always float32.
     param_dtype: dtype parameters are created in by `init`.

@@ -106,12 +106,49 @@ class RelativePositionBias(nn.Module):
     return jnp.asarray(table, jnp.float32)[:, buckets][None]  # [N, Tq, Tk] -> [1, N, Tq, Tk]
 
 
-def _dropout(cfg: T5Config, x: Array, enable_dropout: bool) -> Array:
-  """`x` with dropout at `cfg.dropout_rate` when `enable_dropout`; one mask is drawn per slice along
-  `cfg.dropout_broadcast_dims` and shared along those axes (T5X's (-2,): the length of [B, T, H]
-  states). Call it inside a compact method. (Attention weights: see `MultiHeadAttention`.)"""
-  return nn.Dropout(cfg.dropout_rate, broadcast_dims=cfg.dropout_broadcast_dims)(
-      x, deterministic=not enable_dropout)
+def _dropout(cfg: T5Config, x: Array, enable_dropout: bool, keep: Array | None = None,
+             broadcast_dims: tuple[int, ...] | None = None) -> Array:
+  """`x` with dropout at `cfg.dropout_rate` when `enable_dropout` (call it inside a compact method).
+
+  Args:
+    keep: a bool mask drawn beforehand for this site (`_draw_layer_masks`), broadcastable to `x`:
+      `x / (1 - rate)` where True, 0 elsewhere. Without it, `nn.Dropout` draws one here, one mask per
+      slice along `broadcast_dims` (default `cfg.dropout_broadcast_dims`; T5X's (-2,) shares it along
+      the length of [B, T, H] states).
+  """
+  if not enable_dropout or cfg.dropout_rate == 0:
+    return x
+  if keep is not None:
+    return jnp.where(keep, x / (1.0 - cfg.dropout_rate), 0).astype(x.dtype)
+  dims = cfg.dropout_broadcast_dims if broadcast_dims is None else broadcast_dims
+  return nn.Dropout(cfg.dropout_rate, broadcast_dims=dims)(x, deterministic=False)
+
+
+def _draw_layer_masks(module: nn.Module, cfg: T5Config, enable_dropout: bool, num_layers: int, batch: int,
+                      sites: dict[str, tuple[int, ...]]) -> list[dict[str, Array] | None]:
+  """The T5X dropout masks of every layer of a stack, drawn at once.
+
+  A random draw per mask site costs compilation time: 483 draws in the T0_3B training step (240
+  sites, redrawn by remat), which took XLA 18 s more to compile on 2 CPU cores with RngBitGenerator
+  keys and 74 s more with threefry keys than the step without dropout (bench/RESULTS.md). Here each
+  stack draws one [layers, B, sum of site sizes] Bernoulli array and slices it: the same distribution
+  (independent keep-draws per example, site and unit), one draw per stack whatever the depth.
+
+  Args:
+    sites: per-example mask shape of each site of a layer, with 1 on the axes the mask is shared along.
+
+  Returns:
+    per layer, {site: [B, *shape] bool}; a list of None when dropout is off or drawn per element
+    (`dropout_broadcast_dims=()`, whose masks are as large as the activations: drawn at each site).
+  """
+  if not (enable_dropout and cfg.dropout_rate > 0 and cfg.dropout_broadcast_dims):
+    return [None] * num_layers
+  sizes = [math.prod(shape) for shape in sites.values()]
+  keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - cfg.dropout_rate,
+                              (num_layers, batch, sum(sizes)))
+  parts = jnp.split(keep, np.cumsum(sizes)[:-1].tolist(), axis=-1)
+  return [{name: part[i].reshape(batch, *shape) for (name, shape), part in zip(sites.items(), parts)}
+          for i in range(num_layers)]
 
 
 class MultiHeadAttention(nn.Module):
@@ -120,7 +157,7 @@ class MultiHeadAttention(nn.Module):
 
   @nn.compact
   def __call__(self, queries: Array, keys_values: Array, bias: Array | None, key_mask: Array | None, *,
-               enable_dropout: bool) -> Array:
+               enable_dropout: bool, value_keep: Array | None = None) -> Array:
     """Attends [B, Tq, H] queries over [B, Tk, H] keys/values.
 
     Args:
@@ -128,6 +165,7 @@ class MultiHeadAttention(nn.Module):
       key_mask: [B, Tk] bool, False at padded keys, or None. The einsum path adds it as a [B, 1, 1, Tk]
         bias; the fused paths add it to the position bias ([B, N, Tq, Tk]) or, with
         `config.fused_padding == "lengths"`, take it as key lengths.
+      value_keep: [B, Tk, N, 1] bool T5X dropout mask of the values (see below), or None to draw it here.
 
     Returns:
       [B, Tq, H] in `config.dtype`.
@@ -143,7 +181,7 @@ class MultiHeadAttention(nn.Module):
       # T5X's attention dropout drops key columns of the weights (a mask m [B, N, 1, Tk] shared by all
       # queries), and sum_k w[q, k] m[k] v[k] = sum_k w[q, k] (m[k] v[k]): exactly dropout on the values,
       # one draw per key and head ([B, Tk, N, 1]), which also lets fused kernels train with dropout.
-      value = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-1,))(value, deterministic=not enable_dropout)
+      value = _dropout(cfg, value, enable_dropout, value_keep, broadcast_dims=(-1,))
     if cfg.attention_impl == "einsum" or per_element_dropout:
       # Heads first ([B, N, T, D]), so both products are plain batched matmuls over (B, N): on the CPU
       # this runs the attention about 4x faster than contracting the [B, T, N, D] layout directly.
@@ -176,51 +214,73 @@ class GatedGeluMlp(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, *, enable_dropout: bool) -> Array:
-    """[B, T, H] -> [B, T, H]."""
+  def __call__(self, x: Array, *, enable_dropout: bool, keep: Array | None = None) -> Array:
+    """[B, T, H] -> [B, T, H]; `keep`: [B, 1, F] dropout mask of the hidden units, or None."""
     cfg = self.config
     gate = nn.gelu(Dense(cfg.mlp_dim, ("embed", "mlp"), cfg, name="wi_0")(x), approximate=True)
     linear = Dense(cfg.mlp_dim, ("embed", "mlp"), cfg, name="wi_1")(x)
-    hidden = _dropout(cfg, gate * linear, enable_dropout)
+    hidden = _dropout(cfg, gate * linear, enable_dropout, keep)
     return Dense(x.shape[-1], ("mlp", "embed"), cfg, name="wo")(hidden)
 
 
 class EncoderLayer(nn.Module):
   config: T5Config
 
+  @staticmethod
+  def dropout_sites(cfg: T5Config, length: int) -> dict[str, tuple[int, ...]]:
+    """Per-example shapes of the layer's T5X dropout masks (1: shared along that axis)."""
+    return {"attention": (length, cfg.num_heads, 1), "attention_out": (1, cfg.emb_dim),
+            "mlp": (1, cfg.mlp_dim), "mlp_out": (1, cfg.emb_dim)}
+
   @nn.compact
-  def __call__(self, x: Array, bias: Array, mask: Array, enable_dropout: bool) -> Array:
-    """[B, T, H] -> [B, T, H]; `bias`: positions [1, N, T, T]; `mask`: [B, T] bool, False at padding."""
+  def __call__(self, x: Array, bias: Array, mask: Array, keep: dict[str, Array] | None,
+               enable_dropout: bool) -> Array:
+    """[B, T, H] -> [B, T, H]; `bias`: positions [1, N, T, T]; `mask`: [B, T] bool, False at padding;
+    `keep`: {site: [B, *shape] bool} dropout masks of `dropout_sites`, or None (drawn at each site)."""
     cfg = self.config
+    keep = keep or {}
     norm = functools.partial(RMSNorm, cfg.layer_norm_epsilon, cfg.dtype)
     y = norm(name="pre_attention_layer_norm")(x)
-    y = MultiHeadAttention(cfg, name="attention")(y, y, bias, mask, enable_dropout=enable_dropout)
-    x = x + _dropout(cfg, y, enable_dropout)
+    y = MultiHeadAttention(cfg, name="attention")(y, y, bias, mask, enable_dropout=enable_dropout,
+                                                  value_keep=keep.get("attention"))
+    x = x + _dropout(cfg, y, enable_dropout, keep.get("attention_out"))
     y = norm(name="pre_mlp_layer_norm")(x)
-    y = GatedGeluMlp(cfg, name="mlp")(y, enable_dropout=enable_dropout)
-    return nn.with_logical_constraint(x + _dropout(cfg, y, enable_dropout), ("batch", "length", "embed"))
+    y = GatedGeluMlp(cfg, name="mlp")(y, enable_dropout=enable_dropout, keep=keep.get("mlp"))
+    return nn.with_logical_constraint(x + _dropout(cfg, y, enable_dropout, keep.get("mlp_out")),
+                                      ("batch", "length", "embed"))
 
 
 class DecoderLayer(nn.Module):
   config: T5Config
 
+  @staticmethod
+  def dropout_sites(cfg: T5Config, length: int, encoder_length: int) -> dict[str, tuple[int, ...]]:
+    """Per-example shapes of the layer's T5X dropout masks (1: shared along that axis)."""
+    return {"self_attention": (length, cfg.num_heads, 1), "self_attention_out": (1, cfg.emb_dim),
+            "cross_attention": (encoder_length, cfg.num_heads, 1), "cross_attention_out": (1, cfg.emb_dim),
+            "mlp": (1, cfg.mlp_dim), "mlp_out": (1, cfg.emb_dim)}
+
   @nn.compact
   def __call__(self, x: Array, encoded: Array, self_bias: Array, encoder_mask: Array,
-               enable_dropout: bool) -> Array:
+               keep: dict[str, Array] | None, enable_dropout: bool) -> Array:
     """[B, L, H] decoder states, [B, T, H] encoder output -> [B, L, H]; `self_bias`: [1, N, L, L]
-    positions and causal layout; `encoder_mask`: [B, T] bool, False at padding."""
+    positions and causal layout; `encoder_mask`: [B, T] bool, False at padding; `keep`: {site:
+    [B, *shape] bool} dropout masks of `dropout_sites`, or None (drawn at each site)."""
     cfg = self.config
+    keep = keep or {}
     norm = functools.partial(RMSNorm, cfg.layer_norm_epsilon, cfg.dtype)
     y = norm(name="pre_self_attention_layer_norm")(x)
-    y = MultiHeadAttention(cfg, name="self_attention")(y, y, self_bias, None, enable_dropout=enable_dropout)
-    x = x + _dropout(cfg, y, enable_dropout)
+    y = MultiHeadAttention(cfg, name="self_attention")(y, y, self_bias, None, enable_dropout=enable_dropout,
+                                                       value_keep=keep.get("self_attention"))
+    x = x + _dropout(cfg, y, enable_dropout, keep.get("self_attention_out"))
     y = norm(name="pre_cross_attention_layer_norm")(x)
     y = MultiHeadAttention(cfg, name="encoder_decoder_attention")(
-        y, encoded, None, encoder_mask, enable_dropout=enable_dropout)
-    x = x + _dropout(cfg, y, enable_dropout)
+        y, encoded, None, encoder_mask, enable_dropout=enable_dropout, value_keep=keep.get("cross_attention"))
+    x = x + _dropout(cfg, y, enable_dropout, keep.get("cross_attention_out"))
     y = norm(name="pre_mlp_layer_norm")(x)
-    y = GatedGeluMlp(cfg, name="mlp")(y, enable_dropout=enable_dropout)
-    return nn.with_logical_constraint(x + _dropout(cfg, y, enable_dropout), ("batch", "length", "embed"))
+    y = GatedGeluMlp(cfg, name="mlp")(y, enable_dropout=enable_dropout, keep=keep.get("mlp"))
+    return nn.with_logical_constraint(x + _dropout(cfg, y, enable_dropout, keep.get("mlp_out")),
+                                      ("batch", "length", "embed"))
 
 
 def _remat(layer: type[nn.Module], policy: str) -> type[nn.Module]:
@@ -257,9 +317,11 @@ class Encoder(nn.Module):
     length = embedded.shape[1]
     bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)  # [1, N, T, T]
     x = _dropout(cfg, embedded, enable_dropout)
+    keeps = _draw_layer_masks(self, cfg, enable_dropout, cfg.num_encoder_layers, embedded.shape[0],
+                              EncoderLayer.dropout_sites(cfg, length))
     layer = _remat(EncoderLayer, cfg.remat_policy)
-    for i in range(cfg.num_encoder_layers):
-      x = layer(cfg, name=f"layers_{i}")(x, bias, mask, enable_dropout)
+    for i, keep in enumerate(keeps):
+      x = layer(cfg, name=f"layers_{i}")(x, bias, mask, keep, enable_dropout)
     x = RMSNorm(cfg.layer_norm_epsilon, cfg.dtype, name="encoder_norm")(x)
     return _dropout(cfg, x, enable_dropout)
 
@@ -296,9 +358,11 @@ class Decoder(nn.Module):
     self_bias = table[:, :, positions[:, None], positions[None, :]]  # [1, N, C*L, C*L]
     self_bias = self_bias + jnp.where(causal, 0.0, _MASK_VALUE)[None, None]
     x = _dropout(cfg, embedded, enable_dropout)
+    keeps = _draw_layer_masks(self, cfg, enable_dropout, cfg.num_decoder_layers, embedded.shape[0],
+                              DecoderLayer.dropout_sites(cfg, embedded.shape[1], encoded.shape[1]))
     layer = _remat(DecoderLayer, cfg.remat_policy)
-    for i in range(cfg.num_decoder_layers):
-      x = layer(cfg, name=f"layers_{i}")(x, encoded, self_bias, encoder_mask, enable_dropout)
+    for i, keep in enumerate(keeps):
+      x = layer(cfg, name=f"layers_{i}")(x, encoded, self_bias, encoder_mask, keep, enable_dropout)
     x = RMSNorm(cfg.layer_norm_epsilon, cfg.dtype, name="decoder_norm")(x)
     x = _dropout(cfg, x, enable_dropout)
     logits = Dense(cfg.vocab_size, ("embed", "vocab"), cfg, name="logits_dense")(x)

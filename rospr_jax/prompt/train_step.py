@@ -186,10 +186,10 @@ def dropout_key(seed: int, impl: str | None = "auto") -> Array:
   Args:
     seed: the run's seed.
     impl: "auto": on GPUs threefry keys whose draws lower to JAX's CUDA threefry kernel (this switches
-      `jax_threefry_gpu_kernel_lowering` on): XLA's own expansion of each draw, threefry or
-      RngBitGenerator alike, costs compilation per dropout site (on an H100, about 20 s per 4 + 4 layers
-      of the T0_3B width: minutes at full depth); elsewhere "unsafe_rbg" (XLA's RngBitGenerator,
-      T5X's choice for speed on TPUs). Or a `jax.random.key` implementation ("unsafe_rbg",
+      `jax_threefry_gpu_kernel_lowering` on; XLA's own expansion of threefry is the slowest to compile:
+      with a draw per dropout site the T0_3B step compiled in 92 s on 2 CPU cores against 35 s with
+      RngBitGenerator, before the model drew each stack's masks at once); elsewhere "unsafe_rbg"
+      (XLA's RngBitGenerator, T5X's choice for speed on TPUs). Or a `jax.random.key` implementation ("unsafe_rbg",
       "threefry2x32", "rbg"); None: JAX's default. Masks are deterministic for a given backend and
       device layout.
   """

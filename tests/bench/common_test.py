@@ -23,7 +23,7 @@ from rospr_jax.model import T5Config, init_params
 from rospr_jax.prompt.train_step import _jitted_train_step, default_optimizer, dropout_key, init_state
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "bench"))
-from common import forward_flops  # noqa: E402
+from common import count_primitive, forward_flops  # noqa: E402
 
 # Matmuls dominate (as at T0_3B), so element-wise work stays within a few percent of the count.
 CONFIG = T5Config(vocab_size=512, emb_dim=256, num_heads=4, head_dim=64, mlp_dim=1024, num_encoder_layers=2,
@@ -64,6 +64,18 @@ def test_prompt_step_computes_input_gradients_only(param_shapes, remat, low, hig
                                                       config=CONFIG.replace(remat_policy=remat),
                                                       optimizer=optimizer))
   assert low <= compiled / forward_flops(CONFIG, B, P + T, L) < high
+
+
+def test_count_primitive_counts_nested_draws():
+  """What `bench/prompt_tuning.py --compile_only` reports as random draws: every `random_bits`,
+  including those inside jit and remat (hand-counted: 1 + 2 in a checkpoint + 1 in a jit)."""
+  def draws(key):
+    inner = jax.checkpoint(lambda k: jax.random.bernoulli(k, 0.5, (3,)) & jax.random.bernoulli(k, 0.5, (3,)))
+    nested = jax.jit(lambda k: jax.random.uniform(k, (2,)))
+    return jax.random.normal(key, (4,)).sum() + inner(key).sum() + nested(key).sum()
+
+  assert count_primitive(jax.make_jaxpr(draws)(jax.random.key(0)), "random_bits") == 4
+  assert count_primitive(jax.make_jaxpr(draws)(jax.random.key(0)), "random_split") == 0
 
 
 def _dot_operand_dtypes(stablehlo: str) -> collections.Counter:

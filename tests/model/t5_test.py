@@ -225,26 +225,55 @@ def _random_draw_shapes(jaxpr) -> list[tuple[int, ...]]:
 @pytest.mark.parametrize("policy", ["none", "minimal"])
 def test_dropout_masks_are_shared_along_length_as_in_t5x(params, policy):
   """T5X (and Mesh TensorFlow T5) draw one dropout mask per sequence, shared along its length, and one
-  per key column of the attention weights, shared by all queries; () draws per element (HF's T5)."""
+  per key column of the attention weights, shared by all queries. The layers' masks come from one draw
+  per stack, so the number of random-number generators in the compiled step does not grow with depth
+  (nor with remat); () draws per element at every site (HF's T5)."""
   prompt, enc, targets = _prompt_case(11)
-  sites = 1 + 4 * CONFIG.num_encoder_layers + 1 + 1 + 6 * CONFIG.num_decoder_layers + 1  # embeddings, layers, norms
-  draws = lambda config: _random_draw_shapes(jax.make_jaxpr(
+  draws = lambda config, params=params: _random_draw_shapes(jax.make_jaxpr(
       lambda p: _dropout_loss(config, params, p, enc, targets, jax.random.PRNGKey(0)))(prompt).jaxpr)
   config = CONFIG.replace(dropout_rate=0.2, remat_policy=policy)
   assert config.dropout_broadcast_dims == (-2,)
-  shared = draws(config)
-  assert len(shared) == sites, shared  # the forward pass (remat's layers are nested jaxprs)
-  # States: [B, 1, H] or [B, 1, F]; attention: one draw per key and head, [B, Tk, N, 1] (on the values).
-  assert all(len(shape) == 3 and shape[1] == 1 or len(shape) == 4 and shape[-1] == 1 for shape in shared)
-  assert (2, 11, CONFIG.num_heads, 1) in shared and (2, 1, CONFIG.mlp_dim) in shared
+  n, h, f = CONFIG.num_heads, CONFIG.emb_dim, CONFIG.mlp_dim
+  encoder_layer = 11 * n + h + f + h  # values [Tk, N, 1]; states [1, H]; hidden [1, F]; states [1, H]
+  decoder_layer = 5 * n + h + 11 * n + h + f + h  # self-attention, cross-attention, feed-forward
+  stack_sites = [(2, 1, h)] * 4  # embeddings and final norms of both stacks, [B, 1, H]
+  expected = sorted(stack_sites + [(CONFIG.num_encoder_layers, 2, encoder_layer),
+                                   (CONFIG.num_decoder_layers, 2, decoder_layer)])
+  assert sorted(draws(config)) == expected
+  deeper = config.replace(num_encoder_layers=5, num_decoder_layers=3)
+  assert sorted(draws(deeper, init_params(deeper, jax.random.PRNGKey(0)))) == sorted(stack_sites + [(5, 2, encoder_layer), (3, 2, decoder_layer)])
   per_element = draws(config.replace(dropout_broadcast_dims=()))
-  assert len(per_element) == len(shared)
-  assert (2, CONFIG.num_heads, 11, 11) in per_element and (2, 11, CONFIG.mlp_dim) in per_element
+  assert len(per_element) == 1 + 4 * CONFIG.num_encoder_layers + 1 + 1 + 6 * CONFIG.num_decoder_layers + 1
+  assert (2, n, 11, 11) in per_element and (2, 11, f) in per_element
 
 
-def test_attention_dropout_drops_key_columns_of_the_weights():
+def test_layer_masks_are_independent_draws_of_the_keep_rate():
+  """`_draw_layer_masks`: every site's mask has its per-example shape, about 1 - rate of it kept, and
+  no two layers or sites share a mask."""
+  class Draw(nn.Module):
+    @nn.compact
+    def __call__(self):
+      return t5._draw_layer_masks(self, CONFIG.replace(dropout_rate=0.3), True, 3, 64,
+                                  {"values": (40, 4, 1), "states": (1, 200)})
+
+  keeps = Draw().apply({}, rngs={"dropout": jax.random.PRNGKey(5)})
+  assert [jax.tree.map(jnp.shape, k) for k in keeps] == [{"values": (64, 40, 4, 1), "states": (64, 1, 200)}] * 3
+  flat = np.stack([np.concatenate([np.ravel(k["values"]), np.ravel(k["states"])]) for k in keeps])
+  np.testing.assert_allclose(flat.mean(), 0.7, atol=0.01)  # 3 x 64 x 360 draws
+  agreement = (flat[:, None] == flat[None]).mean(-1)  # [layer, layer]: 0.7^2 + 0.3^2 = 0.58 if independent
+  np.testing.assert_allclose(agreement[~np.eye(3, dtype=bool)], 0.58, atol=0.02)
+  values, states = np.ravel(keeps[0]["values"][:, :36]), np.ravel(keeps[0]["states"][:, :, :144])
+  np.testing.assert_allclose((values == states).mean(), 0.58, atol=0.02)  # sites differ too
+  assert t5._draw_layer_masks(None, CONFIG.replace(dropout_rate=0.3), False, 2, 4, {"s": (1, 2)}) == [None] * 2
+  assert t5._draw_layer_masks(None, CONFIG.replace(dropout_rate=0.3, dropout_broadcast_dims=()), True, 2, 4,
+                              {"s": (1, 2)}) == [None] * 2
+
+
+@pytest.mark.parametrize("mask_source", ["drawn_here", "drawn_by_the_stack"])
+def test_attention_dropout_drops_key_columns_of_the_weights(mask_source):
   """The values' dropout is T5X's attention dropout: softmax weights times a mask [B, N, 1, Tk] that all
-  queries share, then times the values (reference computed here from the drawn mask)."""
+  queries share, then times the values (reference computed here from the mask, whether the attention
+  drew it or was given it as the layers are)."""
   config = CONFIG.replace(dropout_rate=0.4)
   attention = t5.MultiHeadAttention(config)
   rng = np.random.default_rng(12)
@@ -259,11 +288,16 @@ def test_attention_dropout_drops_key_columns_of_the_weights():
       masks.append(np.asarray(out) != 0)  # the values are dense random normals: zero only where dropped
     return out
 
+  given = rng.random((2, 7, CONFIG.num_heads, 1)) < 0.6 if mask_source == "drawn_by_the_stack" else None
   with nn.intercept_methods(keep_dropout_masks):
-    out = attention.apply(variables, x, x, bias, None, enable_dropout=True,
+    out = attention.apply(variables, x, x, bias, None, enable_dropout=True, value_keep=given,
                           rngs={"dropout": jax.random.PRNGKey(1)})
-  (kept,) = masks  # [B, Tk, N, D], one draw per (batch, key, head)
-  assert (kept == kept[..., :1]).all() and 0.3 < kept.mean() < 0.9
+  if given is None:
+    (kept,) = masks  # [B, Tk, N, D], one draw per (batch, key, head)
+    assert (kept == kept[..., :1]).all() and 0.3 < kept.mean() < 0.9
+  else:
+    assert not masks
+    kept = given
   column_mask = np.moveaxis(kept[..., 0], 1, 2)[:, :, None, :]  # [B, N, 1, Tk]
   p = variables["params"]
   heads = lambda y: y.reshape(2, 7, CONFIG.num_heads, CONFIG.head_dim).transpose(0, 2, 1, 3)  # [B, N, T, D]
