@@ -60,7 +60,7 @@ timeout $(limit 120) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMP
     --variants $PROMPT_VARIANT --fused_padding lengths --joint 1 --json "$OUT/prompt_lengths.json" \
     || echo "prompt tuning with lengths failed or timed out"
 
-MORE_PROMPT_VARIANT=${MORE_PROMPT_VARIANT:-cudnn:0.1:minimal:unsafe_rbg einsum:0.1:minimal cudnn:0.1:none}
+MORE_PROMPT_VARIANT=${MORE_PROMPT_VARIANT:-cudnn:0.1:none cudnn:0.1:minimal:unsafe_rbg einsum:0.1:minimal}
 section "5b. if time is left: prompt-tuning step with $MORE_PROMPT_VARIANT (attention:dropout:remat)"
 timeout $(limit 150) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
     --variants $MORE_PROMPT_VARIANT --joint 1 --json "$OUT/prompt_more.json" \

@@ -146,6 +146,7 @@ def _draw_layer_masks(module: nn.Module, cfg: T5Config, enable_dropout: bool, nu
   sizes = [math.prod(shape) for shape in sites.values()]
   keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - cfg.dropout_rate,
                               (num_layers, batch, sum(sizes)))
+  keep = nn.with_logical_constraint(keep, (None, "batch", None))  # split over the data axis, as the batch
   parts = jnp.split(keep, np.cumsum(sizes)[:-1].tolist(), axis=-1)
   return [{name: part[i].reshape(batch, *shape) for (name, shape), part in zip(sites.items(), parts)}
           for i in range(num_layers)]

@@ -215,9 +215,14 @@ def make_train_step(config: T5Config, optimizer: optax.GradientTransformation, *
   With a `mesh`, call it on a state placed by `place_state` and a batch placed by `place_batch`; the
   logical axis rules apply while it traces (the prompt table and optimizer state stay replicated).
   """
-  jitted = functools.partial(_jitted_train_step, config=config, optimizer=optimizer)
   if mesh is None:
-    return jitted
+    return functools.partial(_jitted_train_step, config=config, optimizer=optimizer)
+  # The new state and the metrics come out replicated, as the state went in: left to XLA's sharding
+  # propagation, the prompt table can come out split over `model` (seen with dropout on).
+  jitted = functools.partial(
+      jax.jit(train_step, static_argnames=("config", "optimizer"), donate_argnums=0,
+              out_shardings=replicated(mesh)),
+      config=config, optimizer=optimizer)
 
   def step(state, params, batch, rng):
     with mesh, nn.logical_axis_rules(rules):

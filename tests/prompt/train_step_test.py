@@ -130,11 +130,14 @@ def test_joint_training_equals_separate_training(config, params, examples, optim
     assert joint.source_steps[s] == alone.source_steps[0] == updates
 
 
-@pytest.mark.parametrize("num_partitions", [2])
-def test_sharded_step_equals_single_device_step(config, params, examples, num_partitions):
+@pytest.mark.parametrize("num_partitions,dropout_rate", [(2, 0.0), (2, 0.1)])
+def test_sharded_step_equals_single_device_step(config, params, examples, num_partitions, dropout_rate):
+  """Under a data x model mesh the step gives the single-device prompts; with dropout on too (threefry
+  keys draw the same masks however the batch is split)."""
   if jax.device_count() < 8:
     pytest.fail("tests/conftest.py must give 8 simulated devices")
   from rospr_jax.model import init_params
+  config = config.replace(dropout_rate=dropout_rate)
   batches = _batches(examples, 3, 2)
   table = _table(3, config)
   step = make_train_step(config, ADAFACTOR)
