@@ -55,7 +55,8 @@ class T5Config:
     param_dtype: dtype parameters are created in by `init`.
     attention_impl: "einsum" (plain XLA einsums, any backend), or an implementation of
       `jax.nn.dot_product_attention`: "xla", or "cudnn" (the fused cuDNN kernel on NVIDIA GPUs, which
-      takes T5's relative-position bias; bfloat16 / float16 only). Per-element attention dropout
+      takes T5's relative-position bias; bfloat16 / float16 only; odd lengths reach it padded by one
+      masked position, since it trains with a bias only at even lengths). Per-element attention dropout
       (`dropout_broadcast_dims=()`), when enabled, always uses the einsum path.
     fused_padding: how the fused attention paths take the key padding: "bias" (added to the position
       bias, one [B, N, Tq, Tk] array per layer, whose gradient cuDNN also writes while training: the

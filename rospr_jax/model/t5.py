@@ -196,18 +196,45 @@ class MultiHeadAttention(nn.Module):
         weights = _dropout(cfg, weights, enable_dropout)  # one draw per element, as Hugging Face's T5
       context = jnp.swapaxes(jnp.einsum("bnqk,bnkd->bnqd", weights, value), 1, 2)  # [B, Tq, N, D]
     else:
-      lengths = None  # [B] key lengths, or the padding folded into the bias
-      if cfg.fused_padding == "lengths" and key_mask is not None:
-        lengths = jnp.sum(key_mask, axis=-1, dtype=jnp.int32)
-      elif cfg.fused_padding == "bias" and (bias is not None or key_mask is not None):
-        # The form run on an H100: one [B, N, Tq, Tk] bias.
-        bias = jnp.broadcast_to(_bias_with_padding(bias, key_mask),
-                                (query.shape[0], cfg.num_heads, query.shape[1], key.shape[1]))
-      context = jax.nn.dot_product_attention(
-          query, key, value, bias=None if bias is None else bias.astype(query.dtype),
-          key_value_seq_lengths=lengths, scale=1.0, implementation=cfg.attention_impl)
+      context = _fused_attention(cfg, query, key, value, bias, key_mask)
     context = context.reshape(*context.shape[:2], cfg.joined_kv)
     return Dense(queries.shape[-1], ("joined_kv", "embed"), cfg, name="out")(context)
+
+
+def _fused_attention(cfg: T5Config, query: Array, key: Array, value: Array, bias: Array | None,
+                     key_mask: Array | None) -> Array:
+  """`jax.nn.dot_product_attention` (`cfg.attention_impl`) of [B, Tq, N, D] queries over [B, Tk, N, D]
+  keys and values; `bias` [1, N, Tq, Tk] and `key_mask` [B, Tk] as in `MultiHeadAttention`.
+
+  When a bias goes to the kernel and Tq or Tk is odd, both are padded to even lengths (a key that is
+  masked out, a query whose output is dropped): cuDNN's training kernels take a bias only with even
+  lengths. Outputs and gradients are those of the unpadded attention.
+
+  Returns:
+    [B, Tq, N, D].
+  """
+  batch, query_length, key_length = query.shape[0], query.shape[1], key.shape[1]
+  takes_bias = bias is not None or (key_mask is not None and cfg.fused_padding == "bias")
+  pad_query, pad_key = (query_length % 2, key_length % 2) if takes_bias else (0, 0)
+  if pad_query or pad_key:
+    query = jnp.pad(query, ((0, 0), (0, pad_query), (0, 0), (0, 0)))
+    key, value = (jnp.pad(x, ((0, 0), (0, pad_key), (0, 0), (0, 0))) for x in (key, value))
+    if bias is not None:
+      bias = jnp.pad(bias, ((0, 0), (0, 0), (0, pad_query), (0, pad_key)))
+    if pad_key:  # the added key is padding: masked out (and after the real keys, as lengths require)
+      key_mask = jnp.ones((batch, key_length), bool) if key_mask is None else key_mask
+      key_mask = jnp.pad(key_mask, ((0, 0), (0, pad_key)))
+  lengths = None  # [B] key lengths, or the padding folded into the bias
+  if cfg.fused_padding == "lengths" and key_mask is not None:
+    lengths = jnp.sum(key_mask, axis=-1, dtype=jnp.int32)
+  elif cfg.fused_padding == "bias" and (bias is not None or key_mask is not None):
+    # The form run on an H100: one [B, N, Tq, Tk] bias.
+    bias = jnp.broadcast_to(_bias_with_padding(bias, key_mask),
+                            (batch, cfg.num_heads, query.shape[1], key.shape[1]))
+  context = jax.nn.dot_product_attention(
+      query, key, value, bias=None if bias is None else bias.astype(query.dtype),
+      key_value_seq_lengths=lengths, scale=1.0, implementation=cfg.attention_impl)
+  return context[:, :query_length]
 
 
 class GatedGeluMlp(nn.Module):

@@ -125,7 +125,9 @@ def test_fused_attention_path_equals_einsum(params):
 def test_fused_attention_takes_padding_as_configured(params, monkeypatch, fused_padding):
   """"bias": one [B, N, Tq, Tk] bias per layer (positions plus padding: the form run on an H100);
   "lengths": batch-free positions [1, N, Tq, Tk] and key lengths [B], so no [B, N, T, T] bias is built
-  (cuDNN reads it, and writes its gradient, in every layer). Same logits either way."""
+  (cuDNN reads it, and writes its gradient, in every layer). Same logits either way. Odd lengths
+  (9 and 5 here) reach the kernel padded to even ones wherever a bias goes with them (cuDNN trains
+  with a bias only at even lengths); the added key is masked out (lengths 9 and 6 stay 9 and 6)."""
   calls = []
   fused = jax.nn.dot_product_attention
 
@@ -144,11 +146,11 @@ def test_fused_attention_takes_padding_as_configured(params, monkeypatch, fused_
   encoder, decoder = calls[:layers], calls[layers:]
   assert len(decoder) == 2 * CONFIG.num_decoder_layers
   if fused_padding == "lengths":
-    assert encoder == [((1, n, 9, 9), [9, 6])] * layers
-    assert decoder[:2] == [((1, n, 5, 5), None), (None, [9, 6])]  # self: positions, causal; cross: padding
+    assert encoder == [((1, n, 10, 10), [9, 6])] * layers
+    assert decoder[:2] == [((1, n, 6, 6), [5, 5]), (None, [9, 6])]  # self: positions, causal; cross: padding
   else:
-    assert encoder == [((2, n, 9, 9), None)] * layers
-    assert decoder[:2] == [((2, n, 5, 5), None), ((2, n, 5, 9), None)]
+    assert encoder == [((2, n, 10, 10), None)] * layers
+    assert decoder[:2] == [((2, n, 6, 6), None), ((2, n, 6, 10), None)]
 
 
 def test_unknown_attention_implementation_is_refused():
@@ -325,17 +327,18 @@ def test_fused_attention_trains_with_the_same_dropout(params):
 
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="the cuDNN kernel needs an NVIDIA GPU "
                     "(bench/gpu.sh runs this test on the card)")
-@pytest.mark.parametrize("fused_padding", ["bias", "lengths"])
-def test_cudnn_training_is_as_close_to_float32_as_the_einsum_one(fused_padding):
+@pytest.mark.parametrize("fused_padding,prompt_length", [("bias", 4), ("lengths", 4), ("bias", 3)])
+def test_cudnn_training_is_as_close_to_float32_as_the_einsum_one(fused_padding, prompt_length):
   """On the card, with dropout on: the bfloat16 loss and prompt gradient through cuDNN's fused attention
-  lie no farther from the float32 einsum reference than bfloat16 einsums do (same dropout masks)."""
+  lie no farther from the float32 einsum reference than bfloat16 einsums do (same dropout masks). With
+  a 3-token prompt the encoder length is odd (63), which cuDNN trains with only once padded to 64."""
   config = T5Config(vocab_size=512, emb_dim=256, num_heads=4, head_dim=64, mlp_dim=512, num_encoder_layers=2,
                     num_decoder_layers=2, dropout_rate=0.1, remat_policy="minimal")
   params32 = init_params(config, jax.random.PRNGKey(3))
   params16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params32)
   rng = np.random.default_rng(16)
   enc, targets = _tokens(rng, (8, 60)).at[1, 40:].set(0).at[5, 9:].set(0), _tokens(rng, (8, 8))
-  prompt = jax.random.uniform(jax.random.PRNGKey(17), (8, 4, 256), minval=-0.5, maxval=0.5)  # T 64: even
+  prompt = jax.random.uniform(jax.random.PRNGKey(17), (8, prompt_length, 256), minval=-0.5, maxval=0.5)
 
   def loss_and_grad(params, **changes):
     cfg = config.replace(**changes)
