@@ -186,18 +186,21 @@ def dropout_key(seed: int, impl: str | None = "auto") -> Array:
   Args:
     seed: the run's seed.
     impl: "auto": on GPUs threefry keys whose draws lower to JAX's CUDA threefry kernel (this switches
-      `jax_threefry_gpu_kernel_lowering` on; XLA's own expansion of threefry is the slowest to compile:
-      with a draw per dropout site the T0_3B step compiled in 92 s on 2 CPU cores against 35 s with
-      RngBitGenerator, before the model drew each stack's masks at once); elsewhere "unsafe_rbg"
-      (XLA's RngBitGenerator, T5X's choice for speed on TPUs). Or a `jax.random.key` implementation ("unsafe_rbg",
-      "threefry2x32", "rbg"); None: JAX's default. Masks are deterministic for a given backend and
-      device layout.
+      `jax_threefry_gpu_kernel_lowering` on where the JAX in use still has that option; XLA's own
+      expansion of threefry is the slowest to compile: with a draw per dropout site the T0_3B step
+      compiled in 83 s on 2 CPU cores against 27 s with RngBitGenerator, before the model drew each
+      stack's masks at once); elsewhere "unsafe_rbg" (XLA's RngBitGenerator, T5X's choice for speed
+      on TPUs). Or a `jax.random.key` implementation ("unsafe_rbg", "threefry2x32", "rbg"); None:
+      JAX's default. Masks are deterministic for a given backend and device layout.
   """
   if impl == "auto":
     impl = "unsafe_rbg"
     if jax.default_backend() == "gpu":
-      jax.config.update("jax_threefry_gpu_kernel_lowering", True)
       impl = "threefry2x32"
+      try:
+        jax.config.update("jax_threefry_gpu_kernel_lowering", True)
+      except AttributeError:  # JAX's changelog plans to remove the option: XLA's threefry then
+        pass
   # Fold in 2**31: source seeds (prompts.source_seed) are < 2**31, so no prompt key equals this one.
   return jax.random.fold_in(jax.random.key(seed, impl=impl), 2**31)
 
