@@ -394,6 +394,11 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
       pending.append(metrics)
       done = step + 1
       saving = done % checkpoint_every == 0 or done % export_every == 0 or done == num_steps
+      if step == start:  # compilation: reported apart, and kept out of the throughput figures
+        jax.block_until_ready(state.prompts)
+        logger.info("Step %d compiled and ran in %.1f s.", done, time.perf_counter() - last_time)
+        if not (done % log_every == 0 or saving):
+          last_time, last_step, tokens = time.perf_counter(), done, 0
       if done % log_every == 0 or saving:
         values = jax.device_get(pending)
         _raise_if_non_finite(values, done, last_saved, ckpt_dir)

@@ -4,6 +4,7 @@ helps, and prompt initialization from a run's data."""
 from __future__ import annotations
 
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -31,11 +32,15 @@ def _tree_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, backbone, examples, monkeypatch):
+def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, backbone, examples, monkeypatch, caplog):
   """A crash between checkpoints (a SIGKILLed process with dropout on: train_cli_test.py)."""
   data = examples(3, 30, seed=1)
   settings = dict(RUN, examples=data, backbone=backbone, checkpoint_every=4)
-  whole = trainer.train(model_dir=str(tmp_path / "whole"), **settings)
+  with caplog.at_level("INFO", logger=trainer.__name__):
+    whole = trainer.train(model_dir=str(tmp_path / "whole"), **settings)
+  logged = [r.getMessage() for r in caplog.records]
+  assert re.fullmatch(r"Step 1 compiled and ran in \d+\.\d s\.", logged[0]), logged[:3]  # as T5X reports it
+  assert sum(m.startswith("[2] loss=") for m in logged) == 1
 
   take = BatchIterator.__next__
 
