@@ -49,9 +49,11 @@ timeout $(limit 130) python bench/anchor_hf_t5.py --size $SIZE --out "$OUT" | py
 
 section "4. correctness on the card (scorer, fused attention and dropout tests, float32 at full matmul precision)"
 if [ -z "${SKIP_CARD_TESTS:-}" ]; then
-  for selection in "cudnn" "(naive or fused or dropout) and not cudnn"; do  # the GPU-only tests first
-    JAX_DEFAULT_MATMUL_PRECISION=highest timeout $(limit 60) python -m pytest -q -p no:cacheprovider -rs \
-        -k "$selection" tests/eval/scoring_test.py tests/model/t5_test.py 2>&1 | tail -6
+  # The GPU-only tests first (cuDNN scoring; cuDNN training with dropout, even and odd lengths), 90 s;
+  # then 40 s of the CPU-checked scorer, fused-path and dropout tests, rerun on the card.
+  for selection in "cudnn:90" "(naive or fused or dropout) and not cudnn:40"; do
+    JAX_DEFAULT_MATMUL_PRECISION=highest timeout $(limit ${selection##*:}) python -m pytest -q -p no:cacheprovider \
+        -rs -k "${selection%:*}" tests/eval/scoring_test.py tests/model/t5_test.py 2>&1 | tail -6
   done
 fi
 
