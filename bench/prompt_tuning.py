@@ -28,8 +28,8 @@ backward pass), the figure that drove compilation time with dropout on.
 from __future__ import annotations
 
 import argparse
-import json
 import functools
+import json
 import os
 import subprocess
 import sys
