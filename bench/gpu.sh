@@ -63,9 +63,9 @@ timeout $(limit 120) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMP
     || echo "prompt tuning with lengths failed or timed out"
 
 MORE_PROMPT_VARIANT=${MORE_PROMPT_VARIANT:-cudnn:0.1:none cudnn:0.1:minimal:unsafe_rbg einsum:0.1:minimal}
-section "5b. if time is left: prompt-tuning step with $MORE_PROMPT_VARIANT (attention:dropout:remat)"
-timeout $(limit 150) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
-    --variants $MORE_PROMPT_VARIANT --joint 1 --json "$OUT/prompt_more.json" \
+section "5b. if time is left: prompt-tuning step with $MORE_PROMPT_VARIANT (attention:dropout:remat; the first also joint 32)"
+timeout $(limit 180) python bench/prompt_tuning.py --size $SIZE --shapes ${PROMPT_SHAPES:-32x256x16} \
+    --variants $MORE_PROMPT_VARIANT --joint 32 --json "$OUT/prompt_more.json" \
     || echo "extra prompt tuning failed or timed out"
 
 section "6. if time is left: scoring with ${MORE_SCORING_ATTENTION:-cudnn} attention, padding as lengths: encoder alone, bare matmuls"

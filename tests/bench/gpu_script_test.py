@@ -45,5 +45,5 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
   assert "padding as lengths" in log
   more = json.loads((tmp_path / "prompt_more.json").read_text())
   assert [(r["attention"], r["dropout"], r["remat"], r["S"]) for r in more["rows"]] == [
-      ("xla", 0.0, "minimal", 1), ("einsum", 0.1, "none", 1)]
+      ("xla", 0.0, "minimal", 1), ("xla", 0.0, "minimal", 32), ("einsum", 0.1, "none", 1)]
   assert "== done" in log
