@@ -130,10 +130,12 @@ def test_joint_training_equals_separate_training(config, params, examples, optim
     assert joint.source_steps[s] == alone.source_steps[0] == updates
 
 
-@pytest.mark.parametrize("num_partitions,dropout_rate", [(2, 0.0), (2, 0.1)])
-def test_sharded_step_equals_single_device_step(config, params, examples, num_partitions, dropout_rate):
-  """Under a data x model mesh the step gives the single-device prompts; with dropout on too (threefry
-  keys draw the same masks however the batch is split)."""
+@pytest.mark.parametrize("num_partitions,dropout_rate,key_impl", [
+    (2, 0.0, "threefry2x32"), (2, 0.1, "threefry2x32"), (2, 0.1, "unsafe_rbg")])
+def test_sharded_step_equals_single_device_step(config, params, examples, num_partitions, dropout_rate,
+                                                key_impl):
+  """Under a data x model mesh the step gives the single-device prompts, with dropout on too (the same
+  masks however the batch is split, with threefry keys and with the trainer's RngBitGenerator ones)."""
   if jax.device_count() < 8:
     pytest.fail("tests/conftest.py must give 8 simulated devices")
   from rospr_jax.model import init_params
@@ -144,7 +146,7 @@ def test_sharded_step_equals_single_device_step(config, params, examples, num_pa
   single = init_state(table, ADAFACTOR)
   for i, batch in enumerate(batches):
     single, single_metrics = step(single, jax.device_put(params), place_batch(batch, None),
-                                  jax.random.PRNGKey(i))
+                                  dropout_key(i, key_impl))
 
   mesh = partitioning.make_mesh(num_partitions)
   boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0), boxed=True))
@@ -156,7 +158,7 @@ def test_sharded_step_equals_single_device_step(config, params, examples, num_pa
   for i, batch in enumerate(batches):
     placed = place_batch(batch, mesh)
     assert placed["inputs"].sharding.spec == jax.sharding.PartitionSpec("data", None)
-    sharded, sharded_metrics = sharded_step(sharded, sharded_params, placed, jax.random.PRNGKey(i))
+    sharded, sharded_metrics = sharded_step(sharded, sharded_params, placed, dropout_key(i, key_impl))
   assert sharded.prompts.sharding.is_fully_replicated
   np.testing.assert_allclose(np.asarray(sharded.prompts), np.asarray(single.prompts), atol=2e-5)
   np.testing.assert_allclose(float(sharded_metrics["loss_sum"]), float(single_metrics["loss_sum"]), rtol=1e-5)
