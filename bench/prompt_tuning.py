@@ -28,7 +28,6 @@ backward pass), the figure that drove compilation time with dropout on.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import subprocess
@@ -76,23 +75,18 @@ def step_arguments(config, batch, inputs, targets, prompt_length, num_sources):
 
 
 def compile_step(config, params, state, data, rng_impl):
-  """(compiled step, its dropout key, seconds to trace, seconds to trace and compile).
+  """(compiled step, its dropout key, seconds to trace and lower, seconds to trace, lower and compile,
+  the step's jaxpr).
 
   `params` may be abstract (`jax.ShapeDtypeStruct` leaves): nothing runs."""
   jitted = make_train_step(config, default_optimizer())  # the training code's jitted step (a partial)
   key = dropout_key(0, rng_impl)
   start = time.perf_counter()
-  lowered = jitted.func.lower(state, params, data, key, **jitted.keywords)
+  traced = jitted.func.trace(state, params, data, key, **jitted.keywords)
+  lowered = traced.lower()
   lowered_s = time.perf_counter() - start
   step = lowered.compile()
-  return step, key, lowered_s, time.perf_counter() - start
-
-
-def random_draws(config, params, state, data, rng_impl) -> int:
-  """`random_bits` draws in the step's jaxpr (the forward pass's: remat's recomputation redraws them)."""
-  jitted = make_train_step(config, default_optimizer())
-  step = functools.partial(jitted.func, **jitted.keywords)
-  return count_primitive(jax.make_jaxpr(step)(state, params, data, dropout_key(0, rng_impl)), "random_bits")
+  return step, key, lowered_s, time.perf_counter() - start, traced.jaxpr
 
 
 def time_step(config, params, batch, inputs, targets, prompt_length, num_sources, reps, rng_impl="auto"):
@@ -103,7 +97,7 @@ def time_step(config, params, batch, inputs, targets, prompt_length, num_sources
   """
   state, data = step_arguments(config, batch, inputs, targets, prompt_length, num_sources)
   start = time.perf_counter()
-  step, key, lowered_s, compiled_s = compile_step(config, params, state, data, rng_impl)
+  step, key, lowered_s, compiled_s, _ = compile_step(config, params, state, data, rng_impl)
   memory = step.memory_analysis()
   gib = (memory.argument_size_in_bytes + memory.temp_size_in_bytes) / 2**30 if memory else float("nan")
   print(f"  traced in {lowered_s:.1f} s, compiled by {compiled_s:.1f} s ({gib:.1f} GiB)", flush=True)
@@ -163,9 +157,10 @@ def report_compilation(args, cases, dtype) -> None:
     config, variant = case_config(args, size, dtype, attention, dropout, remat, rng_impl)
     params = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
     state, data = step_arguments(config, batch, inputs, targets, args.prompt_length, 1)
-    _, _, traced_s, compiled_s = compile_step(config, params, state, data, rng_impl)
+    _, _, traced_s, compiled_s, jaxpr = compile_step(config, params, state, data, rng_impl)
+    draws = count_primitive(jaxpr, "random_bits")  # the forward pass's: remat's recomputation redraws them
     rows.append([variant, size + (f" ({args.layers} layers)" if args.layers else ""), batch, inputs, targets,
-                 args.prompt_length, random_draws(config, params, state, data, rng_impl), traced_s, compiled_s])
+                 args.prompt_length, draws, traced_s, compiled_s])
     print(rows[-1], flush=True)
   headers = ["step (compiled only)", "size", "B", "inputs T", "targets L", "prompt P",
              "random draws (jaxpr)", "trace s", "trace + compile s"]

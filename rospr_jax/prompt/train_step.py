@@ -205,9 +205,14 @@ def dropout_key(seed: int, impl: str | None = "auto") -> Array:
   return jax.random.fold_in(jax.random.key(seed, impl=impl), 2**31)
 
 
+def _jit_train_step(**options) -> Callable:
+  """`train_step` jitted with the config and optimizer static and the state donated."""
+  return jax.jit(train_step, static_argnames=("config", "optimizer"), donate_argnums=0, **options)
+
+
 # One jitted function for every config and optimizer (static arguments), so runs in one process with the
 # same shapes, config and optimizer object share a compilation.
-_jitted_train_step = jax.jit(train_step, static_argnames=("config", "optimizer"), donate_argnums=0)
+_jitted_train_step = _jit_train_step()
 
 
 def make_train_step(config: T5Config, optimizer: optax.GradientTransformation, *,
@@ -222,10 +227,8 @@ def make_train_step(config: T5Config, optimizer: optax.GradientTransformation, *
     return functools.partial(_jitted_train_step, config=config, optimizer=optimizer)
   # The new state and the metrics come out replicated, as the state went in: left to XLA's sharding
   # propagation, the prompt table can come out split over `model` (seen with dropout on).
-  jitted = functools.partial(
-      jax.jit(train_step, static_argnames=("config", "optimizer"), donate_argnums=0,
-              out_shardings=replicated(mesh)),
-      config=config, optimizer=optimizer)
+  jitted = functools.partial(_jit_train_step(out_shardings=replicated(mesh)), config=config,
+                             optimizer=optimizer)
 
   def step(state, params, batch, rng):
     with mesh, nn.logical_axis_rules(rules):
