@@ -3,7 +3,7 @@
 #
 #   ./run_tpu.sh --name rospr-v4 --zone us-central2-b --accelerator v4-32 --mount my-bucket -- \
 #       train-prompts --gin_file=models/t0_3b.gin --gin_file=prompt_tuning/train_seqio.gin \
-#       --gin.BACKBONE_CHECKPOINT="'/gcs/my-bucket/T0_3B'" --gin.MODEL_DIR="'/gcs/my-bucket/run'" ...
+#       --gin.CHECKPOINT="'/gcs/my-bucket/T0_3B'" --gin.MODEL_DIR="'/gcs/my-bucket/run'" ...
 #
 # Flags (all optional but --name and --zone):
 #   --name NAME            TPU VM name (created when absent, reused otherwise)

@@ -13,15 +13,18 @@ from rospr_jax.model.config import EOS_ID
 SPM_FILE_NAMES = ("spiece.model", "sentencepiece.model", "tokenizer.model")
 
 
-def find_sentencepiece_model(checkpoint_dir: str) -> str:
-  """The SentencePiece model shipped in a (Hugging Face) checkpoint directory."""
+def find_sentencepiece_model(checkpoint_dir: str, required: bool = True) -> str | None:
+  """The SentencePiece model shipped in a (Hugging Face) checkpoint directory (None when there is
+  none and not `required`)."""
   for name in SPM_FILE_NAMES:
     path = os.path.join(checkpoint_dir, name)
     if os.path.isfile(path):
       return path
+  if not required:
+    return None
   raise FileNotFoundError(
       f"No SentencePiece model ({', '.join(SPM_FILE_NAMES)}) in {checkpoint_dir}: pass --vocab PATH "
-      "(for T0, the T5 vocabulary `spiece.model`).")
+      "(gin: --gin.VOCABULARY=\"'PATH'\"; for T0, the T5 vocabulary `spiece.model`).")
 
 
 class Tokenizer:

@@ -1,10 +1,5 @@
-"""`rospr tasks`: list the registered tasks and mixtures, or print rendered examples of one task.
-
-  rospr tasks                          mixtures, then every task with its example counts on disk
-  rospr tasks --filter super_glue_rte  only tasks whose name contains the text
-  rospr tasks --show NAME [-n 3] [--split validation]
-                                       what the model sees: inputs, targets, answer choices (and the
-                                       rank-classification rows of a `_score_eval` task)
+"""What `rospr tasks` prints: the registered tasks and mixtures with their example counts, or rendered
+examples of one task (`rospr_jax/commands/tasks.py` parses the flags).
 
 Counts are examples in the local files (or BIG-bench's index), before rendering; "-" marks a split
 that is not on disk. Malformed JSON lines are counted too.
@@ -12,7 +7,6 @@ that is not on disk. Malformed JSON lines are counted too.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 
@@ -82,28 +76,3 @@ def show(task: prompted.PromptedTask, rank: bool, split: str, n: int, out=None) 
         print(f"  {mark} choice {c}: {choice}{row}", file=out)
   if task.report.num_failed:
     print(f"--- failures\n{task.report.summary()}", file=out)
-
-
-def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(prog="rospr tasks", description=__doc__.split("\n")[0])
-  parser.add_argument("--filter", default="", help="only tasks whose name contains this text")
-  parser.add_argument("--show", metavar="NAME", help="print rendered examples of this task")
-  parser.add_argument("-n", type=int, default=3, help="how many examples --show prints")
-  parser.add_argument("--split", default=None, help="split for --show (default: the task's evaluation split)")
-  args = parser.parse_args(argv)
-  from rospr_tasks import registry  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-  registry.register_all()
-  if args.show:
-    try:
-      task, rank = find(registry, args.show)
-      show(task, rank, args.split or task.eval_split, args.n)
-    except (KeyError, FileNotFoundError, ValueError) as e:
-      print(f"rospr tasks: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-      return 1
-    return 0
-  list_tasks(registry, args.filter)
-  return 0 if "registered" in registry.STATUS.values() else 1
-
-
-if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))

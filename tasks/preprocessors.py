@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from rospr_jax.data import rank_classification as rc
+from rospr_jax.eval import metrics
 
 
 def rank_classification(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -61,5 +61,5 @@ def rank_classification_metric(targets: Sequence[tuple], scores: Sequence[float]
   if len(targets) != len(scores):
     raise ValueError(f"rank classification: {len(targets)} targets but {len(scores)} scores")
   t = np.asarray([tuple(x) for x in targets], dtype=np.float64).reshape(-1, 4)
-  acc = rc.accuracy(t[:, :2].astype(np.int64), np.asarray(scores).reshape(-1), t[:, 2] > 0.5, t[:, 3])
+  acc = metrics.accuracy(t[:, :2].astype(np.int64), np.asarray(scores).reshape(-1), t[:, 2] > 0.5, t[:, 3])
   return {"accuracy": 100.0 * acc}

@@ -32,9 +32,9 @@ def test_command_arguments_are_checked_including_name_equals_file_values():
 
 
 def test_commands_refuse_urls_before_any_work(tmp_path, capsys):
-  from rospr_jax.library import build
+  from rospr_jax.commands import build_library as build
+  from rospr_jax.commands import retrieve as select_cli
   from rospr_jax.prompt import trainer
-  from rospr_jax.retrieval import select_cli
   assert build.main(["--out", "gs://b/lib", "--prompts", str(tmp_path / "missing"), "--instances",
                      str(tmp_path / "missing.jsonl"), "--random-retriever", "tiny", "--vocab", "v.model"]) == 2
   assert "--out 'gs://b/lib' is a URL" in capsys.readouterr().err
@@ -46,10 +46,10 @@ def test_commands_refuse_urls_before_any_work(tmp_path, capsys):
   from rospr_jax.model import checkpoints
   with pytest.raises(ValueError, match="checkpoint 'gs://b/T0_3B' is a URL"):
     checkpoints.load_checkpoint("gs://b/T0_3B")
-  from rospr_jax.eval import evaluate
+  from rospr_jax.commands import evaluate
   with pytest.raises(ValueError, match="output_dir 'gs://b/eval' is a URL"):
-    evaluate.run(checkpoint=str(tmp_path), output_dir="gs://b/eval", targets=[])
-  from rospr_jax.demo import pipeline
+    evaluate.run(backbone=None, output_dir="gs://b/eval", targets=[])
+  from rospr_jax.commands import demo as pipeline
   with pytest.raises(ValueError, match="output_dir 'gs://b/demo' is a URL"):
     pipeline.run("gs://b/demo")
   assert not (tmp_path / "gs:").exists() and not os.path.exists("gs:")
@@ -58,8 +58,8 @@ def test_commands_refuse_urls_before_any_work(tmp_path, capsys):
 def test_on_other_hosts_library_and_retrieval_commands_leave_the_work_to_process_zero(tmp_path, monkeypatch,
                                                                                       capsys):
   import jax
-  from rospr_jax.library import build
-  from rospr_jax.retrieval import select_cli
+  from rospr_jax.commands import build_library as build
+  from rospr_jax.commands import retrieve as select_cli
   assert paths.writes_outputs()
   monkeypatch.setattr(jax, "process_index", lambda: 2)
   assert not paths.writes_outputs()

@@ -24,10 +24,8 @@ here runs at import time; readers raise FileNotFoundError naming `rospr fetch` w
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import pathlib
@@ -40,6 +38,8 @@ import urllib.parse
 import urllib.request
 import zipfile
 from typing import Callable, Iterator
+
+from rospr_jax import artifacts
 
 FETCH_HINT = "run `rospr fetch` (or set ROSPR_CACHE to a cache that `rospr fetch` filled)"
 
@@ -91,48 +91,13 @@ def archive_path(spec: ArchiveSpec, cache: pathlib.Path | None = None) -> pathli
   return (cache or cache_dir()) / "archives" / spec.filename
 
 
-def sha256_file(path: pathlib.Path) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
-def write_json_atomic(path: pathlib.Path, payload: dict) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-  with os.fdopen(fd, "w") as f:
-    json.dump(payload, f, indent=1, sort_keys=True)
-  os.chmod(tmp, 0o644)
-  os.replace(tmp, path)
-
-
 @contextlib.contextmanager
 def _staged_dir(final: pathlib.Path, manifest: dict) -> Iterator[pathlib.Path]:
   """A temporary folder beside `final`; when the block ends without error, `manifest` is written into
-  it as manifest.json and it replaces `final` (`_replace_dir`). On error it is removed."""
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-  try:
+  it as manifest.json and it replaces `final`. On error it is removed."""
+  with artifacts.atomic_directory(final, replace=True) as tmp:
     yield tmp
-    with open(tmp / "manifest.json", "w") as f:
-      json.dump(manifest, f, indent=1)
-    _replace_dir(tmp, final)
-  finally:
-    if tmp.exists():
-      shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _replace_dir(tmp: pathlib.Path, final: pathlib.Path) -> None:
-  """Moves a finished folder into place; an older folder of that name is moved aside, then removed."""
-  os.chmod(tmp, 0o755)
-  old = None
-  if final.exists():
-    old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.time_ns()}")
-    os.replace(final, old)
-  os.replace(tmp, final)
-  if old is not None:
-    shutil.rmtree(old, ignore_errors=True)
+    artifacts.write_json(tmp / "manifest.json", manifest, indent=1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -171,7 +136,7 @@ def fetch_archive(spec: ArchiveSpec, cache: pathlib.Path | None = None,
   """
   path = archive_path(spec, cache)
   if path.exists():
-    if path.stat().st_size == spec.size and sha256_file(path) == spec.sha256:
+    if path.stat().st_size == spec.size and artifacts.sha256_file(path) == spec.sha256:
       return path
     print(f"rospr fetch: {path} does not match its pinned sha256; downloading it again", file=sys.stderr)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,11 +145,11 @@ def fetch_archive(spec: ArchiveSpec, cache: pathlib.Path | None = None,
   tmp = pathlib.Path(tmp_name)
   try:
     (download or index_download)(spec, tmp)
-    got = sha256_file(tmp)
+    got = artifacts.sha256_file(tmp)
     if got != spec.sha256:
       raise ValueError(f"downloaded {spec.filename} has sha256 {got}, expected {spec.sha256}; "
                        "the cache was left unchanged")
-    os.chmod(tmp, 0o644)
+    os.chmod(tmp, artifacts.file_mode())
     os.replace(tmp, path)
   finally:
     if tmp.exists():
@@ -364,27 +329,3 @@ def fetch_all(cache: pathlib.Path | None = None, download: Downloader | None = N
   log(f"{T5_WHEEL.filename}: sha256 {T5_WHEEL.sha256} ok ({path}; the tests' reference metric)")
   done[T5_WHEEL.filename] = T5_WHEEL.sha256
   return done
-
-
-def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(
-      prog="rospr fetch",
-      description="Download the promptsource 0.2.3 and bigbench 1.0.0 source archives into the cache "
-                  "(once, checksummed) and prepare the templates, BIG-bench tasks and offline vocabulary.")
-  parser.add_argument("--cache", default=None, help="cache folder (default: $ROSPR_CACHE or ~/.cache/rospr_jax)")
-  parser.add_argument("--force", action="store_true", help="rebuild the prepared folders")
-  parser.add_argument("--no-vocab", action="store_true", help="skip training the offline vocabulary")
-  args = parser.parse_args(argv)
-  cache = pathlib.Path(args.cache) if args.cache else cache_dir()
-  if args.cache:
-    os.environ["ROSPR_CACHE"] = str(cache)
-  fetch_all(cache, force=args.force)
-  if not args.no_vocab:
-    from rospr_jax.data import vocabulary  # pylint: disable=g-import-not-at-top
-    path = vocabulary.offline_vocabulary_path(cache=cache, retrain=args.force)
-    print(f"offline vocabulary: {path}")
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))

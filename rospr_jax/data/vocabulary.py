@@ -26,6 +26,7 @@ import tempfile
 import zipfile
 from typing import Iterable, Iterator
 
+from rospr_jax import artifacts
 from rospr_jax.data import archives
 
 OFFLINE_VOCAB_SIZE = 3000
@@ -104,8 +105,7 @@ def train_sentencepiece(lines: Iterable[str], model_path: os.PathLike, vocab_siz
           hard_vocab_limit=True)
     except RuntimeError as e:
       raise ValueError(f"SentencePiece training for {model_path} failed ({len(lines)} lines): {e}") from e
-    os.chmod(tmp_dir / "m.model", 0o644)
-    os.replace(tmp_dir / "m.model", model_path)
+    artifacts.write_bytes(model_path, (tmp_dir / "m.model").read_bytes())
   finally:
     for leftover in tmp_dir.glob("*"):
       leftover.unlink()
@@ -128,7 +128,7 @@ def offline_vocabulary_path(cache: pathlib.Path | None = None, retrain: bool = F
   lines = list(offline_corpus(cache))
   digest = hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
   train_sentencepiece(lines, model)
-  archives.write_json_atomic(manifest, {
+  artifacts.write_json(manifest, {
       "vocab_size": OFFLINE_VOCAB_SIZE, "corpus_lines": len(lines), "corpus_sha256": digest,
       "sentencepiece": spm.__version__, "promptsource_sha256": archives.PROMPTSOURCE.sha256,
       "bigbench_sha256": archives.BIGBENCH.sha256, "pad_id": PAD_ID, "eos_id": EOS_ID, "unk_id": UNK_ID})

@@ -12,8 +12,8 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
-from rospr_jax import atomic
-from rospr_jax.data import rank_classification
+from rospr_jax import artifacts
+from rospr_jax.eval import metrics
 
 
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   summary: dict[str, Any] = {"methods": methods, "datasets": datasets, "mean": {}, "median": {},
                              "average_mean": {}, "average_median": {}}
   for method in methods:
-    aggregated = rank_classification.aggregate(by_method[method])
+    aggregated = metrics.aggregate(by_method[method])
     for statistic in ("mean", "median"):
       summary[statistic][method] = {d: v[statistic] for d, v in aggregated["datasets"].items()}
       summary[f"average_{statistic}"][method] = aggregated[f"average_{statistic}"]
@@ -115,12 +115,9 @@ def plot_retrieval_heatmap(frequencies: Mapping[str, Mapping[str, float]], path:
 
 def _save_figure(fig, path: str) -> None:
   import matplotlib.pyplot as plt
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, ".tmp-" + os.path.basename(path))
-  fig.savefig(tmp, dpi=120)
+  with artifacts.atomic_file(path, "wb") as f:
+    fig.savefig(f, dpi=120, format=os.path.splitext(path)[1].lstrip(".") or "png")
   plt.close(fig)
-  os.replace(tmp, path)
 
 
 def write_report(out_dir: str, records: Sequence[Mapping[str, Any]], *,
@@ -131,7 +128,7 @@ def write_report(out_dir: str, records: Sequence[Mapping[str, Any]], *,
   payload = {"summary": summary, "per_template": list(records), **(extra or {})}
   if retrieval is not None:
     payload["retrieval_frequencies"] = retrieval
-  atomic.write_text(os.path.join(out_dir, "results.json"), json.dumps(payload, indent=1, sort_keys=False))
+  artifacts.write_text(os.path.join(out_dir, "results.json"), json.dumps(payload, indent=1, sort_keys=False))
   plot_accuracy(summary, os.path.join(out_dir, "accuracy.png"))
   sections = [preamble.strip(), "## Accuracy (%), mean over templates", markdown_table(summary, "mean"),
               "## Accuracy (%), median over templates", markdown_table(summary, "median"),
@@ -139,5 +136,5 @@ def write_report(out_dir: str, records: Sequence[Mapping[str, Any]], *,
   if retrieval:
     plot_retrieval_heatmap(retrieval, os.path.join(out_dir, "retrieval.png"))
     sections.append("## Which sources each target retrieved\n\n![retrieval heatmap](retrieval.png)")
-  atomic.write_text(os.path.join(out_dir, "results.md"), "\n\n".join(s for s in sections if s) + "\n")
+  artifacts.write_text(os.path.join(out_dir, "results.md"), "\n\n".join(s for s in sections if s) + "\n")
   return summary

@@ -187,8 +187,9 @@ def load_embedder(checkpoint: str | None = None, *, random_size: str | None = No
     raise ValueError("Give exactly one of a retriever checkpoint and a random retriever size.")
   compute_dtype = jnp.dtype(dtype)
   if checkpoint is not None:
-    from rospr_jax.model import checkpoints  # pylint: disable=g-import-not-at-top
-    config, params = checkpoints.load_checkpoint(checkpoint, dtype=jnp.float32)
+    from rospr_jax.backbone import load_backbone  # pylint: disable=g-import-not-at-top
+    loaded = load_backbone(checkpoint, dtype="float32")  # weights in float32, computed in `dtype`
+    config, params = loaded.config, loaded.params
   else:
     from rospr_jax.model import get_config  # pylint: disable=g-import-not-at-top
     config = get_config(random_size)

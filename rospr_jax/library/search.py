@@ -33,7 +33,7 @@ def check_metric(metric: str) -> str:
 
 
 def normalize(x) -> np.ndarray:
-  """Rows scaled to unit L2 norm, as float32. [N, D] -> [N, D]."""
+  """Rows scaled to unit L2 norm, as float32. [R, D] -> [R, D]."""
   x = np.asarray(x, dtype=np.float32)
   norms = np.linalg.norm(x, axis=-1, keepdims=True)
   if (norms == 0).any():
@@ -66,7 +66,7 @@ class ExactSearcher:
   def __init__(self, shards: np.ndarray | Sequence[np.ndarray], metric: str = "cosine",
                block_rows: int = 65536, query_block: int = 1024):
     """Args:
-      shards: [N, D] array or a sequence of [N_i, D] arrays (memory-mapped .npy files work).
+      shards: [R, D] array or a sequence of [R_i, D] arrays (memory-mapped .npy files work).
       metric: "cosine" (rows already unit norm) or "dot".
       block_rows: library rows per matrix product.
       query_block: queries per matrix product.
@@ -198,7 +198,7 @@ class ScannSearcher:
   @classmethod
   def build(cls, database, metric: str = "cosine", k: int = 10,
             config: ScannConfig = ScannConfig()) -> "ScannSearcher":
-    """Builds the index. database: [N, D] float32 (unit rows for cosine)."""
+    """Builds the index. database: [R, D] float32 (unit rows for cosine)."""
     check_metric(metric)
     db = np.ascontiguousarray(database, dtype=np.float32)
     if db.ndim != 2 or db.shape[0] == 0:
@@ -281,7 +281,7 @@ def recall_with_ties(queries, database, approx_ids, exact_scores, metric: str = 
   sim(q, row) >= (exact k-th similarity of q) - tol.
 
   Args:
-    queries: [Q, D] the queries; database: [N, D] rows (any array indexable by [Q, k] ids).
+    queries: [Q, D] the queries; database: [R, D] rows (any array indexable by [Q, k] ids).
     approx_ids: [Q, k] ids the approximate search returned.
     exact_scores: [Q, k] exact similarities, best first.
   """

@@ -21,7 +21,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from rospr_jax.data import prompted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,8 +124,11 @@ def sample_texts(source: SourceTexts, n: int, seed: int) -> list[str]:
   return [source.texts[i] for i in picked]
 
 
-def draw_task_texts(task: prompted.PromptedTask, split: str, n: int, seed: int) -> list[str]:
+def draw_task_texts(task, split: str, n: int, seed: int) -> list[str]:
   """The inputs of n examples of a prompted task's split, drawn without rendering the whole split.
+
+  `task` is any object with `name`, `count(split)` and `examples(split, positions=None)` (a
+  `rospr_jax.data.prompted.PromptedTask`).
 
   The draw is a permutation of the split's positions seeded by `source_seed(seed, task.name)`; the
   result is the first n positions of it whose example renders to a non-blank input (examples that

@@ -1,12 +1,12 @@
 """The library directory: what a built library is on disk, its writer and its checking reader.
 
-Layout (N rows in total, S sources, D embedding dim, P prompt length, H model dim):
+Layout (R rows in total, S sources, D embedding dim, P prompt length, H model dim):
 
     manifest.json                      format version, retriever, metric, dim, sources, files, sha256s
     prompts.npy                        [S, P, H] prompt table, row s = the soft prompt of source s
-    shards/embeddings-00000.npy        [N_i, D] float32 embeddings (unit rows for cosine)
-    shards/sources-00000.npy           [N_i] int32 source id of each row
-    shards/texts-00000.jsonl           N_i lines {"source": s, "text": ...}: the rendered instances
+    shards/embeddings-00000.npy        [R_i, D] float32 embeddings (unit rows for cosine)
+    shards/sources-00000.npy           [R_i] int32 source id of each row
+    shards/texts-00000.jsonl           R_i lines {"source": s, "text": ...}: the rendered instances
     index/                             the ScaNN index over all rows (absent for an exact library)
 
 Rows are numbered across shards in order. The writer streams rows into shards of `shard_rows`, so
@@ -29,6 +29,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from rospr_jax import artifacts
+
 from rospr_jax.library import search
 
 FORMAT_VERSION = 1
@@ -36,14 +38,6 @@ MANIFEST = "manifest.json"
 PROMPTS = "prompts.npy"
 INDEX_DIR = "index"
 INDEX_KINDS = ("scann", "exact")
-
-
-def sha256_file(path: str, chunk: int = 1 << 24) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    while block := f.read(chunk):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def sha256_array(x: np.ndarray) -> str:
@@ -116,6 +110,10 @@ class LibraryWriter:
     if os.path.exists(self.directory) and not overwrite:
       raise FileExistsError(f"Library directory {self.directory} exists; pass overwrite=True "
                             "(--overwrite) to replace it.")
+    if overwrite and os.path.isdir(self.directory) and os.listdir(self.directory) and not os.path.isfile(
+        os.path.join(self.directory, MANIFEST)):
+      raise FileExistsError(f"{self.directory} is not a library (it has no {MANIFEST}); --overwrite "
+                            "replaces libraries only: choose another --out.")
     self.sources = list(sources)
     self.prompts = table
     self.dim = int(dim)
@@ -198,7 +196,7 @@ class LibraryWriter:
     self._shards.append({
         "rows": self._buffered,
         "files": files,
-        "sha256": {key: sha256_file(os.path.join(self.tmp, path)) for key, path in files.items()},
+        "sha256": {key: artifacts.sha256_file(os.path.join(self.tmp, path)) for key, path in files.items()},
     })
     self._emb, self._ids, self._texts, self._buffered = [], [], [], 0
 
@@ -241,7 +239,7 @@ class LibraryWriter:
       searcher.serialize(index_dir)
       index_record["settings"] = searcher.settings
       index_record["files"] = {
-          f"{INDEX_DIR}/{name}": sha256_file(os.path.join(index_dir, name))
+          f"{INDEX_DIR}/{name}": artifacts.sha256_file(os.path.join(index_dir, name))
           for name in sorted(os.listdir(index_dir))}
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -262,31 +260,20 @@ class LibraryWriter:
         } for i, s in enumerate(self.sources)],
         "prompts": {"file": PROMPTS, "shape": list(self.prompts.shape),
                     "dtype": self.prompts.dtype.str,
-                    "sha256": sha256_file(os.path.join(self.tmp, PROMPTS))},
+                    "sha256": artifacts.sha256_file(os.path.join(self.tmp, PROMPTS))},
         "shards": self._shards,
         "index": index_record,
         "extra": self.extra,
     }
-    with open(os.path.join(self.tmp, MANIFEST), "w", encoding="utf-8") as f:
-      json.dump(manifest, f, indent=1, sort_keys=True)
-      f.flush()
-      os.fsync(f.fileno())
+    artifacts.write_json(os.path.join(self.tmp, MANIFEST), manifest, indent=1, sort_keys=True)
     self._replace_directory()
     self._done = True
     return Library.open(self.directory, verify=False)
 
   def _replace_directory(self):
-    old = None
-    if os.path.exists(self.directory):
-      if not self.overwrite:
-        raise FileExistsError(f"Library directory {self.directory} appeared while writing.")
-      old = tempfile.mkdtemp(prefix=f".{os.path.basename(self.directory)}.old-",
-                             dir=os.path.dirname(self.directory))
-      os.rmdir(old)
-      os.replace(self.directory, old)
-    os.replace(self.tmp, self.directory)
-    if old is not None:
-      shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(self.directory) and not self.overwrite:
+      raise FileExistsError(f"Library directory {self.directory} appeared while writing.")
+    artifacts.replace_directory(self.tmp, self.directory, replace=self.overwrite)
 
 
 def self_recall(searcher, shards: Sequence[np.ndarray], database: np.ndarray, metric: str, k: int,
@@ -303,6 +290,17 @@ def self_recall(searcher, shards: Sequence[np.ndarray], database: np.ndarray, me
           "recall": round(search.recall_at_k(approx, exact), 6),
           "recall_with_ties": round(search.recall_with_ties(queries, database, approx, exact_scores,
                                                             metric), 6)}
+
+
+def recorded_retriever_dtype(directory: str) -> str:
+  """The compute dtype of the retriever that built the library at `directory` ("float32" when the
+  manifest cannot tell: `Library.open` checks the manifest and reports what is wrong with it)."""
+  try:
+    with open(os.path.join(directory, MANIFEST), encoding="utf-8") as f:
+      recorded = str(json.load(f)["retriever"]["description"]["config"]["dtype"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return "float32"
+  return next((name for name in ("bfloat16", "float16") if name in recorded), "float32")
 
 
 _REQUIRED_KEYS = ("format_version", "retriever", "metric", "dim", "num_rows", "sources", "prompts",
@@ -358,7 +356,8 @@ class Library:
       raise ValueError(
           f"Library {directory} was built with retriever {manifest['retriever']['fingerprint']} "
           f"({manifest['retriever'].get('description')}); the given retriever is {retriever}. "
-          "Queries must be embedded by the retriever that built the library.")
+          "Queries must be embedded by the retriever that built the library, in the dtype it was "
+          f"built in ({recorded_retriever_dtype(directory)}).")
     if metric is not None and manifest["metric"] != metric:
       raise ValueError(f"Library {directory} uses metric {manifest['metric']!r}; "
                        f"expected {metric!r}.")
@@ -377,7 +376,7 @@ class Library:
   def _check_sha(self, relative: str, expected: str, verify: bool):
     path = self._file(relative)
     if verify:
-      actual = sha256_file(path)
+      actual = artifacts.sha256_file(path)
       if actual != expected:
         raise ValueError(f"Library file {relative} in {self.directory} is corrupted: sha256 "
                          f"{actual[:16]}... differs from the manifest's {expected[:16]}....")
@@ -454,7 +453,7 @@ class Library:
     return [self._load_npy(s["files"]["embeddings"]) for s in self.manifest["shards"]]
 
   def source_ids(self) -> np.ndarray:
-    """[N] int32 source id of every row."""
+    """[R] int32 source id of every row."""
     if self._source_ids is None:
       self._source_ids = np.concatenate(
           [self._load_npy(s["files"]["sources"], mmap=False) for s in self.manifest["shards"]])

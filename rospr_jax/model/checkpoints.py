@@ -4,7 +4,7 @@
   config, params = load_checkpoint("gs-copy/t0_3b/", jnp.bfloat16)  # a T5X model or checkpoint_<step> dir
   save_hf("out/hf", config, params); save_t5x("out/t5x", config, params, step=0)
 
-`params` is a nested dict of host numpy arrays with T5X names (DESIGN.md, "The model");
+`params` is a nested dict of host numpy arrays with T5X names (docs/design.md, "The model");
 `jax.device_put(params, shardings)` places them. The format readers live in `hf_checkpoint.py` and
 `t5x_checkpoint.py`.
 """

@@ -44,7 +44,7 @@ class T5Config:
     dropout_rate: dropout used when `deterministic=False`.
     dropout_broadcast_dims: axes along which one dropout mask is shared: (-2,) or (). T5X's (-2,)
       (the default, as Mesh TensorFlow T5, with which T0 was trained) draws one mask per sequence,
-      shared along the length of [B, T, H] states, and one per key column of [B, N, Tq, Tk] attention
+      shared along the length of [B, T, H] states, and one per key column of [B, A, Tq, Tk] attention
       weights, shared by all queries (applied to the values, which is the same product and lets the
       fused attention kernels train with dropout): about T times fewer random bits than () (one draw
       per element, as Hugging Face's T5 does; einsum attention only while dropout is on). With (-2,)
@@ -59,8 +59,8 @@ class T5Config:
       masked position, since it trains with a bias only at even lengths). Per-element attention dropout
       (`dropout_broadcast_dims=()`), when enabled, always uses the einsum path.
     fused_padding: how the fused attention paths take the key padding: "bias" (added to the position
-      bias, one [B, N, Tq, Tk] array per layer, whose gradient cuDNN also writes while training: the
-      form run on an H100 so far) or "lengths" (key lengths [B] and a batch-free [1, N, Tq, Tk]
+      bias, one [B, A, Tq, Tk] array per layer, whose gradient cuDNN also writes while training: the
+      form run on an H100 so far) or "lengths" (key lengths [B] and a batch-free [1, A, Tq, Tk]
       position bias; padding must follow the tokens in each row, as in every batch this project
       builds).
     remat_policy: what each encoder and decoder layer keeps for the backward pass (forward-only calls
@@ -101,9 +101,14 @@ class T5Config:
       raise ValueError(f"Unknown remat_policy {self.remat_policy!r}; choose one of {REMAT_POLICIES}.")
 
   def inference_fields(self) -> dict[str, str]:
-    """Every field that changes what the model computes (not `TRAINING_ONLY_FIELDS`), as text."""
-    return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)
-            if f.name not in TRAINING_ONLY_FIELDS}
+    """Every field that changes what the model computes (not `TRAINING_ONLY_FIELDS`), as text.
+
+    Dtypes are written by name ("bfloat16"), however they were given (`jnp.bfloat16`, a string, a
+    numpy dtype), so the same model always gives the same text.
+    """
+    return {f.name: (jnp.dtype(value).name if f.name in ("dtype", "param_dtype") else str(value))
+            for f in dataclasses.fields(self) if f.name not in TRAINING_ONLY_FIELDS
+            for value in [getattr(self, f.name)]}
 
   def replace(self, **changes) -> "T5Config":
     return dataclasses.replace(self, **changes)

@@ -37,9 +37,12 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 
+from rospr_jax.artifacts import atomic_directory
 from rospr_jax.model.config import T5Config
-from rospr_jax.model.t5x_checkpoint import (as_numpy_dtype, atomic_directory, cast, flatten, key_problems,
+from rospr_jax.model.t5x_checkpoint import (as_numpy_dtype, cast, flatten, key_problems,
                                             param_shapes, raise_problems, unflatten)
 
 CONFIG_FILE = "config.json"
@@ -260,70 +263,137 @@ def _alias_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
 # Weight files.
 
 
+# The safetensors dtypes this reader accepts, with their numpy names (bfloat16 through ml_dtypes).
 _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
                        "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
                        "BOOL": "bool"}
+# Bytes per element of every safetensors dtype, for explaining a header the library refused.
+_SAFETENSORS_ITEMSIZE = {"F64": 8, "I64": 8, "U64": 8, "C64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2,
+                         "BF16": 2, "I16": 2, "U16": 2, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+                         "F8_E4M3FNUZ": 1, "F8_E5M2FNUZ": 1, "I8": 1, "U8": 1, "BOOL": 1}
+_LIBRARY_PREFIX = "Error while deserializing header: "
+_MAX_HEADER_BYTES = 100_000_000  # The library refuses larger headers; never read more to explain.
 
 
-class SafetensorsFile:
-  """Reads one tensor at a time from a .safetensors file, validating the header against the file."""
+def _open_safetensors(path: Path):
+  """`safetensors.safe_open(path, framework="numpy")`: parses and validates the header, reads nothing else.
 
-  def __init__(self, path: Path):
-    self.path = path
+  Where the library offers it (safetensors >= 0.8) tensors are read with pread(2), each into one fresh
+  buffer, so no page of the file stays mapped; older versions memory-map the file, which `read`
+  unmaps after every tensor by closing the handle.
+  """
+  try:
+    return safetensors.safe_open(path, framework="numpy", backend="pread")
+  except TypeError:  # safetensors < 0.8: no `backend` argument.
+    return safetensors.safe_open(path, framework="numpy")
+
+
+def _explain_refusal(path: Path, error: Exception) -> str:
+  """A message naming `path` (and the tensor, where one is at fault) for a file safetensors refused.
+
+  The library decides that the file is bad; this only looks at the file again to say why in terms a
+  reader can act on: truncated, header length beyond the file, which tensor's byte range is wrong.
+  """
+  reason = str(error)
+  reason = reason[len(_LIBRARY_PREFIX):] if reason.startswith(_LIBRARY_PREFIX) else reason
+  generic = f"{path}: corrupted or truncated safetensors file ({reason})."
+  try:
     size = path.stat().st_size
     with open(path, "rb") as f:
       head = f.read(8)
       if len(head) < 8:
-        raise ValueError(f"{path}: truncated safetensors file ({size} bytes, shorter than its 8-byte "
-                         "header length).")
+        return (f"{path}: truncated safetensors file ({size} bytes, shorter than its 8-byte header "
+                "length).")
       header_size = int.from_bytes(head, "little")
       if 8 + header_size > size:
-        raise ValueError(f"{path}: truncated or corrupted safetensors file: its header claims "
-                         f"{header_size} bytes but the file has {size}.")
+        return (f"{path}: truncated or corrupted safetensors file: its header claims {header_size} "
+                f"bytes but the file has {size}.")
+      if header_size > _MAX_HEADER_BYTES:
+        return f"{path}: corrupted safetensors header: it claims {header_size} bytes ({reason})."
       raw = f.read(header_size)
     try:
       header = json.loads(raw.decode("utf-8"))
       if not isinstance(header, dict):
         raise ValueError(f"the header is a {type(header).__name__}, not an object")
     except (UnicodeDecodeError, ValueError) as e:
-      raise ValueError(f"{path}: corrupted safetensors header ({e}).") from e
-    header.pop("__metadata__", None)
-    self.data_start = 8 + header_size
-    data_size = size - self.data_start
-    self.entries: dict[str, tuple[np.dtype, tuple[int, ...], int, int]] = {}
-    end_max = 0
+      return f"{path}: corrupted safetensors header ({e}; {reason})."
+    data_size = size - 8 - header_size
+    end_max, last = 0, None
     for key, info in header.items():
+      if key == "__metadata__":
+        continue
       try:
-        dtype = as_numpy_dtype(_SAFETENSORS_DTYPES[info["dtype"]])
         shape = tuple(int(d) for d in info["shape"])
         begin, end = (int(o) for o in info["data_offsets"])
-      except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: corrupted safetensors header entry for {key}: {info!r}.") from e
-      nbytes = math.prod(shape) * dtype.itemsize
+        nbytes = math.prod(shape) * _SAFETENSORS_ITEMSIZE[info["dtype"]]
+      except (KeyError, TypeError, ValueError):
+        return f"{path}: corrupted safetensors header entry for {key}: {info!r} ({reason})."
       if begin < 0 or end - begin != nbytes:
-        raise ValueError(f"{path}: corrupted safetensors header: {key} of shape {shape} and dtype "
-                         f"{info['dtype']} needs {nbytes} bytes but spans bytes [{begin}, {end}).")
-      if end > data_size:
-        raise ValueError(f"{path}: truncated safetensors file: {key} needs data bytes up to {end} but "
-                         f"the file holds {data_size} bytes of data.")
-      end_max = max(end_max, end)
-      self.entries[key] = (dtype, shape, begin, end)
-    if end_max != data_size:
-      raise ValueError(f"{path}: corrupted safetensors file: {data_size - end_max} bytes follow the "
-                       "last tensor.")
+        return (f"{path}: corrupted safetensors header: {key} of shape {shape} and dtype "
+                f"{info['dtype']} needs {nbytes} bytes but spans bytes [{begin}, {end}).")
+      if end > end_max:
+        end_max, last = end, key
+    if end_max > data_size:
+      return (f"{path}: truncated safetensors file: {last} needs data bytes up to {end_max} but the "
+              f"file holds {data_size} bytes of data.")
+    if end_max < data_size:
+      return (f"{path}: corrupted safetensors file: {data_size - end_max} bytes follow the last "
+              f"tensor ({reason}).")
+    return f"{path}: corrupted safetensors header ({reason})."
+  except Exception:  # pylint: disable=broad-except  (the explanation must never hide the refusal)
+    return generic
+
+
+class SafetensorsFile:
+  """Reads one tensor at a time from a .safetensors file through the `safetensors` library.
+
+  Opening validates the header (the library's checks: JSON, dtypes, shapes against byte ranges, ranges
+  tiling the file exactly); every refusal is a ValueError naming the file. `read` returns a fresh array
+  in the stored dtype (BF16 as `ml_dtypes.bfloat16`).
+  """
+
+  def __init__(self, path: Path):
+    self.path = path
+    self.entries: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+    try:
+      with _open_safetensors(path) as f:
+        for key in f.keys():
+          view = f.get_slice(key)
+          name, shape = view.get_dtype(), tuple(int(d) for d in view.get_shape())
+          if name not in _SAFETENSORS_DTYPES:
+            raise ValueError(f"{path}: {key} is stored as {name}, which is not supported (only "
+                             f"{', '.join(_SAFETENSORS_DTYPES)}).")
+          self.entries[key] = (as_numpy_dtype(_SAFETENSORS_DTYPES[name]), shape)
+    except safetensors.SafetensorError as e:
+      raise ValueError(_explain_refusal(path, e)) from e
 
   def shapes(self) -> dict[str, tuple[int, ...]]:
     return {key: entry[1] for key, entry in self.entries.items()}
 
   def read(self, key: str) -> np.ndarray:
-    """A fresh array holding tensor `key` (read with one `readinto`, no memory map)."""
-    dtype, shape, begin, end = self.entries[key]
-    buffer = np.empty(end - begin, np.uint8)
-    with open(self.path, "rb") as f:
-      f.seek(self.data_start + begin)
-      if f.readinto(buffer) != end - begin:
-        raise ValueError(f"{self.path}: truncated safetensors file: {key} could not be read whole.")
-    return buffer.view(dtype).reshape(shape)
+    """A fresh array holding tensor `key`, in its stored dtype."""
+    dtype, shape = self.entries[key]
+    try:
+      with _open_safetensors(self.path) as f:
+        array = f.get_tensor(key)
+    except safetensors.SafetensorError as e:
+      raise ValueError(f"{_explain_refusal(self.path, e)} (Reading {key}, after the header had been "
+                       "accepted: the file changed or is damaged.)") from e
+    except TypeError as e:  # numpy does not know the dtype the library asked for.
+      raise ValueError(f"{self.path}: the installed safetensors {safetensors.__version__} cannot read "
+                       f"{key} ({dtype}) as a numpy array ({e}); upgrade safetensors.") from e
+    if array.dtype != dtype:
+      # BF16 is ml_dtypes.bfloat16 in this project; a library that hands BF16 over as its raw 16-bit
+      # patterns gets them reinterpreted, never converted.
+      if dtype == as_numpy_dtype("bfloat16") and array.dtype in (np.dtype(np.uint16), np.dtype(np.int16)):
+        array = array.view(dtype)
+      else:
+        raise ValueError(f"{self.path}: the safetensors library read {key} as {array.dtype}; its header "
+                         f"says {dtype}.")
+    if tuple(array.shape) != shape:
+      raise ValueError(f"{self.path}: the safetensors library read {key} with shape {tuple(array.shape)}; "
+                       f"its header says {shape}.")
+    return array
 
 
 class TorchFile:
@@ -457,34 +527,34 @@ def load_hf(path: str | os.PathLike, dtype: Any = np.float32) -> tuple[T5Config,
 # Writing.
 
 
-def _safetensors_name(dtype: np.dtype) -> str:
-  for name, numpy_name in _SAFETENSORS_DTYPES.items():
-    if dtype == as_numpy_dtype(numpy_name):
-      return name
-  raise ValueError(f"dtype {dtype} cannot be stored in safetensors.")
+def _check_storable(file: Path, key: str, dtype: np.dtype) -> None:
+  if not any(dtype == as_numpy_dtype(name) for name in _SAFETENSORS_DTYPES.values()):
+    raise ValueError(f"{file}: {key} has dtype {dtype}, which cannot be stored in safetensors (only "
+                     f"{', '.join(_SAFETENSORS_DTYPES.values())}).")
 
 
 def _write_safetensors(file: Path, tensors: list[tuple[str, np.ndarray, bool]]) -> int:
-  """Writes [(key, array, transpose)] as one safetensors file, one tensor at a time; returns bytes."""
-  header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-  offset = 0
+  """Writes [(key, array, transpose)] as one safetensors file with the library; returns data bytes.
+
+  `safetensors.numpy.save_file` writes from the arrays' buffers, so they must be C-contiguous: the
+  transposed kernels of this file are materialized for the call (one file's worth of copies).
+  """
+  arrays = {}
   for key, array, transpose in tensors:
-    shape = array.shape[::-1] if transpose else array.shape
-    header[key] = {"dtype": _safetensors_name(array.dtype), "shape": list(shape),
-                   "data_offsets": [offset, offset + array.nbytes]}
-    offset += array.nbytes
-  raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-  raw += b" " * (-len(raw) % 8)  # The data starts 8-byte aligned.
-  with open(file, "wb") as f:
-    f.write(len(raw).to_bytes(8, "little"))
-    f.write(raw)
-    for _, array, transpose in tensors:
-      f.write(np.ascontiguousarray(array.T if transpose else array).reshape(-1).view(np.uint8).data)
-  return offset
+    _check_storable(file, key, array.dtype)
+    arrays[key] = np.ascontiguousarray(array.T if transpose else array)
+  try:
+    safetensors.numpy.save_file(arrays, file, metadata={"format": "pt"})
+  except safetensors.SafetensorError as e:
+    raise ValueError(f"{file}: the safetensors library refused to write it ({e}).") from e
+  return sum(array.nbytes for array in arrays.values())
+
+
+DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # transformers' default; also bounds the memory of a save
 
 
 def save_hf(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any],
-            max_shard_bytes: int | None = None, *, extra_files: Iterable[str | os.PathLike] = ()) -> Path:
+            max_shard_bytes: int | None = DEFAULT_MAX_SHARD_BYTES, *, extra_files: Iterable[str | os.PathLike] = ()) -> Path:
   """Writes a Hugging Face T5 directory (config.json + safetensors), atomically.
 
   Args:
@@ -493,7 +563,9 @@ def save_hf(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any]
     params: nested dict with T5X names (numpy or jax arrays); their dtype is kept.
     max_shard_bytes: split the weights into `model-0000i-of-0000n.safetensors` shards of at most this
       many bytes (a tensor larger than that gets a shard of its own) with `model.safetensors.index.json`;
-      None writes one `model.safetensors`.
+      a model that fits one shard, or None, writes one `model.safetensors`. A shard's [out, in] weights
+      are held in memory while its file is written (safetensors writes a file in one call), so the
+      bound is also the extra memory of a save.
     extra_files: files copied into the directory (a tokenizer, for instance).
 
   Returns:
@@ -515,7 +587,7 @@ def save_hf(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any]
 
   with atomic_directory(path) as tmp:
     (tmp / CONFIG_FILE).write_text(json.dumps(config_to_hf(config), indent=2) + "\n")
-    if max_shard_bytes is None:
+    if len(shards) == 1:
       _write_safetensors(tmp / SAFETENSORS_FILE, shards[0])
     else:
       weight_map, total = {}, 0

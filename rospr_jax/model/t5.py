@@ -6,8 +6,8 @@ float32 RMS norm (eps 1e-6), gated tanh-GELU feed-forward, no 1/sqrt(d) attentio
 bucketed relative position biases (one table per stack, bidirectional in the encoder), untied
 float32 logits. Activations use `config.dtype`.
 
-Vocabulary: B batch, T encoder length, L decoder length, P prompt length, H model dim, N heads,
-D head dim, V vocabulary.
+Vocabulary (docs/design.md): B batch, T encoder length, L decoder length, P prompt length, H model dim,
+A heads, Dh head dim, V vocabulary.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class RelativePositionBias(nn.Module):
 
   @nn.compact
   def __call__(self, query_length: int, key_length: int) -> Array:
-    """Returns [1, N, Tq, Tk] float32."""
+    """Returns [1, A, Tq, Tk] float32."""
     cfg = self.config
     table = self.param("rel_embedding",
                        nn.with_logical_partitioning(nn.initializers.normal(1.0), ("heads", "relpos_buckets")),
@@ -103,7 +103,7 @@ class RelativePositionBias(nn.Module):
     buckets = relative_position_buckets(query_length, key_length, self.bidirectional,
                                         cfg.relative_attention_num_buckets,
                                         cfg.relative_attention_max_distance)
-    return jnp.asarray(table, jnp.float32)[:, buckets][None]  # [N, Tq, Tk] -> [1, N, Tq, Tk]
+    return jnp.asarray(table, jnp.float32)[:, buckets][None]  # [A, Tq, Tk] -> [1, A, Tq, Tk]
 
 
 def _dropout(cfg: T5Config, x: Array, enable_dropout: bool, keep: Array | None = None,
@@ -162,39 +162,39 @@ class MultiHeadAttention(nn.Module):
     """Attends [B, Tq, H] queries over [B, Tk, H] keys/values.
 
     Args:
-      bias: additive float32 bias [1, N, Tq, Tk] (relative positions, causal layout) or None.
+      bias: additive float32 bias [1, A, Tq, Tk] (relative positions, causal layout) or None.
       key_mask: [B, Tk] bool, False at padded keys, or None. The einsum path adds it as a [B, 1, 1, Tk]
-        bias; the fused paths add it to the position bias ([B, N, Tq, Tk]) or, with
+        bias; the fused paths add it to the position bias ([B, A, Tq, Tk]) or, with
         `config.fused_padding == "lengths"`, take it as key lengths.
-      value_keep: [B, Tk, N, 1] bool T5X dropout mask of the values (see below), or None to draw it here.
+      value_keep: [B, Tk, A, 1] bool T5X dropout mask of the values (see below), or None to draw it here.
 
     Returns:
       [B, Tq, H] in `config.dtype`.
     """
     cfg = self.config
     project = functools.partial(Dense, cfg.joined_kv, ("embed", "joined_kv"), cfg)
-    heads = lambda x: x.reshape(*x.shape[:-1], cfg.num_heads, cfg.head_dim)  # [B, T, N*D] -> [B, T, N, D]
+    heads = lambda x: x.reshape(*x.shape[:-1], cfg.num_heads, cfg.head_dim)  # [B, T, A*Dh] -> [B, T, A, Dh]
     query = heads(project(name="query")(queries))
     key = heads(project(name="key")(keys_values))
     value = heads(project(name="value")(keys_values))
     per_element_dropout = enable_dropout and cfg.dropout_rate > 0 and not cfg.dropout_broadcast_dims
     if not per_element_dropout:
-      # T5X's attention dropout drops key columns of the weights (a mask m [B, N, 1, Tk] shared by all
+      # T5X's attention dropout drops key columns of the weights (a mask m [B, A, 1, Tk] shared by all
       # queries), and sum_k w[q, k] m[k] v[k] = sum_k w[q, k] (m[k] v[k]): exactly dropout on the values,
-      # one draw per key and head ([B, Tk, N, 1]), which also lets fused kernels train with dropout.
+      # one draw per key and head ([B, Tk, A, 1]), which also lets fused kernels train with dropout.
       value = _dropout(cfg, value, enable_dropout, value_keep, broadcast_dims=(-1,))
     if cfg.attention_impl == "einsum" or per_element_dropout:
-      # Heads first ([B, N, T, D]), so both products are plain batched matmuls over (B, N): on the CPU
-      # this runs the attention about 4x faster than contracting the [B, T, N, D] layout directly.
+      # Heads first ([B, A, T, Dh]), so both products are plain batched matmuls over (B, A): on the CPU
+      # this runs the attention about 4x faster than contracting the [B, T, A, Dh] layout directly.
       query, key, value = (jnp.swapaxes(x, 1, 2) for x in (query, key, value))
       logits = jnp.einsum("bnqd,bnkd->bnqk", query, key, preferred_element_type=jnp.float32)
       full_bias = _bias_with_padding(bias, key_mask)
       if full_bias is not None:
         logits = logits + full_bias
-      weights = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)  # [B, N, Tq, Tk]
+      weights = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)  # [B, A, Tq, Tk]
       if per_element_dropout:
         weights = _dropout(cfg, weights, enable_dropout)  # one draw per element, as Hugging Face's T5
-      context = jnp.swapaxes(jnp.einsum("bnqk,bnkd->bnqd", weights, value), 1, 2)  # [B, Tq, N, D]
+      context = jnp.swapaxes(jnp.einsum("bnqk,bnkd->bnqd", weights, value), 1, 2)  # [B, Tq, A, Dh]
     else:
       context = _fused_attention(cfg, query, key, value, bias, key_mask)
     context = context.reshape(*context.shape[:2], cfg.joined_kv)
@@ -203,15 +203,15 @@ class MultiHeadAttention(nn.Module):
 
 def _fused_attention(cfg: T5Config, query: Array, key: Array, value: Array, bias: Array | None,
                      key_mask: Array | None) -> Array:
-  """`jax.nn.dot_product_attention` (`cfg.attention_impl`) of [B, Tq, N, D] queries over [B, Tk, N, D]
-  keys and values; `bias` [1, N, Tq, Tk] and `key_mask` [B, Tk] as in `MultiHeadAttention`.
+  """`jax.nn.dot_product_attention` (`cfg.attention_impl`) of [B, Tq, A, Dh] queries over [B, Tk, A, Dh]
+  keys and values; `bias` [1, A, Tq, Tk] and `key_mask` [B, Tk] as in `MultiHeadAttention`.
 
   When a bias goes to the kernel and Tq or Tk is odd, both are padded to even lengths (a key that is
   masked out, a query whose output is dropped): cuDNN's training kernels take a bias only with even
   lengths. Outputs and gradients are those of the unpadded attention.
 
   Returns:
-    [B, Tq, N, D].
+    [B, Tq, A, Dh].
   """
   batch, query_length, key_length = query.shape[0], query.shape[1], key.shape[1]
   takes_bias = bias is not None or (key_mask is not None and cfg.fused_padding == "bias")
@@ -228,7 +228,7 @@ def _fused_attention(cfg: T5Config, query: Array, key: Array, value: Array, bias
   if cfg.fused_padding == "lengths" and key_mask is not None:
     lengths = jnp.sum(key_mask, axis=-1, dtype=jnp.int32)
   elif cfg.fused_padding == "bias" and (bias is not None or key_mask is not None):
-    # The form run on an H100: one [B, N, Tq, Tk] bias.
+    # The form run on an H100: one [B, A, Tq, Tk] bias.
     bias = jnp.broadcast_to(_bias_with_padding(bias, key_mask),
                             (batch, cfg.num_heads, query.shape[1], key.shape[1]))
   context = jax.nn.dot_product_attention(
@@ -263,7 +263,7 @@ class EncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x: Array, bias: Array, mask: Array, keep: dict[str, Array] | None,
                enable_dropout: bool) -> Array:
-    """[B, T, H] -> [B, T, H]; `bias`: positions [1, N, T, T]; `mask`: [B, T] bool, False at padding;
+    """[B, T, H] -> [B, T, H]; `bias`: positions [1, A, T, T]; `mask`: [B, T] bool, False at padding;
     `keep`: {site: [B, *shape] bool} dropout masks of `dropout_sites`, or None (drawn at each site)."""
     cfg = self.config
     keep = keep or {}
@@ -291,7 +291,7 @@ class DecoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x: Array, encoded: Array, self_bias: Array, encoder_mask: Array,
                keep: dict[str, Array] | None, enable_dropout: bool) -> Array:
-    """[B, L, H] decoder states, [B, T, H] encoder output -> [B, L, H]; `self_bias`: [1, N, L, L]
+    """[B, L, H] decoder states, [B, T, H] encoder output -> [B, L, H]; `self_bias`: [1, A, L, L]
     positions and causal layout; `encoder_mask`: [B, T] bool, False at padding; `keep`: {site:
     [B, *shape] bool} dropout masks of `dropout_sites`, or None (drawn at each site)."""
     cfg = self.config
@@ -328,7 +328,7 @@ def _key_mask_bias(key_mask: Array) -> Array:
 
 
 def _bias_with_padding(bias: Array | None, key_mask: Array | None) -> Array | None:
-  """Position bias [1, N, Tq, Tk] plus the padding bias of `key_mask` [B, Tk] (either may be None)."""
+  """Position bias [1, A, Tq, Tk] plus the padding bias of `key_mask` [B, Tk] (either may be None)."""
   if key_mask is None:
     return bias
   padding = _key_mask_bias(key_mask)
@@ -343,7 +343,7 @@ class Encoder(nn.Module):
     """[B, T, H] embedded inputs (prompt included), [B, T] bool mask -> [B, T, H]."""
     cfg = self.config
     length = embedded.shape[1]
-    bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)  # [1, N, T, T]
+    bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)  # [1, A, T, T]
     x = _dropout(cfg, embedded, enable_dropout)
     keeps = _draw_layer_masks(self, cfg, enable_dropout, cfg.num_encoder_layers, embedded.shape[0],
                               EncoderLayer.dropout_sites(cfg, length))
@@ -383,7 +383,7 @@ class Decoder(nn.Module):
     length = embedded.shape[1] // num_choices
     positions, causal = _choice_self_attention_layout(num_choices, length)
     table = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(length, length)
-    self_bias = table[:, :, positions[:, None], positions[None, :]]  # [1, N, C*L, C*L]
+    self_bias = table[:, :, positions[:, None], positions[None, :]]  # [1, A, C*L, C*L]
     self_bias = self_bias + jnp.where(causal, 0.0, _MASK_VALUE)[None, None]
     x = _dropout(cfg, embedded, enable_dropout)
     keeps = _draw_layer_masks(self, cfg, enable_dropout, cfg.num_decoder_layers, embedded.shape[0],

@@ -1,8 +1,8 @@
 """T5X checkpoints: the parameter tree's names and shapes, reading and writing T5X's on-disk layout.
 
-The parameter tree with T5X's names is this project's canonical form (DESIGN.md, "The model"): the
+The parameter tree with T5X's names is this project's canonical form (docs/design.md, "The model"): the
 Hugging Face importer maps onto it, and the helpers here (`param_shapes`, `flatten`, `unflatten`,
-`key_problems`, `atomic_directory`) are shared with it.
+`key_problems`) are shared with it.
 
 T5X's layout (`t5x/checkpoints.py`, VERSION 3), for a model directory `MODEL_DIR`:
 
@@ -21,19 +21,17 @@ values are used (128, 1e-6, 0.0).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
+from rospr_jax.artifacts import atomic_directory
 from rospr_jax.model.config import T5Config
 
 T5X_VERSION = 3
@@ -164,26 +162,6 @@ def as_numpy_dtype(dtype: Any) -> np.dtype | None:
 def cast(array: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
   """C-contiguous `array` in `dtype` (None keeps its dtype), copying only when needed."""
   return np.ascontiguousarray(array, dtype=array.dtype if dtype is None else dtype)
-
-
-@contextlib.contextmanager
-def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
-  """Yields a temporary directory beside `final` that becomes `final` when the block succeeds.
-
-  `final` must not exist, or be an empty directory; on error the temporary directory is removed.
-  """
-  final = Path(final)
-  if final.exists() and (not final.is_dir() or any(final.iterdir())):
-    raise FileExistsError(f"{final} already exists and is not an empty directory; "
-                          "choose a new destination.")
-  final.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-  try:
-    yield tmp
-    os.replace(tmp, final)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
 
 
 # ---------------------------------------------------------------------------------------------------

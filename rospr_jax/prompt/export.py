@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 import zlib
 from typing import Any, Sequence
 
 import numpy as np
+
+from rospr_jax import artifacts
 
 FORMAT_VERSION = 1
 KIND = "rospr_prompts"
@@ -49,44 +48,6 @@ def source_prompt_path(export_dir: str, name: str, step: int) -> str:
   """Where the [P, H] prompt of source `name` at `step` is (prompt-tuning's layout)."""
   return os.path.join(export_dir, "sources", source_dir_name(name), "numpy_checkpoints",
                       f"checkpoint_{step}", PROMPT_FILE)
-
-
-def sha256_file(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    while block := f.read(1 << 24):
-      digest.update(block)
-  return digest.hexdigest()
-
-
-def _save_npy(path: str, array: np.ndarray) -> None:
-  with open(path, "wb") as f:  # A file object: np.save adds no ".npy" to the name.
-    np.save(f, array, allow_pickle=False)
-
-
-def _rename_dir_into_place(tmp: str, final: str) -> None:
-  """Moves a finished temporary directory to `final`, replacing an older one (kept until the swap)."""
-  if os.path.exists(final):
-    old = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.old-", dir=os.path.dirname(final))
-    os.rmdir(old)
-    os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-  else:
-    os.replace(tmp, final)
-
-
-def _write_dir_atomically(final: str, write) -> None:
-  """Calls `write(tmp_dir)` on a fresh sibling directory of `final`, then renames it to `final`."""
-  parent = os.path.dirname(final)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
-  try:
-    write(tmp)
-    _rename_dir_into_place(tmp, final)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
 
 
 def export_prompts(export_dir: str, prompts, names: Sequence[str], step: int, *,
@@ -122,11 +83,11 @@ def export_prompts(export_dir: str, prompts, names: Sequence[str], step: int, *,
   sources = []
   for s, name in enumerate(names):
     path = source_prompt_path(export_dir, name, step)
-    _write_dir_atomically(os.path.dirname(path),
-                          lambda tmp, row=table[s]: _save_npy(os.path.join(tmp, PROMPT_FILE), row))
+    with artifacts.atomic_directory(os.path.dirname(path), replace=True) as tmp:
+      artifacts.save_npy(os.path.join(tmp, PROMPT_FILE), table[s])
     sources.append({
         "id": s, "name": name, "dir": source_dir_name(name),
-        "file": os.path.relpath(path, export_dir), "sha256": sha256_file(path),
+        "file": os.path.relpath(path, export_dir), "sha256": artifacts.sha256_file(path),
         "seed": int(seeds[s]), "steps": int(source_steps[s]),
         "examples": None if source_examples is None else int(source_examples[s]),
     })
@@ -143,13 +104,10 @@ def export_prompts(export_dir: str, prompts, names: Sequence[str], step: int, *,
       **(extra or {}),
   }
 
-  def write_table(tmp: str) -> None:
-    _save_npy(os.path.join(tmp, TABLE), table)
-    manifest["prompts"]["sha256"] = sha256_file(os.path.join(tmp, TABLE))
-    with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
-      f.write(json.dumps(manifest, indent=1) + "\n")
-
-  _write_dir_atomically(final, write_table)
+  with artifacts.atomic_directory(final, replace=True) as tmp:
+    artifacts.save_npy(os.path.join(tmp, TABLE), table)
+    manifest["prompts"]["sha256"] = artifacts.sha256_file(os.path.join(tmp, TABLE))
+    artifacts.write_json(os.path.join(tmp, MANIFEST), manifest, indent=1)
   return final
 
 
@@ -235,7 +193,7 @@ def load_prompts(path: str, *, expected_fingerprint: str | None = None,
   table_path = os.path.join(directory, manifest["prompts"]["file"])
   if not os.path.isfile(table_path):
     raise FileNotFoundError(f"{table_path}: named in {manifest_path} but missing.")
-  if verify and sha256_file(table_path) != manifest["prompts"].get("sha256"):
+  if verify and artifacts.sha256_file(table_path) != manifest["prompts"].get("sha256"):
     raise ValueError(f"{table_path}: sha256 differs from the one in {manifest_path} "
                      "(file changed or corrupt).")
   table = np.load(table_path, allow_pickle=False)

@@ -1,4 +1,4 @@
-"""The prompt-tuning loop: backbone loading, prompt initialization, checkpoints, exports, metrics.
+"""The prompt-tuning loop: prompt initialization, checkpoints, exports, metrics.
 
 `train(...)` is gin-configurable (gin/prompt_tuning/*.gin bind it; `rospr train-prompts` calls it)
 and plain Python alike. One run trains one soft prompt per source on a frozen backbone:
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import logging
 import os
 import time
@@ -39,8 +38,8 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from rospr_jax import atomic, paths
-from rospr_jax.model import EOS_ID, T5Config, get_config, init_params
+from rospr_jax import artifacts, paths
+from rospr_jax.model import EOS_ID, T5Config, init_params
 from rospr_jax.model import partitioning
 from rospr_jax.prompt import export as export_lib
 from rospr_jax.prompt import prompts as prompts_lib
@@ -51,64 +50,9 @@ from rospr_jax.prompt.train_step import (PromptTrainState, default_optimizer, dr
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-_SHAPE_FIELDS = ("vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim", "num_encoder_layers",
-                 "num_decoder_layers")
-
 
 class NonFiniteLossError(RuntimeError):
   """The loss or a prompt became NaN or infinite; the run stopped without saving anything newer."""
-
-
-def _dtype(name) -> Any:
-  if not isinstance(name, str):
-    return name
-  if name not in _DTYPES:
-    raise ValueError(f"Unknown dtype {name!r}; use one of {sorted(_DTYPES)}.")
-  return _DTYPES[name]
-
-
-@dataclasses.dataclass
-class Backbone:
-  """A frozen model: its config (dtype = compute dtype), parameters and fingerprint."""
-  config: T5Config
-  params: Any
-  fingerprint: str
-  description: dict
-
-
-@gin.configurable
-def load_backbone(checkpoint: str | None = None, size: str | None = None, dtype: str = "bfloat16",
-                  seed: int = 0) -> Backbone:
-  """The frozen backbone, with parameters and activations in `dtype`.
-
-  Args:
-    checkpoint: a Hugging Face or T5X checkpoint (e.g. bigscience/T0_3B); None for random weights.
-    size: a named size (`tiny`, `small`, `xl`, `xxl`). With a checkpoint it is checked against the
-      checkpoint's shape; without one the model is initialized randomly (tests, demos, benchmarks).
-    dtype: parameter and compute dtype ("bfloat16" on accelerators).
-    seed: seed of random weights.
-  """
-  dtype = _dtype(dtype)
-  if checkpoint is None:
-    if size is None:
-      raise ValueError("load_backbone: give a checkpoint path or a model size.")
-    config = get_config(size, dtype=dtype, param_dtype=dtype)
-    params = init_params(config, jax.random.PRNGKey(seed))
-    fingerprint = hashlib.sha256(f"random-init {size} seed={seed}".encode()).hexdigest()[:16]
-    return Backbone(config, params, fingerprint, {"random_init": size, "seed": seed,
-                                                  "dtype": jnp.dtype(dtype).name})
-  from rospr_jax.model import checkpoints  # The loader pulls in safetensors and tensorstore.
-  config, params = checkpoints.load_checkpoint(checkpoint, dtype)
-  config = config.replace(dtype=dtype, param_dtype=dtype)
-  if size is not None:
-    expected = get_config(size)
-    diff = {f: (getattr(config, f), getattr(expected, f)) for f in _SHAPE_FIELDS
-            if getattr(config, f) != getattr(expected, f)}
-    if diff:
-      raise ValueError(f"{checkpoint} is not the {size!r} shape: (checkpoint, {size}) differ in {diff}.")
-  return Backbone(config, params, checkpoints.checkpoint_fingerprint(checkpoint),
-                  {"checkpoint": os.path.abspath(checkpoint), "dtype": jnp.dtype(dtype).name})
 
 
 def most_frequent_targets(data: SourceExamples, source_id: int, limit: int) -> list[list[int]]:
@@ -273,8 +217,7 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
           num_steps: int = gin.REQUIRED, prompt_length: int = prompts_lib.DEFAULT_LENGTH,
           prompt_init: PromptInit | None = None, optimizer: optax.GradientTransformation | None = None,
           batch_size: int = 32, input_length: int = 512, target_length: int = 64,
-          dropout_rate: float = 0.1, remat_policy: str = "minimal", attention_impl: str = "einsum",
-          seed: int = 0,
+          dropout_rate: float = 0.1, remat_policy: str = "minimal", seed: int = 0,
           checkpoint_every: int = 1000,
           keep_checkpoints: int | None = 3, export_every: int | None = None, log_every: int = 100,
           num_partitions: int = 1, use_mesh: bool | None = None, summaries: bool = True,
@@ -284,7 +227,8 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
   Args:
     model_dir: the run directory.
     examples: a `SourceExamples`, or a callable returning one (e.g. `seqio_input.seqio_sources`).
-    backbone: a `Backbone`, or a callable returning one (e.g. `load_backbone`).
+    backbone: a `rospr_jax.backbone.Backbone` (its config carries the dtype and the attention
+      kernel), or a callable returning one (e.g. `rospr_jax.backbone.load_backbone`).
     num_steps: total training steps (a resumed run continues up to it).
     prompt_length: P.
     prompt_init: how prompts start (default: random uniform, scale 0.5).
@@ -295,8 +239,6 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
     remat_policy: activations recomputed in the backward pass (`T5Config.remat_policy`). "minimal"
       keeps T0_3B's batch-32 step at about 13.5 GiB of saved activations instead of 69 GiB, for about 1%
       more FLOPs; "none" is faster where memory allows (the tiny model's CPU step: 1.2x faster).
-    attention_impl: `T5Config.attention_impl`: "einsum" (any backend) or "cudnn" (NVIDIA GPUs: the
-      fused kernel, dropout included; 3.08x the Hugging Face peer's step on an H100 without dropout).
     seed: seeds the prompt initialization, the data order and dropout.
     checkpoint_every: steps between orbax checkpoints (the last step is always saved).
     keep_checkpoints: newest checkpoints kept (None: all).
@@ -321,8 +263,7 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
   export_every = checkpoint_every if export_every is None else export_every
   if min(num_steps, checkpoint_every, log_every, export_every) < 1:
     raise ValueError("num_steps, checkpoint_every, export_every and log_every must be >= 1.")
-  config = backbone.config.replace(dropout_rate=dropout_rate, remat_policy=remat_policy,
-                                  attention_impl=attention_impl)
+  config = backbone.config.replace(dropout_rate=dropout_rate, remat_policy=remat_policy)
   data.check_token_ids(config.vocab_size)
   names = list(data.names)
   num_sources, dim = len(names), config.emb_dim
@@ -363,8 +304,8 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
                     "versions": {"jax": jax.__version__, "optax": optax.__version__}}
 
   if jax.process_index() == 0:
-    atomic.write_text(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
-    atomic.write_text(os.path.join(model_dir, "model-info.txt"), _model_info(config, params, boxed, state, mesh))
+    artifacts.write_text(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
+    artifacts.write_text(os.path.join(model_dir, "model-info.txt"), _model_info(config, params, boxed, state, mesh))
   writer = _summary_writer(os.path.join(model_dir, "train"), summaries)
 
   def save(done: int, checkpoint: bool, export: bool) -> None:

@@ -10,15 +10,15 @@ The same function serves the `rospr retrieve` command, the evaluation and the de
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
+from rospr_jax import artifacts
 from rospr_jax.library import store
 from rospr_jax.retrieval import selection as selection_lib
 
-DEFAULT_NUM_QUERIES = 32  # Q
-DEFAULT_NUM_NEIGHBORS = 10  # N
+DEFAULT_NUM_QUERIES = selection_lib.SelectionConfig.num_queries  # Q
+DEFAULT_NUM_NEIGHBORS = selection_lib.SelectionConfig.num_neighbors  # N
 SELECTION_FILE = "selection.json"
 PROMPT_FILE = "prompt.npy"
 
@@ -49,7 +49,7 @@ def retrieve_prompt(library: store.Library, query_embeddings, rule: str, *,
   Args:
     library: an opened library.
     query_embeddings: [Q, D] embeddings of the target's queries (the library's retriever).
-    rule: "rospr", "inter", "var" or "inter_var".
+    rule: the name of a rule of `selection.RULES`.
     num_neighbors: N neighbours per query.
     num_prompts, top_k, eps, predict_choices, num_choices: see `selection.select`.
     searcher: "auto" (the library's index), "scann" or "exact".
@@ -70,18 +70,8 @@ def retrieve_prompt(library: store.Library, query_embeddings, rule: str, *,
 
 def save_selection(directory: str, chosen: selection_lib.Selection, prompt: np.ndarray) -> None:
   """Writes `selection.json` and `prompt.npy` [P, H] into `directory`, each atomically."""
-  os.makedirs(directory, exist_ok=True)
-  for name, write in ((PROMPT_FILE, lambda f: np.save(f, np.asarray(prompt))),
-                      (SELECTION_FILE, lambda f: f.write(chosen.to_json().encode() + b"\n"))):
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-    try:
-      with os.fdopen(fd, "wb") as f:
-        write(f)
-      os.replace(tmp, os.path.join(directory, name))
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
+  artifacts.save_npy(os.path.join(directory, PROMPT_FILE), prompt)
+  artifacts.write_text(os.path.join(directory, SELECTION_FILE), chosen.to_json() + "\n")
 
 
 def load_selection(directory: str) -> tuple[selection_lib.Selection, np.ndarray]:

@@ -1,4 +1,10 @@
-"""Selection rules: RoSPr, INTER, VAR and INTER+VAR (DESIGN.md, "Retrieval rules").
+"""Selection rules: RoSPr, INTER, VAR and INTER+VAR (docs/design.md, "Retrieval rules").
+
+Every rule is one `Rule` entry in `RULES` (at the end of this file): its name (`rospr retrieve
+--rule`, `selection.json`), its label (the report's row, `rospr evaluate`'s METHODS), whether it
+rank-classifies the queries with the backbone, and the `SelectionConfig` settings it reads. The CLI
+choices, the report's methods and the evaluation's resume check are derived from it, so a new rule is
+one `register(Rule(...))` here.
 
 Pure NumPy. The input is, for Q target queries, the sources of their top-N library neighbours
 (`neighbor_sources [Q, N]`) and the similarities of those neighbours (`similarities [Q, N]`).
@@ -22,7 +28,7 @@ u_c = (1/Q) sum_q [c < C_q] / C_q (each query spreads its unit mass evenly over 
     var_s = (1/C) sum_c (p_c - u_c)^2.
 
 When every query has C choices, u_c = 1/C is the mean of p and var_s is exactly the population
-variance of p over the C choices, as DESIGN.md states it. With mixed counts, a candidate that answers
+variance of p over the C choices, as docs/design.md states it. With mixed counts, a candidate that answers
 like a balanced guesser still scores variance 0 instead of being penalized for the positions that only
 some queries have, and one that collapses every answer onto position 0 gets the largest variance.
 """
@@ -35,11 +41,37 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-RULES = ("rospr", "inter", "var", "inter_var")
 
-DEFAULT_NUM_PROMPTS = 3  # N' of INTER and INTER+VAR.
-DEFAULT_TOP_K = 10  # K candidates that VAR rank-classifies the queries with.
-DEFAULT_EPS = 1e-6  # eps of score_s = freq(s) / (var_s + eps).
+
+@dataclasses.dataclass(frozen=True)
+class SelectionConfig:
+  """The settings of retrieval and selection, with the paper's defaults (the one place they are set).
+
+  Attributes:
+    num_queries: Q unlabeled target inputs embedded as queries.
+    num_neighbors: N library neighbours per query.
+    num_prompts: N' prompts interpolated by INTER and INTER+VAR.
+    top_k: K candidates that VAR rank-classifies the queries with.
+    eps: eps of VAR's score_s = freq(s) / (var_s + eps).
+  """
+  num_queries: int = 32
+  num_neighbors: int = 10
+  num_prompts: int = 3
+  top_k: int = 10
+  eps: float = 1e-6
+
+  def __post_init__(self):
+    for field in ("num_queries", "num_neighbors", "num_prompts", "top_k"):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{field} must be an integer >= 1; got {value!r}.")
+    if not isinstance(self.eps, (int, float)) or not np.isfinite(self.eps) or self.eps <= 0:
+      raise ValueError(f"eps must be a positive number; got {self.eps!r}.")
+
+
+DEFAULT_NUM_PROMPTS = SelectionConfig.num_prompts
+DEFAULT_TOP_K = SelectionConfig.top_k
+DEFAULT_EPS = SelectionConfig.eps
 
 # predict_choices(prompt_ids [K]) -> K arrays [Q] of predicted choice positions.
 PredictChoices = Callable[[Sequence[int]], Sequence[Sequence[int]]]
@@ -361,27 +393,27 @@ def select(rule: str, neighbor_sources, similarities, *, num_prompts: int = DEFA
   """Applies one rule to the neighbours of the queries: the one selection entry point.
 
   Args:
-    rule: "rospr", "inter", "var" or "inter_var".
+    rule: the name of a rule of `RULES` ("rospr", "inter", "var", "inter_var", ...).
     neighbor_sources: [Q, N] source id of each query's neighbours.
     similarities: [Q, N] their similarities.
     num_prompts: N' of INTER and INTER+VAR.
     top_k: K candidates VAR rank-classifies the queries with.
     eps: VAR's eps.
-    predict_choices: VAR only: called once with the K candidate source ids (prompt rows), returns
-      K sequences [Q] of predicted choice positions (one batched rank-classification pass).
-    num_choices: VAR only: [Q] number of answer choices per query.
+    predict_choices: rules that need the backbone only: called once with the K candidate source ids
+      (prompt rows), returns K sequences [Q] of predicted choice positions (one batched
+      rank-classification pass).
+    num_choices: the same rules only: [Q] number of answer choices per query.
   """
-  if rule not in RULES:
-    raise ValueError(f"Unknown selection rule {rule!r}; known rules: {list(RULES)}.")
+  spec = get_rule(rule)
+  _check_count("num_prompts", num_prompts)
+  _check_count("top_k", top_k)
+  config = SelectionConfig(num_prompts=int(num_prompts), top_k=int(top_k), eps=eps)
   freqs = frequencies(neighbor_sources, similarities)
-  if rule == "rospr":
-    return rospr(freqs)
-  if rule == "inter":
-    return inter(freqs, num_prompts)
+  if not spec.needs_backbone:
+    return spec.apply(freqs, config, None, None)
   if predict_choices is None or num_choices is None:
     raise ValueError(f"Rule {rule!r} needs predict_choices and num_choices (rank classification "
                      "of the queries under each candidate prompt).")
-  _check_count("top_k", top_k)
   ids = freqs.source_ids[:top_k].tolist()
   predicted = predict_choices(ids)
   if len(predicted) != len(ids):
@@ -391,10 +423,7 @@ def select(rule: str, neighbor_sources, similarities, *, num_prompts: int = DEFA
   if lengths != {freqs.num_queries}:
     raise ValueError(f"predict_choices returned prediction lists of lengths {sorted(lengths)}; "
                      f"expected {freqs.num_queries} (one per query).")
-  predictions = np.asarray([np.asarray(p) for p in predicted])
-  if rule == "var":
-    return var(freqs, predictions, num_choices, top_k=top_k, eps=eps)
-  return inter_var(freqs, predictions, num_choices, num_prompts=num_prompts, top_k=top_k, eps=eps)
+  return spec.apply(freqs, config, np.asarray([np.asarray(p) for p in predicted]), num_choices)
 
 
 def interpolate(prompts, ids: Sequence[int], weights: Sequence[float]) -> np.ndarray:
@@ -427,3 +456,67 @@ def interpolate(prompts, ids: Sequence[int], weights: Sequence[float]) -> np.nda
   # [M] x [M, P, H] -> [P, H]
   mixed = np.tensordot(w, table[ids].astype(np.float64), axes=1)
   return mixed.astype(table.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The rules. `apply(freqs, config, predictions [K, Q] or None, num_choices [Q] or None) -> Selection`.
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """One selection rule.
+
+  Attributes:
+    name: its identifier (`rospr retrieve --rule`, `selection.json`'s "rule").
+    label: its row in reports and its method name in `rospr evaluate` (METHODS).
+    needs_backbone: it rank-classifies the queries under candidate prompts (VAR's predictions).
+    settings: the `SelectionConfig` fields it reads besides Q and N (a resumed evaluation must
+      have used the same values).
+    apply: the rule itself.
+  """
+  name: str
+  label: str
+  needs_backbone: bool
+  settings: tuple[str, ...]
+  apply: Callable[[Frequencies, SelectionConfig, np.ndarray | None, Sequence[int] | None], Selection]
+
+
+RULES: dict[str, Rule] = {}
+
+
+def register(rule: Rule) -> Rule:
+  """Adds a rule; its name and label must be new, its settings fields of `SelectionConfig`."""
+  fields = {f.name for f in dataclasses.fields(SelectionConfig)}
+  clash = [r.name for r in RULES.values() if rule.name == r.name or rule.label == r.label]
+  if clash:
+    raise ValueError(f"A rule named {rule.name!r} or labelled {rule.label!r} exists: {clash}.")
+  unknown = sorted(set(rule.settings) - fields)
+  if unknown:
+    raise ValueError(f"Rule {rule.name!r} reads settings {unknown} that SelectionConfig lacks "
+                     f"(it has {sorted(fields)}).")
+  RULES[rule.name] = rule
+  return rule
+
+
+def get_rule(name: str) -> Rule:
+  if name not in RULES:
+    raise ValueError(f"Unknown selection rule {name!r}; known rules: {list(RULES)}.")
+  return RULES[name]
+
+
+def rule_of_label(label: str) -> Rule:
+  for rule in RULES.values():
+    if rule.label == label:
+      return rule
+  raise ValueError(f"Unknown method {label!r}; known: {[r.label for r in RULES.values()]}.")
+
+
+register(Rule("rospr", "RoSPr", False, (), lambda freqs, config, _, __: rospr(freqs)))
+register(Rule("inter", "INTER", False, ("num_prompts",),
+              lambda freqs, config, _, __: inter(freqs, config.num_prompts)))
+register(Rule("var", "VAR", True, ("top_k", "eps"),
+              lambda freqs, config, predictions, num_choices: var(
+                  freqs, predictions, num_choices, top_k=config.top_k, eps=config.eps)))
+register(Rule("inter_var", "INTER+VAR", True, ("num_prompts", "top_k", "eps"),
+              lambda freqs, config, predictions, num_choices: inter_var(
+                  freqs, predictions, num_choices, num_prompts=config.num_prompts, top_k=config.top_k,
+                  eps=config.eps)))

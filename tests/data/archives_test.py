@@ -11,6 +11,7 @@ import zipfile
 
 import pytest
 
+from rospr_jax import artifacts
 from rospr_jax.data import archives
 from rospr_jax.data import bigbench
 
@@ -158,4 +159,4 @@ def test_real_archives_match_their_pins():
     path = archives.archive_path(spec)
     if not path.exists():
       pytest.fail(f"{path} is missing; run `rospr fetch`", pytrace=False)
-    assert path.stat().st_size == spec.size and archives.sha256_file(path) == spec.sha256
+    assert path.stat().st_size == spec.size and artifacts.sha256_file(path) == spec.sha256

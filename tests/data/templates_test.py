@@ -9,7 +9,7 @@ import pytest
 from rospr_jax.data import catalog
 from rospr_jax.data import templates
 
-HELD_OUT_ORIGINAL_TASK_COUNTS = {  # DESIGN.md, "Evaluation protocol"
+HELD_OUT_ORIGINAL_TASK_COUNTS = {  # docs/design.md, "Evaluation protocol"
     "super_glue/rte": 10, "super_glue/cb": 15, "anli": 15, "super_glue/copa": 12, "hellaswag": 4,
     "story_cloze/2016": 5, "winogrande/winogrande_xl": 5, "super_glue/wsc.fixed": 10, "super_glue/wic": 10,
 }

@@ -40,7 +40,7 @@ def artifacts(tmp_path_factory):
 
 def _evaluate(artifacts, output_dir) -> int:
   checkpoint, library, vocab = artifacts
-  return cli.main(["evaluate", "--gin_file=eval/bigbench_targets.gin",
+  return cli.main(["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/bigbench_targets.gin",
                    f"--gin.CHECKPOINT='{checkpoint}'", f"--gin.OUTPUT_DIR='{output_dir}'",
                    f"--gin.LIBRARY_DIR='{library}'", f"--gin.RETRIEVER_CHECKPOINT='{checkpoint}'",
                    f"--gin.VOCABULARY='{vocab}'", f"--gin.TARGETS=['{TARGET}']", "--gin.MAX_EXAMPLES=6",
@@ -103,7 +103,7 @@ def test_a_held_out_dataset_is_read_from_data_dir_and_scored(artifacts, tmp_path
           for i in range(5)]
   split.write_text("".join(json.dumps(r) + "\n" for r in rows))
   out = tmp_path / "eval"
-  assert cli.main(["evaluate", "--gin_file=eval/held_out_targets.gin", f"--gin.CHECKPOINT='{checkpoint}'",
+  assert cli.main(["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/held_out_targets.gin", f"--gin.CHECKPOINT='{checkpoint}'",
                    f"--gin.OUTPUT_DIR='{out}'", f"--gin.VOCABULARY='{vocab}'", "--gin.METHODS=['T0']",
                    "--gin.TARGETS=['super_glue_rte_GPT_3_style']", f"--gin.DATA_DIR='{tmp_path / 'data'}'",
                    "--gin.BATCH_SIZE=8"]) == 0
@@ -124,7 +124,7 @@ def test_a_rerun_into_the_same_folder_resumes_and_other_settings_are_refused(art
   assert again["per_template"] == first["per_template"] and again["selections"] == first["selections"]
   checkpoint, library, vocab = artifacts
   capsys.readouterr()
-  assert cli.main(["evaluate", "--gin_file=eval/bigbench_targets.gin", f"--gin.CHECKPOINT='{checkpoint}'",
+  assert cli.main(["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/bigbench_targets.gin", f"--gin.CHECKPOINT='{checkpoint}'",
                    f"--gin.OUTPUT_DIR='{out}'", f"--gin.VOCABULARY='{vocab}'", f"--gin.TARGETS=['{TARGET}']",
                    "--gin.METHODS=['T0']", "--gin.MAX_EXAMPLES=5"]) == 2
   assert "holds records scored with other settings ({'max_examples': (6, 5)" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from rospr_jax.eval.scoring import score_choices_naive
 from rospr_jax.library import build, embed, sources as sources_lib
 from rospr_jax.model import get_config, init_params
 from rospr_jax.retrieval import retrieve
+from rospr_jax.retrieval.selection import SelectionConfig
 
 
 def test_accuracy_hand_computed():
@@ -54,8 +55,9 @@ def setup(tmp_path_factory):
       choices=tuple(("rain", "snow", "sun") if i % 2 else ("yes", "no") for i in range(6)),
       is_correct=tuple((True, False, False) if i % 2 else (False, True) for i in range(6)))
   evaluator = evaluate.Evaluator(params=params, config=config, tokenizer=tokenizer, library=library,
-                                 embedder=embedder, num_queries=4, num_neighbors=3, num_prompts=2, top_k=3,
-                                 batch_size=4)
+                                 embedder=embedder, batch_size=4,
+                                 selection=SelectionConfig(num_queries=4, num_neighbors=3, num_prompts=2,
+                                                           top_k=3))
   return evaluator, target
 
 

@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from rospr_jax import artifacts
+from rospr_jax.commands import build_library
 from rospr_jax.library import build, embed, sources, store
 
 
@@ -105,22 +107,22 @@ def test_read_sources_orders_and_checks(tmp_path):
   np.save(tmp_path / "p.npy", np.arange(2 * 1 * 2, dtype=np.float32).reshape(2, 1, 2))
   (tmp_path / "x.jsonl").write_text('"x text"\n')
   (tmp_path / "y.jsonl").write_text('"y text"\n')
-  srcs, table = build._read_sources(_args(tmp_path, source=[f"y={tmp_path}/y.jsonl",
+  srcs, table = build_library._read_sources(_args(tmp_path, source=[f"y={tmp_path}/y.jsonl",
                                                             f"x={tmp_path}/x.jsonl"]))
   assert [s.name for s in srcs] == ["y", "x"] and table.shape == (2, 1, 2)
   (tmp_path / "all.jsonl").write_text('{"source": "x", "text": "1"}\n{"source": "y", "text": "2"}\n')
   with pytest.raises(ValueError, match="--source-names must give the sources in the order"):
-    build._read_sources(_args(tmp_path, instances=str(tmp_path / "all.jsonl")))
+    build_library._read_sources(_args(tmp_path, instances=str(tmp_path / "all.jsonl")))
   (tmp_path / "names.txt").write_text("x\nz\n")
   with pytest.raises(ValueError, match=r"without instances \['z'\] \(1\); without a prompt \['y'\]"):
-    build._read_sources(_args(tmp_path, instances=str(tmp_path / "all.jsonl"),
+    build_library._read_sources(_args(tmp_path, instances=str(tmp_path / "all.jsonl"),
                               source_names=str(tmp_path / "names.txt")))
   with pytest.raises(ValueError, match=r"p.npy has shape \[2, 1, 2\]; expected \[S, P, H\] with S = 1"):
-    build._read_sources(_args(tmp_path, source=[f"x={tmp_path}/x.jsonl"]))
+    build_library._read_sources(_args(tmp_path, source=[f"x={tmp_path}/x.jsonl"]))
   with pytest.raises(ValueError, match="--source 'x': expected NAME=FILE"):
-    build._read_sources(_args(tmp_path, source=["x"]))
+    build_library._read_sources(_args(tmp_path, source=["x"]))
   with pytest.raises(ValueError, match="as --source NAME=FILE flags, as one --instances file, or as"):
-    build._read_sources(_args(tmp_path))
+    build_library._read_sources(_args(tmp_path))
 
 
 def test_read_sources_from_a_prompt_export(tmp_path):
@@ -129,13 +131,13 @@ def test_read_sources_from_a_prompt_export(tmp_path):
   export.export_prompts(str(tmp_path / "export"), table, ["x", "y"], step=5,
                         backbone_fingerprint="b" * 16, seeds=[0, 1], source_steps=[5, 5])
   (tmp_path / "all.jsonl").write_text('{"source": "y", "text": "2"}\n{"source": "x", "text": "1"}\n')
-  srcs, got = build._read_sources(_args(tmp_path, instances=str(tmp_path / "all.jsonl"),
+  srcs, got = build_library._read_sources(_args(tmp_path, instances=str(tmp_path / "all.jsonl"),
                                         prompts=str(tmp_path / "export")))
   assert [s.name for s in srcs] == ["x", "y"]  # the export's row order
   np.testing.assert_array_equal(got, table)
   manifest = json.loads((tmp_path / "export" / "checkpoint_5" / "manifest.json").read_text())
   assert srcs[1].prompt_file_sha256 == manifest["sources"][1]["sha256"]
-  assert store.sha256_file(srcs[1].prompt_file) == manifest["sources"][1]["sha256"]
+  assert artifacts.sha256_file(srcs[1].prompt_file) == manifest["sources"][1]["sha256"]
 
 
 def test_build_command_reports_errors(tmp_path, capsys):
@@ -196,7 +198,7 @@ def test_build_command_draws_from_prompted_tasks(tmp_path, monkeypatch):
   assert lib.source_names == [task.name]
   assert [t for _, t in lib.texts()] == sources.draw_task_texts(task, "validation", 6, seed=2)
   with pytest.raises(ValueError, match="no rospr task or mixture named 'no_such_task'"):
-    build._read_sources(build.argparse.Namespace(
+    build_library._read_sources(argparse.Namespace(
         source=None, instances=None, tasks=["no_such_task"], source_names=None,
         prompts=str(tmp_path / "p.npy"), split="validation", n=6, seed=2))
 

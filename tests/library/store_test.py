@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from rospr_jax import artifacts
 from rospr_jax.library import search, store
 
 RETRIEVER = store.Retriever("f" * 64, {"size": "tiny"})
@@ -101,6 +102,18 @@ def test_writer_is_atomic_and_refuses_to_clobber(tmp_path):
   lib = _build(lib_dir, shard_rows=100, overwrite=True)
   assert len(lib.manifest["shards"]) == 1
   assert sorted(os.listdir(tmp_path)) == ["lib"]
+
+
+def test_overwrite_replaces_libraries_only(tmp_path):
+  """A folder that is no library (no manifest.json) is never deleted by --overwrite."""
+  folder = tmp_path / "notes"
+  (folder / "sub").mkdir(parents=True)
+  (folder / "notes.txt").write_text("keep me")
+  (folder / "sub" / "data.bin").write_bytes(b"\0" * 8)
+  with pytest.raises(FileExistsError, match=f"{folder} is not a library .*choose another --out"):
+    _build(folder, overwrite=True)
+  assert (folder / "notes.txt").read_text() == "keep me" and (folder / "sub" / "data.bin").exists()
+  assert sorted(os.listdir(tmp_path)) == ["notes"]
 
 
 def test_writer_input_errors(tmp_path):
@@ -203,7 +216,7 @@ def test_prompt_row_checksum(tmp_path):
   np.save(lib_dir / store.PROMPTS, table)
   # The table's file checksum is updated, so only the per-source row checksum can tell.
   _edit_manifest(lib_dir, lambda m: m["prompts"].update(
-      sha256=store.sha256_file(str(lib_dir / store.PROMPTS))))
+      sha256=artifacts.sha256_file(str(lib_dir / store.PROMPTS))))
   with pytest.raises(ValueError, match=r"the prompt of source 'b' \(row 1 of prompts.npy\) differs"):
     store.Library.open(str(lib_dir))
 

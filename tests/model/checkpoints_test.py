@@ -375,6 +375,64 @@ def test_reader_agrees_with_safetensors_library(hf_dirs):
       np.testing.assert_array_equal(reader.read(key), value)
 
 
+@pytest.mark.parametrize("max_shard_bytes", [None, 2000])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_save_hf_files_are_read_by_the_safetensors_library(hf_dirs, tmp_path, dtype, max_shard_bytes):
+  """Independent of this project's reader: safetensors' own numpy reader finds every tensor of the
+  original Hugging Face file in what save_hf wrote, in the saved dtype and with equal values."""
+  from safetensors import safe_open
+
+  def library_read(directory: Path) -> dict[str, np.ndarray]:
+    tensors = {}
+    for file in sorted(directory.glob("*.safetensors")):
+      with safe_open(file, framework="numpy") as f:
+        assert f.metadata() == {"format": "pt"}
+        for key in f.keys():
+          assert key not in tensors, key
+          tensors[key] = f.get_tensor(key)
+    return tensors
+
+  config, params = load_checkpoint(hf_dirs["safetensors"], dtype)
+  save_hf(tmp_path / "out", config, params, max_shard_bytes)
+  files = len(list((tmp_path / "out").glob("*.safetensors")))
+  assert files == 1 if max_shard_bytes is None else files > 3
+  ours = library_read(tmp_path / "out")
+  original = library_read(hf_dirs["safetensors"])
+  assert sorted(ours) == sorted(original)
+  expected_dtype = BF16 if dtype == "bfloat16" else np.dtype(np.float32)
+  for key, value in original.items():
+    assert ours[key].dtype == expected_dtype, key
+    assert ours[key].shape == value.shape, key
+    np.testing.assert_array_equal(ours[key].view(np.uint8), value.astype(expected_dtype).view(np.uint8),
+                                  err_msg=key)
+
+
+def test_refuses_truncated_file_written_by_save_hf_naming_the_file(hf_dirs, tmp_path):
+  from safetensors import SafetensorError
+  config, params = load_checkpoint(hf_dirs["safetensors"])
+  save_hf(tmp_path / "out", config, params)
+  file = tmp_path / "out" / "model.safetensors"
+  data = file.read_bytes()
+  header_end = 8 + int.from_bytes(data[:8], "little")
+  for cut in (0, 3, 8, header_end - 10, header_end, header_end + 1, len(data) // 2, len(data) - 1):
+    file.write_bytes(data[:cut])
+    with pytest.raises(ValueError) as error:
+      load_checkpoint(tmp_path / "out")
+    message = str(error.value)
+    assert message.startswith(f"{file}: truncated"), (cut, message)
+    assert isinstance(error.value.__cause__, SafetensorError), cut  # The library's refusal, wrapped.
+  # Truncated after the header was accepted: the read names the file and the tensor.
+  file.write_bytes(data)
+  reader = SafetensorsFile(file)
+  key = "decoder.block.1.layer.2.DenseReluDense.wo.weight"
+  assert reader.read(key).shape == (12, 20)
+  file.write_bytes(data[:-1])
+  with pytest.raises(ValueError) as error:
+    reader.read(key)
+  assert str(error.value).startswith(f"{file}: truncated safetensors file")
+  assert key in str(error.value)
+
+
 def test_bin_without_torch_says_pip_install_torch(hf_dirs, monkeypatch):
   monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError.
   with pytest.raises(ImportError) as error:

@@ -11,7 +11,7 @@ import pytest
 
 from checkpoint_fixtures import EXPECTED_CONFIG, hf_dirs, hf_model  # noqa: F401
 from rospr_jax import cli
-from rospr_jax.model import convert
+from rospr_jax.commands import convert
 from rospr_jax.model.checkpoints import checkpoint_fingerprint, load_checkpoint
 from rospr_jax.model.t5x_checkpoint import flatten
 

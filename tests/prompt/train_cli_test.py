@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from rospr_jax import gin_cli
-from rospr_jax.prompt import export, train
+from rospr_jax.commands import train_prompts as train
+from rospr_jax.prompt import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -120,12 +121,12 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
 @pytest.mark.parametrize("model,size", [("models/t0_3b.gin", "xl"), ("models/t0.gin", "xxl")])
 def test_run_files_parse_with_their_required_macros(model, size):
   import gin
-  bindings = ["BACKBONE_CHECKPOINT = '/ckpt'", "MODEL_DIR = '/runs/x'", "TRAIN_STEPS = 100",
+  bindings = ["CHECKPOINT = '/ckpt'", "MODEL_DIR = '/runs/x'", "TRAIN_STEPS = 100",
               "SOURCES = ['task_a', 'mixture_b']"]
   gin_cli.parse_gin([model, "prompt_tuning/train_seqio.gin", "prompt_tuning/adam.gin"], bindings, [])
   macro = lambda name: gin.query_parameter(f"{name}/macro.value")
-  assert gin.query_parameter("trainer.load_backbone.size") == size
-  assert macro("COMPUTE_DTYPE") == "bfloat16" and macro("LEARNING_RATE") == 0.3
+  assert gin.query_parameter("backbone.load_backbone.size") == size
+  assert macro("DTYPE") == "bfloat16" and macro("LEARNING_RATE") == 0.3
   assert macro("SOURCES") == ["task_a", "mixture_b"] and macro("PROMPT_LENGTH") == 100
   assert str(gin.query_parameter("trainer.train.optimizer")) == "@optax.adam()"
   gin.clear_config()

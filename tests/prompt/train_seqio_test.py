@@ -10,7 +10,8 @@ import pytest
 from rospr_jax import tokenization
 from rospr_jax.data import vocabulary
 from rospr_jax.model import get_config, init_params, save_hf
-from rospr_jax.prompt import export, train
+from rospr_jax.commands import train_prompts as train
+from rospr_jax.prompt import export
 
 pytest.importorskip("seqio")
 SOURCES = ["bigbench_anachronisms", "bigbench_arithmetic"]
@@ -23,7 +24,7 @@ def test_seqio_run_file_trains_one_prompt_per_registered_task(tmp_path, capsys):
   checkpoint, run = tmp_path / "t0", tmp_path / "run"
   save_hf(str(checkpoint), config, init_params(config, jax.random.PRNGKey(0)))
   argv = ["--gin_file=models/tiny.gin", "--gin_file=prompt_tuning/train_seqio.gin",
-          f"--gin.BACKBONE_CHECKPOINT='{checkpoint}'", "--gin_bindings=trainer.load_backbone.size = None",
+          f"--gin.CHECKPOINT='{checkpoint}'", "--gin_bindings=backbone.load_backbone.size = None",
           f"--gin.MODEL_DIR='{run}'", f"--gin.SOURCES={SOURCES}", "--gin.EXAMPLES_PER_SOURCE=8",
           "--gin.TRAIN_STEPS=2", "--gin.CHECKPOINT_EVERY=2", "--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=48",
           "--gin.TARGET_LENGTH=8", "--gin.PROMPT_LENGTH=4", "--gin_bindings=trainer.train.summaries = False"]

@@ -14,6 +14,7 @@ import pytest
 
 from rospr_jax.eval.batching import RankExample, score_examples
 from rospr_jax.model import checkpoints
+from rospr_jax.backbone import Backbone, load_backbone
 from rospr_jax.prompt import export, trainer
 from rospr_jax.prompt.input_pipeline import BatchIterator, Example, SourceExamples
 
@@ -24,7 +25,7 @@ RUN = dict(num_steps=10, batch_size=8, input_length=16, target_length=4, prompt_
 
 @pytest.fixture(scope="module")
 def backbone(config, params):
-  return trainer.Backbone(config, params, fingerprint="0123456789abcdef", description={"test": True})
+  return Backbone(config, params, fingerprint="0123456789abcdef", description={"test": True})
 
 
 def _tree_equal(a, b):
@@ -91,7 +92,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, back
 
 def test_backbone_from_a_checkpoint_is_the_checkpoint(tmp_path, config, params, examples):
   path = checkpoints.save_hf(tmp_path / "hf", config, params)
-  loaded = trainer.load_backbone(str(path), dtype="float32")
+  loaded = load_backbone(str(path), dtype="float32")
   _tree_equal(loaded.params, params)  # every frozen weight is the checkpoint's, none fell back to random
   assert loaded.fingerprint == checkpoints.checkpoint_fingerprint(path)
   result = trainer.train(model_dir=str(tmp_path / "run"), examples=examples(3, 24), backbone=loaded,
@@ -100,7 +101,7 @@ def test_backbone_from_a_checkpoint_is_the_checkpoint(tmp_path, config, params, 
   assert export.load_prompts(result.export_dir).manifest["backbone_fingerprint"] == loaded.fingerprint
   with pytest.raises(ValueError, match=r"is not the 'tiny' shape: .* differ in \{'vocab_size': \(64, 512\), "
                                        r"'emb_dim': \(32, 64\)"):
-    trainer.load_backbone(str(path), size="tiny", dtype="float32")
+    load_backbone(str(path), size="tiny", dtype="float32")
 
 
 def test_prompt_init_from_data_and_files(tmp_path):
@@ -137,7 +138,7 @@ def test_tuned_prompt_beats_no_prompt_on_held_out_examples(tmp_path):
 
   train_set, held_out = draw(512, 0), draw(200, 1)
   data = SourceExamples(["rule"], [Example(0, x, answers[y]) for x, y in train_set])
-  backbone = trainer.load_backbone(size="tiny", dtype="float32", seed=0)
+  backbone = load_backbone(size="tiny", dtype="float32", seed=0)
   # Adafactor's sign-like steps keep a constant learning rate bouncing between the classes; a decaying
   # schedule (any optax schedule can be bound in gin) settles.
   optimizer = optax.adafactor(optax.cosine_decay_schedule(0.3, 200), decay_rate=0.8,

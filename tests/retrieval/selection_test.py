@@ -1,4 +1,4 @@
-"""Hand-computed checks of the selection rules (DESIGN.md, "Retrieval rules")."""
+"""Hand-computed checks of the selection rules (docs/design.md, "Retrieval rules")."""
 
 from __future__ import annotations
 

@@ -7,12 +7,14 @@ each source's held-out instances must retrieve that source's prompt.
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
 import pytest
 
 from rospr_jax import cli
+from rospr_jax.commands import common
 from rospr_jax.library import build, store
 from rospr_jax.retrieval import retrieve, selection
 
@@ -82,10 +84,11 @@ def test_library_contents(world):
 
 def test_held_out_queries_retrieve_their_source(world):
   root, vocab, _, held_out = world
-  args = build.argparse.Namespace(vocab=vocab[1], retriever=None, random_retriever="tiny",
+  args = argparse.Namespace(vocab=vocab[1], retriever=None, random_retriever="tiny",
                                   retriever_seed=3, dtype="float32", max_length=512,
                                   tokens_per_batch=65_536)
-  embedder, tokenize = build.embedder_from_args(args)
+  embedder, tokenizer = common.embedder_from_args(args)
+  tokenize = tokenizer.encode_input
   lib = store.Library.open(str(root / "lib"), retriever=embedder.fingerprint, dim=embedder.dim)
   correct_sources, top1_hits, top1_total = 0, 0, 0
   for s, (name, texts) in enumerate(held_out.items()):

@@ -10,7 +10,8 @@ from flax import linen as nn
 from rospr_jax.eval.scoring import score_choices_naive
 from rospr_jax.library.sources import Query
 from rospr_jax.model import T5, T5Config
-from rospr_jax.retrieval import select_cli, selection
+from rospr_jax.eval.var import make_predict_choices
+from rospr_jax.retrieval import selection
 
 CONFIG = T5Config(vocab_size=40, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=24,
                   num_encoder_layers=1, num_decoder_layers=1, relative_attention_max_distance=12)
@@ -36,7 +37,7 @@ def test_predict_choices_equals_naive_scoring():
   queries = [Query("a b c d", ("yes", "no")), Query("e f g", ("yes", "no", "maybe")),
              Query("h i j k l", ("no", "maybe yes")), Query("m", ("maybe", "yes", "no"))]
   tokenizer = WordTokenizer()
-  predict = select_cli.make_predict_choices(params, CONFIG, queries, prompts, tokenizer,
+  predict = make_predict_choices(params, CONFIG, queries, prompts, tokenizer,
                                             batch_size=4)
   got = predict([2, 0])
   # Reference: every (query, choice) pair through the whole model, all queries padded by hand into
@@ -62,8 +63,8 @@ def test_predict_choices_equals_naive_scoring():
 def test_predict_choices_refuses_queries_without_choices():
   import pytest
   with pytest.raises(ValueError, match=r"queries \[1\] have none"):
-    select_cli.make_predict_choices({}, CONFIG, [Query("a", ("yes",)), Query("b")],
+    make_predict_choices({}, CONFIG, [Query("a", ("yes",)), Query("b")],
                                     np.zeros((1, 2, 16), np.float32), WordTokenizer())
   with pytest.raises(ValueError, match="prompts have H = 8; the backbone has H = 16"):
-    select_cli.make_predict_choices({}, CONFIG, [Query("a", ("yes",))],
+    make_predict_choices({}, CONFIG, [Query("a", ("yes",))],
                                     np.zeros((1, 2, 8), np.float32), WordTokenizer())

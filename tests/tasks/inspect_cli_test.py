@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from rospr_tasks import inspect as inspect_cli
+from rospr_jax.commands import tasks as inspect_cli
 
 COPA_EXERCISE_INPUT = ("Exercise: choose the most plausible alternative.\n\n"
                        "My body cast a shadow over the grass.  because... \n"

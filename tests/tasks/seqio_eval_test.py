@@ -15,9 +15,9 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from rospr_jax.data import rank_classification as rc
+from rospr_jax.eval import metrics
 from rospr_jax.data import vocabulary as vocabulary_lib
-from rospr_jax.eval import seqio_eval
+from rospr_tasks import seqio_eval
 from rospr_jax.eval.batching import RankExample, score_examples
 from rospr_jax.model import get_config, init_params
 from rospr_jax.model import partitioning
@@ -111,7 +111,7 @@ def _direct(task_name, registry, tokenizer, params, config, prompt=None, max_exa
   scores = np.concatenate(scored)
   idx = np.asarray([(e.idx, c) for e in examples for c in range(len(e.answer_choices))])
   is_correct = np.concatenate([e.is_correct for e in examples])
-  return scores, idx, 100.0 * rc.accuracy(idx, scores, is_correct), [len(e.answer_choices) for e in examples]
+  return scores, idx, 100.0 * metrics.accuracy(idx, scores, is_correct), [len(e.answer_choices) for e in examples]
 
 
 def test_bigbench_target_agrees_with_direct_path(registry, tokenizer, params, config):

@@ -6,7 +6,7 @@ import pytest
 
 seqio = pytest.importorskip("seqio")
 
-from rospr_jax.prompt.seqio_input import seqio_sources  # noqa: E402
+from rospr_tasks.seqio_input import seqio_sources  # noqa: E402
 
 TEXTS = {"train": [("abc", "x"), ("de", "yz"), ("f", "w")]}
 

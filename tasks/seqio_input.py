@@ -1,7 +1,6 @@
-"""Training examples from SeqIO tasks (one source per task), read into numpy once.
-
-The only module of the prompt step that touches TensorFlow, imported lazily by the gin files that
-name it, so the trainer and the step run on a bare JAX install. Tasks are looked up in the registry
+"""Training examples from SeqIO tasks (one source per task), read into numpy once: the SeqIO side of
+prompt tuning (`gin/prompt_tuning/train_seqio.gin` names it), so that the trainer and the step run on
+a bare JAX install. Tasks are looked up in the registry
 that `registry_module` fills when imported (`rospr_tasks`, this project's SeqIO tasks); a mixture
 stands for its sub-tasks.
 

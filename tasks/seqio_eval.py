@@ -15,6 +15,7 @@ it and leaves the tokens as the tasks made them (inputs without EOS, targets wit
     metrics, _ = evaluator.evaluate(compute_metrics=True, score_fn=make_score_fn(params, config))
 
 `evaluate_task_with_seqio` does this for a task or mixture, each task on its own evaluation split.
+This module is the SeqIO side of evaluation; the scorer it calls takes arrays only.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rospr_jax.demo import pipeline
+from rospr_jax.commands import demo as pipeline
 
 
 @pytest.mark.slow
@@ -28,7 +28,7 @@ def test_demo_pipeline_end_to_end(tmp_path):
 
   report = (tmp_path / "report.md").read_text()
   assert "## Held-out: the 14 BIG-bench tasks" in report and "| strategyqa | winowhy | average |" in report
-  assert "rospr evaluate --gin_file=eval/paper.gin" in report
+  assert "rospr evaluate --gin_file=models/t0_3b.gin --gin_file=eval/paper.gin" in report
   facts = json.loads((tmp_path / "demo.json").read_text())["facts"]
   assert len(facts["sources"]) == 3 and facts["library"]["rows"] == 3 * 8
   for name in ("held_out", "held_in"):

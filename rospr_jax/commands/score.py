@@ -12,13 +12,13 @@ import argparse
 import json
 import sys
 
-import jax.numpy as jnp
+from rospr_jax.commands import common
 
-from rospr_jax import tokenization
+PROG = "rospr score"
 
 
 def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(prog="rospr score", description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
   parser.add_argument("--checkpoint", required=True, help="Hugging Face or T5X checkpoint directory.")
   parser.add_argument("--vocab", help="SentencePiece model (default: the one in --checkpoint).")
   parser.add_argument("--input", required=True, help="The input text (hard prompt applied).")
@@ -27,19 +27,15 @@ def main(argv: list[str]) -> int:
                       help="Parameter and activation dtype.")
   args = parser.parse_args(argv)
 
-  from rospr_jax.eval.batching import RankExample, score_examples  # Heavy imports after parsing.
-  from rospr_jax.model import checkpoints
-
-  tokenizer = tokenization.Tokenizer(args.vocab or tokenization.find_sentencepiece_model(args.checkpoint))
-  dtype = jnp.dtype(args.dtype)
-  config, params = checkpoints.load_checkpoint(args.checkpoint, dtype=dtype)
-  config = config.replace(dtype=dtype)
-  if tokenizer.vocab_size > config.vocab_size:
-    print(f"rospr score: the vocabulary {tokenizer.path} has {tokenizer.vocab_size} pieces but the model "
-          f"only {config.vocab_size} embeddings.", file=sys.stderr)
-    return 2
+  from rospr_jax.backbone import load_backbone  # pylint: disable=g-import-not-at-top  (heavy imports after parsing)
+  from rospr_jax.eval.batching import RankExample, score_examples  # pylint: disable=g-import-not-at-top
+  try:
+    backbone = load_backbone(args.checkpoint, dtype=args.dtype, vocabulary=args.vocab)
+    tokenizer = backbone.tokenizer()
+  except (OSError, ValueError) as e:
+    return common.error(PROG, e)
   example = RankExample(tokenizer.encode_input(args.input), [tokenizer.encode_target(c) for c in args.choice])
-  scores = score_examples(params, config, [example], batch_size=1)[0]
+  scores = score_examples(backbone.params, backbone.config, [example], batch_size=1)[0]
   result = {"choices": args.choice, "scores": [float(s) for s in scores],
             "prediction": int(scores.argmax())}
   print(json.dumps(result))

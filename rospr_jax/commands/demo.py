@@ -1,4 +1,9 @@
-"""The offline end-to-end run (`rospr demo`): every step of RoSPr on a tiny model, on a laptop CPU.
+"""`rospr demo`: the offline end-to-end run, every step of RoSPr on a tiny model, on a laptop CPU.
+
+    rospr demo [--output_dir demo_output] [--quick]
+
+Needs only what `scripts/setup.sh` installs and caches (the bigbench archive and the offline
+vocabulary, from `rospr fetch`). Writes `report.md`, JSON and plots into the output directory:
 
 1. Sources: BIG-bench multiple-choice tasks other than the 14 held-out ones (the `bigbench` archive
    that `rospr fetch` cached), each rendered with its own format (its "hard prompt"); their train
@@ -18,24 +23,28 @@ scorer, report); this module only wires them together with small settings.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
 import os
 import shutil
+import sys
 import time
 
 import jax
 import numpy as np
 
-from rospr_jax import atomic, paths, tokenization
-from rospr_jax.data import bigbench, prompted, vocabulary
-from rospr_jax.demo import backbone as backbone_lib
+from rospr_jax import artifacts, paths
+from rospr_jax.backbone import load_backbone
+from rospr_jax.commands import targets as targets_lib
+from rospr_jax.data import archives, bigbench, prompted, vocabulary
 from rospr_jax.eval import evaluate, report
 from rospr_jax.library import build as library_build
 from rospr_jax.library import embed, sources as sources_lib
-from rospr_jax.model import checkpoint_fingerprint, get_config, save_hf
+from rospr_jax.model import get_config, multitask, save_hf
 from rospr_jax.prompt import input_pipeline, trainer
+from rospr_jax.tokenization import Tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +121,7 @@ Everything here ran offline on this machine's CPU ({os.cpu_count()} cores, JAX {
 {sum(timings.values()) / 60:.1f} minutes: a tiny T0-like backbone ({facts['parameters'] / 1e6:.2f}M parameters,
 vocabulary {facts['vocab_size']}) trained on {settings.num_sources} BIG-bench source tasks, one
 {settings.prompt_length}-token soft prompt per source, a library of {settings.library_n} instances per
-source, and retrieval for every target from {evaluate.Evaluator.num_queries} unlabeled inputs.
+source, and retrieval for every target from {evaluate.Evaluator.selection.num_queries} unlabeled inputs.
 
 **What these numbers mean.** The backbone is about {2.78e9 / facts['parameters']:,.0f} times smaller than
 T0_3B and saw {facts['training_examples']:,} training examples, so on the 14 BIG-bench held-out tasks it
@@ -129,11 +138,11 @@ machine with network access) and the P3 source datasets in `$ROSPR_DATA_DIR`:
 
 ```bash
 rospr train-prompts --gin_file=models/t0_3b.gin --gin_file=prompt_tuning/train_seqio.gin \\
-  --gin.BACKBONE_CHECKPOINT="'/ckpt/T0_3B'" --gin.MODEL_DIR="'/runs/prompts'" \\
+  --gin.CHECKPOINT="'/ckpt/T0_3B'" --gin.MODEL_DIR="'/runs/prompts'" \\
   --gin.SOURCES="['rospr_t0_train']" --gin.EXAMPLES_PER_SOURCE=5000
 rospr build-library --out /runs/library --prompts /runs/prompts/export --tasks rospr_t0_train \\
   --n 100 --retriever /ckpt/retriever --vocab /ckpt/T0_3B/spiece.model
-rospr evaluate --gin_file=eval/paper.gin --gin.CHECKPOINT="'/ckpt/T0_3B'" \\
+rospr evaluate --gin_file=models/t0_3b.gin --gin_file=eval/paper.gin --gin.CHECKPOINT="'/ckpt/T0_3B'" \\
   --gin.LIBRARY_DIR="'/runs/library'" --gin.RETRIEVER_CHECKPOINT="'/ckpt/retriever'" \\
   --gin.OUTPUT_DIR="'/runs/eval'" --gin.DATA_DIR="'/data/p3'"
 ```
@@ -164,11 +173,11 @@ def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
 
   store = bigbench.BigBenchStore()
   vocab_path = vocabulary.offline_vocabulary_path()
-  tokenizer = tokenization.Tokenizer(vocab_path)
+  tokenizer = Tokenizer(vocab_path)
   sources = select_sources(store, settings)
   held_out_tasks = [t for t in prompted.bigbench_target_tasks(store)
                     if settings.held_out_tasks is None or t.task in settings.held_out_tasks]
-  held_out = [evaluate.target_from_task(t, max_examples=settings.max_eval_examples, seed=settings.seed)
+  held_out = [targets_lib.target_from_task(t, max_examples=settings.max_eval_examples, seed=settings.seed)
               for t in held_out_tasks]
   held_in = [held_in_target(task, validation, settings) for task, _, validation in sources if validation]
   data = training_examples(sources, tokenizer, settings)
@@ -179,7 +188,7 @@ def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
   batches = input_pipeline.BatchIterator(data, batch_size=settings.batch_size,
                                          input_length=settings.input_length,
                                          target_length=settings.target_length, seed=settings.seed)
-  params, losses = backbone_lib.train_backbone(config, batches, steps=settings.backbone_steps,
+  params, losses = multitask.train_backbone(config, batches, steps=settings.backbone_steps,
                                                learning_rate=settings.backbone_learning_rate,
                                                seed=settings.seed)
   backbone_dir = os.path.join(output_dir, "backbone")
@@ -187,8 +196,7 @@ def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
   shutil.copyfile(vocab_path, os.path.join(backbone_dir, "spiece.model"))
   lap("train backbone")
 
-  frozen = trainer.Backbone(config, params, checkpoint_fingerprint(backbone_dir),
-                            {"checkpoint": os.path.abspath(backbone_dir), "dtype": "float32"})
+  frozen = load_backbone(backbone_dir, dtype="float32")  # what every command loads from this folder
   result = trainer.train(model_dir=os.path.join(output_dir, "prompts"), examples=data, backbone=frozen,
                          num_steps=settings.prompt_steps, prompt_length=settings.prompt_length,
                          batch_size=settings.batch_size, input_length=settings.input_length,
@@ -199,7 +207,7 @@ def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
   prompt_table = np.asarray(result.state.prompts, np.float32)  # [S, P, H]
   lap("train soft prompts")
 
-  embedder = embed.Embedder(config, params, max_length=settings.input_length)
+  embedder = embed.Embedder(frozen.config, frozen.params, max_length=settings.input_length)
   library_sources = [sources_lib.SourceTexts(task.name, [ex.inputs for ex in train])
                      for task, train, _ in sources]
   library, library_report = library_build.build_library(
@@ -207,8 +215,8 @@ def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
       tokenizer.encode_input, n=settings.library_n, seed=settings.seed, overwrite=True)
   lap("build library")
 
-  evaluator = evaluate.Evaluator(params=params, config=config, tokenizer=tokenizer, library=library,
-                                 embedder=embedder, seed=settings.seed, max_input_length=512)
+  evaluator = evaluate.Evaluator(params=frozen.params, config=frozen.config, tokenizer=tokenizer,
+                                 library=library, embedder=embedder, seed=settings.seed, max_input_length=512)
   summaries, selections_by_group = {}, {}
   for name, targets in (("held_out", held_out), ("held_in", held_in)):
     out = os.path.join(output_dir, name)
@@ -236,7 +244,39 @@ def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
                       ("held_in", "Held-in: validation splits of the source tasks")):
     sections += [f"## {title}", report.markdown_table(summaries[name]),
                  f"![accuracy]({name}/accuracy.png)\n\n![retrieval]({name}/retrieval.png)"]
-  atomic.write_text(os.path.join(output_dir, "report.md"), "\n\n".join(sections) + "\n")
-  atomic.write_text(os.path.join(output_dir, "demo.json"),
+  artifacts.write_text(os.path.join(output_dir, "report.md"), "\n\n".join(sections) + "\n")
+  artifacts.write_text(os.path.join(output_dir, "demo.json"),
                       json.dumps({"facts": facts, "summaries": summaries}, indent=1, default=str))
   return summaries
+
+
+def main(argv: list[str]) -> int:
+  parser = argparse.ArgumentParser(prog="rospr demo", description=__doc__.splitlines()[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+  parser.add_argument("--output_dir", default="demo_output", help="where the report goes")
+  parser.add_argument("--quick", action="store_true",
+                      help="a much smaller run (a minute or two) to check the pipeline")
+  parser.add_argument("--log_level", default="INFO")
+  args = parser.parse_args(argv)
+  from rospr_jax import gin_cli  # pylint: disable=g-import-not-at-top
+  gin_cli.setup_logging(args.log_level)
+  # Compiled programs are cached across runs (the demo compiles a few dozen shapes).
+  jax.config.update("jax_compilation_cache_dir", str(archives.cache_dir() / "jax_compilation_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  settings = DemoSettings()
+  if args.quick:
+    settings = dataclasses.replace(settings, num_sources=6, max_train_per_source=64, backbone_steps=30,
+                                   prompt_steps=10, library_n=16, max_eval_examples=12,
+                                   max_held_in_examples=12, input_length=96, target_length=16)
+  start = time.perf_counter()
+  summaries = run(args.output_dir, settings)
+  minutes = (time.perf_counter() - start) / 60
+  print(f"Demo finished in {minutes:.1f} min; report: {os.path.join(args.output_dir, 'report.md')}")
+  for name, summary in summaries.items():
+    averages = ", ".join(f"{m} {100 * a:.1f}%" for m, a in summary["average_mean"].items())
+    print(f"  {name}: {averages}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

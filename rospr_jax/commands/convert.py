@@ -17,7 +17,7 @@ from pathlib import Path
 from rospr_jax import paths
 from rospr_jax.model.checkpoints import (checkpoint_fingerprint, detect_format, load_checkpoint, save_hf,
                                          save_t5x)
-from rospr_jax.model.hf_checkpoint import TOKENIZER_FILES
+from rospr_jax.model.hf_checkpoint import DEFAULT_MAX_SHARD_BYTES, TOKENIZER_FILES
 from rospr_jax.model.t5x_checkpoint import flatten
 
 _DTYPES = {"keep": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -48,8 +48,9 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--dtype", choices=tuple(_DTYPES), default="keep",
                       help="dtype of the written tensors (default: keep the stored ones)")
   parser.add_argument("--step", type=int, default=0, help="step number of the T5X checkpoint written")
-  parser.add_argument("--max-shard-size", type=parse_size, default=None,
-                      help="shard Hugging Face weights into files of at most this size (e.g. 2GB)")
+  parser.add_argument("--max-shard-size", type=parse_size, default=DEFAULT_MAX_SHARD_BYTES,
+                      help="shard Hugging Face weights into files of at most this size (default 5GB, "
+                           "as transformers; it also bounds the extra memory of the write)")
   return parser
 
 

@@ -1,0 +1,134 @@
+"""`rospr build-library`: draw n instances per source, embed them, store them with the index.
+
+    rospr build-library --out LIB --prompts PROMPTS.npy --vocab spiece.model --retriever CKPT \
+        --source "rte:GPT-3 style=rte_gpt3.jsonl" --source "copa:best_option=copa_best.jsonl" ...
+    rospr build-library --out LIB --prompts EXPORT_DIR --instances all.jsonl --vocab ... --retriever ...
+    rospr build-library --out LIB --prompts EXPORT_DIR --tasks rospr_t0_train --vocab ... --retriever ...
+
+Row s of the prompt table is the prompt of the s-th source: with a `.npy` table the sources are taken
+in the order of the --source flags (or of --source-names); with a prompt export directory
+(rospr_jax/prompt/export.py) in the export's order, matched by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+
+from rospr_jax import paths
+from rospr_jax.commands import common
+from rospr_jax.library import build, search, sources as sources_lib, store
+
+PROG = "rospr build-library"
+
+
+def _read_sources(args) -> tuple[list[sources_lib.SourceTexts], np.ndarray]:
+  """Sources in prompt-row order and the prompt table [S, P, H]."""
+  if sum(map(bool, (args.source, args.instances, args.tasks))) != 1:
+    raise ValueError("Give the instances as --source NAME=FILE flags, as one --instances file, or as "
+                     "--tasks (prompted task or mixture names).")
+  texts: dict[str, list[str]] = {}
+  tasks = {}
+  if args.source:
+    for flag in args.source:
+      name, sep, path = flag.rpartition("=")
+      if not sep or not name:
+        raise ValueError(f"--source {flag!r}: expected NAME=FILE.")
+      if name in texts:
+        raise ValueError(f"--source {name!r} is given twice.")
+      texts[name] = sources_lib.read_source_file(path, name)
+  elif args.instances:
+    texts = sources_lib.read_instances(args.instances)
+  else:
+    from rospr_tasks import registry  # pylint: disable=g-import-not-at-top
+    tasks = {task.name: task for task in registry.prompted_tasks(args.tasks)}
+
+  available = list(texts or tasks)
+  prompt_files: dict[str, tuple[str, str | None]] = {}
+  if os.path.isdir(args.prompts):
+    from rospr_jax.prompt import export  # pylint: disable=g-import-not-at-top
+    exported = export.load_prompts(args.prompts)
+    names, table = exported.names, exported.prompts
+    root = os.path.dirname(exported.directory)  # files are relative to the export root
+    prompt_files = {s["name"]: (os.path.join(root, s["file"]), s["sha256"])
+                    for s in exported.manifest["sources"]}
+  else:
+    if not os.path.isfile(args.prompts):
+      raise FileNotFoundError(f"Prompt table not found: {args.prompts}")
+    table = np.load(args.prompts, allow_pickle=False)
+    if args.source_names:
+      with open(args.source_names, encoding="utf-8") as f:
+        names = [line.strip() for line in f if line.strip()]
+    elif not args.instances:
+      names = available
+    else:
+      raise ValueError("With --instances and a .npy prompt table, --source-names must give the "
+                       "sources in the order of the table's rows.")
+    if table.ndim != 3 or table.shape[0] != len(names):
+      raise ValueError(f"{args.prompts} has shape {list(table.shape)}; expected [S, P, H] with "
+                       f"S = {len(names)} sources.")
+  without_texts = [name for name in names if name not in available]
+  without_prompt = [name for name in available if name not in names]
+  if without_texts or without_prompt:
+    raise ValueError(f"Sources and prompts differ: without instances {without_texts[:10]} "
+                     f"({len(without_texts)}); without a prompt {without_prompt[:10]} "
+                     f"({len(without_prompt)}).")
+  for number, name in enumerate(names if tasks else [], start=1):
+    texts[name] = sources_lib.draw_task_texts(tasks[name], args.split, args.n, args.seed)
+    logging.info("Drew %d instances of %s (%s split), source %d of %d.", len(texts[name]), name,
+                 args.split, number, len(names))
+  sources = [sources_lib.SourceTexts(name, texts[name], *prompt_files.get(name, (args.prompts, None)))
+             for name in names]
+  return sources, table
+
+
+def main(argv: list[str]) -> int:
+  parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+  parser.add_argument("--out", required=True, help="The library directory to write.")
+  parser.add_argument("--prompts", required=True,
+                      help="[S, P, H] prompt table (.npy) or a prompt export directory.")
+  parser.add_argument("--source", action="append", metavar="NAME=FILE",
+                      help="A source and its JSONL instances; repeat (prompt rows in this order).")
+  parser.add_argument("--instances", help="One JSONL of {\"source\", \"text\"} lines for all sources.")
+  parser.add_argument("--tasks", nargs="+", metavar="NAME",
+                      help="Prompted tasks or mixtures of rospr_tasks (e.g. rospr_t0_train): each "
+                           "task is a source; its examples are read from $ROSPR_DATA_DIR.")
+  parser.add_argument("--split", default="train", help="The split --tasks draw from.")
+  parser.add_argument("--source-names", help="Source names in prompt-row order, one per line.")
+  parser.add_argument("--n", type=int, default=build.DEFAULT_N, help="Instances per source.")
+  parser.add_argument("--seed", type=int, default=0, help="Seed of the instance draw.")
+  common.add_retriever_arguments(parser)
+  parser.add_argument("--index", default="scann", choices=store.INDEX_KINDS,
+                      help="scann: build a ScaNN index; exact: none (exact search).")
+  parser.add_argument("--scann-mode", default="auto", choices=search.MODES)
+  parser.add_argument("--num-leaves", type=int, help="ScaNN tree leaves (default ~sqrt(rows)).")
+  parser.add_argument("--leaves-to-search", type=int, help="ScaNN leaves searched per query.")
+  parser.add_argument("--reorder", type=int, help="ScaNN candidates rescored exactly.")
+  parser.add_argument("--shard-rows", type=int, default=262_144, help="Rows per embeddings shard.")
+  parser.add_argument("--overwrite", action="store_true", help="Replace an existing library.")
+  args = parser.parse_args(argv)
+  try:
+    paths.require_local_args(args)
+    if common.only_process_zero(PROG, "builds the library"):  # each host embeds on its own devices
+      return 0
+    sources, prompts = _read_sources(args)
+    embedder, tokenizer = common.embedder_from_args(args)
+    config = search.ScannConfig(mode=args.scann_mode, num_leaves=args.num_leaves,
+                                num_leaves_to_search=args.leaves_to_search, reorder=args.reorder)
+    _, report = build.build_library(args.out, sources, prompts, embedder, tokenizer.encode_input,
+                                    n=args.n, seed=args.seed, index=args.index, scann_config=config,
+                                    shard_rows=args.shard_rows, overwrite=args.overwrite,
+                                    extra={"argv": list(argv)})
+  except (ValueError, OSError) as e:
+    return common.error(PROG, e)
+  print(json.dumps(report))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,90 @@
+"""What the `rospr` commands share: the gin run idiom of the long runs, and the retriever flags.
+
+Long runs (`train-prompts`, `evaluate`) are gin-configured in T5X's style; the short tools take
+argparse flags. Every command answers bad input with one line on stderr and exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Callable
+
+from rospr_jax import paths
+
+
+def error(prog: str, message: Any) -> int:
+  """Prints `prog: message` on stderr; returns the exit code of bad input (2)."""
+  print(f"{prog}: {message}", file=sys.stderr)
+  return 2
+
+
+def run_gin_command(argv: list[str], *, prog: str, doc: str, example_file: str,
+                    run: Callable[[], Any],
+                    failures: tuple[tuple[type[BaseException], int], ...] = ((OSError, 2), (ValueError, 2))
+                    ) -> tuple[int, Any]:
+  """Parses `--gin_file` / `--gin.MACRO=VALUE` flags, then calls the gin-configured `run()`.
+
+  Args:
+    failures: (exception type, exit code) pairs reported as one line instead of a traceback.
+
+  Returns (exit code, what `run` returned, or None when it failed). Gin is cleared afterwards, so no
+  binding outlives the command.
+  """
+  import gin  # pylint: disable=g-import-not-at-top
+  from rospr_jax import gin_cli  # pylint: disable=g-import-not-at-top
+  args, bindings = gin_cli.parse_args(argv, prog, doc, example_file)
+  gin_cli.setup_logging(args.log_level)
+  try:
+    gin_cli.parse_gin(args.gin_file, bindings, [p for p in args.gin_search_paths.split(",") if p])
+  except (OSError, SyntaxError, ValueError) as e:
+    gin.clear_config()
+    return error(prog, f"gin config error: {e}"), None
+  try:
+    return 0, run()
+  except tuple(kind for kind, _ in failures) as e:
+    logging.debug("%s failed", prog, exc_info=True)
+    code = next(code for kind, code in failures if isinstance(e, kind))
+    error(prog, f"error: {e}")
+    return code, None
+  finally:
+    gin.clear_config()
+
+
+def add_retriever_arguments(parser: argparse.ArgumentParser) -> None:
+  """The retriever and vocabulary flags shared by `build-library` and `retrieve`."""
+  group = parser.add_mutually_exclusive_group(required=True)
+  group.add_argument("--retriever", help="Retriever checkpoint (Hugging Face or T5X directory).")
+  group.add_argument("--random-retriever", metavar="SIZE",
+                     help="A retriever with random weights of this size (tiny, small), with at "
+                          "least as many embeddings as --vocab has pieces: demo, tests.")
+  parser.add_argument("--retriever-seed", type=int, default=0, help="Seed of --random-retriever.")
+  parser.add_argument("--vocab", required=True, help="SentencePiece model (pad 0, EOS 1, UNK 2).")
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                      help="Activation dtype of the retriever (and of the backbone for VAR).")
+  parser.add_argument("--max-length", type=int, default=512, help="Input tokens kept per text.")
+  parser.add_argument("--tokens-per-batch", type=int, default=65_536,
+                      help="Padded tokens per embedding batch.")
+
+
+def embedder_from_args(args):
+  """(embedder, tokenizer) from the flags of `add_retriever_arguments`."""
+  from rospr_jax import tokenization  # pylint: disable=g-import-not-at-top
+  from rospr_jax.library import embed  # pylint: disable=g-import-not-at-top
+  tokenizer = tokenization.Tokenizer(args.vocab)
+  embedder = embed.load_embedder(args.retriever, random_size=args.random_retriever,
+                                 seed=args.retriever_seed, min_vocab_size=tokenizer.vocab_size,
+                                 dtype=args.dtype, max_length=args.max_length,
+                                 tokens_per_batch=args.tokens_per_batch, mesh=embed.local_data_mesh())
+  tokenizer.check_fits(embedder.config.vocab_size, "the retriever")
+  return embedder, tokenizer
+
+
+def only_process_zero(prog: str, what: str) -> bool:
+  """True (after saying so) on processes other than 0 of a multi-host run, for commands that one
+  host does alone."""
+  if paths.writes_outputs():
+    return False
+  print(f"{prog}: not process 0 of this multi-host run; process 0 {what}.")
+  return True

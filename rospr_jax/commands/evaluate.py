@@ -1,0 +1,144 @@
+"""`rospr evaluate`: zero-shot rank classification of target (dataset, template) pairs, with the hard
+prompt alone (T0) and with the prompts RoSPr, INTER, VAR and INTER+VAR retrieve from a library.
+
+    rospr evaluate --gin_file=models/t0_3b.gin --gin_file=eval/bigbench_targets.gin \\
+        --gin.CHECKPOINT="'/ckpt/T0_3B'" --gin.LIBRARY_DIR="'/runs/library'" \\
+        --gin.RETRIEVER_CHECKPOINT="'/ckpt/retriever'" --gin.OUTPUT_DIR="'/runs/eval'"
+
+The model file (`models/*.gin`: CHECKPOINT, DTYPE, ATTENTION, VOCABULARY) is the one `rospr
+train-prompts` takes. Results land in OUTPUT_DIR: `results.json`, `results.md` (datasets as columns,
+methods as rows), plots, `selections/<target>/<method>/`, `records/` (one file per target and method,
+written as each is scored: a rerun into the same folder resumes) and the operative `config.gin`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from rospr_jax import artifacts, paths
+from rospr_jax.commands import common, targets as targets_lib
+from rospr_jax.eval.evaluate import HARD_PROMPT, RECORDS_DIR, Evaluator, all_methods, retrieval_frequencies
+from rospr_jax.retrieval.selection import SelectionConfig, rule_of_label
+
+PROG = "rospr evaluate"
+
+
+def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequence[str] | None = None,
+        library_dir: str | None = None, retriever_checkpoint: str | None = None,
+        retriever_dtype: str | None = None, data_dir: str | None = None, split: str | None = None,
+        max_examples: int | None = None, selection: SelectionConfig = SelectionConfig(),
+        batch_size: int = 32, seed: int = 0, num_partitions: int = 1, preamble: str = "") -> dict:
+  """Evaluates `targets` with `backbone` and writes the report to `output_dir`.
+
+  Args:
+    backbone: a `rospr_jax.backbone.Backbone`, or a callable returning one (the model gin file binds
+      `load_backbone`).
+    methods: method names (None: the hard prompt and every selection rule, `eval.evaluate.all_methods()`).
+    retriever_dtype: the retriever's compute dtype (None: the one the library was built with).
+    selection: Q, N, N', K and eps of the selection rules.
+    The rest: see gin/eval/base.gin.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from rospr_jax.eval import report  # pylint: disable=g-import-not-at-top
+  from rospr_jax.model import T5, partitioning  # pylint: disable=g-import-not-at-top
+
+  for what, path in [("output_dir", output_dir), ("library_dir", library_dir), ("data_dir", data_dir),
+                     ("retriever_checkpoint", retriever_checkpoint)]:
+    paths.require_local(path, what)  # before hours of work, not when the report is written
+  methods = all_methods() if methods is None else methods
+  if isinstance(methods, str):
+    raise ValueError(f"METHODS must be a list, e.g. ['{methods}'], not the string {methods!r}.")
+  rules = [rule_of_label(m) for m in methods if m not in (HARD_PROMPT, "chance")]
+  backbone = backbone() if callable(backbone) else backbone
+  config, params = backbone.config, backbone.params
+  tokenizer = backbone.tokenizer()
+  mesh = None
+  if jax.device_count() > 1:
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    mesh = partitioning.make_mesh(num_partitions)
+    boxed = jax.eval_shape(lambda: T5(config).init(jax.random.PRNGKey(0), jnp.ones((1, 4), jnp.int32),
+                                                   jnp.ones((1, 4), jnp.int32))["params"])
+    params = partitioning.shard_params(params, boxed, mesh)
+  evaluator = Evaluator(params=params, config=config, tokenizer=tokenizer, selection=selection,
+                        batch_size=batch_size, mesh=mesh, seed=seed, progress_bars=True)
+  if rules:
+    from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
+    if not library_dir or not retriever_checkpoint:
+      raise ValueError("Methods other than T0 need LIBRARY_DIR and RETRIEVER_CHECKPOINT.")
+    dtype = retriever_dtype or store.recorded_retriever_dtype(library_dir)
+    evaluator.embedder = embed.load_embedder(retriever_checkpoint, dtype=dtype, mesh=embed.local_data_mesh())
+    tokenizer.check_fits(evaluator.embedder.config.vocab_size, f"the retriever {retriever_checkpoint}")
+    evaluator.library = store.Library.open(library_dir, retriever=evaluator.embedder.fingerprint,
+                                           dim=evaluator.embedder.dim)
+  task_list = targets_lib.resolve_target_tasks(targets, data_dir)
+  target_list = [targets_lib.target_from_task(t, split, max_examples=max_examples, seed=seed)
+                 for t in task_list]
+  settings = {"checkpoint": backbone.fingerprint, "vocabulary": backbone.vocabulary, "split": split,
+              "max_examples": max_examples, "seed": seed, "dtype": backbone.dtype,
+              "attention_impl": config.attention_impl, "data_dir": data_dir and os.path.abspath(data_dir)}
+  if evaluator.library is not None:
+    # Q and N, and the settings the evaluated rules declare: a record scored otherwise is not resumed.
+    read = ["num_queries", "num_neighbors"] + sorted({f for rule in rules for f in rule.settings})
+    settings.update(library=os.path.abspath(library_dir), retriever=evaluator.embedder.fingerprint,
+                    **{f: getattr(selection, f) for f in read})
+  _check_resumable(output_dir, settings)
+  logging.info("Evaluating %d targets x %d methods", len(target_list), len(methods))
+  writes = paths.writes_outputs()  # every process scores (the mesh spans all hosts); one writes
+  records, selections = evaluator.evaluate(
+      target_list, methods, selections_dir=os.path.join(output_dir, "selections") if writes else None,
+      records_dir=os.path.join(output_dir, RECORDS_DIR), progress=logging.info)
+  if not writes:
+    return report.summarize(records)
+  retrieval = retrieval_frequencies(selections) if selections else None
+  return report.write_report(output_dir, records, retrieval=retrieval, preamble=preamble,
+                             extra={"selections": selections,
+                                    "checkpoint": backbone.description.get("checkpoint"),
+                                    "library": library_dir, "split": split, "seed": seed})
+
+
+def _check_resumable(output_dir: str, settings: dict) -> None:
+  """Records settings in `<output_dir>/run.json`; refuses an output folder whose records were scored
+  with other settings (they would be resumed into this run's report)."""
+  path = os.path.join(output_dir, "run.json")
+  records_dir = os.path.join(output_dir, RECORDS_DIR)
+  problem = ""
+  if paths.writes_outputs():
+    if os.path.exists(path) and os.path.isdir(records_dir) and os.listdir(records_dir):
+      with open(path) as f:
+        earlier = json.load(f)
+      differ = {k: (earlier.get(k), v) for k, v in settings.items() if earlier.get(k) != v}
+      if differ:
+        problem = (f"{output_dir} holds records scored with other settings ({differ}, as (then, now)); "
+                   f"give another OUTPUT_DIR, or delete {records_dir} to start over.")
+    else:
+      artifacts.write_text(path, json.dumps(settings, indent=1))
+  if paths.from_process_zero(np.int32(bool(problem))):  # every process stops, not only process 0
+    raise ValueError(problem or "process 0 refused the output folder")
+
+
+def main(argv: list[str]) -> int:
+  import gin  # pylint: disable=g-import-not-at-top
+
+  def run_and_save():
+    summary = gin.get_configurable(run)()
+    if paths.writes_outputs():
+      from rospr_jax import gin_cli  # pylint: disable=g-import-not-at-top
+      gin_cli.write_operative_config(gin.query_parameter("%OUTPUT_DIR"))
+    return summary
+
+  code, summary = common.run_gin_command(argv, prog=PROG, doc=__doc__,
+                                         example_file="eval/bigbench_targets.gin", run=run_and_save)
+  if code == 0:
+    for method in summary["methods"]:
+      print(f"{method}: average accuracy {100 * summary['average_mean'][method]:.2f}%")
+  return code
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

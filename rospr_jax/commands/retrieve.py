@@ -1,0 +1,103 @@
+"""`rospr retrieve`: choose the prompt (or mixture) for one target from its unlabeled inputs.
+
+    rospr retrieve --library LIB --queries target.jsonl --vocab spiece.model --retriever CKPT \
+        --rule inter --out OUT [--target "rte:GPT-3 style"]
+    rospr retrieve ... --rule var --backbone T0_CKPT     # VAR rank-classifies with the backbone
+
+`target.jsonl` holds the target's inputs rendered with its template, {"text": ..., "choices": [...]}
+per line (choices are needed by VAR and INTER+VAR only). Q of them (seeded) are embedded with the
+library's retriever; OUT receives `selection.json` (candidates, frequencies, variances, scores,
+weights, chosen prompt ids and names) and `prompt.npy` [P, H], the chosen or interpolated prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from rospr_jax import paths
+from rospr_jax.commands import common
+from rospr_jax.library import sources as sources_lib, store
+from rospr_jax.retrieval import retrieve, selection
+
+
+PROG = "rospr retrieve"
+
+
+# Help of the flags made from `SelectionConfig`'s fields (`--num-queries`, ...; defaults from it).
+SELECTION_HELP = {"num_queries": "Q: target inputs embedded as queries.",
+                  "num_neighbors": "N: library neighbours per query.",
+                  "num_prompts": "N': prompts interpolated by INTER and INTER+VAR.",
+                  "top_k": "K: candidates VAR scores.",
+                  "eps": "VAR's eps."}
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+  parser.add_argument("--library", required=True, help="Library directory (rospr build-library).")
+  parser.add_argument("--queries", required=True, help="JSONL of the target's rendered inputs.")
+  parser.add_argument("--out", required=True, help="Directory for selection.json and prompt.npy.")
+  parser.add_argument("--target", default=None, help="Target name, recorded in the selection.")
+  parser.add_argument("--rule", default="rospr", choices=list(selection.RULES),
+                      help="The selection rule (those marked * need --backbone): " + ", ".join(
+                          f"{r.name}{'*' if r.needs_backbone else ''} ({r.label})"
+                          for r in selection.RULES.values()))
+  for field in dataclasses.fields(selection.SelectionConfig):
+    parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default),
+                        default=field.default,
+                        help=f"{SELECTION_HELP.get(field.name, field.name)} (default {field.default})")
+  parser.add_argument("--seed", type=int, default=0, help="Seed of the query draw.")
+  parser.add_argument("--searcher", default="auto", choices=["auto", *store.INDEX_KINDS])
+  parser.add_argument("--backbone", help="Backbone checkpoint for VAR's rank classification.")
+  parser.add_argument("--batch-size", type=int, default=32, help="VAR scoring batch size.")
+  parser.add_argument("--no-verify", action="store_true", help="Skip the library's checksums.")
+  common.add_retriever_arguments(parser)
+  return parser
+
+
+def main(argv: list[str]) -> int:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  try:
+    paths.require_local_args(args)
+    if common.only_process_zero(PROG, "retrieves"):  # retrieval runs on one host's devices
+      return 0
+    rule = selection.get_rule(args.rule)
+    config = selection.SelectionConfig(**{f.name: getattr(args, f.name)
+                                          for f in dataclasses.fields(selection.SelectionConfig)})
+    if rule.needs_backbone and not args.backbone:
+      raise ValueError(f"--rule {args.rule} rank-classifies the queries: give --backbone.")
+    embedder, tokenizer = common.embedder_from_args(args)
+    library = store.Library.open(args.library, dim=embedder.dim, retriever=embedder.fingerprint,
+                                 verify=not args.no_verify)
+    queries = sources_lib.read_queries(args.queries)
+    picked = retrieve.sample_queries(len(queries), config.num_queries, args.seed)
+    queries = [queries[i] for i in picked]
+    predict_choices = num_choices = None
+    if rule.needs_backbone:
+      from rospr_jax.backbone import load_backbone  # pylint: disable=g-import-not-at-top
+      from rospr_jax.eval.var import make_predict_choices  # pylint: disable=g-import-not-at-top
+      backbone = load_backbone(args.backbone, dtype=args.dtype, vocabulary=args.vocab)
+      predict_choices = make_predict_choices(backbone.params, backbone.config, queries, library.prompts(),
+                                             backbone.tokenizer(), batch_size=args.batch_size)
+      num_choices = [len(q.choices) for q in queries]
+    query_embeddings = embedder.embed_texts([q.text for q in queries], tokenizer.encode_input)
+    chosen, prompt = retrieve.retrieve_prompt(
+        library, query_embeddings, rule.name, num_neighbors=config.num_neighbors,
+        num_prompts=config.num_prompts, top_k=config.top_k, eps=config.eps,
+        predict_choices=predict_choices, num_choices=num_choices, searcher=args.searcher,
+        params={"target": args.target, "queries_file": args.queries, "query_seed": args.seed,
+                "query_indices": picked.tolist()})
+    retrieve.save_selection(args.out, chosen, prompt)
+  except (ValueError, OSError) as e:
+    return common.error(PROG, e)
+  names = [chosen.names[chosen.candidates.index(i)] for i in chosen.chosen]
+  print(json.dumps({"rule": chosen.rule, "chosen": list(chosen.chosen), "names": names,
+                    "weights": list(chosen.weights), "out": args.out}))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

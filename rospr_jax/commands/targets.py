@@ -1,0 +1,71 @@
+"""Evaluation targets from the data layer: prompted tasks read into `rospr_jax.eval.evaluate.Target`.
+
+Shared by `rospr evaluate` and `rospr demo`; the evaluator itself takes only rendered targets.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from rospr_jax.eval.evaluate import Target
+
+TARGET_GROUPS = ("bigbench", "held_out")
+
+
+def target_from_task(task, split: str | None = None, *, max_examples: int | None = None,
+                     seed: int = 0) -> Target:
+  """Reads a `rospr_jax.data.prompted` task's evaluation split into a `Target`.
+
+  Examples without answer choices cannot be rank-classified: they are counted and reported. With
+  `max_examples`, a seeded sample of that many examples (in split order) is kept.
+  """
+  split = split or task.eval_split
+  examples, skipped = [], 0
+  for ex in task.examples(split):
+    if ex.answer_choices:
+      examples.append(ex)
+    else:
+      skipped += 1
+  if skipped:
+    logging.warning("%s: %d examples of split %r have no answer choices and are not evaluated.",
+                    task.name, skipped, split)
+  if not examples:
+    raise ValueError(f"Target {task.name} has no rank-classification examples in split {split!r}.")
+  if max_examples is not None and len(examples) > max_examples:
+    keep = np.sort(np.random.default_rng(seed).choice(len(examples), max_examples, replace=False))
+    examples = [examples[i] for i in keep]
+  return Target(name=task.name, dataset=task.dataset_label, template=task.template_name,
+                inputs=tuple(ex.inputs for ex in examples),
+                choices=tuple(tuple(ex.answer_choices) for ex in examples),
+                is_correct=tuple(tuple(bool(c) for c in ex.is_correct) for ex in examples))
+
+
+def resolve_target_tasks(specs: Sequence[str], data_dir: str | None = None) -> list:
+  """Target tasks from group names ("bigbench": the 14 BIG-bench tasks, "held_out": the 11 held-out
+  datasets' original-task templates) and task names of either group."""
+  from rospr_jax.data import archives, bigbench, prompted  # pylint: disable=g-import-not-at-top
+  if isinstance(specs, str):
+    raise ValueError(f"TARGETS must be a list of groups or task names, e.g. ['{specs}'], not the "
+                     f"string {specs!r}.")
+  loaded: dict[str, list] = {}
+
+  def group(name):
+    if name not in loaded:
+      loaded[name] = (prompted.bigbench_target_tasks(bigbench.BigBenchStore()) if name == "bigbench" else
+                      prompted.held_out_target_tasks(archives.promptsource_templates_dir(), data_dir))
+    return loaded[name]
+
+  tasks = []
+  for spec in specs:
+    if spec in TARGET_GROUPS:
+      tasks.extend(group(spec))
+      continue
+    matches = [t for g in TARGET_GROUPS for t in group(g) if t.name == spec]
+    if not matches:
+      raise ValueError(f"Unknown target {spec!r}: give {list(TARGET_GROUPS)} or a task name from "
+                       "`rospr tasks`.")
+    tasks.extend(matches)
+  return tasks

@@ -1,0 +1,41 @@
+"""`rospr tasks`: list the registered tasks and mixtures, or print rendered examples of one task.
+
+  rospr tasks                          mixtures, then every task with its example counts on disk
+  rospr tasks --filter super_glue_rte  only tasks whose name contains the text
+  rospr tasks --show NAME [-n 3] [--split validation]
+                                       what the model sees: inputs, targets, answer choices (and the
+                                       rank-classification rows of a `_score_eval` task)
+
+Counts are examples in the local files (or BIG-bench's index), before rendering; "-" marks a split
+that is not on disk. Malformed JSON lines are counted too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str]) -> int:
+  parser = argparse.ArgumentParser(prog="rospr tasks", description=__doc__.split("\n")[0])
+  parser.add_argument("--filter", default="", help="only tasks whose name contains this text")
+  parser.add_argument("--show", metavar="NAME", help="print rendered examples of this task")
+  parser.add_argument("-n", type=int, default=3, help="how many examples --show prints")
+  parser.add_argument("--split", default=None, help="split for --show (default: the task's evaluation split)")
+  args = parser.parse_args(argv)
+  from rospr_tasks import inspect, registry  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  registry.register_all()
+  if args.show:
+    try:
+      task, rank = inspect.find(registry, args.show)
+      inspect.show(task, rank, args.split or task.eval_split, args.n)
+    except (KeyError, FileNotFoundError, ValueError) as e:
+      print(f"rospr tasks: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+      return 1
+    return 0
+  inspect.list_tasks(registry, args.filter)
+  return 0 if "registered" in registry.STATUS.values() else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

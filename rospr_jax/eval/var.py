@@ -1,0 +1,49 @@
+"""VAR's rank classification: the predicted answer position of every query under candidate prompts.
+
+VAR (`rospr_jax.retrieval.selection.var`) penalizes a candidate prompt whose predictions collapse
+onto one choice; it takes the predictions as a callable, made here from the backbone and the
+encode-once scorer, so the retrieval step itself needs no model.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from rospr_jax.eval.batching import RankExample, score_examples
+from rospr_jax.library import sources as sources_lib
+from rospr_jax.retrieval import selection
+
+
+def make_predict_choices(params, config, queries: Sequence[sources_lib.Query], prompts: np.ndarray,
+                         tokenizer, *, batch_size: int = 32) -> selection.PredictChoices:
+  """The K candidate prompts on the Q queries in one batched pass.
+
+  Args:
+    params, config: the backbone (T0) the prompts were trained for.
+    queries: [Q] queries with their answer choices.
+    prompts: [S, P, H] the library's prompt table.
+    tokenizer: `rospr_jax.tokenization.Tokenizer` (inputs without EOS, choices with EOS).
+    batch_size: examples per scoring batch.
+
+  Returns:
+    predict_choices(ids [K]) -> [K] lists [Q] of argmax choice positions (first on a tie).
+  """
+  missing = [i for i, q in enumerate(queries) if not q.choices]
+  if missing:
+    raise ValueError(f"VAR needs the answer choices of every query; queries {missing[:10]} have none.")
+  if prompts.shape[-1] != config.emb_dim:
+    raise ValueError(f"The library's prompts have H = {prompts.shape[-1]}; the backbone has "
+                     f"H = {config.emb_dim}.")
+  inputs = [tokenizer.encode_input(q.text) for q in queries]
+  choices = [[tokenizer.encode_target(c) for c in q.choices] for q in queries]
+
+  def predict_choices(ids):
+    examples = [RankExample(inputs[q], choices[q], prompt_id=int(s))
+                for s in ids for q in range(len(queries))]
+    scores = score_examples(params, config, examples, prompts=prompts, batch_size=batch_size)
+    predictions = [int(np.argmax(s)) for s in scores]
+    return [predictions[k * len(queries):(k + 1) * len(queries)] for k in range(len(ids))]
+
+  return predict_choices
