@@ -27,8 +27,10 @@ from rospr_jax.library import build, search, sources as sources_lib, store
 PROG = "rospr build-library"
 
 
-def _read_sources(args) -> tuple[list[sources_lib.SourceTexts], np.ndarray]:
-  """Sources in prompt-row order and the prompt table [S, P, H]."""
+def _read_sources(args) -> tuple[list[sources_lib.SourceTexts], np.ndarray, str | None]:
+  """Sources in prompt-row order, the prompt table [S, P, H], and the fingerprint of the backbone the
+  prompts were trained on (a prompt export records it; a bare .npy table does not)."""
+  trained_on = None
   if sum(map(bool, (args.source, args.instances, args.tasks))) != 1:
     raise ValueError("Give the instances as --source NAME=FILE flags, as one --instances file, or as "
                      "--tasks (prompted task or mixture names).")
@@ -54,6 +56,7 @@ def _read_sources(args) -> tuple[list[sources_lib.SourceTexts], np.ndarray]:
     from rospr_jax.prompt import export  # pylint: disable=g-import-not-at-top
     exported = export.load_prompts(args.prompts)
     names, table = exported.names, exported.prompts
+    trained_on = exported.manifest.get("backbone_fingerprint")
     root = os.path.dirname(exported.directory)  # files are relative to the export root
     prompt_files = {s["name"]: (os.path.join(root, s["file"]), s["sha256"])
                     for s in exported.manifest["sources"]}
@@ -84,7 +87,7 @@ def _read_sources(args) -> tuple[list[sources_lib.SourceTexts], np.ndarray]:
                  args.split, number, len(names))
   sources = [sources_lib.SourceTexts(name, texts[name], *prompt_files.get(name, (args.prompts, None)))
              for name in names]
-  return sources, table
+  return sources, table, trained_on
 
 
 def main(argv: list[str]) -> int:
@@ -116,14 +119,14 @@ def main(argv: list[str]) -> int:
     paths.require_local_args(args)
     if common.only_process_zero(PROG, "builds the library"):  # each host embeds on its own devices
       return 0
-    sources, prompts = _read_sources(args)
+    sources, prompts, trained_on = _read_sources(args)
     embedder, tokenizer = common.embedder_from_args(args)
     config = search.ScannConfig(mode=args.scann_mode, num_leaves=args.num_leaves,
                                 num_leaves_to_search=args.leaves_to_search, reorder=args.reorder)
     _, report = build.build_library(args.out, sources, prompts, embedder, tokenizer.encode_input,
                                     n=args.n, seed=args.seed, index=args.index, scann_config=config,
                                     shard_rows=args.shard_rows, overwrite=args.overwrite,
-                                    extra={"argv": list(argv)})
+                                    extra={"argv": list(argv)}, prompts_backbone=trained_on)
   except (ValueError, OSError) as e:
     return common.error(PROG, e)
   print(json.dumps(report))

@@ -212,7 +212,8 @@ def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
                      for task, train, _ in sources]
   library, library_report = library_build.build_library(
       os.path.join(output_dir, "library"), library_sources, prompt_table, embedder,
-      tokenizer.encode_input, n=settings.library_n, seed=settings.seed, overwrite=True)
+      tokenizer.encode_input, n=settings.library_n, seed=settings.seed, overwrite=True,
+      prompts_backbone=frozen.fingerprint)
   lap("build library")
 
   evaluator = evaluate.Evaluator(params=frozen.params, config=frozen.config, tokenizer=tokenizer,

@@ -76,6 +76,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     tokenizer.check_fits(evaluator.embedder.config.vocab_size, f"the retriever {retriever_checkpoint}")
     evaluator.library = store.Library.open(library_dir, retriever=evaluator.embedder.fingerprint,
                                            dim=evaluator.embedder.dim)
+    evaluator.library.check_prompts_fit(backbone.fingerprint, config.emb_dim)  # before any scoring
   task_list = targets_lib.resolve_target_tasks(targets, data_dir)
   target_list = [targets_lib.target_from_task(t, split, max_examples=max_examples, seed=seed)
                  for t in task_list]
@@ -85,7 +86,9 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
   if evaluator.library is not None:
     # Q and N, and the settings the evaluated rules declare: a record scored otherwise is not resumed.
     read = ["num_queries", "num_neighbors"] + sorted({f for rule in rules for f in rule.settings})
-    settings.update(library=os.path.abspath(library_dir), retriever=evaluator.embedder.fingerprint,
+    settings.update(library=os.path.abspath(library_dir),
+                    library_manifest=artifacts.sha256_file(os.path.join(library_dir, store.MANIFEST)),
+                    retriever=evaluator.embedder.fingerprint,
                     **{f: getattr(selection, f) for f in read})
   _check_resumable(output_dir, settings)
   logging.info("Evaluating %d targets x %d methods", len(target_list), len(methods))
@@ -109,7 +112,11 @@ def _check_resumable(output_dir: str, settings: dict) -> None:
   records_dir = os.path.join(output_dir, RECORDS_DIR)
   problem = ""
   if paths.writes_outputs():
-    if os.path.exists(path) and os.path.isdir(records_dir) and os.listdir(records_dir):
+    has_records = os.path.isdir(records_dir) and bool(os.listdir(records_dir))
+    if has_records and not os.path.exists(path):
+      problem = (f"{output_dir} holds records but no run.json saying how they were scored; give "
+                 f"another OUTPUT_DIR, or delete {records_dir} to start over.")
+    elif has_records:
       with open(path) as f:
         earlier = json.load(f)
       differ = {k: (earlier.get(k), v) for k, v in settings.items() if earlier.get(k) != v}
@@ -132,8 +139,9 @@ def main(argv: list[str]) -> int:
       gin_cli.write_operative_config(gin.query_parameter("%OUTPUT_DIR"))
     return summary
 
-  code, summary = common.run_gin_command(argv, prog=PROG, doc=__doc__,
-                                         example_file="eval/bigbench_targets.gin", run=run_and_save)
+  code, summary = common.run_gin_command(
+      argv, prog=PROG, doc=__doc__, example_file="eval/bigbench_targets.gin", run=run_and_save,
+      failures=((FloatingPointError, 1), (OSError, 2), (ValueError, 2)))
   if code == 0:
     for method in summary["methods"]:
       print(f"{method}: average accuracy {100 * summary['average_mean'][method]:.2f}%")

@@ -80,6 +80,7 @@ def main(argv: list[str]) -> int:
       from rospr_jax.backbone import load_backbone  # pylint: disable=g-import-not-at-top
       from rospr_jax.eval.var import make_predict_choices  # pylint: disable=g-import-not-at-top
       backbone = load_backbone(args.backbone, dtype=args.dtype, vocabulary=args.vocab)
+      library.check_prompts_fit(backbone.fingerprint, backbone.config.emb_dim)
       predict_choices = make_predict_choices(backbone.params, backbone.config, queries, library.prompts(),
                                              backbone.tokenizer(), batch_size=args.batch_size)
       num_choices = [len(q.choices) for q in queries]

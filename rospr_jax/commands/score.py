@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 from rospr_jax.commands import common
 
 PROG = "rospr score"
@@ -36,6 +38,9 @@ def main(argv: list[str]) -> int:
     return common.error(PROG, e)
   example = RankExample(tokenizer.encode_input(args.input), [tokenizer.encode_target(c) for c in args.choice])
   scores = score_examples(backbone.params, backbone.config, [example], batch_size=1)[0]
+  if not np.all(np.isfinite(scores)):
+    return common.error(PROG, f"the scores {scores.tolist()} are not finite: the checkpoint "
+                              f"{args.checkpoint} holds NaN or infinite weights.")
   result = {"choices": args.choice, "scores": [float(s) for s in scores],
             "prediction": int(scores.argmax())}
   print(json.dumps(result))

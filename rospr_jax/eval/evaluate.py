@@ -12,6 +12,7 @@ classification. Each selection is saved (`selection.json` and `prompt.npy`) unde
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -50,9 +51,25 @@ class Target:
   choices: tuple[tuple[str, ...], ...]    # [E][C_e]
   is_correct: tuple[tuple[bool, ...], ...]  # [E][C_e]
 
+  def digest(self) -> str:
+    """16 hex digits of the examples (inputs, choices, correct flags): a record scored on other
+    examples of the same target is never resumed into this one."""
+    payload = json.dumps([self.name, self.inputs, self.choices, self.is_correct], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
-def accuracy_of(scores: Sequence[np.ndarray], is_correct: Sequence[Sequence[bool]]) -> float:
-  """T0's rank-classification accuracy from per-example choice scores [C_e]."""
+
+def accuracy_of(scores: Sequence[np.ndarray], is_correct: Sequence[Sequence[bool]],
+                what: str = "the scores") -> float:
+  """T0's rank-classification accuracy from per-example choice scores [C_e].
+
+  A score that is NaN or infinite is refused (argmax would silently pick choice 0), naming `what` and
+  the first such example.
+  """
+  bad = [e for e, s in enumerate(scores) if not np.all(np.isfinite(np.asarray(s, np.float64)))]
+  if bad:
+    raise FloatingPointError(
+        f"{what}: {len(bad)} of {len(scores)} examples have NaN or infinite choice scores (first: "
+        f"example {bad[0]}); the backbone's weights or the prompt are not finite.")
   idx = [(e, c) for e, s in enumerate(scores) for c in range(len(s))]
   flat_scores = np.concatenate([np.asarray(s, np.float64) for s in scores])
   flat_correct = [flag for flags in is_correct for flag in flags]
@@ -73,6 +90,26 @@ RECORDS_DIR = "records"  # under the output folder: one record per (target, meth
 
 def _record_path(records_dir: str, target: str, method: str) -> str:
   return os.path.join(records_dir, _path_name(target), _path_name(method) + ".json")
+
+
+def _read_record(path: str, target: Target, method: str) -> float:
+  """The accuracy of a record written by an earlier run, checked against this run's target."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      record = json.load(f)
+    accuracy = float(record["accuracy"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"Record {path} is unreadable ({type(e).__name__}: {e}); delete it to score "
+                     f"{target.name} {method} again.") from None
+  if not 0.0 <= accuracy <= 1.0:
+    raise ValueError(f"Record {path} holds accuracy {accuracy!r}, outside [0, 1]; delete it to score "
+                     f"{target.name} {method} again.")
+  if record.get("target_digest") != target.digest() or record.get("examples") != len(target.inputs):
+    raise ValueError(
+        f"Record {path} was scored on other examples of {target.name} ({record.get('examples')} "
+        f"examples, digest {record.get('target_digest')}; now {len(target.inputs)}, {target.digest()}): "
+        "the target data changed. Give another OUTPUT_DIR, or delete the records to start over.")
+  return accuracy
 
 
 def _selection_dir(selections_dir: str, target: str, method: str) -> str:
@@ -144,16 +181,22 @@ class Evaluator:
     Process 0 reads them and broadcasts the accuracies, so that on several hosts every process skips
     the same pairs (each scoring is a computation over all of them).
     """
-    pairs = [(t.name, m) for t in targets for m in methods if m != CHANCE]
+    pairs = [(t, m) for t in targets for m in methods if m != CHANCE]
     accuracies = np.full(len(pairs), np.nan)
+    problem = ""
     if records_dir and paths.writes_outputs():
       for i, (target, method) in enumerate(pairs):
-        path = _record_path(records_dir, target, method)
+        path = _record_path(records_dir, target.name, method)
         if os.path.exists(path):
-          with open(path) as f:
-            accuracies[i] = json.load(f)["accuracy"]
+          try:
+            accuracies[i] = _read_record(path, target, method)
+          except ValueError as e:
+            problem = str(e)
+            break
+    if paths.from_process_zero(np.int32(bool(problem))):  # every process stops, not only process 0
+      raise ValueError(problem or "process 0 refused a record of the output folder")
     accuracies = paths.from_process_zero(accuracies)
-    return {pair: float(a) for pair, a in zip(pairs, accuracies) if not np.isnan(a)}
+    return {(t.name, m): float(a) for (t, m), a in zip(pairs, accuracies) if not np.isnan(a)}
 
   def evaluate(self, targets: Sequence[Target], methods: Sequence[str] | None = None, *,
                selections_dir: str | None = None, records_dir: str | None = None,
@@ -181,7 +224,7 @@ class Evaluator:
       for method in methods_:
         prompt = None
         record = {"method": method, "dataset": target.dataset, "template": target.template,
-                  "target": target.name, "examples": len(examples)}
+                  "target": target.name, "examples": len(examples), "target_digest": target.digest()}
         if method == CHANCE:
           records.append({**record, "accuracy": chance_accuracy(target.is_correct)})
           continue
@@ -208,10 +251,11 @@ class Evaluator:
             retrieve.save_selection(where, chosen, prompt)
             chosen, prompt = retrieve.load_selection(where)  # Evaluate exactly what was saved.
           selections.setdefault(target.name, {})[method] = chosen.to_dict()
-        accuracy = accuracy_of(self._score(examples, prompt, f"{target.name} {method}"), target.is_correct)
+        accuracy = accuracy_of(self._score(examples, prompt, f"{target.name} {method}"), target.is_correct,
+                               f"{target.name} {method}")
         records.append({**record, "accuracy": accuracy})
         if records_dir and paths.writes_outputs():
-          artifacts.write_text(_record_path(records_dir, target.name, method), json.dumps(records[-1]))
+          artifacts.write_json(_record_path(records_dir, target.name, method), records[-1])
         if progress:
           progress(f"{target.name} {method}: {100 * accuracy:.2f}% on {len(examples)} examples")
     return records, selections

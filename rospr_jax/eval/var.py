@@ -43,6 +43,10 @@ def make_predict_choices(params, config, queries: Sequence[sources_lib.Query], p
     examples = [RankExample(inputs[q], choices[q], prompt_id=int(s))
                 for s in ids for q in range(len(queries))]
     scores = score_examples(params, config, examples, prompts=prompts, batch_size=batch_size)
+    bad = sorted({int(ids[i // len(queries)]) for i, s in enumerate(scores) if not np.all(np.isfinite(s))})
+    if bad:
+      raise FloatingPointError(f"VAR: the queries' choice scores under prompts {bad[:10]} are NaN or "
+                               "infinite; the backbone's weights or those prompts are not finite.")
     predictions = [int(np.argmax(s)) for s in scores]
     return [predictions[k * len(queries):(k + 1) * len(queries)] for k in range(len(ids))]
 

@@ -26,8 +26,8 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
                   n: int = DEFAULT_N, seed: int = 0, index: str = "scann",
                   scann_config: search.ScannConfig = search.ScannConfig(), k: int = 10,
                   shard_rows: int = 262_144, chunk_texts: int = DEFAULT_CHUNK_TEXTS,
-                  overwrite: bool = False, extra: dict | None = None
-                  ) -> tuple[store.Library, dict]:
+                  overwrite: bool = False, extra: dict | None = None,
+                  prompts_backbone: str | None = None) -> tuple[store.Library, dict]:
   """Builds a library directory.
 
   Args:
@@ -44,6 +44,8 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
     chunk_texts: texts embedded at a time (across sources, so small sources share batches).
     overwrite: replace an existing library.
     extra: more facts for the manifest.
+    prompts_backbone: fingerprint of the backbone the prompts were trained on (recorded; an
+      evaluation with another backbone is refused).
 
   Returns:
     (the opened library, a report: rows, sources short of n, blank texts skipped, truncated
@@ -56,7 +58,7 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
   truncated_before = embedder.truncated
   with store.LibraryWriter(directory, sources=infos, prompts=prompts, dim=embedder.dim,
                            retriever=store.Retriever(embedder.fingerprint, embedder.description()),
-                           shard_rows=shard_rows, overwrite=overwrite,
+                           shard_rows=shard_rows, overwrite=overwrite, prompts_backbone=prompts_backbone,
                            extra={"n": n, "seed": seed, **(extra or {})}) as writer:
     pending_texts: list[str] = []
     pending_ids: list[int] = []

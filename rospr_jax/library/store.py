@@ -83,7 +83,8 @@ class LibraryWriter:
 
   def __init__(self, directory: str, *, sources: Sequence[SourceInfo], prompts, dim: int,
                retriever: Retriever, metric: str = "cosine", shard_rows: int = 262_144,
-               overwrite: bool = False, extra: dict | None = None):
+               overwrite: bool = False, extra: dict | None = None,
+               prompts_backbone: str | None = None):
     """Args:
       directory: the library directory to create.
       sources: [S] sources; row s of `prompts` is the prompt of sources[s].
@@ -94,8 +95,11 @@ class LibraryWriter:
       shard_rows: rows per embeddings shard.
       overwrite: replace an existing library at `directory` (atomically, at `finish`).
       extra: more JSON-serializable facts to record in the manifest (e.g. the command line).
+      prompts_backbone: fingerprint of the backbone the prompts were trained on (None: unknown, e.g.
+        a bare .npy table); evaluations with another backbone are refused.
     """
     self.directory = os.path.abspath(directory)
+    self.prompts_backbone = prompts_backbone
     self.metric = search.check_metric(metric)
     table = np.asarray(prompts)
     names = [s.name for s in sources]
@@ -105,6 +109,9 @@ class LibraryWriter:
     if table.ndim != 3 or table.shape[0] != len(sources):
       raise ValueError(f"prompts must be [S, P, H] with S = {len(sources)} sources; "
                        f"got shape {table.shape}.")
+    if not np.all(np.isfinite(table)):
+      bad = sorted({sources[s].name for s in np.argwhere(~np.isfinite(table))[:, 0].tolist()})
+      raise ValueError(f"The prompts of {len(bad)} sources hold NaN or infinite values: {bad[:10]}.")
     if dim < 1 or shard_rows < 1:
       raise ValueError(f"dim ({dim}) and shard_rows ({shard_rows}) must be >= 1.")
     if os.path.exists(self.directory) and not overwrite:
@@ -259,6 +266,7 @@ class LibraryWriter:
             "prompt_sha256": sha256_array(self.prompts[i]),
         } for i, s in enumerate(self.sources)],
         "prompts": {"file": PROMPTS, "shape": list(self.prompts.shape),
+                    "backbone_fingerprint": self.prompts_backbone,
                     "dtype": self.prompts.dtype.str,
                     "sha256": artifacts.sha256_file(os.path.join(self.tmp, PROMPTS))},
         "shards": self._shards,
@@ -475,6 +483,19 @@ class Library:
             yield int(record["source"]), record["text"]
           except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"Library file {relative} line {line_no}: {e}.") from e
+
+  def check_prompts_fit(self, backbone_fingerprint: str, emb_dim: int) -> None:
+    """Refuses prompts trained for another backbone (by fingerprint, where the library records it) or
+    of another width H, before anything is scored with them."""
+    recorded = self.manifest["prompts"]
+    if recorded["shape"][-1] != emb_dim:
+      raise ValueError(f"Library {self.directory} holds prompts of width H = {recorded['shape'][-1]}; "
+                       f"the backbone has H = {emb_dim}.")
+    trained_on = recorded.get("backbone_fingerprint")
+    if trained_on is not None and trained_on != backbone_fingerprint:
+      raise ValueError(f"Library {self.directory} holds prompts trained on backbone {trained_on}; this "
+                       f"run's backbone is {backbone_fingerprint}. Evaluate with the backbone the "
+                       "prompts were trained on, or rebuild the library from its prompts.")
 
   def prompts(self) -> np.ndarray:
     """[S, P, H] prompt table."""

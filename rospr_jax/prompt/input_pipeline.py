@@ -20,6 +20,7 @@ EOS (SeqIO's trim-then-append). Truncations are counted and logged once.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -55,6 +56,14 @@ class SourceExamples:
         raise ValueError(f"Example {i} has source id {ex.source_id}; there are {len(self.names)} sources.")
       if len(ex.targets) == 0 or not any(int(t) > 0 for t in ex.targets):
         raise ValueError(f"Example {i} (source {self.names[ex.source_id]!r}) has no target tokens.")
+
+  def digest(self) -> str:
+    """16 hex digits of the names and every example's source and tokens: a run resumed on other data
+    (whose data position would carry into other examples) is refused."""
+    h = hashlib.sha256(json.dumps(list(self.names)).encode())
+    for ex in self.examples:
+      h.update(f"{ex.source_id}|{list(ex.inputs)}|{list(ex.targets)};".encode())
+    return h.hexdigest()[:16]
 
   def counts(self) -> np.ndarray:
     """[S] examples per source."""

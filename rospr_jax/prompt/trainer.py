@@ -280,7 +280,8 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
   ckpt_dir = checkpointer.directory
   run_facts = {"sources": names, "prompt_shape": [num_sources, prompt_length, dim], "seed": seed,
                "batch_size": batch_size, "input_length": input_length, "target_length": target_length,
-               "backbone_fingerprint": backbone.fingerprint}
+               "backbone_fingerprint": backbone.fingerprint, "examples": data.digest(),
+               "dropout_rate": dropout_rate}
   seeds = [prompts_lib.source_seed(n) for n in names]
   latest = checkpointer.latest_step()
   if latest is None:
@@ -291,6 +292,9 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
     state = state if mesh is None else place_state(state, mesh)
     position = 0
   else:
+    if latest > num_steps:
+      raise ValueError(f"{ckpt_dir} holds checkpoint {latest}, past num_steps = {num_steps}: give "
+                       f"TRAIN_STEPS >= {latest} to continue, or a new model_dir.")
     state, position = _restore(checkpointer, latest, run_facts, optimizer, mesh)
 
   batches = BatchIterator(data, batch_size=batch_size, input_length=input_length,

@@ -107,7 +107,7 @@ def test_read_sources_orders_and_checks(tmp_path):
   np.save(tmp_path / "p.npy", np.arange(2 * 1 * 2, dtype=np.float32).reshape(2, 1, 2))
   (tmp_path / "x.jsonl").write_text('"x text"\n')
   (tmp_path / "y.jsonl").write_text('"y text"\n')
-  srcs, table = build_library._read_sources(_args(tmp_path, source=[f"y={tmp_path}/y.jsonl",
+  srcs, table, _ = build_library._read_sources(_args(tmp_path, source=[f"y={tmp_path}/y.jsonl",
                                                             f"x={tmp_path}/x.jsonl"]))
   assert [s.name for s in srcs] == ["y", "x"] and table.shape == (2, 1, 2)
   (tmp_path / "all.jsonl").write_text('{"source": "x", "text": "1"}\n{"source": "y", "text": "2"}\n')
@@ -131,7 +131,7 @@ def test_read_sources_from_a_prompt_export(tmp_path):
   export.export_prompts(str(tmp_path / "export"), table, ["x", "y"], step=5,
                         backbone_fingerprint="b" * 16, seeds=[0, 1], source_steps=[5, 5])
   (tmp_path / "all.jsonl").write_text('{"source": "y", "text": "2"}\n{"source": "x", "text": "1"}\n')
-  srcs, got = build_library._read_sources(_args(tmp_path, instances=str(tmp_path / "all.jsonl"),
+  srcs, got, _ = build_library._read_sources(_args(tmp_path, instances=str(tmp_path / "all.jsonl"),
                                         prompts=str(tmp_path / "export")))
   assert [s.name for s in srcs] == ["x", "y"]  # the export's row order
   np.testing.assert_array_equal(got, table)

@@ -74,6 +74,15 @@ def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, backbone, exa
   with pytest.raises(ValueError, match=r"Cannot resume from checkpoint 10 .*sources: checkpoint "
                                        r"\['s0', 's1', 's2'\], now \['s0', 's1', 'z'\]"):
     trainer.train(model_dir=str(tmp_path / "whole"), **dict(settings, examples=other))
+  # Same source names, other examples: the data position would carry into other data.
+  shuffled = SourceExamples(data.names, data.examples[::-1])
+  with pytest.raises(ValueError, match=r"Cannot resume from checkpoint 10 .*examples: checkpoint '[0-9a-f]{16}', "
+                                       r"now '[0-9a-f]{16}'"):
+    trainer.train(model_dir=str(tmp_path / "whole"), **dict(settings, examples=shuffled))
+  with pytest.raises(ValueError, match=r"Cannot resume .*dropout_rate: checkpoint 0.0, now 0.3"):
+    trainer.train(model_dir=str(tmp_path / "whole"), **dict(settings, dropout_rate=0.3))
+  with pytest.raises(ValueError, match=r"holds checkpoint 10, past num_steps = 6: give TRAIN_STEPS >= 10"):
+    trainer.train(model_dir=str(tmp_path / "whole"), **dict(settings, num_steps=6))
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, backbone, examples):

@@ -60,7 +60,7 @@ def test_a_registered_rule_is_evaluated_and_its_settings_guard_the_resume(last_r
     config = type("C", (), {"vocab_size": 10_000})
 
   class FakeBackbone:
-    config = type("C", (), {"attention_impl": "einsum"})
+    config = type("C", (), {"attention_impl": "einsum", "emb_dim": 8})
     params, fingerprint, vocabulary, dtype = {}, "b" * 16, "/v", "float32"
     description = {"checkpoint": "/ckpt"}
 
@@ -68,7 +68,12 @@ def test_a_registered_rule_is_evaluated_and_its_settings_guard_the_resume(last_r
       return type("T", (), {"check_fits": lambda *a: None})()
 
   monkeypatch.setattr("rospr_jax.library.embed.load_embedder", lambda *a, **k: FakeEmbedder())
-  monkeypatch.setattr("rospr_jax.library.store.Library.open", classmethod(lambda cls, *a, **k: object()))
+  class FakeLibrary:
+    def check_prompts_fit(self, *args):
+      pass
+
+  monkeypatch.setattr("rospr_jax.library.store.Library.open", classmethod(lambda cls, *a, **k: FakeLibrary()))
+  (tmp_path / "manifest.json").write_text("{}")
   monkeypatch.setattr(evaluate_command.targets_lib, "resolve_target_tasks", lambda *a: [])
   with pytest.raises(ValueError, match="stop here"):
     evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path), targets=[], methods=["LAST"],

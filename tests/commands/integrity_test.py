@@ -1,0 +1,140 @@
+"""No stale, NaN or foreign result is reported (issue 14): each case through the `rospr` command where
+a user meets it, with the message asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from rospr_jax import cli, tokenization
+from rospr_jax.data import vocabulary
+from rospr_jax.model import get_config, init_params, save_hf
+from rospr_jax.model.t5x_checkpoint import flatten, unflatten
+from rospr_jax.prompt import export
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RTE = "super_glue_rte_GPT_3_style"
+
+
+def _save(path, seed=0, poison=False):
+  vocab = vocabulary.offline_vocabulary_path()
+  config = get_config("tiny", vocab_size=-(-tokenization.Tokenizer(vocab).vocab_size // 128) * 128)
+  params = jax.tree.map(np.asarray, init_params(config, jax.random.PRNGKey(seed)))
+  if poison:  # one NaN weight in the middle of the encoder
+    flat = flatten(params)
+    flat["encoder/layers_0/mlp/wo/kernel"] = flat["encoder/layers_0/mlp/wo/kernel"].copy()
+    flat["encoder/layers_0/mlp/wo/kernel"][3, 5] = np.nan
+    params = unflatten(flat)
+  save_hf(str(path), config, params)
+  (path / "spiece.model").write_bytes(open(vocab, "rb").read())
+  return str(path), config
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+  root = tmp_path_factory.mktemp("integrity")
+  checkpoint, config = _save(root / "t0")
+  data = root / "data" / "super_glue" / "rte"
+  data.mkdir(parents=True)
+  rows = [{"premise": f"The cat {i} sat on the mat.", "hypothesis": "A cat sat.", "idx": i, "label": i % 2}
+          for i in range(6)]
+  (data / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return root, checkpoint, config
+
+
+def _evaluate_argv(checkpoint, out, data_dir, *extra):
+  return ["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/held_out_targets.gin",
+          f"--gin.CHECKPOINT='{checkpoint}'", f"--gin.OUTPUT_DIR='{out}'", "--gin.METHODS=['T0']",
+          f"--gin.TARGETS=['{RTE}']", f"--gin.DATA_DIR='{data_dir}'", "--gin.BATCH_SIZE=8", *extra]
+
+
+def test_changed_target_data_is_never_resumed(world, tmp_path):
+  root, checkpoint, _ = world
+  data = tmp_path / "data"
+  (data / "super_glue" / "rte").mkdir(parents=True)
+  split = data / "super_glue" / "rte" / "validation.jsonl"
+  split.write_text((root / "data" / "super_glue" / "rte" / "validation.jsonl").read_text())
+  out = tmp_path / "eval"
+  assert cli.main(_evaluate_argv(checkpoint, out, data)) == 0
+  rows = [json.loads(line) for line in split.read_text().splitlines()]
+  split.write_text("".join(json.dumps({**r, "label": 1 - r["label"]}) + "\n" for r in rows))  # flip all
+  command = [sys.executable, "-m", "rospr_jax.cli", *_evaluate_argv(checkpoint, out, data)]
+  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert "Traceback" not in done.stderr
+  assert f"was scored on other examples of {RTE}" in done.stderr
+  assert "the target data changed" in done.stderr
+
+
+def test_records_without_their_run_file_and_corrupt_records_are_refused_by_name(world, tmp_path, capsys):
+  root, checkpoint, _ = world
+  out = tmp_path / "eval"
+  assert cli.main(_evaluate_argv(checkpoint, out, root / "data")) == 0
+  (out / "run.json").unlink()
+  capsys.readouterr()
+  assert cli.main(_evaluate_argv(checkpoint, out, root / "data")) == 2
+  assert "holds records but no run.json" in capsys.readouterr().err
+  assert cli.main(_evaluate_argv(checkpoint, tmp_path / "fresh", root / "data")) == 0
+  (record,) = (tmp_path / "fresh" / "records").rglob("*.json")
+  record.write_text('{"accuracy": 1.5')
+  capsys.readouterr()
+  assert cli.main(_evaluate_argv(checkpoint, tmp_path / "fresh", root / "data")) == 2
+  assert f"Record {record} is unreadable" in capsys.readouterr().err
+  record.write_text(json.dumps({"accuracy": 1.5}))
+  assert cli.main(_evaluate_argv(checkpoint, tmp_path / "fresh", root / "data")) == 2
+  assert "holds accuracy 1.5, outside [0, 1]" in capsys.readouterr().err
+
+
+def test_a_nan_weight_stops_the_evaluation_and_the_score_command(world, tmp_path, capsys):
+  root, _, _ = world
+  poisoned, _ = _save(tmp_path / "nan", poison=True)
+  assert cli.main(_evaluate_argv(poisoned, tmp_path / "eval", root / "data")) == 1
+  err = capsys.readouterr().err
+  assert f"{RTE} T0: " in err and " of 6 examples have NaN or infinite choice scores" in err
+  assert not (tmp_path / "eval" / "results.json").exists()
+  assert cli.main(["score", "--checkpoint", poisoned, "--input", "x", "--choice", "a", "--choice", "b"]) == 2
+  captured = capsys.readouterr()
+  assert captured.out == "" and "holds NaN or infinite weights" in captured.err
+
+
+def test_non_finite_prompts_never_become_a_library(world, tmp_path, capsys):
+  _, checkpoint, config = world
+  table = np.zeros((2, 3, config.emb_dim), np.float32)
+  table[1] = np.nan
+  np.save(tmp_path / "prompts.npy", table)
+  (tmp_path / "a.jsonl").write_text(json.dumps({"text": "hello there"}) + "\n")
+  (tmp_path / "b.jsonl").write_text(json.dumps({"text": "print the list"}) + "\n")
+  assert cli.main(["build-library", "--out", str(tmp_path / "lib"), "--prompts", str(tmp_path / "prompts.npy"),
+                   "--source", f"a={tmp_path / 'a.jsonl'}", "--source", f"b={tmp_path / 'b.jsonl'}",
+                   "--retriever", checkpoint, "--vocab", os.path.join(checkpoint, "spiece.model"),
+                   "--index", "exact"]) == 2
+  assert "The prompts of 1 sources hold NaN or infinite values: ['b']" in capsys.readouterr().err
+  assert not (tmp_path / "lib").exists()
+
+
+def test_prompts_of_another_backbone_are_refused_before_anything_is_scored(world, tmp_path, capsys):
+  root, checkpoint, config = world
+  other, _ = _save(tmp_path / "other", seed=1)
+  table = np.random.default_rng(0).normal(size=(2, 3, config.emb_dim)).astype(np.float32)
+  from rospr_jax.model import checkpoint_fingerprint
+  export.export_prompts(str(tmp_path / "export"), table, ["a", "b"], 1,
+                        backbone_fingerprint=checkpoint_fingerprint(other), seeds=[0, 0], source_steps=[1, 1])
+  (tmp_path / "all.jsonl").write_text("".join(json.dumps({"source": s, "text": t}) + "\n"
+                                              for s, t in [("a", "the cat sat"), ("b", "a dog ran")]))
+  assert cli.main(["build-library", "--out", str(tmp_path / "lib"), "--prompts", str(tmp_path / "export"),
+                   "--instances", str(tmp_path / "all.jsonl"), "--retriever", checkpoint,
+                   "--vocab", os.path.join(checkpoint, "spiece.model"), "--index", "exact"]) == 0
+  capsys.readouterr()
+  argv = _evaluate_argv(checkpoint, tmp_path / "eval", root / "data", f"--gin.LIBRARY_DIR='{tmp_path / 'lib'}'",
+                        f"--gin.RETRIEVER_CHECKPOINT='{checkpoint}'", "--gin.METHODS=['T0', 'RoSPr']")
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert f"holds prompts trained on backbone {checkpoint_fingerprint(other)}" in err
+  assert f"this run's backbone is {checkpoint_fingerprint(checkpoint)}" in err
+  assert not (tmp_path / "eval" / "records").exists()  # refused before the T0 row was scored
