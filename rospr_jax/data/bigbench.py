@@ -204,6 +204,12 @@ def examples_from_parts(task: str, parts: Sequence[tuple[str | None, dict]],
   return out
 
 
+def can_split(num_examples: int) -> bool:
+  """Whether a task of `num_examples` examples has a train/validation cut (a validation part of at
+  least MIN_VALIDATION_EXAMPLES and a non-empty train part)."""
+  return max(int(0.2 * num_examples), MIN_VALIDATION_EXAMPLES) < num_examples
+
+
 def split_examples(examples: Sequence[BigBenchExample], split: str) -> list[BigBenchExample]:
   """"all", or bbseqio's "train" / "validation" cut.
 

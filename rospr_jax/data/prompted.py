@@ -142,13 +142,17 @@ class BigBenchTask(PromptedTask):
     self.name = catalog.bigbench_task_name(task)
     self.dataset_label = f"bigbench/{task}"
     self.template_name = "bigbench"
-    self.splits = bigbench.SPLITS
     self.eval_split = eval_split
     self.has_choices = True
     self.report = bigbench.LoadReport()
 
   def __repr__(self) -> str:
     return f"BigBenchTask({self.name!r})"
+
+  @property
+  def splits(self) -> tuple[str, ...]:
+    """"all", and "train" / "validation" where the task has enough examples for the cut."""
+    return bigbench.SPLITS if bigbench.can_split(self.num_examples()) else ("all",)
 
   def num_examples(self) -> int:
     """Distinct examples as indexed by `rospr fetch` (malformed ones included)."""
@@ -162,13 +166,19 @@ class BigBenchTask(PromptedTask):
     """From `rospr fetch`'s index, without loading the task: malformed examples are counted, so this
     bounds the positions from above (positions past the well-formed examples yield nothing)."""
     n = self.num_examples()
-    return n if split == "all" else len(bigbench.split_examples(range(n), split))
+    return n if split == "all" else len(self._cut(range(n), split))
 
   def _split(self, split: str) -> list[bigbench.BigBenchExample]:
     """The well-formed examples of `split` ("all": every one, in the task's order)."""
     loaded = _load_bigbench(self.store, self.task)
     self.report = loaded[1]
-    return bigbench.split_examples(loaded[0], split)
+    return self._cut(loaded[0], split)
+
+  def _cut(self, examples, split: str):
+    try:
+      return bigbench.split_examples(examples, split)
+    except ValueError as e:
+      raise ValueError(f"{self.name}: {e} (its splits: {list(self.splits)})") from None
 
 
 @functools.lru_cache(maxsize=8)

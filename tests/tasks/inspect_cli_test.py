@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from rospr_jax.commands import tasks as inspect_cli
 
 COPA_EXERCISE_INPUT = ("Exercise: choose the most plausible alternative.\n\n"
@@ -32,6 +34,20 @@ def test_list_marks_absent_splits_and_bigbench_counts(registry, tmp_path, monkey
   assert "bigbench_novel_concepts (+_score_eval)  [bigbench/novel_concepts]  all 32, train 16, validation 16" in out
   assert inspect_cli.main(["--filter", "wiki_bio_who"]) == 0
   assert "wiki_bio_who  [wiki_bio]  train -, validation -, test -" in capsys.readouterr().out
+
+
+def test_a_task_too_small_for_a_validation_cut_offers_only_all(registry, capsys):
+  """8 examples cannot give 16 to validation: the task is listed with its one split, and asking it for
+  a validation split names the task (it used to stop `rospr tasks` with an unnamed ValueError)."""
+  assert inspect_cli.main(["--filter", "simple_arithmetic_json_multiple_choice"]) == 0
+  out = capsys.readouterr().out
+  assert ("bigbench_simple_arithmetic_json_multiple_choice (+_score_eval)  "
+          "[bigbench/simple_arithmetic_json_multiple_choice]  all 8\n") in out
+  task = registry.SOURCES["bigbench_simple_arithmetic_json_multiple_choice"]
+  assert task.splits == ("all",)
+  with pytest.raises(ValueError, match=r"^bigbench_simple_arithmetic_json_multiple_choice: 8 examples are too "
+                                       r"few for a train/validation split .*its splits: \['all'\]"):
+    list(task.examples("validation"))
 
 
 def test_show_prints_what_the_model_sees(registry, with_data, capsys):
