@@ -139,7 +139,7 @@ machine with network access) and the P3 source datasets in `$ROSPR_DATA_DIR`:
 ```bash
 rospr train-prompts --gin_file=models/t0_3b.gin --gin_file=prompt_tuning/train_seqio.gin \\
   --gin.CHECKPOINT="'/ckpt/T0_3B'" --gin.MODEL_DIR="'/runs/prompts'" \\
-  --gin.SOURCES="['rospr_t0_train']" --gin.EXAMPLES_PER_SOURCE=5000
+  --gin.SOURCES="['rospr_t0_train']" --gin.EXAMPLES_PER_SOURCE=5000 --gin.TRAIN_STEPS=20000
 rospr build-library --out /runs/library --prompts /runs/prompts/export --tasks rospr_t0_train \\
   --n 100 --retriever /ckpt/retriever --vocab /ckpt/T0_3B/spiece.model
 rospr evaluate --gin_file=models/t0_3b.gin --gin_file=eval/paper.gin --gin.CHECKPOINT="'/ckpt/T0_3B'" \\
