@@ -5,8 +5,10 @@ Every writer in the project goes through here:
 - `atomic_file(path)` / `write_text` / `write_json` / `save_npy`: a temporary name in the same folder,
   then a rename, so a reader (or a run killed half-way) never sees a partial file.
 - `atomic_directory(final)`: a folder built beside `final` and renamed into place when its block
-  succeeds; an older folder of that name is moved aside first (only with `replace=True`) and removed
-  after the swap.
+  succeeds; an older folder of that name (only with `replace=True`) is exchanged with it in one
+  step where Linux `renameat2(RENAME_EXCHANGE)` allows, else moved aside under a swap marker, and
+  removed after the swap. `recover_directory(final)` finishes or undoes a swap a killed writer left
+  half-way; readers call it before opening a folder.
 - Modes follow the user's umask as `open` and `mkdir` do (0644 / 0755 under the usual 022), not the
   0600 / 0700 that `tempfile` gives its names, so teammates can read shared run folders.
 - `sha256_file`: the checksum manifests record and readers compare.
@@ -15,12 +17,18 @@ Every writer in the project goes through here:
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import shutil
+import socket
+import sys
 import tempfile
+import threading
 from typing import IO, Any, Iterator
 
 import numpy as np
@@ -92,27 +100,183 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
   return digest.hexdigest()
 
 
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_NO_EXCHANGE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+_renameat2_fn = None
+
+
+def _renameat2():
+  """libc's `renameat2` (glibc >= 2.28 on Linux), or None."""
+  global _renameat2_fn
+  if _renameat2_fn is None:
+    fn = False
+    if sys.platform.startswith("linux"):
+      try:
+        fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", False)
+      except OSError:
+        fn = False
+      if fn:
+        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        fn.restype = ctypes.c_int
+    _renameat2_fn = fn
+  return _renameat2_fn or None
+
+
+def _rename_exchange(a: str | os.PathLike, b: str | os.PathLike) -> None:
+  """Swaps the names `a` and `b` in one step (`renameat2(..., RENAME_EXCHANGE)`).
+
+  Raises OSError; ENOSYS where the call is missing, EINVAL where the file system cannot exchange.
+  """
+  fn = _renameat2()
+  if fn is None:
+    raise OSError(errno.ENOSYS, "renameat2 is not available", os.fspath(a))
+  if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+    err = ctypes.get_errno()
+    raise OSError(err, os.strerror(err), os.fspath(a), None, os.fspath(b))
+
+
+# Folders this process is swapping right now: `recover_directory` leaves their markers alone.
+_swapping: set[str] = set()
+_swapping_lock = threading.Lock()
+
+
+def _marker(final: pathlib.Path) -> pathlib.Path:
+  return final.parent / f".{final.name}.swap"
+
+
+def _relative(path: pathlib.Path, parent: pathlib.Path) -> str:
+  return path.name if path.parent == parent else os.fspath(path)
+
+
+def _writer_alive(record: dict) -> bool:
+  """Whether the process that wrote a swap marker may still be swapping."""
+  pid = record.get("pid")
+  if record.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+    return False  # another host cannot be asked; this process's own swaps are in `_swapping`
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def recover_directory(final: str | os.PathLike) -> None:
+  """Finishes or undoes a swap of `final` that a killed writer left half-way (see `replace_directory`).
+
+  Does nothing without a marker `.<name>.swap` beside `final`, or while its writer is alive. With
+  `final` missing, the new folder is renamed into place, or, when it is gone, the old one back;
+  with `final` present, the leftovers are removed. Then the marker goes. Readers call this before
+  opening a folder; writers call it before replacing one.
+  """
+  final = pathlib.Path(os.path.abspath(os.fspath(final)))
+  marker = _marker(final)
+  if not marker.is_file():
+    return
+  with _swapping_lock:  # held throughout, so that no swap of this process starts meanwhile
+    if os.fspath(final) not in _swapping:
+      _recover(final, marker)
+
+
+def _recover(final: pathlib.Path, marker: pathlib.Path) -> None:
+  try:
+    record = json.loads(marker.read_text(encoding="utf-8"))
+    old = final.parent / record["old"] if record.get("old") else None
+    new = final.parent / record["new"] if record.get("new") else None
+  except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+    logging.warning("Removing the unreadable swap marker %s (%s).", marker, e)
+    marker.unlink(missing_ok=True)
+    return
+  if _writer_alive(record):
+    return
+  if old is not None and not old.name.startswith(f".{final.name}.old-"):
+    old = None  # only ever touch names replace_directory made
+  if not final.exists():
+    if new is not None and new.is_dir():
+      os.replace(new, final)
+      logging.warning("%s: finished an interrupted swap (moved the new folder %s into place).",
+                      final, new.name)
+    elif old is not None and old.is_dir():
+      os.replace(old, final)
+      logging.warning("%s: undid an interrupted swap (moved the old folder %s back).", final, old.name)
+    else:
+      logging.warning("%s: an interrupted swap left neither the new nor the old folder.", final)
+  else:
+    if new is not None and new.is_dir():
+      logging.warning("%s: an interrupted swap never started; removing the new folder %s.",
+                      final, new.name)
+      shutil.rmtree(new, ignore_errors=True)
+    if old is not None and old.exists():
+      logging.warning("%s: removing the old folder %s left by an interrupted swap.", final, old.name)
+  if old is not None and old.exists():
+    shutil.rmtree(old, ignore_errors=True)
+  marker.unlink(missing_ok=True)
+
+
 def replace_directory(tmp: str | os.PathLike, final: str | os.PathLike, *, replace: bool) -> None:
   """Renames the finished folder `tmp` to `final`.
 
-  An empty `final` is taken over; a non-empty one is refused unless `replace`, in which case it is
-  moved aside, the new folder renamed into place, and the old one removed.
+  An empty `final` is taken over; a non-empty one is refused unless `replace`, in which case the two
+  are exchanged in one step (Linux `renameat2(RENAME_EXCHANGE)`) and the old one, now at `tmp`,
+  removed. Where the exchange is not available, the old folder is moved aside and the new one
+  renamed into place, with a marker `.<name>.swap` beside `final` so that `recover_directory`
+  can finish or undo a swap killed between the two renames.
   """
-  tmp, final = pathlib.Path(tmp), pathlib.Path(final)
+  tmp = pathlib.Path(os.path.abspath(os.fspath(tmp)))
+  final = pathlib.Path(os.path.abspath(os.fspath(final)))
+  recover_directory(final)
   os.chmod(tmp, dir_mode())
-  old = None
   if final.exists():
     if not final.is_dir():
       raise FileExistsError(f"{final} exists and is not a directory.")
     if any(final.iterdir()):
       if not replace:
         raise FileExistsError(f"{final} already exists and is not empty.")
-      old = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-      old.rmdir()
-      os.replace(final, old)
+      with _swapping_lock:
+        _swapping.add(os.fspath(final))
+      try:
+        _swap(tmp, final)
+      finally:
+        with _swapping_lock:
+          _swapping.discard(os.fspath(final))
+      return
   os.replace(tmp, final)
-  if old is not None:
-    shutil.rmtree(old, ignore_errors=True)
+
+
+def _swap(tmp: pathlib.Path, final: pathlib.Path) -> None:
+  try:
+    _rename_exchange(tmp, final)
+  except OSError as e:
+    if e.errno not in _NO_EXCHANGE:
+      raise
+  else:
+    shutil.rmtree(tmp, ignore_errors=True)  # the old folder
+    return
+  old = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+  old.rmdir()
+  marker = _marker(final)
+  write_json(marker, {"final": final.name, "old": old.name, "new": _relative(tmp, final.parent),
+                      "pid": os.getpid(), "host": socket.gethostname()})
+  try:
+    os.replace(final, old)
+  except BaseException:
+    marker.unlink(missing_ok=True)
+    raise
+  try:
+    os.replace(tmp, final)
+  except BaseException:
+    try:  # put the old folder back; if even that fails, the marker lets recover_directory do it
+      os.replace(old, final)
+    except BaseException:
+      logging.warning("%s: could not move the old folder %s back; recover_directory(%r) will.",
+                      final, old.name, os.fspath(final))
+    else:
+      marker.unlink(missing_ok=True)
+    raise
+  shutil.rmtree(old, ignore_errors=True)
+  marker.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -120,6 +284,7 @@ def atomic_directory(final: str | os.PathLike, *, replace: bool = False) -> Iter
   """Yields a temporary folder beside `final` that becomes `final` when the block succeeds (see
   `replace_directory`); on error it is removed and `final` is untouched."""
   final = pathlib.Path(os.path.abspath(os.fspath(final)))
+  recover_directory(final)
   if final.exists() and not replace and (not final.is_dir() or any(final.iterdir())):
     raise FileExistsError(f"{final} already exists and is not an empty directory; "
                           "choose a new destination.")

@@ -341,6 +341,7 @@ class Library:
       ValueError: the manifest or a file does not match (the message names which and how).
     """
     directory = os.path.abspath(directory)
+    artifacts.recover_directory(directory)  # finish a swap a killed writer left half-way
     path = os.path.join(directory, MANIFEST)
     if not os.path.isdir(directory):
       raise FileNotFoundError(f"Library directory {directory} does not exist.")

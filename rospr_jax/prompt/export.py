@@ -168,6 +168,8 @@ def load_prompts(path: str, *, expected_fingerprint: str | None = None,
     FileNotFoundError: nothing to read. ValueError: the manifest and the files or the expectations
     differ (the message names the file and the key).
   """
+  artifacts.recover_directory(  # finish a swap a killed writer left half-way
+      os.path.dirname(os.path.abspath(path)) if os.path.basename(path) == MANIFEST else path)
   directory = _resolve(path)
   manifest_path = os.path.join(directory, MANIFEST)
   try:
