@@ -14,6 +14,9 @@ from typing import Any, Callable
 from rospr_jax import paths
 
 
+GIN_CALL_NOTE = "\n  In call to configurable"  # what gin appends to an error raised in a configurable
+
+
 def error(prog: str, message: Any) -> int:
   """Prints `prog: message` on stderr; returns the exit code of bad input (2)."""
   print(f"{prog}: {message}", file=sys.stderr)
@@ -46,7 +49,7 @@ def run_gin_command(argv: list[str], *, prog: str, doc: str, example_file: str,
   except tuple(kind for kind, _ in failures) as e:
     logging.debug("%s failed", prog, exc_info=True)
     code = next(code for kind, code in failures if isinstance(e, kind))
-    error(prog, f"error: {e}")
+    error(prog, f"error: {str(e).split(GIN_CALL_NOTE)[0]}")  # gin's note names a function object
     return code, None
   finally:
     gin.clear_config()

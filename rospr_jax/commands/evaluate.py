@@ -51,6 +51,12 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
   for what, path in [("output_dir", output_dir), ("library_dir", library_dir), ("data_dir", data_dir),
                      ("retriever_checkpoint", retriever_checkpoint)]:
     paths.require_local(path, what)  # before hours of work, not when the report is written
+  counts = {"BATCH_SIZE": batch_size, "NUM_PARTITIONS": num_partitions,
+            **({} if max_examples is None else {"MAX_EXAMPLES": max_examples})}
+  bad = [f"{macro} must be an integer >= 1, not {value!r}" for macro, value in counts.items()
+         if isinstance(value, bool) or not isinstance(value, int) or value < 1]
+  if bad:
+    raise ValueError("; ".join(bad) + ".")
   methods = all_methods() if methods is None else methods
   if isinstance(methods, str):
     raise ValueError(f"METHODS must be a list, e.g. ['{methods}'], not the string {methods!r}.")

@@ -170,6 +170,25 @@ def _summary_writer(logdir: str, enabled: bool):
     return None
 
 
+# The gin macros of `train`'s settings, for messages (gin/prompt_tuning/base.gin).
+_MACROS = {"num_steps": "TRAIN_STEPS", "batch_size": "BATCH_SIZE", "input_length": "INPUT_LENGTH",
+           "target_length": "TARGET_LENGTH", "prompt_length": "PROMPT_LENGTH",
+           "checkpoint_every": "CHECKPOINT_EVERY", "export_every": "EXPORT_EVERY", "log_every": "LOG_EVERY",
+           "num_partitions": "NUM_PARTITIONS", "dropout_rate": "DROPOUT_RATE"}
+
+
+def _check_settings(dropout_rate, **counts) -> None:
+  """Refuses meaningless settings before anything is loaded: counts must be integers >= 1 and the
+  dropout rate in [0, 1) (at 1 every unit is dropped and nothing can be learned)."""
+  problems = [f"{name} ({_MACROS[name]}) must be an integer >= 1, not {value!r}"
+              for name, value in counts.items()
+              if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1]
+  if isinstance(dropout_rate, bool) or not isinstance(dropout_rate, (int, float)) or not 0 <= dropout_rate < 1:
+    problems.append(f"dropout_rate (DROPOUT_RATE) must be a number in [0, 1), not {dropout_rate!r}")
+  if problems:
+    raise ValueError("; ".join(problems) + ".")
+
+
 def _check_resume(run: dict, expected: dict, where: str) -> None:
   diff = {k: (run.get(k), v) for k, v in expected.items() if run.get(k) != v}
   if diff:
@@ -254,15 +273,17 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
     The final state (on the host), source names, step, export directory and checkpoint directory.
   """
   model_dir = os.path.abspath(paths.require_local(model_dir, "model_dir"))
+  export_every = checkpoint_every if export_every is None else export_every
+  _check_settings(num_steps=num_steps, batch_size=batch_size, input_length=input_length,
+                  target_length=target_length, prompt_length=prompt_length,
+                  checkpoint_every=checkpoint_every, export_every=export_every, log_every=log_every,
+                  num_partitions=num_partitions, dropout_rate=dropout_rate)
   os.makedirs(model_dir, exist_ok=True)
   data = examples() if callable(examples) else examples
   data.check_every_source_has_examples()
   backbone = backbone() if callable(backbone) else backbone
   optimizer = optimizer if optimizer is not None else default_optimizer()
   prompt_init = prompt_init if prompt_init is not None else PromptInit()
-  export_every = checkpoint_every if export_every is None else export_every
-  if min(num_steps, checkpoint_every, log_every, export_every) < 1:
-    raise ValueError("num_steps, checkpoint_every, export_every and log_every must be >= 1.")
   config = backbone.config.replace(dropout_rate=dropout_rate, remat_policy=remat_policy)
   data.check_token_ids(config.vocab_size)
   names = list(data.names)

@@ -138,3 +138,12 @@ def test_prompts_of_another_backbone_are_refused_before_anything_is_scored(world
   assert f"holds prompts trained on backbone {checkpoint_fingerprint(other)}" in err
   assert f"this run's backbone is {checkpoint_fingerprint(checkpoint)}" in err
   assert not (tmp_path / "eval" / "records").exists()  # refused before the T0 row was scored
+
+
+def test_meaningless_evaluation_settings_are_refused_before_the_backbone_loads(world, tmp_path, capsys):
+  root, checkpoint, _ = world
+  argv = _evaluate_argv(checkpoint, tmp_path / "eval", root / "data", "--gin.MAX_EXAMPLES=0", "--gin.BATCH_SIZE=0")
+  assert cli.main(argv) == 2
+  assert capsys.readouterr().err == ("rospr evaluate: error: BATCH_SIZE must be an integer >= 1, not 0; "
+                                     "MAX_EXAMPLES must be an integer >= 1, not 0.\n")
+  assert not (tmp_path / "eval").exists()

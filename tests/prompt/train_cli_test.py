@@ -132,3 +132,19 @@ def test_run_files_parse_with_their_required_macros(model, size):
   gin.clear_config()
   with pytest.raises(ValueError, match="SOURCES"):
     gin_cli.parse_gin([model, "prompt_tuning/train_seqio.gin"], bindings[:3], [])
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--gin.TRAIN_STEPS='ten'", "num_steps (TRAIN_STEPS) must be an integer >= 1, not 'ten'"),
+    ("--gin.TRAIN_STEPS=3.5", "num_steps (TRAIN_STEPS) must be an integer >= 1, not 3.5"),
+    ("--gin.PROMPT_LENGTH=0", "prompt_length (PROMPT_LENGTH) must be an integer >= 1, not 0"),
+    ("--gin.BATCH_SIZE=0", "batch_size (BATCH_SIZE) must be an integer >= 1, not 0"),
+    ("--gin.DROPOUT_RATE=1.0", "dropout_rate (DROPOUT_RATE) must be a number in [0, 1), not 1.0"),
+])
+def test_meaningless_settings_are_refused_before_anything_runs(tmp_path, capsys, flag, message):
+  examples = tmp_path / "ex.jsonl"
+  _write_examples(examples)
+  assert train.main(_argv(examples, tmp_path / "run", 4, 2) + [flag]) == 2
+  err = capsys.readouterr().err
+  assert err == f"rospr train-prompts: error: {message}.\n"
+  assert not (tmp_path / "run").exists()
