@@ -29,6 +29,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from typing import IO, Any, Iterator
 
 import numpy as np
@@ -149,11 +150,8 @@ def _relative(path: pathlib.Path, parent: pathlib.Path) -> str:
   return path.name if path.parent == parent else os.fspath(path)
 
 
-def _writer_alive(record: dict) -> bool:
-  """Whether the process that wrote a swap marker may still be swapping."""
-  pid = record.get("pid")
-  if record.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
-    return False  # another host cannot be asked; this process's own swaps are in `_swapping`
+def _pid_alive(pid: int) -> bool:
+  """Whether a process of this host with that pid is running."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -161,6 +159,59 @@ def _writer_alive(record: dict) -> bool:
   except PermissionError:
     return True
   return True
+
+
+def _writer_alive(record: dict) -> bool:
+  """Whether the process that wrote a swap marker may still be swapping."""
+  pid = record.get("pid")
+  if record.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+    return False  # another host cannot be asked; this process's own swaps are in `_swapping`
+  return _pid_alive(pid)
+
+
+LOCK_FILE = ".rospr.lock"
+
+
+@contextlib.contextmanager
+def run_lock(directory: str | os.PathLike, command: str) -> Iterator[None]:
+  """Holds `<directory>/.rospr.lock` (its holder's command, host, pid and start time) while a run
+  writes into `directory`, so that a second run into the same folder is refused instead of mixing
+  its files in. A lock whose holder is gone (same host, pid not running) is taken over, with a
+  warning; a lock of another host is never taken over (its holder cannot be asked).
+  """
+  directory = os.path.abspath(os.fspath(directory))
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, LOCK_FILE)
+  me = {"command": command, "host": socket.gethostname(), "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+  while True:
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, file_mode())
+      break
+    except FileExistsError:
+      try:
+        with open(path, encoding="utf-8") as f:
+          holder = json.load(f)
+      except (OSError, ValueError):
+        holder = {}
+      pid = holder.get("pid")
+      if holder.get("host") == me["host"] and isinstance(pid, int) and pid != me["pid"] and not _pid_alive(pid):
+        logging.warning("Taking over the stale lock %s of %s (pid %d is not running).", path,
+                        holder.get("command"), pid)
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(path)
+        continue
+      raise FileExistsError(
+          f"{directory} is in use by {holder.get('command', 'another run')} (pid {pid} on "
+          f"{holder.get('host')}, since {holder.get('started')}); wait for it to end, or delete {path} "
+          "if that run is gone.") from None
+  with os.fdopen(fd, "w", encoding="utf-8") as f:
+    json.dump(me, f)
+  try:
+    yield
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(path)
 
 
 def recover_directory(final: str | os.PathLike) -> None:

@@ -209,3 +209,25 @@ def test_a_reader_leaves_a_live_writers_marker_alone(tmp_path):
     writer.communicate(b"")
   artifacts.recover_directory(final)  # its writer is gone: undone
   assert (final / "v").read_text() == "1" and os.listdir(tmp_path) == ["lib"]
+
+
+def test_a_run_lock_refuses_a_second_run_and_takes_over_a_stale_one(tmp_path, caplog):
+  import socket
+  import subprocess
+  import sys
+  with artifacts.run_lock(tmp_path, "evaluate"):
+    holder = json.loads((tmp_path / artifacts.LOCK_FILE).read_text())
+    assert holder["command"] == "evaluate" and holder["pid"] == os.getpid()
+    child = subprocess.run([sys.executable, "-c", "from rospr_jax import artifacts; "
+                            f"artifacts.run_lock({str(tmp_path)!r}, 'train-prompts').__enter__()"],
+                           capture_output=True, text=True)
+    assert child.returncode != 0
+    assert (f"{tmp_path} is in use by evaluate (pid {os.getpid()} on {socket.gethostname()}, since"
+            in child.stderr)
+  assert not (tmp_path / artifacts.LOCK_FILE).exists()  # released
+  gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+  (tmp_path / artifacts.LOCK_FILE).write_text(json.dumps(
+      {"command": "evaluate", "host": socket.gethostname(), "pid": int(gone.stdout), "started": "then"}))
+  with artifacts.run_lock(tmp_path, "evaluate"):
+    assert json.loads((tmp_path / artifacts.LOCK_FILE).read_text())["pid"] == os.getpid()
+  assert "Taking over the stale lock" in caplog.text

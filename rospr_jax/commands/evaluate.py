@@ -13,6 +13,7 @@ written as each is scored: a rerun into the same folder resumes) and the operati
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -57,58 +58,60 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
          if isinstance(value, bool) or not isinstance(value, int) or value < 1]
   if bad:
     raise ValueError("; ".join(bad) + ".")
-  methods = all_methods() if methods is None else methods
-  if isinstance(methods, str):
-    raise ValueError(f"METHODS must be a list, e.g. ['{methods}'], not the string {methods!r}.")
-  rules = [rule_of_label(m) for m in methods if m not in (HARD_PROMPT, "chance")]
-  backbone = backbone() if callable(backbone) else backbone
-  config, params = backbone.config, backbone.params
-  tokenizer = backbone.tokenizer()
-  mesh = None
-  if jax.device_count() > 1:
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-    mesh = partitioning.make_mesh(num_partitions)
-    boxed = jax.eval_shape(lambda: T5(config).init(jax.random.PRNGKey(0), jnp.ones((1, 4), jnp.int32),
-                                                   jnp.ones((1, 4), jnp.int32))["params"])
-    params = partitioning.shard_params(params, boxed, mesh)
-  evaluator = Evaluator(params=params, config=config, tokenizer=tokenizer, selection=selection,
-                        batch_size=batch_size, mesh=mesh, seed=seed, progress_bars=True)
-  if rules:
-    from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
-    if not library_dir or not retriever_checkpoint:
-      raise ValueError("Methods other than T0 need LIBRARY_DIR and RETRIEVER_CHECKPOINT.")
-    dtype = retriever_dtype or store.recorded_retriever_dtype(library_dir)
-    evaluator.embedder = embed.load_embedder(retriever_checkpoint, dtype=dtype, mesh=embed.local_data_mesh())
-    tokenizer.check_fits(evaluator.embedder.config.vocab_size, f"the retriever {retriever_checkpoint}")
-    evaluator.library = store.Library.open(library_dir, retriever=evaluator.embedder.fingerprint,
-                                           dim=evaluator.embedder.dim)
-    evaluator.library.check_prompts_fit(backbone.fingerprint, config.emb_dim)  # before any scoring
-  task_list = targets_lib.resolve_target_tasks(targets, data_dir)
-  target_list = [targets_lib.target_from_task(t, split, max_examples=max_examples, seed=seed)
-                 for t in task_list]
-  settings = {"checkpoint": backbone.fingerprint, "vocabulary": backbone.vocabulary, "split": split,
-              "max_examples": max_examples, "seed": seed, "dtype": backbone.dtype,
-              "attention_impl": config.attention_impl, "data_dir": data_dir and os.path.abspath(data_dir)}
-  if evaluator.library is not None:
-    # Q and N, and the settings the evaluated rules declare: a record scored otherwise is not resumed.
-    read = ["num_queries", "num_neighbors"] + sorted({f for rule in rules for f in rule.settings})
-    settings.update(library=os.path.abspath(library_dir),
-                    library_manifest=artifacts.sha256_file(os.path.join(library_dir, store.MANIFEST)),
-                    retriever=evaluator.embedder.fingerprint,
-                    **{f: getattr(selection, f) for f in read})
-  _check_resumable(output_dir, settings)
-  logging.info("Evaluating %d targets x %d methods", len(target_list), len(methods))
-  writes = paths.writes_outputs()  # every process scores (the mesh spans all hosts); one writes
-  records, selections = evaluator.evaluate(
-      target_list, methods, selections_dir=os.path.join(output_dir, "selections") if writes else None,
-      records_dir=os.path.join(output_dir, RECORDS_DIR), progress=logging.info)
-  if not writes:
-    return report.summarize(records)
-  retrieval = retrieval_frequencies(selections) if selections else None
-  return report.write_report(output_dir, records, retrieval=retrieval, preamble=preamble,
-                             extra={"selections": selections,
-                                    "checkpoint": backbone.description.get("checkpoint"),
-                                    "library": library_dir, "split": split, "seed": seed})
+  # One run at a time into OUTPUT_DIR (process 0 holds the lock; the others write nothing).
+  with (artifacts.run_lock(output_dir, "evaluate") if paths.writes_outputs() else contextlib.nullcontext()):
+    methods = all_methods() if methods is None else methods
+    if isinstance(methods, str):
+      raise ValueError(f"METHODS must be a list, e.g. ['{methods}'], not the string {methods!r}.")
+    rules = [rule_of_label(m) for m in methods if m not in (HARD_PROMPT, "chance")]
+    backbone = backbone() if callable(backbone) else backbone
+    config, params = backbone.config, backbone.params
+    tokenizer = backbone.tokenizer()
+    mesh = None
+    if jax.device_count() > 1:
+      import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+      mesh = partitioning.make_mesh(num_partitions)
+      boxed = jax.eval_shape(lambda: T5(config).init(jax.random.PRNGKey(0), jnp.ones((1, 4), jnp.int32),
+                                                     jnp.ones((1, 4), jnp.int32))["params"])
+      params = partitioning.shard_params(params, boxed, mesh)
+    evaluator = Evaluator(params=params, config=config, tokenizer=tokenizer, selection=selection,
+                          batch_size=batch_size, mesh=mesh, seed=seed, progress_bars=True)
+    if rules:
+      from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
+      if not library_dir or not retriever_checkpoint:
+        raise ValueError("Methods other than T0 need LIBRARY_DIR and RETRIEVER_CHECKPOINT.")
+      dtype = retriever_dtype or store.recorded_retriever_dtype(library_dir)
+      evaluator.embedder = embed.load_embedder(retriever_checkpoint, dtype=dtype, mesh=embed.local_data_mesh())
+      tokenizer.check_fits(evaluator.embedder.config.vocab_size, f"the retriever {retriever_checkpoint}")
+      evaluator.library = store.Library.open(library_dir, retriever=evaluator.embedder.fingerprint,
+                                             dim=evaluator.embedder.dim)
+      evaluator.library.check_prompts_fit(backbone.fingerprint, config.emb_dim)  # before any scoring
+    task_list = targets_lib.resolve_target_tasks(targets, data_dir)
+    target_list = [targets_lib.target_from_task(t, split, max_examples=max_examples, seed=seed)
+                   for t in task_list]
+    settings = {"checkpoint": backbone.fingerprint, "vocabulary": backbone.vocabulary, "split": split,
+                "max_examples": max_examples, "seed": seed, "dtype": backbone.dtype,
+                "attention_impl": config.attention_impl, "data_dir": data_dir and os.path.abspath(data_dir)}
+    if evaluator.library is not None:
+      # Q and N, and the settings the evaluated rules declare: a record scored otherwise is not resumed.
+      read = ["num_queries", "num_neighbors"] + sorted({f for rule in rules for f in rule.settings})
+      settings.update(library=os.path.abspath(library_dir),
+                      library_manifest=artifacts.sha256_file(os.path.join(library_dir, store.MANIFEST)),
+                      retriever=evaluator.embedder.fingerprint,
+                      **{f: getattr(selection, f) for f in read})
+    _check_resumable(output_dir, settings)
+    logging.info("Evaluating %d targets x %d methods", len(target_list), len(methods))
+    writes = paths.writes_outputs()  # every process scores (the mesh spans all hosts); one writes
+    records, selections = evaluator.evaluate(
+        target_list, methods, selections_dir=os.path.join(output_dir, "selections") if writes else None,
+        records_dir=os.path.join(output_dir, RECORDS_DIR), progress=logging.info)
+    if not writes:
+      return report.summarize(records)
+    retrieval = retrieval_frequencies(selections) if selections else None
+    return report.write_report(output_dir, records, retrieval=retrieval, preamble=preamble,
+                               extra={"selections": selections,
+                                      "checkpoint": backbone.description.get("checkpoint"),
+                                      "library": library_dir, "split": split, "seed": seed})
 
 
 def _check_resumable(output_dir: str, settings: dict) -> None:

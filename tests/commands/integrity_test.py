@@ -147,3 +147,22 @@ def test_meaningless_evaluation_settings_are_refused_before_the_backbone_loads(w
   assert capsys.readouterr().err == ("rospr evaluate: error: BATCH_SIZE must be an integer >= 1, not 0; "
                                      "MAX_EXAMPLES must be an integer >= 1, not 0.\n")
   assert not (tmp_path / "eval").exists()
+
+
+def test_a_second_evaluation_into_a_folder_in_use_is_refused(world, tmp_path, capsys):
+  import socket
+  root, checkpoint, _ = world
+  out = tmp_path / "eval"
+  holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    out.mkdir()
+    (out / ".rospr.lock").write_text(json.dumps({"command": "evaluate", "host": socket.gethostname(),
+                                                 "pid": holder.pid, "started": "now"}))
+    assert cli.main(_evaluate_argv(checkpoint, out, root / "data")) == 2
+    assert f"{out} is in use by evaluate (pid {holder.pid}" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == [".rospr.lock"]
+  finally:
+    holder.kill()
+    holder.wait()
+  assert cli.main(_evaluate_argv(checkpoint, out, root / "data")) == 0  # the holder is gone: taken over
+  assert not (out / ".rospr.lock").exists()
