@@ -47,6 +47,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
   """
   import jax  # pylint: disable=g-import-not-at-top
   from rospr_jax.eval import report  # pylint: disable=g-import-not-at-top
+  from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
   from rospr_jax.model import T5, partitioning  # pylint: disable=g-import-not-at-top
 
   for what, path in [("output_dir", output_dir), ("library_dir", library_dir), ("data_dir", data_dir),
@@ -77,7 +78,6 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     evaluator = Evaluator(params=params, config=config, tokenizer=tokenizer, selection=selection,
                           batch_size=batch_size, mesh=mesh, seed=seed, progress_bars=True)
     if rules:
-      from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
       if not library_dir or not retriever_checkpoint:
         raise ValueError("Methods other than T0 need LIBRARY_DIR and RETRIEVER_CHECKPOINT.")
       dtype = retriever_dtype or store.recorded_retriever_dtype(library_dir)
