@@ -12,6 +12,9 @@ Every writer in the project goes through here:
 - Modes follow the user's umask as `open` and `mkdir` do (0644 / 0755 under the usual 022), not the
   0600 / 0700 that `tempfile` gives its names, so teammates can read shared run folders.
 - `sha256_file`: the checksum manifests record and readers compare.
+- `write_manifest` / `read_manifest` / `check_listed_file`: the one checked-manifest folder idiom (a
+  manifest.json written last, listing files and their sha256) that prompt exports, libraries and the
+  data cache share; `read_json` reads any other JSON artifact with an error that names the file.
 """
 
 from __future__ import annotations
@@ -99,6 +102,84 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
     while block := f.read(chunk):
       digest.update(block)
   return digest.hexdigest()
+
+
+# ---- checked manifests: one format of artifact folder (prompt exports, libraries, the data cache) ----
+
+MANIFEST = "manifest.json"
+
+
+def read_json(path: str | os.PathLike, what: str = "") -> Any:
+  """The JSON in `path`; a file that does not parse is refused naming it, the line and the column."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{what + ' ' if what else ''}{os.fspath(path)} is not valid JSON ({e.msg} at line "
+                     f"{e.lineno} column {e.colno}).") from None
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{what + ' ' if what else ''}{os.fspath(path)} is not UTF-8 text ({e.reason}).") from None
+
+
+def write_manifest(directory: str | os.PathLike, manifest: dict) -> None:
+  """Writes `directory`/manifest.json atomically (last: a folder with a manifest has all its files)."""
+  write_json(os.path.join(directory, MANIFEST), manifest, indent=1, sort_keys=True)
+
+
+def listed_file(directory: str | os.PathLike, relative: str, what: str) -> str:
+  """The path of a file the manifest of `directory` lists; FileNotFoundError naming both if absent."""
+  path = os.path.join(directory, relative)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{what} {os.fspath(directory)} is missing {relative}, which its {MANIFEST} "
+                            "lists.")
+  return path
+
+
+def read_manifest(directory: str | os.PathLike, what: str, *, required: Sequence[str] = (),
+                  kind: str | None = None, format_version: int | None = None,
+                  rebuild: str = "Rebuild it.") -> dict:
+  """The checked manifest of an artifact folder.
+
+  Args:
+    directory: the folder; its manifest.json was written last, after every file it lists.
+    what: the artifact's name for messages ("Library", "Prompt export", ...).
+    required: keys the manifest must have. kind / format_version: the values it must record.
+    rebuild: what the user does when the kind or version is not this reader's.
+
+  Raises:
+    FileNotFoundError: the folder or its manifest is missing. ValueError: the manifest does not parse,
+      lacks keys, or is of another kind or version (each message names the manifest file).
+  """
+  directory = os.fspath(directory)
+  path = os.path.join(directory, MANIFEST)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"{what} directory {directory} does not exist.")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{what} {directory} has no {MANIFEST}.")
+  manifest = read_json(path, f"{what} manifest")
+  if not isinstance(manifest, dict):
+    raise ValueError(f"{what} manifest {path} holds a JSON {type(manifest).__name__}, not an object.")
+  missing = [k for k in required if k not in manifest]
+  if missing:
+    raise ValueError(f"{what} manifest {path} lacks the keys {missing}.")
+  if kind is not None and manifest.get("kind") != kind:
+    raise ValueError(f"{what} manifest {path} is of kind {manifest.get('kind')!r}, not {kind!r}.")
+  if format_version is not None and manifest.get("format_version") != format_version:
+    raise ValueError(f"{what} manifest {path} has format version {manifest.get('format_version')}; this "
+                     f"reader reads version {format_version}. {rebuild}")
+  return manifest
+
+
+def check_listed_file(directory: str | os.PathLike, relative: str, sha256: str | None, what: str, *,
+                      verify: bool = True) -> str:
+  """`listed_file`, and (with `verify`) its sha256 compared with the manifest's."""
+  path = listed_file(directory, relative, what)
+  if verify:
+    actual = sha256_file(path)
+    if actual != sha256:
+      raise ValueError(f"{what} file {relative} in {os.fspath(directory)} is corrupted: sha256 "
+                       f"{actual[:16]}... differs from the manifest's {str(sha256)[:16]}....")
+  return path
 
 
 _AT_FDCWD = -100

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from rospr_jax import tokenization
-from rospr_jax.model import T5Config, checkpoint_fingerprint, get_config, init_params, load_checkpoint
+from rospr_jax.model import (PromptedBackbone, T5Config, checkpoint_fingerprint, get_config, init_params,
+                             load_checkpoint, model_for)
 from rospr_jax.model.config import ATTENTION_IMPLEMENTATIONS
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -58,6 +59,11 @@ class Backbone:
   @property
   def dtype(self) -> str:
     return dtype_name(self.config.dtype)
+
+  @property
+  def model(self) -> PromptedBackbone:
+    """What the steps call: token log-likelihoods, choice scores, pooled encodings, ..."""
+    return model_for(self.config)
 
   def tokenizer(self) -> tokenization.Tokenizer:
     """The backbone's tokenizer (refused when it has more pieces than the model has embeddings)."""

@@ -48,7 +48,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
   import jax  # pylint: disable=g-import-not-at-top
   from rospr_jax.eval import report  # pylint: disable=g-import-not-at-top
   from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
-  from rospr_jax.model import T5, partitioning  # pylint: disable=g-import-not-at-top
+  from rospr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
 
   for what, path in [("output_dir", output_dir), ("library_dir", library_dir), ("data_dir", data_dir),
                      ("retriever_checkpoint", retriever_checkpoint)]:
@@ -70,11 +70,8 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     tokenizer = backbone.tokenizer()
     mesh = None
     if jax.device_count() > 1:
-      import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
       mesh = partitioning.make_mesh(num_partitions)
-      boxed = jax.eval_shape(lambda: T5(config).init(jax.random.PRNGKey(0), jnp.ones((1, 4), jnp.int32),
-                                                     jnp.ones((1, 4), jnp.int32))["params"])
-      params = partitioning.shard_params(params, boxed, mesh)
+      params = partitioning.shard_params(params, backbone.model.abstract_params(), mesh)
     evaluator = Evaluator(params=params, config=config, tokenizer=tokenizer, selection=selection,
                           batch_size=batch_size, mesh=mesh, seed=seed, progress_bars=True)
     if rules:
@@ -126,8 +123,7 @@ def _check_resumable(output_dir: str, settings: dict) -> None:
       problem = (f"{output_dir} holds records but no run.json saying how they were scored; give "
                  f"another OUTPUT_DIR, or delete {records_dir} to start over.")
     elif has_records:
-      with open(path) as f:
-        earlier = json.load(f)
+      earlier = artifacts.read_json(path, "The run settings")
       differ = {k: (earlier.get(k), v) for k, v in settings.items() if earlier.get(k) != v}
       if differ:
         problem = (f"{output_dir} holds records scored with other settings ({differ}, as (then, now)); "

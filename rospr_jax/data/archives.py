@@ -97,7 +97,7 @@ def _staged_dir(final: pathlib.Path, manifest: dict) -> Iterator[pathlib.Path]:
   it as manifest.json and it replaces `final`. On error it is removed."""
   with artifacts.atomic_directory(final, replace=True) as tmp:
     yield tmp
-    artifacts.write_json(tmp / "manifest.json", manifest, indent=1)
+    artifacts.write_manifest(tmp, manifest)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -162,11 +162,15 @@ def fetch_archive(spec: ArchiveSpec, cache: pathlib.Path | None = None,
 
 
 def _manifest_ok(folder: pathlib.Path, spec: ArchiveSpec) -> bool:
-  manifest = folder / "manifest.json"
-  if not manifest.exists():
+  """Whether `folder` was extracted whole from `spec`'s archive (a cache: anything else is rebuilt)."""
+  if not (folder / artifacts.MANIFEST).exists():
     return False
-  with open(manifest) as f:
-    return json.load(f).get("sha256") == spec.sha256
+  try:
+    manifest = artifacts.read_manifest(folder, "Data cache", required=("sha256",))
+  except ValueError as e:
+    print(f"rospr fetch: {e} Extracting it again.", file=sys.stderr)
+    return False
+  return manifest["sha256"] == spec.sha256
 
 
 def extract_promptsource(archive: pathlib.Path, cache: pathlib.Path | None = None) -> pathlib.Path:

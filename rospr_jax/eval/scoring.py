@@ -17,22 +17,15 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rospr_jax.model import T5, T5Config, encoder_mask, shift_right, token_log_likelihoods
+from rospr_jax.model import T5Config, model_for, summed_target_log_likelihoods
 
 Array = jax.Array
-
-
-def _sum_target_log_likelihoods(logits: Array, targets: Array) -> Array:
-  """[..., L, V] logits, [..., L] targets -> [...] summed log p over non-pad tokens; -inf if empty."""
-  real = targets > 0
-  total = jnp.sum(jnp.where(real, token_log_likelihoods(logits, targets), 0.0), axis=-1)
-  return jnp.where(jnp.any(real, axis=-1), total, -jnp.inf)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def score_choices(params, inputs: Array, targets: Array, prompt: Array | None = None, *,
                   config: T5Config) -> Array:
-  """Encode-once scores.
+  """Encode-once scores (`PromptedBackbone.choice_scores` of `config`'s backbone).
 
   Args:
     params: model parameters.
@@ -43,13 +36,7 @@ def score_choices(params, inputs: Array, targets: Array, prompt: Array | None = 
   Returns:
     [B, C] float32 summed log-likelihoods (-inf for absent choices).
   """
-  model = T5(config)
-  encoded = model.apply({"params": params}, inputs, prompt, method=T5.encode)  # [B, P + T, H]
-  prompt_length = 0 if prompt is None else prompt.shape[-2]
-  mask = encoder_mask(inputs, prompt_length)  # [B, P + T]
-  logits = model.apply({"params": params}, encoded, mask, shift_right(targets),
-                       method=T5.decode)  # [B, C, L, V]
-  return _sum_target_log_likelihoods(logits, targets)
+  return model_for(config).choice_scores(params, inputs, targets, prompt)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -61,5 +48,5 @@ def score_choices_naive(params, inputs: Array, targets: Array, prompt: Array | N
   if prompt is not None and prompt.ndim == 3:
     prompt = jnp.repeat(prompt, num_choices, axis=0)  # [B * C, P, H]
   flat_targets = targets.reshape(batch * num_choices, length)
-  logits = T5(config).apply({"params": params}, repeated_inputs, shift_right(flat_targets), prompt)
-  return _sum_target_log_likelihoods(logits, flat_targets).reshape(batch, num_choices)
+  log_likelihoods = model_for(config).token_log_likelihoods(params, repeated_inputs, flat_targets, prompt)
+  return summed_target_log_likelihoods(log_likelihoods, flat_targets).reshape(batch, num_choices)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from rospr_jax.model import T5, T5Config, partitioning
+from rospr_jax.model import T5Config, model_for, partitioning
 
 # The parameters an embedding depends on: the token embedding and the encoder stack.
 _ENCODER_PREFIXES = ("token_embedder", "encoder")
@@ -72,11 +72,7 @@ def mean_encoder_states(params, tokens: jax.Array, *, config: T5Config) -> jax.A
 
   A row without any token (batch padding) gives the zero vector.
   """
-  hidden = T5(config).apply({"params": params}, tokens, method=T5.encode)  # [B, T, H]
-  mask = (tokens > 0)[..., None]  # [B, T, 1]
-  summed = jnp.sum(jnp.where(mask, hidden.astype(jnp.float32), 0.0), axis=1)  # [B, H]
-  count = jnp.maximum(jnp.sum(mask, axis=1), 1).astype(jnp.float32)  # [B, 1]
-  return summed / count
+  return model_for(config).pooled_encoding(params, tokens)
 
 
 class Embedder:
@@ -194,9 +190,7 @@ def load_embedder(checkpoint: str | None = None, *, random_size: str | None = No
     from rospr_jax.model import get_config  # pylint: disable=g-import-not-at-top
     config = get_config(random_size)
     config = config.replace(vocab_size=max(config.vocab_size, min_vocab_size))
-    tokens = jnp.ones((1, 4), jnp.int32)
-    init = jax.jit(lambda rng: T5(config).init(rng, tokens, method=T5.encode)["params"])
-    params = nn.unbox(init(jax.random.PRNGKey(seed)))
+    params = model_for(config).init_params(jax.random.PRNGKey(seed))  # Embedder keeps the encoder
   return Embedder(config.replace(dtype=compute_dtype), params, **kwargs)
 
 

@@ -34,7 +34,7 @@ from rospr_jax import artifacts
 from rospr_jax.library import search
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+MANIFEST = artifacts.MANIFEST
 PROMPTS = "prompts.npy"
 INDEX_DIR = "index"
 INDEX_KINDS = ("scann", "exact")
@@ -273,7 +273,7 @@ class LibraryWriter:
         "index": index_record,
         "extra": self.extra,
     }
-    artifacts.write_json(os.path.join(self.tmp, MANIFEST), manifest, indent=1, sort_keys=True)
+    artifacts.write_manifest(self.tmp, manifest)
     self._replace_directory()
     self._done = True
     return Library.open(self.directory, verify=False)
@@ -304,8 +304,7 @@ def recorded_retriever_dtype(directory: str) -> str:
   """The compute dtype of the retriever that built the library at `directory` ("float32" when the
   manifest cannot tell: `Library.open` checks the manifest and reports what is wrong with it)."""
   try:
-    with open(os.path.join(directory, MANIFEST), encoding="utf-8") as f:
-      recorded = str(json.load(f)["retriever"]["description"]["config"]["dtype"])
+    recorded = str(read_manifest(directory)["retriever"]["description"]["config"]["dtype"])
   except (OSError, ValueError, KeyError, TypeError):
     return "float32"
   return next((name for name in ("bfloat16", "float16") if name in recorded), "float32")
@@ -342,22 +341,8 @@ class Library:
     """
     directory = os.path.abspath(directory)
     artifacts.recover_directory(directory)  # finish a swap a killed writer left half-way
-    path = os.path.join(directory, MANIFEST)
-    if not os.path.isdir(directory):
-      raise FileNotFoundError(f"Library directory {directory} does not exist.")
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"Library {directory} has no {MANIFEST}.")
-    try:
-      with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"Library manifest {path} is not valid JSON: {e}.") from e
-    missing = [k for k in _REQUIRED_KEYS if k not in manifest]
-    if missing:
-      raise ValueError(f"Library manifest {path} lacks the keys {missing}.")
-    if manifest["format_version"] != FORMAT_VERSION:
-      raise ValueError(f"Library {directory} has format version {manifest['format_version']}; "
-                       f"this reader reads version {FORMAT_VERSION}. Rebuild the library.")
+    manifest = artifacts.read_manifest(directory, "Library", required=_REQUIRED_KEYS,
+                                       format_version=FORMAT_VERSION, rebuild="Rebuild the library.")
     if dim is not None and manifest["dim"] != dim:
       raise ValueError(f"Library {directory} holds embeddings of dimension {manifest['dim']}; "
                        f"the retriever produces dimension {dim}.")
@@ -377,18 +362,10 @@ class Library:
   # ---- checks ----
 
   def _file(self, relative: str) -> str:
-    path = os.path.join(self.directory, relative)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"Library {self.directory} is missing {relative}.")
-    return path
+    return artifacts.listed_file(self.directory, relative, "Library")
 
   def _check_sha(self, relative: str, expected: str, verify: bool):
-    path = self._file(relative)
-    if verify:
-      actual = artifacts.sha256_file(path)
-      if actual != expected:
-        raise ValueError(f"Library file {relative} in {self.directory} is corrupted: sha256 "
-                         f"{actual[:16]}... differs from the manifest's {expected[:16]}....")
+    artifacts.check_listed_file(self.directory, relative, expected, "Library", verify=verify)
 
   def _load_npy(self, relative: str, mmap: bool = True) -> np.ndarray:
     try:
@@ -539,5 +516,4 @@ class Library:
 
 def read_manifest(directory: str) -> dict:
   """The raw manifest of a library, unchecked (for tools that inspect or repair)."""
-  with open(os.path.join(directory, MANIFEST), encoding="utf-8") as f:
-    return json.load(f)
+  return artifacts.read_json(os.path.join(directory, MANIFEST), "Library manifest")

@@ -17,16 +17,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rospr_jax.model import T5, T5Config, init_params, shift_right, token_log_likelihoods
+from rospr_jax.model.config import T5Config
+from rospr_jax.model.interface import model_for
+from rospr_jax.model.t5 import init_params
 
 
 def target_loss(params, config: T5Config, inputs, targets, dropout_rng=None):
   """Mean negative log-likelihood per real target token: [B, T] inputs, [B, L] targets -> scalar."""
-  logits = T5(config).apply({"params": params}, inputs, shift_right(targets),
-                            enable_dropout=dropout_rng is not None,
-                            rngs=None if dropout_rng is None else {"dropout": dropout_rng})
+  log_likelihoods = model_for(config).token_log_likelihoods(params, inputs, targets,
+                                                            dropout_rng=dropout_rng)  # [B, L]
   real = (targets > 0).astype(jnp.float32)
-  return -jnp.sum(token_log_likelihoods(logits, targets) * real) / jnp.maximum(jnp.sum(real), 1.0)
+  return -jnp.sum(log_likelihoods * real) / jnp.maximum(jnp.sum(real), 1.0)
 
 
 def train_backbone(config: T5Config, batches: Iterator[dict[str, np.ndarray]], *, steps: int,

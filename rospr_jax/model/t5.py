@@ -12,6 +12,7 @@ A heads, Dh head dim, V vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -490,3 +491,55 @@ def init_params(config: T5Config, rng: Array, *, boxed: bool = False):
   tokens = jnp.ones((1, 4), jnp.int32)
   variables = T5(config).init(rng, tokens, tokens)
   return variables["params"] if boxed else nn.unbox(variables["params"])
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Backbone:
+  """`interface.PromptedBackbone` for T5 v1.1 / T0: the functions the steps of RoSPr call.
+
+  Holds only its config, so it is hashable and can be a static argument of `jax.jit`.
+  """
+  config: T5Config
+
+  def token_log_likelihoods(self, params, inputs: Array, targets: Array, prompt: Array | None = None,
+                            *, dropout_rng: Array | None = None) -> Array:
+    """[B, T] inputs, [B, L] targets (+ prompt) -> [B, L] float32 teacher-forced log p per token."""
+    logits = T5(self.config).apply(
+        {"params": params}, inputs, shift_right(targets), prompt, enable_dropout=dropout_rng is not None,
+        rngs=None if dropout_rng is None else {"dropout": dropout_rng})  # [B, L, V]
+    return token_log_likelihoods(logits, targets)
+
+  def choice_scores(self, params, inputs: Array, targets: Array, prompt: Array | None = None) -> Array:
+    """[B, T] inputs, [B, C, L] choices -> [B, C] summed log p; each input is encoded once."""
+    model = T5(self.config)
+    encoded = model.apply({"params": params}, inputs, prompt, method=T5.encode)  # [B, P + T, H]
+    prompt_length = 0 if prompt is None else prompt.shape[-2]
+    logits = model.apply({"params": params}, encoded, encoder_mask(inputs, prompt_length),
+                         shift_right(targets), method=T5.decode)  # [B, C, L, V]
+    return summed_target_log_likelihoods(token_log_likelihoods(logits, targets), targets)
+
+  def pooled_encoding(self, params, tokens: Array) -> Array:
+    """[B, T] tokens -> [B, H] float32 mean of the encoder output over non-pad tokens."""
+    hidden = T5(self.config).apply({"params": params}, tokens, method=T5.encode)  # [B, T, H]
+    mask = (tokens > 0)[..., None]  # [B, T, 1]
+    summed = jnp.sum(jnp.where(mask, hidden.astype(jnp.float32), 0.0), axis=1)  # [B, H]
+    return summed / jnp.maximum(jnp.sum(mask, axis=1), 1).astype(jnp.float32)
+
+  def embedding_table(self, params) -> Array:
+    """[V, H] input embedding."""
+    return params["token_embedder"]["embedding"]
+
+  def abstract_params(self):
+    """Boxed `ShapeDtypeStruct`s with T5X's logical axes (nothing is computed)."""
+    return jax.eval_shape(lambda: init_params(self.config, jax.random.PRNGKey(0), boxed=True))
+
+  def init_params(self, rng: Array):
+    """Random parameters of the whole model (see `init_params`)."""
+    return init_params(self.config, rng)
+
+
+def summed_target_log_likelihoods(log_likelihoods: Array, targets: Array) -> Array:
+  """[..., L] token log p and targets -> [...] sum over real tokens; -inf where a row has none."""
+  real = targets > 0
+  total = jnp.sum(jnp.where(real, log_likelihoods, 0.0), axis=-1)
+  return jnp.where(jnp.any(real, axis=-1), total, -jnp.inf)

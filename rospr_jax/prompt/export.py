@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 import re
 import zlib
@@ -32,7 +31,7 @@ from rospr_jax import artifacts
 
 FORMAT_VERSION = 1
 KIND = "rospr_prompts"
-MANIFEST = "manifest.json"
+MANIFEST = artifacts.MANIFEST
 TABLE = "prompts.npy"
 PROMPT_FILE = "encoder.prompt.prompt.prompt"
 _STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
@@ -107,7 +106,7 @@ def export_prompts(export_dir: str, prompts, names: Sequence[str], step: int, *,
   with artifacts.atomic_directory(final, replace=True) as tmp:
     artifacts.save_npy(os.path.join(tmp, TABLE), table)
     manifest["prompts"]["sha256"] = artifacts.sha256_file(os.path.join(tmp, TABLE))
-    artifacts.write_json(os.path.join(tmp, MANIFEST), manifest, indent=1)
+    artifacts.write_manifest(tmp, manifest)
   return final
 
 
@@ -172,18 +171,10 @@ def load_prompts(path: str, *, expected_fingerprint: str | None = None,
       os.path.dirname(os.path.abspath(path)) if os.path.basename(path) == MANIFEST else path)
   directory = _resolve(path)
   manifest_path = os.path.join(directory, MANIFEST)
-  try:
-    with open(manifest_path, encoding="utf-8") as f:
-      manifest = json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{manifest_path}: not JSON ({e.msg}).") from None
-  missing = [k for k in ("format_version", "kind", "step", "backbone_fingerprint", "prompts", "sources")
-             if k not in manifest]
-  if missing:
-    raise ValueError(f"{manifest_path}: missing keys {missing}.")
-  if manifest["kind"] != KIND or manifest["format_version"] != FORMAT_VERSION:
-    raise ValueError(f"{manifest_path}: kind {manifest['kind']!r} version {manifest['format_version']}; "
-                     f"this reader reads {KIND!r} version {FORMAT_VERSION}.")
+  manifest = artifacts.read_manifest(
+      directory, "Prompt export", kind=KIND, format_version=FORMAT_VERSION,
+      required=("format_version", "kind", "step", "backbone_fingerprint", "prompts", "sources"),
+      rebuild="Export the prompts again with this version (rospr train-prompts).")
   if expected_fingerprint is not None and manifest["backbone_fingerprint"] != expected_fingerprint:
     raise ValueError(f"{manifest_path}: prompts were trained on backbone {manifest['backbone_fingerprint']}, "
                      f"not on the expected backbone {expected_fingerprint}.")
@@ -192,12 +183,8 @@ def load_prompts(path: str, *, expected_fingerprint: str | None = None,
     absent = [n for n in expected_sources if n not in names]
     raise ValueError(f"{manifest_path}: sources differ from the expected ones (absent: {absent}; "
                      f"manifest has {len(names)}, expected {len(expected_sources)} in this order).")
-  table_path = os.path.join(directory, manifest["prompts"]["file"])
-  if not os.path.isfile(table_path):
-    raise FileNotFoundError(f"{table_path}: named in {manifest_path} but missing.")
-  if verify and artifacts.sha256_file(table_path) != manifest["prompts"].get("sha256"):
-    raise ValueError(f"{table_path}: sha256 differs from the one in {manifest_path} "
-                     "(file changed or corrupt).")
+  table_path = artifacts.check_listed_file(directory, manifest["prompts"]["file"],
+                                          manifest["prompts"].get("sha256"), "Prompt export", verify=verify)
   table = np.load(table_path, allow_pickle=False)
   if list(table.shape) != list(manifest["prompts"]["shape"]) or table.shape[0] != len(names):
     raise ValueError(f"{table_path} has shape {list(table.shape)}; {manifest_path} says "

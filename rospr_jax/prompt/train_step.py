@@ -32,7 +32,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from rospr_jax.model import T5, T5Config, shift_right, token_log_likelihoods
+from rospr_jax.model import T5Config, model_for
 from rospr_jax.model import partitioning
 
 Array = jax.Array
@@ -95,17 +95,19 @@ def present_sources(source_ids: Array, real_rows: Array, num_sources: int) -> tu
   return present.astype(jnp.int32), slots.astype(jnp.int32)
 
 
-def per_source_losses(logits: Array, targets: Array, slots: Array, num_slots: int) -> tuple[Array, Array]:
+def per_source_losses(log_likelihoods: Array, targets: Array, slots: Array,
+                      num_slots: int) -> tuple[Array, Array]:
   """Summed token cross-entropy and real-token counts per slot.
 
   Args:
-    logits: [B, L, V] float32; targets: [B, L] int32 (0 = padding); slots: [B] int32.
+    log_likelihoods: [B, L] float32 log p of each target token; targets: [B, L] int32 (0 = padding);
+    slots: [B] int32.
 
   Returns:
     loss_sums [K] float32 and token_counts [K] float32.
   """
   weights = (targets > 0).astype(jnp.float32)                              # [B, L]
-  token_loss = -token_log_likelihoods(logits, targets) * weights           # [B, L]
+  token_loss = -log_likelihoods * weights                                  # [B, L]
   loss_sums = jax.ops.segment_sum(token_loss.sum(-1), slots, num_slots)    # [K]
   token_counts = jax.ops.segment_sum(weights.sum(-1), slots, num_slots)    # [K]
   return loss_sums, token_counts
@@ -124,10 +126,9 @@ def loss_fn(prompts: Array, params, batch: Batch, slots: Array, *, config: T5Con
   """
   example_prompts = prompts[slots]  # [B, P, H]
   targets = batch["targets"]
-  rngs = None if dropout_rng is None else {"dropout": dropout_rng}
-  logits = T5(config).apply({"params": params}, batch["inputs"], shift_right(targets), example_prompts,
-                            enable_dropout=dropout_rng is not None, rngs=rngs)  # [B, L, V]
-  loss_sums, token_counts = per_source_losses(logits, targets, slots, prompts.shape[0])
+  log_likelihoods = model_for(config).token_log_likelihoods(
+      params, batch["inputs"], targets, example_prompts, dropout_rng=dropout_rng)  # [B, L]
+  loss_sums, token_counts = per_source_losses(log_likelihoods, targets, slots, prompts.shape[0])
   loss = jnp.sum(loss_sums / jnp.maximum(token_counts, 1.0))
   return loss, (loss_sums, token_counts)
 

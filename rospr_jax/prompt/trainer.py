@@ -40,7 +40,7 @@ import optax
 from flax import linen as nn
 
 from rospr_jax import artifacts, paths
-from rospr_jax.model import EOS_ID, T5Config, init_params
+from rospr_jax.model import EOS_ID, T5Config, model_for
 from rospr_jax.model import partitioning
 from rospr_jax.prompt import export as export_lib
 from rospr_jax.prompt import prompts as prompts_lib
@@ -294,7 +294,8 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
 
     use_mesh = jax.device_count() > 1 or num_partitions > 1 if use_mesh is None else use_mesh
     mesh = partitioning.make_mesh(num_partitions) if use_mesh else None
-    boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0), boxed=True))  # logical axes
+    model = model_for(config)
+    boxed = model.abstract_params()  # logical axes
     if mesh is not None:
       params = partitioning.shard_params(backbone.params, boxed, mesh)
     else:
@@ -309,7 +310,7 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
     seeds = [prompts_lib.source_seed(n) for n in names]
     latest = checkpointer.latest_step()
     if latest is None:
-      initializer_for = prompt_init.initializers(backbone.params["token_embedder"]["embedding"], data,
+      initializer_for = prompt_init.initializers(model.embedding_table(backbone.params), data,
                                                  prompt_length)
       table, seeds = prompts_lib.initial_table(names, prompt_length, dim, seed, initializer_for)
       state = init_state(table, optimizer)

@@ -66,14 +66,14 @@ def test_reader_takes_the_latest_step_and_checks_expectations(tmp_path):
 def test_reader_refuses_a_changed_table(tmp_path):
   _, path = _export(tmp_path)
   np.save(os.path.join(path, "prompts.npy"), np.zeros((3, 4, 5), np.float32))
-  with pytest.raises(ValueError, match=r"prompts.npy: sha256 differs from the one in .*manifest.json"):
+  with pytest.raises(ValueError, match=r"Prompt export file prompts.npy in .* is corrupted: sha256 .* differs from the manifest's"):
     export.load_prompts(path)
   np.save(os.path.join(path, "prompts.npy"), np.zeros((2, 4, 5), np.float32))
   with pytest.raises(ValueError,
                      match=r"has shape \[2, 4, 5\]; .*manifest.json says \[3, 4, 5\] for 3 sources"):
     export.load_prompts(path, verify=False)
   os.remove(os.path.join(path, "prompts.npy"))
-  with pytest.raises(FileNotFoundError, match="prompts.npy: named in .*manifest.json but missing"):
+  with pytest.raises(FileNotFoundError, match="Prompt export .* is missing prompts.npy, which its manifest.json lists"):
     export.load_prompts(path)
   with pytest.raises(FileNotFoundError, match="No prompt export at"):
     export.load_prompts(str(tmp_path / "nowhere"))
