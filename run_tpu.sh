@@ -20,7 +20,8 @@
 # Everything after `--` is passed to `rospr` on every worker. The repository (this working tree,
 # tracked files) is copied to ~/rospr-jax on each worker and installed with `pip install -e .` plus
 # jax[tpu]; `jax.distributed.initialize()` runs on every worker when ROSPR_MULTIHOST=1, which this
-# script sets for slices with more than one host.
+# script sets for slices with more than one host. ROSPR_INIT_TIMEOUT, ROSPR_HEARTBEAT_TIMEOUT and
+# ROSPR_SHUTDOWN_TIMEOUT (seconds; see rospr_jax/distributed.py), when set here, reach every worker.
 set -euo pipefail
 
 NAME="" ZONE="" PROJECT="" ACCELERATOR="v4-8" VERSION="tpu-ubuntu2204-base" SPOT="" INSTALL=1 DELETE=0
@@ -38,7 +39,7 @@ while [[ $# -gt 0 ]]; do
     --no-install) INSTALL=0; shift ;;
     --delete-after) DELETE=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "run_tpu.sh: unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -87,9 +88,13 @@ if [[ ${#MOUNTS[@]} -gt 0 ]]; then
 fi
 
 QUOTED=$(printf '%q ' "$@")
+FORWARD=""  # the launch timeouts set here, for every worker
+for VAR in ROSPR_INIT_TIMEOUT ROSPR_HEARTBEAT_TIMEOUT ROSPR_SHUTDOWN_TIMEOUT; do
+  if [[ -n "${!VAR:-}" ]]; then FORWARD+="$VAR=$(printf '%q' "${!VAR}") "; fi
+done
 set +e
 "${GCLOUD[@]}" ssh "$NAME" "${COMMON[@]}" --worker=all --command \
-  "cd ~/rospr-jax && ROSPR_MULTIHOST=$MULTIHOST .venv/bin/rospr $QUOTED"
+  "cd ~/rospr-jax && ${FORWARD}ROSPR_MULTIHOST=$MULTIHOST .venv/bin/rospr $QUOTED"
 STATUS=$?
 set -e
 if [[ $DELETE -eq 1 ]]; then

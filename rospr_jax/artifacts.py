@@ -9,6 +9,11 @@ Every writer in the project goes through here:
   step where Linux `renameat2(RENAME_EXCHANGE)` allows, else moved aside under a swap marker, and
   removed after the swap. `recover_directory(final)` finishes or undoes a swap a killed writer left
   half-way; readers call it before opening a folder.
+- `atomic_files(directory, unit, names)`: a set of files (a report) written into a temporary folder
+  and moved in together under a marker `.<unit>.swap`; `recover_files` finishes a killed move.
+- Temporary names carry their writer (`tmp_prefix`: `.<name>.tmp-<host>-<pid>-*`), so that
+  `remove_leftovers` removes, naming them, only those of dead writers of this host. A write that
+  fails with an `OSError` naming no file (a full disk) re-raises it naming the path.
 - Modes follow the user's umask as `open` and `mkdir` do (0644 / 0755 under the usual 022), not the
   0600 / 0700 that `tempfile` gives its names, so teammates can read shared run folders.
 - `sha256_file`: the checksum manifests record and readers compare.
@@ -27,13 +32,14 @@ import json
 import logging
 import os
 import pathlib
+import re
 import shutil
 import socket
 import sys
 import tempfile
 import threading
 import time
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -54,13 +60,40 @@ def dir_mode() -> int:
   return 0o777 & ~_umask()
 
 
+def _host_tag() -> str:
+  return hashlib.sha256(socket.gethostname().encode("utf-8")).hexdigest()[:8]
+
+
+def tmp_prefix(name: str) -> str:
+  """The prefix of this process's temporary names for `name`: `.<name>.tmp-<host>-<pid>-`, so that a
+  later run can tell a leftover of a killed writer (same host, pid gone) from a live writer's file
+  (see `remove_leftovers`)."""
+  return f".{name}.tmp-{_host_tag()}-{os.getpid()}-"
+
+
+# A temporary name made with `tmp_prefix` (tempfile adds 8 characters of [a-z0-9_]).
+_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[A-Za-z0-9_]+$")
+
+
+def _pathless(e: BaseException) -> bool:
+  return isinstance(e, OSError) and e.errno is not None and e.filename is None
+
+
+def with_path(e: OSError, path: str | os.PathLike) -> OSError:
+  """`e` naming `path` (`[Errno 28] No space left on device: '/runs/x/results.json'`) when it names
+  no file itself; else `e` unchanged."""
+  if not _pathless(e):
+    return e
+  return type(e)(e.errno, e.strerror or os.strerror(e.errno), os.fspath(path))
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
   """Opens a temporary file beside `path` for writing; it becomes `path` when the block succeeds."""
   path = os.path.abspath(os.fspath(path))
   directory = os.path.dirname(path)
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
+  fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(os.path.basename(path)), dir=directory)
   try:
     with os.fdopen(fd, mode, **open_kwargs) as f:
       yield f
@@ -68,9 +101,11 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> Ite
       os.fsync(f.fileno())
     os.chmod(tmp, file_mode())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if _pathless(e):
+      raise with_path(e, path) from e
     raise
 
 
@@ -312,15 +347,28 @@ def recover_directory(final: str | os.PathLike) -> None:
       _recover(final, marker)
 
 
-def _recover(final: pathlib.Path, marker: pathlib.Path) -> None:
+def _read_marker(marker: pathlib.Path, required: dict[str, type] | None = None) -> dict | None:
+  """The record of a swap marker; an unreadable one (or one without the `required` keys of their
+  types) is removed with a warning, and gives None."""
+  required = required or {}
   try:
     record = json.loads(marker.read_text(encoding="utf-8"))
-    old = final.parent / record["old"] if record.get("old") else None
-    new = final.parent / record["new"] if record.get("new") else None
-  except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+    if not isinstance(record, dict) or any(not isinstance(record.get(k), t) for k, t in required.items()):
+      keys = ", ".join(f"{k} ({t.__name__})" for k, t in required.items())
+      raise ValueError(f"not a JSON object{' with ' + keys if keys else ''}")
+  except (OSError, ValueError) as e:
     logging.warning("Removing the unreadable swap marker %s (%s).", marker, e)
     marker.unlink(missing_ok=True)
+    return None
+  return record
+
+
+def _recover(final: pathlib.Path, marker: pathlib.Path) -> None:
+  record = _read_marker(marker)
+  if record is None:
     return
+  old = final.parent / str(record["old"]) if record.get("old") else None
+  new = final.parent / str(record["new"]) if record.get("new") else None
   if _writer_alive(record):
     return
   if old is not None and not old.name.startswith(f".{final.name}.old-"):
@@ -421,10 +469,140 @@ def atomic_directory(final: str | os.PathLike, *, replace: bool = False) -> Iter
     raise FileExistsError(f"{final} already exists and is not an empty directory; "
                           "choose a new destination.")
   final.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=tmp_prefix(final.name), dir=final.parent))
   try:
     yield tmp
     replace_directory(tmp, final, replace=replace)
+  except OSError as e:
+    if _pathless(e):
+      raise with_path(e, final) from e
+    raise
   finally:
     if tmp.exists():
+      shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _marked_names(directory: str) -> set[str]:
+  """Names the swap markers in `directory` still need (a swap's new folder, a unit's files)."""
+  names = set()
+  for entry in os.listdir(directory):
+    if entry.startswith(".") and entry.endswith(".swap"):
+      try:
+        with open(os.path.join(directory, entry), encoding="utf-8") as f:
+          record = json.load(f)
+        names.update(str(record[k]) for k in ("new", "old", "tmp") if record.get(k))
+      except (OSError, ValueError, TypeError, AttributeError):
+        continue
+  return names
+
+
+def remove_leftovers(directory: str | os.PathLike, *, names: Sequence[str] | None = None,
+                     recursive: bool = False) -> list[str]:
+  """Removes the temporaries that killed writers left in `directory` and says so (one warning
+  naming each); returns their paths.
+
+  Only names this module made (`tmp_prefix`: `.<name>.tmp-<host>-<pid>-*`) whose writer is provably
+  gone are touched: same host, pid not running, not this process. With `names`, only temporaries of
+  those names; with `recursive`, in every folder below too. A name a swap marker still needs is left
+  to `recover_directory` / `recover_files`.
+  """
+  directory = os.path.abspath(os.fspath(directory))
+  if not os.path.isdir(directory):
+    return []
+  host, me = _host_tag(), os.getpid()
+  removed = []
+  for folder, subdirs, files in os.walk(directory):
+    needed = _marked_names(folder)
+    for entry in list(subdirs) + files:
+      match = _TMP_NAME.match(entry)
+      if (not match or entry in needed or (names is not None and match["name"] not in names)
+          or match["host"] != host or int(match["pid"]) == me or _pid_alive(int(match["pid"]))):
+        continue
+      path = os.path.join(folder, entry)
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(path)
+      removed.append(path)
+    subdirs[:] = [d for d in subdirs if recursive and os.path.join(folder, d) not in removed]
+  if removed:
+    logging.warning("Removed %d leftovers of interrupted runs (their writers are gone): %s",
+                    len(removed), ", ".join(removed))
+  return removed
+
+
+def _files_marker(directory: pathlib.Path, unit: str) -> pathlib.Path:
+  return directory / f".{unit}.swap"
+
+
+def _move_files(directory: pathlib.Path, record: dict) -> None:
+  """Moves a unit's files from its temporary folder into `directory` and removes the unit's names it
+  no longer has; safe to repeat (a name already moved is not in the folder any more)."""
+  tmp = directory / record["tmp"]
+  for name in record["files"]:
+    if (tmp / name).exists():
+      os.replace(tmp / name, directory / name)
+  for name in record["remove"]:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(directory / name)
+
+
+def recover_files(directory: str | os.PathLike, unit: str) -> None:
+  """Finishes moving a unit of files (`atomic_files`) that a killed writer left half-way: the files
+  were complete before the first one moved, so the move is rolled forward."""
+  directory = pathlib.Path(os.path.abspath(os.fspath(directory)))
+  marker = _files_marker(directory, unit)
+  if not marker.is_file():
+    return
+  record = _read_marker(marker, required={"tmp": str, "files": list, "remove": list})
+  if record is None:
+    return
+  tmp = directory / record["tmp"]
+  if _writer_alive(record):
+    return
+  _move_files(directory, record)
+  logging.warning("%s: finished moving in the %s files %s that an interrupted run left half-way.",
+                  directory, unit, record["files"])
+  shutil.rmtree(tmp, ignore_errors=True)
+  marker.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_files(directory: str | os.PathLike, unit: str, names: Sequence[str]) -> Iterator[pathlib.Path]:
+  """Yields a temporary folder inside `directory`; the files the block writes there (some of `names`,
+  no others) replace `directory/<name>` together when it succeeds, and the names of `names` it did
+  not write are removed, so `directory` never holds files of two different writes of the unit.
+
+  Nothing in `directory` changes before the block has written every file (a full disk stops it with
+  the old files in place). The files are then moved in under a marker `.<unit>.swap`; a writer killed
+  while moving them is finished by `recover_files(directory, unit)`, which the next write calls
+  first (and a reader should: `rospr_jax.eval.report.recover_report`).
+  """
+  directory = pathlib.Path(os.path.abspath(os.fspath(directory)))
+  directory.mkdir(parents=True, exist_ok=True)
+  recover_files(directory, unit)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=tmp_prefix(unit), dir=directory))
+  marker = _files_marker(directory, unit)
+  moving = False
+  try:
+    yield tmp
+    written = sorted(os.listdir(tmp))
+    unexpected = sorted(set(written) - set(names))
+    if unexpected:
+      raise ValueError(f"{directory}: {unexpected} are not files of the {unit} unit {list(names)}.")
+    record = {"unit": unit, "tmp": tmp.name, "files": written,
+              "remove": [n for n in names if n not in written],
+              "pid": os.getpid(), "host": socket.gethostname()}
+    write_json(marker, record)
+    moving = True  # from here on, the marker and the folder finish the move if this one fails
+    _move_files(directory, record)
+    marker.unlink(missing_ok=True)
+    moving = False
+  except OSError as e:
+    if _pathless(e):
+      raise with_path(e, directory / unit) from e
+    raise
+  finally:
+    if tmp.exists() and not moving:
       shutil.rmtree(tmp, ignore_errors=True)

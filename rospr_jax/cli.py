@@ -7,8 +7,9 @@ file only dispatches, importing the module lazily so that `rospr score` never pa
 from __future__ import annotations
 
 import importlib
-import os
 import sys
+
+from rospr_jax import distributed
 
 COMMANDS = {
     # name: one-line help; the command's module is rospr_jax.commands.<name with "_" for "-">.
@@ -45,11 +46,26 @@ def main(argv: list[str] | None = None) -> int:
   if name not in COMMANDS:
     print(f"rospr: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
     return 2
-  if os.environ.get("ROSPR_MULTIHOST") == "1":  # Set by run_tpu.sh on multi-host TPU slices.
-    import jax
-    jax.distributed.initialize()
-  module = importlib.import_module(command_module(name))
-  return int(module.main(rest) or 0)
+  prog = f"rospr {name}"
+  try:  # several processes (ROSPR_MULTIHOST=1, or JAX_COORDINATOR_ADDRESS + ROSPR_NUM_PROCESSES + ...)
+    distributed.initialize(prog)
+  except distributed.LaunchError as e:
+    print(f"{prog}: {e}", file=sys.stderr)
+    return 2
+  code = 1
+  try:
+    module = importlib.import_module(command_module(name))
+    code = int(module.main(rest) or 0)
+    return code
+  except SystemExit as e:  # argparse's exit (2 for bad flags, 0 for --help)
+    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    raise
+  except BaseException as e:
+    distributed.note_error(f"{type(e).__name__}: {e}")
+    distributed.stop_on_runtime_error(e)  # a peer is gone: one line, no traceback, no barrier wait
+    raise
+  finally:
+    distributed.finish(code)  # a failure stops the other processes of the run
 
 
 if __name__ == "__main__":

@@ -43,8 +43,10 @@ GIN_DIRS = _installed_gin_dirs()
 
 def parse_args(argv: list[str], prog: str, doc: str, example_file: str) -> tuple[argparse.Namespace, list[str]]:
   """Splits `--gin.NAME=VALUE` bindings from the other flags; returns (flags, bindings)."""
-  parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
+  summary, _, details = doc.strip().partition("\n\n")  # --help prints each part once
+  parser = argparse.ArgumentParser(prog=prog, description=summary,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=details or None)
   parser.add_argument("--gin_file", action="append", default=[], help="gin file (repeatable)")
   parser.add_argument("--gin_bindings", action="append", default=[], help="gin binding (repeatable)")
   parser.add_argument("--gin_search_paths", default="", help="comma-separated directories for gin files")

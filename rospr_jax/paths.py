@@ -32,14 +32,15 @@ def require_local(path: str | os.PathLike | None, what: str) -> str | None:
   return text
 
 
-def require_local_args(args: argparse.Namespace) -> None:
+def require_local_args(args: argparse.Namespace, flags: dict[str, str] | None = None) -> None:
   """Refuses a command's string arguments that are URLs (its flags name files and folders; a
-  `NAME=FILE` value is checked after the `=`)."""
+  `NAME=FILE` value is checked after the `=`). `flags` maps an argument's dest to the flag the user
+  typed where they differ (`{"dest": "--to"}`)."""
   for name, value in vars(args).items():
     for item in value if isinstance(value, (list, tuple)) else [value]:
       if isinstance(item, str):
         require_local(item.split("=", 1)[1] if "=" in item and not _URL.match(item) else item,
-                      f"--{name.replace('_', '-')}")
+                      (flags or {}).get(name, f"--{name.replace('_', '-')}"))
 
 
 def from_process_zero(value: np.ndarray) -> np.ndarray:

@@ -7,17 +7,30 @@ are the T5 vocabulary's; a model this project trains uses the same.
 from __future__ import annotations
 
 import os
+import re
 
+from rospr_jax import artifacts
 from rospr_jax.model.config import EOS_ID
 
 SPM_FILE_NAMES = ("spiece.model", "sentencepiece.model", "tokenizer.model")
 
 
 def find_sentencepiece_model(checkpoint_dir: str, required: bool = True) -> str | None:
-  """The SentencePiece model shipped in a (Hugging Face) checkpoint directory (None when there is
-  none and not `required`)."""
-  for name in SPM_FILE_NAMES:
-    path = os.path.join(checkpoint_dir, name)
+  """The SentencePiece model shipped in a checkpoint (None when there is none and not `required`).
+
+  Looked for in `checkpoint_dir` (a Hugging Face directory, a T5X `checkpoint_<step>` or model
+  directory; a T5X `checkpoint` file stands for its folder), then, for T5X, in the latest
+  `checkpoint_<step>` of a model directory, or in the model directory of a `checkpoint_<step>`.
+  """
+  folder = os.path.dirname(checkpoint_dir) if os.path.isfile(checkpoint_dir) else checkpoint_dir
+  folders = [folder]
+  if re.fullmatch(r"checkpoint_\d+", os.path.basename(os.path.normpath(folder))):
+    folders.append(os.path.dirname(os.path.normpath(folder)))
+  elif os.path.isdir(folder):
+    steps = sorted((int(m.group(1)), m.group(0)) for m in map(re.compile(r"checkpoint_(\d+)").fullmatch,
+                                                             os.listdir(folder)) if m)
+    folders += [os.path.join(folder, steps[-1][1])] if steps else []
+  for path in (os.path.join(f, name) for f in folders for name in SPM_FILE_NAMES):
     if os.path.isfile(path):
       return path
   if not required:
@@ -25,6 +38,25 @@ def find_sentencepiece_model(checkpoint_dir: str, required: bool = True) -> str 
   raise FileNotFoundError(
       f"No SentencePiece model ({', '.join(SPM_FILE_NAMES)}) in {checkpoint_dir}: pass --vocab PATH "
       "(gin: --gin.VOCABULARY=\"'PATH'\"; for T0, the T5 vocabulary `spiece.model`).")
+
+
+def same_vocabulary(a: str, b: str) -> bool:
+  """Whether two SentencePiece model files are the same model (same bytes; paths need not match)."""
+  if os.path.realpath(a) == os.path.realpath(b):
+    return True
+  return all(os.path.isfile(p) for p in (a, b)) and artifacts.sha256_file(a) == artifacts.sha256_file(b)
+
+
+def check_same_vocabulary(data_vocabulary: str | None, model_vocabulary: str | None, what: str) -> None:
+  """Refuses `what` (examples, SeqIO tasks) tokenized with another SentencePiece model than the
+  backbone's: their ids would index the wrong embeddings and score silently wrong. None skips."""
+  if data_vocabulary is None or model_vocabulary is None or same_vocabulary(data_vocabulary, model_vocabulary):
+    return
+  raise ValueError(
+      f"{what} are tokenized with the SentencePiece model {data_vocabulary}, but the backbone's "
+      f"vocabulary is {model_vocabulary}: they differ. Tokenize with the backbone's (for the SeqIO "
+      f"tasks: export ROSPR_VOCAB={model_vocabulary}, or bind "
+      f"rospr_tasks.vocab.vocabulary_path.path), or give the backbone that vocabulary.")
 
 
 class Tokenizer:

@@ -7,9 +7,12 @@ that is not on disk. Malformed JSON lines are counted too.
 
 from __future__ import annotations
 
+import difflib
 import itertools
+import json
 import sys
 
+from rospr_jax import artifacts
 from rospr_jax.data import catalog
 from rospr_jax.data import prompted
 from rospr_jax.data import records
@@ -58,8 +61,11 @@ def find(registry, name: str) -> tuple[prompted.PromptedTask, bool]:
   for tasks in (registry.SOURCES, registry.TARGETS):
     if base in tasks:
       return tasks[base], rank
-  close = [n for n in itertools.chain(registry.SOURCES, registry.TARGETS) if base.split("_")[0] in n][:10]
-  raise KeyError(f"no rospr task named {name!r}; some names: {close or sorted(registry.TARGETS)[:10]}")
+  close = difflib.get_close_matches(base, list(itertools.chain(registry.SOURCES, registry.TARGETS)), n=5,
+                                    cutoff=0.6)
+  hint = f"did you mean {', '.join(repr(c + (catalog.SCORE_EVAL_SUFFIX if rank else '')) for c in close)}?" \
+      if close else "no close name; `rospr tasks --filter TEXT` lists the tasks whose names contain TEXT"
+  raise KeyError(f"no rospr task named {name!r}; {hint}")
 
 
 def show(task: prompted.PromptedTask, rank: bool, split: str, n: int, out=None) -> None:
@@ -76,3 +82,15 @@ def show(task: prompted.PromptedTask, rank: bool, split: str, n: int, out=None) 
         print(f"  {mark} choice {c}: {choice}{row}", file=out)
   if task.report.num_failed:
     print(f"--- failures\n{task.report.summary()}", file=out)
+
+
+def write_queries(task: prompted.PromptedTask, split: str, path: str) -> int:
+  """Writes the split's rendered inputs and answer choices, without labels, one JSON object per line
+  ({"text": ..., "choices": [...]}): the queries file `rospr retrieve --queries` reads. Returns the
+  count."""
+  lines = [json.dumps({"text": ex.inputs, **({"choices": list(ex.answer_choices)} if ex.answer_choices else {})},
+                      ensure_ascii=False) for ex in task.examples(split)]
+  if not lines:
+    raise ValueError(f"{task.name} has no examples in split {split!r} to write as queries.")
+  artifacts.write_text(path, "".join(line + "\n" for line in lines))
+  return len(lines)

@@ -81,7 +81,8 @@ def _add(name: str, task: prompted.PromptedTask, rank: bool) -> None:
   if name in seqio.TaskRegistry.names():
     return
   source = seqio.FunctionDataSource(functools.partial(_dataset_fn, task=task), splits=task.splits)
-  steps = [seqio.preprocessors.tokenize, seqio.preprocessors.append_eos]
+  # EOS after trimming: a target longer than L keeps L - 1 tokens and its EOS, as T0's evaluation did.
+  steps = [seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim]
   if rank:
     seqio.TaskRegistry.add(
         name, source, output_features=vocab.output_features(),

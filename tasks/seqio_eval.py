@@ -29,12 +29,16 @@ import seqio
 import tensorflow as tf
 
 from rospr_jax.data import catalog
-from rospr_jax.eval.batching import RankExample, length_bucket, score_examples
+from rospr_jax.eval.batching import (T0_INPUT_LENGTH, T0_TARGET_LENGTH, RankExample, length_bucket,
+                                     score_examples)
 from rospr_jax.model import T5Config
+from rospr_jax.tokenization import check_same_vocabulary
 
 ScoreFn = Callable[..., list[tuple[int, float]]]
 
 IDX_FEATURE = "idx"
+# T0's evaluation lengths, which `rospr evaluate` uses too (rospr_jax.eval.batching).
+T0_SEQUENCE_LENGTH = {"inputs": T0_INPUT_LENGTH, "targets": T0_TARGET_LENGTH}
 
 
 class RankFeatureConverter(seqio.EncDecFeatureConverter):
@@ -175,7 +179,7 @@ def _num_rows(task_name: str, split: str, max_examples: int) -> int:
   return rows
 
 
-def evaluate_task_with_seqio(task_name: str, params, config: T5Config, *,
+def evaluate_task_with_seqio(task_name: str, params, config: T5Config, *, vocabulary: str,
                              prompt: jax.Array | np.ndarray | None = None, split: str | None = None,
                              batch_size: int = 32, mesh: jax.sharding.Mesh | None = None,
                              max_examples: int | None = None,
@@ -189,11 +193,14 @@ def evaluate_task_with_seqio(task_name: str, params, config: T5Config, *,
   Args:
     task_name: a registered `*_score_eval` task or a mixture of them.
     params, config: the model.
+    vocabulary: the model's SentencePiece model (`Backbone.vocabulary`: the checkpoint's
+      spiece.model or the one given); a task that tokenizes with another is refused, naming both.
     prompt: None or a soft prompt [P, H] for every input.
     split: the split for every task (default: each rospr task's evaluation split).
     batch_size, mesh: as in `make_score_fn`.
     max_examples: evaluate only the first examples of each task (all their choices).
-    sequence_length: SeqIO's {"inputs": T, "targets": L} limits (default: the longest rows, no trimming).
+    sequence_length: SeqIO's {"inputs": T, "targets": L} limits (default `T0_SEQUENCE_LENGTH`, T0's
+      and `rospr evaluate`'s: inputs cut to their first 1024 tokens, targets to 255 plus EOS).
     return_scores: also return each task's per-row scores [N] and idx [N, 2], in row order.
     progress: show a progress bar per task.
 
@@ -202,12 +209,16 @@ def evaluate_task_with_seqio(task_name: str, params, config: T5Config, *,
 
   Raises:
     ValueError: an unknown name, a task without that split or a score metric, a split without rows,
-      or max_examples < 1.
+      max_examples < 1, or a task vocabulary that is not `vocabulary`.
   """
   from rospr_tasks import registry  # pylint: disable=g-import-not-at-top  (registers on import)
   if max_examples is not None and max_examples < 1:
     raise ValueError(f"max_examples must be at least 1, got {max_examples}")
-  tasks = seqio.get_subtasks(registry.get_task(task_name))
+  from rospr_tasks import vocab  # pylint: disable=g-import-not-at-top
+  task_or_mixture = registry.get_task(task_name)
+  check_same_vocabulary(vocab.task_vocabulary_file(task_or_mixture), vocabulary,
+                        f"The SeqIO task {task_name!r}'s examples")
+  tasks = seqio.get_subtasks(task_or_mixture)
   results = {}
   for task in tasks:
     if split is not None:
@@ -222,7 +233,8 @@ def evaluate_task_with_seqio(task_name: str, params, config: T5Config, *,
                        f"(splits {list(task.splits)}, score metrics {len(task.score_metric_fns)})")
     num_rows = None if max_examples is None else _num_rows(task.name, task_split, max_examples)
     evaluator = seqio.Evaluator(task.name, RankFeatureConverter(), eval_split=task_split,
-                                sequence_length=sequence_length, num_examples=num_rows,
+                                sequence_length=dict(sequence_length or T0_SEQUENCE_LENGTH),
+                                num_examples=num_rows,
                                 async_compute_metrics=False)
     if int(evaluator.cached_task_datasets[task.name].cardinality()) == 0:
       raise ValueError(f"task {task.name!r} has no rank-classification rows on split {task_split!r}")

@@ -11,17 +11,38 @@ would learn to never stop.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
-from typing import Sequence
+import re
+from typing import Iterator, Sequence
 
 import gin
 import numpy as np
 
+from rospr_jax import tokenization
 from rospr_jax.model.config import EOS_ID
 from rospr_jax.prompt.input_pipeline import Example, SourceExamples
 
 logger = logging.getLogger(__name__)
+
+
+_WRAPPED = re.compile(r"}} (?P<kind>\w+Error): (?P<message>.*?)(?:\nTraceback|\n\n|$)", re.S)
+
+
+@contextlib.contextmanager
+def python_errors_of(what: str) -> Iterator[None]:
+  """Re-raises a Python error that tf.data wrapped into an InvalidArgumentError (a data file's bad
+  line, raised inside the task's generator) as a ValueError naming `what`, with the original message
+  (which names the file and line) and without TensorFlow's traceback."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    yield
+  except tf.errors.OpError as e:
+    found = _WRAPPED.search(e.message or "")
+    if found is None:
+      raise
+    raise ValueError(f"{what}: {found['message'].strip()}") from None
 
 
 def expand_task_names(names: Sequence[str]) -> list[str]:
@@ -58,6 +79,15 @@ def seqio_sources(tasks: Sequence[str], *, split: str = "train", max_examples_pe
     with gin.unlock_config():
       importlib.import_module(registry_module)
   names = expand_task_names(tasks)
+  import seqio
+  from rospr_tasks import vocab  # pylint: disable=g-import-not-at-top
+  vocabularies: list[str] = []
+  for path in (vocab.task_vocabulary_file(seqio.get_mixture_or_task(n)) for n in names):
+    if path is not None and not any(tokenization.same_vocabulary(path, seen) for seen in vocabularies):
+      vocabularies.append(path)
+  if len(vocabularies) > 1:
+    raise ValueError(f"The training tasks {names} tokenize with different SentencePiece models "
+                     f"{vocabularies}.")
   examples: list[Example] = []
   no_eos = 0
   for source_id, name in enumerate(names):
@@ -71,15 +101,16 @@ def seqio_sources(tasks: Sequence[str], *, split: str = "train", max_examples_pe
     if max_examples_per_source is not None:
       dataset = dataset.take(max_examples_per_source)
     count = 0
-    for record in dataset.as_numpy_iterator():
-      targets = np.asarray(record["targets"]).tolist()
-      no_eos += bool(targets) and targets[-1] != EOS_ID
-      examples.append(Example(source_id, np.asarray(record["inputs"]).tolist(), targets))
-      count += 1
+    with python_errors_of(f"SeqIO task {name!r}"):
+      for record in dataset.as_numpy_iterator():
+        targets = np.asarray(record["targets"]).tolist()
+        no_eos += bool(targets) and targets[-1] != EOS_ID
+        examples.append(Example(source_id, np.asarray(record["inputs"]).tolist(), targets))
+        count += 1
     if count == 0:
       raise ValueError(f"SeqIO task {name!r} has no examples in split {split!r}.")
     logger.info("Read %d examples of %s (%s).", count, name, split)
   if no_eos:
     logger.warning("%d of %d targets do not end in EOS (id %d): check the tasks' output features.",
                     no_eos, len(examples), EOS_ID)
-  return SourceExamples(names, examples)
+  return SourceExamples(names, examples, vocabulary=next(iter(vocabularies), None))

@@ -52,3 +52,18 @@ def output_features() -> dict[str, seqio.Feature]:
       "inputs": seqio.Feature(vocab, add_eos=False, required=True),
       "targets": seqio.Feature(vocab, add_eos=True, required=True),
   }
+
+
+def task_vocabulary_file(task: seqio.Task | seqio.Mixture) -> str | None:
+  """The SentencePiece model file a task (or every task of a mixture) tokenizes with (None when its
+  features use another kind of vocabulary); tasks that disagree are refused, naming them."""
+  files = {}
+  for sub in seqio.get_subtasks(task):
+    for feature in sub.output_features.values():
+      path = getattr(feature.vocabulary, "sentencepiece_model_file", None)
+      if path:
+        files.setdefault(path, sub.name)
+  if len(files) > 1:
+    raise ValueError(f"{task.name!r}: its tasks tokenize with different SentencePiece models "
+                     f"({', '.join(f'{t}: {p}' for p, t in files.items())}).")
+  return next(iter(files), None)

@@ -20,9 +20,9 @@ import sys
 
 import numpy as np
 
-from rospr_jax import paths
+from rospr_jax import artifacts, paths
 from rospr_jax.commands import common
-from rospr_jax.library import build, search, sources as sources_lib, store
+from rospr_jax.library import search, sources as sources_lib, store  # no JAX: --help answers at once
 
 PROG = "rospr build-library"
 
@@ -103,7 +103,8 @@ def main(argv: list[str]) -> int:
                            "task is a source; its examples are read from $ROSPR_DATA_DIR.")
   parser.add_argument("--split", default="train", help="The split --tasks draw from.")
   parser.add_argument("--source-names", help="Source names in prompt-row order, one per line.")
-  parser.add_argument("--n", type=int, default=build.DEFAULT_N, help="Instances per source.")
+  parser.add_argument("--n", type=common.positive_int, default=None,
+                      help="Instances per source (default: 100, library.build.DEFAULT_N).")
   parser.add_argument("--seed", type=int, default=0, help="Seed of the instance draw.")
   common.add_retriever_arguments(parser)
   parser.add_argument("--index", default="scann", choices=store.INDEX_KINDS,
@@ -115,10 +116,14 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--shard-rows", type=int, default=262_144, help="Rows per embeddings shard.")
   parser.add_argument("--overwrite", action="store_true", help="Replace an existing library.")
   args = parser.parse_args(argv)
+  from rospr_jax.library import build  # pylint: disable=g-import-not-at-top  (loads JAX)
+  args.n = build.DEFAULT_N if args.n is None else args.n
   try:
     paths.require_local_args(args)
-    if common.only_process_zero(PROG, "builds the library"):  # each host embeds on its own devices
-      return 0
+    writes = paths.writes_outputs()  # every process embeds its share of each batch; process 0 writes
+    out = os.path.abspath(args.out)  # a killed build's temporary folder, if any, goes first
+    if writes:
+      artifacts.remove_leftovers(os.path.dirname(out), names=[os.path.basename(out)])
     sources, prompts, trained_on = _read_sources(args)
     embedder, tokenizer = common.embedder_from_args(args)
     config = search.ScannConfig(mode=args.scann_mode, num_leaves=args.num_leaves,
@@ -126,9 +131,12 @@ def main(argv: list[str]) -> int:
     _, report = build.build_library(args.out, sources, prompts, embedder, tokenizer.encode_input,
                                     n=args.n, seed=args.seed, index=args.index, scann_config=config,
                                     shard_rows=args.shard_rows, overwrite=args.overwrite,
-                                    extra={"argv": list(argv)}, prompts_backbone=trained_on)
+                                    extra={"argv": list(argv)}, prompts_backbone=trained_on,
+                                    write=writes)
+    if common.wait_for_process_zero(PROG, f"wrote the library {out}"):
+      return 0
   except (ValueError, OSError) as e:
-    return common.error(PROG, e)
+    return common.error(PROG, artifacts.with_path(e, args.out))  # a full disk names the library
   print(json.dumps(report))
   return 0
 

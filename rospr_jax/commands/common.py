@@ -11,7 +11,9 @@ import logging
 import sys
 from typing import Any, Callable
 
-from rospr_jax import paths
+import numpy as np
+
+from rospr_jax import distributed, paths
 
 
 GIN_CALL_NOTE = "\n  In call to configurable"  # what gin appends to an error raised in a configurable
@@ -20,6 +22,7 @@ GIN_CALL_NOTE = "\n  In call to configurable"  # what gin appends to an error ra
 def error(prog: str, message: Any) -> int:
   """Prints `prog: message` on stderr; returns the exit code of bad input (2)."""
   print(f"{prog}: {message}", file=sys.stderr)
+  distributed.note_error(str(message))  # what the other processes of a multi-process run report
   return 2
 
 
@@ -55,6 +58,17 @@ def run_gin_command(argv: list[str], *, prog: str, doc: str, example_file: str,
     gin.clear_config()
 
 
+def positive_int(text: str) -> int:
+  """An argparse type: an integer >= 1 (argparse names the flag: `argument --max-length: ...`)."""
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+  return value
+
+
 def add_retriever_arguments(parser: argparse.ArgumentParser) -> None:
   """The retriever and vocabulary flags shared by `build-library` and `retrieve`."""
   group = parser.add_mutually_exclusive_group(required=True)
@@ -66,28 +80,33 @@ def add_retriever_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--vocab", required=True, help="SentencePiece model (pad 0, EOS 1, UNK 2).")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                       help="Activation dtype of the retriever (and of the backbone for VAR).")
-  parser.add_argument("--max-length", type=int, default=512, help="Input tokens kept per text.")
-  parser.add_argument("--tokens-per-batch", type=int, default=65_536,
+  parser.add_argument("--max-length", type=positive_int, default=512, help="Input tokens kept per text.")
+  parser.add_argument("--tokens-per-batch", type=positive_int, default=65_536,
                       help="Padded tokens per embedding batch.")
 
 
 def embedder_from_args(args):
-  """(embedder, tokenizer) from the flags of `add_retriever_arguments`."""
+  """(embedder, tokenizer) from the flags of `add_retriever_arguments`; the embedder splits its
+  batches over the devices of every process (each process must embed the same texts)."""
   from rospr_jax import tokenization  # pylint: disable=g-import-not-at-top
   from rospr_jax.library import embed  # pylint: disable=g-import-not-at-top
   tokenizer = tokenization.Tokenizer(args.vocab)
   embedder = embed.load_embedder(args.retriever, random_size=args.random_retriever,
                                  seed=args.retriever_seed, min_vocab_size=tokenizer.vocab_size,
                                  dtype=args.dtype, max_length=args.max_length,
-                                 tokens_per_batch=args.tokens_per_batch, mesh=embed.local_data_mesh())
+                                 tokens_per_batch=args.tokens_per_batch, mesh=embed.data_mesh())
   tokenizer.check_fits(embedder.config.vocab_size, "the retriever")
   return embedder, tokenizer
 
 
-def only_process_zero(prog: str, what: str) -> bool:
-  """True (after saying so) on processes other than 0 of a multi-host run, for commands that one
-  host does alone."""
+def wait_for_process_zero(prog: str, what: str) -> bool:
+  """Ends a command that every process of a multi-process run computes and process 0 writes: each
+  process waits here until process 0 is done too (a failure of process 0 stops the others:
+  `rospr_jax.distributed`). True, after saying so, on the processes other than 0."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() > 1:
+    paths.from_process_zero(np.zeros((), np.int32))
   if paths.writes_outputs():
     return False
-  print(f"{prog}: not process 0 of this multi-host run; process 0 {what}.")
+  print(f"{prog}: process {jax.process_index()} of {jax.process_count()} did its share; process 0 {what}.")
   return True

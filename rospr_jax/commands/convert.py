@@ -4,7 +4,9 @@
   rospr convert --from t0_3b_t5x --to t0_3b_hf --format hf --max-shard-size 2GB
 
 Tensors keep their stored dtype unless `--dtype` says otherwise, so a round trip returns identical
-tensors. A Hugging Face source's tokenizer files are copied to a Hugging Face destination.
+tensors. A Hugging Face source's tokenizer files are copied to a Hugging Face destination, and the
+source's SentencePiece model to either (into `checkpoint_<step>` for T5X), so that `rospr score` and
+the other loaders find it without --vocab.
 """
 
 from __future__ import annotations
@@ -14,11 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from rospr_jax import paths
-from rospr_jax.model.checkpoints import (checkpoint_fingerprint, detect_format, load_checkpoint, save_hf,
-                                         save_t5x)
-from rospr_jax.model.hf_checkpoint import DEFAULT_MAX_SHARD_BYTES, TOKENIZER_FILES
-from rospr_jax.model.t5x_checkpoint import flatten
+from rospr_jax import artifacts, paths
 
 _DTYPES = {"keep": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -39,16 +37,16 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="rospr convert", description=__doc__.split(": ", 1)[1],
       formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--from", dest="source", required=True,
+  parser.add_argument("--from", dest="source", metavar="DIR", required=True,
                       help="Hugging Face directory, or T5X model / checkpoint_<step> directory")
-  parser.add_argument("--to", dest="dest", required=True,
+  parser.add_argument("--to", dest="dest", metavar="DIR", required=True,
                       help="hf: the directory to create; t5x: the model directory that receives "
                            "checkpoint_<step>")
   parser.add_argument("--format", choices=("hf", "t5x"), required=True, help="format to write")
   parser.add_argument("--dtype", choices=tuple(_DTYPES), default="keep",
                       help="dtype of the written tensors (default: keep the stored ones)")
   parser.add_argument("--step", type=int, default=0, help="step number of the T5X checkpoint written")
-  parser.add_argument("--max-shard-size", type=parse_size, default=DEFAULT_MAX_SHARD_BYTES,
+  parser.add_argument("--max-shard-size", type=parse_size, default=None,
                       help="shard Hugging Face weights into files of at most this size (default 5GB, "
                            "as transformers; it also bounds the extra memory of the write)")
   return parser
@@ -56,18 +54,31 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+  # JAX loads after the flags are parsed: --help and flag errors answer at once.
+  from rospr_jax import tokenization  # pylint: disable=g-import-not-at-top
+  from rospr_jax.model.checkpoints import (checkpoint_fingerprint, detect_format,  # pylint: disable=g-import-not-at-top
+                                           load_checkpoint, save_hf, save_t5x)
+  from rospr_jax.model.hf_checkpoint import DEFAULT_MAX_SHARD_BYTES, TOKENIZER_FILES  # pylint: disable=g-import-not-at-top
+  from rospr_jax.model.t5x_checkpoint import flatten  # pylint: disable=g-import-not-at-top
   try:
-    paths.require_local_args(args)
+    paths.require_local_args(args, flags={"source": "--from", "dest": "--to"})
     source_format = detect_format(args.source)
     config, params = load_checkpoint(args.source, _DTYPES[args.dtype])
+    # The source's SentencePiece model goes along, so the result loads without --vocab.
+    spm = tokenization.find_sentencepiece_model(args.source, required=False)
     if args.format == "hf":
       extra = ([Path(args.source) / name for name in TOKENIZER_FILES
                 if (Path(args.source) / name).is_file()] if source_format == "hf" else [])
-      written = save_hf(args.dest, config, params, args.max_shard_size, extra_files=extra)
-    else:
-      written = save_t5x(args.dest, config, params, step=args.step)
-  except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
-    print(f"rospr convert: error: {e}", file=sys.stderr)
+      extra += [Path(spm)] if spm and Path(spm).name not in {f.name for f in extra} else []
+      dest = Path(args.dest).absolute()  # a killed conversion's temporary folder, if any, goes first
+      artifacts.remove_leftovers(dest.parent, names=[dest.name])
+      written = save_hf(args.dest, config, params, args.max_shard_size or DEFAULT_MAX_SHARD_BYTES,
+                        extra_files=extra)
+    else:  # a killed or failed conversion's temporary folder, if any, goes first
+      artifacts.remove_leftovers(args.dest, names=[f"checkpoint_{int(args.step)}"])
+      written = save_t5x(args.dest, config, params, step=args.step, extra_files=[spm] if spm else [])
+  except (ValueError, OSError, ImportError) as e:  # a full disk names the destination
+    print(f"rospr convert: error: {artifacts.with_path(e, args.dest)}", file=sys.stderr)
     return 1
   count = sum(a.size for a in flatten(params).values())
   print(f"converted {args.source} ({source_format}) -> {written} ({args.format}): {count:,} parameters, "

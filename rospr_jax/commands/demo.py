@@ -113,6 +113,64 @@ def held_in_target(task, validation, settings: DemoSettings) -> evaluate.Target:
                          is_correct=tuple(tuple(ex.is_correct) for ex in chosen))
 
 
+def train_stand_in_backbone(backbone_dir: str, data: input_pipeline.SourceExamples, vocab_path: str, *,
+                            steps: int, learning_rate: float, batch_size: int, input_length: int,
+                            target_length: int, seed: int) -> list[float]:
+  """The offline stand-in for T0: a tiny T5 multitask-trained on every weight with `data`, saved as a
+  Hugging Face checkpoint with `vocab_path` as its spiece.model (what every command then loads).
+
+  Returns:
+    the loss of every step.
+  """
+  vocab_size = -(-Tokenizer(vocab_path).vocab_size // 128) * 128  # embeddings padded as T5's are
+  config = get_config("tiny", vocab_size=vocab_size)
+  batches = input_pipeline.BatchIterator(data, batch_size=batch_size, input_length=input_length,
+                                         target_length=target_length, seed=seed)
+  params, losses = multitask.train_backbone(config, batches, steps=steps, learning_rate=learning_rate,
+                                            seed=seed)
+  save_hf(backbone_dir, config, params)
+  shutil.copyfile(vocab_path, os.path.join(backbone_dir, "spiece.model"))
+  return losses
+
+
+def _within_noise(summary: dict, reference: str, method: str) -> list[tuple[str, float, float, bool]]:
+  """Per dataset: (name, reference accuracy, method accuracy, whether the method's accuracy lies in
+  the reference's Wilson 95% interval over the dataset's examples), in percent."""
+  rows = []
+  for d in summary["datasets"]:
+    a, b = summary["mean"][reference].get(d), summary["mean"][method].get(d)
+    if a is None or b is None:
+      continue
+    low, high = report.interval(a, summary["examples"].get(d))
+    rows.append((report.short_names([d])[0], 100 * a, 100 * b, bool(low <= b <= high)))
+  return rows
+
+
+def _claims(summaries: dict) -> dict:
+  """The report's sentences about the tables, written from their numbers (not fixed text)."""
+  held_out, held_in = summaries["held_out"], summaries["held_in"]
+  chance = _within_noise(held_out, "T0", evaluate.CHANCE)
+  worst = max(chance, key=lambda r: abs(r[1] - r[2]))
+  average = lambda s, m: 100 * s["average_mean"][m]
+  held_out_sentence = (
+      f"On the {len(chance)} BIG-bench held-out tasks its `T0` row averages {average(held_out, 'T0'):.1f}% "
+      f"against {average(held_out, evaluate.CHANCE):.1f}% for `chance` (the expected accuracy of a uniform "
+      f"guess); chance lies inside the 95% interval of T0's accuracy on {sum(r[3] for r in chance)} of them, "
+      f"and the largest gap is {worst[0]} ({worst[1]:.1f}% vs chance {worst[2]:.1f}%). So the held-out "
+      "table shows the pipeline running end to end, not the paper's gains.")
+  moved = _within_noise(held_in, "T0", "RoSPr")
+  diffs = [b - a for _, a, b, _ in moved]
+  held_in_sentence = (
+      f"The retrieved prompt scored {average(held_in, 'RoSPr') - average(held_in, 'T0'):+.2f} points against "
+      f"the hard prompt alone (RoSPr minus `T0`, averaged over the sources); per source the difference runs "
+      f"from {min(diffs):+.1f} to {max(diffs):+.1f} points, and for {sum(r[3] for r in moved)} of "
+      f"{len(moved)} sources RoSPr's accuracy lies inside the 95% interval of T0's: within noise.")
+  counts = [n for s in summaries.values() for n in s["examples"].values()]
+  return {"held_out_sentence": held_out_sentence, "held_in_sentence": held_in_sentence,
+          "n_range": f"{min(counts)}-{max(counts)}",
+          "one_example_points": f"{100 / max(counts):.1f}-{100 / min(counts):.1f} points"}
+
+
 def _explanation(settings: DemoSettings, timings: dict, facts: dict) -> str:
   rows = "\n".join(f"| {step} | {seconds:.0f} |" for step, seconds in timings.items())
   return f"""# rospr-jax offline demo
@@ -124,14 +182,12 @@ vocabulary {facts['vocab_size']}) trained on {settings.num_sources} BIG-bench so
 source, and retrieval for every target from {evaluate.Evaluator.selection.num_queries} unlabeled inputs.
 
 **What these numbers mean.** The backbone is about {2.78e9 / facts['parameters']:,.0f} times smaller than
-T0_3B and saw {facts['training_examples']:,} training examples, so on the 14 BIG-bench held-out tasks it
-stays near chance (the `chance` row is the expected accuracy of a uniform guess): the held-out table
-shows that the pipeline runs end to end, not the paper's gains. The held-in table (validation splits of
-the sources) is where a tiny model can show the mechanism: there, RoSPr retrieved the source's own
-prompt for {facts['held_in_own_prompt']} of {facts['held_in_targets']} sources, and the retrieved prompt
-scored {facts['held_in_rospr_minus_t0']:+.2f} points against the hard prompt alone (RoSPr minus the `T0`
-row, average over the sources). Soft prompts this small, trained for {settings.prompt_steps} joint steps,
-move accuracy by a point or two either way; the retrieval itself is what this run checks.
+T0_3B and saw {facts['training_examples']:,} training examples. {facts['held_out_sentence']} The held-in
+table (validation splits of the sources) is where a tiny model can show the mechanism: there, RoSPr
+retrieved the source's own prompt for {facts['held_in_own_prompt']} of {facts['held_in_targets']}
+sources. {facts['held_in_sentence']} Each table has a row `n` (examples per dataset) and, in each
+`results.md`, a version with Wilson 95% intervals: with {facts['n_range']} examples a task, one example
+moves its accuracy by {facts['one_example_points']}.
 
 **The paper's setting.** With the T0_3B checkpoint (Hugging Face `bigscience/T0_3B`, downloaded on a
 machine with network access) and the P3 source datasets in `$ROSPR_DATA_DIR`:
@@ -183,17 +239,11 @@ def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
   data = training_examples(sources, tokenizer, settings)
   lap("read data")
 
-  vocab_size = -(-tokenizer.vocab_size // 128) * 128
-  config = get_config("tiny", vocab_size=vocab_size)
-  batches = input_pipeline.BatchIterator(data, batch_size=settings.batch_size,
-                                         input_length=settings.input_length,
-                                         target_length=settings.target_length, seed=settings.seed)
-  params, losses = multitask.train_backbone(config, batches, steps=settings.backbone_steps,
-                                               learning_rate=settings.backbone_learning_rate,
-                                               seed=settings.seed)
   backbone_dir = os.path.join(output_dir, "backbone")
-  save_hf(backbone_dir, config, params)
-  shutil.copyfile(vocab_path, os.path.join(backbone_dir, "spiece.model"))
+  losses = train_stand_in_backbone(backbone_dir, data, vocab_path, steps=settings.backbone_steps,
+                                   learning_rate=settings.backbone_learning_rate,
+                                   batch_size=settings.batch_size, input_length=settings.input_length,
+                                   target_length=settings.target_length, seed=settings.seed)
   lap("train backbone")
 
   frozen = load_backbone(backbone_dir, dtype="float32")  # what every command loads from this folder
@@ -227,19 +277,21 @@ def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
     selections_by_group[name] = selections
     summaries[name] = report.write_report(
         out, records, retrieval=evaluate.retrieval_frequencies(selections),
-        extra={"selections": selections})
+        extra={"selections": selections}, sources=library.source_names,
+        title=name.replace("_", "-").capitalize())
     lap(f"evaluate {name.replace('_', '-')}")
 
   own = sum((selections_by_group["held_in"].get(t.name, {}).get("RoSPr", {}).get("names") or [None])[0] == t.name
             for t in held_in)
   held_in_average = summaries["held_in"]["average_mean"]
-  facts = {"parameters": config.num_parameters(), "vocab_size": config.vocab_size,
+  facts = {"parameters": frozen.config.num_parameters(), "vocab_size": frozen.config.vocab_size,
            "held_in_rospr_minus_t0": 100 * (held_in_average.get("RoSPr", float("nan"))
                                            - held_in_average.get("T0", float("nan"))),
            "training_examples": len(data.examples), "held_in_own_prompt": int(own),
            "held_in_targets": len(held_in),
            "sources": [task.name for task, _, _ in sources], "backbone_final_loss": float(np.mean(losses[-50:])),
-           "library": library_report, "settings": dataclasses.asdict(settings), "timings_s": timings}
+           "library": library_report, "settings": dataclasses.asdict(settings), "timings_s": timings,
+           **_claims(summaries)}
   sections = [_explanation(settings, timings, facts)]
   for name, title in (("held_out", "Held-out: the 14 BIG-bench tasks"),
                       ("held_in", "Held-in: validation splits of the source tasks")):

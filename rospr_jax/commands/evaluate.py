@@ -1,5 +1,7 @@
 """`rospr evaluate`: zero-shot rank classification of target (dataset, template) pairs, with the hard
-prompt alone (T0) and with the prompts RoSPr, INTER, VAR and INTER+VAR retrieve from a library.
+prompt alone (T0) and with the prompts RoSPr, INTER, VAR and INTER+VAR retrieve from a library; on
+request (METHODS) also the reference rows 'Random' (a seeded random library prompt) and
+'Oracle (labels)' (the best library prompt chosen with the target's labels: an upper bound).
 
     rospr evaluate --gin_file=models/t0_3b.gin --gin_file=eval/bigbench_targets.gin \\
         --gin.CHECKPOINT="'/ckpt/T0_3B'" --gin.LIBRARY_DIR="'/runs/library'" \\
@@ -7,8 +9,10 @@ prompt alone (T0) and with the prompts RoSPr, INTER, VAR and INTER+VAR retrieve 
 
 The model file (`models/*.gin`: CHECKPOINT, DTYPE, ATTENTION, VOCABULARY) is the one `rospr
 train-prompts` takes. Results land in OUTPUT_DIR: `results.json`, `results.md` (datasets as columns,
-methods as rows), plots, `selections/<target>/<method>/`, `records/` (one file per target and method,
-written as each is scored: a rerun into the same folder resumes) and the operative `config.gin`.
+methods as rows), plots (the four replaced together, never one without the others),
+`selections/<target>/<method>/`, `records/` (one file per target and method, written as each is
+scored: a rerun into the same folder resumes, first removing what a killed run left) and the
+operative `config.gin`.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import numpy as np
 
 from rospr_jax import artifacts, paths
 from rospr_jax.commands import common, targets as targets_lib
-from rospr_jax.eval.evaluate import HARD_PROMPT, RECORDS_DIR, Evaluator, all_methods, retrieval_frequencies
 from rospr_jax.retrieval.selection import SelectionConfig, rule_of_label
+
+# rospr_jax.eval.evaluate (JAX) is imported where it is used: --help and flag errors answer at once.
 
 PROG = "rospr evaluate"
 
@@ -40,13 +45,16 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
   Args:
     backbone: a `rospr_jax.backbone.Backbone`, or a callable returning one (the model gin file binds
       `load_backbone`).
-    methods: method names (None: the hard prompt and every selection rule, `eval.evaluate.all_methods()`).
+    methods: method names (None: the hard prompt and every selection rule but the reference rows,
+      `eval.evaluate.default_methods()`; `eval.evaluate.all_methods()` lists them all).
     retriever_dtype: the retriever's compute dtype (None: the one the library was built with).
     selection: Q, N, N', K and eps of the selection rules.
     The rest: see gin/eval/base.gin.
   """
   import jax  # pylint: disable=g-import-not-at-top
   from rospr_jax.eval import report  # pylint: disable=g-import-not-at-top
+  from rospr_jax.eval.evaluate import (CHANCE, HARD_PROMPT, ORACLE, RECORDS_DIR,  # pylint: disable=g-import-not-at-top
+                                       Evaluator, default_methods, retrieval_frequencies)
   from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
   from rospr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
 
@@ -61,10 +69,13 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     raise ValueError("; ".join(bad) + ".")
   # One run at a time into OUTPUT_DIR (process 0 holds the lock; the others write nothing).
   with (artifacts.run_lock(output_dir, "evaluate") if paths.writes_outputs() else contextlib.nullcontext()):
-    methods = all_methods() if methods is None else methods
+    if paths.writes_outputs():  # what a killed run left: a report half moved in, temporaries
+      report.recover_report(output_dir)
+      artifacts.remove_leftovers(output_dir, recursive=True)
+    methods = default_methods() if methods is None else methods
     if isinstance(methods, str):
       raise ValueError(f"METHODS must be a list, e.g. ['{methods}'], not the string {methods!r}.")
-    rules = [rule_of_label(m) for m in methods if m not in (HARD_PROMPT, "chance")]
+    rules = [rule_of_label(m) for m in methods if m not in (HARD_PROMPT, CHANCE, ORACLE)]
     backbone = backbone() if callable(backbone) else backbone
     config, params = backbone.config, backbone.params
     tokenizer = backbone.tokenizer()
@@ -74,7 +85,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
       params = partitioning.shard_params(params, backbone.model.abstract_params(), mesh)
     evaluator = Evaluator(params=params, config=config, tokenizer=tokenizer, selection=selection,
                           batch_size=batch_size, mesh=mesh, seed=seed, progress_bars=True)
-    if rules:
+    if rules or ORACLE in methods:
       if not library_dir or not retriever_checkpoint:
         raise ValueError("Methods other than T0 need LIBRARY_DIR and RETRIEVER_CHECKPOINT.")
       dtype = retriever_dtype or store.recorded_retriever_dtype(library_dir)
@@ -102,18 +113,25 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     records, selections = evaluator.evaluate(
         target_list, methods, selections_dir=os.path.join(output_dir, "selections") if writes else None,
         records_dir=os.path.join(output_dir, RECORDS_DIR), progress=logging.info)
-    if not writes:
-      return report.summarize(records)
-    retrieval = retrieval_frequencies(selections) if selections else None
-    return report.write_report(output_dir, records, retrieval=retrieval, preamble=preamble,
-                               extra={"selections": selections,
-                                      "checkpoint": backbone.description.get("checkpoint"),
-                                      "library": library_dir, "split": split, "seed": seed})
+    if writes:
+      retrieval = retrieval_frequencies(selections) if selections else None
+      summary = report.write_report(output_dir, records, retrieval=retrieval, preamble=preamble,
+                                    sources=evaluator.library.source_names if evaluator.library else None,
+                                    extra={"selections": selections,
+                                           "checkpoint": backbone.description.get("checkpoint"),
+                                           "library": library_dir, "split": split, "seed": seed})
+    else:
+      summary = report.summarize(records)
+    # The other processes end only once process 0 has written the report: a failure there (a full
+    # disk) stops them too (rospr_jax.distributed), instead of their exiting 0.
+    paths.from_process_zero(np.zeros((), np.int32))
+    return summary
 
 
 def _check_resumable(output_dir: str, settings: dict) -> None:
   """Records settings in `<output_dir>/run.json`; refuses an output folder whose records were scored
   with other settings (they would be resumed into this run's report)."""
+  from rospr_jax.eval.evaluate import RECORDS_DIR  # pylint: disable=g-import-not-at-top
   path = os.path.join(output_dir, "run.json")
   records_dir = os.path.join(output_dir, RECORDS_DIR)
   problem = ""

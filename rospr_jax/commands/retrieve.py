@@ -62,8 +62,6 @@ def main(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   try:
     paths.require_local_args(args)
-    if common.only_process_zero(PROG, "retrieves"):  # retrieval runs on one host's devices
-      return 0
     rule = selection.get_rule(args.rule)
     config = selection.SelectionConfig(**{f.name: getattr(args, f.name)
                                           for f in dataclasses.fields(selection.SelectionConfig)})
@@ -88,10 +86,19 @@ def main(argv: list[str]) -> int:
     chosen, prompt = retrieve.retrieve_prompt(
         library, query_embeddings, rule.name, num_neighbors=config.num_neighbors,
         num_prompts=config.num_prompts, top_k=config.top_k, eps=config.eps,
-        predict_choices=predict_choices, num_choices=num_choices, searcher=args.searcher,
+        predict_choices=predict_choices, num_choices=num_choices, random_seed=config.random_seed,
+        searcher=args.searcher,
         params={"target": args.target, "queries_file": args.queries, "query_seed": args.seed,
                 "query_indices": picked.tolist()})
-    retrieve.save_selection(args.out, chosen, prompt)
+    # Every process embeds its share of the queries (and VAR scores them on its own devices, alike);
+    # process 0 writes.
+    if paths.writes_outputs():
+      retrieve.save_selection(args.out, chosen, prompt)
+    if common.wait_for_process_zero(PROG, f"wrote the selection to {args.out}"):
+      return 0
+  except FloatingPointError as e:  # VAR's scores are not finite: the backbone or the prompts
+    common.error(PROG, e)
+    return 1
   except (ValueError, OSError) as e:
     return common.error(PROG, e)
   names = [chosen.names[chosen.candidates.index(i)] for i in chosen.chosen]

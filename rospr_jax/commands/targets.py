@@ -6,11 +6,12 @@ Shared by `rospr evaluate` and `rospr demo`; the evaluator itself takes only ren
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from rospr_jax.eval.evaluate import Target
+if TYPE_CHECKING:  # imported where it is used: it loads JAX, which `rospr evaluate --help` does not need
+  from rospr_jax.eval.evaluate import Target
 
 TARGET_GROUPS = ("bigbench", "held_out")
 
@@ -22,6 +23,7 @@ def target_from_task(task, split: str | None = None, *, max_examples: int | None
   Examples without answer choices cannot be rank-classified: they are counted and reported. With
   `max_examples`, a seeded sample of that many examples (in split order) is kept.
   """
+  from rospr_jax.eval.evaluate import Target  # pylint: disable=g-import-not-at-top
   split = split or task.eval_split
   examples, skipped = [], 0
   for ex in task.examples(split):

@@ -5,6 +5,9 @@
   rospr tasks --show NAME [-n 3] [--split validation]
                                        what the model sees: inputs, targets, answer choices (and the
                                        rank-classification rows of a `_score_eval` task)
+  rospr tasks --show NAME --queries FILE
+                                       the split's rendered inputs and choices, without labels: the
+                                       queries file of `rospr retrieve`
 
 Counts are examples in the local files (or BIG-bench's index), before rendering; "-" marks a split
 that is not on disk. Malformed JSON lines are counted too.
@@ -22,14 +25,24 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--show", metavar="NAME", help="print rendered examples of this task")
   parser.add_argument("-n", type=int, default=3, help="how many examples --show prints")
   parser.add_argument("--split", default=None, help="split for --show (default: the task's evaluation split)")
+  parser.add_argument("--queries", metavar="FILE",
+                      help="with --show: write the split's rendered inputs and answer choices (no labels) "
+                           "to FILE, the JSONL that `rospr retrieve --queries` reads")
   args = parser.parse_args(argv)
+  if args.queries and not args.show:
+    parser.error("--queries needs --show NAME (the task whose inputs it writes)")
   from rospr_tasks import inspect, registry  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   registry.register_all()
   if args.show:
     try:
       task, rank = inspect.find(registry, args.show)
-      inspect.show(task, rank, args.split or task.eval_split, args.n)
-    except (KeyError, FileNotFoundError, ValueError) as e:
+      split = args.split or task.eval_split
+      if args.queries:
+        count = inspect.write_queries(task, split, args.queries)
+        print(f"rospr tasks: wrote {count} queries of {task.name} ({split}) to {args.queries}")
+      else:
+        inspect.show(task, rank, split, args.n)
+    except (KeyError, FileNotFoundError, ValueError, OSError) as e:
       print(f"rospr tasks: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
       return 1
     return 0

@@ -11,7 +11,9 @@ and the project's gin directory. `--gin.NAME=VALUE` binds a macro (T5X's shortha
 `%gin.REQUIRED` macros that are left unset are reported before anything runs. The model file
 (`models/*.gin`) sets the backbone (CHECKPOINT, DTYPE, ATTENTION, VOCABULARY), the same file that
 `rospr evaluate` takes. The operative config lands in `<MODEL_DIR>/config.gin`; rerunning the same
-command resumes from the last checkpoint.
+command resumes from the last checkpoint (refused, naming the setting, when the learning rate, the
+optimizer, dropout or the examples changed) and writes that segment's config to
+`<MODEL_DIR>/config-<step>.gin`.
 """
 
 from __future__ import annotations
@@ -24,12 +26,18 @@ PROG = "rospr train-prompts"
 
 
 def main(argv: list[str]) -> int:
+  from rospr_jax import gin_cli  # pylint: disable=g-import-not-at-top
+  example_file = "prompt_tuning/train_seqio.gin"
+  gin_cli.parse_args(argv, PROG, __doc__, example_file)  # --help and flag errors answer before JAX loads
   from rospr_jax.prompt import trainer  # pylint: disable=g-import-not-at-top  (registers the configurables)
   code, result = common.run_gin_command(
-      argv, prog=PROG, doc=__doc__, example_file="prompt_tuning/train_seqio.gin", run=trainer.train,
+      argv, prog=PROG, doc=__doc__, example_file=example_file, run=trainer.train,
       failures=((trainer.NonFiniteLossError, 1), (OSError, 2), (ValueError, 2)))
   if code == 0:
-    print(f"Trained {len(result.names)} prompts for {result.step} steps; exports in {result.export_dir}")
+    resumed = result.resumed_from
+    segment = "" if resumed is None else f" (resumed from step {resumed}: {result.step - resumed} more steps)"
+    print(f"Trained {len(result.names)} prompts for {result.step} steps{segment}; exports in "
+          f"{result.export_dir}")
   return code
 
 

@@ -6,13 +6,14 @@ A split of a dataset is looked for, in this order:
    names them (nested features as nested objects: `answers: {"text": [...], "answer_start": [...]}`);
 2. `<data_dir>/<dataset>[/<subset>]/<split>/*.arrow`: a split saved with Hugging Face
    `DatasetDict.save_to_disk` (read with pyarrow; the `datasets` package is not needed);
-3. the Hugging Face hub through `datasets.load_dataset`, only when the `datasets` package is importable
+3. `$ROSPR_TFDS_DIR/<tfds name>[/<config>]/<version>/`: prepared TFDS data of a dataset that
+   `tfds_records.FIELD_MAPS` maps to the Hugging Face fields (offline: never a download or GCS);
+4. the Hugging Face hub through `datasets.load_dataset`, only when the `datasets` package is importable
    and `ROSPR_HF_HUB=1` (never by default: a missing dataset must fail fast, not wait on the network).
 
 `data_dir` is `$ROSPR_DATA_DIR`, else `<cache>/data`. A split found nowhere raises
 `DatasetNotFoundError` at once, naming the dataset, the paths tried and how to provide it.
-TFDS is not read: its versions of these datasets use other field names than the promptsource
-templates, which are written against the Hugging Face fields.
+TFDS records are mapped to the Hugging Face field names and values the promptsource templates read.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pathlib
 from typing import Any, Iterator
 
 from rospr_jax.data import archives
+from rospr_jax.data import tfds_records
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -45,7 +47,7 @@ def _hub_allowed() -> bool:
 class SplitLocation:
   """Where one split of one dataset lives."""
 
-  kind: str  # "jsonl", "arrow" or "hub"
+  kind: str  # "jsonl", "arrow", "tfds" or "hub"
   path: pathlib.Path | None
   dataset: str
   subset: str | None
@@ -66,14 +68,19 @@ def locate(dataset: str, subset: str | None, split: str, root: os.PathLike | Non
   arrow_dir = folder / split
   if arrow_dir.is_dir() and any(arrow_dir.glob("*.arrow")):
     return SplitLocation("arrow", arrow_dir, dataset, subset, split)
+  tfds_split = tfds_records.locate(dataset, subset, split)
+  if tfds_split is not None:
+    return SplitLocation("tfds", tfds_split.folder, dataset, subset, split)
   name = f"{dataset}{'/' + subset if subset else ''}"
   if _hub_allowed() and importlib.util.find_spec("datasets") is not None:
     return SplitLocation("hub", None, dataset, subset, split)
+  tfds_where = tfds_records.expected_folder(dataset, subset, split)
+  tfds_hint = (f", or put prepared TFDS data in {tfds_where} and set ROSPR_TFDS_DIR" if tfds_where else "")
   raise DatasetNotFoundError(
       f"no data for {name} split {split!r}: looked for {jsonl} (JSON lines, Hugging Face field names) "
       f"and {arrow_dir}/*.arrow (Hugging Face save_to_disk). Write the split there, or point "
-      f"ROSPR_DATA_DIR at a folder that has it, or install `datasets` and set ROSPR_HF_HUB=1 to "
-      f"download {name} from the Hugging Face hub.")
+      f"ROSPR_DATA_DIR at a folder that has it{tfds_hint}, or install `datasets` and set ROSPR_HF_HUB=1 "
+      f"to download {name} from the Hugging Face hub.")
 
 
 def _iter_jsonl(path: pathlib.Path) -> Iterator[dict[str, Any]]:
@@ -131,6 +138,8 @@ def iter_records(dataset: str, subset: str | None, split: str,
     return _iter_jsonl(loc.path)
   if loc.kind == "arrow":
     return _iter_arrow(loc.path)
+  if loc.kind == "tfds":
+    return tfds_records.iter_records(tfds_records.locate(dataset, subset, split))
   return _iter_hub(loc)
 
 
@@ -181,4 +190,7 @@ def count_split(dataset: str, subset: str | None, split: str, root: os.PathLike 
       with pa.memory_map(str(path)) as source:
         rows += sum(batch.num_rows for batch in pa.ipc.open_stream(source))
     return SplitCount(loc, rows)
+  if loc.kind == "tfds":
+    examples = tfds_records.count(tfds_records.locate(dataset, subset, split))
+    return None if examples is None else SplitCount(loc, examples)
   return None

@@ -21,6 +21,10 @@ from rospr_jax.eval.scoring import score_choices
 from rospr_jax.model import T5Config
 from rospr_jax.model import partitioning
 
+# T0's evaluation lengths: inputs cut to their first 1024 tokens, answer choices to 255 plus EOS.
+T0_INPUT_LENGTH = 1024
+T0_TARGET_LENGTH = 256
+
 try:
   from tqdm.auto import tqdm
 except ImportError:  # pragma: no cover - tqdm is a dependency; the core still runs without it.
@@ -64,8 +68,8 @@ def choices_per_row(num_choices: int, target_length: int, max_decoder_tokens: in
   return min(choices_bucket(num_choices), 1 << (fit.bit_length() - 1))
 
 
-def make_batches(examples: Sequence[RankExample], batch_size: int, *, max_input_length: int = 1024,
-                 max_target_length: int = 256, max_decoder_tokens: int = 512) -> Iterator[Batch]:
+def make_batches(examples: Sequence[RankExample], batch_size: int, *, max_input_length: int = T0_INPUT_LENGTH,
+                 max_target_length: int = T0_TARGET_LENGTH, max_decoder_tokens: int = 512) -> Iterator[Batch]:
   """Groups examples by bucketed shape and yields fixed-size, zero-padded batches.
 
   A row holds one example's input and up to `choices_per_row` of its choices; examples with more
@@ -99,15 +103,23 @@ def make_batches(examples: Sequence[RankExample], batch_size: int, *, max_input_
         ids = list(ex.inputs)[:input_length]
         batch.inputs[row, :len(ids)] = ids
         for c, choice in enumerate(ex.choices[offset:offset + slots]):
-          ids = list(choice)[:target_length]
+          ids = list(choice)
+          if len(ids) > target_length:  # T0 keeps L - 1 tokens and the last one (EOS)
+            ids = ids[:target_length - 1] + ids[-1:]
           batch.targets[row, c, :len(ids)] = ids
         batch.prompt_ids[row] = ex.prompt_id
       yield batch
 
 
+def _on_mesh(value: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
+  """A host batch [B, ...] split over the mesh's `data` axis, built from each process's own rows."""
+  return jax.make_array_from_callback(value.shape, partitioning.batch_sharding(mesh, value.ndim),
+                                      lambda index: value[index])
+
+
 def score_examples(params, config: T5Config, examples: Sequence[RankExample], *,
                    prompts: jax.Array | np.ndarray | None = None, batch_size: int = 32,
-                   max_input_length: int = 1024, max_target_length: int = 256,
+                   max_input_length: int = T0_INPUT_LENGTH, max_target_length: int = T0_TARGET_LENGTH,
                    max_decoder_tokens: int = 512, mesh: jax.sharding.Mesh | None = None,
                    progress: str | None = None) -> list[np.ndarray]:
   """Scores every example's choices with the encode-once scorer.
@@ -137,15 +149,18 @@ def score_examples(params, config: T5Config, examples: Sequence[RankExample], *,
   for batch in batches:
     prompt = None if table is None else table[jnp.asarray(batch.prompt_ids)]  # [B, P, H]
     inputs, targets = jnp.asarray(batch.inputs), jnp.asarray(batch.targets)
-    if mesh is not None:
-      inputs = jax.device_put(inputs, partitioning.batch_sharding(mesh, 2))
-      targets = jax.device_put(targets, partitioning.batch_sharding(mesh, 3))
+    if mesh is not None:  # each process fills its own devices' rows (all hold the same batch)
+      inputs = _on_mesh(batch.inputs, mesh)
+      targets = _on_mesh(batch.targets, mesh)
       if prompt is not None:
-        prompt = jax.device_put(prompt, partitioning.batch_sharding(mesh, 3))
+        prompt = _on_mesh(np.asarray(prompt), mesh)
       with mesh, nn.logical_axis_rules(partitioning.STANDARD_RULES):
         scores = score_choices(params, inputs, targets, prompt, config=config)
     else:
       scores = score_choices(params, inputs, targets, prompt, config=config)
+    if not scores.is_fully_addressable:  # a mesh over several processes: gather every row
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      scores = multihost_utils.process_allgather(scores, tiled=True)
     scores = np.asarray(scores)
     for row, (i, offset) in enumerate(zip(batch.indices, batch.offsets)):
       if i >= 0:

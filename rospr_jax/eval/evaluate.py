@@ -7,6 +7,13 @@ are scored once per method with the encode-once scorer; retrieval embeds Q seede
 target's unlabeled inputs) once and every rule reuses the same neighbours and the same VAR rank
 classification. Each selection is saved (`selection.json` and `prompt.npy`) under
 `<selections_dir>/<target>/<method>/`, and the accuracy is computed from that saved prompt.
+
+Two reference rows are evaluated when asked for (METHODS), never by default: `Random` (a selection
+rule, `selection.random_prompt`: one library prompt drawn uniformly, seeded per target) and
+`Oracle (labels)`, the upper bound of choosing one library prompt: every library prompt is scored on
+the target's examples WITH their labels and the most accurate one is taken (the first on a tie). The
+oracle is no selection rule (it needs the labels and the scorer), so it lives here; its record is
+`oracle.json` (every source's accuracy) beside its `prompt.npy`.
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import re
 from typing import Any, Callable, Sequence
@@ -22,7 +28,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from rospr_jax import artifacts, paths
-from rospr_jax.eval import metrics
+from rospr_jax.eval import metrics, report
+from rospr_jax.eval import batching
 from rospr_jax.eval.batching import RankExample, score_examples
 from rospr_jax.eval.var import make_predict_choices
 from rospr_jax.library import sources as sources_lib
@@ -30,15 +37,26 @@ from rospr_jax.retrieval import retrieve
 from rospr_jax.retrieval import selection as selection_lib
 
 HARD_PROMPT = "T0"  # The hard prompt alone: the frozen backbone without a soft prompt.
-CHANCE = "chance"  # Expected accuracy of a uniform random guess: a reference row, no model involved.
+CHANCE = report.CHANCE  # Expected accuracy of a uniform random guess: a reference row, no model involved.
+# The best single library prompt for the target, chosen with the target's labels: a reference row (the
+# upper bound of single-prompt selection), never a zero-shot result.
+ORACLE = "Oracle (labels)"
+ORACLE_FILE = "oracle.json"
 
 
 def all_methods() -> tuple[str, ...]:
-  """The evaluated methods: the hard prompt alone, then every selection rule by its label."""
-  return (HARD_PROMPT,) + tuple(rule.label for rule in selection_lib.RULES.values())
+  """Every method: the hard prompt alone, the oracle, then every selection rule by its label (the
+  reference rule Random first, then the paper's rules)."""
+  return (HARD_PROMPT, ORACLE) + tuple(rule.label for rule in selection_lib.RULES.values())
 
 
-METHODS = all_methods()  # the built-in ones; `all_methods()` also lists rules registered later
+def default_methods() -> tuple[str, ...]:
+  """The methods run when none are named: the hard prompt alone and every rule but the reference rows
+  (no oracle, no Random)."""
+  return (HARD_PROMPT,) + tuple(r.label for r in selection_lib.RULES.values() if not r.reference)
+
+
+METHODS = default_methods()  # the built-in ones; `default_methods()` also lists rules registered later
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +134,23 @@ def _selection_dir(selections_dir: str, target: str, method: str) -> str:
   return os.path.join(selections_dir, _path_name(target), _path_name(method))
 
 
+def oracle_choice(accuracies: Sequence[float]) -> int:
+  """The oracle's pick: the index of the highest accuracy, the first on a tie."""
+  values = np.asarray(accuracies, np.float64)
+  if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
+    raise ValueError(f"The oracle needs one finite accuracy per library prompt; got {values.tolist()}.")
+  return int(np.argmax(values))
+
+
+def load_oracle(directory: str) -> tuple[dict, np.ndarray]:
+  """Reads an oracle's record and prompt: ({"rule": "oracle", "accuracies", "chosen", ...}, [P, H])."""
+  paths_ = [os.path.join(directory, name) for name in (ORACLE_FILE, retrieve.PROMPT_FILE)]
+  for path in paths_:
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"Oracle directory {directory} is missing {os.path.basename(path)}.")
+  return artifacts.read_json(paths_[0], "Oracle record"), np.load(paths_[1])
+
+
 @dataclasses.dataclass
 class Evaluator:
   """Everything the methods need: the backbone, its tokenizer, and (for retrieval) a library.
@@ -139,7 +174,7 @@ class Evaluator:
   batch_size: int = 32
   mesh: Any = None
   seed: int = 0
-  max_input_length: int = 1024
+  max_input_length: int = batching.T0_INPUT_LENGTH
   progress_bars: bool = False
 
   def _score(self, examples: Sequence[RankExample], prompt, description: str | None = None
@@ -162,7 +197,7 @@ class Evaluator:
     queries = [sources_lib.Query(target.inputs[i], target.choices[i]) for i in picked]
     embeddings = self.embedder.embed_texts([q.text for q in queries], self.tokenizer.encode_input)
     predict = make_predict_choices(self.params, self.config, queries, self.library.prompts(),
-                                   self.tokenizer, batch_size=self.batch_size)
+                                   self.tokenizer, batch_size=self.batch_size, mesh=self.mesh)
     cache: dict[tuple[int, ...], Any] = {}
 
     def predict_choices(ids):
@@ -173,6 +208,44 @@ class Evaluator:
 
     predict_choices.num_choices = [len(q.choices) for q in queries]
     return embeddings, predict_choices
+
+  def _select(self, target: Target, method: str, retrieval) -> tuple[selection_lib.Selection, np.ndarray]:
+    """The selection of a rule's method for `target` and its (interpolated) prompt [P, H]."""
+    embeddings, predict_choices = retrieval
+    config, rule = self.selection, selection_lib.rule_of_label(method)
+    return retrieve.retrieve_prompt(
+        self.library, embeddings, rule.name, num_neighbors=config.num_neighbors,
+        num_prompts=config.num_prompts, top_k=config.top_k, eps=config.eps,
+        predict_choices=predict_choices, num_choices=predict_choices.num_choices,
+        random_seed=config.random_seed, params={"target": target.name, "seed": self.seed})
+
+  def oracle(self, target: Target, examples: Sequence[RankExample] | None = None
+             ) -> tuple[dict, np.ndarray]:
+    """The best single library prompt for `target`, chosen WITH its labels (a reference row).
+
+    Every library prompt scores all the target's examples (one batched pass, the prompt table indexed
+    per example); the highest accuracy wins, the first source on a tie.
+
+    Returns:
+      ({"rule": "oracle", "uses_labels": True, "candidates": [S] source ids, "names": [S],
+        "accuracies": [S], "chosen": [best], "weights": [1.0], "accuracy": the best one,
+        "params": {"target": ...}}, the chosen prompt [P, H]).
+    """
+    if self.library is None:
+      raise ValueError(f"{ORACLE} scores every prompt of a library: it needs one (LIBRARY_DIR).")
+    examples = self.tokenize(target) if examples is None else examples
+    table = np.asarray(self.library.prompts())  # [S, P, H]
+    names = list(self.library.source_names)
+    batch = [dataclasses.replace(ex, prompt_id=s) for s in range(len(table)) for ex in examples]
+    scores = self._score(batch, table, f"{target.name} {ORACLE} ({len(table)} prompts)")
+    size = len(examples)
+    accuracies = [accuracy_of(scores[s * size:(s + 1) * size], target.is_correct,
+                              f"{target.name} {ORACLE} (source {names[s]})") for s in range(len(table))]
+    best = oracle_choice(accuracies)
+    record = {"rule": "oracle", "uses_labels": True, "candidates": list(range(len(table))),
+              "names": names, "accuracies": accuracies, "chosen": [best], "weights": [1.0],
+              "accuracy": accuracies[best], "params": {"target": target.name, "library": self.library.directory}}
+    return record, table[best]
 
   def _resumed(self, targets: Sequence[Target], methods: Sequence[str],
                records_dir: str | None) -> dict[tuple[str, str], float]:
@@ -212,15 +285,16 @@ class Evaluator:
       selections: {target name: {method: selection dict}} for the retrieval methods.
     """
     known = all_methods() + (CHANCE,)
-    methods_ = known[:-1] if methods is None else tuple(methods)
+    methods_ = default_methods() if methods is None else tuple(methods)
     unknown = [m for m in methods_ if m not in known]
     if unknown:
       raise ValueError(f"Unknown methods {unknown}; known: {list(known)}.")
     records, selections = [], {}
     resumed = self._resumed(targets, methods_, records_dir)
-    for target in targets:
+    for number, target in enumerate(targets, 1):
       examples = self.tokenize(target)
       retrieval = None
+      where = f"target {number} of {len(targets)}"
       for method in methods_:
         prompt = None
         record = {"method": method, "dataset": target.dataset, "template": target.template,
@@ -230,34 +304,41 @@ class Evaluator:
           continue
         if (target.name, method) in resumed:
           records.append({**record, "accuracy": resumed[target.name, method]})
-          if method != HARD_PROMPT and selections_dir:
+          if method == ORACLE and selections_dir:
+            chosen, _ = load_oracle(_selection_dir(selections_dir, target.name, method))
+            selections.setdefault(target.name, {})[method] = chosen
+          elif method != HARD_PROMPT and selections_dir:
             chosen, _ = retrieve.load_selection(_selection_dir(selections_dir, target.name, method))
             selections.setdefault(target.name, {})[method] = chosen.to_dict()
           if progress:
-            progress(f"{target.name} {method}: {100 * records[-1]['accuracy']:.2f}% (resumed)")
+            progress(f"{where}: {target.name} {method}: {100 * records[-1]['accuracy']:.2f}% (resumed)")
           continue
-        if method != HARD_PROMPT:
-          if retrieval is None:
-            retrieval = self._retrieval(target)
-          embeddings, predict_choices = retrieval
-          config = self.selection
-          chosen, prompt = retrieve.retrieve_prompt(
-              self.library, embeddings, selection_lib.rule_of_label(method).name,
-              num_neighbors=config.num_neighbors, num_prompts=config.num_prompts, top_k=config.top_k,
-              eps=config.eps, predict_choices=predict_choices, num_choices=predict_choices.num_choices,
-              params={"target": target.name, "seed": self.seed})
+        if method == ORACLE:
+          # Scored per library prompt inside: its accuracy is the best of those (of the saved prompt).
+          chosen, prompt = self.oracle(target, examples)
           if selections_dir:
             where = _selection_dir(selections_dir, target.name, method)
-            retrieve.save_selection(where, chosen, prompt)
-            chosen, prompt = retrieve.load_selection(where)  # Evaluate exactly what was saved.
-          selections.setdefault(target.name, {})[method] = chosen.to_dict()
-        accuracy = accuracy_of(self._score(examples, prompt, f"{target.name} {method}"), target.is_correct,
-                               f"{target.name} {method}")
+            artifacts.save_npy(os.path.join(where, retrieve.PROMPT_FILE), prompt)
+            artifacts.write_json(os.path.join(where, ORACLE_FILE), chosen)
+          selections.setdefault(target.name, {})[method] = chosen
+          accuracy = chosen["accuracy"]
+        else:
+          if method != HARD_PROMPT:
+            if retrieval is None:
+              retrieval = self._retrieval(target)
+            chosen, prompt = self._select(target, method, retrieval)
+            if selections_dir:
+              where = _selection_dir(selections_dir, target.name, method)
+              retrieve.save_selection(where, chosen, prompt)
+              chosen, prompt = retrieve.load_selection(where)  # Evaluate exactly what was saved.
+            selections.setdefault(target.name, {})[method] = chosen.to_dict()
+          accuracy = accuracy_of(self._score(examples, prompt, f"{target.name} {method}"),
+                                 target.is_correct, f"{target.name} {method}")
         records.append({**record, "accuracy": accuracy})
         if records_dir and paths.writes_outputs():
           artifacts.write_json(_record_path(records_dir, target.name, method), records[-1])
         if progress:
-          progress(f"{target.name} {method}: {100 * accuracy:.2f}% on {len(examples)} examples")
+          progress(f"{where}: {target.name} {method}: {100 * accuracy:.2f}% on {len(examples)} examples")
     return records, selections
 
 

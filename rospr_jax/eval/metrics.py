@@ -13,6 +13,7 @@ Shapes: R rows (example, choice pairs), E examples.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from typing import Mapping
 
@@ -118,3 +119,14 @@ def aggregate(results: Mapping[str, Mapping[str, float]]) -> dict:
     out["average_mean"] = float(statistics.fmean(d["mean"] for d in per.values()))
     out["average_median"] = float(statistics.fmean(d["median"] for d in per.values()))
   return out
+
+
+def wilson(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+  """Wilson score interval of a binomial proportion `successes` / `n` (95% by default); (nan, nan)
+  for n = 0. What a reader needs to tell a difference from noise on n examples."""
+  if n <= 0:
+    return float("nan"), float("nan")
+  p = successes / n
+  centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+  return max(0.0, centre - half), min(1.0, centre + half)

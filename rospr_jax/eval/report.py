@@ -15,13 +15,16 @@ from typing import Any, Mapping, Sequence
 from rospr_jax import artifacts
 from rospr_jax.eval import metrics
 
+CHANCE = "chance"  # the reference row of a uniform guess (`evaluate.CHANCE`): drawn as a tick, not a bar
+
 
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   """T0's summary per method: mean and median over templates per dataset, averaged over datasets.
 
   Returns:
     {"methods": [...], "datasets": [...], "mean": {method: {dataset: acc}}, "median": {...},
-     "average_mean": {method: acc}, "average_median": {method: acc}}.
+     "average_mean": {method: acc}, "average_median": {method: acc},
+     "examples": {dataset: examples summed over its templates}}.
   """
   methods = list(dict.fromkeys(r["method"] for r in records))
   datasets = list(dict.fromkeys(r["dataset"] for r in records))
@@ -29,7 +32,12 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   for r in records:
     by_method[r["method"]].setdefault(r["dataset"], {})[r["template"]] = float(r["accuracy"])
   summary: dict[str, Any] = {"methods": methods, "datasets": datasets, "mean": {}, "median": {},
-                             "average_mean": {}, "average_median": {}}
+                             "average_mean": {}, "average_median": {}, "examples": {}}
+  for r in records:  # every method scores the same examples of a template; count them once per dataset
+    if r.get("examples") is not None:
+      counts = summary["examples"].setdefault(r["dataset"], {})
+      counts[r["template"]] = max(counts.get(r["template"], 0), int(r["examples"]))
+  summary["examples"] = {d: sum(t.values()) for d, t in summary["examples"].items()}
   for method in methods:
     aggregated = metrics.aggregate(by_method[method])
     for statistic in ("mean", "median"):
@@ -44,46 +52,76 @@ def short_names(datasets: Sequence[str]) -> list[str]:
   return short if len(set(short)) == len(short) else list(datasets)
 
 
-def markdown_table(summary: Mapping[str, Any], statistic: str = "mean") -> str:
-  """Methods as rows, datasets as columns (accuracy in %), the average over datasets last."""
-  datasets = summary["datasets"]
+def interval(accuracy: float, examples: int | None) -> tuple[float, float]:
+  """The Wilson 95% interval of an accuracy measured on `examples` examples ((nan, nan) if unknown)."""
+  return metrics.wilson(accuracy * examples, examples) if examples else (float("nan"), float("nan"))
+
+
+def markdown_table(summary: Mapping[str, Any], statistic: str = "mean", intervals: bool = False) -> str:
+  """Methods as rows, datasets as columns (accuracy in %), the average over datasets last, and a last
+  row `n` with each dataset's examples (summed over its templates).
+
+  With `intervals`, each cell also shows its Wilson 95% interval over those n examples ("32.6 [24,
+  42]"): two methods whose intervals overlap widely differ within noise.
+  """
+  datasets, examples = summary["datasets"], summary.get("examples", {})
   lines = ["| method | " + " | ".join(short_names(datasets)) + " | average |",
            "|---" * (len(datasets) + 2) + "|"]
+  total = sum(examples.get(d, 0) for d in datasets)
   for method in summary["methods"]:
-    cells = [f"{100 * summary[statistic][method][d]:.2f}" if d in summary[statistic][method] else "-"
-             for d in datasets]
+    values = summary[statistic][method]
+    if intervals:
+      cells = [f"{100 * values[d]:.1f} [{100 * interval(values[d], examples.get(d))[0]:.0f}, "
+               f"{100 * interval(values[d], examples.get(d))[1]:.0f}]" if d in values else "-" for d in datasets]
+    else:
+      cells = [f"{100 * values[d]:.2f}" if d in values else "-" for d in datasets]
     average = summary[f"average_{statistic}"][method]
     lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * average:.2f} |")
+  if examples:
+    lines.append("| n | " + " | ".join(str(examples.get(d, "-")) for d in datasets) + f" | {total} |")
   return "\n".join(lines)
 
 
-def plot_accuracy(summary: Mapping[str, Any], path: str) -> None:
-  """Grouped bars: accuracy (mean over templates) per dataset, one bar per method."""
+def plot_accuracy(summary: Mapping[str, Any], path: str, title: str = "Accuracy per dataset") -> None:
+  """Grouped bars: accuracy (mean over templates) per dataset, one bar per method; the `chance` row
+  (a uniform guess, no model) is drawn as a black tick over each group, not as a bar."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   import numpy as np
-  datasets, methods = summary["datasets"], summary["methods"]
+  datasets = summary["datasets"]
+  methods = [m for m in summary["methods"] if m != CHANCE]
   width = 0.8 / max(1, len(methods))
-  fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(datasets) + 2), 4.5))
+  positions = np.arange(len(datasets))
+  fig, ax = plt.subplots(figsize=(max(7, 0.95 * len(datasets) + 3.5), 5))
   for i, method in enumerate(methods):
     values = [100 * summary["mean"][method].get(d, np.nan) for d in datasets]
-    ax.bar(np.arange(len(datasets)) + i * width, values, width, label=method)
-  ax.set_xticks(np.arange(len(datasets)) + 0.4 - width / 2)
-  ax.set_xticklabels(short_names(datasets), rotation=45, ha="right", fontsize=8)
-  ax.set_ylabel("accuracy (%), mean over templates")
-  ax.legend(fontsize=8)
+    ax.bar(positions + (i - (len(methods) - 1) / 2) * width, values, width, label=method)
+  if CHANCE in summary["methods"]:
+    chance = [100 * summary["mean"][CHANCE].get(d, np.nan) for d in datasets]
+    ax.hlines(chance, positions - 0.45, positions + 0.45, colors="black", linewidths=2, label="chance")
+  ax.set_xticks(positions)
+  n = summary.get("examples", {})
+  ax.set_xticklabels([f"{name}\n(n={n[d]})" if d in n else name
+                      for name, d in zip(short_names(datasets), datasets)], rotation=45, ha="right", fontsize=9)
+  ax.set_xlabel("dataset (n = examples over its templates)", fontsize=10)
+  ax.set_ylabel("accuracy (%), mean over templates", fontsize=10)
+  ax.set_title(title, fontsize=12)
+  ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
   ax.grid(axis="y", alpha=0.3)
-  fig.tight_layout()
   _save_figure(fig, path)
 
 
 def plot_retrieval_heatmap(frequencies: Mapping[str, Mapping[str, float]], path: str,
-                           max_sources: int = 30) -> None:
+                           max_sources: int = 30, sources: Sequence[str] | None = None,
+                           title: str = "Which sources each target retrieved") -> None:
   """Heatmap of targets (rows) by sources (columns): share of each target's retrieved neighbours.
 
   Args:
-    frequencies: {target: {source: count}}; the `max_sources` most retrieved sources are shown.
+    frequencies: {target: {source: count}}.
+    max_sources: at most this many columns: the sources named like a target first, in the targets'
+      order (a target that is also a source then sits on the diagonal), then the most retrieved ones.
+    sources: every source of the library, if known: the ones never retrieved are named under the plot.
   """
   import matplotlib
   matplotlib.use("Agg")
@@ -93,48 +131,75 @@ def plot_retrieval_heatmap(frequencies: Mapping[str, Mapping[str, float]], path:
   for counts in frequencies.values():
     for source, count in counts.items():
       totals[source] = totals.get(source, 0.0) + count
-  sources = sorted(totals, key=lambda s: -totals[s])[:max_sources]
   targets = list(frequencies)
-  grid = np.zeros((len(targets), len(sources)))
+  own = [t for t in targets if t in totals or (sources is not None and t in sources)]
+  columns = (own + sorted((s for s in totals if s not in own), key=lambda s: -totals[s]))[:max_sources]
+  grid = np.zeros((len(targets), len(columns)))
   for i, target in enumerate(targets):
     row_total = sum(frequencies[target].values()) or 1.0
-    for j, source in enumerate(sources):
+    for j, source in enumerate(columns):
       grid[i, j] = frequencies[target].get(source, 0.0) / row_total
-  fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(sources) + 3), max(3, 0.3 * len(targets) + 2)))
-  image = ax.imshow(grid, aspect="auto", cmap="viridis")
-  ax.set_xticks(range(len(sources)))
-  ax.set_xticklabels(sources, rotation=90, fontsize=6)
+  fig, ax = plt.subplots(figsize=(max(7, 0.38 * len(columns) + 5), max(4, 0.32 * len(targets) + 3)))
+  image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+  ax.set_xticks(range(len(columns)))
+  ax.set_xticklabels(columns, rotation=90, fontsize=8)
   ax.set_yticks(range(len(targets)))
-  ax.set_yticklabels(targets, fontsize=6)
-  ax.set_xlabel("source (prompt)")
-  ax.set_ylabel("target")
-  fig.colorbar(image, ax=ax, label="share of retrieved neighbours")
-  fig.tight_layout()
+  ax.set_yticklabels(targets, fontsize=8)
+  never = [s for s in (sources or ()) if s not in totals]
+  hidden = len(totals) - len([c for c in columns if c in totals])
+  notes = []
+  if never:
+    notes.append(f"never retrieved ({len(never)}): " + ", ".join(never[:8]) + (" ..." if len(never) > 8 else ""))
+  if hidden > 0:
+    notes.append(f"{hidden} less retrieved sources not shown")
+  ax.set_xlabel("source (prompt)" + ("\n" + "; ".join(notes) if notes else ""), fontsize=10)
+  ax.set_ylabel("target", fontsize=10)
+  ax.set_title(title, fontsize=12)
+  fig.colorbar(image, ax=ax, label="share of the target's retrieved neighbours", fraction=0.04, pad=0.02)
   _save_figure(fig, path)
 
 
 def _save_figure(fig, path: str) -> None:
   import matplotlib.pyplot as plt
-  with artifacts.atomic_file(path, "wb") as f:
-    fig.savefig(f, dpi=120, format=os.path.splitext(path)[1].lstrip(".") or "png")
+  with artifacts.atomic_file(path, "wb") as f:  # tight: no label or legend outside the axes is clipped
+    fig.savefig(f, dpi=120, format=os.path.splitext(path)[1].lstrip(".") or "png", bbox_inches="tight")
   plt.close(fig)
+
+
+# The report is one unit: these files are replaced together (artifacts.atomic_files).
+REPORT_UNIT = "results"
+REPORT_FILES = ("results.json", "results.md", "accuracy.png", "retrieval.png")
+
+
+def recover_report(out_dir: str) -> None:
+  """Finishes moving in a report that a killed run left half-way (see `write_report`)."""
+  artifacts.recover_files(out_dir, REPORT_UNIT)
 
 
 def write_report(out_dir: str, records: Sequence[Mapping[str, Any]], *,
                  retrieval: Mapping[str, Mapping[str, float]] | None = None,
-                 extra: Mapping[str, Any] | None = None, preamble: str = "") -> dict[str, Any]:
-  """Writes results.json, results.md, accuracy.png and (with `retrieval`) retrieval.png to `out_dir`."""
+                 extra: Mapping[str, Any] | None = None, preamble: str = "",
+                 sources: Sequence[str] | None = None, title: str = "") -> dict[str, Any]:
+  """Writes results.json, results.md, accuracy.png and (with `retrieval`) retrieval.png to `out_dir`,
+  as one unit: all are written into a temporary folder first and then moved in together (an older
+  retrieval.png goes when this report has none), so a full disk or a kill never leaves a new
+  results.json beside an older results.md or plots."""
   summary = summarize(records)
   payload = {"summary": summary, "per_template": list(records), **(extra or {})}
   if retrieval is not None:
     payload["retrieval_frequencies"] = retrieval
-  artifacts.write_text(os.path.join(out_dir, "results.json"), json.dumps(payload, indent=1, sort_keys=False))
-  plot_accuracy(summary, os.path.join(out_dir, "accuracy.png"))
-  sections = [preamble.strip(), "## Accuracy (%), mean over templates", markdown_table(summary, "mean"),
-              "## Accuracy (%), median over templates", markdown_table(summary, "median"),
-              "![accuracy per dataset and method](accuracy.png)"]
-  if retrieval:
-    plot_retrieval_heatmap(retrieval, os.path.join(out_dir, "retrieval.png"))
-    sections.append("## Which sources each target retrieved\n\n![retrieval heatmap](retrieval.png)")
-  artifacts.write_text(os.path.join(out_dir, "results.md"), "\n\n".join(s for s in sections if s) + "\n")
+  with artifacts.atomic_files(out_dir, REPORT_UNIT, REPORT_FILES) as tmp:
+    artifacts.write_text(os.path.join(tmp, "results.json"), json.dumps(payload, indent=1, sort_keys=False))
+    plot_accuracy(summary, os.path.join(tmp, "accuracy.png"),
+                  title=f"{title + ': ' if title else ''}accuracy per dataset and method")
+    sections = [preamble.strip(), "## Accuracy (%), mean over templates", markdown_table(summary, "mean"),
+                "## The same with Wilson 95% intervals over each dataset's n examples",
+                markdown_table(summary, "mean", intervals=True),
+                "## Accuracy (%), median over templates", markdown_table(summary, "median"),
+                "![accuracy per dataset and method](accuracy.png)"]
+    if retrieval:
+      plot_retrieval_heatmap(retrieval, os.path.join(tmp, "retrieval.png"), sources=sources,
+                             title=f"{title + ': ' if title else ''}which sources each target retrieved")
+      sections.append("## Which sources each target retrieved\n\n![retrieval heatmap](retrieval.png)")
+    artifacts.write_text(os.path.join(tmp, "results.md"), "\n\n".join(s for s in sections if s) + "\n")
   return summary

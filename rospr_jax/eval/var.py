@@ -17,7 +17,7 @@ from rospr_jax.retrieval import selection
 
 
 def make_predict_choices(params, config, queries: Sequence[sources_lib.Query], prompts: np.ndarray,
-                         tokenizer, *, batch_size: int = 32) -> selection.PredictChoices:
+                         tokenizer, *, batch_size: int = 32, mesh=None) -> selection.PredictChoices:
   """The K candidate prompts on the Q queries in one batched pass.
 
   Args:
@@ -26,6 +26,7 @@ def make_predict_choices(params, config, queries: Sequence[sources_lib.Query], p
     prompts: [S, P, H] the library's prompt table.
     tokenizer: `rospr_jax.tokenization.Tokenizer` (inputs without EOS, choices with EOS).
     batch_size: examples per scoring batch.
+    mesh: the mesh `params` are placed on, if any (`score_examples`).
 
   Returns:
     predict_choices(ids [K]) -> [K] lists [Q] of argmax choice positions (first on a tie).
@@ -42,7 +43,7 @@ def make_predict_choices(params, config, queries: Sequence[sources_lib.Query], p
   def predict_choices(ids):
     examples = [RankExample(inputs[q], choices[q], prompt_id=int(s))
                 for s in ids for q in range(len(queries))]
-    scores = score_examples(params, config, examples, prompts=prompts, batch_size=batch_size)
+    scores = score_examples(params, config, examples, prompts=prompts, batch_size=batch_size, mesh=mesh)
     bad = sorted({int(ids[i // len(queries)]) for i, s in enumerate(scores) if not np.all(np.isfinite(s))})
     if bad:
       raise FloatingPointError(f"VAR: the queries' choice scores under prompts {bad[:10]} are NaN or "

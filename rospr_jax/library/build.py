@@ -21,13 +21,31 @@ DEFAULT_N = 100
 DEFAULT_CHUNK_TEXTS = 16_384  # texts embedded per call: bounds memory whatever the library size
 
 
+class _EmbedOnly:
+  """Stands in for the library writer on a process that embeds without writing (`write=False`)."""
+
+  def __init__(self):
+    self.num_rows = 0
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return False
+
+  def add(self, embeddings, source_ids, texts):
+    del embeddings, source_ids
+    self.num_rows += len(texts)
+
+
 def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], prompts,
                   embedder: embed_lib.Embedder, tokenize: Callable[[str], Sequence[int]], *,
                   n: int = DEFAULT_N, seed: int = 0, index: str = "scann",
                   scann_config: search.ScannConfig = search.ScannConfig(), k: int = 10,
                   shard_rows: int = 262_144, chunk_texts: int = DEFAULT_CHUNK_TEXTS,
                   overwrite: bool = False, extra: dict | None = None,
-                  prompts_backbone: str | None = None) -> tuple[store.Library, dict]:
+                  prompts_backbone: str | None = None,
+                  write: bool = True) -> tuple[store.Library | None, dict]:
   """Builds a library directory.
 
   Args:
@@ -46,6 +64,9 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
     extra: more facts for the manifest.
     prompts_backbone: fingerprint of the backbone the prompts were trained on (recorded; an
       evaluation with another backbone is refused).
+    write: False on the processes of a multi-process run that only embed their share of each batch
+      (the embedder's mesh spans them all) while process 0 writes: nothing is written, and the
+      library returned is None.
 
   Returns:
     (the opened library, a report: rows, sources short of n, blank texts skipped, truncated
@@ -56,10 +77,12 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
                             prompt_file_sha256=s.prompt_file_sha256) for s in sources]
   short, blank = {}, {}
   truncated_before = embedder.truncated
-  with store.LibraryWriter(directory, sources=infos, prompts=prompts, dim=embedder.dim,
-                           retriever=store.Retriever(embedder.fingerprint, embedder.description()),
-                           shard_rows=shard_rows, overwrite=overwrite, prompts_backbone=prompts_backbone,
-                           extra={"n": n, "seed": seed, **(extra or {})}) as writer:
+  writer = _EmbedOnly() if not write else store.LibraryWriter(
+      directory, sources=infos, prompts=prompts, dim=embedder.dim,
+      retriever=store.Retriever(embedder.fingerprint, embedder.description()),
+      shard_rows=shard_rows, overwrite=overwrite, prompts_backbone=prompts_backbone,
+      extra={"n": n, "seed": seed, **(extra or {})})
+  with writer:
     pending_texts: list[str] = []
     pending_ids: list[int] = []
 
@@ -86,6 +109,9 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
         if len(pending_texts) >= chunk_texts:
           flush()
     flush()
+    if not write:
+      return None, {"rows": writer.num_rows, "truncated_inputs": embedder.truncated - truncated_before,
+                    "seconds": round(time.time() - start, 2)}
     library = writer.finish(index=index, scann_config=scann_config, k=k)
   report = {
       "library": library.directory,

@@ -5,7 +5,8 @@ grouped into a few padded lengths (powers of two up to `max_length`) and run in 
 fixed number of rows per bucket (about `tokens_per_batch` tokens), so a library of any size compiles
 once per bucket. Padding never changes an embedding: the encoder masks padded keys and the mean skips
 padded positions. With a mesh, each batch is split over the mesh's `data` axis (parameters
-replicated), so all local accelerators embed at once; the embeddings are those of one device.
+replicated), so all local accelerators embed at once; the embeddings are those of one device. A
+mesh over several processes (`data_mesh`) splits each batch over all of them and gathers the rows.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ class Embedder:
       tokens_per_batch: rows per batch = max(1, tokens_per_batch // bucket length), rounded up to a
         multiple of the mesh's `data` axis.
       min_bucket: the smallest padded length.
-      mesh: a `data` x `model` mesh of this host's devices to split batches over (None: one device).
+      mesh: a `data` x `model` mesh to split batches over: this host's devices (`local_data_mesh`)
+        or every process's (`data_mesh`, all processes then embed the same texts); None: one device.
     """
     self.config = config
     self.params = {k: v for k, v in nn.unbox(params).items() if k in _ENCODER_PREFIXES}
@@ -146,9 +148,15 @@ class Embedder:
             raise ValueError(f"Sequence {int(i)} holds token id {bad}; ids must be in [1, "
                              f"{self.config.vocab_size}) (0 is padding).")
           tokens[r, :len(seq)] = seq
-        batch = (jnp.asarray(tokens) if self.mesh is None
-                 else jax.device_put(tokens, partitioning.batch_sharding(self.mesh)))
+        if self.mesh is None:
+          batch = jnp.asarray(tokens)
+        else:  # each process fills its own devices' rows (every process holds the same tokens)
+          batch = jax.make_array_from_callback(tokens.shape, partitioning.batch_sharding(self.mesh),
+                                               lambda index: tokens[index])
         means = mean_encoder_states(self.params, batch, config=self.config)
+        if not means.is_fully_addressable:  # a mesh over several processes: gather every row
+          from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+          means = multihost_utils.process_allgather(means, tiled=True)
         out[chunk] = np.asarray(means)[:len(chunk)]
     if normalize and len(out):
       out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
@@ -192,6 +200,12 @@ def load_embedder(checkpoint: str | None = None, *, random_size: str | None = No
     config = config.replace(vocab_size=max(config.vocab_size, min_vocab_size))
     params = model_for(config).init_params(jax.random.PRNGKey(seed))  # Embedder keeps the encoder
   return Embedder(config.replace(dtype=compute_dtype), params, **kwargs)
+
+
+def data_mesh() -> jax.sharding.Mesh | None:
+  """A data-parallel mesh over the devices of every process when there are several, else None: with
+  several processes each embeds its share of every batch (all of them embed the same texts)."""
+  return partitioning.make_mesh(1) if jax.device_count() > 1 else None
 
 
 def local_data_mesh() -> jax.sharding.Mesh | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import errno
 import os
 from typing import Iterable, Sequence
 
@@ -247,7 +248,14 @@ class ScannSearcher:
   def serialize(self, directory: str):
     """Writes the index files into `directory` (created; paths inside are relative)."""
     os.makedirs(directory, exist_ok=True)
-    self._searcher.serialize(directory, relative_path=True)
+    try:
+      self._searcher.serialize(directory, relative_path=True)
+    except RuntimeError as e:  # ScaNN reports a failed write as "Failed to extract ...: I/O error"
+      stat = os.statvfs(directory)
+      free = stat.f_bavail * stat.f_frsize
+      raise OSError(errno.ENOSPC if free < (1 << 20) else errno.EIO,
+                    f"ScaNN could not write its index ({e}); {free} bytes are free on that file system "
+                    "(a full disk?)", directory) from None
 
   @classmethod
   def load(cls, directory: str, metric: str, dim: int, size: int,

@@ -130,7 +130,7 @@ class LibraryWriter:
     self.extra = dict(extra or {})
     parent = os.path.dirname(self.directory)
     os.makedirs(parent, exist_ok=True)
-    self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.directory)}.tmp-", dir=parent)
+    self.tmp = tempfile.mkdtemp(prefix=artifacts.tmp_prefix(os.path.basename(self.directory)), dir=parent)
     os.makedirs(os.path.join(self.tmp, "shards"))
     self._emb: list[np.ndarray] = []
     self._ids: list[np.ndarray] = []

@@ -21,13 +21,14 @@ values are used (128, 1e-6, 0.0).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -401,13 +402,33 @@ def _write_zarr(directory: Path, array: np.ndarray) -> Any:
   return store.write(array)
 
 
+@contextlib.contextmanager
+def _settled_on_error():
+  """Yields the list of tensorstore writes in flight, as (future, bytes); when the block fails, each is
+  waited for, so that no write lands in the temporary folder after it is removed (a full disk used
+  to leave `.checkpoint_<step>.tmp-*` behind, refilled by the pending writes). Not cancelled: a
+  cancelled future reports done at once while its I/O may still be running."""
+  pending: list[tuple[Any, int]] = []
+  try:
+    yield pending
+  except BaseException:
+    for future, _ in pending:
+      try:
+        future.result()
+      except BaseException:  # noqa: BLE001 - failed too (the same full disk): either way it is over.
+        pass
+    raise
+
+
 def save_t5x(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any], step: int = 0, *,
-             inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES) -> Path:
+             inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES, extra_files: Sequence[str | os.PathLike] = ()
+             ) -> Path:
   """Writes `params` as T5X checkpoint `path/checkpoint_<step>` (atomically: temp dir, then rename).
 
   Arrays above `inline_max_bytes` become gzip zarr arrays written through tensorstore, as T5X writes
   them; smaller ones are stored inline in the msgpack. Parameters keep their dtype. The optimizer
-  state holds only `step`.
+  state holds only `step`. `extra_files` are copied into `checkpoint_<step>` (the SentencePiece
+  model, which `tokenization.find_sentencepiece_model` looks for there).
 
   Returns:
     The `checkpoint_<step>` directory.
@@ -419,9 +440,8 @@ def save_t5x(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any
   import tensorstore as ts  # pylint: disable=g-import-not-at-top
 
   final = Path(path) / f"checkpoint_{int(step)}"
-  with atomic_directory(final) as tmp:
+  with atomic_directory(final) as tmp, _settled_on_error() as pending:
     target = {}
-    pending: list[tuple[Any, int]] = []  # Writes in flight (compressing in tensorstore's threads).
     for name, array in flat.items():
       if array.nbytes <= inline_max_bytes:
         target[name] = array
@@ -445,4 +465,6 @@ def save_t5x(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any
         "layer_norm_epsilon": config.layer_norm_epsilon,
         "dropout_rate": config.dropout_rate,
     }, indent=2) + "\n")
+    for extra in map(Path, extra_files):
+      (tmp / extra.name).write_bytes(extra.read_bytes())
   return final

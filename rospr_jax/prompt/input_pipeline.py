@@ -46,6 +46,7 @@ class SourceExamples:
   """The training examples of S named sources; `examples[i].source_id` indexes `names`."""
   names: list[str]
   examples: list[Example]
+  vocabulary: str | None = None  # the SentencePiece model the ids come from, when known
 
   def __post_init__(self):
     if len(set(self.names)) != len(self.names):

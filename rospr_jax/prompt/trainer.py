@@ -3,15 +3,17 @@
 `train(...)` is gin-configurable (gin/prompt_tuning/*.gin bind it; `rospr train-prompts` calls it)
 and plain Python alike. One run trains one soft prompt per source on a frozen backbone:
 
-    <model_dir>/config.gin             the operative gin config (T5X's name)
+    <model_dir>/config.gin             the operative gin config of the first segment (T5X's name)
+    <model_dir>/config-<step>.gin      that of a segment resumed from checkpoint <step>
     <model_dir>/model-info.txt         backbone and prompt shapes, logical axes, mesh
     <model_dir>/checkpoints/<step>/    orbax: prompts, optimizer states, step, data position
     <model_dir>/export/...             per-source .npy prompts and the [S, P, H] table (export.py)
     <model_dir>/train/                 TensorBoard summaries (when clu and TensorFlow import)
 
 A run that finds checkpoints in its model_dir resumes from the newest one (same sources, shapes,
-seed, batch size and backbone, or it refuses naming the difference) and continues the same batch
-stream, so it ends with the prompts an uninterrupted run would have. A non-finite loss stops the run
+seed, batch size, examples, dropout, optimizer settings and backbone, or it refuses naming the
+difference; temporaries and unfinished checkpoints of killed runs are removed first, by name) and
+continues the same batch stream, so it ends with the prompts an uninterrupted run would have. A non-finite loss stops the run
 with `NonFiniteLossError` before anything after the last good checkpoint is written.
 
 Every `log_every` steps a T5X-style line `[step] loss=... steps/s=... seqs/s=... tokens/s=...` is
@@ -27,8 +29,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import json
 import logging
 import os
+import re
+import shutil
 import time
 from typing import Any, Callable, Sequence
 
@@ -48,6 +53,7 @@ from rospr_jax.prompt.checkpointing import Checkpointer
 from rospr_jax.prompt.input_pipeline import BatchIterator, SourceExamples
 from rospr_jax.prompt.train_step import (PromptTrainState, default_optimizer, dropout_key, init_state,
                                          make_train_step, place_batch, place_state, replicated)
+from rospr_jax.tokenization import check_same_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +149,7 @@ class TrainResult:
   step: int
   export_dir: str | None
   checkpoint_dir: str
+  resumed_from: int | None = None  # the checkpoint step this run started from (None: from scratch)
 
 
 def _model_info(config: T5Config, params, boxed, state: PromptTrainState, mesh) -> str:
@@ -190,11 +197,103 @@ def _check_settings(dropout_rate, **counts) -> None:
     raise ValueError("; ".join(problems) + ".")
 
 
+def _check_learning_rate(learning_rate: Any) -> None:
+  """A constant learning rate must be a finite number > 0 (a negative one climbs the loss; a schedule,
+  recorded as a dict, is the schedule's business)."""
+  if isinstance(learning_rate, bool) or (isinstance(learning_rate, (int, float)) and
+                                         not 0 < learning_rate < float("inf")):
+    raise ValueError(f"learning_rate (LEARNING_RATE) must be a finite number > 0, not {learning_rate!r}.")
+  if isinstance(learning_rate, str) and not learning_rate.startswith("@"):
+    raise ValueError(f"learning_rate (LEARNING_RATE) must be a finite number > 0, not {learning_rate!r}.")
+
+
+# What `default_optimizer()` is (train_step.py), for the records of a run that gives no optimizer.
+_DEFAULT_OPTIMIZER = {"name": "optax.adafactor", "learning_rate": 0.3, "decay_rate": 0.8,
+                      "multiply_by_parameter_scale": False, "weight_decay_rate": 1e-5}
+_ORBAX_TMP = re.compile(r"^\d+\.orbax-checkpoint-tmp(-\d+)?$")
+
+
+def _gin_value(value: Any, depth: int = 0) -> Any:
+  """A gin binding as JSON: a configurable reference as {"name": selector, its bindings...}, a macro
+  as its value."""
+  if isinstance(value, gin.config.ConfigurableReference):
+    if value.selector == "gin.macro":
+      return _gin_value(gin.query_parameter("/".join(value.scopes) + "/gin.macro.value"), depth)
+    if not value.evaluate or depth > 4:
+      return f"@{value.scoped_selector}"
+    bindings = gin.get_bindings(value.scoped_selector, resolve_references=False)
+    return {"name": value.scoped_selector, **{k: _gin_value(v, depth + 1) for k, v in sorted(bindings.items())}}
+  if isinstance(value, (list, tuple)):
+    return [_gin_value(v, depth) for v in value]
+  if isinstance(value, dict):
+    return {str(k): _gin_value(v, depth) for k, v in value.items()}
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  return repr(value)
+
+
+def describe_optimizer(optimizer: optax.GradientTransformation | None) -> dict:
+  """The optimizer's settings as JSON (name, learning rate or schedule, the rest of its bindings),
+  for the resume check and the export manifest: gin's bindings of `trainer.train.optimizer` when gin
+  configured it, `default_optimizer`'s with None; an optax object given in Python cannot be read."""
+  try:
+    bound = gin.query_parameter("trainer.train.optimizer")
+  except (ValueError, KeyError):
+    bound = None
+  if isinstance(bound, gin.config.ConfigurableReference):
+    described = _gin_value(bound)
+    if isinstance(described, dict):
+      return described
+  if optimizer is None:
+    return dict(_DEFAULT_OPTIMIZER)
+  return {"name": "unrecorded (an optax transformation given in Python)"}
+
+
+def flat_facts(prefix: str, value: Any) -> dict:
+  """{"optimizer": "optax.adam", "optimizer.learning_rate": 0.3, ...}: one fact per setting, so that a
+  refused resume names the one that differs."""
+  if not isinstance(value, dict):
+    return {prefix: value}
+  facts = {prefix: value.get("name")}
+  for key, item in value.items():
+    if key != "name":
+      facts.update(flat_facts(f"{prefix}.{key}", item))
+  return facts
+
+
+def remove_leftovers(model_dir: str) -> list[str]:
+  """Removes what killed runs left in `model_dir` (the caller holds its run lock): this project's
+  temporaries of dead writers (`artifacts.remove_leftovers`) and orbax's unfinished checkpoints
+  `checkpoints/<step>.orbax-checkpoint-tmp-*`; logs each path removed."""
+  removed = artifacts.remove_leftovers(model_dir, recursive=True)
+  checkpoints = os.path.join(model_dir, "checkpoints")
+  entries = os.listdir(checkpoints) if os.path.isdir(checkpoints) else []
+  unfinished = sorted(os.path.join(checkpoints, entry) for entry in entries if _ORBAX_TMP.match(entry))
+  for path in unfinished:
+    shutil.rmtree(path, ignore_errors=True)
+  if unfinished:
+    logger.warning("Removed %d unfinished checkpoints of an interrupted run: %s", len(unfinished),
+                   ", ".join(unfinished))
+  return removed + unfinished
+
+
 def _check_resume(run: dict, expected: dict, where: str) -> None:
   diff = {k: (run.get(k), v) for k, v in expected.items() if run.get(k) != v}
   if diff:
     details = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
     raise ValueError(f"Cannot resume from {where}: the run differs ({details}). Use a new model_dir.")
+
+
+def _check_recorded_facts(checkpointer: Checkpointer, step: int, run_facts: dict, where: str) -> None:
+  """Refuses naming the difference when the run facts of checkpoint `step` (orbax's JSON item
+  `<step>/run/metadata`) differ from this run's; does nothing when they cannot be read."""
+  try:
+    with open(os.path.join(checkpointer.directory, str(step), "run", "metadata"), encoding="utf-8") as f:
+      run = json.load(f)
+  except (OSError, ValueError):
+    return
+  if isinstance(run, dict):
+    _check_resume(run, run_facts, where)
 
 
 def _restore(checkpointer: Checkpointer, step: int, run_facts: dict, optimizer, mesh):
@@ -213,6 +312,7 @@ def _restore(checkpointer: Checkpointer, step: int, run_facts: dict, optimizer, 
   try:
     state, run = checkpointer.restore(step, abstract)
   except Exception as e:  # noqa: BLE001 - orbax raises assorted errors for a shape mismatch.
+    _check_recorded_facts(checkpointer, step, run_facts, where)  # another optimizer: say which
     raise ValueError(f"Cannot restore {where} into prompts of shape {run_facts['prompt_shape']} and this "
                      f"optimizer's state: {e}") from e
   _check_resume(run, run_facts, where)
@@ -279,15 +379,18 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
                   target_length=target_length, prompt_length=prompt_length,
                   checkpoint_every=checkpoint_every, export_every=export_every, log_every=log_every,
                   num_partitions=num_partitions, dropout_rate=dropout_rate)
+  _check_learning_rate(describe_optimizer(optimizer).get("learning_rate"))
   os.makedirs(model_dir, exist_ok=True)
   with (artifacts.run_lock(model_dir, "train-prompts") if jax.process_index() == 0
         else contextlib.nullcontext()):
     data = examples() if callable(examples) else examples
     data.check_every_source_has_examples()
     backbone = backbone() if callable(backbone) else backbone
+    optimizer_facts = describe_optimizer(optimizer)  # before the default replaces None
     optimizer = optimizer if optimizer is not None else default_optimizer()
     prompt_init = prompt_init if prompt_init is not None else PromptInit()
     config = backbone.config.replace(dropout_rate=dropout_rate, remat_policy=remat_policy)
+    check_same_vocabulary(data.vocabulary, backbone.vocabulary, "The training examples")
     data.check_token_ids(config.vocab_size)
     names = list(data.names)
     num_sources, dim = len(names), config.emb_dim
@@ -301,14 +404,18 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
     else:
       params = jax.device_put(backbone.params)
 
+    if jax.process_index() == 0:  # under the run lock: no live run writes here
+      remove_leftovers(model_dir)
     checkpointer = Checkpointer(os.path.join(model_dir, "checkpoints"), keep=keep_checkpoints)
     ckpt_dir = checkpointer.directory
     run_facts = {"sources": names, "prompt_shape": [num_sources, prompt_length, dim], "seed": seed,
                  "batch_size": batch_size, "input_length": input_length, "target_length": target_length,
                  "backbone_fingerprint": backbone.fingerprint, "examples": data.digest(),
-                 "dropout_rate": dropout_rate}
+                 "dropout_rate": dropout_rate, **flat_facts("optimizer", optimizer_facts)}
     seeds = [prompts_lib.source_seed(n) for n in names]
     latest = checkpointer.latest_step()
+    latest = int(paths.from_process_zero(np.int32(-1 if latest is None else latest)))  # all resume alike
+    latest = None if latest < 0 else latest
     if latest is None:
       initializer_for = prompt_init.initializers(model.embedding_table(backbone.params), data,
                                                  prompt_length)
@@ -330,10 +437,14 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
     manifest_extra = {"seed": seed, "prompt_init": dataclasses.asdict(prompt_init),
                       "batch_size": batch_size, "input_length": input_length, "target_length": target_length,
                       "dropout_rate": dropout_rate, "num_steps": num_steps, "backbone": backbone.description,
+                      "optimizer": optimizer_facts, "learning_rate": optimizer_facts.get("learning_rate"),
                       "versions": {"jax": jax.__version__, "optax": optax.__version__}}
 
     if jax.process_index() == 0:
-      artifacts.write_text(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
+      # The first segment's config stays config.gin; a resumed one writes config-<its first step>.gin.
+      first = latest is None or not os.path.exists(os.path.join(model_dir, "config.gin"))
+      artifacts.write_text(os.path.join(model_dir, "config.gin" if first else f"config-{latest}.gin"),
+                           gin.operative_config_str())
       artifacts.write_text(os.path.join(model_dir, "model-info.txt"), _model_info(config, params, boxed, state, mesh))
     writer = _summary_writer(os.path.join(model_dir, "train"), summaries)
 
@@ -396,4 +507,11 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
       if writer is not None:
         writer.close()
       checkpointer.close()
-    return TrainResult(jax.device_get(state), names, num_steps, export_dir, ckpt_dir)
+    # The other processes end only once process 0 has exported: a failure there stops them too.
+    paths.from_process_zero(np.zeros((), np.int32))
+    if latest is None:
+      logger.info("Trained %d steps from scratch; exports in %s.", num_steps, export_dir)
+    else:
+      logger.info("Resumed from step %d, trained %d more steps to %d; exports in %s.", latest,
+                  num_steps - latest, num_steps, export_dir)
+    return TrainResult(jax.device_get(state), names, num_steps, export_dir, ckpt_dir, resumed_from=latest)

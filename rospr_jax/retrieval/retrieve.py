@@ -43,7 +43,8 @@ def retrieve_prompt(library: store.Library, query_embeddings, rule: str, *,
                     num_prompts: int = selection_lib.DEFAULT_NUM_PROMPTS,
                     top_k: int = selection_lib.DEFAULT_TOP_K, eps: float = selection_lib.DEFAULT_EPS,
                     predict_choices: selection_lib.PredictChoices | None = None, num_choices=None,
-                    searcher: str = "auto", params: dict | None = None):
+                    random_seed: int = selection_lib.DEFAULT_RANDOM_SEED, searcher: str = "auto",
+                    params: dict | None = None):
   """Searches the library with the queries and applies a selection rule.
 
   Args:
@@ -51,7 +52,8 @@ def retrieve_prompt(library: store.Library, query_embeddings, rule: str, *,
     query_embeddings: [Q, D] embeddings of the target's queries (the library's retriever).
     rule: the name of a rule of `selection.RULES`.
     num_neighbors: N neighbours per query.
-    num_prompts, top_k, eps, predict_choices, num_choices: see `selection.select`.
+    num_prompts, top_k, eps, predict_choices, num_choices, random_seed: see `selection.select` (the
+      Random row draws from all the library's sources, seeded by `random_seed` and `params["target"]`).
     searcher: "auto" (the library's index), "scann" or "exact".
     params: facts recorded in the selection (e.g. the target's name and the query seed).
 
@@ -60,7 +62,9 @@ def retrieve_prompt(library: store.Library, query_embeddings, rule: str, *,
   """
   sources, sims = library.neighbors(query_embeddings, num_neighbors, kind=searcher)  # [Q, N] each
   chosen = selection_lib.select(rule, sources, sims, num_prompts=num_prompts, top_k=top_k, eps=eps,
-                                predict_choices=predict_choices, num_choices=num_choices)
+                                predict_choices=predict_choices, num_choices=num_choices,
+                                random_seed=random_seed, num_sources=len(library.source_names),
+                                target=(params or {}).get("target"))
   record = {"library": library.directory, "searcher": searcher, **chosen.params, **(params or {})}
   chosen = selection_lib.Selection.from_dict({**chosen.to_dict(), "params": record})
   chosen = chosen.with_names(library.source_names)

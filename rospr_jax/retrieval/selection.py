@@ -1,4 +1,5 @@
-"""Selection rules: RoSPr, INTER, VAR and INTER+VAR (docs/design.md, "Retrieval rules").
+"""Selection rules: RoSPr, INTER, VAR and INTER+VAR, and the Random reference row (docs/design.md,
+"Retrieval rules").
 
 Every rule is one `Rule` entry in `RULES` (at the end of this file): its name (`rospr retrieve
 --rule`, `selection.json`), its label (the report's row, `rospr evaluate`'s METHODS), whether it
@@ -19,6 +20,11 @@ Pure NumPy. The input is, for Q target queries, the sources of their top-N libra
   the choices and score_s = freq(s) / (var_s + eps). The candidate with the largest score is chosen
   (ties keep the frequency order).
 - INTER+VAR: the first N' candidates by VAR score, weights proportional to the score.
+- Random (a reference row, `Rule.reference`): one library prompt drawn uniformly from the S sources,
+  whatever the neighbours; the generator is seeded by (`SelectionConfig.random_seed`, the target's
+  name), so a target gets the same prompt in any run and in any order of targets. Not evaluated unless
+  asked for. (The oracle, the best single prompt chosen with the target's labels, is no rule: it
+  needs the labels and the scorer, so it lives in `rospr_jax/eval/evaluate.py`.)
 
 Queries with different numbers of choices. Let C_q be the number of choices of query q and
 C = max_q C_q. The histogram is over positions 0..C-1: p_c = (# queries predicting c) / Q. The
@@ -36,7 +42,9 @@ some queries have, and one that collapses every answer onto position 0 gets the 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -53,12 +61,14 @@ class SelectionConfig:
     num_prompts: N' prompts interpolated by INTER and INTER+VAR.
     top_k: K candidates that VAR rank-classifies the queries with.
     eps: eps of VAR's score_s = freq(s) / (var_s + eps).
+    random_seed: seeds the Random reference row (with each target's name: `random_source`).
   """
   num_queries: int = 32
   num_neighbors: int = 10
   num_prompts: int = 3
   top_k: int = 10
   eps: float = 1e-6
+  random_seed: int = 0
 
   def __post_init__(self):
     for field in ("num_queries", "num_neighbors", "num_prompts", "top_k"):
@@ -67,11 +77,15 @@ class SelectionConfig:
         raise ValueError(f"{field} must be an integer >= 1; got {value!r}.")
     if not isinstance(self.eps, (int, float)) or not np.isfinite(self.eps) or self.eps <= 0:
       raise ValueError(f"eps must be a positive number; got {self.eps!r}.")
+    seed = self.random_seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+      raise ValueError(f"random_seed must be an integer >= 0; got {seed!r}.")
 
 
 DEFAULT_NUM_PROMPTS = SelectionConfig.num_prompts
 DEFAULT_TOP_K = SelectionConfig.top_k
 DEFAULT_EPS = SelectionConfig.eps
+DEFAULT_RANDOM_SEED = SelectionConfig.random_seed
 
 # predict_choices(prompt_ids [K]) -> K arrays [Q] of predicted choice positions.
 PredictChoices = Callable[[Sequence[int]], Sequence[Sequence[int]]]
@@ -87,6 +101,8 @@ class Frequencies:
     similarity: [S'] summed similarity of those slots.
     num_queries: Q.
     num_neighbors: N.
+    num_sources: S, the sources of the library searched (ids < S), when the caller says.
+    target: the name of the target the queries came from, when the caller says.
   """
 
   source_ids: np.ndarray
@@ -94,14 +110,19 @@ class Frequencies:
   similarity: np.ndarray
   num_queries: int
   num_neighbors: int
+  num_sources: int | None = None
+  target: str | None = None
 
 
-def frequencies(neighbor_sources, similarities) -> Frequencies:
+def frequencies(neighbor_sources, similarities, *, num_sources: int | None = None,
+                target: str | None = None) -> Frequencies:
   """Counts the sources of the queries' neighbours.
 
   Args:
     neighbor_sources: [Q, N] int source id of each query's n-th neighbour.
     similarities: [Q, N] float similarity of that neighbour (used only to break ties).
+    num_sources: S, the library's number of sources (every id must be below it), if known.
+    target: the target's name (the Random row's draw depends on it), if known.
 
   Returns:
     The `Frequencies` of every source that appears at least once.
@@ -121,6 +142,11 @@ def frequencies(neighbor_sources, similarities) -> Frequencies:
     raise ValueError(f"neighbor_sources holds a negative source id ({int(ids.min())}).")
   if not np.all(np.isfinite(sims)):
     raise ValueError("similarities holds a NaN or infinite value.")
+  if num_sources is not None:
+    _check_count("num_sources", num_sources)
+    if ids.max() >= num_sources:
+      raise ValueError(f"neighbor_sources holds source id {int(ids.max())}; the library has "
+                       f"{num_sources} sources.")
   unique, inverse, counts = np.unique(ids.ravel(), return_inverse=True, return_counts=True)
   summed = np.zeros(len(unique), np.float64)
   np.add.at(summed, inverse, sims.ravel())
@@ -131,7 +157,9 @@ def frequencies(neighbor_sources, similarities) -> Frequencies:
       counts=counts[order].astype(np.int64),
       similarity=summed[order],
       num_queries=int(ids.shape[0]),
-      num_neighbors=int(ids.shape[1]))
+      num_neighbors=int(ids.shape[1]),
+      num_sources=None if num_sources is None else int(num_sources),
+      target=None if target is None else str(target))
 
 
 def var_scores(counts, predictions, num_choices,
@@ -387,9 +415,46 @@ def _var_selection(rule, freqs, order, variances, scores, num_prompts, top_k, ep
       params=params)
 
 
+def random_source(num_sources: int, seed: int = DEFAULT_RANDOM_SEED, target: str | None = None) -> int:
+  """The Random row's draw: a source id uniform over 0..S-1.
+
+  The generator is seeded by sha256 of (seed, target name), so the draw of a target depends on nothing
+  else (not on the other targets, their order, or the run), and different seeds draw independently.
+  """
+  _check_count("num_sources", num_sources)
+  key = hashlib.sha256(json.dumps([int(seed), target or ""]).encode("utf-8")).digest()
+  rng = np.random.default_rng(np.frombuffer(key[:16], np.uint32))
+  return int(rng.integers(int(num_sources)))
+
+
+def random_prompt(freqs: Frequencies, seed: int = DEFAULT_RANDOM_SEED) -> Selection:
+  """Random: one library prompt drawn by `random_source` (a reference row: no retrieval involved).
+
+  The library's size is `freqs.num_sources` (`retrieve_prompt` gives it); a caller that does not
+  gets a draw over ids 0..(largest neighbour id), with a warning. The selection records the chosen
+  source's frequency and similarity among the neighbours (0 when it is none of them).
+  """
+  num_sources = freqs.num_sources
+  if num_sources is None:
+    num_sources = int(freqs.source_ids.max()) + 1
+    logging.warning("random: the library's number of sources was not given; drawing among source ids "
+                    "0..%d (the largest neighbour id).", num_sources - 1)
+  chosen = random_source(num_sources, seed, freqs.target)
+  hit = np.flatnonzero(freqs.source_ids == chosen)
+  count = int(freqs.counts[hit[0]]) if hit.size else 0
+  similarity = float(freqs.similarity[hit[0]]) if hit.size else 0.0
+  return Selection(
+      rule="random", candidates=(chosen,), freqs=(count,), similarities=(similarity,), variances=None,
+      scores=(float(count),), weights=(1.0,), chosen=(chosen,), num_queries=freqs.num_queries,
+      num_neighbors=freqs.num_neighbors,
+      params={"random_seed": int(seed), "num_sources": int(num_sources), "target": freqs.target})
+
+
 def select(rule: str, neighbor_sources, similarities, *, num_prompts: int = DEFAULT_NUM_PROMPTS,
            top_k: int = DEFAULT_TOP_K, eps: float = DEFAULT_EPS,
-           predict_choices: PredictChoices | None = None, num_choices=None) -> Selection:
+           predict_choices: PredictChoices | None = None, num_choices=None,
+           random_seed: int = DEFAULT_RANDOM_SEED, num_sources: int | None = None,
+           target: str | None = None) -> Selection:
   """Applies one rule to the neighbours of the queries: the one selection entry point.
 
   Args:
@@ -403,12 +468,16 @@ def select(rule: str, neighbor_sources, similarities, *, num_prompts: int = DEFA
       (prompt rows), returns K sequences [Q] of predicted choice positions (one batched
       rank-classification pass).
     num_choices: the same rules only: [Q] number of answer choices per query.
+    random_seed: the Random row's seed.
+    num_sources: S, the library's number of sources (the Random row draws from all of them).
+    target: the target's name (the Random row's draw depends on it).
   """
   spec = get_rule(rule)
   _check_count("num_prompts", num_prompts)
   _check_count("top_k", top_k)
-  config = SelectionConfig(num_prompts=int(num_prompts), top_k=int(top_k), eps=eps)
-  freqs = frequencies(neighbor_sources, similarities)
+  config = SelectionConfig(num_prompts=int(num_prompts), top_k=int(top_k), eps=eps,
+                           random_seed=random_seed)
+  freqs = frequencies(neighbor_sources, similarities, num_sources=num_sources, target=target)
   if not spec.needs_backbone:
     return spec.apply(freqs, config, None, None)
   if predict_choices is None or num_choices is None:
@@ -472,12 +541,15 @@ class Rule:
     settings: the `SelectionConfig` fields it reads besides Q and N (a resumed evaluation must
       have used the same values).
     apply: the rule itself.
+    reference: a reference row, not one of the paper's rules (Random): evaluated when METHODS names
+      it, never by default (`rospr_jax.eval.evaluate.default_methods`).
   """
   name: str
   label: str
   needs_backbone: bool
   settings: tuple[str, ...]
   apply: Callable[[Frequencies, SelectionConfig, np.ndarray | None, Sequence[int] | None], Selection]
+  reference: bool = False
 
 
 RULES: dict[str, Rule] = {}
@@ -507,9 +579,15 @@ def rule_of_label(label: str) -> Rule:
   for rule in RULES.values():
     if rule.label == label:
       return rule
-  raise ValueError(f"Unknown method {label!r}; known: {[r.label for r in RULES.values()]}.")
+  rules = [r.label for r in RULES.values() if not r.reference]
+  references = [r.label for r in RULES.values() if r.reference]
+  raise ValueError(f"Unknown method {label!r}; known: {rules} and the reference rows {references}.")
 
 
+# The reference row first (rule order is the order of `rospr retrieve`'s choices and of
+# `eval.evaluate.all_methods()`: the reference rows, then the paper's rules).
+register(Rule("random", "Random", False, ("random_seed",),
+              lambda freqs, config, _, __: random_prompt(freqs, config.random_seed), reference=True))
 register(Rule("rospr", "RoSPr", False, (), lambda freqs, config, _, __: rospr(freqs)))
 register(Rule("inter", "INTER", False, ("num_prompts",),
               lambda freqs, config, _, __: inter(freqs, config.num_prompts)))

@@ -38,3 +38,19 @@ def test_demo_pipeline_end_to_end(tmp_path):
     assert {r["method"] for r in results["per_template"]} == set(summaries[name]["methods"])
   assert (tmp_path / "backbone" / "spiece.model").exists()
   assert (tmp_path / "library" / "manifest.json").exists()
+
+
+def test_the_reports_sentences_come_from_the_numbers():
+  records = []
+  for method, accs in [("chance", (0.25, 0.50)), ("T0", (0.24, 0.80)), ("RoSPr", (0.30, 0.70))]:
+    for dataset, acc in zip(("bigbench/a", "bigbench/b"), accs):
+      records.append({"method": method, "dataset": dataset, "template": "t", "accuracy": acc, "examples": 50})
+  summary = pipeline.report.summarize(records)
+  claims = pipeline._claims({"held_out": summary, "held_in": summary})
+  # T0 0.24 on 50 examples: Wilson [0.143, 0.374] holds chance 0.25; 0.80: [0.670, 0.888] misses 0.50.
+  assert "chance lies inside the 95% interval of T0's accuracy on 1 of them" in claims["held_out_sentence"]
+  assert "the largest gap is b (80.0% vs chance 50.0%)" in claims["held_out_sentence"]
+  # RoSPr - T0: +6.0 and -10.0 points; 0.30 lies in T0's [0.143, 0.374], 0.70 in [0.670, 0.888].
+  assert "from -10.0 to +6.0 points, and for 2 of 2 sources" in claims["held_in_sentence"]
+  assert "-2.00 points" in claims["held_in_sentence"]
+  assert claims["n_range"] == "50-50" and claims["one_example_points"] == "2.0-2.0 points"

@@ -52,3 +52,48 @@ def test_write_report_files(tmp_path):
   for name in ("accuracy.png", "retrieval.png"):
     assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_tables_show_n_and_wilson_intervals_hand_checked():
+  summary = report.summarize(RECORDS)
+  assert summary["examples"] == {"rte": 30, "cb": 10}  # summed over templates, counted once per method
+  lines = report.markdown_table(summary).splitlines()
+  assert lines[-1] == "| n | 30 | 10 | 40 |"
+  with_intervals = report.markdown_table(summary, intervals=True).splitlines()
+  # T0 on rte: 0.70 of 30 examples -> Wilson 95% [0.5212, 0.8334]; on cb: 0.30 of 10 -> [0.1078, 0.6032].
+  assert with_intervals[2] == "| T0 | 70.0 [52, 83] | 30.0 [11, 60] | 50.00 |"
+  low, high = report.interval(0.7, 30)
+  assert (round(low, 4), round(high, 4)) == (0.5212, 0.8334)
+  low, high = report.interval(0.8, 10)  # the textbook case: 8 of 10
+  assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
+
+
+def _captured_figure(monkeypatch):
+  figures = []
+  monkeypatch.setattr(report, "_save_figure", lambda fig, path: figures.append(fig))
+  return figures
+
+
+def test_accuracy_plot_draws_chance_as_a_tick_with_title_and_labels(monkeypatch):
+  figures = _captured_figure(monkeypatch)
+  records = RECORDS + [dict(r, method="chance", accuracy=0.5) for r in RECORDS if r["method"] == "T0"]
+  report.plot_accuracy(report.summarize(records), "unused.png", title="Held-out")
+  (ax,) = figures[0].axes
+  assert len(ax.containers) == 2  # bars for T0 and RoSPr only
+  assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["RoSPr", "T0", "chance"]
+  assert len(ax.collections) == 1  # chance: one tick per dataset, not a bar
+  assert ax.get_title() == "Held-out" and ax.get_xlabel().startswith("dataset")
+  assert [t.get_text() for t in ax.get_xticklabels()] == ["rte\n(n=30)", "cb\n(n=10)"]
+  assert min(t.get_fontsize() for t in ax.get_xticklabels()) >= 8
+
+
+def test_retrieval_heatmap_puts_own_sources_on_the_diagonal_and_names_the_never_retrieved(monkeypatch):
+  figures = _captured_figure(monkeypatch)
+  frequencies = {"b": {"b": 6, "a": 2}, "a": {"a": 5, "b": 1}, "c": {"a": 2}}
+  report.plot_retrieval_heatmap(frequencies, "unused.png", sources=["a", "b", "c", "d"])
+  ax = figures[0].axes[0]
+  assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "a", "c"]
+  assert [t.get_text() for t in ax.get_xticklabels()] == ["b", "a", "c"]  # same order as the rows
+  grid = ax.images[0].get_array()
+  assert grid[0, 0] == 0.75 and grid[1, 1] == 5 / 6 and grid[2, 2] == 0.0
+  assert "never retrieved (2): c, d" in ax.get_xlabel()

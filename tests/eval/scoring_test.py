@@ -170,3 +170,15 @@ def test_cudnn_scores_are_as_close_to_float32_as_the_einsum_ones(fused_padding):
   cudnn_error = np.abs(cudnn - reference).max() / scale
   assert einsum_error < 5e-2 and np.isfinite(cudnn).all()
   assert cudnn_error <= 2 * einsum_error + 1e-3, (cudnn_error, einsum_error)
+
+
+def test_long_inputs_keep_their_first_tokens_and_long_choices_keep_their_eos():
+  """T0's truncation: inputs to their first T tokens; an answer choice longer than L keeps its first
+  L - 1 tokens and its EOS (cutting it to L tokens would score a choice that never ends)."""
+  long_input = list(range(3, 3 + 40))
+  long_choice = list(range(100, 120)) + [1]  # 20 tokens and EOS
+  (batch,) = make_batches([RankExample(long_input, [long_choice, [7, 1]])], batch_size=1,
+                          max_input_length=32, max_target_length=16)
+  assert batch.inputs[0].tolist() == long_input[:32]
+  assert batch.targets[0, 0].tolist() == list(range(100, 115)) + [1]
+  assert batch.targets[0, 1].tolist()[:2] == [7, 1] and not batch.targets[0, 1, 2:].any()

@@ -111,3 +111,20 @@ def test_scann_load_errors(tmp_path, clustered):
   index.serialize(str(tmp_path / "i"))
   with pytest.raises(ValueError, match="holds 300 rows; the library has 301"):
     search.ScannSearcher.load(str(tmp_path / "i"), "cosine", 8, 301, index.settings)
+
+
+def test_an_index_that_cannot_be_written_is_an_os_error_naming_the_folder(tmp_path, clustered):
+  """ScaNN reports a full disk as "Failed to extract SingleMachineFactoryOptions: I/O error" (seen on a
+  256 KiB tmpfs); the project turns it into an OSError that the commands print as one line."""
+  db, _ = clustered(300, 8, 5, 0.3, seed=2)
+  index = search.ScannSearcher.build(db, k=5)
+
+  class Failing:
+    def serialize(self, directory, relative_path):
+      raise RuntimeError("Failed to extract SingleMachineFactoryOptions: I/O error")
+
+  index._searcher = Failing()
+  with pytest.raises(OSError, match=r"ScaNN could not write its index \(Failed to extract "
+                                    r"SingleMachineFactoryOptions: I/O error\); \d+ bytes are free") as raised:
+    index.serialize(str(tmp_path / "index"))
+  assert raised.value.filename == str(tmp_path / "index")

@@ -40,8 +40,9 @@ def test_round_trip_through_the_cli_is_identical(hf_dirs, tmp_path, capsys):
   assert sorted(back) == sorted(original)
   for key in original:
     assert back[key].dtype == original[key].dtype and torch.equal(back[key], original[key]), key
-  # HF -> HF keeps the tokenizer files; T5X -> HF has none to copy.
-  assert not (tmp_path / "hf" / "spiece.model").exists()
+  # HF -> HF keeps the tokenizer files; the SentencePiece model also travels HF -> T5X -> HF.
+  assert (step_dir / "spiece.model").read_bytes() == b"not really a sentencepiece model"
+  assert (tmp_path / "hf" / "spiece.model").read_bytes() == b"not really a sentencepiece model"
   assert convert.main(["--from", str(source), "--to", str(tmp_path / "hf2"), "--format", "hf",
                        "--max-shard-size", "3KB"]) == 0
   assert (tmp_path / "hf2" / "spiece.model").read_bytes() == b"not really a sentencepiece model"
@@ -60,6 +61,50 @@ def test_bin_to_t5x_with_dtype(hf_dirs, hf_model, tmp_path):
   assert {str(a.dtype) for a in flatten(params).values()} == {"bfloat16"}
   expected = hf_model.shared.weight.detach().to(torch.bfloat16).float().numpy()
   np.testing.assert_array_equal(params["token_embedder"]["embedding"].astype(np.float32), expected)
+
+
+def test_t5x_conversion_carries_the_sentencepiece_model_so_score_needs_no_vocab(hf_dirs, tmp_path, capsys):
+  sentencepiece = pytest.importorskip("sentencepiece")
+  corpus = tmp_path / "corpus.txt"
+  words = "the cat sat on a mat while dogs ran far away and birds sang yes no maybe true false".split()
+  rng = np.random.default_rng(0)
+  corpus.write_text("\n".join(" ".join(rng.choice(words, 12)) for _ in range(300)))
+  sentencepiece.SentencePieceTrainer.Train(  # 40 pieces: within the fixture's 50 embeddings
+      input=str(corpus), model_prefix=str(tmp_path / "spiece"), vocab_size=40, model_type="unigram",
+      pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+  source = Path(shutil.copytree(hf_dirs["safetensors"], tmp_path / "source"))
+  shutil.copy(tmp_path / "spiece.model", source / "spiece.model")
+  assert cli.main(["convert", "--from", str(source), "--to", str(tmp_path / "t5x"), "--format", "t5x",
+                   "--step", "7"]) == 0
+  assert (tmp_path / "t5x" / "checkpoint_7" / "spiece.model").is_file()
+  capsys.readouterr()
+  # The model folder, its checkpoint_<step> and the msgpack file all find the vocabulary.
+  for given in ("t5x", "t5x/checkpoint_7", "t5x/checkpoint_7/checkpoint"):
+    assert cli.main(["score", "--checkpoint", str(tmp_path / given), "--input", "the cat sat",
+                     "--choice", "a", "--choice", "b"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["choices"] == ["a", "b"]
+  # T5X -> HF takes it along too.
+  assert cli.main(["convert", "--from", str(tmp_path / "t5x"), "--to", str(tmp_path / "hf"),
+                   "--format", "hf"]) == 0
+  assert (tmp_path / "hf" / "spiece.model").read_bytes() == (source / "spiece.model").read_bytes()
+
+
+def test_messages_name_the_flags_the_user_typed(tmp_path):
+  import subprocess
+  import sys
+  def run(*argv):
+    return subprocess.run([sys.executable, "-m", "rospr_jax.cli", "convert", *argv], capture_output=True,
+                          text=True, timeout=120)
+  for argv, flag in [(("--from", str(tmp_path), "--to", "gs://b/x", "--format", "hf"), "--to 'gs://b/x'"),
+                     (("--from", "gs://a/b", "--to", str(tmp_path / "o"), "--format", "t5x"), "--from 'gs://a/b'")]:
+    done = run(*argv)
+    assert done.returncode == 1 and f"rospr convert: error: {flag} is a URL" in done.stderr, done.stderr
+    assert "--dest" not in done.stderr and "--source" not in done.stderr and "Traceback" not in done.stderr
+  done = run("--help")
+  assert done.returncode == 0 and "--to DIR" in done.stdout and "--from DIR" in done.stdout
+  assert "DEST" not in done.stdout and "SOURCE" not in done.stdout
+  done = run("--from", "x")
+  assert done.returncode == 2 and "required: --to, --format" in done.stderr and "dest" not in done.stderr
 
 
 def test_errors_are_reported_not_raised(hf_dirs, tmp_path, capsys):

@@ -140,6 +140,9 @@ def test_run_files_parse_with_their_required_macros(model, size):
     ("--gin.PROMPT_LENGTH=0", "prompt_length (PROMPT_LENGTH) must be an integer >= 1, not 0"),
     ("--gin.BATCH_SIZE=0", "batch_size (BATCH_SIZE) must be an integer >= 1, not 0"),
     ("--gin.DROPOUT_RATE=1.0", "dropout_rate (DROPOUT_RATE) must be a number in [0, 1), not 1.0"),
+    ("--gin.LEARNING_RATE=-1", "learning_rate (LEARNING_RATE) must be a finite number > 0, not -1"),
+    ("--gin.LEARNING_RATE=0.0", "learning_rate (LEARNING_RATE) must be a finite number > 0, not 0.0"),
+    ("--gin.LEARNING_RATE='fast'", "learning_rate (LEARNING_RATE) must be a finite number > 0, not 'fast'"),
 ])
 def test_meaningless_settings_are_refused_before_anything_runs(tmp_path, capsys, flag, message):
   examples = tmp_path / "ex.jsonl"

@@ -119,6 +119,23 @@ def test_retrieve_command_writes_selection(world, capsys):
   np.testing.assert_allclose(prompt, selection.interpolate(prompts, chosen.chosen, chosen.weights))
 
 
+def test_retrieve_random_draws_from_the_whole_library_seeded_by_flag_and_target(world, capsys):
+  root, vocab, _, _ = world
+  lib = store.Library.open(str(root / "lib"))
+  drawn = {}
+  for seed in range(6):
+    out = root / f"selection_random_{seed}"
+    assert cli.main(["retrieve", "--library", str(root / "lib"), "--queries", str(root / "target2.jsonl"),
+                     "--out", str(out), "--rule", "random", "--random-seed", str(seed), "--num-queries", "4",
+                     "--target", "space:facts", *vocab, *RETRIEVER]) == 0
+    chosen, _ = retrieve.load_selection(str(out))
+    assert chosen.params["random_seed"] == seed and chosen.params["num_sources"] == len(lib.source_names)
+    assert chosen.chosen == (selection.random_source(len(lib.source_names), seed, "space:facts"),)
+    drawn[seed] = chosen.chosen[0]
+  capsys.readouterr()
+  assert len(set(drawn.values())) > 1  # the flag reaches the draw
+
+
 def test_retrieve_refuses_another_retriever(world, capsys):
   root, vocab, _, _ = world
   code = cli.main(["retrieve", "--library", str(root / "lib"), "--queries",

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from rospr_jax.commands import tasks as inspect_cli
+from rospr_tasks import inspect
 
 COPA_EXERCISE_INPUT = ("Exercise: choose the most plausible alternative.\n\n"
                        "My body cast a shadow over the grass.  because... \n"
@@ -76,3 +77,35 @@ def test_show_errors(registry, tmp_path, monkeypatch, capsys):
   monkeypatch.setenv("ROSPR_DATA_DIR", str(tmp_path))
   assert inspect_cli.main(["--show", "hellaswag_complete_first_then"]) == 1
   assert "no data for hellaswag split 'validation'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("typed,expected", [
+    ("super_glue_rte_GPT_3_stle", "super_glue_rte_GPT_3_style"),  # a letter missing
+    ("anli_r1_GPT3_style", "anli_GPT_3_style_r1"),  # the words in another order
+    ("super_glue_copa_exercize_score_eval", "super_glue_copa_exercise_score_eval"),  # keeps the suffix
+])
+def test_show_suggests_the_near_names_of_a_misspelt_task(registry, capsys, typed, expected):
+  assert inspect_cli.main(["--show", typed]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith(f"rospr tasks: no rospr task named {typed!r}; did you mean ") and "Traceback" not in err
+  suggested = err.split("did you mean ", 1)[1].rstrip("?\n").split(", ")
+  assert repr(expected) in suggested and len(suggested) <= 5
+  assert "'super_glue_rte_MNLI_crowdsource'" not in suggested  # a name sharing only the dataset
+
+
+def test_queries_file_holds_inputs_and_choices_without_labels(registry, with_data, tmp_path, capsys):
+  out = tmp_path / "q.jsonl"
+  assert inspect_cli.main(["--show", "super_glue_copa_exercise", "--split", "validation",
+                           "--queries", str(out)]) == 0
+  assert f"wrote 2 queries of super_glue_copa_exercise (validation) to {out}" in capsys.readouterr().out
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  task, _ = inspect.find(registry, "super_glue_copa_exercise")
+  expected = [{"text": ex.inputs, "choices": list(ex.answer_choices)} for ex in task.examples("validation")]
+  assert rows == expected and all(set(r) == {"text", "choices"} for r in rows)  # no label, no target
+
+
+def test_queries_without_show_is_refused(capsys):
+  with pytest.raises(SystemExit) as raised:
+    inspect_cli.main(["--queries", "q.jsonl"])
+  assert raised.value.code == 2
+  assert "--queries needs --show NAME" in capsys.readouterr().err

@@ -42,6 +42,10 @@ RTE_RECORDS = [
 ]
 
 
+def _vocab() -> str:
+  return vocabulary_lib.offline_vocabulary_path()  # the tasks' vocabulary here (no ROSPR_VOCAB)
+
+
 @pytest.fixture(scope="module")
 def registry():
   from rospr_tasks import registry as registry_lib  # pylint: disable=g-import-not-at-top  (registers on import)
@@ -97,17 +101,18 @@ def rte_seqio(registry, rte_dir, params, config, prompt):
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv("ROSPR_DATA_DIR", str(rte_dir))
     mp.delenv("ROSPR_HF_HUB", raising=False)
-    return seqio_eval.evaluate_task_with_seqio(RTE_MIXTURE, params, config, prompt=prompt, batch_size=4,
+    return seqio_eval.evaluate_task_with_seqio(RTE_MIXTURE, params, config, vocabulary=_vocab(), prompt=prompt,
+                                               batch_size=4,
                                                return_scores=True)
 
 
-def _direct(task_name, registry, tokenizer, params, config, prompt=None, max_examples=None):
+def _direct(task_name, registry, tokenizer, params, config, prompt=None, max_examples=None, **lengths):
   """The direct path, without TensorFlow: rows [N] scores, [N, 2] idx, accuracy in percent, choices [E]."""
   task = registry.TARGETS[task_name.removesuffix("_score_eval")]
   examples = list(itertools.islice(task.examples(task.eval_split), max_examples))
   scored = score_examples(params, config, [
       RankExample(tokenizer.encode_input(e.inputs), [tokenizer.encode_target(c) for c in e.answer_choices])
-      for e in examples], prompts=prompt, batch_size=4)
+      for e in examples], prompts=prompt, batch_size=4, **lengths)
   scores = np.concatenate(scored)
   idx = np.asarray([(e.idx, c) for e in examples for c in range(len(e.answer_choices))])
   is_correct = np.concatenate([e.is_correct for e in examples])
@@ -115,7 +120,8 @@ def _direct(task_name, registry, tokenizer, params, config, prompt=None, max_exa
 
 
 def test_bigbench_target_agrees_with_direct_path(registry, tokenizer, params, config):
-  got = seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, config, batch_size=4, max_examples=16,
+  got = seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, config, vocabulary=_vocab(), batch_size=4,
+                                            max_examples=16,
                                             return_scores=True)
   scores, idx, accuracy, choices = _direct(BIGBENCH_TASK, registry, tokenizer, params, config, max_examples=16)
   assert set(choices) == {4, 6} and len(choices) == 16  # grouping of unequal examples is exercised
@@ -149,7 +155,8 @@ def test_sharded_equals_single_device(registry, with_rte, rte_seqio, params, con
   mesh = partitioning.make_mesh(num_partitions)  # 8 simulated devices: data 4 x model 2
   boxed = init_params(config, jax.random.PRNGKey(0), boxed=True)
   sharded = partitioning.shard_params(params, boxed, mesh)
-  got = seqio_eval.evaluate_task_with_seqio(RTE_MIXTURE, sharded, config, prompt=prompt, batch_size=8,
+  got = seqio_eval.evaluate_task_with_seqio(RTE_MIXTURE, sharded, config, vocabulary=_vocab(), prompt=prompt,
+                                            batch_size=8,
                                             mesh=mesh, return_scores=True)
   for name in RTE_TASKS:
     np.testing.assert_allclose(got[name]["scores"], rte_seqio[name]["scores"], rtol=1e-5, atol=1e-5)
@@ -195,15 +202,33 @@ def test_empty_split_is_refused(registry, params, config, tmp_path, monkeypatch)
   (tmp_path / "super_glue" / "rte" / "validation.jsonl").write_text("", encoding="utf-8")
   monkeypatch.setenv("ROSPR_DATA_DIR", str(tmp_path))
   with pytest.raises(ValueError, match=f"task '{RTE_TASKS[0]}' has no rank-classification rows on split 'validation'"):
-    seqio_eval.evaluate_task_with_seqio(RTE_TASKS[0], params, config)
+    seqio_eval.evaluate_task_with_seqio(RTE_TASKS[0], params, config, vocabulary=_vocab())
 
 
 def test_errors_name_the_task(registry, params, config):
   with pytest.raises(ValueError, match="no rospr task or mixture named 'nope'"):
-    seqio_eval.evaluate_task_with_seqio("nope", params, config)
+    seqio_eval.evaluate_task_with_seqio("nope", params, config, vocabulary=_vocab())
   with pytest.raises(ValueError, match="max_examples must be at least 1, got 0"):
-    seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, config, max_examples=0)
+    seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, config, vocabulary=_vocab(), max_examples=0)
   with pytest.raises(ValueError, match=r"task 'bigbench_hindu_knowledge' cannot be rank-classified on split 'all'"):
-    seqio_eval.evaluate_task_with_seqio("bigbench_hindu_knowledge", params, config)
+    seqio_eval.evaluate_task_with_seqio("bigbench_hindu_knowledge", params, config, vocabulary=_vocab())
   with pytest.raises(ValueError, match=r"cannot be rank-classified on split 'test'"):
-    seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, config, split="test")
+    seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, config, vocabulary=_vocab(), split="test")
+
+
+def test_truncation_is_t0s_and_agrees_with_the_direct_path(registry, tokenizer, params, config):
+  """Inputs keep their first T tokens, choices their first L - 1 and EOS, on both paths (T0's rule;
+  `evaluate_task_with_seqio` defaults to T0's 1024 / 256)."""
+  assert seqio_eval.T0_SEQUENCE_LENGTH == {"inputs": 1024, "targets": 256}
+  task = registry.TARGETS[BIGBENCH_TASK.removesuffix("_score_eval")]
+  examples = list(itertools.islice(task.examples(task.eval_split), 8))
+  assert any(len(tokenizer.encode_input(e.inputs)) > 24 for e in examples)
+  assert any(len(tokenizer.encode_target(c)) > 3 for e in examples for c in e.answer_choices)
+  got = seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, config, vocabulary=_vocab(), batch_size=4,
+                                            max_examples=8, sequence_length={"inputs": 24, "targets": 3},
+                                            return_scores=True)
+  scores, _, accuracy, _ = _direct(BIGBENCH_TASK, registry, tokenizer, params, config, max_examples=8,
+                                   max_input_length=24, max_target_length=3)
+  (entry,) = got.values()
+  np.testing.assert_allclose(entry["scores"], scores, rtol=1e-5, atol=1e-5)
+  assert entry["accuracy"] == pytest.approx(accuracy, abs=1e-9)

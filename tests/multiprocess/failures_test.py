@@ -1,0 +1,72 @@
+"""A multi-process run never hangs: a killed worker, a worker that fails alone and a worker whose
+peers never arrive all end every process with a message within bounded time."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from mp_workers import describe, load_test_module
+
+from rospr_jax.data import vocabulary
+
+pytestmark = pytest.mark.slow
+
+train_cli = load_test_module("prompt/train_cli_test.py")
+
+
+def test_a_killed_worker_stops_the_other_within_a_minute(rospr, tmp_path):
+  examples = tmp_path / "ex.jsonl"
+  train_cli._write_examples(examples)
+  model_dir = tmp_path / "run"
+  workers = rospr.start(["train-prompts", *train_cli._argv(examples, model_dir, 100_000, 2)])  # endless
+  deadline = time.time() + 180
+  while not (model_dir / "checkpoints" / "2").is_dir():  # compiled, training, checkpointing
+    assert all(w.process.poll() is None for w in workers), describe(workers)
+    assert time.time() < deadline, "no checkpoint within 180 s:\n" + describe(workers)
+    time.sleep(0.1)
+  workers[1].process.send_signal(signal.SIGKILL)
+  killed = time.time()
+  rospr.wait(workers[:1], timeout=60)  # fails the test if worker 0 runs on
+  assert workers[1].process.wait() == -signal.SIGKILL
+  assert workers[0].code != 0 and time.time() - killed < 60
+  # A collective with the dead peer fails at once (one line of ours), or JAX's heartbeats tell.
+  assert ("rospr train-prompts: process 0 of 2: a computation with the other processes failed"
+          in workers[0].err or "another task died" in workers[0].err), describe(workers)
+
+
+def test_a_worker_that_fails_alone_stops_the_others_with_its_message(rospr, tmp_path):
+  """Process 0 refuses to overwrite a library (only it writes) while process 1 goes on embedding."""
+  vocab = vocabulary.offline_vocabulary_path()
+  (tmp_path / "all.jsonl").write_text("".join(json.dumps({"source": s, "text": f"{s} text {i}"}) + "\n"
+                                              for s in ("a", "b") for i in range(4)))
+  (tmp_path / "names.txt").write_text("a\nb\n")
+  np.save(tmp_path / "prompts.npy", np.zeros((2, 3, 64), np.float32))
+  (tmp_path / "library").mkdir()
+  (tmp_path / "library" / "keep.txt").write_text("not a library")
+  workers = rospr.wait(rospr.start(
+      ["build-library", "--out", tmp_path / "library", "--prompts", tmp_path / "prompts.npy",
+       "--instances", tmp_path / "all.jsonl", "--source-names", tmp_path / "names.txt",
+       "--random-retriever", "tiny", "--vocab", vocab, "--n", "4", "--index", "exact"]), timeout=120)
+  assert [w.code for w in workers] == [2, 1], describe(workers)
+  assert workers[0].err.strip().splitlines()[-1].startswith("rospr build-library: Library directory")
+  last = workers[1].err.strip().splitlines()[-1]
+  assert last.startswith("rospr build-library: process 0 of 2 stopped (exit code 2: Library directory")
+  assert last.endswith("stopping process 1 too.")
+  assert (tmp_path / "library" / "keep.txt").read_text() == "not a library"
+
+
+def test_a_peer_that_never_arrives_ends_the_wait_with_one_line(rospr):
+  (worker,) = rospr.start(["score", "--checkpoint", "unused", "--input", "x", "--choice", "y"],
+                          processes=1, JAX_COORDINATOR_ADDRESS="127.0.0.1:1", ROSPR_NUM_PROCESSES="2",
+                          ROSPR_PROCESS_ID="1", ROSPR_INIT_TIMEOUT="3")
+  rospr.wait([worker], timeout=60)
+  assert worker.code == 2
+  assert worker.err.strip().splitlines()[-1] == (
+      "rospr score: process 1 of 2, coordinator 127.0.0.1:1: not every process arrived within "
+      "ROSPR_INIT_TIMEOUT=3 s (a process that never started or stopped early, or another "
+      "JAX_COORDINATOR_ADDRESS or ROSPR_NUM_PROCESSES on some process).")

@@ -1,0 +1,161 @@
+"""The long commands as 2 real JAX processes (2 CPU devices each) against the same command as one
+process with 4 devices: train-prompts, build-library, retrieve --rule var and evaluate give the same
+prompts, library, selection and records; process 0 alone writes them."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from mp_workers import load_test_module
+
+from rospr_jax import tokenization
+from rospr_jax.data import vocabulary
+from rospr_jax.library import store
+from rospr_jax.model import get_config, init_params, save_hf
+from rospr_jax.prompt import export
+
+pytestmark = pytest.mark.slow
+
+train_cli = load_test_module("prompt/train_cli_test.py")  # its examples file and tiny run flags
+TARGET = "bigbench_code_line_description"  # as tests/eval/evaluate_cli_test.py
+TEXTS = {"alpha": "def return print for while loop list if else python",
+         "beta": "hello how are you today fine thanks and you friend",
+         "gamma": "the cat sat on the mat and the dog ran in the park"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+  """A tiny random T5 (Hugging Face files, the offline vocabulary as spiece.model), training
+  examples of 3 sources, their instance texts, and VAR's queries with answer choices."""
+  root = tmp_path_factory.mktemp("world")
+  vocab = vocabulary.offline_vocabulary_path()
+  config = get_config("tiny", vocab_size=-(-tokenization.Tokenizer(vocab).vocab_size // 128) * 128)
+  checkpoint = root / "t0"
+  save_hf(str(checkpoint), config, init_params(config, jax.random.PRNGKey(0)))
+  (checkpoint / "spiece.model").write_bytes(open(vocab, "rb").read())
+  train_cli._write_examples(root / "examples.jsonl")
+  rng = np.random.default_rng(0)
+  (root / "instances.jsonl").write_text("".join(
+      json.dumps({"source": name, "text": " ".join(rng.permutation(text.split()))}) + "\n"
+      for name, text in TEXTS.items() for _ in range(6)))
+  (root / "queries.jsonl").write_text("".join(
+      json.dumps({"text": text, "choices": ["yes", "no", "maybe"]}) + "\n"
+      for text in ["print the list in python", "how are you my friend", "the dog in the park",
+                   "while loop if else", "fine thanks"]))
+  return {"root": root, "checkpoint": str(checkpoint), "vocab": vocab}
+
+
+def _same_command(rospr, argv_for, timeout=240):
+  """Runs `argv_for(tag)` as 2 processes and as 1; returns the workers of each."""
+  two = rospr.run(argv_for("two"), processes=2, devices=2, timeout=timeout)
+  one = rospr.run(argv_for("one"), processes=1, devices=4, timeout=timeout)
+  return two, one
+
+
+@pytest.fixture(scope="module")
+def trained(world, rospr):
+  root = world["root"]
+
+  def argv(tag):
+    flags = train_cli._argv(root / "examples.jsonl", root / f"prompts_{tag}", 4, 2)
+    flags[0] = "--gin_file=models/checkpoint.gin"
+    # A small learning rate: Adafactor's normalized steps would magnify the last-bit differences of
+    # summing gradients over 2 processes rather than 4 devices of one.
+    return ["train-prompts", *flags, f"--gin.CHECKPOINT='{world['checkpoint']}'", "--gin.LEARNING_RATE=0.01"]
+
+  two, one = _same_command(rospr, argv)
+  return {"two": root / "prompts_two" / "export", "one": root / "prompts_one" / "export",
+          "workers": (two, one)}
+
+
+@pytest.fixture(scope="module")
+def libraries(world, rospr, trained):
+  root = world["root"]
+
+  def argv(tag):
+    return ["build-library", "--out", root / f"library_{tag}", "--prompts", trained["two"],
+            "--instances", root / "instances.jsonl", "--retriever", world["checkpoint"],
+            "--vocab", world["vocab"], "--n", "5", "--index", "exact", "--max-length", "32"]
+
+  two, one = _same_command(rospr, argv)
+  return {"two": root / "library_two", "one": root / "library_one", "workers": (two, one)}
+
+
+def test_train_prompts_on_two_processes_trains_the_prompts_of_one(trained):
+  two, one = (export.load_prompts(str(trained[tag])) for tag in ("two", "one"))
+  assert two.names == one.names == ["alpha", "beta", "gamma"] and two.step == one.step == 4
+  np.testing.assert_allclose(two.prompts, one.prompts, rtol=0, atol=1e-6)
+  first = export.load_prompts(str(trained["two"] / "checkpoint_2"))
+  assert np.abs(two.prompts - first.prompts).max() > 1e-3  # they did train
+  assert [s["steps"] for s in two.manifest["sources"]] == [s["steps"] for s in one.manifest["sources"]]
+  for worker in trained["workers"][0]:
+    assert "Trained 3 prompts for 4 steps" in worker.out
+
+
+def test_build_library_on_two_processes_builds_the_library_of_one(libraries):
+  two, one = (store.Library.open(str(libraries[tag])) for tag in ("two", "one"))
+  assert two.source_names == one.source_names and two.num_rows == one.num_rows == 15
+  assert list(two.texts()) == list(one.texts())
+  np.testing.assert_array_equal(two.source_ids(), one.source_ids())
+  np.testing.assert_allclose(np.concatenate(two.embedding_shards()), np.concatenate(one.embedding_shards()),
+                             rtol=0, atol=1e-6)
+  np.testing.assert_array_equal(two.prompts(), one.prompts())
+  worker0, worker1 = libraries["workers"][0]
+  assert json.loads(worker0.out.splitlines()[-1])["rows"] == 15
+  assert "process 1 of 2 did its share; process 0 wrote the library" in worker1.out
+
+
+def test_retrieve_var_on_two_processes_selects_as_one(world, rospr, libraries):
+  root = world["root"]
+
+  def argv(tag):
+    return ["retrieve", "--library", libraries["two"], "--queries", root / "queries.jsonl",
+            "--out", root / f"selection_{tag}", "--rule", "var", "--backbone", world["checkpoint"],
+            "--retriever", world["checkpoint"], "--vocab", world["vocab"], "--num-queries", "4",
+            "--num-neighbors", "3", "--top-k", "3", "--batch-size", "4", "--max-length", "32"]
+
+  (worker0, worker1), (single,) = _same_command(rospr, argv)
+  two, one = (json.loads((root / f"selection_{tag}" / "selection.json").read_text()) for tag in ("two", "one"))
+  for key in ("rule", "candidates", "freqs", "chosen", "weights", "names", "variances"):
+    assert two[key] == one[key], key
+  np.testing.assert_allclose(two["scores"], one["scores"], rtol=1e-6)
+  np.testing.assert_array_equal(np.load(root / "selection_two" / "prompt.npy"),
+                                np.load(root / "selection_one" / "prompt.npy"))
+  assert json.loads(worker0.out.splitlines()[-1])["chosen"] == json.loads(single.out.splitlines()[-1])["chosen"]
+  assert "process 1 of 2 did its share; process 0 wrote the selection" in worker1.out
+
+
+def test_evaluate_on_two_processes_scores_as_one(world, rospr, libraries):
+  root = world["root"]
+  checkpoint = world["checkpoint"]
+
+  def argv(tag):
+    return ["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/bigbench_targets.gin",
+            f"--gin.CHECKPOINT='{checkpoint}'", f"--gin.OUTPUT_DIR='{root / f'eval_{tag}'}'",
+            f"--gin.LIBRARY_DIR='{libraries['two']}'", f"--gin.RETRIEVER_CHECKPOINT='{checkpoint}'",
+            f"--gin.TARGETS=['{TARGET}']", "--gin.METHODS=['T0', 'RoSPr', 'VAR', 'INTER+VAR']",
+            "--gin.MAX_EXAMPLES=6", "--gin.NUM_QUERIES=4", "--gin.NUM_NEIGHBORS=3", "--gin.NUM_PROMPTS=2",
+            "--gin.TOP_K=3", "--gin.BATCH_SIZE=4"]
+
+  two_workers, (single,) = _same_command(rospr, argv)
+  two, one = (json.loads((root / f"eval_{tag}" / "results.json").read_text()) for tag in ("two", "one"))
+  assert two["per_template"] == one["per_template"] and two["selections"] == one["selections"]
+  assert [r["method"] for r in two["per_template"]] == ["T0", "RoSPr", "VAR", "INTER+VAR"]
+  records = sorted(p.relative_to(root / "eval_two") for p in (root / "eval_two" / "records").rglob("*.json"))
+  assert len(records) == 4
+  for record in records:
+    assert json.loads((root / "eval_two" / record).read_text()) == json.loads((root / "eval_one" / record).read_text())
+  for worker in two_workers:
+    assert worker.out.splitlines()[-4:] == single.out.splitlines()[-4:]  # every process reports
+
+
+def test_score_on_two_processes_prints_the_scores_of_one(world, rospr):
+  argv = ["score", "--checkpoint", world["checkpoint"], "--input", "print the list", "--choice", "yes",
+          "--choice", "no"]
+  two, one = _same_command(rospr, lambda tag: argv, timeout=120)
+  results = [json.loads(w.out.splitlines()[-1]) for w in two + one]
+  assert results[0] == results[1] == results[2] and results[0]["choices"] == ["yes", "no"]

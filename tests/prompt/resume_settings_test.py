@@ -1,0 +1,63 @@
+"""`rospr train-prompts` resumed with other settings (issue 14): a changed learning rate, optimizer or
+dropout is refused by name; a resume keeps the first segment's config.gin, records the optimizer in
+the export and says what it resumed; an interrupted run's leftovers are removed, by name."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from rospr_jax import artifacts
+from rospr_jax.commands import train_prompts as train
+from rospr_jax.prompt import export
+
+from train_cli_test import ROOT, _argv, _write_examples
+
+
+def _dead_pid() -> int:
+  process = subprocess.Popen(["true"])
+  process.wait()
+  return process.pid
+
+
+def test_a_resume_with_other_training_settings_is_refused_and_a_good_one_keeps_the_history(tmp_path, capsys):
+  examples, run = tmp_path / "ex.jsonl", tmp_path / "run"
+  _write_examples(examples)
+  assert train.main(_argv(examples, run, 2, 2)) == 0
+  assert "Trained 3 prompts for 2 steps; exports" in capsys.readouterr().out
+
+  # What a killed run leaves: orbax's unfinished checkpoint and one of our temporaries.
+  orbax_tmp = run / "checkpoints" / "4.orbax-checkpoint-tmp-1767225600"
+  (orbax_tmp / "state").mkdir(parents=True)
+  ours = run / f"{artifacts.tmp_prefix('config.gin').replace(str(os.getpid()), str(_dead_pid()))}abcd1234"
+  ours.write_text("half a config")
+  command = [sys.executable, "-m", "rospr_jax.cli", "train-prompts", *_argv(examples, run, 4, 2),
+             "--gin.LEARNING_RATE=0.1"]
+  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=ROOT))
+  assert done.returncode == 2, done.stderr[-3000:]
+  assert "Traceback" not in done.stderr
+  assert f"Removed 1 unfinished checkpoints of an interrupted run: {orbax_tmp}" in done.stderr
+  assert f"leftovers of interrupted runs (their writers are gone): {ours}" in done.stderr
+  assert not orbax_tmp.exists() and not ours.exists()
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith("rospr train-prompts: error: Cannot resume from checkpoint 2 in "), last
+  assert "optimizer.learning_rate: checkpoint 0.3, now 0.1" in last
+
+  assert train.main(_argv(examples, run, 4, 2) + ["--gin_file=prompt_tuning/adam.gin"]) == 2
+  assert "optimizer: checkpoint 'optax.adafactor', now 'optax.adam'" in capsys.readouterr().err
+  assert train.main(_argv(examples, run, 4, 2) + ["--gin.DROPOUT_RATE=0.2"]) == 2
+  assert "dropout_rate: checkpoint 0.1, now 0.2" in capsys.readouterr().err
+
+  assert train.main(_argv(examples, run, 4, 2)) == 0
+  captured = capsys.readouterr()
+  assert "Trained 3 prompts for 4 steps (resumed from step 2: 2 more steps); exports" in captured.out
+  assert "Resumed from step 2, trained 2 more steps to 4; exports in" in captured.err
+  assert "TRAIN_STEPS = 2" in (run / "config.gin").read_text()  # the first segment's settings stay
+  assert "TRAIN_STEPS = 4" in (run / "config-2.gin").read_text()
+  manifest = export.load_prompts(str(run / "export")).manifest
+  assert manifest["step"] == 4 and manifest["learning_rate"] == 0.3
+  assert manifest["optimizer"] == {"name": "optax.adafactor", "clipping_threshold": 1.0, "decay_rate": 0.8,
+                                   "learning_rate": 0.3, "multiply_by_parameter_scale": False,
+                                   "weight_decay_rate": 1e-05}
