@@ -35,9 +35,3 @@ def data_dir(tmp_path_factory, example_records) -> pathlib.Path:
       with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in example_records[spec.key])
   return root
-
-
-def pytest_collection_modifyitems(config, items):
-  """Slow tests first (order otherwise kept): under `-n 2` they start at once and the quick ones fill
-  in around them, instead of one long test running alone at the end."""
-  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
