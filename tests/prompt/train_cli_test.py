@@ -13,6 +13,7 @@ from rospr_jax import gin_cli
 from rospr_jax.commands import train_prompts as train
 from rospr_jax.prompt import export
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def _write_examples(path, count=48, seed=0):
   rng = np.random.default_rng(seed)
