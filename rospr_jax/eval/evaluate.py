@@ -294,7 +294,7 @@ class Evaluator:
     for number, target in enumerate(targets, 1):
       examples = self.tokenize(target)
       retrieval = None
-      where = f"target {number} of {len(targets)}"
+      position = f"target {number} of {len(targets)}"
       for method in methods_:
         prompt = None
         record = {"method": method, "dataset": target.dataset, "template": target.template,
@@ -311,7 +311,7 @@ class Evaluator:
             chosen, _ = retrieve.load_selection(_selection_dir(selections_dir, target.name, method))
             selections.setdefault(target.name, {})[method] = chosen.to_dict()
           if progress:
-            progress(f"{where}: {target.name} {method}: {100 * records[-1]['accuracy']:.2f}% (resumed)")
+            progress(f"{position}: {target.name} {method}: {100 * records[-1]['accuracy']:.2f}% (resumed)")
           continue
         if method == ORACLE:
           # Scored per library prompt inside: its accuracy is the best of those (of the saved prompt).
@@ -338,7 +338,7 @@ class Evaluator:
         if records_dir and paths.writes_outputs():
           artifacts.write_json(_record_path(records_dir, target.name, method), records[-1])
         if progress:
-          progress(f"{where}: {target.name} {method}: {100 * accuracy:.2f}% on {len(examples)} examples")
+          progress(f"{position}: {target.name} {method}: {100 * accuracy:.2f}% on {len(examples)} examples")
     return records, selections
 
 

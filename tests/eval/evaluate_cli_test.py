@@ -119,7 +119,9 @@ def test_a_rerun_into_the_same_folder_resumes_and_other_settings_are_refused(art
   assert len(list((out / "records").rglob("*.json"))) == 5  # one per method
   capsys.readouterr()
   assert _evaluate(artifacts, out) == 0
-  assert capsys.readouterr().err.count("(resumed)") == 5  # the log lines
+  err = capsys.readouterr().err
+  assert err.count("(resumed)") == 5  # the log lines, each saying which target of how many
+  assert err.count(f"target 1 of 1: {TARGET} ") == 5
   again = json.loads((out / "results.json").read_text())
   assert again["per_template"] == first["per_template"] and again["selections"] == first["selections"]
   checkpoint, library, vocab = artifacts
