@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "numpy>=2.4,<2.5",
     "safetensors>=0.4",
     "msgpack>=1.0",
+    "fsspec>=2024.1",  # folders at URLs (paths.py); gs:// also needs gcsfs, s3:// s3fs.
     # Data, tasks and search. ScaNN 1.4.2 is built against TensorFlow 2.20: pin it.
     "seqio==0.0.20",
     "tensorflow==2.20.*",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 
 import pytest
@@ -35,12 +36,12 @@ def test_commands_refuse_urls_before_any_work(tmp_path, capsys):
   from rospr_jax.commands import build_library as build
   from rospr_jax.commands import retrieve as select_cli
   from rospr_jax.prompt import trainer
-  assert build.main(["--out", "gs://b/lib", "--prompts", str(tmp_path / "missing"), "--instances",
-                     str(tmp_path / "missing.jsonl"), "--random-retriever", "tiny", "--vocab", "v.model"]) == 2
-  assert "--out 'gs://b/lib' is a URL" in capsys.readouterr().err
-  assert select_cli.main(["--library", "gs://b/lib", "--queries", "q.jsonl", "--out", str(tmp_path),
+  assert build.main(["--out", str(tmp_path / "lib"), "--prompts", str(tmp_path / "missing"),
+                     "--instances", "gs://b/all.jsonl", "--random-retriever", "tiny", "--vocab", "v.model"]) == 2
+  assert "--instances 'gs://b/all.jsonl' is a URL" in capsys.readouterr().err
+  assert select_cli.main(["--library", str(tmp_path), "--queries", "gs://b/q.jsonl", "--out", str(tmp_path),
                           "--random-retriever", "tiny", "--vocab", "v.model"]) == 2
-  assert "--library 'gs://b/lib' is a URL" in capsys.readouterr().err
+  assert "--queries 'gs://b/q.jsonl' is a URL" in capsys.readouterr().err
   with pytest.raises(ValueError, match="model_dir 'gs://b/run' is a URL"):
     trainer.train(model_dir="gs://b/run", examples=None, backbone=None, num_steps=1)
   from rospr_jax.model import checkpoints
@@ -86,3 +87,91 @@ def test_on_other_hosts_library_and_retrieval_commands_compute_but_write_nothing
   out = capsys.readouterr().out
   assert "did its share; process 0 wrote the library" in out and "process 0 wrote the selection" in out
   assert sorted(tmp_path.iterdir()) == before
+
+
+def _library_inputs(tmp_path):
+  import json
+  import numpy as np
+  from rospr_jax.data import vocabulary
+  (tmp_path / "all.jsonl").write_text("".join(json.dumps({"source": s, "text": f"{s} text {i}"}) + "\n"
+                                              for s in ("a", "b") for i in range(3)))
+  (tmp_path / "names.txt").write_text("a\nb\n")
+  np.save(tmp_path / "prompts.npy", np.arange(2 * 3 * 64, dtype=np.float32).reshape(2, 3, 64))
+  (tmp_path / "q.jsonl").write_text(json.dumps({"text": "b text"}) + "\n")
+  flags = ["--random-retriever", "tiny", "--vocab", vocabulary.offline_vocabulary_path(), "--max-length", "16"]
+  library = ["--prompts", str(tmp_path / "prompts.npy"), "--instances", str(tmp_path / "all.jsonl"),
+             "--source-names", str(tmp_path / "names.txt"), "--n", "3", "--index", "exact", *flags]
+  return library, flags
+
+
+def test_library_and_selection_folders_at_a_url_match_local_ones(tmp_path, monkeypatch, capsys):
+  """build-library and retrieve on memory:// (fsspec's in-memory object store: no rename, no folders)
+  give what they give on local folders, byte for byte; a folder is read only once committed."""
+  import fsspec
+  import numpy as np
+  from rospr_jax.commands import build_library as build
+  from rospr_jax.commands import retrieve as select_cli
+  from rospr_jax.retrieval import retrieve
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "copies"))
+  library, flags = _library_inputs(tmp_path)
+  assert build.main(["--out", str(tmp_path / "lib"), *library]) == 0
+  assert build.main(["--out", "memory://bucket/lib", *library]) == 0
+  memory = fsspec.filesystem("memory")
+  published = {p.split("/bucket/lib/", 1)[1] for p in memory.find("/bucket/lib")}
+  local = {str(p.relative_to(tmp_path / "lib")) for p in (tmp_path / "lib").rglob("*") if p.is_file()}
+  assert published == local | {paths.COMMIT_MARKER}
+  for name in local:
+    if name != "manifest.json":  # the manifest records the argv, which names the --out given
+      assert memory.cat_file(f"/bucket/lib/{name}") == (tmp_path / "lib" / name).read_bytes(), name
+  capsys.readouterr()
+
+  # A published library refuses a second build without --overwrite, before any work.
+  assert build.main(["--out", "memory://bucket/lib", *library]) == 2
+  assert "memory://bucket/lib already holds a published folder" in capsys.readouterr().err
+  assert build.main(["--out", "memory://bucket/lib", "--overwrite", *library]) == 0
+
+  query = ["--queries", str(tmp_path / "q.jsonl"), "--num-neighbors", "3", *flags]
+  assert select_cli.main(["--library", str(tmp_path / "lib"), "--out", str(tmp_path / "sel"), *query]) == 0
+  assert select_cli.main(["--library", "memory://bucket/lib", "--out", "memory://bucket/sel", *query]) == 0
+  assert memory.exists(f"/bucket/sel/{paths.COMMIT_MARKER}")
+  local_choice, local_prompt = retrieve.load_selection(str(tmp_path / "sel"))
+  url_choice, url_prompt = retrieve.load_selection(paths.fetch_directory("memory://bucket/sel", "selection"))
+  assert url_choice.chosen == local_choice.chosen and url_choice.names == local_choice.names
+  np.testing.assert_array_equal(url_prompt, local_prompt)
+  capsys.readouterr()
+
+  # A changed object, or a folder whose writer stopped before its marker, is refused by name.
+  memory.pipe_file("/bucket/lib/manifest.json", b"{}")
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "copies2"))  # a fresh machine: no local copy
+  assert select_cli.main(["--library", "memory://bucket/lib", "--out", "memory://bucket/sel", *query]) == 2
+  assert "library memory://bucket/lib: manifest.json does not match _COMMITTED.json" in capsys.readouterr().err
+  memory.rm_file(f"/bucket/lib/{paths.COMMIT_MARKER}")
+  assert select_cli.main(["--library", "memory://bucket/lib", "--out", "memory://bucket/sel", *query]) == 2
+  assert "library memory://bucket/lib has no commit marker _COMMITTED.json" in capsys.readouterr().err
+  memory.rm("/bucket", recursive=True)
+
+
+def test_a_damaged_or_escaping_commit_marker_is_refused_by_name(tmp_path, monkeypatch):
+  import fsspec
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "copies"))
+  (tmp_path / "folder").mkdir()
+  (tmp_path / "folder" / "a.txt").write_text("a")
+  paths.publish_directory(tmp_path / "folder", "memory://m/f", replace=False)
+  copy = paths.fetch_directory("memory://m/f", "library")
+  assert open(os.path.join(copy, "a.txt")).read() == "a"
+  memory = fsspec.filesystem("memory")
+  marker = f"/m/f/{paths.COMMIT_MARKER}"
+  memory.pipe_file(marker, b'{"files": {"a.txt": 3}}')
+  with pytest.raises(ValueError, match=r"library memory://m/f: its commit marker _COMMITTED.json is damaged"):
+    paths.fetch_directory("memory://m/f", "library")
+  memory.pipe_file(marker, b'{"files": {"../../escape": {"size": 1, "sha256": "x"}}}')
+  with pytest.raises(ValueError, match=r"lists '../../escape', not a name inside the folder"):
+    paths.fetch_directory("memory://m/f", "library")
+  assert not (tmp_path / "escape").exists()
+  memory.rm("/m", recursive=True)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gcsfs") is not None, reason="gcsfs is installed here")
+def test_a_url_scheme_without_a_driver_is_named():
+  with pytest.raises(ValueError, match=r"gs://b/lib: no file system for gs:// .*gcsfs"):
+    paths.is_committed("gs://b/lib")

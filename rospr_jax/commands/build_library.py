@@ -119,20 +119,25 @@ def main(argv: list[str]) -> int:
   from rospr_jax.library import build  # pylint: disable=g-import-not-at-top  (loads JAX)
   args.n = build.DEFAULT_N if args.n is None else args.n
   try:
-    paths.require_local_args(args)
+    paths.require_local_args(args, urls=("out", "prompts"))
     writes = paths.writes_outputs()  # every process embeds its share of each batch; process 0 writes
-    out = os.path.abspath(args.out)  # a killed build's temporary folder, if any, goes first
-    if writes:
-      artifacts.remove_leftovers(os.path.dirname(out), names=[os.path.basename(out)])
-    sources, prompts, trained_on = _read_sources(args)
-    embedder, tokenizer = common.embedder_from_args(args)
-    config = search.ScannConfig(mode=args.scann_mode, num_leaves=args.num_leaves,
-                                num_leaves_to_search=args.leaves_to_search, reorder=args.reorder)
-    _, report = build.build_library(args.out, sources, prompts, embedder, tokenizer.encode_input,
-                                    n=args.n, seed=args.seed, index=args.index, scann_config=config,
-                                    shard_rows=args.shard_rows, overwrite=args.overwrite,
-                                    extra={"argv": list(argv)}, prompts_backbone=trained_on,
-                                    write=writes)
+    args.prompts = paths.input_directory(args.prompts, "--prompts") if paths.is_url(args.prompts) \
+        else args.prompts
+    with paths.output_directory(args.out, "library", replace=args.overwrite, publish=writes) as staged:
+      out = os.path.abspath(staged)  # a killed build's temporary folder, if any, goes first
+      if writes:
+        artifacts.remove_leftovers(os.path.dirname(out), names=[os.path.basename(out)])
+      sources, prompts, trained_on = _read_sources(args)
+      embedder, tokenizer = common.embedder_from_args(args)
+      config = search.ScannConfig(mode=args.scann_mode, num_leaves=args.num_leaves,
+                                  num_leaves_to_search=args.leaves_to_search, reorder=args.reorder)
+      _, report = build.build_library(staged, sources, prompts, embedder, tokenizer.encode_input,
+                                      n=args.n, seed=args.seed, index=args.index, scann_config=config,
+                                      shard_rows=args.shard_rows, overwrite=args.overwrite,
+                                      extra={"argv": list(argv)}, prompts_backbone=trained_on,
+                                      write=writes)
+    if paths.is_url(args.out):
+      out = report["library"] = args.out
     if common.wait_for_process_zero(PROG, f"wrote the library {out}"):
       return 0
   except (ValueError, OSError) as e:

@@ -61,15 +61,15 @@ def main(argv: list[str]) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
-    paths.require_local_args(args)
+    paths.require_local_args(args, urls=("library", "out"))
     rule = selection.get_rule(args.rule)
     config = selection.SelectionConfig(**{f.name: getattr(args, f.name)
                                           for f in dataclasses.fields(selection.SelectionConfig)})
     if rule.needs_backbone and not args.backbone:
       raise ValueError(f"--rule {args.rule} rank-classifies the queries: give --backbone.")
     embedder, tokenizer = common.embedder_from_args(args)
-    library = store.Library.open(args.library, dim=embedder.dim, retriever=embedder.fingerprint,
-                                 verify=not args.no_verify)
+    library = store.Library.open(paths.input_directory(args.library, "library"), dim=embedder.dim,
+                                 retriever=embedder.fingerprint, verify=not args.no_verify)
     queries = sources_lib.read_queries(args.queries)
     picked = retrieve.sample_queries(len(queries), config.num_queries, args.seed)
     queries = [queries[i] for i in picked]
@@ -93,7 +93,8 @@ def main(argv: list[str]) -> int:
     # Every process embeds its share of the queries (and VAR scores them on its own devices, alike);
     # process 0 writes.
     if paths.writes_outputs():
-      retrieve.save_selection(args.out, chosen, prompt)
+      with paths.output_directory(args.out, "--out", replace=True) as out:
+        retrieve.save_selection(out, chosen, prompt)
     if common.wait_for_process_zero(PROG, f"wrote the selection to {args.out}"):
       return 0
   except FloatingPointError as e:  # VAR's scores are not finite: the backbone or the prompts
