@@ -82,9 +82,15 @@ def writes_outputs() -> bool:
 # the list of every object with its size and sha256 (orbax's `commit_success.txt` plays the same part
 # on GCS). A reader takes a folder only when its marker is there and every listed object matches it,
 # so a writer killed mid-upload leaves a folder that readers refuse (naming it) and the next publish
-# replaces. Reads go through a local copy under `$ROSPR_REMOTE_CACHE` (default `$ROSPR_CACHE/remote`), checked against the marker.
+# replaces. Reads go through a local copy under `$ROSPR_REMOTE_CACHE` (default `$ROSPR_CACHE/remote`),
+# checked against the marker.
 
 COMMIT_MARKER = "_COMMITTED.json"
+
+
+def cache_root() -> str:
+  """The cache root every part of the package shares: `$ROSPR_CACHE`, else `~/.cache/rospr_jax`."""
+  return os.environ.get("ROSPR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "rospr_jax")
 
 
 def is_url(path: str | os.PathLike | None) -> bool:
@@ -174,7 +180,8 @@ def fetch_directory(url: str, what: str) -> str:
   """A local copy of the published folder at `url`, checked object by object against its marker.
 
   Copies live under `$ROSPR_REMOTE_CACHE` (default `$ROSPR_CACHE/remote`) as `<sha256 of url>/<marker
-  sha256>`; one whose marker matches is reused. Raises FileNotFoundError naming `what` when the folder has no commit marker.
+  sha256>`; one whose marker matches is reused. Raises FileNotFoundError naming `what` when the
+  folder has no commit marker.
   """
   record = _commit_record(url, what)
   if record is None:
@@ -183,9 +190,7 @@ def fetch_directory(url: str, what: str) -> str:
   fs, root = _filesystem(url)
   root = root.rstrip("/")
   key = _sha256(json.dumps(record, sort_keys=True).encode("utf-8"))
-  copies = os.environ.get("ROSPR_REMOTE_CACHE") or os.path.join(
-      os.environ.get("ROSPR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "rospr_jax"),
-      "remote")
+  copies = os.environ.get("ROSPR_REMOTE_CACHE") or os.path.join(cache_root(), "remote")
   copy = os.path.join(copies, _sha256(url.encode("utf-8"))[:16], key[:16])
   if os.path.isfile(os.path.join(copy, COMMIT_MARKER)):
     return copy

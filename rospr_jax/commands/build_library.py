@@ -121,8 +121,7 @@ def main(argv: list[str]) -> int:
   try:
     paths.require_local_args(args, urls=("out", "prompts"))
     writes = paths.writes_outputs()  # every process embeds its share of each batch; process 0 writes
-    args.prompts = paths.input_directory(args.prompts, "--prompts") if paths.is_url(args.prompts) \
-        else args.prompts
+    args.prompts = paths.input_directory(args.prompts, "--prompts")
     with paths.output_directory(args.out, "library", replace=args.overwrite, publish=writes) as staged:
       out = os.path.abspath(staged)  # a killed build's temporary folder, if any, goes first
       if writes:

@@ -39,7 +39,7 @@ import urllib.request
 import zipfile
 from typing import Callable, Iterator
 
-from rospr_jax import artifacts
+from rospr_jax import artifacts, paths
 
 FETCH_HINT = "run `rospr fetch` (or set ROSPR_CACHE to a cache that `rospr fetch` filled)"
 
@@ -83,8 +83,7 @@ Downloader = Callable[[ArchiveSpec, pathlib.Path], None]
 
 def cache_dir() -> pathlib.Path:
   """The cache root: `$ROSPR_CACHE`, else `~/.cache/rospr_jax`."""
-  root = os.environ.get("ROSPR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "rospr_jax")
-  return pathlib.Path(root)
+  return pathlib.Path(paths.cache_root())
 
 
 def archive_path(spec: ArchiveSpec, cache: pathlib.Path | None = None) -> pathlib.Path:

@@ -73,12 +73,8 @@ def load_checkpoint(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[
 
 
 def _cache_file() -> Path:
-  """The cache of full-file sha256s: `$ROSPR_CACHE/checkpoint_sha256.json` (default `~/.cache/rospr_jax`).
-
-  The variable is read here rather than through rospr_jax.data (the model layer does not import it).
-  """
-  root = os.environ.get("ROSPR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "rospr_jax")
-  return Path(root) / _CACHE_NAME
+  """The cache of full-file sha256s: `$ROSPR_CACHE/checkpoint_sha256.json` (default `~/.cache/rospr_jax`)."""
+  return Path(paths.cache_root()) / _CACHE_NAME
 
 
 def _read_cache(file: Path) -> dict[str, dict]:
