@@ -1,13 +1,20 @@
-"""Paths this package reads and writes: local (or mounted) paths, and published folders at URLs.
+"""Paths this package reads and writes: local (or mounted) paths, and folders and files at URLs.
 
 The compute core reads and writes local folders through `os` and numpy (atomic renames, locks). A
-folder artifact may also live at a URL (`gs://bucket/lib`, `s3://...`, `memory://...`: any scheme
-fsspec has a driver for; gcsfs for gs://): `output_directory` stages it locally and publishes it with a
-commit marker written last, `input_directory` reads a checked local copy (see below). `rospr
-build-library --out/--prompts` and `rospr retrieve --library/--out` take URLs this way. Other paths
-(checkpoints, MODEL_DIR, OUTPUT_DIR, data files) are still refused as URLs where a command starts,
-before any work: mount the bucket (`run_tpu.sh --mount BUCKET`, or `gcsfuse --implicit-dirs BUCKET
-/gcs/BUCKET`) and pass the mounted path. (SeqIO's vocabularies and TFDS read through `tf.io.gfile`.)
+folder may also live at a URL (`gs://bucket/lib`, `s3://...`, `memory://...`: any scheme fsspec has a
+driver for; gcsfs for gs://), published with a commit marker written last:
+
+- `output_directory`: a one-shot output folder (a library, a selection, a converted checkpoint),
+  staged locally and published when the command succeeds;
+- `run_directory`: a resumable run folder (MODEL_DIR, OUTPUT_DIR), worked on in a local copy that
+  follows the URL and is published after each checkpoint or record;
+- `input_directory` / `fetch_directory`, `input_file` / `fetch_input_args`: checked local copies of
+  published folders and of single objects (data files).
+
+Checkpoints, DATA_DIR and the demo's folder are still refused as URLs where a command starts
+(`require_local`), before any work: mount the bucket (`run_tpu.sh --mount BUCKET`, or `gcsfuse
+--implicit-dirs BUCKET /gcs/BUCKET`) and pass the mounted path. (SeqIO's vocabularies and TFDS read
+through `tf.io.gfile`.)
 """
 
 from __future__ import annotations
@@ -102,11 +109,15 @@ def _filesystem(url: str):
   """(fsspec file system, path inside it) for `url`; a scheme with no installed driver is named."""
   import fsspec  # pylint: disable=g-import-not-at-top
   try:
-    return fsspec.core.url_to_fs(url)
+    fs, path = fsspec.core.url_to_fs(url)
   except (ImportError, ValueError) as e:
     scheme = url.split("://", 1)[0]
     raise ValueError(f"{url}: no file system for {scheme}:// ({e}); install its fsspec driver "
                      f"(gcsfs for gs://, s3fs for s3://) or mount the bucket.") from e
+  from fsspec.implementations.local import LocalFileSystem  # pylint: disable=g-import-not-at-top
+  if isinstance(fs, LocalFileSystem) and not fs.auto_mkdir:  # file:// as an object store: no folders
+    fs = LocalFileSystem(auto_mkdir=True)
+  return fs, path
 
 
 def _umask() -> int:
@@ -119,6 +130,25 @@ def _sha256(data: bytes) -> str:
   return hashlib.sha256(data).hexdigest()
 
 
+def _file_fact(path: str) -> dict:
+  """{"size", "sha256"} of the local file `path`, read in 1 MiB pieces."""
+  digest, size = hashlib.sha256(), 0
+  with open(path, "rb") as f:
+    for piece in iter(lambda: f.read(1 << 20), b""):
+      digest.update(piece)
+      size += len(piece)
+  return {"size": size, "sha256": digest.hexdigest()}
+
+
+def _marker_files(record: object) -> dict:
+  files = record["files"] if isinstance(record, dict) else None
+  if not isinstance(files, dict) or not all(
+      isinstance(f, dict) and isinstance(f.get("size"), int) and isinstance(f.get("sha256"), str)
+      for f in files.values()):
+    raise TypeError("files is not an object of {name: {size, sha256}}")
+  return files
+
+
 def _commit_record(url: str, what: str) -> dict | None:
   fs, root = _filesystem(url)
   marker = f"{root.rstrip('/')}/{COMMIT_MARKER}"
@@ -126,15 +156,24 @@ def _commit_record(url: str, what: str) -> dict | None:
     return None
   try:
     record = json.loads(fs.cat_file(marker))
-    files = record["files"]
-    if not isinstance(files, dict) or not all(
-        isinstance(f, dict) and isinstance(f.get("size"), int) and isinstance(f.get("sha256"), str)
-        for f in files.values()):
-      raise TypeError("files is not an object of {name: {size, sha256}}")
+    _marker_files(record)
   except (ValueError, KeyError, TypeError) as e:
     raise ValueError(f"{what} {url}: its commit marker {COMMIT_MARKER} is damaged ({e}); publish the "
                      f"folder again.") from e
   return record
+
+
+def _committed_ancestor(url: str, what: str) -> tuple[str, str, dict] | None:
+  """(folder URL, path of `url` inside it, marker) of the nearest folder at or above `url` that holds a
+  commit marker (`gs://b/run/export` is read through `gs://b/run`'s), or None."""
+  scheme, rest = url.rstrip("/").split("://", 1)
+  parts = rest.split("/")
+  for cut in range(len(parts), 0, -1):
+    folder = f"{scheme}://{'/'.join(parts[:cut])}"
+    record = _commit_record(folder, what)
+    if record is not None:
+      return folder, "/".join(parts[cut:]), record
+  return None
 
 
 def is_committed(url: str) -> bool:
@@ -142,79 +181,118 @@ def is_committed(url: str) -> bool:
   return _commit_record(url, "folder") is not None
 
 
-def publish_directory(local: str | os.PathLike, url: str, *, replace: bool) -> None:
-  """Uploads the local folder `local` to `url`, its commit marker last.
+def _publishable(local: str) -> Iterator[tuple[str, str]]:
+  """(relative name, path) of the files a publish uploads: not the run lock and the temporaries of
+  writers (names starting with '.'), nor orbax's unfinished checkpoints."""
+  for directory, folders, names in os.walk(local):
+    folders[:] = sorted(d for d in folders if not d.startswith(".") and ".orbax-checkpoint-tmp" not in d)
+    for name in sorted(names):
+      if not name.startswith(".") and name != COMMIT_MARKER:
+        path = os.path.join(directory, name)
+        yield os.path.relpath(path, local).replace(os.sep, "/"), path
 
-  A committed folder at `url` is refused unless `replace`; with `replace` its marker is removed first
-  (readers then refuse it as incomplete rather than read a mix), its objects are overwritten, those
-  the new folder lacks are removed, and the new marker commits the whole.
+
+def _write_marker(fs, root: str, files: dict, partial: bool = False) -> None:
+  record = {"files": files, **({"partial": True} if partial else {})}
+  fs.pipe_file(f"{root}/{COMMIT_MARKER}", (json.dumps(record, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def publish_directory(local: str | os.PathLike, url: str, *, replace: bool) -> int:
+  """Uploads the local folder `local` to `url`, its commit marker last; returns the objects uploaded.
+
+  A committed folder at `url` is refused unless `replace`. With `replace` only objects whose size or
+  sha256 differ from the old marker's are uploaded (a run folder published after each checkpoint sends
+  only what is new). Before any object that the old marker lists is overwritten or removed, the marker
+  is rewritten `partial`, listing only the objects that stay: readers (`fetch_directory`) refuse it
+  rather than read a mix, and a run resumed from it (`run_directory`) keeps exactly what it lists.
   """
   fs, root = _filesystem(url)
   root = root.rstrip("/")
-  if _commit_record(url, "folder") is not None:
-    if not replace:
-      raise FileExistsError(f"{url} already holds a published folder; pass the command's overwrite "
-                            f"flag to replace it.")
-    fs.rm_file(f"{root}/{COMMIT_MARKER}")
-  files: dict[str, dict] = {}
-  local = os.fspath(local)
-  for directory, _, names in os.walk(local):
-    for name in sorted(names):
-      path = os.path.join(directory, name)
-      relative = os.path.relpath(path, local).replace(os.sep, "/")
-      with open(path, "rb") as f:
-        data = f.read()
-      fs.pipe_file(f"{root}/{relative}", data)
-      files[relative] = {"size": len(data), "sha256": _sha256(data)}
+  old = _commit_record(url, "folder")
+  if old is not None and not replace:
+    raise FileExistsError(f"{url} already holds a published folder; pass the command's overwrite "
+                          f"flag to replace it.")
+  local_paths = dict(_publishable(os.fspath(local)))
+  files = {relative: _file_fact(path) for relative, path in local_paths.items()}
+  previous = old["files"] if old is not None else {}
+  if old is not None and files == previous and not old.get("partial"):
+    return 0  # already published as it is
+  kept = {name: fact for name, fact in previous.items() if files.get(name) == fact}
+  if old is not None and kept != previous:
+    _write_marker(fs, root, kept, partial=True)
+  uploads = [name for name in files if name not in kept]
+  for name in uploads:  # streamed: a checkpoint is never held in memory whole
+    fs.put_file(local_paths[name], f"{root}/{name}")
   if fs.exists(root):
     for existing in fs.find(root):
       relative = existing[len(root) + 1:] if existing.startswith(root + "/") else None
       if relative and relative not in files and relative != COMMIT_MARKER:
         fs.rm_file(existing)
-  fs.pipe_file(f"{root}/{COMMIT_MARKER}",
-               (json.dumps({"files": files}, indent=1, sort_keys=True) + "\n").encode("utf-8"))
-  logging.info("published %d files to %s", len(files), url)
+  _write_marker(fs, root, files)
+  logging.info("published %s to %s (%d of %d files uploaded)", local, url, len(uploads), len(files))
+  return len(uploads)
+
+
+def _download(fs, root: str, url: str, what: str, relative: str, fact: dict, target: str) -> None:
+  """Copies object `relative` of the folder at `url` to the local file `target`, checked against its
+  marker entry `fact`."""
+  if relative.startswith("/") or ".." in relative.split("/") or relative == COMMIT_MARKER:
+    raise ValueError(f"{what} {url}: {COMMIT_MARKER} lists {relative!r}, not a name inside the "
+                     f"folder; publish the folder again.")
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  partial = f"{target}.part-{os.getpid()}"
+  try:
+    try:
+      fs.get_file(f"{root}/{relative}", partial)
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"{what} {url}: {relative}, listed in {COMMIT_MARKER}, is missing; "
+                              f"a writer is replacing the folder or it was damaged.") from e
+    if _file_fact(partial) != {"size": fact["size"], "sha256": fact["sha256"]}:
+      raise ValueError(f"{what} {url}: {relative} does not match {COMMIT_MARKER} (size or sha256); "
+                       f"a writer is replacing the folder or it was damaged.")
+    os.replace(partial, target)
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(partial)
+
+
+def _copies_root() -> str:
+  return os.environ.get("ROSPR_REMOTE_CACHE") or os.path.join(cache_root(), "remote")
 
 
 def fetch_directory(url: str, what: str) -> str:
   """A local copy of the published folder at `url`, checked object by object against its marker.
 
-  Copies live under `$ROSPR_REMOTE_CACHE` (default `$ROSPR_CACHE/remote`) as `<sha256 of url>/<marker
-  sha256>`; one whose marker matches is reused. Raises FileNotFoundError naming `what` when the
-  folder has no commit marker.
+  `url` may also be a folder inside a published one (`gs://b/run/export`, read through the marker of
+  `gs://b/run`). Copies live under `$ROSPR_REMOTE_CACHE` (default `$ROSPR_CACHE/remote`) as `<sha256
+  of url>/<marker sha256>`; one whose marker matches is reused. Raises FileNotFoundError naming `what`
+  when no folder at or above `url` has a commit marker, or its marker says a writer is replacing it.
   """
-  record = _commit_record(url, what)
-  if record is None:
+  found = _committed_ancestor(url, what)
+  if found is None:
     raise FileNotFoundError(f"{what} {url} has no commit marker {COMMIT_MARKER}: it was never "
                             f"published, or its writer stopped mid-upload; write it again.")
-  fs, root = _filesystem(url)
+  folder, inside, record = found
+  if record.get("partial"):
+    raise FileNotFoundError(f"{what} {url}: the commit marker of {folder} is partial: a writer is "
+                            f"replacing the folder, or stopped while it did; read it once it is published.")
+  prefix = f"{inside}/" if inside else ""
+  listed = {name[len(prefix):]: fact for name, fact in record["files"].items() if name.startswith(prefix)}
+  if not listed:
+    raise FileNotFoundError(f"{what} {url}: the published folder {folder} holds nothing under {inside!r}.")
+  fs, root = _filesystem(folder)
   root = root.rstrip("/")
   key = _sha256(json.dumps(record, sort_keys=True).encode("utf-8"))
-  copies = os.environ.get("ROSPR_REMOTE_CACHE") or os.path.join(cache_root(), "remote")
-  copy = os.path.join(copies, _sha256(url.encode("utf-8"))[:16], key[:16])
+  copy = os.path.join(_copies_root(), _sha256(url.encode("utf-8"))[:16], key[:16])
   if os.path.isfile(os.path.join(copy, COMMIT_MARKER)):
     return copy
   os.makedirs(os.path.dirname(copy), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(copy)}.tmp-", dir=os.path.dirname(copy))
   try:
-    for relative, fact in sorted(record["files"].items()):
-      if relative.startswith("/") or ".." in relative.split("/") or relative == COMMIT_MARKER:
-        raise ValueError(f"{what} {url}: {COMMIT_MARKER} lists {relative!r}, not a name inside the "
-                         f"folder; publish the folder again.")
-      try:
-        data = fs.cat_file(f"{root}/{relative}")
-      except FileNotFoundError as e:
-        raise FileNotFoundError(f"{what} {url}: {relative}, listed in {COMMIT_MARKER}, is missing; "
-                                f"a writer is replacing the folder or it was damaged.") from e
-      if len(data) != fact["size"] or _sha256(data) != fact["sha256"]:
-        raise ValueError(f"{what} {url}: {relative} does not match {COMMIT_MARKER} (size or sha256); "
-                         f"a writer is replacing the folder or it was damaged.")
-      target = os.path.join(tmp, *relative.split("/"))
-      os.makedirs(os.path.dirname(target), exist_ok=True)
-      with open(target, "wb") as f:
-        f.write(data)
+    for relative, fact in sorted(listed.items()):
+      _download(fs, root, url, what, prefix + relative, fact, os.path.join(tmp, *relative.split("/")))
     with open(os.path.join(tmp, COMMIT_MARKER), "w", encoding="utf-8") as f:
-      json.dump(record, f, sort_keys=True)
+      json.dump({"files": listed}, f, sort_keys=True)
     os.chmod(tmp, 0o777 & ~_umask())
     try:
       os.rename(tmp, copy)  # whole or absent; a copy another reader finished first is as good
@@ -226,25 +304,146 @@ def fetch_directory(url: str, what: str) -> str:
   return copy
 
 
+def input_file(path: str, what: str) -> str:
+  """`path` itself when local; for a URL (`gs://b/data/copa.jsonl`) a local copy of that one object (an
+  object is written whole, so a plain file needs no commit marker), under `$ROSPR_REMOTE_CACHE/files`."""
+  if not is_url(path):
+    return path
+  fs, inner = _filesystem(path)
+  try:
+    data = fs.cat_file(inner)
+  except (FileNotFoundError, IsADirectoryError) as e:
+    raise FileNotFoundError(f"{what} {path} does not exist (no such object).") from e
+  target_dir = os.path.join(_copies_root(), "files", _sha256(path.encode("utf-8"))[:16])
+  os.makedirs(target_dir, exist_ok=True)
+  target = os.path.join(target_dir, path.rstrip("/").rsplit("/", 1)[1])
+  tmp = tempfile.NamedTemporaryFile(dir=target_dir, prefix=".tmp-", delete=False)
+  try:
+    with tmp:
+      tmp.write(data)
+    os.chmod(tmp.name, 0o666 & ~_umask())
+    os.replace(tmp.name, target)
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp.name)
+  return target
+
+
+def fetch_input_args(args: argparse.Namespace, dests: tuple[str, ...]) -> None:
+  """Replaces each URL among the file arguments `dests` of `args` (a `NAME=URL` value after its `=`)
+  with a local copy (`input_file`), naming the flag when the object is missing."""
+  def local(value: str, flag: str) -> str:
+    name, sep, rest = value.partition("=") if "=" in value and not _URL.match(value) else ("", "", value)
+    return name + sep + input_file(rest, flag)
+  for dest in dests:
+    value, flag = getattr(args, dest, None), f"--{dest.replace('_', '-')}"
+    if isinstance(value, str):
+      setattr(args, dest, local(value, flag))
+    elif isinstance(value, list):
+      setattr(args, dest, [local(v, flag) if isinstance(v, str) else v for v in value])
+
+
 def input_directory(path: str, what: str) -> str:
   """`path` itself when local; else a checked local copy of the published folder (`fetch_directory`)."""
   return fetch_directory(path, what) if is_url(path) else path
 
 
 @contextlib.contextmanager
-def output_directory(path: str, what: str, *, replace: bool = False,
-                     publish: bool = True) -> Iterator[str]:
+def output_directory(path: str, what: str, *, replace: bool = False, publish: bool = True,
+                     overwrite_flag: str | None = "--overwrite") -> Iterator[str]:
   """Yields where a command writes the folder `path`: `path` itself when local; for a URL a fresh local
   staging folder, published to `path` when the block succeeds (`publish=False`, on processes that do
-  not write, skips it). A committed folder at the URL is refused before any work unless `replace`."""
+  not write, skips it). A committed folder at the URL is refused before any work unless `replace`
+  (the refusal names `overwrite_flag`, the command's flag that sets it, if it has one)."""
   if not is_url(path):
     yield path
     return
   if not replace and is_committed(path):
-    raise FileExistsError(f"{what} {path} already holds a published folder; pass the command's "
-                          f"overwrite flag to replace it.")
+    hint = f"pass {overwrite_flag} to replace it" if overwrite_flag else "give another URL"
+    raise FileExistsError(f"{what} {path} already holds a published folder; {hint}.")
   with tempfile.TemporaryDirectory(prefix=".rospr-staging-") as staging:
     local = os.path.join(staging, "out")
     yield local
     if publish and os.path.isdir(local):
       publish_directory(local, path, replace=replace)
+
+
+class RunFolder:
+  """Where a resumable run (train-prompts' MODEL_DIR, evaluate's OUTPUT_DIR) works: `local` is the
+  folder itself, or for a URL a local working copy that `publish()` uploads, only what changed since
+  the last publish (the command calls it after each checkpoint or record; `run_directory` once more at
+  the end)."""
+
+  def __init__(self, path: str, local: str, publishes: bool):
+    self.path, self.local, self._publishes = path, local, publishes
+
+  def publish(self) -> None:
+    if self._publishes:
+      publish_directory(self.local, self.path, replace=True)
+
+
+def _mirror(url: str, local: str, what: str) -> int:
+  """Makes `local` hold exactly what the marker at `url` lists (nothing when there is none), fetching
+  only the objects that differ; returns how many it fetched."""
+  record = _commit_record(url, what)
+  listed = record["files"] if record is not None else {}
+  if record is not None and record.get("partial"):
+    logging.warning("%s %s: its writer stopped while publishing; resuming from the %d files its "
+                    "partial marker lists.", what, url, len(listed))
+  for relative, path in list(_publishable(local)):
+    if relative not in listed:
+      os.remove(path)
+  for directory, _, _ in sorted(os.walk(local), reverse=True):  # a step folder emptied above goes too
+    if directory != local and not os.listdir(directory):
+      os.rmdir(directory)
+  fs, root = _filesystem(url)
+  fetched = 0
+  for relative, fact in sorted(listed.items()):
+    target = os.path.join(local, *relative.split("/"))
+    if os.path.isfile(target) and _file_fact(target) == {"size": fact["size"], "sha256": fact["sha256"]}:
+      continue
+    _download(fs, root.rstrip("/"), url, what, relative, fact, target)
+    fetched += 1
+  return fetched
+
+
+@contextlib.contextmanager
+def run_directory(path: str, what: str, *, writes: bool = True) -> Iterator[RunFolder]:
+  """Yields the `RunFolder` of the run folder `path`.
+
+  A local `path` is used as it is. For a URL the working copy is `$ROSPR_REMOTE_CACHE/runs/<sha256 of
+  url>`, made to match what `path` has published (so a run on a fresh machine resumes from the last
+  checkpoint or record published), held by this run alone on this machine (an object store has no
+  locks: two machines must not run into one URL), and published once more when the block ends, also
+  when it raises (what a failed run finished is kept for its rerun). `writes=False` (processes other
+  than 0) gives a private empty folder and publishes nothing.
+  """
+  if not is_url(path):
+    yield RunFolder(path, path, publishes=False)
+    return
+  if not writes:
+    with tempfile.TemporaryDirectory(prefix=".rospr-run-") as scratch:
+      yield RunFolder(path, scratch, publishes=False)
+    return
+  import fcntl  # pylint: disable=g-import-not-at-top
+  local = os.path.join(_copies_root(), "runs", _sha256(path.encode("utf-8"))[:16])
+  os.makedirs(local, exist_ok=True)
+  with open(local + ".lock", "a", encoding="utf-8") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+      raise FileExistsError(f"{what} {path}: its working copy {local} is in use by another run on this "
+                            f"machine; wait for it to end.") from e
+    fetched = _mirror(path, local, what)
+    if fetched:
+      logging.info("%s %s: fetched %d published files into %s to resume.", what, path, fetched, local)
+    folder = RunFolder(path, local, publishes=True)
+    try:
+      yield folder
+    except BaseException:
+      try:
+        folder.publish()
+      except Exception:  # noqa: BLE001 - the run's own error is the one to report
+        logging.exception("%s %s: publishing what the failed run finished failed too.", what, path)
+      raise
+    folder.publish()

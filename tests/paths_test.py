@@ -1,10 +1,13 @@
-"""URLs are refused where commands start, before any work (see rospr_jax/paths.py)."""
+"""Folders and files at URLs (fsspec's memory:// object store here: no rename, no folders): published
+with a commit marker, read only when committed, run folders mirrored and resumed; paths that do not
+take URLs yet are refused where commands start, before any work (see rospr_jax/paths.py)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import os
+import pathlib
 
 import pytest
 
@@ -33,27 +36,22 @@ def test_command_arguments_are_checked_including_name_equals_file_values():
 
 
 def test_commands_refuse_urls_before_any_work(tmp_path, capsys):
+  """Paths that do not go through the URL layer yet (checkpoints, DATA_DIR, the demo's folder)."""
   from rospr_jax.commands import build_library as build
-  from rospr_jax.commands import retrieve as select_cli
-  from rospr_jax.prompt import trainer
   assert build.main(["--out", str(tmp_path / "lib"), "--prompts", str(tmp_path / "missing"),
-                     "--instances", "gs://b/all.jsonl", "--random-retriever", "tiny", "--vocab", "v.model"]) == 2
-  assert "--instances 'gs://b/all.jsonl' is a URL" in capsys.readouterr().err
-  assert select_cli.main(["--library", str(tmp_path), "--queries", "gs://b/q.jsonl", "--out", str(tmp_path),
-                          "--random-retriever", "tiny", "--vocab", "v.model"]) == 2
-  assert "--queries 'gs://b/q.jsonl' is a URL" in capsys.readouterr().err
-  with pytest.raises(ValueError, match="model_dir 'gs://b/run' is a URL"):
-    trainer.train(model_dir="gs://b/run", examples=None, backbone=None, num_steps=1)
+                     "--tasks", "x", "--retriever", "gs://b/ret", "--vocab", "v.model"]) == 2
+  assert "--retriever 'gs://b/ret' is a URL" in capsys.readouterr().err
   from rospr_jax.model import checkpoints
   with pytest.raises(ValueError, match="checkpoint 'gs://b/T0_3B' is a URL"):
     checkpoints.load_checkpoint("gs://b/T0_3B")
   from rospr_jax.commands import evaluate
-  with pytest.raises(ValueError, match="output_dir 'gs://b/eval' is a URL"):
-    evaluate.run(backbone=None, output_dir="gs://b/eval", targets=[])
+  with pytest.raises(ValueError, match="data_dir 'gs://b/data' is a URL"):
+    evaluate.run(backbone=None, output_dir=str(tmp_path / "eval"), targets=[], data_dir="gs://b/data")
   from rospr_jax.commands import demo as pipeline
   with pytest.raises(ValueError, match="output_dir 'gs://b/demo' is a URL"):
     pipeline.run("gs://b/demo")
   assert not (tmp_path / "gs:").exists() and not os.path.exists("gs:")
+  assert not (tmp_path / "eval").exists()
 
 
 def test_on_other_hosts_library_and_retrieval_commands_compute_but_write_nothing(tmp_path, monkeypatch,
@@ -175,3 +173,90 @@ def test_a_damaged_or_escaping_commit_marker_is_refused_by_name(tmp_path, monkey
 def test_a_url_scheme_without_a_driver_is_named():
   with pytest.raises(ValueError, match=r"gs://b/lib: no file system for gs:// .*gcsfs"):
     paths.is_committed("gs://b/lib")
+
+
+def _files(folder) -> dict:
+  return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_republish_sends_only_what_changed_and_one_that_stops_leaves_a_partial_marker(tmp_path, monkeypatch):
+  import fsspec
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "copies"))
+  memory = fsspec.filesystem("memory")
+  run, url = tmp_path / "run", "memory://republish/run"
+  (run / "checkpoints" / "4").mkdir(parents=True)
+  (run / "checkpoints" / "4" / "state").write_bytes(b"s4")
+  (run / "report.json").write_text("r1")
+  (run / ".rospr.lock").write_text("held")  # the run lock and writers' temporaries stay local
+  (run / "checkpoints" / "8.orbax-checkpoint-tmp-1").mkdir()
+  (run / "checkpoints" / "8.orbax-checkpoint-tmp-1" / "state").write_bytes(b"half")
+  assert paths.publish_directory(run, url, replace=False) == 2
+  assert sorted(memory.find("/republish/run")) == [f"/republish/run/{n}" for n in
+                                                   (paths.COMMIT_MARKER, "checkpoints/4/state", "report.json")]
+  assert paths.publish_directory(run, url, replace=True) == 0  # nothing changed: nothing sent
+  (run / "checkpoints" / "8").mkdir()
+  (run / "checkpoints" / "8" / "state").write_bytes(b"s8")
+  (run / "report.json").write_text("r2")
+
+  real = type(memory).put_file
+
+  def reset_on_the_report(self, lpath, rpath, *args, **kwargs):
+    if rpath.endswith("report.json"):
+      raise OSError("connection reset")
+    return real(self, lpath, rpath, *args, **kwargs)
+
+  with monkeypatch.context() as patch:  # the upload of the changed report fails
+    patch.setattr(type(memory), "put_file", reset_on_the_report)
+    with pytest.raises(OSError, match="connection reset"):
+      paths.publish_directory(run, url, replace=True)
+  # Readers refuse the folder meanwhile; a run resumed from it keeps exactly what the marker lists.
+  with pytest.raises(FileNotFoundError, match=r"library memory://republish/run: the commit marker of "
+                                              r"memory://republish/run is partial"):
+    paths.fetch_directory(url, "library")
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "fresh_machine"))
+  with paths.run_directory(url, "model_dir") as folder:
+    assert _files(pathlib.Path(folder.local)) == {"checkpoints/4/state": b"s4"}
+    (pathlib.Path(folder.local) / "checkpoints" / "12").mkdir()  # ahead of what was published
+    (pathlib.Path(folder.local) / "checkpoints" / "12" / "state").write_bytes(b"s12")
+    with pytest.raises(FileExistsError, match=r"model_dir memory://republish/run: its working copy .* is in "
+                                              r"use by another run on this machine"):
+      with paths.run_directory(url, "model_dir"):
+        pass
+    folder.publish()
+  assert paths.publish_directory(run, url, replace=True) == 2  # the report and step 8 again; 12 goes
+  published = {k: v for k, v in _files(run).items() if not k.startswith((".", "checkpoints/8."))}
+  copy = _files(pathlib.Path(paths.fetch_directory(url, "library")))
+  assert copy.pop(paths.COMMIT_MARKER) and copy == published
+  with paths.run_directory(url, "model_dir") as folder:  # the working copy follows the URL: 12 is gone
+    assert _files(pathlib.Path(folder.local)) == published
+    assert sorted(os.listdir(os.path.join(folder.local, "checkpoints"))) == ["4", "8"]
+  # A folder inside a published one is read through its marker.
+  inside = paths.fetch_directory(f"{url}/checkpoints", "checkpoints")
+  assert sorted(os.listdir(inside)) == ["4", "8", paths.COMMIT_MARKER]
+  memory.rm("/republish", recursive=True)
+
+
+def test_data_files_at_urls_give_the_library_local_files_give(tmp_path, monkeypatch, capsys):
+  """--prompts (a .npy table), --instances and --source-names as objects; a missing one is named."""
+  import fsspec
+  from rospr_jax.commands import build_library as build
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "copies"))
+  memory = fsspec.filesystem("memory")
+  library, _ = _library_inputs(tmp_path)
+  assert build.main(["--out", str(tmp_path / "lib"), *library]) == 0
+  for name in ("prompts.npy", "all.jsonl", "names.txt"):
+    memory.pipe_file(f"/data/{name}", (tmp_path / name).read_bytes())
+  at_urls = [a.replace(str(tmp_path), "memory://data") for a in library]
+  assert build.main(["--out", str(tmp_path / "lib2"), *at_urls]) == 0
+  built, from_urls = _files(tmp_path / "lib"), _files(tmp_path / "lib2")
+  assert sorted(built) == sorted(from_urls)
+  for name in built:
+    if name != "manifest.json":  # the manifest records the argv
+      assert from_urls[name] == built[name], name
+  capsys.readouterr()
+  missing = [a.replace(str(tmp_path / "all.jsonl"), "memory://data/gone.jsonl") for a in library]
+  assert build.main(["--out", str(tmp_path / "lib3"), *missing]) == 2
+  err = capsys.readouterr().err
+  assert "--instances memory://data/gone.jsonl does not exist (no such object)" in err and "Traceback" not in err
+  assert not (tmp_path / "lib3").exists()
+  memory.rm("/data", recursive=True)

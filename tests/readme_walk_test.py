@@ -12,6 +12,7 @@ command the test does not know fails it, so the README cannot grow a command no 
 | `models/t0_3b.gin` | `models/checkpoint.gin` | t0_3b.gin pins size `xl`; the tiny checkpoint's comes from its config.json |
 | `rospr_t0_train` | two BIG-bench sources (`bigbench_anachronisms`, `bigbench_arithmetic`) | no P3 sources here |
 | `EXAMPLES_PER_SOURCE=5000`, `TRAIN_STEPS=20000`, `--n 100` | 8, 2, 8 | minutes, not days |
+| `gs://my-bucket/` | `file://{tmp}/bucket/` | fsspec's local driver, used as an object store (no gcsfs, no network here) |
 | `rospr` | `python -m rospr_jax.cli` | the same entry point, in this interpreter |
 
 Flags appended (gin takes the last binding): train-prompts gets short lengths and batch
@@ -43,7 +44,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOURCES = ["bigbench_anachronisms", "bigbench_arithmetic"]
 RTE = "super_glue_rte_GPT_3_style"
 
-SUBSTITUTIONS = [  # (README text, what runs instead); {tmp} and {ckpt} are filled per test
+SUBSTITUTIONS = [  # (README text, what runs instead); {tmp} and {ckpt} are filled per test, in order
+    ("gs://my-bucket/", "file://{tmp}/bucket/"),
     ("/ckpt/T0_3B", "{ckpt}"),
     ("/ckpt/retriever", "{ckpt}"),
     ("/ckpt/t0_3b_t5x", "{tmp}/t0_3b_t5x"),
@@ -130,7 +132,7 @@ def _readme_rospr_lines() -> list[str]:
 @pytest.mark.slow
 def test_the_readme_rospr_commands_run_as_written_in_order(world):
   tmp, ckpt = world
-  env = {**os.environ, "ROSPR_DATA_DIR": str(tmp / "data")}
+  env = {**os.environ, "ROSPR_DATA_DIR": str(tmp / "data"), "ROSPR_REMOTE_CACHE": str(tmp / "copies")}
   ran = []
   for line in _readme_rospr_lines():
     argv = shlex.split(substitute(line, tmp, ckpt))
@@ -140,7 +142,8 @@ def test_the_readme_rospr_commands_run_as_written_in_order(world):
     assert done.returncode == 0, f"{line}\n{done.stderr[-3000:]}"
     ran.append((name, done.stdout))
   names = [name for name, _ in ran]
-  assert names == ["score", "convert", "train-prompts", "build-library", "evaluate", "tasks", "retrieve"], names
+  assert names == ["score", "convert", "train-prompts", "build-library", "evaluate", "tasks", "retrieve",
+                   "train-prompts", "build-library", "evaluate"], names
   scores = json.loads(dict(ran)["score"])
   assert scores["choices"] == ["yes", "no"] and len(scores["scores"]) == 2 and scores["prediction"] in (0, 1)
   assert (tmp / "t0_3b_t5x").is_dir()
@@ -153,3 +156,9 @@ def test_the_readme_rospr_commands_run_as_written_in_order(world):
   selection = json.loads((tmp / "runs" / "rte_selection" / "selection.json").read_text())
   assert selection["rule"] == "var" and selection["params"]["target"] == RTE
   assert (tmp / "runs" / "rte_selection" / "prompt.npy").is_file()
+  # The bucket block: each folder published with its commit marker; the report equals the local one.
+  from rospr_jax import paths
+  for folder in ("prompts", "library", "eval"):
+    assert (tmp / "bucket" / folder / paths.COMMIT_MARKER).is_file(), folder
+  at_url = json.loads((tmp / "bucket" / "eval" / "results.json").read_text())
+  assert at_url["per_template"] == results["per_template"]

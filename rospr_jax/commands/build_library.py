@@ -119,9 +119,12 @@ def main(argv: list[str]) -> int:
   from rospr_jax.library import build  # pylint: disable=g-import-not-at-top  (loads JAX)
   args.n = build.DEFAULT_N if args.n is None else args.n
   try:
-    paths.require_local_args(args, urls=("out", "prompts"))
+    inputs = ("source", "instances", "source_names")  # data files: a URL is read into a local copy
+    paths.require_local_args(args, urls=("out", "prompts", *inputs))
+    paths.fetch_input_args(args, inputs)
     writes = paths.writes_outputs()  # every process embeds its share of each batch; process 0 writes
-    args.prompts = paths.input_directory(args.prompts, "--prompts")
+    args.prompts = (paths.input_file(args.prompts, "--prompts") if args.prompts.endswith(".npy")
+                    else paths.input_directory(args.prompts, "--prompts"))
     with paths.output_directory(args.out, "library", replace=args.overwrite, publish=writes) as staged:
       out = os.path.abspath(staged)  # a killed build's temporary folder, if any, goes first
       if writes:

@@ -12,6 +12,7 @@ the other loaders find it without --vocab.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -61,28 +62,35 @@ def main(argv: list[str] | None = None) -> int:
   from rospr_jax.model.hf_checkpoint import DEFAULT_MAX_SHARD_BYTES, TOKENIZER_FILES  # pylint: disable=g-import-not-at-top
   from rospr_jax.model.t5x_checkpoint import flatten  # pylint: disable=g-import-not-at-top
   try:
-    paths.require_local_args(args, flags={"source": "--from", "dest": "--to"})
-    source_format = detect_format(args.source)
-    config, params = load_checkpoint(args.source, _DTYPES[args.dtype])
-    # The source's SentencePiece model goes along, so the result loads without --vocab.
-    spm = tokenization.find_sentencepiece_model(args.source, required=False)
-    if args.format == "hf":
-      extra = ([Path(args.source) / name for name in TOKENIZER_FILES
-                if (Path(args.source) / name).is_file()] if source_format == "hf" else [])
-      extra += [Path(spm)] if spm and Path(spm).name not in {f.name for f in extra} else []
-      dest = Path(args.dest).absolute()  # a killed conversion's temporary folder, if any, goes first
-      artifacts.remove_leftovers(dest.parent, names=[dest.name])
-      written = save_hf(args.dest, config, params, args.max_shard_size or DEFAULT_MAX_SHARD_BYTES,
-                        extra_files=extra)
-    else:  # a killed or failed conversion's temporary folder, if any, goes first
-      artifacts.remove_leftovers(args.dest, names=[f"checkpoint_{int(args.step)}"])
-      written = save_t5x(args.dest, config, params, step=args.step, extra_files=[spm] if spm else [])
+    paths.require_local_args(args, flags={"source": "--from", "dest": "--to"}, urls=("dest",))
+    # --to at a URL: written to a local staging folder, then published with its commit marker (a
+    # published folder there is refused before the checkpoint is read).
+    with paths.output_directory(args.dest, "--to", overwrite_flag=None) as dest_dir:
+      source_format = detect_format(args.source)
+      config, params = load_checkpoint(args.source, _DTYPES[args.dtype])
+      # The source's SentencePiece model goes along, so the result loads without --vocab.
+      spm = tokenization.find_sentencepiece_model(args.source, required=False)
+      if args.format == "hf":
+        extra = ([Path(args.source) / name for name in TOKENIZER_FILES
+                  if (Path(args.source) / name).is_file()] if source_format == "hf" else [])
+        extra += [Path(spm)] if spm and Path(spm).name not in {f.name for f in extra} else []
+        dest = Path(dest_dir).absolute()  # a killed conversion's temporary folder, if any, goes first
+        artifacts.remove_leftovers(dest.parent, names=[dest.name])
+        written = save_hf(dest_dir, config, params, args.max_shard_size or DEFAULT_MAX_SHARD_BYTES,
+                          extra_files=extra)
+      else:  # a killed or failed conversion's temporary folder, if any, goes first
+        artifacts.remove_leftovers(dest_dir, names=[f"checkpoint_{int(args.step)}"])
+        written = save_t5x(dest_dir, config, params, step=args.step, extra_files=[spm] if spm else [])
+      fingerprint = checkpoint_fingerprint(written)
+      if paths.is_url(args.dest):  # what the user reads: the published folder
+        inside = os.path.relpath(written, dest_dir)
+        written = args.dest.rstrip("/") + ("" if inside == "." else f"/{inside}")
   except (ValueError, OSError, ImportError) as e:  # a full disk names the destination
     print(f"rospr convert: error: {artifacts.with_path(e, args.dest)}", file=sys.stderr)
     return 1
   count = sum(a.size for a in flatten(params).values())
   print(f"converted {args.source} ({source_format}) -> {written} ({args.format}): {count:,} parameters, "
-        f"fingerprint {checkpoint_fingerprint(written)}")
+        f"fingerprint {fingerprint}")
   return 0
 
 

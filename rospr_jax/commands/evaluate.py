@@ -39,7 +39,8 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
         library_dir: str | None = None, retriever_checkpoint: str | None = None,
         retriever_dtype: str | None = None, data_dir: str | None = None, split: str | None = None,
         max_examples: int | None = None, selection: SelectionConfig = SelectionConfig(),
-        batch_size: int = 32, seed: int = 0, num_partitions: int = 1, preamble: str = "") -> dict:
+        batch_size: int = 32, seed: int = 0, num_partitions: int = 1, preamble: str = "",
+        write_config: bool = False) -> dict:
   """Evaluates `targets` with `backbone` and writes the report to `output_dir`.
 
   Args:
@@ -49,6 +50,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
       `eval.evaluate.default_methods()`; `eval.evaluate.all_methods()` lists them all).
     retriever_dtype: the retriever's compute dtype (None: the one the library was built with).
     selection: Q, N, N', K and eps of the selection rules.
+    write_config: also write gin's operative config to `<output_dir>/config.gin` (the command does).
     The rest: see gin/eval/base.gin.
   """
   import jax  # pylint: disable=g-import-not-at-top
@@ -58,8 +60,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
   from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
   from rospr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
 
-  for what, path in [("output_dir", output_dir), ("library_dir", library_dir), ("data_dir", data_dir),
-                     ("retriever_checkpoint", retriever_checkpoint)]:
+  for what, path in [("data_dir", data_dir), ("retriever_checkpoint", retriever_checkpoint)]:
     paths.require_local(path, what)  # before hours of work, not when the report is written
   counts = {"BATCH_SIZE": batch_size, "NUM_PARTITIONS": num_partitions,
             **({} if max_examples is None else {"MAX_EXAMPLES": max_examples})}
@@ -67,9 +68,17 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
          if isinstance(value, bool) or not isinstance(value, int) or value < 1]
   if bad:
     raise ValueError("; ".join(bad) + ".")
+  library_given = library_dir  # a URL is read through a checked local copy, named by the URL
+  library_dir = library_dir and paths.input_directory(library_dir, "LIBRARY_DIR")
+  settings_library = library_given if paths.is_url(library_given) else (
+      library_dir and os.path.abspath(library_dir))
+  writes = paths.writes_outputs()  # every process scores (the mesh spans all hosts); one writes
+  # OUTPUT_DIR at a URL: a local working copy, published after each record (a rerun resumes from it).
   # One run at a time into OUTPUT_DIR (process 0 holds the lock; the others write nothing).
-  with (artifacts.run_lock(output_dir, "evaluate") if paths.writes_outputs() else contextlib.nullcontext()):
-    if paths.writes_outputs():  # what a killed run left: a report half moved in, temporaries
+  with paths.run_directory(output_dir, "OUTPUT_DIR", writes=writes) as run_folder, \
+       (artifacts.run_lock(run_folder.local, "evaluate") if writes else contextlib.nullcontext()):
+    output_url, output_dir = output_dir, run_folder.local
+    if writes:  # what a killed run left: a report half moved in, temporaries
       report.recover_report(output_dir)
       artifacts.remove_leftovers(output_dir, recursive=True)
     methods = default_methods() if methods is None else methods
@@ -92,7 +101,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
       evaluator.embedder = embed.load_embedder(retriever_checkpoint, dtype=dtype, mesh=embed.local_data_mesh())
       tokenizer.check_fits(evaluator.embedder.config.vocab_size, f"the retriever {retriever_checkpoint}")
       evaluator.library = store.Library.open(library_dir, retriever=evaluator.embedder.fingerprint,
-                                             dim=evaluator.embedder.dim)
+                                             dim=evaluator.embedder.dim, name=settings_library)
       evaluator.library.check_prompts_fit(backbone.fingerprint, config.emb_dim)  # before any scoring
     task_list = targets_lib.resolve_target_tasks(targets, data_dir)
     target_list = [targets_lib.target_from_task(t, split, max_examples=max_examples, seed=seed)
@@ -103,23 +112,30 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     if evaluator.library is not None:
       # Q and N, and the settings the evaluated rules declare: a record scored otherwise is not resumed.
       read = ["num_queries", "num_neighbors"] + sorted({f for rule in rules for f in rule.settings})
-      settings.update(library=os.path.abspath(library_dir),
+      settings.update(library=settings_library,
                       library_manifest=artifacts.sha256_file(os.path.join(library_dir, store.MANIFEST)),
                       retriever=evaluator.embedder.fingerprint,
                       **{f: getattr(selection, f) for f in read})
-    _check_resumable(output_dir, settings)
+    _check_resumable(output_dir, settings, shown=output_url)
     logging.info("Evaluating %d targets x %d methods", len(target_list), len(methods))
-    writes = paths.writes_outputs()  # every process scores (the mesh spans all hosts); one writes
+
+    def log_and_publish(message: str) -> None:  # called as each record is written
+      logging.info(message)
+      run_folder.publish()
+
     records, selections = evaluator.evaluate(
         target_list, methods, selections_dir=os.path.join(output_dir, "selections") if writes else None,
-        records_dir=os.path.join(output_dir, RECORDS_DIR), progress=logging.info)
+        records_dir=os.path.join(output_dir, RECORDS_DIR), progress=log_and_publish)
     if writes:
       retrieval = retrieval_frequencies(selections) if selections else None
       summary = report.write_report(output_dir, records, retrieval=retrieval, preamble=preamble,
                                     sources=evaluator.library.source_names if evaluator.library else None,
                                     extra={"selections": selections,
                                            "checkpoint": backbone.description.get("checkpoint"),
-                                           "library": library_dir, "split": split, "seed": seed})
+                                           "library": library_given, "split": split, "seed": seed})
+      if write_config:
+        from rospr_jax import gin_cli  # pylint: disable=g-import-not-at-top
+        gin_cli.write_operative_config(output_dir)
     else:
       summary = report.summarize(records)
     # The other processes end only once process 0 has written the report: a failure there (a full
@@ -128,9 +144,10 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     return summary
 
 
-def _check_resumable(output_dir: str, settings: dict) -> None:
+def _check_resumable(output_dir: str, settings: dict, shown: str) -> None:
   """Records settings in `<output_dir>/run.json`; refuses an output folder whose records were scored
-  with other settings (they would be resumed into this run's report)."""
+  with other settings (they would be resumed into this run's report), naming it `shown` (OUTPUT_DIR as
+  given: a URL's working copy is not the folder to delete)."""
   from rospr_jax.eval.evaluate import RECORDS_DIR  # pylint: disable=g-import-not-at-top
   path = os.path.join(output_dir, "run.json")
   records_dir = os.path.join(output_dir, RECORDS_DIR)
@@ -138,14 +155,14 @@ def _check_resumable(output_dir: str, settings: dict) -> None:
   if paths.writes_outputs():
     has_records = os.path.isdir(records_dir) and bool(os.listdir(records_dir))
     if has_records and not os.path.exists(path):
-      problem = (f"{output_dir} holds records but no run.json saying how they were scored; give "
-                 f"another OUTPUT_DIR, or delete {records_dir} to start over.")
+      problem = (f"{shown} holds records but no run.json saying how they were scored; give "
+                 f"another OUTPUT_DIR, or delete {shown}/{RECORDS_DIR} to start over.")
     elif has_records:
       earlier = artifacts.read_json(path, "The run settings")
       differ = {k: (earlier.get(k), v) for k, v in settings.items() if earlier.get(k) != v}
       if differ:
-        problem = (f"{output_dir} holds records scored with other settings ({differ}, as (then, now)); "
-                   f"give another OUTPUT_DIR, or delete {records_dir} to start over.")
+        problem = (f"{shown} holds records scored with other settings ({differ}, as (then, now)); "
+                   f"give another OUTPUT_DIR, or delete {shown}/{RECORDS_DIR} to start over.")
     else:
       artifacts.write_text(path, json.dumps(settings, indent=1))
   if paths.from_process_zero(np.int32(bool(problem))):  # every process stops, not only process 0
@@ -155,15 +172,9 @@ def _check_resumable(output_dir: str, settings: dict) -> None:
 def main(argv: list[str]) -> int:
   import gin  # pylint: disable=g-import-not-at-top
 
-  def run_and_save():
-    summary = gin.get_configurable(run)()
-    if paths.writes_outputs():
-      from rospr_jax import gin_cli  # pylint: disable=g-import-not-at-top
-      gin_cli.write_operative_config(gin.query_parameter("%OUTPUT_DIR"))
-    return summary
-
   code, summary = common.run_gin_command(
-      argv, prog=PROG, doc=__doc__, example_file="eval/bigbench_targets.gin", run=run_and_save,
+      argv, prog=PROG, doc=__doc__, example_file="eval/bigbench_targets.gin",
+      run=lambda: gin.get_configurable(run)(write_config=True),
       failures=((FloatingPointError, 1), (OSError, 2), (ValueError, 2)))
   if code == 0:
     for method in summary["methods"]:

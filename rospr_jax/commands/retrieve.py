@@ -61,7 +61,8 @@ def main(argv: list[str]) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
-    paths.require_local_args(args, urls=("library", "out"))
+    paths.require_local_args(args, urls=("library", "out", "queries"))
+    paths.fetch_input_args(args, ("queries",))
     rule = selection.get_rule(args.rule)
     config = selection.SelectionConfig(**{f.name: getattr(args, f.name)
                                           for f in dataclasses.fields(selection.SelectionConfig)})
@@ -69,7 +70,8 @@ def main(argv: list[str]) -> int:
       raise ValueError(f"--rule {args.rule} rank-classifies the queries: give --backbone.")
     embedder, tokenizer = common.embedder_from_args(args)
     library = store.Library.open(paths.input_directory(args.library, "library"), dim=embedder.dim,
-                                 retriever=embedder.fingerprint, verify=not args.no_verify)
+                                 retriever=embedder.fingerprint, verify=not args.no_verify,
+                                 name=args.library if paths.is_url(args.library) else None)
     queries = sources_lib.read_queries(args.queries)
     picked = retrieve.sample_queries(len(queries), config.num_queries, args.seed)
     queries = [queries[i] for i in picked]

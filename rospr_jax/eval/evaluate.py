@@ -244,7 +244,7 @@ class Evaluator:
     best = oracle_choice(accuracies)
     record = {"rule": "oracle", "uses_labels": True, "candidates": list(range(len(table))),
               "names": names, "accuracies": accuracies, "chosen": [best], "weights": [1.0],
-              "accuracy": accuracies[best], "params": {"target": target.name, "library": self.library.directory}}
+              "accuracy": accuracies[best], "params": {"target": target.name, "library": self.library.name}}
     return record, table[best]
 
   def _resumed(self, targets: Sequence[Target], methods: Sequence[str],

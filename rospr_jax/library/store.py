@@ -317,15 +317,16 @@ _REQUIRED_KEYS = ("format_version", "retriever", "metric", "dim", "num_rows", "s
 class Library:
   """A library directory opened for reading; construct with `Library.open`."""
 
-  def __init__(self, directory: str, manifest: dict):
+  def __init__(self, directory: str, manifest: dict, name: str | None = None):
     self.directory = directory
+    self.name = name or directory  # what records name: the URL of a library read from one
     self.manifest = manifest
     self._searchers: dict[str, object] = {}
     self._source_ids: np.ndarray | None = None
 
   @classmethod
   def open(cls, directory: str, *, dim: int | None = None, retriever: str | None = None,
-           metric: str | None = None, verify: bool = True) -> "Library":
+           metric: str | None = None, verify: bool = True, name: str | None = None) -> "Library":
     """Opens and checks a library.
 
     Args:
@@ -334,6 +335,7 @@ class Library:
       retriever: the fingerprint of the caller's retriever, if known.
       metric: the metric the caller expects, if any.
       verify: check every file's sha256 (reads every byte once; shapes are always checked).
+      name: what selections record as the library (default: `directory`): the URL of a local copy.
 
     Raises:
       FileNotFoundError: the directory, the manifest or a file it lists is missing.
@@ -355,7 +357,7 @@ class Library:
     if metric is not None and manifest["metric"] != metric:
       raise ValueError(f"Library {directory} uses metric {manifest['metric']!r}; "
                        f"expected {metric!r}.")
-    library = cls(directory, manifest)
+    library = cls(directory, manifest, name)
     library._check_files(verify)
     return library
 

@@ -373,145 +373,157 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
   Returns:
     The final state (on the host), source names, step, export directory and checkpoint directory.
   """
-  model_dir = os.path.abspath(paths.require_local(model_dir, "model_dir"))
   export_every = checkpoint_every if export_every is None else export_every
   _check_settings(num_steps=num_steps, batch_size=batch_size, input_length=input_length,
                   target_length=target_length, prompt_length=prompt_length,
                   checkpoint_every=checkpoint_every, export_every=export_every, log_every=log_every,
                   num_partitions=num_partitions, dropout_rate=dropout_rate)
   _check_learning_rate(describe_optimizer(optimizer).get("learning_rate"))
-  os.makedirs(model_dir, exist_ok=True)
-  with (artifacts.run_lock(model_dir, "train-prompts") if jax.process_index() == 0
-        else contextlib.nullcontext()):
-    data = examples() if callable(examples) else examples
-    data.check_every_source_has_examples()
-    backbone = backbone() if callable(backbone) else backbone
-    optimizer_facts = describe_optimizer(optimizer)  # before the default replaces None
-    optimizer = optimizer if optimizer is not None else default_optimizer()
-    prompt_init = prompt_init if prompt_init is not None else PromptInit()
-    config = backbone.config.replace(dropout_rate=dropout_rate, remat_policy=remat_policy)
-    check_same_vocabulary(data.vocabulary, backbone.vocabulary, "The training examples")
-    data.check_token_ids(config.vocab_size)
-    names = list(data.names)
-    num_sources, dim = len(names), config.emb_dim
+  if paths.is_url(model_dir) and jax.process_count() > 1:
+    raise ValueError(f"model_dir {model_dir!r} is a URL and this run has {jax.process_count()} processes: "
+                     f"orbax writes every process's shards into one folder, which a URL's local working "
+                     f"copy cannot be. Mount the bucket (run_tpu.sh --mount BUCKET) and give the mounted "
+                     f"path.")
+  model_url = model_dir if paths.is_url(model_dir) else os.path.abspath(model_dir)
+  # MODEL_DIR at a URL: a local working copy, published after each checkpoint; a rerun on any machine
+  # resumes from the last checkpoint published (paths.run_directory).
+  with paths.run_directory(model_url, "model_dir") as run_folder:
+    model_dir = run_folder.local
+    os.makedirs(model_dir, exist_ok=True)
+    with (artifacts.run_lock(model_dir, "train-prompts") if jax.process_index() == 0
+          else contextlib.nullcontext()):
+      data = examples() if callable(examples) else examples
+      data.check_every_source_has_examples()
+      backbone = backbone() if callable(backbone) else backbone
+      optimizer_facts = describe_optimizer(optimizer)  # before the default replaces None
+      optimizer = optimizer if optimizer is not None else default_optimizer()
+      prompt_init = prompt_init if prompt_init is not None else PromptInit()
+      config = backbone.config.replace(dropout_rate=dropout_rate, remat_policy=remat_policy)
+      check_same_vocabulary(data.vocabulary, backbone.vocabulary, "The training examples")
+      data.check_token_ids(config.vocab_size)
+      names = list(data.names)
+      num_sources, dim = len(names), config.emb_dim
 
-    use_mesh = jax.device_count() > 1 or num_partitions > 1 if use_mesh is None else use_mesh
-    mesh = partitioning.make_mesh(num_partitions) if use_mesh else None
-    model = model_for(config)
-    boxed = model.abstract_params()  # logical axes
-    if mesh is not None:
-      params = partitioning.shard_params(backbone.params, boxed, mesh)
-    else:
-      params = jax.device_put(backbone.params)
+      use_mesh = jax.device_count() > 1 or num_partitions > 1 if use_mesh is None else use_mesh
+      mesh = partitioning.make_mesh(num_partitions) if use_mesh else None
+      model = model_for(config)
+      boxed = model.abstract_params()  # logical axes
+      if mesh is not None:
+        params = partitioning.shard_params(backbone.params, boxed, mesh)
+      else:
+        params = jax.device_put(backbone.params)
 
-    if jax.process_index() == 0:  # under the run lock: no live run writes here
-      remove_leftovers(model_dir)
-    checkpointer = Checkpointer(os.path.join(model_dir, "checkpoints"), keep=keep_checkpoints)
-    ckpt_dir = checkpointer.directory
-    run_facts = {"sources": names, "prompt_shape": [num_sources, prompt_length, dim], "seed": seed,
-                 "batch_size": batch_size, "input_length": input_length, "target_length": target_length,
-                 "backbone_fingerprint": backbone.fingerprint, "examples": data.digest(),
-                 "dropout_rate": dropout_rate, **flat_facts("optimizer", optimizer_facts)}
-    seeds = [prompts_lib.source_seed(n) for n in names]
-    latest = checkpointer.latest_step()
-    latest = int(paths.from_process_zero(np.int32(-1 if latest is None else latest)))  # all resume alike
-    latest = None if latest < 0 else latest
-    if latest is None:
-      initializer_for = prompt_init.initializers(model.embedding_table(backbone.params), data,
-                                                 prompt_length)
-      table, seeds = prompts_lib.initial_table(names, prompt_length, dim, seed, initializer_for)
-      state = init_state(table, optimizer)
-      state = state if mesh is None else place_state(state, mesh)
-      position = 0
-    else:
-      if latest > num_steps:
-        raise ValueError(f"{ckpt_dir} holds checkpoint {latest}, past num_steps = {num_steps}: give "
-                         f"TRAIN_STEPS >= {latest} to continue, or a new model_dir.")
-      state, position = _restore(checkpointer, latest, run_facts, optimizer, mesh)
+      if jax.process_index() == 0:  # under the run lock: no live run writes here
+        remove_leftovers(model_dir)
+      checkpointer = Checkpointer(os.path.join(model_dir, "checkpoints"), keep=keep_checkpoints)
+      ckpt_dir = checkpointer.directory
+      run_facts = {"sources": names, "prompt_shape": [num_sources, prompt_length, dim], "seed": seed,
+                   "batch_size": batch_size, "input_length": input_length, "target_length": target_length,
+                   "backbone_fingerprint": backbone.fingerprint, "examples": data.digest(),
+                   "dropout_rate": dropout_rate, **flat_facts("optimizer", optimizer_facts)}
+      seeds = [prompts_lib.source_seed(n) for n in names]
+      latest = checkpointer.latest_step()
+      latest = int(paths.from_process_zero(np.int32(-1 if latest is None else latest)))  # all resume alike
+      latest = None if latest < 0 else latest
+      if latest is None:
+        initializer_for = prompt_init.initializers(model.embedding_table(backbone.params), data,
+                                                   prompt_length)
+        table, seeds = prompts_lib.initial_table(names, prompt_length, dim, seed, initializer_for)
+        state = init_state(table, optimizer)
+        state = state if mesh is None else place_state(state, mesh)
+        position = 0
+      else:
+        if latest > num_steps:
+          raise ValueError(f"{ckpt_dir} holds checkpoint {latest}, past num_steps = {num_steps}: give "
+                           f"TRAIN_STEPS >= {latest} to continue, or a new model_dir.")
+        state, position = _restore(checkpointer, latest, run_facts, optimizer, mesh)
 
-    batches = BatchIterator(data, batch_size=batch_size, input_length=input_length,
-                            target_length=target_length, seed=seed, position=position)
-    step_fn = make_train_step(config, optimizer, mesh=mesh)
-    export_dir = os.path.join(model_dir, "export")
-    source_examples = data.counts().tolist()
-    manifest_extra = {"seed": seed, "prompt_init": dataclasses.asdict(prompt_init),
-                      "batch_size": batch_size, "input_length": input_length, "target_length": target_length,
-                      "dropout_rate": dropout_rate, "num_steps": num_steps, "backbone": backbone.description,
-                      "optimizer": optimizer_facts, "learning_rate": optimizer_facts.get("learning_rate"),
-                      "versions": {"jax": jax.__version__, "optax": optax.__version__}}
+      batches = BatchIterator(data, batch_size=batch_size, input_length=input_length,
+                              target_length=target_length, seed=seed, position=position)
+      step_fn = make_train_step(config, optimizer, mesh=mesh)
+      export_dir = os.path.join(model_dir, "export")
+      source_examples = data.counts().tolist()
+      manifest_extra = {"seed": seed, "prompt_init": dataclasses.asdict(prompt_init),
+                        "batch_size": batch_size, "input_length": input_length, "target_length": target_length,
+                        "dropout_rate": dropout_rate, "num_steps": num_steps, "backbone": backbone.description,
+                        "optimizer": optimizer_facts, "learning_rate": optimizer_facts.get("learning_rate"),
+                        "versions": {"jax": jax.__version__, "optax": optax.__version__}}
 
-    if jax.process_index() == 0:
-      # The first segment's config stays config.gin; a resumed one writes config-<its first step>.gin.
-      first = latest is None or not os.path.exists(os.path.join(model_dir, "config.gin"))
-      artifacts.write_text(os.path.join(model_dir, "config.gin" if first else f"config-{latest}.gin"),
-                           gin.operative_config_str())
-      artifacts.write_text(os.path.join(model_dir, "model-info.txt"), _model_info(config, params, boxed, state, mesh))
-    writer = _summary_writer(os.path.join(model_dir, "train"), summaries)
+      if jax.process_index() == 0:
+        # The first segment's config stays config.gin; a resumed one writes config-<its first step>.gin.
+        first = latest is None or not os.path.exists(os.path.join(model_dir, "config.gin"))
+        artifacts.write_text(os.path.join(model_dir, "config.gin" if first else f"config-{latest}.gin"),
+                             gin.operative_config_str())
+        artifacts.write_text(os.path.join(model_dir, "model-info.txt"), _model_info(config, params, boxed, state, mesh))
+      writer = _summary_writer(os.path.join(model_dir, "train"), summaries)
 
-    def save(done: int, checkpoint: bool, export: bool) -> None:
-      # Export first (as prompt-tuning does): a run killed in between resumes from an earlier checkpoint
-      # and rewrites the same export, so a checkpoint never lacks its export.
-      if export and jax.process_index() == 0:
-        host = jax.device_get(state)
-        table = export_lib.export_prompts(
-            export_dir, host.prompts, names, done, backbone_fingerprint=backbone.fingerprint, seeds=seeds,
-            source_steps=host.source_steps.tolist(), source_examples=source_examples, extra=manifest_extra)
-        logger.info("Exported prompts of step %d to %s.", done, table)
-      if checkpoint:
-        checkpointer.save(done, state, {**run_facts, "position": batches.position})
-        logger.info("Saved checkpoint %d to %s.", done, ckpt_dir)
+      def save(done: int, checkpoint: bool, export: bool) -> None:
+        # Export first (as prompt-tuning does): a run killed in between resumes from an earlier checkpoint
+        # and rewrites the same export, so a checkpoint never lacks its export.
+        if export and jax.process_index() == 0:
+          host = jax.device_get(state)
+          table = export_lib.export_prompts(
+              export_dir, host.prompts, names, done, backbone_fingerprint=backbone.fingerprint, seeds=seeds,
+              source_steps=host.source_steps.tolist(), source_examples=source_examples, extra=manifest_extra)
+          logger.info("Exported prompts of step %d to %s.", done, table)
+        if checkpoint:
+          checkpointer.save(done, state, {**run_facts, "position": batches.position})
+          logger.info("Saved checkpoint %d to %s.", done, ckpt_dir)
+        run_folder.publish()  # a URL's MODEL_DIR: this step's checkpoint and export, uploaded
 
-    rng = dropout_key(seed, dropout_rng_impl)
-    start = int(jax.device_get(state.step))
-    pending: list[dict] = []
-    tokens = 0
-    last_saved = latest
-    last_time, last_step = time.perf_counter(), start
-    try:
-      for step in range(start, num_steps):
-        host_batch = next(batches)
-        tokens += int((host_batch["inputs"] > 0).sum() + (host_batch["targets"] > 0).sum())
-        state, metrics = step_fn(state, params, place_batch(host_batch, mesh), rng)
-        pending.append(metrics)
-        done = step + 1
-        saving = done % checkpoint_every == 0 or done % export_every == 0 or done == num_steps
-        if step == start:  # compilation: reported apart, and kept out of the throughput figures
-          jax.block_until_ready(state.prompts)
-          logger.info("Step %d compiled and ran in %.1f s.", done, time.perf_counter() - last_time)
-          if not (done % log_every == 0 or saving):
-            last_time, last_step, tokens = time.perf_counter(), done, 0
-        if done % log_every == 0 or saving:
-          values = jax.device_get(pending)
-          _raise_if_non_finite(values, done, last_saved, ckpt_dir)
-          now = time.perf_counter()
-          elapsed, steps = max(now - last_time, 1e-9), done - last_step
-          loss = float(np.mean([m["loss"] for m in values]))
-          scalars = {"loss": loss, "num_sources_per_batch": float(np.mean([m["num_sources"] for m in values])),
-                     "timing/steps_per_second": steps / elapsed,
-                     "timing/seqs_per_second": steps * batch_size / elapsed,
-                     "timing/tokens_per_second": tokens / elapsed}
-          logger.info("[%d] loss=%.4f sources/batch=%.1f steps/s=%.3g seqs/s=%.4g tokens/s=%.4g", done, loss,
-                       scalars["num_sources_per_batch"], scalars["timing/steps_per_second"],
-                       scalars["timing/seqs_per_second"], scalars["timing/tokens_per_second"])
-          if writer is not None:
-            writer.write_scalars(done, scalars)
-            writer.flush()
-          pending, tokens = [], 0
-          last_time, last_step = time.perf_counter(), done
-        if saving:
-          checkpoint = done % checkpoint_every == 0 or done == num_steps
-          save(done, checkpoint, export=done % export_every == 0 or done == num_steps)
-          last_saved = done if checkpoint else last_saved
-          last_time = time.perf_counter()
-    finally:
-      if writer is not None:
-        writer.close()
-      checkpointer.close()
-    # The other processes end only once process 0 has exported: a failure there stops them too.
-    paths.from_process_zero(np.zeros((), np.int32))
-    if latest is None:
-      logger.info("Trained %d steps from scratch; exports in %s.", num_steps, export_dir)
-    else:
-      logger.info("Resumed from step %d, trained %d more steps to %d; exports in %s.", latest,
-                  num_steps - latest, num_steps, export_dir)
-    return TrainResult(jax.device_get(state), names, num_steps, export_dir, ckpt_dir, resumed_from=latest)
+      rng = dropout_key(seed, dropout_rng_impl)
+      start = int(jax.device_get(state.step))
+      pending: list[dict] = []
+      tokens = 0
+      last_saved = latest
+      last_time, last_step = time.perf_counter(), start
+      try:
+        for step in range(start, num_steps):
+          host_batch = next(batches)
+          tokens += int((host_batch["inputs"] > 0).sum() + (host_batch["targets"] > 0).sum())
+          state, metrics = step_fn(state, params, place_batch(host_batch, mesh), rng)
+          pending.append(metrics)
+          done = step + 1
+          saving = done % checkpoint_every == 0 or done % export_every == 0 or done == num_steps
+          if step == start:  # compilation: reported apart, and kept out of the throughput figures
+            jax.block_until_ready(state.prompts)
+            logger.info("Step %d compiled and ran in %.1f s.", done, time.perf_counter() - last_time)
+            if not (done % log_every == 0 or saving):
+              last_time, last_step, tokens = time.perf_counter(), done, 0
+          if done % log_every == 0 or saving:
+            values = jax.device_get(pending)
+            _raise_if_non_finite(values, done, last_saved, ckpt_dir)
+            now = time.perf_counter()
+            elapsed, steps = max(now - last_time, 1e-9), done - last_step
+            loss = float(np.mean([m["loss"] for m in values]))
+            scalars = {"loss": loss, "num_sources_per_batch": float(np.mean([m["num_sources"] for m in values])),
+                       "timing/steps_per_second": steps / elapsed,
+                       "timing/seqs_per_second": steps * batch_size / elapsed,
+                       "timing/tokens_per_second": tokens / elapsed}
+            logger.info("[%d] loss=%.4f sources/batch=%.1f steps/s=%.3g seqs/s=%.4g tokens/s=%.4g", done, loss,
+                         scalars["num_sources_per_batch"], scalars["timing/steps_per_second"],
+                         scalars["timing/seqs_per_second"], scalars["timing/tokens_per_second"])
+            if writer is not None:
+              writer.write_scalars(done, scalars)
+              writer.flush()
+            pending, tokens = [], 0
+            last_time, last_step = time.perf_counter(), done
+          if saving:
+            checkpoint = done % checkpoint_every == 0 or done == num_steps
+            save(done, checkpoint, export=done % export_every == 0 or done == num_steps)
+            last_saved = done if checkpoint else last_saved
+            last_time = time.perf_counter()
+      finally:
+        if writer is not None:
+          writer.close()
+        checkpointer.close()
+      # The other processes end only once process 0 has exported: a failure there stops them too.
+      paths.from_process_zero(np.zeros((), np.int32))
+      if latest is None:
+        logger.info("Trained %d steps from scratch; exports in %s.", num_steps, export_dir)
+      else:
+        logger.info("Resumed from step %d, trained %d more steps to %d; exports in %s.", latest,
+                    num_steps - latest, num_steps, export_dir)
+      if paths.is_url(model_url):  # what the user reads: the published folders
+        export_dir, ckpt_dir = f"{model_url}/export", f"{model_url}/checkpoints"
+      return TrainResult(jax.device_get(state), names, num_steps, export_dir, ckpt_dir, resumed_from=latest)

@@ -65,7 +65,7 @@ def retrieve_prompt(library: store.Library, query_embeddings, rule: str, *,
                                 predict_choices=predict_choices, num_choices=num_choices,
                                 random_seed=random_seed, num_sources=len(library.source_names),
                                 target=(params or {}).get("target"))
-  record = {"library": library.directory, "searcher": searcher, **chosen.params, **(params or {})}
+  record = {"library": library.name, "searcher": searcher, **chosen.params, **(params or {})}
   chosen = selection_lib.Selection.from_dict({**chosen.to_dict(), "params": record})
   chosen = chosen.with_names(library.source_names)
   prompt = selection_lib.interpolate(library.prompts(), chosen.chosen, chosen.weights)

@@ -130,3 +130,49 @@ def test_a_rerun_into_the_same_folder_resumes_and_other_settings_are_refused(art
                    f"--gin.OUTPUT_DIR='{out}'", f"--gin.VOCABULARY='{vocab}'", f"--gin.TARGETS=['{TARGET}']",
                    "--gin.METHODS=['T0']", "--gin.MAX_EXAMPLES=5"]) == 2
   assert "holds records scored with other settings ({'max_examples': (6, 5)" in capsys.readouterr().err
+
+
+def test_an_output_dir_at_a_url_matches_a_local_one_and_resumes_on_a_fresh_machine(artifacts, tmp_path,
+                                                                                   monkeypatch, capsys):
+  """OUTPUT_DIR and LIBRARY_DIR on an object store (memory://): each record is published as it is
+  written, a run that fails publishes what it finished, and a rerun on a machine with nothing local
+  resumes from the URL and writes the report a local run writes."""
+  import fsspec
+  from rospr_jax import paths
+  from rospr_jax.eval import evaluate as evaluate_lib
+  assert _evaluate(artifacts, tmp_path / "local") == 0
+  local = json.loads((tmp_path / "local" / "results.json").read_text())
+  memory = fsspec.filesystem("memory")
+  checkpoint, library, vocab = artifacts
+  paths.publish_directory(library, "memory://evaluate-bucket/library", replace=False)
+  url = "memory://evaluate-bucket/eval"
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "machine1"))
+  real, calls = evaluate_lib.accuracy_of, []
+
+  def preempted_at_the_third_record(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+      raise ValueError("simulated preemption")
+    return real(*args, **kwargs)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(evaluate_lib, "accuracy_of", preempted_at_the_third_record)
+    assert _evaluate((checkpoint, "memory://evaluate-bucket/library", vocab), url) == 2
+  assert "simulated preemption" in capsys.readouterr().err
+  listed = json.loads(memory.cat_file(f"/evaluate-bucket/eval/{paths.COMMIT_MARKER}"))["files"]
+  assert sorted(n for n in listed if n.startswith("records/")) == [
+      f"records/{TARGET}/RoSPr.json", f"records/{TARGET}/T0.json"]
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "machine2"))
+  assert _evaluate((checkpoint, "memory://evaluate-bucket/library", vocab), url) == 0
+  assert capsys.readouterr().err.count("(resumed)") == 2
+  report = paths.fetch_directory(url, "OUTPUT_DIR")
+  again = json.loads(open(os.path.join(report, "results.json")).read())
+  assert again["per_template"] == local["per_template"]
+  for method, chosen in again["selections"][TARGET].items():  # they name the library they read
+    assert chosen["params"].pop("library") == "memory://evaluate-bucket/library", method
+    local["selections"][TARGET][method]["params"].pop("library")
+  assert again["selections"] == local["selections"]
+  assert again["library"] == "memory://evaluate-bucket/library"
+  for name in ("results.md", "accuracy.png", "retrieval.png", "config.gin", "run.json"):
+    assert os.path.getsize(os.path.join(report, name)) > 0, name
+  memory.rm("/evaluate-bucket", recursive=True)

@@ -1,6 +1,8 @@
 """The long commands as 2 real JAX processes (2 CPU devices each) against the same command as one
 process with 4 devices: train-prompts, build-library, retrieve --rule var and evaluate give the same
-prompts, library, selection and records; process 0 alone writes them."""
+prompts, library, selection and records; process 0 alone writes them. The 2-process build-library and
+evaluate write to and read from URLs (file://, fsspec's local driver used as an object store, which
+both processes see), the 1-process ones local folders."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 
 from mp_workers import load_test_module
 
-from rospr_jax import tokenization
+from rospr_jax import paths, tokenization
 from rospr_jax.data import vocabulary
 from rospr_jax.library import store
 from rospr_jax.model import get_config, init_params, save_hf
@@ -77,12 +79,14 @@ def libraries(world, rospr, trained):
   root = world["root"]
 
   def argv(tag):
-    return ["build-library", "--out", root / f"library_{tag}", "--prompts", trained["two"],
+    out = f"file://{root}/bucket/library_two" if tag == "two" else root / "library_one"
+    return ["build-library", "--out", out, "--prompts", trained["two"],
             "--instances", root / "instances.jsonl", "--retriever", world["checkpoint"],
             "--vocab", world["vocab"], "--n", "5", "--index", "exact", "--max-length", "32"]
 
   two, one = _same_command(rospr, argv)
-  return {"two": root / "library_two", "one": root / "library_one", "workers": (two, one)}
+  return {"two": root / "bucket" / "library_two", "two_url": f"file://{root}/bucket/library_two",
+          "one": root / "library_one", "workers": (two, one)}
 
 
 def test_train_prompts_on_two_processes_trains_the_prompts_of_one(trained):
@@ -96,6 +100,19 @@ def test_train_prompts_on_two_processes_trains_the_prompts_of_one(trained):
     assert "Trained 3 prompts for 4 steps" in worker.out
 
 
+def test_a_model_dir_url_on_two_processes_is_refused_by_name(world, rospr):
+  """Orbax writes every process's shards into one checkpoint folder, which per-process working copies
+  of a URL cannot be: refused before any work, with the way out."""
+  url = f"file://{world['root']}/bucket/prompts"
+  flags = train_cli._argv(world["root"] / "examples.jsonl", url, 4, 2)
+  workers = rospr.wait(rospr.start(["train-prompts", *flags], processes=2, devices=2), timeout=120)
+  assert all(w.code != 0 for w in workers)
+  assert (f"model_dir '{url}' is a URL and this run has 2 processes" in workers[0].err
+          and "Mount the bucket" in workers[0].err), workers[0].err[-2000:]
+  assert "Traceback" not in workers[0].err
+  assert not (world["root"] / "bucket" / "prompts").exists()
+
+
 def test_build_library_on_two_processes_builds_the_library_of_one(libraries):
   two, one = (store.Library.open(str(libraries[tag])) for tag in ("two", "one"))
   assert two.source_names == one.source_names and two.num_rows == one.num_rows == 15
@@ -107,6 +124,7 @@ def test_build_library_on_two_processes_builds_the_library_of_one(libraries):
   worker0, worker1 = libraries["workers"][0]
   assert json.loads(worker0.out.splitlines()[-1])["rows"] == 15
   assert "process 1 of 2 did its share; process 0 wrote the library" in worker1.out
+  assert (libraries["two"] / paths.COMMIT_MARKER).is_file()  # published at its URL
 
 
 def test_retrieve_var_on_two_processes_selects_as_one(world, rospr, libraries):
@@ -133,22 +151,30 @@ def test_evaluate_on_two_processes_scores_as_one(world, rospr, libraries):
   root = world["root"]
   checkpoint = world["checkpoint"]
 
-  def argv(tag):
+  def argv(tag):  # 2 processes: the library and OUTPUT_DIR at URLs
+    output = f"file://{root}/bucket/eval_two" if tag == "two" else root / "eval_one"
+    library = libraries["two_url"] if tag == "two" else libraries["two"]
     return ["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/bigbench_targets.gin",
-            f"--gin.CHECKPOINT='{checkpoint}'", f"--gin.OUTPUT_DIR='{root / f'eval_{tag}'}'",
-            f"--gin.LIBRARY_DIR='{libraries['two']}'", f"--gin.RETRIEVER_CHECKPOINT='{checkpoint}'",
+            f"--gin.CHECKPOINT='{checkpoint}'", f"--gin.OUTPUT_DIR='{output}'",
+            f"--gin.LIBRARY_DIR='{library}'", f"--gin.RETRIEVER_CHECKPOINT='{checkpoint}'",
             f"--gin.TARGETS=['{TARGET}']", "--gin.METHODS=['T0', 'RoSPr', 'VAR', 'INTER+VAR']",
             "--gin.MAX_EXAMPLES=6", "--gin.NUM_QUERIES=4", "--gin.NUM_NEIGHBORS=3", "--gin.NUM_PROMPTS=2",
             "--gin.TOP_K=3", "--gin.BATCH_SIZE=4"]
 
   two_workers, (single,) = _same_command(rospr, argv)
-  two, one = (json.loads((root / f"eval_{tag}" / "results.json").read_text()) for tag in ("two", "one"))
-  assert two["per_template"] == one["per_template"] and two["selections"] == one["selections"]
+  folders = {"two": root / "bucket" / "eval_two", "one": root / "eval_one"}
+  assert (folders["two"] / paths.COMMIT_MARKER).is_file()
+  two, one = (json.loads((folders[tag] / "results.json").read_text()) for tag in ("two", "one"))
+  assert two["per_template"] == one["per_template"]
+  for method, chosen in two["selections"][TARGET].items():  # each names the library it read
+    assert chosen["params"].pop("library") == libraries["two_url"], method
+    one["selections"][TARGET][method]["params"].pop("library")
+  assert two["selections"] == one["selections"]
   assert [r["method"] for r in two["per_template"]] == ["T0", "RoSPr", "VAR", "INTER+VAR"]
-  records = sorted(p.relative_to(root / "eval_two") for p in (root / "eval_two" / "records").rglob("*.json"))
+  records = sorted(p.relative_to(folders["two"]) for p in (folders["two"] / "records").rglob("*.json"))
   assert len(records) == 4
   for record in records:
-    assert json.loads((root / "eval_two" / record).read_text()) == json.loads((root / "eval_one" / record).read_text())
+    assert json.loads((folders["two"] / record).read_text()) == json.loads((folders["one"] / record).read_text())
   for worker in two_workers:
     assert worker.out.splitlines()[-4:] == single.out.splitlines()[-4:]  # every process reports
 

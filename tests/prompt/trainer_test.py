@@ -3,6 +3,7 @@ helps, and prompt initialization from a run's data."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -83,6 +84,44 @@ def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, backbone, exa
     trainer.train(model_dir=str(tmp_path / "whole"), **dict(settings, dropout_rate=0.3))
   with pytest.raises(ValueError, match=r"holds checkpoint 10, past num_steps = 6: give TRAIN_STEPS >= 10"):
     trainer.train(model_dir=str(tmp_path / "whole"), **dict(settings, num_steps=6))
+
+
+def test_a_model_dir_at_a_url_resumes_on_a_fresh_machine_to_the_local_result(tmp_path, backbone, examples,
+                                                                             monkeypatch):
+  """MODEL_DIR on an object store (memory://): each checkpoint is published as it is saved, a run that
+  fails publishes what it finished, and a rerun on another machine resumes from the URL alone."""
+  import fsspec
+  from rospr_jax import paths
+  data = examples(3, 30, seed=1)
+  settings = dict(RUN, examples=data, backbone=backbone, checkpoint_every=4)
+  whole = trainer.train(model_dir=str(tmp_path / "whole"), **settings)
+  url = "memory://trainer-bucket/run"
+  take = BatchIterator.__next__
+
+  def crash_at_the_seventh_batch(self):
+    if self.position == 6:
+      raise RuntimeError("simulated preemption")
+    return take(self)
+
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "machine1"))
+  with monkeypatch.context() as patch:
+    patch.setattr(BatchIterator, "__next__", crash_at_the_seventh_batch)
+    with pytest.raises(RuntimeError, match="simulated preemption"):
+      trainer.train(model_dir=url, **settings)
+  memory = fsspec.filesystem("memory")
+  listed = json.loads(memory.cat_file(f"/trainer-bucket/run/{paths.COMMIT_MARKER}"))["files"]
+  assert {n.split("/")[1] for n in listed if re.match(r"checkpoints/\d+/", n)} == {"4"}
+  assert "config.gin" in listed and any(n.startswith("export/") for n in listed)
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "machine2"))  # nothing local
+  resumed = trainer.train(model_dir=url, **settings)
+  assert resumed.resumed_from == 4 and resumed.step == 10
+  assert (resumed.export_dir, resumed.checkpoint_dir) == (f"{url}/export", f"{url}/checkpoints")
+  _tree_equal(resumed.state, whole.state)
+  a = export.load_prompts(whole.export_dir)
+  b = export.load_prompts(paths.fetch_directory(resumed.export_dir, "export"))
+  np.testing.assert_array_equal(a.prompts, b.prompts)
+  assert export.export_steps(paths.fetch_directory(resumed.export_dir, "export")) == [4, 8, 10]
+  memory.rm("/trainer-bucket", recursive=True)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, backbone, examples):
