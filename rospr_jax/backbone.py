@@ -17,7 +17,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from rospr_jax import tokenization
+from rospr_jax import paths, tokenization
 from rospr_jax.model import (PromptedBackbone, T5Config, checkpoint_fingerprint, get_config, init_params,
                              load_checkpoint, model_for)
 from rospr_jax.model.config import ATTENTION_IMPLEMENTATIONS
@@ -47,7 +47,8 @@ class Backbone:
     config: its config; `dtype` and `param_dtype` are the compute dtype, `attention_impl` the kernel.
     params: nested dict of parameters with T5X names (host arrays).
     fingerprint: 16 hex digits of the checkpoint (`checkpoint_fingerprint`), or of the random init.
-    description: what a manifest records about it (checkpoint path or random size, dtype).
+    description: what a manifest records about it (checkpoint path or random size, dtype; for a
+      checkpoint or vocabulary read from a URL, the URLs, under "checkpoint" and "vocabulary").
     vocabulary: the SentencePiece model scoring and training use (None: random weights without one).
   """
   config: T5Config
@@ -108,6 +109,10 @@ def load_backbone(checkpoint: str | None = None, *, size: str | None = None, dty
     fingerprint = hashlib.sha256(f"random-init {size} seed={seed}".encode()).hexdigest()[:16]
     description = {"random_init": size, "seed": seed, "dtype": name}
   else:
+    # A checkpoint or vocabulary at a URL is read from a local copy; what records name is the URL.
+    given, given_vocabulary = os.fspath(checkpoint), vocabulary
+    checkpoint = paths.input_tree(given, "checkpoint")
+    vocabulary = vocabulary and paths.input_file(os.fspath(vocabulary), "vocabulary")
     config, params = load_checkpoint(checkpoint, compute)
     config = config.replace(dtype=compute, param_dtype=compute, attention_impl=attention)
     if size is not None:
@@ -117,9 +122,13 @@ def load_backbone(checkpoint: str | None = None, *, size: str | None = None, dty
       if diff:
         raise ValueError(f"{checkpoint} is not the {size!r} shape: (checkpoint, {size}) differ in {diff}.")
     fingerprint = checkpoint_fingerprint(checkpoint)
-    description = {"checkpoint": os.path.abspath(checkpoint), "dtype": name}
+    description = {"checkpoint": given if paths.is_url(given) else os.path.abspath(checkpoint), "dtype": name}
     if vocabulary is None:
       vocabulary = tokenization.find_sentencepiece_model(checkpoint, required=False)
+      if vocabulary and paths.is_url(given):
+        description["vocabulary"] = f"{given.rstrip('/')}/{os.path.relpath(vocabulary, checkpoint)}"
+    elif paths.is_url(given_vocabulary):
+      description["vocabulary"] = given_vocabulary
   backbone = Backbone(config, params, fingerprint, description,
                       os.path.abspath(vocabulary) if vocabulary else None)
   if vocabulary is not None:

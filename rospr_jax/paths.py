@@ -8,10 +8,11 @@ driver for; gcsfs for gs://), published with a commit marker written last:
   staged locally and published when the command succeeds;
 - `run_directory`: a resumable run folder (MODEL_DIR, OUTPUT_DIR), worked on in a local copy that
   follows the URL and is published after each checkpoint or record;
-- `input_directory` / `fetch_directory`, `input_file` / `fetch_input_args`: checked local copies of
-  published folders and of single objects (data files).
+- `input_directory` / `fetch_directory`, `input_file` / `fetch_input_args`, `input_tree`: checked
+  local copies of published folders, of single objects (data files, vocabularies) and of folders
+  other tools wrote (checkpoints).
 
-Checkpoints, DATA_DIR and the demo's folder are still refused as URLs where a command starts
+The demo's folder is still refused as a URL where the command starts
 (`require_local`), before any work: mount the bucket (`run_tpu.sh --mount BUCKET`, or `gcsfuse
 --implicit-dirs BUCKET /gcs/BUCKET`) and pass the mounted path. (SeqIO's vocabularies and TFDS read
 through `tf.io.gfile`.)
@@ -93,6 +94,8 @@ def writes_outputs() -> bool:
 # checked against the marker.
 
 COMMIT_MARKER = "_COMMITTED.json"
+# What tells one version of an object from another in fsspec's `info` (GCS, S3, local, memory).
+_VERSION_KEYS = ("generation", "md5Hash", "ETag", "etag", "LastModified", "mtime", "created")
 
 
 def cache_root() -> str:
@@ -105,15 +108,17 @@ def is_url(path: str | os.PathLike | None) -> bool:
   return path is not None and bool(_URL.match(os.fspath(path)))
 
 
-def _filesystem(url: str):
-  """(fsspec file system, path inside it) for `url`; a scheme with no installed driver is named."""
+def _filesystem(url: str, what: str = ""):
+  """(fsspec file system, path inside it) for `url`; a scheme with no installed driver is named, with
+  `what` (the flag or setting that gave the URL)."""
   import fsspec  # pylint: disable=g-import-not-at-top
   try:
     fs, path = fsspec.core.url_to_fs(url)
   except (ImportError, ValueError) as e:
     scheme = url.split("://", 1)[0]
-    raise ValueError(f"{url}: no file system for {scheme}:// ({e}); install its fsspec driver "
-                     f"(gcsfs for gs://, s3fs for s3://) or mount the bucket.") from e
+    named = f"{what} {url}" if what else url
+    raise ValueError(f"{named}: no file system for {scheme}:// ({e}); install its fsspec driver (gcsfs "
+                     f"for gs://, s3fs for s3://) or mount the bucket.") from e
   from fsspec.implementations.local import LocalFileSystem  # pylint: disable=g-import-not-at-top
   if isinstance(fs, LocalFileSystem) and not fs.auto_mkdir:  # file:// as an object store: no folders
     fs = LocalFileSystem(auto_mkdir=True)
@@ -150,7 +155,7 @@ def _marker_files(record: object) -> dict:
 
 
 def _commit_record(url: str, what: str) -> dict | None:
-  fs, root = _filesystem(url)
+  fs, root = _filesystem(url, what)
   marker = f"{root.rstrip('/')}/{COMMIT_MARKER}"
   if not fs.exists(marker):
     return None
@@ -176,9 +181,9 @@ def _committed_ancestor(url: str, what: str) -> tuple[str, str, dict] | None:
   return None
 
 
-def is_committed(url: str) -> bool:
+def is_committed(url: str, what: str = "folder") -> bool:
   """Whether the folder at `url` has a commit marker (it was published whole)."""
-  return _commit_record(url, "folder") is not None
+  return _commit_record(url, what) is not None
 
 
 def _publishable(local: str) -> Iterator[tuple[str, str]]:
@@ -306,26 +311,37 @@ def fetch_directory(url: str, what: str) -> str:
 
 def input_file(path: str, what: str) -> str:
   """`path` itself when local; for a URL (`gs://b/data/copa.jsonl`) a local copy of that one object (an
-  object is written whole, so a plain file needs no commit marker), under `$ROSPR_REMOTE_CACHE/files`."""
+  object is written whole, so a plain file needs no commit marker), under `$ROSPR_REMOTE_CACHE/files`,
+  keyed by the object's size and version: read again only once it changes."""
   if not is_url(path):
     return path
-  fs, inner = _filesystem(path)
+  fs, inner = _filesystem(path, what)
   try:
-    data = fs.cat_file(inner)
-  except (FileNotFoundError, IsADirectoryError) as e:
+    info = fs.info(inner)
+  except FileNotFoundError as e:
     raise FileNotFoundError(f"{what} {path} does not exist (no such object).") from e
-  target_dir = os.path.join(_copies_root(), "files", _sha256(path.encode("utf-8"))[:16])
-  os.makedirs(target_dir, exist_ok=True)
+  if info.get("type", "file") != "file":
+    raise FileNotFoundError(f"{what} {path} is a folder, not a file.")
+  version = {"size": int(info["size"]), **{k: str(info[k]) for k in _VERSION_KEYS if info.get(k) is not None}}
+  key = _sha256(json.dumps(version, sort_keys=True).encode("utf-8"))
+  target_dir = os.path.join(_copies_root(), "files", _sha256(path.encode("utf-8"))[:16], key[:16])
   target = os.path.join(target_dir, path.rstrip("/").rsplit("/", 1)[1])
-  tmp = tempfile.NamedTemporaryFile(dir=target_dir, prefix=".tmp-", delete=False)
+  if os.path.isfile(target):
+    return target
+  os.makedirs(target_dir, exist_ok=True)
+  tmp = f"{target}.part-{os.getpid()}"
   try:
-    with tmp:
-      tmp.write(data)
-    os.chmod(tmp.name, 0o666 & ~_umask())
-    os.replace(tmp.name, target)
+    try:
+      fs.get_file(inner, tmp)
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"{what} {path} does not exist (no such object).") from e
+    if os.path.getsize(tmp) != version["size"]:
+      raise ValueError(f"{what} {path} changed while it was copied; try again once its writer is done.")
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, target)
   finally:
     with contextlib.suppress(FileNotFoundError):
-      os.remove(tmp.name)
+      os.remove(tmp)
   return target
 
 
@@ -343,6 +359,60 @@ def fetch_input_args(args: argparse.Namespace, dests: tuple[str, ...]) -> None:
       setattr(args, dest, [local(v, flag) if isinstance(v, str) else v for v in value])
 
 
+def input_tree(path: str, what: str) -> str:
+  """`path` itself when local; for a URL a local copy of every object under it: a checkpoint or a data
+  folder that another tool wrote (gsutil, a Hugging Face download), which has no commit marker. A
+  folder at or inside a published one goes through `fetch_directory` (checked against its marker);
+  any other is copied as listed, keyed by the listing (names, sizes and the store's object versions),
+  each object's size checked against it, so a changed object makes a new copy. Copies live under
+  `$ROSPR_REMOTE_CACHE/trees`."""
+  if not is_url(path):
+    return path
+  if _committed_ancestor(path, what) is not None:
+    return fetch_directory(path, what)
+  fs, root = _filesystem(path, what)
+  root = root.rstrip("/")
+  try:
+    found = fs.find(root, detail=True)
+  except FileNotFoundError:
+    found = {}
+  listing = {}
+  for name, info in found.items():
+    name = name if "://" not in name else name.split("://", 1)[1]
+    relative = name[len(root) + 1:] if name.startswith(root + "/") else None
+    if relative and info.get("type", "file") == "file":
+      listing[relative] = {"size": int(info["size"]),
+                           **{k: str(info[k]) for k in _VERSION_KEYS if info.get(k) is not None}}
+  if not listing:
+    raise FileNotFoundError(f"{what} {path}: no such folder (no objects under it).")
+  key = _sha256(json.dumps(listing, sort_keys=True).encode("utf-8"))
+  copy = os.path.join(_copies_root(), "trees", _sha256(path.encode("utf-8"))[:16], key[:16])
+  if os.path.isdir(copy):
+    return copy
+  os.makedirs(os.path.dirname(copy), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(copy)}.tmp-", dir=os.path.dirname(copy))
+  try:
+    for relative, fact in sorted(listing.items()):
+      if ".." in relative.split("/"):
+        raise ValueError(f"{what} {path}: the object name {relative!r} leaves the folder.")
+      target = os.path.join(tmp, *relative.split("/"))
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      fs.get_file(f"{root}/{relative}", target)
+      if os.path.getsize(target) != fact["size"]:
+        raise ValueError(f"{what} {path}: {relative} changed while it was copied; try again once "
+                         f"its writer is done.")
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+      os.rename(tmp, copy)  # whole or absent; a copy another reader finished first is as good
+    except OSError:
+      if not os.path.isdir(copy):
+        raise
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  logging.info("%s %s: copied %d objects to %s", what, path, len(listing), copy)
+  return copy
+
+
 def input_directory(path: str, what: str) -> str:
   """`path` itself when local; else a checked local copy of the published folder (`fetch_directory`)."""
   return fetch_directory(path, what) if is_url(path) else path
@@ -358,7 +428,7 @@ def output_directory(path: str, what: str, *, replace: bool = False, publish: bo
   if not is_url(path):
     yield path
     return
-  if not replace and is_committed(path):
+  if not replace and is_committed(path, what):
     hint = f"pass {overwrite_flag} to replace it" if overwrite_flag else "give another URL"
     raise FileExistsError(f"{what} {path} already holds a published folder; {hint}.")
   with tempfile.TemporaryDirectory(prefix=".rospr-staging-") as staging:
@@ -396,7 +466,7 @@ def _mirror(url: str, local: str, what: str) -> int:
   for directory, _, _ in sorted(os.walk(local), reverse=True):  # a step folder emptied above goes too
     if directory != local and not os.listdir(directory):
       os.rmdir(directory)
-  fs, root = _filesystem(url)
+  fs, root = _filesystem(url, what)
   fetched = 0
   for relative, fact in sorted(listed.items()):
     target = os.path.join(local, *relative.split("/"))

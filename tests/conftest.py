@@ -1,11 +1,18 @@
-"""Test-wide settings: CPU only, 8 simulated devices for the sharding tests (set before JAX loads)."""
+"""Test-wide settings: CPU only, 8 simulated devices for the sharding tests (set before JAX loads);
+local copies of URL folders and files in a temporary folder of this session, not the user's cache."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "ROSPR_REMOTE_CACHE" not in os.environ:
+  os.environ["ROSPR_REMOTE_CACHE"] = tempfile.mkdtemp(prefix="rospr-remote-copies-")
+  atexit.register(shutil.rmtree, os.environ["ROSPR_REMOTE_CACHE"], ignore_errors=True)
 
 
 import json  # noqa: E402

@@ -36,22 +36,15 @@ def test_command_arguments_are_checked_including_name_equals_file_values():
 
 
 def test_commands_refuse_urls_before_any_work(tmp_path, capsys):
-  """Paths that do not go through the URL layer yet (checkpoints, DATA_DIR, the demo's folder)."""
-  from rospr_jax.commands import build_library as build
-  assert build.main(["--out", str(tmp_path / "lib"), "--prompts", str(tmp_path / "missing"),
-                     "--tasks", "x", "--retriever", "gs://b/ret", "--vocab", "v.model"]) == 2
-  assert "--retriever 'gs://b/ret' is a URL" in capsys.readouterr().err
+  """The path that does not go through the URL layer (the demo's folder); and a URL whose scheme has
+  no driver here is named with the setting that gave it."""
   from rospr_jax.model import checkpoints
-  with pytest.raises(ValueError, match="checkpoint 'gs://b/T0_3B' is a URL"):
-    checkpoints.load_checkpoint("gs://b/T0_3B")
-  from rospr_jax.commands import evaluate
-  with pytest.raises(ValueError, match="data_dir 'gs://b/data' is a URL"):
-    evaluate.run(backbone=None, output_dir=str(tmp_path / "eval"), targets=[], data_dir="gs://b/data")
+  with pytest.raises(ValueError, match="checkpoint nosuch://b/T0_3B: no file system for nosuch://"):
+    checkpoints.load_checkpoint("nosuch://b/T0_3B")
   from rospr_jax.commands import demo as pipeline
   with pytest.raises(ValueError, match="output_dir 'gs://b/demo' is a URL"):
     pipeline.run("gs://b/demo")
   assert not (tmp_path / "gs:").exists() and not os.path.exists("gs:")
-  assert not (tmp_path / "eval").exists()
 
 
 def test_on_other_hosts_library_and_retrieval_commands_compute_but_write_nothing(tmp_path, monkeypatch,
@@ -260,3 +253,23 @@ def test_data_files_at_urls_give_the_library_local_files_give(tmp_path, monkeypa
   assert "--instances memory://data/gone.jsonl does not exist (no such object)" in err and "Traceback" not in err
   assert not (tmp_path / "lib3").exists()
   memory.rm("/data", recursive=True)
+
+
+def test_a_folder_without_a_marker_is_copied_as_listed_and_again_once_an_object_changes(tmp_path, monkeypatch):
+  """Checkpoints another tool wrote (gsutil, a hub download) have no commit marker: `input_tree`
+  copies what is listed, keyed by names, sizes and the store's object versions."""
+  import fsspec
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "copies"))
+  memory = fsspec.filesystem("memory")
+  memory.pipe_file("/tree/ckpt/config.json", b"{}")
+  memory.pipe_file("/tree/ckpt/sub/w.bin", b"123")
+  first = paths.input_tree("memory://tree/ckpt", "checkpoint")
+  assert _files(pathlib.Path(first)) == {"config.json": b"{}", "sub/w.bin": b"123"}
+  assert paths.input_tree("memory://tree/ckpt", "checkpoint") == first  # reused, not copied again
+  memory.pipe_file("/tree/ckpt/sub/w.bin", b"1234")
+  second = paths.input_tree("memory://tree/ckpt", "checkpoint")
+  assert second != first and _files(pathlib.Path(second))["sub/w.bin"] == b"1234"
+  assert paths.input_tree(str(tmp_path), "checkpoint") == str(tmp_path)  # local paths pass unchanged
+  with pytest.raises(FileNotFoundError, match="checkpoint memory://tree/none: no such folder"):
+    paths.input_tree("memory://tree/none", "checkpoint")
+  memory.rm("/tree", recursive=True)

@@ -119,8 +119,8 @@ def main(argv: list[str]) -> int:
   from rospr_jax.library import build  # pylint: disable=g-import-not-at-top  (loads JAX)
   args.n = build.DEFAULT_N if args.n is None else args.n
   try:
-    inputs = ("source", "instances", "source_names")  # data files: a URL is read into a local copy
-    paths.require_local_args(args, urls=("out", "prompts", *inputs))
+    inputs = ("source", "instances", "source_names", "vocab")  # files: a URL is read into a local copy
+    paths.require_local_args(args, urls=("out", "prompts", "retriever", *inputs))
     paths.fetch_input_args(args, inputs)
     writes = paths.writes_outputs()  # every process embeds its share of each batch; process 0 writes
     args.prompts = (paths.input_file(args.prompts, "--prompts") if args.prompts.endswith(".npy")

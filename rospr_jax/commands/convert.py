@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
   from rospr_jax.model.hf_checkpoint import DEFAULT_MAX_SHARD_BYTES, TOKENIZER_FILES  # pylint: disable=g-import-not-at-top
   from rospr_jax.model.t5x_checkpoint import flatten  # pylint: disable=g-import-not-at-top
   try:
-    paths.require_local_args(args, flags={"source": "--from", "dest": "--to"}, urls=("dest",))
+    paths.require_local_args(args, flags={"source": "--from", "dest": "--to"}, urls=("dest", "source"))
+    given, args.source = args.source, paths.input_tree(args.source, "--from")  # a URL: a local copy
     # --to at a URL: written to a local staging folder, then published with its commit marker (a
     # published folder there is refused before the checkpoint is read).
     with paths.output_directory(args.dest, "--to", overwrite_flag=None) as dest_dir:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rospr convert: error: {artifacts.with_path(e, args.dest)}", file=sys.stderr)
     return 1
   count = sum(a.size for a in flatten(params).values())
-  print(f"converted {args.source} ({source_format}) -> {written} ({args.format}): {count:,} parameters, "
+  print(f"converted {given} ({source_format}) -> {written} ({args.format}): {count:,} parameters, "
         f"fingerprint {fingerprint}")
   return 0
 

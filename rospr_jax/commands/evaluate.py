@@ -60,8 +60,6 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
   from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
   from rospr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
 
-  for what, path in [("data_dir", data_dir), ("retriever_checkpoint", retriever_checkpoint)]:
-    paths.require_local(path, what)  # before hours of work, not when the report is written
   counts = {"BATCH_SIZE": batch_size, "NUM_PARTITIONS": num_partitions,
             **({} if max_examples is None else {"MAX_EXAMPLES": max_examples})}
   bad = [f"{macro} must be an integer >= 1, not {value!r}" for macro, value in counts.items()
@@ -106,9 +104,10 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     task_list = targets_lib.resolve_target_tasks(targets, data_dir)
     target_list = [targets_lib.target_from_task(t, split, max_examples=max_examples, seed=seed)
                    for t in task_list]
-    settings = {"checkpoint": backbone.fingerprint, "vocabulary": backbone.vocabulary, "split": split,
+    vocabulary = backbone.description.get("vocabulary", backbone.vocabulary)  # a URL's, not its copy's
+    settings = {"checkpoint": backbone.fingerprint, "vocabulary": vocabulary, "split": split,
                 "max_examples": max_examples, "seed": seed, "dtype": backbone.dtype,
-                "attention_impl": config.attention_impl, "data_dir": data_dir and os.path.abspath(data_dir)}
+                "attention_impl": config.attention_impl, "data_dir": data_dir if paths.is_url(data_dir) else data_dir and os.path.abspath(data_dir)}
     if evaluator.library is not None:
       # Q and N, and the settings the evaluated rules declare: a record scored otherwise is not resumed.
       read = ["num_queries", "num_neighbors"] + sorted({f for rule in rules for f in rule.settings})

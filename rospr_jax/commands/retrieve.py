@@ -61,8 +61,8 @@ def main(argv: list[str]) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
-    paths.require_local_args(args, urls=("library", "out", "queries"))
-    paths.fetch_input_args(args, ("queries",))
+    paths.require_local_args(args, urls=("library", "out", "queries", "vocab", "retriever", "backbone"))
+    paths.fetch_input_args(args, ("queries", "vocab"))
     rule = selection.get_rule(args.rule)
     config = selection.SelectionConfig(**{f.name: getattr(args, f.name)
                                           for f in dataclasses.fields(selection.SelectionConfig)})

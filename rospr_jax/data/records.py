@@ -11,13 +11,14 @@ A split of a dataset is looked for, in this order:
 4. the Hugging Face hub through `datasets.load_dataset`, only when the `datasets` package is importable
    and `ROSPR_HF_HUB=1` (never by default: a missing dataset must fail fast, not wait on the network).
 
-`data_dir` is `$ROSPR_DATA_DIR`, else `<cache>/data`. A split found nowhere raises
+`data_dir` is `$ROSPR_DATA_DIR`, else `<cache>/data`; it may be a URL (1. and 2. then read local copies). A split found nowhere raises
 `DatasetNotFoundError` at once, naming the dataset, the paths tried and how to provide it.
 TFDS records are mapped to the Hugging Face field names and values the promptsource templates read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -27,6 +28,7 @@ import os
 import pathlib
 from typing import Any, Iterator
 
+from rospr_jax import paths
 from rospr_jax.data import archives
 from rospr_jax.data import tfds_records
 
@@ -52,22 +54,30 @@ class SplitLocation:
   dataset: str
   subset: str | None
   split: str
+  source: str | None = None  # the URL a local copy (`path`) was read from
 
 
 def locate(dataset: str, subset: str | None, split: str, root: os.PathLike | None = None) -> SplitLocation:
-  """Finds a split (see the module docstring for the order).
+  """Finds a split (see the module docstring for the order). A data_dir at a URL (`gs://b/p3`) is read
+  through local copies of the split's object or arrow folder (`paths.input_file` / `input_tree`).
 
   Raises:
     DatasetNotFoundError: nothing holds the split.
   """
-  base = pathlib.Path(root) if root is not None else data_dir()
-  folder = base / dataset / subset if subset else base / dataset
-  jsonl = folder / f"{split}.jsonl"
-  if jsonl.is_file():
-    return SplitLocation("jsonl", jsonl, dataset, subset, split)
-  arrow_dir = folder / split
-  if arrow_dir.is_dir() and any(arrow_dir.glob("*.arrow")):
-    return SplitLocation("arrow", arrow_dir, dataset, subset, split)
+  base = os.fspath(root) if root is not None else os.environ.get("ROSPR_DATA_DIR") or os.fspath(data_dir())
+  parts = [dataset, *([subset] if subset else [])]
+  if paths.is_url(base):
+    folder = "/".join([base.rstrip("/"), *parts])
+    jsonl, arrow_dir = f"{folder}/{split}.jsonl", f"{folder}/{split}"
+    found = _locate_at_url(jsonl, arrow_dir, dataset, subset, split)
+    if found is not None:
+      return found
+  else:
+    jsonl, arrow_dir = pathlib.Path(base, *parts, f"{split}.jsonl"), pathlib.Path(base, *parts, split)
+    if jsonl.is_file():
+      return SplitLocation("jsonl", jsonl, dataset, subset, split)
+    if arrow_dir.is_dir() and any(arrow_dir.glob("*.arrow")):
+      return SplitLocation("arrow", arrow_dir, dataset, subset, split)
   tfds_split = tfds_records.locate(dataset, subset, split)
   if tfds_split is not None:
     return SplitLocation("tfds", tfds_split.folder, dataset, subset, split)
@@ -83,7 +93,22 @@ def locate(dataset: str, subset: str | None, split: str, root: os.PathLike | Non
       f"to download {name} from the Hugging Face hub.")
 
 
-def _iter_jsonl(path: pathlib.Path) -> Iterator[dict[str, Any]]:
+def _locate_at_url(jsonl: str, arrow_dir: str, dataset: str, subset: str | None,
+                   split: str) -> SplitLocation | None:
+  """The split at `jsonl` or `arrow_dir` (URLs), as a location of its local copy; None when neither is."""
+  with contextlib.suppress(FileNotFoundError):
+    return SplitLocation("jsonl", pathlib.Path(paths.input_file(jsonl, "DATA_DIR")), dataset, subset, split,
+                         source=jsonl)
+  with contextlib.suppress(FileNotFoundError):
+    copy = pathlib.Path(paths.input_tree(arrow_dir, "DATA_DIR"))
+    if any(copy.glob("*.arrow")):
+      return SplitLocation("arrow", copy, dataset, subset, split, source=arrow_dir)
+  return None
+
+
+def _iter_jsonl(path: pathlib.Path, shown: str | os.PathLike | None = None) -> Iterator[dict[str, Any]]:
+  """The records of a JSON-lines file; errors name `shown` (the URL of a local copy), else `path`."""
+  shown = shown or path
   with open(path, encoding="utf-8") as f:
     for line_no, line in enumerate(f, start=1):
       if not line.strip():
@@ -91,10 +116,10 @@ def _iter_jsonl(path: pathlib.Path) -> Iterator[dict[str, Any]]:
       try:
         record = json.loads(line)
       except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: line {line_no} is not valid JSON ({e.msg} at column {e.colno}); "
+        raise ValueError(f"{shown}: line {line_no} is not valid JSON ({e.msg} at column {e.colno}); "
                          f"`rospr tasks` counts the bad lines of every data file") from e
       if not isinstance(record, dict):
-        raise ValueError(f"{path}: line {line_no} is a JSON {type(record).__name__}, expected an object")
+        raise ValueError(f"{shown}: line {line_no} is a JSON {type(record).__name__}, expected an object")
       yield record
 
 
@@ -135,7 +160,7 @@ def iter_records(dataset: str, subset: str | None, split: str,
   """
   loc = locate(dataset, subset, split, root)
   if loc.kind == "jsonl":
-    return _iter_jsonl(loc.path)
+    return _iter_jsonl(loc.path, loc.source)
   if loc.kind == "arrow":
     return _iter_arrow(loc.path)
   if loc.kind == "tfds":

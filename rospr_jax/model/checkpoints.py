@@ -64,7 +64,7 @@ def load_checkpoint(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[
   Returns:
     (config with `param_dtype` set to `dtype` when given, nested dict of numpy arrays with T5X names).
   """
-  paths.require_local(path, "checkpoint")
+  path = paths.input_tree(os.fspath(path), "checkpoint")  # a URL: read from a local copy
   loader = load_hf if detect_format(path) == "hf" else load_t5x
   config, params = loader(path, dtype)
   if dtype is not None:

@@ -28,6 +28,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from rospr_jax import paths
 from rospr_jax.model.config import EOS_ID
 
 logger = logging.getLogger(__name__)
@@ -178,13 +179,15 @@ def read_jsonl(path: str, vocabulary: str | None = None,
   the SentencePiece model `vocabulary` (inputs without EOS, targets with EOS). Sources are numbered in
   order of first appearance unless `sources` fixes the list (then a line naming another is an error).
   """
-  if not os.path.isfile(path):
+  local = paths.input_file(path, "The examples file")  # a URL (gs://...): a local copy of the object
+  vocabulary = vocabulary and paths.input_file(vocabulary, "The vocabulary")
+  if not os.path.isfile(local):
     raise FileNotFoundError(f"Examples file not found: {path}")
   tokenizer = None
   names: list[str] = list(sources or [])
   index = {n: i for i, n in enumerate(names)}
   examples = []
-  with open(path, encoding="utf-8") as f:
+  with open(local, encoding="utf-8") as f:
     for line_no, line in enumerate(f, 1):
       if not line.strip():
         continue

@@ -87,6 +87,26 @@ def test_t5x_conversion_carries_the_sentencepiece_model_so_score_needs_no_vocab(
   assert cli.main(["convert", "--from", str(tmp_path / "t5x"), "--to", str(tmp_path / "hf"),
                    "--format", "hf"]) == 0
   assert (tmp_path / "hf" / "spiece.model").read_bytes() == (source / "spiece.model").read_bytes()
+  # At URLs (memory://): a source folder with no commit marker, as gsutil leaves one, converted to a
+  # published folder; score reads both the model folder and its step, and scores as locally.
+  import fsspec
+  memory = fsspec.filesystem("memory")
+  memory.put(str(source), "/convert-bucket/source", recursive=True)
+  capsys.readouterr()
+  assert cli.main(["score", "--checkpoint", str(tmp_path / "t5x"), "--input", "the cat sat", "--choice", "a",
+                   "--choice", "b"]) == 0
+  local = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert cli.main(["convert", "--from", "memory://convert-bucket/source", "--to", "memory://convert-bucket/t5x",
+                   "--format", "t5x", "--step", "7"]) == 0
+  assert "converted memory://convert-bucket/source (hf) -> memory://convert-bucket/t5x/checkpoint_7" in (
+      capsys.readouterr().out)
+  for given in ("memory://convert-bucket/t5x", "memory://convert-bucket/t5x/checkpoint_7"):
+    assert cli.main(["score", "--checkpoint", given, "--input", "the cat sat", "--choice", "a",
+                     "--choice", "b"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == local
+  assert cli.main(["score", "--checkpoint", "memory://convert-bucket/nothing", "--input", "x", "--choice", "a"]) == 2
+  assert "checkpoint memory://convert-bucket/nothing: no such folder (no objects under it)" in capsys.readouterr().err
+  memory.rm("/convert-bucket", recursive=True)
 
 
 def test_messages_name_the_flags_the_user_typed(tmp_path):
@@ -95,9 +115,11 @@ def test_messages_name_the_flags_the_user_typed(tmp_path):
   def run(*argv):
     return subprocess.run([sys.executable, "-m", "rospr_jax.cli", "convert", *argv], capture_output=True,
                           text=True, timeout=120)
-  for argv, flag in [(("--from", "gs://a/b", "--to", str(tmp_path / "o"), "--format", "t5x"), "--from 'gs://a/b'")]:
+  for argv, flag in [(("--from", "nosuch://a/b", "--to", str(tmp_path / "o"), "--format", "t5x"), "--from nosuch://a/b"),
+                     (("--from", str(tmp_path), "--to", "nosuch://a/b", "--format", "t5x"), "--to nosuch://a/b")]:
     done = run(*argv)
-    assert done.returncode == 1 and f"rospr convert: error: {flag} is a URL" in done.stderr, done.stderr
+    assert done.returncode == 1 and f"rospr convert: error: {flag}: no file system for nosuch://" in done.stderr, (
+        done.stderr)
     assert "--dest" not in done.stderr and "--source" not in done.stderr and "Traceback" not in done.stderr
   done = run("--help")
   assert done.returncode == 0 and "--to DIR" in done.stdout and "--from DIR" in done.stdout

@@ -72,6 +72,15 @@ def test_read_jsonl(tmp_path):
   assert read_jsonl(str(path), sources=["a", "b"]).examples[0].source_id == 1
   with pytest.raises(ValueError, match=r"ex.jsonl:1: source 'b' is not among the configured sources"):
     read_jsonl(str(path), sources=["a"])
+  # The same file at a URL (EXAMPLES_FILE='gs://...'): read from a local copy, errors naming the URL.
+  import fsspec
+  memory = fsspec.filesystem("memory")
+  memory.pipe_file("/examples-bucket/ex.jsonl", path.read_bytes())
+  at_url = read_jsonl("memory://examples-bucket/ex.jsonl")
+  assert at_url.names == data.names and at_url.digest() == data.digest()
+  with pytest.raises(ValueError, match=r"memory://examples-bucket/ex.jsonl:1: source 'b' is not among"):
+    read_jsonl("memory://examples-bucket/ex.jsonl", sources=["a"])
+  memory.rm("/examples-bucket", recursive=True)
 
 
 @pytest.mark.parametrize("line,message", [
