@@ -5,7 +5,7 @@ folder may also live at a URL (`gs://bucket/lib`, `s3://...`, `memory://...`: an
 driver for; gcsfs for gs://), published with a commit marker written last:
 
 - `output_directory`: a one-shot output folder (a library, a selection, a converted checkpoint),
-  staged locally and published when the command succeeds;
+  staged locally and published when the command succeeds (`output_file`: one object, uploaded whole);
 - `run_directory`: a resumable run folder (MODEL_DIR, OUTPUT_DIR), worked on in a local copy that
   follows the URL and is published after each checkpoint or record;
 - `input_directory` / `fetch_directory`, `input_file` / `fetch_input_args`, `input_tree`: checked
@@ -436,6 +436,20 @@ def output_directory(path: str, what: str, *, replace: bool = False, publish: bo
     yield local
     if publish and os.path.isdir(local):
       publish_directory(local, path, replace=replace)
+
+
+@contextlib.contextmanager
+def output_file(path: str, what: str) -> Iterator[str]:
+  """Yields where a command writes the file `path`: `path` itself when local; for a URL a local file,
+  uploaded whole to `path` when the block succeeds (an object is never seen half-written)."""
+  if not is_url(path):
+    yield path
+    return
+  fs, inner = _filesystem(path, what)
+  with tempfile.TemporaryDirectory(prefix=".rospr-staging-") as staging:
+    local = os.path.join(staging, path.rstrip("/").rsplit("/", 1)[1])
+    yield local
+    fs.put_file(local, inner)
 
 
 class RunFolder:

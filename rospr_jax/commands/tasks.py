@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rospr_jax import paths
+
 
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(prog="rospr tasks", description=__doc__.split("\n")[0])
@@ -38,7 +40,8 @@ def main(argv: list[str]) -> int:
       task, rank = inspect.find(registry, args.show)
       split = args.split or task.eval_split
       if args.queries:
-        count = inspect.write_queries(task, split, args.queries)
+        with paths.output_file(args.queries, "--queries") as local:  # a URL: uploaded once written
+          count = inspect.write_queries(task, split, local)
         print(f"rospr tasks: wrote {count} queries of {task.name} ({split}) to {args.queries}")
       else:
         inspect.show(task, rank, split, args.n)

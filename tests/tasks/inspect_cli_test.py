@@ -102,6 +102,14 @@ def test_queries_file_holds_inputs_and_choices_without_labels(registry, with_dat
   task, _ = inspect.find(registry, "super_glue_copa_exercise")
   expected = [{"text": ex.inputs, "choices": list(ex.answer_choices)} for ex in task.examples("validation")]
   assert rows == expected and all(set(r) == {"text", "choices"} for r in rows)  # no label, no target
+  # At a URL (memory://): the same bytes, uploaded whole once written.
+  import fsspec
+  assert inspect_cli.main(["--show", "super_glue_copa_exercise", "--split", "validation",
+                           "--queries", "memory://queries-bucket/q.jsonl"]) == 0
+  assert "to memory://queries-bucket/q.jsonl" in capsys.readouterr().out
+  memory = fsspec.filesystem("memory")
+  assert memory.cat_file("/queries-bucket/q.jsonl") == out.read_bytes()
+  memory.rm("/queries-bucket", recursive=True)
 
 
 def test_queries_without_show_is_refused(capsys):
