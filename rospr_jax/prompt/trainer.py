@@ -296,8 +296,9 @@ def _check_recorded_facts(checkpointer: Checkpointer, step: int, run_facts: dict
     _check_resume(run, run_facts, where)
 
 
-def _restore(checkpointer: Checkpointer, step: int, run_facts: dict, optimizer, mesh):
-  """Restores checkpoint `step` (replicated over `mesh`) after checking it belongs to this run.
+def _restore(checkpointer: Checkpointer, step: int, run_facts: dict, optimizer, mesh, shown: str):
+  """Restores checkpoint `step` (replicated over `mesh`) after checking it belongs to this run;
+  messages name the checkpoint folder `shown`.
 
   Returns:
     (state, data position).
@@ -308,7 +309,7 @@ def _restore(checkpointer: Checkpointer, step: int, run_facts: dict, optimizer, 
   if mesh is not None:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated(mesh)),
                             abstract)
-  where = f"checkpoint {step} in {checkpointer.directory}"
+  where = f"checkpoint {step} in {shown}"
   try:
     state, run = checkpointer.restore(step, abstract)
   except Exception as e:  # noqa: BLE001 - orbax raises assorted errors for a shape mismatch.
@@ -417,6 +418,8 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
         remove_leftovers(model_dir)
       checkpointer = Checkpointer(os.path.join(model_dir, "checkpoints"), keep=keep_checkpoints)
       ckpt_dir = checkpointer.directory
+      # What messages name: the URL's checkpoints, not this machine's working copy of them.
+      ckpt_shown = f"{model_url}/checkpoints" if paths.is_url(model_url) else ckpt_dir
       run_facts = {"sources": names, "prompt_shape": [num_sources, prompt_length, dim], "seed": seed,
                    "batch_size": batch_size, "input_length": input_length, "target_length": target_length,
                    "backbone_fingerprint": backbone.fingerprint, "examples": data.digest(),
@@ -434,9 +437,9 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
         position = 0
       else:
         if latest > num_steps:
-          raise ValueError(f"{ckpt_dir} holds checkpoint {latest}, past num_steps = {num_steps}: give "
+          raise ValueError(f"{ckpt_shown} holds checkpoint {latest}, past num_steps = {num_steps}: give "
                            f"TRAIN_STEPS >= {latest} to continue, or a new model_dir.")
-        state, position = _restore(checkpointer, latest, run_facts, optimizer, mesh)
+        state, position = _restore(checkpointer, latest, run_facts, optimizer, mesh, ckpt_shown)
 
       batches = BatchIterator(data, batch_size=batch_size, input_length=input_length,
                               target_length=target_length, seed=seed, position=position)
@@ -468,7 +471,7 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
           logger.info("Exported prompts of step %d to %s.", done, table)
         if checkpoint:
           checkpointer.save(done, state, {**run_facts, "position": batches.position})
-          logger.info("Saved checkpoint %d to %s.", done, ckpt_dir)
+          logger.info("Saved checkpoint %d to %s.", done, ckpt_shown)
         run_folder.publish()  # a URL's MODEL_DIR: this step's checkpoint and export, uploaded
 
       rng = dropout_key(seed, dropout_rng_impl)
@@ -492,7 +495,7 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
               last_time, last_step, tokens = time.perf_counter(), done, 0
           if done % log_every == 0 or saving:
             values = jax.device_get(pending)
-            _raise_if_non_finite(values, done, last_saved, ckpt_dir)
+            _raise_if_non_finite(values, done, last_saved, ckpt_shown)
             now = time.perf_counter()
             elapsed, steps = max(now - last_time, 1e-9), done - last_step
             loss = float(np.mean([m["loss"] for m in values]))
@@ -525,5 +528,5 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
         logger.info("Resumed from step %d, trained %d more steps to %d; exports in %s.", latest,
                     num_steps - latest, num_steps, export_dir)
       if paths.is_url(model_url):  # what the user reads: the published folders
-        export_dir, ckpt_dir = f"{model_url}/export", f"{model_url}/checkpoints"
+        export_dir, ckpt_dir = f"{model_url}/export", ckpt_shown
       return TrainResult(jax.device_get(state), names, num_steps, export_dir, ckpt_dir, resumed_from=latest)

@@ -121,6 +121,9 @@ def test_a_model_dir_at_a_url_resumes_on_a_fresh_machine_to_the_local_result(tmp
   b = export.load_prompts(paths.fetch_directory(resumed.export_dir, "export"))
   np.testing.assert_array_equal(a.prompts, b.prompts)
   assert export.export_steps(paths.fetch_directory(resumed.export_dir, "export")) == [4, 8, 10]
+  with pytest.raises(ValueError, match=r"^memory://trainer-bucket/run/checkpoints holds checkpoint 10, "
+                                       r"past num_steps = 6"):  # refusals name the URL, not the copy
+    trainer.train(model_dir=url, **dict(settings, num_steps=6))
   memory.rm("/trainer-bucket", recursive=True)
 
 
