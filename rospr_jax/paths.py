@@ -173,7 +173,8 @@ def _committed_ancestor(url: str, what: str) -> tuple[str, str, dict] | None:
   commit marker (`gs://b/run/export` is read through `gs://b/run`'s), or None."""
   scheme, rest = url.rstrip("/").split("://", 1)
   parts = rest.split("/")
-  for cut in range(len(parts), 0, -1):
+  lowest = 2 if parts[0] == "" else 1  # file:///tmp/x stops at file:///tmp, never at the root or cwd
+  for cut in range(len(parts), lowest - 1, -1):
     folder = f"{scheme}://{'/'.join(parts[:cut])}"
     record = _commit_record(folder, what)
     if record is not None:
@@ -186,20 +187,52 @@ def is_committed(url: str, what: str = "folder") -> bool:
   return _commit_record(url, what) is not None
 
 
+def _is_scratch(name: str) -> bool:
+  """Whether a file or folder name is a writer's scratch, never published: the run lock, the
+  temporaries and swap markers of `artifacts` (`.<name>.tmp-*`, `.<name>.swap`), partial downloads
+  (`*.part-<pid>`) and orbax's unfinished checkpoints. Other dot names (zarr's `.zarray`) are data."""
+  return (name == ".rospr.lock" or ".part-" in name or ".orbax-checkpoint-tmp" in name
+          or (name.startswith(".") and (".tmp-" in name or name.endswith(".swap"))))
+
+
 def _publishable(local: str) -> Iterator[tuple[str, str]]:
-  """(relative name, path) of the files a publish uploads: not the run lock and the temporaries of
-  writers (names starting with '.'), nor orbax's unfinished checkpoints."""
+  """(relative name, path) of the files a publish uploads: all but writers' scratch (`_is_scratch`)."""
   for directory, folders, names in os.walk(local):
-    folders[:] = sorted(d for d in folders if not d.startswith(".") and ".orbax-checkpoint-tmp" not in d)
+    folders[:] = sorted(d for d in folders if not _is_scratch(d))
     for name in sorted(names):
-      if not name.startswith(".") and name != COMMIT_MARKER:
+      if not _is_scratch(name) and name != COMMIT_MARKER:
         path = os.path.join(directory, name)
         yield os.path.relpath(path, local).replace(os.sep, "/"), path
 
 
+def _put_whole(fs, data: bytes | None, local: str | None, remote: str) -> None:
+  """Writes one object whole: `data` (or the local file `local`) to `remote`. An object store writes
+  an object atomically; on a local file system (file://) it is written beside and renamed in place."""
+  from fsspec.implementations.local import LocalFileSystem  # pylint: disable=g-import-not-at-top
+  if isinstance(fs, LocalFileSystem):
+    target = fs._strip_protocol(remote)  # pylint: disable=protected-access
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.part-{os.getpid()}"
+    try:
+      if data is None:
+        shutil.copyfile(local, tmp)
+      else:
+        with open(tmp, "wb") as f:
+          f.write(data)
+      os.replace(tmp, target)
+    finally:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(tmp)
+  elif data is None:
+    fs.put_file(local, remote)
+  else:
+    fs.pipe_file(remote, data)
+
+
 def _write_marker(fs, root: str, files: dict, partial: bool = False) -> None:
   record = {"files": files, **({"partial": True} if partial else {})}
-  fs.pipe_file(f"{root}/{COMMIT_MARKER}", (json.dumps(record, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+  _put_whole(fs, (json.dumps(record, indent=1, sort_keys=True) + "\n").encode("utf-8"), None,
+             f"{root}/{COMMIT_MARKER}")
 
 
 def publish_directory(local: str | os.PathLike, url: str, *, replace: bool) -> int:
@@ -213,7 +246,13 @@ def publish_directory(local: str | os.PathLike, url: str, *, replace: bool) -> i
   """
   fs, root = _filesystem(url)
   root = root.rstrip("/")
-  old = _commit_record(url, "folder")
+  try:
+    old = _commit_record(url, "folder")
+  except ValueError:  # a damaged marker: with `replace`, published again from scratch
+    if not replace:
+      raise
+    logging.warning("%s: its commit marker is damaged; publishing the folder again whole.", url)
+    old = {"files": {}, "partial": True}
   if old is not None and not replace:
     raise FileExistsError(f"{url} already holds a published folder; pass the command's overwrite "
                           f"flag to replace it.")
@@ -228,11 +267,9 @@ def publish_directory(local: str | os.PathLike, url: str, *, replace: bool) -> i
   uploads = [name for name in files if name not in kept]
   for name in uploads:  # streamed: a checkpoint is never held in memory whole
     fs.put_file(local_paths[name], f"{root}/{name}")
-  if fs.exists(root):
-    for existing in fs.find(root):
-      relative = existing[len(root) + 1:] if existing.startswith(root + "/") else None
-      if relative and relative not in files and relative != COMMIT_MARKER:
-        fs.rm_file(existing)
+  for stale in sorted(set(previous) - set(files)):  # only what this folder published: never others'
+    with contextlib.suppress(FileNotFoundError):
+      fs.rm_file(f"{root}/{stale}")
   _write_marker(fs, root, files)
   logging.info("published %s to %s (%d of %d files uploaded)", local, url, len(uploads), len(files))
   return len(uploads)
@@ -241,7 +278,8 @@ def publish_directory(local: str | os.PathLike, url: str, *, replace: bool) -> i
 def _download(fs, root: str, url: str, what: str, relative: str, fact: dict, target: str) -> None:
   """Copies object `relative` of the folder at `url` to the local file `target`, checked against its
   marker entry `fact`."""
-  if relative.startswith("/") or ".." in relative.split("/") or relative == COMMIT_MARKER:
+  parts = relative.split("/")
+  if relative.startswith("/") or ".." in parts or "" in parts or "." in parts or relative == COMMIT_MARKER:
     raise ValueError(f"{what} {url}: {COMMIT_MARKER} lists {relative!r}, not a name inside the "
                      f"folder; publish the folder again.")
   os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -288,7 +326,7 @@ def fetch_directory(url: str, what: str) -> str:
   fs, root = _filesystem(folder)
   root = root.rstrip("/")
   key = _sha256(json.dumps(record, sort_keys=True).encode("utf-8"))
-  copy = os.path.join(_copies_root(), _sha256(url.encode("utf-8"))[:16], key[:16])
+  copy = os.path.join(_copies_root(), _sha256(_canonical(url).encode("utf-8"))[:16], key[:16])
   if os.path.isfile(os.path.join(copy, COMMIT_MARKER)):
     return copy
   os.makedirs(os.path.dirname(copy), exist_ok=True)
@@ -309,6 +347,32 @@ def fetch_directory(url: str, what: str) -> str:
   return copy
 
 
+def _canonical(url: str) -> str:
+  """`url` spelled one way (`gs://b//run/` is `gs://b/run`): what keys local copies and locks."""
+  scheme, rest = url.split("://", 1)
+  return f"{scheme.lower()}://{re.sub('/+', '/', rest).rstrip('/')}"
+
+
+def _version(info: dict) -> dict:
+  """An object's size and version (fsspec `info`): what tells one state of it from another."""
+  return {"size": int(info["size"]), **{k: str(info[k]) for k in _VERSION_KEYS if info.get(k) is not None}}
+
+
+def _listing(fs, root: str) -> dict[str, dict]:
+  """{relative name: `_version`} of every object under `root`."""
+  try:
+    found = fs.find(root, detail=True)
+  except FileNotFoundError:
+    found = {}
+  listing = {}
+  for name, info in found.items():
+    name = name if "://" not in name else name.split("://", 1)[1]
+    relative = name[len(root) + 1:] if name.startswith(root + "/") else None
+    if relative and info.get("type", "file") == "file":
+      listing[relative] = _version(info)
+  return listing
+
+
 def input_file(path: str, what: str) -> str:
   """`path` itself when local; for a URL (`gs://b/data/copa.jsonl`) a local copy of that one object (an
   object is written whole, so a plain file needs no commit marker), under `$ROSPR_REMOTE_CACHE/files`,
@@ -322,9 +386,9 @@ def input_file(path: str, what: str) -> str:
     raise FileNotFoundError(f"{what} {path} does not exist (no such object).") from e
   if info.get("type", "file") != "file":
     raise FileNotFoundError(f"{what} {path} is a folder, not a file.")
-  version = {"size": int(info["size"]), **{k: str(info[k]) for k in _VERSION_KEYS if info.get(k) is not None}}
+  version = _version(info)
   key = _sha256(json.dumps(version, sort_keys=True).encode("utf-8"))
-  target_dir = os.path.join(_copies_root(), "files", _sha256(path.encode("utf-8"))[:16], key[:16])
+  target_dir = os.path.join(_copies_root(), "files", _sha256(_canonical(path).encode("utf-8"))[:16], key[:16])
   target = os.path.join(target_dir, path.rstrip("/").rsplit("/", 1)[1])
   if os.path.isfile(target):
     return target
@@ -335,7 +399,7 @@ def input_file(path: str, what: str) -> str:
       fs.get_file(inner, tmp)
     except FileNotFoundError as e:
       raise FileNotFoundError(f"{what} {path} does not exist (no such object).") from e
-    if os.path.getsize(tmp) != version["size"]:
+    if os.path.getsize(tmp) != version["size"] or _version(fs.info(inner)) != version:
       raise ValueError(f"{what} {path} changed while it was copied; try again once its writer is done.")
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, target)
@@ -372,21 +436,11 @@ def input_tree(path: str, what: str) -> str:
     return fetch_directory(path, what)
   fs, root = _filesystem(path, what)
   root = root.rstrip("/")
-  try:
-    found = fs.find(root, detail=True)
-  except FileNotFoundError:
-    found = {}
-  listing = {}
-  for name, info in found.items():
-    name = name if "://" not in name else name.split("://", 1)[1]
-    relative = name[len(root) + 1:] if name.startswith(root + "/") else None
-    if relative and info.get("type", "file") == "file":
-      listing[relative] = {"size": int(info["size"]),
-                           **{k: str(info[k]) for k in _VERSION_KEYS if info.get(k) is not None}}
+  listing = _listing(fs, root)
   if not listing:
     raise FileNotFoundError(f"{what} {path}: no such folder (no objects under it).")
   key = _sha256(json.dumps(listing, sort_keys=True).encode("utf-8"))
-  copy = os.path.join(_copies_root(), "trees", _sha256(path.encode("utf-8"))[:16], key[:16])
+  copy = os.path.join(_copies_root(), "trees", _sha256(_canonical(path).encode("utf-8"))[:16], key[:16])
   if os.path.isdir(copy):
     return copy
   os.makedirs(os.path.dirname(copy), exist_ok=True)
@@ -401,6 +455,8 @@ def input_tree(path: str, what: str) -> str:
       if os.path.getsize(target) != fact["size"]:
         raise ValueError(f"{what} {path}: {relative} changed while it was copied; try again once "
                          f"its writer is done.")
+    if _listing(fs, root) != listing:  # an object rewritten meanwhile (same size or not)
+      raise ValueError(f"{what} {path} changed while it was copied; try again once its writer is done.")
     os.chmod(tmp, 0o777 & ~_umask())
     try:
       os.rename(tmp, copy)  # whole or absent; a copy another reader finished first is as good
@@ -449,7 +505,7 @@ def output_file(path: str, what: str) -> Iterator[str]:
   with tempfile.TemporaryDirectory(prefix=".rospr-staging-") as staging:
     local = os.path.join(staging, path.rstrip("/").rsplit("/", 1)[1])
     yield local
-    fs.put_file(local, inner)
+    _put_whole(fs, None, local, inner)
 
 
 class RunFolder:
@@ -469,7 +525,11 @@ class RunFolder:
 def _mirror(url: str, local: str, what: str) -> int:
   """Makes `local` hold exactly what the marker at `url` lists (nothing when there is none), fetching
   only the objects that differ; returns how many it fetched."""
-  record = _commit_record(url, what)
+  try:
+    record = _commit_record(url, what)
+  except ValueError as e:  # a damaged marker: nothing it lists can be trusted; the run starts over
+    logging.warning("%s; this run starts over and publishes the folder again.", e)
+    record = None
   listed = record["files"] if record is not None else {}
   if record is not None and record.get("partial"):
     logging.warning("%s %s: its writer stopped while publishing; resuming from the %d files its "
@@ -510,7 +570,7 @@ def run_directory(path: str, what: str, *, writes: bool = True) -> Iterator[RunF
       yield RunFolder(path, scratch, publishes=False)
     return
   import fcntl  # pylint: disable=g-import-not-at-top
-  local = os.path.join(_copies_root(), "runs", _sha256(path.encode("utf-8"))[:16])
+  local = os.path.join(_copies_root(), "runs", _sha256(_canonical(path).encode("utf-8"))[:16])
   os.makedirs(local, exist_ok=True)
   with open(local + ".lock", "a", encoding="utf-8") as lock:
     try:

@@ -273,3 +273,46 @@ def test_a_folder_without_a_marker_is_copied_as_listed_and_again_once_an_object_
   with pytest.raises(FileNotFoundError, match="checkpoint memory://tree/none: no such folder"):
     paths.input_tree("memory://tree/none", "checkpoint")
   memory.rm("/tree", recursive=True)
+
+
+def test_what_a_red_team_found_stays_fixed(tmp_path, monkeypatch):
+  """Dot-named data (zarr's .zarray) is published, writers' scratch is not; a publish never removes
+  objects it did not publish; the working directory never stands in for a marker; a damaged marker
+  is replaced by the next publish; two spellings of a URL share one working copy and its lock."""
+  import fsspec
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "copies"))
+  memory = fsspec.filesystem("memory")
+  folder = tmp_path / "ckpt"
+  (folder / "target.encoder").mkdir(parents=True)
+  (folder / "target.encoder" / ".zarray").write_text("{}")
+  (folder / "target.encoder" / "0.0").write_bytes(b"w")
+  for scratch in (".rospr.lock", ".lib.tmp-host-1-x", "a.part-7", ".units.swap"):
+    (folder / scratch).write_text("scratch")
+  memory.pipe_file("/redteam/bucket/someone_else.bin", b"keep me")
+  paths.publish_directory(folder, "memory://redteam/bucket", replace=False)
+  assert sorted(memory.find("/redteam/bucket")) == [
+      f"/redteam/bucket/{n}" for n in (paths.COMMIT_MARKER, "someone_else.bin", "target.encoder/.zarray",
+                                       "target.encoder/0.0")]
+  copy = paths.fetch_directory("memory://redteam/bucket", "checkpoint")
+  assert open(os.path.join(copy, "target.encoder", ".zarray")).read() == "{}"
+
+  marker_here = tmp_path / "cwd"
+  marker_here.mkdir()
+  (marker_here / paths.COMMIT_MARKER).write_text('{"files": {}}')
+  monkeypatch.chdir(marker_here)
+  (tmp_path / "plain").mkdir()
+  (tmp_path / "plain" / "w.bin").write_bytes(b"123")
+  tree = paths.input_tree(f"file://{tmp_path / 'plain'}", "checkpoint")  # not "file:// holds nothing"
+  assert open(os.path.join(tree, "w.bin"), "rb").read() == b"123"
+
+  memory.pipe_file(f"/redteam/bucket/{paths.COMMIT_MARKER}", b'{"files": {"target.enc')  # a killed write
+  with pytest.raises(ValueError, match="commit marker _COMMITTED.json is damaged"):
+    paths.fetch_directory("memory://redteam/bucket", "checkpoint")
+  paths.publish_directory(folder, "memory://redteam/bucket", replace=True)
+  assert paths.fetch_directory("memory://redteam/bucket", "checkpoint")
+
+  with paths.run_directory("memory://redteam/run", "OUTPUT_DIR"):
+    with pytest.raises(FileExistsError, match="in use by another run on this machine"):
+      with paths.run_directory("memory://redteam//run/", "OUTPUT_DIR"):
+        pass
+  memory.rm("/redteam", recursive=True)
