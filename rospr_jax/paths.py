@@ -299,6 +299,33 @@ def _download(fs, root: str, url: str, what: str, relative: str, fact: dict, tar
       os.remove(partial)
 
 
+_DEAD_COPY = re.compile(r"(?:^\..*\.tmp-|\.part-)(\d+)(?:-|$)")
+
+
+def _remove_dead_copies(directory: str) -> None:
+  """Removes what copies killed on this machine left in `directory` (`.<name>.tmp-<pid>-*` folders,
+  `*.part-<pid>` files) once their pid is gone; the cache is one machine's, so a pid names a process."""
+  with contextlib.suppress(FileNotFoundError):
+    for name in os.listdir(directory):
+      match = _DEAD_COPY.search(name)
+      if not match or int(match.group(1)) == os.getpid():
+        continue
+      try:
+        os.kill(int(match.group(1)), 0)
+        continue  # its writer is alive
+      except ProcessLookupError:
+        pass
+      except PermissionError:
+        continue
+      path = os.path.join(directory, name)
+      logging.warning("removing %s, left by a copy that was killed", path)
+      if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(path)
+
+
 def _copies_root() -> str:
   return os.environ.get("ROSPR_REMOTE_CACHE") or os.path.join(cache_root(), "remote")
 
@@ -330,7 +357,8 @@ def fetch_directory(url: str, what: str) -> str:
   if os.path.isfile(os.path.join(copy, COMMIT_MARKER)):
     return copy
   os.makedirs(os.path.dirname(copy), exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(copy)}.tmp-", dir=os.path.dirname(copy))
+  _remove_dead_copies(os.path.dirname(copy))
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(copy)}.tmp-{os.getpid()}-", dir=os.path.dirname(copy))
   try:
     for relative, fact in sorted(listed.items()):
       _download(fs, root, url, what, prefix + relative, fact, os.path.join(tmp, *relative.split("/")))
@@ -393,6 +421,7 @@ def input_file(path: str, what: str) -> str:
   if os.path.isfile(target):
     return target
   os.makedirs(target_dir, exist_ok=True)
+  _remove_dead_copies(target_dir)
   tmp = f"{target}.part-{os.getpid()}"
   try:
     try:
@@ -444,7 +473,8 @@ def input_tree(path: str, what: str) -> str:
   if os.path.isdir(copy):
     return copy
   os.makedirs(os.path.dirname(copy), exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(copy)}.tmp-", dir=os.path.dirname(copy))
+  _remove_dead_copies(os.path.dirname(copy))
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(copy)}.tmp-{os.getpid()}-", dir=os.path.dirname(copy))
   try:
     for relative, fact in sorted(listing.items()):
       if ".." in relative.split("/"):

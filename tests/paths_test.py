@@ -316,3 +316,27 @@ def test_what_a_red_team_found_stays_fixed(tmp_path, monkeypatch):
       with paths.run_directory("memory://redteam//run/", "OUTPUT_DIR"):
         pass
   memory.rm("/redteam", recursive=True)
+
+
+def test_what_a_killed_copy_left_is_removed_by_the_next_one(tmp_path, monkeypatch):
+  import subprocess
+  import sys
+  import fsspec
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "copies"))
+  memory = fsspec.filesystem("memory")
+  (tmp_path / "f").mkdir()
+  (tmp_path / "f" / "a.txt").write_text("a")
+  paths.publish_directory(tmp_path / "f", "memory://leak/f", replace=False)
+  copy = paths.fetch_directory("memory://leak/f", "library")
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                        text=True, check=True).stdout.strip()  # a pid that has ended
+  parent = os.path.dirname(copy)
+  left = [os.path.join(parent, f".abc.tmp-{dead}-x1"), os.path.join(parent, f".abc.tmp-{os.getppid()}-x2")]
+  for folder in left:
+    os.makedirs(os.path.join(folder, "big"))
+  memory.pipe_file("/leak/f/b.txt", b"b")  # not listed: the marker stays the same, so republish
+  (tmp_path / "f" / "b.txt").write_text("b")
+  paths.publish_directory(tmp_path / "f", "memory://leak/f", replace=True)
+  paths.fetch_directory("memory://leak/f", "library")
+  assert not os.path.exists(left[0]) and os.path.isdir(left[1])  # the live writer's stays
+  memory.rm("/leak", recursive=True)
