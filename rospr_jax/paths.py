@@ -29,7 +29,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -354,21 +354,31 @@ def fetch_directory(url: str, what: str) -> str:
   root = root.rstrip("/")
   key = _sha256(json.dumps(record, sort_keys=True).encode("utf-8"))
   copy = os.path.join(_copies_root(), _sha256(_canonical(url).encode("utf-8"))[:16], key[:16])
-  if os.path.isfile(os.path.join(copy, COMMIT_MARKER)):
+
+  def fill(tmp: str) -> None:
+    for relative, fact in sorted(listed.items()):
+      _download(fs, root, url, what, prefix + relative, fact, os.path.join(tmp, *relative.split("/")))
+    with open(os.path.join(tmp, COMMIT_MARKER), "w", encoding="utf-8") as f:
+      json.dump({"files": listed}, f, sort_keys=True)
+
+  return _local_copy(copy, fill)
+
+
+def _local_copy(copy: str, fill: Callable[[str], None]) -> str:
+  """`copy` when it exists (it is only ever renamed into place whole); else `fill(tmp)` writes a
+  temporary sibling folder that is renamed to `copy` (what killed copies left is removed first)."""
+  if os.path.isdir(copy):
     return copy
   os.makedirs(os.path.dirname(copy), exist_ok=True)
   _remove_dead_copies(os.path.dirname(copy))
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(copy)}.tmp-{os.getpid()}-", dir=os.path.dirname(copy))
   try:
-    for relative, fact in sorted(listed.items()):
-      _download(fs, root, url, what, prefix + relative, fact, os.path.join(tmp, *relative.split("/")))
-    with open(os.path.join(tmp, COMMIT_MARKER), "w", encoding="utf-8") as f:
-      json.dump({"files": listed}, f, sort_keys=True)
+    fill(tmp)
     os.chmod(tmp, 0o777 & ~_umask())
     try:
       os.rename(tmp, copy)  # whole or absent; a copy another reader finished first is as good
     except OSError:
-      if not os.path.isfile(os.path.join(copy, COMMIT_MARKER)):
+      if not os.path.isdir(copy):
         raise
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -472,10 +482,8 @@ def input_tree(path: str, what: str) -> str:
   copy = os.path.join(_copies_root(), "trees", _sha256(_canonical(path).encode("utf-8"))[:16], key[:16])
   if os.path.isdir(copy):
     return copy
-  os.makedirs(os.path.dirname(copy), exist_ok=True)
-  _remove_dead_copies(os.path.dirname(copy))
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(copy)}.tmp-{os.getpid()}-", dir=os.path.dirname(copy))
-  try:
+
+  def fill(tmp: str) -> None:
     for relative, fact in sorted(listing.items()):
       if ".." in relative.split("/"):
         raise ValueError(f"{what} {path}: the object name {relative!r} leaves the folder.")
@@ -487,14 +495,8 @@ def input_tree(path: str, what: str) -> str:
                          f"its writer is done.")
     if _listing(fs, root) != listing:  # an object rewritten meanwhile (same size or not)
       raise ValueError(f"{what} {path} changed while it was copied; try again once its writer is done.")
-    os.chmod(tmp, 0o777 & ~_umask())
-    try:
-      os.rename(tmp, copy)  # whole or absent; a copy another reader finished first is as good
-    except OSError:
-      if not os.path.isdir(copy):
-        raise
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+
+  _local_copy(copy, fill)
   logging.info("%s %s: copied %d objects to %s", what, path, len(listing), copy)
   return copy
 
