@@ -12,10 +12,9 @@ driver for; gcsfs for gs://), published with a commit marker written last:
   local copies of published folders, of single objects (data files, vocabularies) and of folders
   other tools wrote (checkpoints).
 
-The demo's folder is still refused as a URL where the command starts
-(`require_local`), before any work: mount the bucket (`run_tpu.sh --mount BUCKET`, or `gcsfuse
---implicit-dirs BUCKET /gcs/BUCKET`) and pass the mounted path. (SeqIO's vocabularies and TFDS read
-through `tf.io.gfile`.)
+Flags outside this layer (`--shard-dir`) are refused as URLs where the command starts
+(`require_local_args`), before any work, with mount advice (`run_tpu.sh --mount BUCKET`, or `gcsfuse
+--implicit-dirs BUCKET /gcs/BUCKET`). (SeqIO's vocabularies and TFDS read through `tf.io.gfile`.)
 """
 
 from __future__ import annotations
@@ -65,14 +64,26 @@ def require_local_args(args: argparse.Namespace, flags: dict[str, str] | None = 
                       (flags or {}).get(name, f"--{name.replace('_', '-')}"))
 
 
-def from_process_zero(value: np.ndarray) -> np.ndarray:
-  """`value` as process 0 has it, on every process (unchanged with one process): for decisions that
-  all hosts must take alike because their computations run together."""
+def from_process_zero(value):
+  """`value` (an array, or a pytree of arrays of the same shapes and dtypes on every process) as process
+  0 has it, on every process (unchanged with one process): for decisions that all hosts must take alike
+  because their computations run together, and for what process 0 alone read."""
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_count() == 1:
     return value
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  return np.asarray(multihost_utils.broadcast_one_to_all(value))
+  return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(value))
+
+
+def json_from_process_zero(value):
+  """A JSON-serializable `value` as process 0 has it, on every process (the others pass anything)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return value
+  data = json.dumps(value).encode("utf-8") if jax.process_index() == 0 else b""
+  size = int(from_process_zero(np.int32(len(data))))
+  data = from_process_zero(np.frombuffer(data.ljust(size, b"\0"), np.uint8))
+  return json.loads(data.tobytes().decode("utf-8"))
 
 
 def writes_outputs() -> bool:
@@ -516,6 +527,7 @@ def output_directory(path: str, what: str, *, replace: bool = False, publish: bo
   if not is_url(path):
     yield path
     return
+  _filesystem(path, what)  # a scheme with no driver here is refused before any work
   if not replace and is_committed(path, what):
     hint = f"pass {overwrite_flag} to replace it" if overwrite_flag else "give another URL"
     raise FileExistsError(f"{what} {path} already holds a published folder; {hint}.")

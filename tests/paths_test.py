@@ -36,15 +36,14 @@ def test_command_arguments_are_checked_including_name_equals_file_values():
 
 
 def test_commands_refuse_urls_before_any_work(tmp_path, capsys):
-  """The path that does not go through the URL layer (the demo's folder); and a URL whose scheme has
-  no driver here is named with the setting that gave it."""
+  """A URL whose scheme has no driver here is named with the setting that gave it, before any work."""
   from rospr_jax.model import checkpoints
   with pytest.raises(ValueError, match="checkpoint nosuch://b/T0_3B: no file system for nosuch://"):
     checkpoints.load_checkpoint("nosuch://b/T0_3B")
   from rospr_jax.commands import demo as pipeline
-  with pytest.raises(ValueError, match="output_dir 'gs://b/demo' is a URL"):
-    pipeline.run("gs://b/demo")
-  assert not (tmp_path / "gs:").exists() and not os.path.exists("gs:")
+  with pytest.raises(ValueError, match="--output_dir nosuch://b/demo: no file system for nosuch://"):
+    pipeline.run("nosuch://b/demo")
+  assert not (tmp_path / "nosuch:").exists() and not os.path.exists("nosuch:")
 
 
 def test_on_other_hosts_library_and_retrieval_commands_compute_but_write_nothing(tmp_path, monkeypatch,

@@ -210,8 +210,14 @@ rospr evaluate --gin_file=models/t0_3b.gin --gin_file=eval/paper.gin --gin.CHECK
 
 
 def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
-  """Runs the whole offline pipeline into `output_dir`; returns the two result summaries."""
-  os.makedirs(paths.require_local(output_dir, "output_dir"), exist_ok=True)
+  """Runs the whole offline pipeline into `output_dir` (a folder or a URL, published whole when the run
+  succeeds, replacing an earlier run's); returns the two result summaries."""
+  with paths.output_directory(output_dir, "--output_dir", replace=True) as local:
+    return _run_in(local, settings)
+
+
+def _run_in(output_dir: str, settings: DemoSettings) -> dict:
+  os.makedirs(output_dir, exist_ok=True)
   for step_dir in STEP_DIRS:  # A rerun starts over: the demo's outputs are all derived.
     path = os.path.join(output_dir, step_dir)
     if os.path.exists(path):

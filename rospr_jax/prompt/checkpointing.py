@@ -4,6 +4,11 @@ Layout: `<directory>/<step>/state` (the `PromptTrainState` pytree) and `<directo
 (JSON: data position, seed, source names, prompt shape). Orbax writes each step to a temporary
 directory and renames it when complete, so a killed run leaves only whole checkpoints. The backbone
 is never saved: it is reloaded from its own checkpoint, whose fingerprint is checked on resume.
+
+The train state is replicated over every device (the prompt table is small next to the backbone), so
+process 0 alone reads and writes the checkpoints, as host arrays, and the other processes receive what
+it read: the processes of one run need not share the directory (with MODEL_DIR at a URL, each process
+has its own working copy and only process 0's is published).
 """
 
 from __future__ import annotations
@@ -12,40 +17,72 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from rospr_jax import paths
 from rospr_jax.prompt.train_step import PromptTrainState
 
 
+class CheckpointMismatchError(ValueError):
+  """Checkpoint `step` does not restore into the given structure, shapes or dtypes (process 0 only)."""
+
+
 class Checkpointer:
-  """Saves and restores `(PromptTrainState, run facts)` by step; keeps the newest `keep` steps."""
+  """Saves and restores `(PromptTrainState, run facts)` by step; keeps the newest `keep` steps.
+
+  Every process constructs one and calls its methods alike; only process 0's touches `directory`.
+  """
 
   def __init__(self, directory: str | os.PathLike, *, keep: int | None = 3):
     self.directory = os.path.abspath(os.fspath(directory))
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "run"))
+    self._manager = None
+    if jax.process_index() == 0:
+      os.makedirs(self.directory, exist_ok=True)  # orbax creates it only with every process taking part
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=keep, create=False, enable_async_checkpointing=False,
+          multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}))
+      self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "run"))
 
   def latest_step(self) -> int | None:
-    return self._manager.latest_step()
+    """The newest complete step, as process 0 sees it (so every process resumes alike)."""
+    latest = self._manager.latest_step() if self._manager is not None else None
+    latest = int(paths.from_process_zero(np.int32(-1 if latest is None else latest)))
+    return None if latest < 0 else latest
 
   def all_steps(self) -> list[int]:
-    return sorted(self._manager.all_steps())
+    """The complete steps (process 0's list; empty on the others)."""
+    return sorted(self._manager.all_steps()) if self._manager is not None else []
 
   def save(self, step: int, state: PromptTrainState, run: dict[str, Any]) -> None:
-    """Writes checkpoint `step` (synchronously: it is complete when this returns)."""
-    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+    """Writes checkpoint `step` of the replicated `state` (synchronously: it is complete when this
+    returns on process 0; the others return at once)."""
+    if self._manager is None:
+      return
+    host = jax.device_get(state)
+    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(host),
                                                      run=ocp.args.JsonSave(run)), force=True)
     self._manager.wait_until_finished()
 
   def restore(self, step: int, abstract_state: PromptTrainState) -> tuple[PromptTrainState, dict[str, Any]]:
-    """Reads checkpoint `step` into the structure, shapes and shardings of `abstract_state`.
+    """Reads checkpoint `step` into host arrays of the structure, shapes and dtypes of `abstract_state`
+    (arrays or `jax.ShapeDtypeStruct`s), on process 0; every process returns them.
 
-    `abstract_state` may hold arrays or `jax.ShapeDtypeStruct`s (with `sharding` set to place them).
+    Raises:
+      CheckpointMismatchError: on process 0, when the checkpoint does not fit `abstract_state`.
     """
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), run=ocp.args.JsonRestore()))
-    return restored["state"], dict(restored["run"])
+    target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract_state)
+    if self._manager is None:
+      state, run = target, None
+    else:
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), run=ocp.args.JsonRestore()))
+      except Exception as e:  # noqa: BLE001 - orbax raises assorted errors for a shape mismatch.
+        raise CheckpointMismatchError(str(e)) from e
+      state, run = jax.tree.map(np.asarray, restored["state"]), dict(restored["run"])
+    return paths.from_process_zero(state), paths.json_from_process_zero(run)
 
   def close(self) -> None:
-    self._manager.close()
+    if self._manager is not None:
+      self._manager.close()

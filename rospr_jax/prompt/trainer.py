@@ -49,10 +49,10 @@ from rospr_jax.model import EOS_ID, T5Config, model_for
 from rospr_jax.model import partitioning
 from rospr_jax.prompt import export as export_lib
 from rospr_jax.prompt import prompts as prompts_lib
-from rospr_jax.prompt.checkpointing import Checkpointer
+from rospr_jax.prompt.checkpointing import CheckpointMismatchError, Checkpointer
 from rospr_jax.prompt.input_pipeline import BatchIterator, SourceExamples
 from rospr_jax.prompt.train_step import (PromptTrainState, default_optimizer, dropout_key, init_state,
-                                         make_train_step, place_batch, place_state, replicated)
+                                         make_train_step, place_batch, place_state)
 from rospr_jax.tokenization import check_same_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -296,9 +296,9 @@ def _check_recorded_facts(checkpointer: Checkpointer, step: int, run_facts: dict
     _check_resume(run, run_facts, where)
 
 
-def _restore(checkpointer: Checkpointer, step: int, run_facts: dict, optimizer, mesh, shown: str):
-  """Restores checkpoint `step` (replicated over `mesh`) after checking it belongs to this run;
-  messages name the checkpoint folder `shown`.
+def _restore(checkpointer: Checkpointer, step: int, run_facts: dict, optimizer, shown: str):
+  """Restores checkpoint `step` (host arrays) after checking it belongs to this run; messages name the
+  checkpoint folder `shown`.
 
   Returns:
     (state, data position).
@@ -306,13 +306,10 @@ def _restore(checkpointer: Checkpointer, step: int, run_facts: dict, optimizer, 
   num_sources, prompt_length, dim = run_facts["prompt_shape"]
   abstract = jax.eval_shape(lambda table: init_state(table, optimizer),
                             jax.ShapeDtypeStruct((num_sources, prompt_length, dim), jnp.float32))
-  if mesh is not None:
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated(mesh)),
-                            abstract)
   where = f"checkpoint {step} in {shown}"
   try:
     state, run = checkpointer.restore(step, abstract)
-  except Exception as e:  # noqa: BLE001 - orbax raises assorted errors for a shape mismatch.
+  except CheckpointMismatchError as e:
     _check_recorded_facts(checkpointer, step, run_facts, where)  # another optimizer: say which
     raise ValueError(f"Cannot restore {where} into prompts of shape {run_facts['prompt_shape']} and this "
                      f"optimizer's state: {e}") from e
@@ -380,15 +377,10 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
                   checkpoint_every=checkpoint_every, export_every=export_every, log_every=log_every,
                   num_partitions=num_partitions, dropout_rate=dropout_rate)
   _check_learning_rate(describe_optimizer(optimizer).get("learning_rate"))
-  if paths.is_url(model_dir) and jax.process_count() > 1:
-    raise ValueError(f"model_dir {model_dir!r} is a URL and this run has {jax.process_count()} processes: "
-                     f"orbax writes every process's shards into one folder, which a URL's local working "
-                     f"copy cannot be. Mount the bucket (run_tpu.sh --mount BUCKET) and give the mounted "
-                     f"path.")
   model_url = model_dir if paths.is_url(model_dir) else os.path.abspath(model_dir)
   # MODEL_DIR at a URL: a local working copy, published after each checkpoint; a rerun on any machine
-  # resumes from the last checkpoint published (paths.run_directory).
-  with paths.run_directory(model_url, "model_dir") as run_folder:
+  # resumes from the last checkpoint published (paths.run_directory). Process 0 alone writes there.
+  with paths.run_directory(model_url, "model_dir", writes=paths.writes_outputs()) as run_folder:
     model_dir = run_folder.local
     os.makedirs(model_dir, exist_ok=True)
     with (artifacts.run_lock(model_dir, "train-prompts") if jax.process_index() == 0
@@ -425,21 +417,19 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
                    "backbone_fingerprint": backbone.fingerprint, "examples": data.digest(),
                    "dropout_rate": dropout_rate, **flat_facts("optimizer", optimizer_facts)}
       seeds = [prompts_lib.source_seed(n) for n in names]
-      latest = checkpointer.latest_step()
-      latest = int(paths.from_process_zero(np.int32(-1 if latest is None else latest)))  # all resume alike
-      latest = None if latest < 0 else latest
+      latest = checkpointer.latest_step()  # process 0's: all resume alike
       if latest is None:
         initializer_for = prompt_init.initializers(model.embedding_table(backbone.params), data,
                                                    prompt_length)
         table, seeds = prompts_lib.initial_table(names, prompt_length, dim, seed, initializer_for)
         state = init_state(table, optimizer)
-        state = state if mesh is None else place_state(state, mesh)
         position = 0
       else:
         if latest > num_steps:
           raise ValueError(f"{ckpt_shown} holds checkpoint {latest}, past num_steps = {num_steps}: give "
                            f"TRAIN_STEPS >= {latest} to continue, or a new model_dir.")
-        state, position = _restore(checkpointer, latest, run_facts, optimizer, mesh, ckpt_shown)
+        state, position = _restore(checkpointer, latest, run_facts, optimizer, ckpt_shown)
+      state = jax.device_put(state) if mesh is None else place_state(state, mesh)
 
       batches = BatchIterator(data, batch_size=batch_size, input_length=input_length,
                               target_length=target_length, seed=seed, position=position)

@@ -1,5 +1,7 @@
 """The offline end-to-end run on a shrunk configuration (Flax examples' train_test style): real BIG-bench
-sources and targets from the cached archive, every step, and the report a person opens."""
+sources and targets from the cached archive, every step, and the report a person opens, published to
+a URL (file://, fsspec's local driver used as an object store) as `rospr demo --output_dir gs://...`
+publishes it."""
 
 from __future__ import annotations
 
@@ -7,16 +9,21 @@ import json
 
 import pytest
 
+from rospr_jax import paths
 from rospr_jax.commands import demo as pipeline
 
 
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end(tmp_path):
+  url, published = f"file://{tmp_path}/bucket/demo", tmp_path / "bucket" / "demo"
   settings = pipeline.DemoSettings(
       num_sources=3, max_train_per_source=48, backbone_steps=20, prompt_steps=6, prompt_length=4,
       library_n=8, max_eval_examples=8, max_held_in_examples=8, input_length=64, target_length=16,
       batch_size=8, held_out_tasks=("strategyqa", "winowhy"))
-  summaries = pipeline.run(str(tmp_path), settings)
+  summaries = pipeline.run(url, settings)
+  marker = json.loads((published / paths.COMMIT_MARKER).read_text())
+  assert "partial" not in marker and {"report.md", "demo.json", "library/manifest.json"} <= set(marker["files"])
+  tmp_path = published  # what the user reads there
 
   assert set(summaries) == {"held_out", "held_in"}
   assert summaries["held_out"]["datasets"] == ["bigbench/strategyqa", "bigbench/winowhy"]

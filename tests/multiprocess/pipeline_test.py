@@ -1,8 +1,8 @@
 """The long commands as 2 real JAX processes (2 CPU devices each) against the same command as one
 process with 4 devices: train-prompts, build-library, retrieve --rule var and evaluate give the same
-prompts, library, selection and records; process 0 alone writes them. The 2-process build-library and
-evaluate write to and read from URLs (file://, fsspec's local driver used as an object store, which
-both processes see), the 1-process ones local folders."""
+prompts, library, selection and records; process 0 alone writes them. The 2-process train-prompts,
+build-library and evaluate write to and read from URLs (file://, fsspec's local driver used as an
+object store, which both processes see), the 1-process ones local folders."""
 
 from __future__ import annotations
 
@@ -59,19 +59,26 @@ def _same_command(rospr, argv_for, timeout=240):
 
 
 @pytest.fixture(scope="module")
-def trained(world, rospr):
+def trained(world, rospr, tmp_path_factory):
+  """4 steps as 1 process into a local MODEL_DIR, and as 2 processes into a file:// URL in two
+  segments: 2 steps, then the rest resumed from what the URL holds on a "fresh machine" (an empty
+  $ROSPR_REMOTE_CACHE)."""
   root = world["root"]
+  url = f"file://{root}/bucket/prompts_two"
 
-  def argv(tag):
-    flags = train_cli._argv(root / "examples.jsonl", root / f"prompts_{tag}", 4, 2)
+  def argv(model_dir, steps):
+    flags = train_cli._argv(root / "examples.jsonl", model_dir, steps, 2)
     flags[0] = "--gin_file=models/checkpoint.gin"
     # A small learning rate: Adafactor's normalized steps would magnify the last-bit differences of
     # summing gradients over 2 processes rather than 4 devices of one.
     return ["train-prompts", *flags, f"--gin.CHECKPOINT='{world['checkpoint']}'", "--gin.LEARNING_RATE=0.01"]
 
-  two, one = _same_command(rospr, argv)
-  return {"two": root / "prompts_two" / "export", "one": root / "prompts_one" / "export",
-          "workers": (two, one)}
+  first = rospr.run(argv(url, 2), processes=2, devices=2)
+  resumed = rospr.run(argv(url, 4), processes=2, devices=2,
+                      ROSPR_REMOTE_CACHE=str(tmp_path_factory.mktemp("fresh_machine")))
+  one = rospr.run(argv(root / "prompts_one", 4), processes=1, devices=4)
+  return {"two": root / "bucket" / "prompts_two" / "export", "two_url": f"{url}/export",
+          "one": root / "prompts_one" / "export", "workers": (first, resumed, one)}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +87,7 @@ def libraries(world, rospr, trained):
 
   def argv(tag):
     out = f"file://{root}/bucket/library_two" if tag == "two" else root / "library_one"
-    return ["build-library", "--out", out, "--prompts", trained["two"],
+    return ["build-library", "--out", out, "--prompts", trained["two_url"],
             "--instances", root / "instances.jsonl", "--retriever", world["checkpoint"],
             "--vocab", world["vocab"], "--n", "5", "--index", "exact", "--max-length", "32"]
 
@@ -90,27 +97,20 @@ def libraries(world, rospr, trained):
 
 
 def test_train_prompts_on_two_processes_trains_the_prompts_of_one(trained):
+  """Resumed on 2 processes from a URL (process 0 reads the checkpoint, the other receives it), the
+  prompts are those of one uninterrupted process."""
   two, one = (export.load_prompts(str(trained[tag])) for tag in ("two", "one"))
   assert two.names == one.names == ["alpha", "beta", "gamma"] and two.step == one.step == 4
   np.testing.assert_allclose(two.prompts, one.prompts, rtol=0, atol=1e-6)
   first = export.load_prompts(str(trained["two"] / "checkpoint_2"))
   assert np.abs(two.prompts - first.prompts).max() > 1e-3  # they did train
   assert [s["steps"] for s in two.manifest["sources"]] == [s["steps"] for s in one.manifest["sources"]]
-  for worker in trained["workers"][0]:
-    assert "Trained 3 prompts for 4 steps" in worker.out
-
-
-def test_a_model_dir_url_on_two_processes_is_refused_by_name(world, rospr):
-  """Orbax writes every process's shards into one checkpoint folder, which per-process working copies
-  of a URL cannot be: refused before any work, with the way out."""
-  url = f"file://{world['root']}/bucket/prompts"
-  flags = train_cli._argv(world["root"] / "examples.jsonl", url, 4, 2)
-  workers = rospr.wait(rospr.start(["train-prompts", *flags], processes=2, devices=2), timeout=120)
-  assert all(w.code != 0 for w in workers)
-  assert (f"model_dir '{url}' is a URL and this run has 2 processes" in workers[0].err
-          and "Mount the bucket" in workers[0].err), workers[0].err[-2000:]
-  assert "Traceback" not in workers[0].err
-  assert not (world["root"] / "bucket" / "prompts").exists()
+  first_run, resumed, _ = trained["workers"]
+  for worker in resumed:
+    assert "Resuming from checkpoint 2 in " + trained["two_url"].replace("export", "checkpoints") in worker.err
+  assert all("Trained 3 prompts for 2 steps" in w.out for w in first_run), first_run[0].out
+  marker = json.loads((trained["two"].parent / paths.COMMIT_MARKER).read_text())  # published whole
+  assert "partial" not in marker and any(name.startswith("checkpoints/4/") for name in marker["files"])
 
 
 def test_build_library_on_two_processes_builds_the_library_of_one(libraries):
