@@ -86,6 +86,18 @@ def json_from_process_zero(value):
   return json.loads(data.tobytes().decode("utf-8"))
 
 
+def check_same_on_every_process(settings: dict, what: str) -> None:
+  """Raises ValueError on a process whose JSON-serializable `settings` differ from process 0's, naming
+  the keys (processes given other flags would otherwise wait for each other in a collective)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  zero = json_from_process_zero(settings)
+  differ = sorted(k for k in set(zero) | set(settings) if zero.get(k) != json.loads(json.dumps(settings.get(k))))
+  if differ:
+    details = "; ".join(f"{k}: process 0 {zero.get(k)!r}, this process {settings.get(k)!r}" for k in differ)
+    raise ValueError(f"{what}: process {jax.process_index()} of {jax.process_count()} runs with other "
+                     f"settings than process 0 ({details}); give every process the same command line.")
+
+
 def writes_outputs() -> bool:
   """Whether this process writes a command's outputs: on several hosts (run_tpu.sh on a pod slice)
   only process 0 does, so that hosts sharing a mounted bucket never race on the same files."""

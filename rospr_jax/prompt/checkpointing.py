@@ -79,7 +79,8 @@ class Checkpointer:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), run=ocp.args.JsonRestore()))
       except Exception as e:  # noqa: BLE001 - orbax raises assorted errors for a shape mismatch.
-        raise CheckpointMismatchError(str(e)) from e
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointMismatchError(f"{type(e).__name__}: {first}") from e
       state, run = jax.tree.map(np.asarray, restored["state"]), dict(restored["run"])
     return paths.from_process_zero(state), paths.json_from_process_zero(run)
 

@@ -311,8 +311,8 @@ def _restore(checkpointer: Checkpointer, step: int, run_facts: dict, optimizer, 
     state, run = checkpointer.restore(step, abstract)
   except CheckpointMismatchError as e:
     _check_recorded_facts(checkpointer, step, run_facts, where)  # another optimizer: say which
-    raise ValueError(f"Cannot restore {where} into prompts of shape {run_facts['prompt_shape']} and this "
-                     f"optimizer's state: {e}") from e
+    raise ValueError(f"Cannot restore {where}: it is damaged, or does not fit prompts of shape "
+                     f"{run_facts['prompt_shape']} and this optimizer's state ({e}).") from e
   _check_resume(run, run_facts, where)
   logger.info("Resuming from %s (data position %d).", where, run["position"])
   return state, int(run["position"])
@@ -417,6 +417,8 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
                    "backbone_fingerprint": backbone.fingerprint, "examples": data.digest(),
                    "dropout_rate": dropout_rate, **flat_facts("optimizer", optimizer_facts)}
       seeds = [prompts_lib.source_seed(n) for n in names]
+      paths.check_same_on_every_process({**run_facts, "num_steps": num_steps, "checkpoint_every": checkpoint_every,
+                                         "export_every": export_every, "log_every": log_every}, "train-prompts")
       latest = checkpointer.latest_step()  # process 0's: all resume alike
       if latest is None:
         initializer_for = prompt_init.initializers(model.embedding_table(backbone.params), data,
@@ -461,7 +463,8 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
           logger.info("Exported prompts of step %d to %s.", done, table)
         if checkpoint:
           checkpointer.save(done, state, {**run_facts, "position": batches.position})
-          logger.info("Saved checkpoint %d to %s.", done, ckpt_shown)
+          if jax.process_index() == 0:
+            logger.info("Saved checkpoint %d to %s.", done, ckpt_shown)
         run_folder.publish()  # a URL's MODEL_DIR: this step's checkpoint and export, uploaded
 
       rng = dropout_key(seed, dropout_rng_impl)
@@ -512,11 +515,11 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
         checkpointer.close()
       # The other processes end only once process 0 has exported: a failure there stops them too.
       paths.from_process_zero(np.zeros((), np.int32))
+      if paths.is_url(model_url):  # what the user reads: the published folders
+        export_dir, ckpt_dir = f"{model_url}/export", ckpt_shown
       if latest is None:
         logger.info("Trained %d steps from scratch; exports in %s.", num_steps, export_dir)
       else:
         logger.info("Resumed from step %d, trained %d more steps to %d; exports in %s.", latest,
                     num_steps - latest, num_steps, export_dir)
-      if paths.is_url(model_url):  # what the user reads: the published folders
-        export_dir, ckpt_dir = f"{model_url}/export", ckpt_shown
       return TrainResult(jax.device_get(state), names, num_steps, export_dir, ckpt_dir, resumed_from=latest)

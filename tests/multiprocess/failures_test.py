@@ -60,6 +60,22 @@ def test_a_worker_that_fails_alone_stops_the_others_with_its_message(rospr, tmp_
   assert (tmp_path / "library" / "keep.txt").read_text() == "not a library"
 
 
+def test_processes_given_other_settings_stop_at_once_naming_the_difference(rospr, tmp_path):
+  """Process 1 given another TRAIN_STEPS would train on while process 0 waits in a collective: the run
+  facts and step settings are compared with process 0's before any step."""
+  examples = tmp_path / "ex.jsonl"
+  train_cli._write_examples(examples)
+  argv = lambda index: ["train-prompts", *train_cli._argv(examples, tmp_path / "run", 8 if index else 12, 2)]
+  workers = rospr.wait(rospr.start(argv), timeout=120)
+  assert [w.code for w in workers] == [1, 2], describe(workers)
+  mine = workers[1].err.strip().splitlines()[-1]
+  assert mine == ("rospr train-prompts: error: train-prompts: process 1 of 2 runs with other settings than "
+                  "process 0 (num_steps: process 0 12, this process 8); give every process the same command "
+                  "line."), describe(workers)
+  assert "process 1 of 2 stopped (exit code 2: " in workers[0].err and "num_steps" in workers[0].err
+  assert not (tmp_path / "run" / "checkpoints" / "2").exists()  # stopped before any step
+
+
 def test_a_peer_that_never_arrives_ends_the_wait_with_one_line(rospr):
   (worker,) = rospr.start(["score", "--checkpoint", "unused", "--input", "x", "--choice", "y"],
                           processes=1, JAX_COORDINATOR_ADDRESS="127.0.0.1:1", ROSPR_NUM_PROCESSES="2",

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import pytest
 
@@ -80,9 +81,10 @@ class Launcher:
     self.runs = 0
     self.workers: list[Worker] = []
 
-  def start(self, argv: list[str], processes: int = 2, devices: int = 2, **env: str) -> list[Worker]:
+  def start(self, argv: list[str] | Callable[[int], list[str]], processes: int = 2, devices: int = 2,
+            **env: str) -> list[Worker]:
     """Starts `rospr ARGV` as `processes` workers of `devices` CPU devices each (1: no launch
-    settings at all, a plain run)."""
+    settings at all, a plain run); a callable `argv` gives each process index its own."""
     self.runs += 1
     port = free_port()
     workers = []
@@ -93,7 +95,8 @@ class Launcher:
       out = self.logs / f"run{self.runs}_p{index}.out"
       err = self.logs / f"run{self.runs}_p{index}.err"
       with open(out, "wb") as o, open(err, "wb") as e:
-        process = subprocess.Popen([sys.executable, "-m", "rospr_jax.cli", *map(str, argv)], cwd=ROOT,
+        line = argv(index) if callable(argv) else argv
+        process = subprocess.Popen([sys.executable, "-m", "rospr_jax.cli", *map(str, line)], cwd=ROOT,
                                    env=worker_env(devices, **launch, **env), stdout=o, stderr=e)
       workers.append(Worker(process, out, err, time.time()))
     self.workers += workers
