@@ -90,10 +90,11 @@ def check_same_on_every_process(settings: dict, what: str) -> None:
   """Raises ValueError on a process whose JSON-serializable `settings` differ from process 0's, naming
   the keys (processes given other flags would otherwise wait for each other in a collective)."""
   import jax  # pylint: disable=g-import-not-at-top
-  zero = json_from_process_zero(settings)
-  differ = sorted(k for k in set(zero) | set(settings) if zero.get(k) != json.loads(json.dumps(settings.get(k))))
+  mine = json.loads(json.dumps(settings))  # as process 0's arrive: tuples as lists
+  zero = json_from_process_zero(mine)
+  differ = sorted(k for k in set(zero) | set(mine) if zero.get(k) != mine.get(k))
   if differ:
-    details = "; ".join(f"{k}: process 0 {zero.get(k)!r}, this process {settings.get(k)!r}" for k in differ)
+    details = "; ".join(f"{k}: process 0 {zero.get(k)!r}, this process {mine.get(k)!r}" for k in differ)
     raise ValueError(f"{what}: process {jax.process_index()} of {jax.process_count()} runs with other "
                      f"settings than process 0 ({details}); give every process the same command line.")
 

@@ -37,7 +37,7 @@ class Checkpointer:
   def __init__(self, directory: str | os.PathLike, *, keep: int | None = 3):
     self.directory = os.path.abspath(os.fspath(directory))
     self._manager = None
-    if jax.process_index() == 0:
+    if paths.writes_outputs():
       os.makedirs(self.directory, exist_ok=True)  # orbax creates it only with every process taking part
       options = ocp.CheckpointManagerOptions(
           max_to_keep=keep, create=False, enable_async_checkpointing=False,
@@ -49,10 +49,6 @@ class Checkpointer:
     latest = self._manager.latest_step() if self._manager is not None else None
     latest = int(paths.from_process_zero(np.int32(-1 if latest is None else latest)))
     return None if latest < 0 else latest
-
-  def all_steps(self) -> list[int]:
-    """The complete steps (process 0's list; empty on the others)."""
-    return sorted(self._manager.all_steps()) if self._manager is not None else []
 
   def save(self, step: int, state: PromptTrainState, run: dict[str, Any]) -> None:
     """Writes checkpoint `step` of the replicated `state` (synchronously: it is complete when this
