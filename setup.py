@@ -46,7 +46,7 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["rospr_jax", "rospr_jax.*"]) + ["rospr_tasks", "rospr_jax_gin"],
     package_dir={"rospr_tasks": "tasks", "rospr_jax_gin": "gin"},
-    package_data={"rospr_jax_gin": ["*.gin", "*/*.gin"]},
+    package_data={"rospr_jax_gin": ["*.gin", "*/*.gin"], "rospr_jax.data": ["offline_vocab/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["rospr=rospr_jax.cli:main"]},

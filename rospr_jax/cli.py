@@ -13,7 +13,7 @@ from rospr_jax import distributed
 
 COMMANDS = {
     # name: one-line help; the command's module is rospr_jax.commands.<name with "_" for "-">.
-    "fetch": "download and cache the promptsource and BIG-bench archives",
+    "fetch": "cache the promptsource archive; build the BIG-bench store from a source you give",
     "tasks": "list SeqIO tasks and mixtures, or show rendered examples",
     "convert": "convert a checkpoint between Hugging Face and T5X formats",
     "score": "score answer choices of one input with a T0 checkpoint",
@@ -21,7 +21,7 @@ COMMANDS = {
     "build-library": "embed source instances and build the search index",
     "retrieve": "select prompts for target tasks from a library",
     "evaluate": "zero-shot rank classification with and without prompts (gin-configured)",
-    "demo": "the offline end-to-end run on a tiny model",
+    "demo": "the offline end-to-end run on the generated task family and a tiny model",
 }
 
 

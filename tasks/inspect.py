@@ -25,6 +25,9 @@ def _counts(task: prompted.PromptedTask, cache: dict) -> str:
       n = prompted.split_counts(task, [split])[split]
       parts.append(f"{split} {n}")
       continue
+    if not hasattr(task, "spec"):  # generated: no files, the split sizes are fixed
+      parts.append(f"{split} {task.count(split)}")
+      continue
     key = (task.spec.name, task.spec.subset, task.spec.source_split(split))
     if key not in cache:
       cache[key] = records.count_split(*key, root=task.data_root)

@@ -5,6 +5,7 @@ Task names (T0's and P3's, `rospr_jax.data.catalog.task_clean`):
   <dataset>_<subset>_<template>[_r1|_r2|_r3]     a promptsource (dataset, template): inputs, targets
   <same>_score_eval                              rank classification (templates with answer choices)
   bigbench_<task>, bigbench_<task>_score_eval    a BIG-bench JSON task (all subtasks)
+  generated_<skill>_<format>_f<frame>[_score_eval]  a template of the generated family (no data needed)
 
 Mixtures:
 
@@ -13,11 +14,14 @@ Mixtures:
   rospr_held_out_score_eval           11 held-out datasets x original_task templates
   rospr_bigbench_targets_score_eval   the 14 BIG-bench targets
   rospr_targets_score_eval            both of the above
+  rospr_generated_sources             the generated family's source templates (train split)
+  rospr_generated_targets_score_eval  its held-out targets (test split)
 
 `SOURCES` and `TARGETS` map task names to their `rospr_jax.data.prompted` tasks (no TensorFlow needed
 to iterate them). Registration reads only templates.yaml files and BIG-bench's index; examples are
-read when a dataset is requested. A part whose cache is missing is not registered and `STATUS` says
-why (naming `rospr fetch`).
+read when a dataset is requested. A part whose data is missing (promptsource not fetched, no BIG-bench
+source configured) is not registered and `STATUS` says why and how to provide it; the generated family
+is always registered.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import tensorflow as tf
 
 from rospr_jax.data import archives
 from rospr_jax.data import bigbench
+from rospr_jax.data import bigbench_sources
 from rospr_jax.data import catalog
+from rospr_jax.data import generated
 from rospr_jax.data import prompted
 from rospr_tasks import preprocessors
 from rospr_tasks import vocab
@@ -43,6 +49,8 @@ BIGBENCH_SOURCES_MIXTURE = "rospr_bigbench_sources"
 HELD_OUT_MIXTURE = "rospr_held_out_score_eval"
 BIGBENCH_TARGETS_MIXTURE = "rospr_bigbench_targets_score_eval"
 TARGETS_MIXTURE = "rospr_targets_score_eval"
+GENERATED_SOURCES_MIXTURE = "rospr_generated_sources"
+GENERATED_TARGETS_MIXTURE = "rospr_generated_targets_score_eval"
 
 SOURCES: dict[str, prompted.PromptedTask] = {}
 TARGETS: dict[str, prompted.PromptedTask] = {}
@@ -143,16 +151,30 @@ def register_bigbench(store: bigbench.BigBenchStore) -> None:
   _add_mixture(BIGBENCH_SOURCES_MIXTURE, [(name, rate) for name, rate in rates if rate > 0])
 
 
+def register_generated() -> None:
+  sources = [generated.GeneratedTask(t) for t in generated.source_templates()]
+  targets = generated.target_tasks()
+  for mapping, tasks in ((SOURCES, sources), (TARGETS, targets)):
+    for task in tasks:
+      mapping[task.name] = task
+      _add_both(task)
+  _add_mixture(GENERATED_SOURCES_MIXTURE, [(t.name, 1.0) for t in sources])
+  _add_mixture(GENERATED_TARGETS_MIXTURE, [(t.name + catalog.SCORE_EVAL_SUFFIX, 1.0) for t in targets])
+
+
 def register_all() -> dict[str, str]:
   """Registers what the cache allows; returns STATUS ({part: "registered" or why not})."""
-  for part, register in (("promptsource", lambda: register_promptsource(archives.promptsource_templates_dir())),
+  for part, register in (("generated", register_generated),
+                         ("promptsource", lambda: register_promptsource(archives.promptsource_templates_dir())),
                          ("bigbench", lambda: register_bigbench(bigbench.BigBenchStore()))):
     if STATUS.get(part) == "registered":
       continue
     try:
+      if part == "bigbench" and not bigbench_sources.bigbench_configured():
+        raise FileNotFoundError(bigbench_sources.NOT_CONFIGURED)
       register()
       STATUS[part] = "registered"
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError, OSError) as e:  # a part's data missing or refused: say why
       if STATUS.get(part) != str(e):  # say it once per cause, not on every retry
         logger.warning("rospr_tasks: %s tasks not registered: %s", part, e)
       STATUS[part] = str(e)

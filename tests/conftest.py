@@ -42,3 +42,68 @@ def data_dir(tmp_path_factory, example_records) -> pathlib.Path:
       with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in example_records[spec.key])
   return root
+
+
+# ---- BIG-bench: a small checkout the tests write (tests/bigbench_checkout.py), and a store built from it ----
+
+
+@pytest.fixture(scope="session")
+def bigbench_checkout(tmp_path_factory) -> pathlib.Path:
+  """A google/BIG-bench checkout (generated tasks under real names), written once per session."""
+  import bigbench_checkout as checkout  # tests/ is on sys.path (this conftest's folder)  # pylint: disable=g-import-not-at-top
+  return checkout.write_checkout(tmp_path_factory.mktemp("bigbench_checkout"))
+
+
+@pytest.fixture(scope="session")
+def bigbench_cache(tmp_path_factory, bigbench_checkout) -> pathlib.Path:
+  """A cache folder holding the BIG-bench store built from `bigbench_checkout`; every other entry of the
+  user's cache (promptsource, archives) is linked in, so only BIG-bench differs."""
+  from rospr_jax import paths  # pylint: disable=g-import-not-at-top
+  from rospr_jax.data import bigbench_sources  # pylint: disable=g-import-not-at-top
+  cache = tmp_path_factory.mktemp("rospr_cache")
+  real = pathlib.Path(paths.cache_root())
+  if real.is_dir():
+    for entry in real.iterdir():
+      if entry.name != bigbench_sources.STORE_NAME and not entry.name.startswith("."):
+        (cache / entry.name).symlink_to(entry)
+  bigbench_sources.build_store(bigbench_checkout, cache)
+  return cache
+
+
+@pytest.fixture
+def bigbench_env(monkeypatch, bigbench_checkout, bigbench_cache) -> pathlib.Path:
+  """ROSPR_CACHE at `bigbench_cache` and ROSPR_BIGBENCH at the test checkout, for this test (and the
+  commands it runs in subprocesses, which inherit os.environ): `BigBenchStore()` and
+  `bigbench_configured()` then see the test store. Returns the store folder."""
+  monkeypatch.setenv("ROSPR_CACHE", str(bigbench_cache))
+  monkeypatch.setenv("ROSPR_BIGBENCH", str(bigbench_checkout))
+  return bigbench_cache / "bigbench"
+
+
+class TinyModel:
+  """A tiny random T5 saved as a Hugging Face checkpoint with the offline vocabulary as its spiece.model.
+
+  Attributes:
+    checkpoint: the checkpoint folder (str); treat it as read-only, it is shared by the session.
+    vocab: the offline SentencePiece model (str).
+    config: its T5Config (embeddings padded to a multiple of 128, as T5's are).
+    params: its parameters (seed 0).
+  """
+
+  def __init__(self, root: pathlib.Path):
+    import jax  # pylint: disable=g-import-not-at-top
+    from rospr_jax import tokenization  # pylint: disable=g-import-not-at-top
+    from rospr_jax.data import vocabulary  # pylint: disable=g-import-not-at-top
+    from rospr_jax.model import get_config, init_params, save_hf  # pylint: disable=g-import-not-at-top
+    self.vocab = vocabulary.offline_vocabulary_path()
+    self.config = get_config("tiny", vocab_size=-(-tokenization.Tokenizer(self.vocab).vocab_size // 128) * 128)
+    self.params = init_params(self.config, jax.random.PRNGKey(0))
+    self.checkpoint = str(root / "t0")
+    save_hf(self.checkpoint, self.config, self.params)
+    shutil.copyfile(self.vocab, os.path.join(self.checkpoint, "spiece.model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> TinyModel:
+  """The session's one tiny checkpoint (the recipe every test that needs a T0 stand-in shares)."""
+  return TinyModel(tmp_path_factory.mktemp("tiny_model"))

@@ -10,9 +10,9 @@ from rospr_jax.data import vocabulary
 
 def test_a_model_with_fewer_embeddings_than_pieces_is_refused_by_name():
   tokenizer = tokenization.Tokenizer(vocabulary.offline_vocabulary_path())
-  assert tokenizer.vocab_size == 3000  # the offline vocabulary's size, by its file name
-  tokenizer.check_fits(3000, "the retriever")
-  tokenizer.check_fits(3072, "the retriever")
-  with pytest.raises(ValueError, match=rf"The vocabulary {tokenizer.path} has 3000 pieces; the retriever "
-                                       r"/ckpt/r has 2999 embeddings\."):
-    tokenizer.check_fits(2999, "the retriever /ckpt/r")
+  assert tokenizer.vocab_size == 2000  # the offline vocabulary's size, by its file name
+  tokenizer.check_fits(2000, "the retriever")
+  tokenizer.check_fits(2048, "the retriever")
+  with pytest.raises(ValueError, match=rf"The vocabulary {tokenizer.path} has 2000 pieces; the retriever "
+                                       r"/ckpt/r has 1999 embeddings\."):
+    tokenizer.check_fits(1999, "the retriever /ckpt/r")

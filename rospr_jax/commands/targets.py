@@ -13,7 +13,7 @@ import numpy as np
 if TYPE_CHECKING:  # imported where it is used: it loads JAX, which `rospr evaluate --help` does not need
   from rospr_jax.eval.evaluate import Target
 
-TARGET_GROUPS = ("bigbench", "held_out")
+TARGET_GROUPS = ("generated", "held_out", "bigbench")
 
 
 def target_from_task(task, split: str | None = None, *, max_examples: int | None = None,
@@ -46,9 +46,13 @@ def target_from_task(task, split: str | None = None, *, max_examples: int | None
 
 
 def resolve_target_tasks(specs: Sequence[str], data_dir: str | None = None) -> list:
-  """Target tasks from group names ("bigbench": the 14 BIG-bench tasks, "held_out": the 11 held-out
-  datasets' original-task templates) and task names of either group."""
-  from rospr_jax.data import archives, bigbench, prompted  # pylint: disable=g-import-not-at-top
+  """Target tasks from group names and task names.
+
+  Groups: "generated" (the generated family's held-out targets: no data needed), "held_out" (the 11
+  held-out datasets' original-task templates: promptsource templates and DATA_DIR) and "bigbench" (the
+  14 BIG-bench tasks: a configured BIG-bench source). A task name loads only the group its name
+  belongs to, so a named held-out target never needs BIG-bench.
+  """
   if isinstance(specs, str):
     raise ValueError(f"TARGETS must be a list of groups or task names, e.g. ['{specs}'], not the "
                      f"string {specs!r}.")
@@ -56,8 +60,7 @@ def resolve_target_tasks(specs: Sequence[str], data_dir: str | None = None) -> l
 
   def group(name):
     if name not in loaded:
-      loaded[name] = (prompted.bigbench_target_tasks(bigbench.BigBenchStore()) if name == "bigbench" else
-                      prompted.held_out_target_tasks(archives.promptsource_templates_dir(), data_dir))
+      loaded[name] = _load_group(name, data_dir)
     return loaded[name]
 
   tasks = []
@@ -65,9 +68,26 @@ def resolve_target_tasks(specs: Sequence[str], data_dir: str | None = None) -> l
     if spec in TARGET_GROUPS:
       tasks.extend(group(spec))
       continue
-    matches = [t for g in TARGET_GROUPS for t in group(g) if t.name == spec]
+    name = _group_of(spec)
+    matches = [t for t in group(name) if t.name == spec]
     if not matches:
       raise ValueError(f"Unknown target {spec!r}: give {list(TARGET_GROUPS)} or a task name from "
                        "`rospr tasks`.")
     tasks.extend(matches)
   return tasks
+
+
+def _group_of(task_name: str) -> str:
+  from rospr_jax.data import generated  # pylint: disable=g-import-not-at-top
+  if task_name.startswith(generated.GROUP + "_"):
+    return "generated"
+  return "bigbench" if task_name.startswith("bigbench_") else "held_out"
+
+
+def _load_group(name: str, data_dir: str | None) -> list:
+  from rospr_jax.data import archives, bigbench, generated, prompted  # pylint: disable=g-import-not-at-top
+  if name == "generated":
+    return generated.target_tasks()
+  if name == "bigbench":
+    return prompted.bigbench_target_tasks(bigbench.BigBenchStore())
+  return prompted.held_out_target_tasks(archives.promptsource_templates_dir(), data_dir)

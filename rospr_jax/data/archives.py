@@ -9,17 +9,16 @@ declares a direct-URL dependency on bleurt) and would run each archive's setup.p
 Cache layout (root: `$ROSPR_CACHE`, default `~/.cache/rospr_jax`):
 
   archives/promptsource-0.2.3.tar.gz       the archive as published
-  archives/bigbench-1.0.0.tar.gz
   archives/t5-0.9.4-py2.py3-none-any.whl   the old t5 package (its rank-classification metric is a
                                            reference the tests compare with; never installed)
   promptsource-0.2.3/templates/<dataset>[/<subset>]/templates.yaml, templates.py, manifest.json
-  bigbench-1.0.0/tasks.zip                 every multiple-choice JSON task: <task>[/<subtask>]/task.json
-  bigbench-1.0.0/index.json                every JSON task: subtasks, multiple choice or not, counts
-  bigbench-1.0.0/json_task.py              BIG-bench's formatting code (the tests' reference)
+  bigbench/                                BIG-bench's store, from a source the user gives (see
+                                           `rospr_jax.data.bigbench_sources`; not fetched here)
 
-BIG-bench's JSON files are moved from the gzip archive (read front to back, ~10 s per pass) into a
-zip (random access) once. Every file and folder is written under a temporary name and renamed. Nothing
-here runs at import time; readers raise FileNotFoundError naming `rospr fetch` when the cache is empty.
+bigbench 1.0.0 is no longer served by the index: BIGBENCH below only pins the sdist a user may still
+give as a BIG-bench source. Every file and folder is written under a temporary name and renamed.
+Nothing here runs at import time; readers raise FileNotFoundError naming `rospr fetch` when the cache
+is empty.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-import zipfile
 from typing import Callable, Iterator
 
 from rospr_jax import artifacts, paths
@@ -75,7 +73,7 @@ BIGBENCH = ArchiveSpec(
 T5_WHEEL = ArchiveSpec(
     project="t5", version="0.9.4", file="t5-0.9.4-py2.py3-none-any.whl",
     sha256="53e40efdfc4d8f614cd8d38301e39d5c146f9d5fd66b6823d9c181b60370b2b5", size=164_489)
-ARCHIVES = (PROMPTSOURCE, BIGBENCH, T5_WHEEL)
+ARCHIVES = (PROMPTSOURCE, T5_WHEEL)  # what `rospr fetch` downloads (BIGBENCH is only a pin)
 
 # A downloader writes the archive's bytes to the given path (tests pass a fake one).
 Downloader = Callable[[ArchiveSpec, pathlib.Path], None]
@@ -217,90 +215,10 @@ def promptsource_templates_dir(cache: pathlib.Path | None = None) -> pathlib.Pat
 
 
 # ---------------------------------------------------------------------------------------------------
-# BIG-bench: JSON tasks into a zip, and an index of them.
-
-
-def _is_multiple_choice(task: dict) -> bool:
-  """BIG-bench's own rule: scored by multiple_choice_grade, every example has target_scores."""
-  examples = task.get("examples") or []
-  return ("multiple_choice_grade" in task.get("metrics", [])
-          and bool(examples) and all(isinstance(e, dict) and "target_scores" in e for e in examples))
-
-
-def build_bigbench_store(archive: pathlib.Path, cache: pathlib.Path | None = None) -> pathlib.Path:
-  """Copies every multiple-choice JSON task of the archive into `<cache>/bigbench-1.0.0/tasks.zip`.
-
-  A task whose task.json has no "examples" is a container: its subtasks are the task.json files one
-  folder below, in sorted order (as BIG-bench's JsonTask reads them).
-
-  Returns:
-    The folder holding tasks.zip and index.json.
-  """
-  cache = cache or cache_dir()
-  final = cache / BIGBENCH.root
-  prefix = f"{BIGBENCH.root}/bigbench/benchmark_tasks/"
-  reference_member = f"{BIGBENCH.root}/bigbench/api/json_task.py"
-  reference = None
-  parsed: dict[str, tuple[dict, bytes]] = {}   # "<task>" or "<task>/<subtask>" -> (json, raw bytes)
-  with tarfile.open(archive, "r|gz") as tar:
-    for member in tar:
-      if member.isfile() and member.name == reference_member:
-        reference = tar.extractfile(member).read()
-      if not member.isfile() or not member.name.startswith(prefix) or not member.name.endswith("/task.json"):
-        continue
-      rel = member.name[len(prefix):-len("/task.json")]
-      if rel.count("/") > 1:
-        continue
-      raw = tar.extractfile(member).read()
-      try:
-        parsed[rel] = (json.loads(raw), raw)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{archive}: {member.name} is not valid JSON: {e}") from e
-
-  tasks: dict[str, dict] = {}
-  for name in sorted(k for k in parsed if "/" not in k):
-    data, _ = parsed[name]
-    if "examples" in data:
-      parts = [(None, data)]
-    else:
-      parts = [(k.split("/", 1)[1], parsed[k][0]) for k in sorted(parsed) if k.startswith(name + "/")]
-    if not parts:
-      continue
-    multiple_choice = all(_is_multiple_choice(d) for _, d in parts)
-    counts = [len(d.get("examples", [])) for _, d in parts]
-    distinct = [len({json.dumps(e) for e in d.get("examples", [])}) for _, d in parts]
-    tasks[name] = {
-        "subtasks": [s for s, _ in parts if s is not None],
-        "multiple_choice": multiple_choice,
-        "num_examples": sum(counts),
-        "num_distinct_examples": sum(distinct),
-    }
-
-  with _staged_dir(final, {"archive": BIGBENCH.filename, "sha256": BIGBENCH.sha256}) as tmp:
-    with zipfile.ZipFile(tmp / "tasks.zip", "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-      for name, info in tasks.items():
-        if not info["multiple_choice"]:
-          continue
-        zf.writestr(f"{name}/task.json", parsed[name][1])
-        for sub in info["subtasks"]:
-          zf.writestr(f"{name}/{sub}/task.json", parsed[f"{name}/{sub}"][1])
-    if reference is not None:  # BIG-bench's own formatting code, the reference the tests compare with.
-      (tmp / "json_task.py").write_bytes(reference)
-    with open(tmp / "index.json", "w") as f:
-      json.dump({"archive": BIGBENCH.filename, "sha256": BIGBENCH.sha256, "tasks": tasks}, f, indent=1)
-  return final
-
-
-def bigbench_dir(cache: pathlib.Path | None = None) -> pathlib.Path:
-  """The folder holding BIG-bench's tasks.zip and index.json.
-
-  Raises:
-    FileNotFoundError: the cache has no BIG-bench store built from the pinned archive.
-  """
-  folder = (cache or cache_dir()) / BIGBENCH.root
-  if not _manifest_ok(folder, BIGBENCH) or not (folder / "tasks.zip").exists():
-    raise FileNotFoundError(f"BIG-bench tasks are not in the cache ({folder}); {FETCH_HINT}")
-  return folder
+# BIG-bench: no longer served by the index. Its store (`<cache>/bigbench/`) is built from a source the
+# user gives (a checkout, Hugging Face parquet, this sdist if kept, or GitHub) by
+# `rospr_jax.data.bigbench_sources` (`bigbench_dir()`, `bigbench_configured()`, `build_store()`);
+# BIGBENCH above is the pin that an sdist given as a source must match.
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -317,8 +235,7 @@ def fetch_all(cache: pathlib.Path | None = None, download: Downloader | None = N
   cache = cache or cache_dir()
   cache.mkdir(parents=True, exist_ok=True)
   done = {}
-  for spec, folder, build in ((PROMPTSOURCE, cache / PROMPTSOURCE.root, extract_promptsource),
-                              (BIGBENCH, cache / BIGBENCH.root, build_bigbench_store)):
+  for spec, folder, build in ((PROMPTSOURCE, cache / PROMPTSOURCE.root, extract_promptsource),):
     start = time.time()
     path = fetch_archive(spec, cache, download)
     log(f"{spec.filename}: sha256 {spec.sha256} ok ({path})")

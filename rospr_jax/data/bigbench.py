@@ -1,8 +1,12 @@
-"""BIG-bench JSON tasks, read from the cache that `rospr fetch` built from the bigbench 1.0.0 archive.
+"""BIG-bench JSON tasks, read from the store `bigbench_sources` builds (`<cache>/bigbench/`).
+
+The store is made from whatever form the user has (a google/BIG-bench checkout, Hugging Face parquet,
+the old sdist, or GitHub): `rospr fetch --bigbench SOURCE` or `$ROSPR_BIGBENCH` (see
+`bigbench_sources`). Every task.json read from it is checked against the sha256 its manifest records.
 
 Examples are formatted as BIG-bench's own JSON task API formats a zero-shot multiple-choice query
 (bigbench/api/json_task.py `default_format_fn`, and bbseqio for the SeqIO side), with each task's
-(or subtask's) own prefixes:
+(or subtask's) own prefixes (`bigbench_sources.query_text`):
 
   inputs  = strip(task_prefix + example_input_prefix + input
                   [+ choice_prefix + choice_prefix.join(permuted choices)]  # if append_choices_to_input
@@ -25,16 +29,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
+import hashlib
 import json
 import pathlib
 import random
 import zipfile
 from typing import Any, Sequence
 
-import numpy as np
-
-from rospr_jax.data import archives
+from rospr_jax.data import bigbench_sources
 
 BIGBENCH_SEED = 42
 MIN_VALIDATION_EXAMPLES = 16
@@ -97,12 +99,6 @@ class ExampleError(ValueError):
     self.reason = reason
 
 
-@functools.lru_cache(maxsize=None)
-def _permutation(n: int) -> tuple[int, ...]:
-  """BIG-bench permutes the sorted choices with a fresh RandomState(42): the order depends on n only."""
-  return tuple(int(i) for i in np.random.RandomState(seed=BIGBENCH_SEED).permutation(n))
-
-
 def format_example(sample: dict[str, Any], task: dict[str, Any], where: str = "") -> BigBenchExample:
   """Formats one example with the prefixes of `task` (the task or subtask JSON holding it).
 
@@ -122,35 +118,45 @@ def format_example(sample: dict[str, Any], task: dict[str, Any], where: str = ""
     raise ExampleError("bad scores", f"{where}: target_scores must be numbers ({e})") from e
   if (len(values) == 1 and values[0] == 0) or (len(values) > 1 and max(values) <= min(values)):
     raise ExampleError("no correct choice", f"{where}: no correct choice (every target score is {values[0]})")
-  input_prefix = task.get("example_input_prefix", "\nQ: ")
-  output_prefix = task.get("example_output_prefix", "\nA: ")
-  choice_prefix = task.get("choice_prefix", "\n  choice: ")
-  text = sample["input"]
-  if task.get("append_choices_to_input", True):
-    ordered = sorted(scores.keys())
-    permuted = [ordered[i] for i in _permutation(len(ordered))]
-    text = text + choice_prefix + choice_prefix.join(permuted)
-  text = str(task.get("task_prefix", "")) + input_prefix + text + output_prefix
   keys = list(scores.keys())
+  text = bigbench_sources.query_text(task, sample["input"], keys)
   target = keys[values.index(max(values))]
-  return BigBenchExample(inputs=text.strip(), choices=tuple(k.strip() for k in keys), scores=tuple(values),
+  return BigBenchExample(inputs=text, choices=tuple(k.strip() for k in keys), scores=tuple(values),
                          target=target.strip(), subtask=None)
 
 
 class BigBenchStore:
-  """The cached BIG-bench JSON tasks (tasks.zip + index.json in `<cache>/bigbench-1.0.0/`)."""
+  """The BIG-bench store (tasks.zip, index.json, manifest.json; default: `bigbench_sources.bigbench_dir()`).
+
+  Raises (on construction): FileNotFoundError when BIG-bench is not configured (one line naming
+  `rospr fetch --bigbench` and ROSPR_BIGBENCH); ValueError when index.json differs from its manifest.
+  """
 
   def __init__(self, folder: pathlib.Path | None = None):
-    self.folder = pathlib.Path(folder) if folder is not None else archives.bigbench_dir()
-    with open(self.folder / "index.json") as f:
-      self.index: dict[str, dict] = json.load(f)["tasks"]
+    self.folder = pathlib.Path(folder) if folder is not None else bigbench_sources.bigbench_dir()
+    manifest = bigbench_sources.read_store_manifest(self.folder)
+    self.source: dict = manifest["source"]
+    self._sha256: dict[str, str] = manifest["files"]
+    raw = (self.folder / "index.json").read_bytes()
+    self._check(raw, "index.json", manifest["index_sha256"])
+    self.index: dict[str, dict] = json.loads(raw)["tasks"]
+
+  def __repr__(self) -> str:
+    return f"BigBenchStore({str(self.folder)!r})"
+
+  def _check(self, raw: bytes, name: str, expected: str | None) -> None:
+    got = hashlib.sha256(raw).hexdigest()
+    if got != expected:
+      raise ValueError(f"BIG-bench store {self.folder}: {name} has sha256 {got[:16]}..., its manifest records "
+                       f"{str(expected)[:16]}... (changed after the store was built); refusing it. Rebuild "
+                       "the store: rospr fetch --bigbench SOURCE --force")
 
   def task_names(self, multiple_choice_only: bool = True) -> list[str]:
     return sorted(k for k, v in self.index.items() if v["multiple_choice"] or not multiple_choice_only)
 
   def info(self, task: str) -> dict:
     if task not in self.index:
-      raise KeyError(f"BIG-bench has no JSON task {task!r} (the archive has {len(self.index)} JSON tasks)")
+      raise KeyError(f"BIG-bench has no JSON task {task!r} (the store has {len(self.index)} JSON tasks)")
     return self.index[task]
 
   def read_json(self, member: str) -> dict:
@@ -159,6 +165,7 @@ class BigBenchStore:
         raw = zf.read(member)
       except KeyError as e:
         raise KeyError(f"{self.folder / 'tasks.zip'} has no {member} (only multiple-choice tasks are kept)") from e
+    self._check(raw, f"tasks.zip:{member}", self._sha256.get(member))
     try:
       return json.loads(raw)
     except json.JSONDecodeError as e:

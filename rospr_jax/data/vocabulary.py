@@ -1,38 +1,42 @@
-"""The SentencePiece vocabulary: T0's (a path the user gives) or a small one trained offline.
+"""The SentencePiece vocabulary: T0's (a path the user gives) or the project's own offline one.
 
 `vocabulary_path()` is `$ROSPR_VOCAB` when set (point it at T5's / T0's `spiece.model`), else the
-offline vocabulary. `offline_vocabulary_path()` returns the offline model, training it once into
-`<cache>/vocab/` if it is absent: a unigram SentencePiece model with T5's special ids (pad 0, eos 1,
-unk 2, no bos) and 3000 pieces, trained on the offline corpus:
+offline vocabulary. The offline vocabulary is a small model committed to the repository
+(`rospr_jax/data/offline_vocab/`), trained by this project and retrained with one command:
 
-- the text of every promptsource template of the T0 source and held-out datasets, with the jinja
-  markup removed (the P3 examples themselves are not shipped in any package), and their fixed answer
-  choices;
-- BIG-bench: inputs and answer choices of up to 200 examples of every multiple-choice JSON task,
-  except the synthetic tasks whose task.json exceeds 16 MB (pixel and geometry encodings), the 14
-  held-out tasks always included.
+    python -m rospr_jax.data.vocabulary --retrain
 
-The model is written under a temporary name and renamed, next to a manifest (corpus sha256, size,
-SentencePiece version); no TensorFlow or SeqIO is imported here, so the model side can use it.
+It is committed rather than trained at set-up so that every machine tokenizes alike whether or not
+promptsource could be fetched there (the tests' tiny checkpoints and the demo depend on its ids), and
+so that nothing a registry may stop serving is needed to make it. It is a unigram model with T5's
+special ids (pad 0, eos 1, unk 2, no bos) and 2000 pieces (as many as the corpus below supports, at most 2191), trained on text the project owns or pins:
+
+- the generated task family (`rospr_jax.data.generated.corpus()`), always;
+- the text of every promptsource 0.2.3 template (279 datasets: T0's sources and held-out targets
+  among them), with the jinja markup removed, and their fixed answer choices, when `rospr fetch` has cached promptsource (the
+  manifest beside the model records whether it had).
+
+The manifest (`<name>.json`) holds the corpus's sha256 and size and the model's sha256, checked on
+every read. No TensorFlow or SeqIO is imported here, so the model side can use it.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import pathlib
 import re
+import sys
 import tempfile
-import zipfile
 from typing import Iterable, Iterator
 
 from rospr_jax import artifacts
-from rospr_jax.data import archives
 
-OFFLINE_VOCAB_SIZE = 3000
+OFFLINE_VOCAB_SIZE = 2000
 OFFLINE_VOCAB_NAME = f"rospr_offline_unigram_{OFFLINE_VOCAB_SIZE}"
-MAX_EXAMPLES_PER_TASK = 200
-MAX_TASK_BYTES = 16 * 2**20
+OFFLINE_VOCAB_DIR = pathlib.Path(__file__).parent / "offline_vocab"
+RETRAIN_COMMAND = "python -m rospr_jax.data.vocabulary --retrain"
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 
 _JINJA_MARKUP = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
@@ -50,35 +54,25 @@ def _lines(text: str) -> Iterator[str]:
       yield line
 
 
-def offline_corpus(cache: pathlib.Path | None = None) -> Iterator[str]:
-  """Lines of the offline corpus, in a fixed order.
-
-  Raises:
-    FileNotFoundError: the archives are not in the cache (names `rospr fetch`).
-  """
-  # Imported here: both need the cache, and this module must stay importable without it.
-  from rospr_jax.data import bigbench, catalog, templates  # pylint: disable=g-import-not-at-top
-  templates_dir = archives.promptsource_templates_dir(cache)
-  store = bigbench.BigBenchStore(archives.bigbench_dir(cache))
-  seen = set()
-  for spec in catalog.T0_TRAIN_DATASETS + catalog.HELD_OUT_DATASETS:
-    if spec.key in seen:
-      continue
-    seen.add(spec.key)
-    for template in templates.sorted_templates(templates.load_dataset_templates(templates_dir, spec.name, spec.subset)):
-      yield from _lines(strip_jinja(template.jinja))
+def offline_corpus(cache: pathlib.Path | None = None) -> tuple[list[str], bool]:
+  """Lines of the offline corpus in a fixed order, and whether promptsource's templates were in it."""
+  # Imported here: the catalog and templates modules are not needed to read the committed model.
+  from rospr_jax.data import archives, generated, templates  # pylint: disable=g-import-not-at-top
+  lines = [line for text in generated.corpus() for line in _lines(text)]
+  try:
+    templates_dir = archives.promptsource_templates_dir(cache)
+  except FileNotFoundError:
+    return lines, False
+  for dataset, subset in templates.list_template_datasets(templates_dir):
+    try:
+      loaded = templates.load_dataset_templates(templates_dir, dataset, subset)
+    except (FileNotFoundError, templates.TemplateError):
+      continue  # a file promptsource itself cannot parse adds nothing
+    for template in templates.sorted_templates(loaded):
+      lines.extend(_lines(strip_jinja(template.jinja)))
       for choice in template.fixed_answer_choices_list() or ():
-        yield from _lines(choice)
-  with zipfile.ZipFile(store.folder / "tasks.zip") as zf:
-    sizes = {info.filename: info.file_size for info in zf.infolist()}
-  for task in store.task_names():
-    members = [f"{task}/{s}/task.json" for s in store.info(task)["subtasks"]] or [f"{task}/task.json"]
-    if task not in catalog.BIGBENCH_TARGETS and max(sizes.get(m, 0) for m in members) > MAX_TASK_BYTES:
-      continue
-    for example in store.examples(task)[:MAX_EXAMPLES_PER_TASK]:
-      yield from _lines(example.inputs)
-      for choice in example.choices:
-        yield from _lines(choice)
+        lines.extend(_lines(choice))
+  return lines, True
 
 
 def train_sentencepiece(lines: Iterable[str], model_path: os.PathLike, vocab_size: int = OFFLINE_VOCAB_SIZE,
@@ -113,26 +107,38 @@ def train_sentencepiece(lines: Iterable[str], model_path: os.PathLike, vocab_siz
   return model_path
 
 
-def offline_vocabulary_path(cache: pathlib.Path | None = None, retrain: bool = False) -> str:
-  """The offline SentencePiece model, trained once from the cached archives.
+def offline_vocabulary_path() -> str:
+  """The committed offline SentencePiece model, checked against the sha256 its manifest records.
 
   Raises:
-    FileNotFoundError: the model is absent and the archives are not cached (names `rospr fetch`).
+    FileNotFoundError / ValueError: the model or its manifest is missing or does not match (names the
+      file and the command that retrains it).
   """
-  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
-  cache = cache or archives.cache_dir()
-  model = cache / "vocab" / f"{OFFLINE_VOCAB_NAME}.model"
-  manifest = model.with_suffix(".json")
-  if model.exists() and manifest.exists() and not retrain:
-    return str(model)
-  lines = list(offline_corpus(cache))
-  digest = hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
-  train_sentencepiece(lines, model)
-  artifacts.write_json(manifest, {
-      "vocab_size": OFFLINE_VOCAB_SIZE, "corpus_lines": len(lines), "corpus_sha256": digest,
-      "sentencepiece": spm.__version__, "promptsource_sha256": archives.PROMPTSOURCE.sha256,
-      "bigbench_sha256": archives.BIGBENCH.sha256, "pad_id": PAD_ID, "eos_id": EOS_ID, "unk_id": UNK_ID})
+  model = OFFLINE_VOCAB_DIR / f"{OFFLINE_VOCAB_NAME}.model"
+  manifest_path = model.with_suffix(".json")
+  if not model.exists() or not manifest_path.exists():
+    raise FileNotFoundError(f"The offline vocabulary {model} (or its manifest) is missing; restore it "
+                            f"from git or run `{RETRAIN_COMMAND}`.")
+  manifest = artifacts.read_json(manifest_path, "The offline vocabulary's manifest")
+  if artifacts.sha256_file(model) != manifest.get("model_sha256"):
+    raise ValueError(f"The offline vocabulary {model} does not match the sha256 in {manifest_path}; "
+                     f"restore it from git or run `{RETRAIN_COMMAND}`.")
   return str(model)
+
+
+def retrain_offline_vocabulary(folder: pathlib.Path = OFFLINE_VOCAB_DIR, cache: pathlib.Path | None = None) -> dict:
+  """Trains the offline model from `offline_corpus()` into `folder`; returns the manifest written."""
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  lines, with_promptsource = offline_corpus(cache)
+  model = train_sentencepiece(lines, pathlib.Path(folder) / f"{OFFLINE_VOCAB_NAME}.model")
+  manifest = {
+      "vocab_size": OFFLINE_VOCAB_SIZE, "corpus_lines": len(lines),
+      "corpus_sha256": hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest(),
+      "promptsource_templates": with_promptsource, "sentencepiece": spm.__version__,
+      "model_sha256": artifacts.sha256_file(model), "pad_id": PAD_ID, "eos_id": EOS_ID, "unk_id": UNK_ID,
+      "retrain": RETRAIN_COMMAND}
+  artifacts.write_json(model.with_suffix(".json"), manifest)
+  return manifest
 
 
 def vocabulary_path(path: str | None = None) -> str:
@@ -148,3 +154,21 @@ def vocabulary_path(path: str | None = None) -> str:
       raise FileNotFoundError(f"SentencePiece model {path} ({origin}) does not exist")
     return path
   return offline_vocabulary_path()
+
+
+def main(argv: list[str]) -> int:
+  parser = argparse.ArgumentParser(description="Retrain the committed offline SentencePiece vocabulary.")
+  parser.add_argument("--retrain", action="store_true", help="train it again from the offline corpus")
+  parser.add_argument("--out", default=str(OFFLINE_VOCAB_DIR), help="folder for the model and its manifest")
+  args = parser.parse_args(argv)
+  if not args.retrain:
+    print(offline_vocabulary_path())
+    return 0
+  manifest = retrain_offline_vocabulary(pathlib.Path(args.out))
+  print(f"trained {args.out}/{OFFLINE_VOCAB_NAME}.model from {manifest['corpus_lines']} lines "
+        f"(promptsource templates: {manifest['promptsource_templates']})")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

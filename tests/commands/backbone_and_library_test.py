@@ -6,30 +6,21 @@ from __future__ import annotations
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rospr_jax import cli, tokenization
+from rospr_jax import cli
 from rospr_jax.backbone import load_backbone
-from rospr_jax.data import vocabulary
 from rospr_jax.library import build, embed, sources as sources_lib
-from rospr_jax.model import get_config, init_params, save_hf
 
-TARGET = "bigbench_code_line_description"
+TARGET = "generated_animal_truefalse_f0"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tiny_model):
   """A tiny random T5 with the offline vocabulary as its spiece.model (as the demo's backbone/)."""
-  root = tmp_path_factory.mktemp("backbone")
-  vocab = vocabulary.offline_vocabulary_path()
-  config = get_config("tiny", vocab_size=-(-tokenization.Tokenizer(vocab).vocab_size // 128) * 128)
-  path = root / "t0"
-  save_hf(str(path), config, init_params(config, jax.random.PRNGKey(0)))
-  (path / "spiece.model").write_bytes(open(vocab, "rb").read())
-  return str(path)
+  return tiny_model.checkpoint
 
 
 def _sources():
@@ -40,7 +31,7 @@ def _sources():
 
 
 def _evaluate_rospr(checkpoint, library, output_dir) -> int:
-  return cli.main(["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/bigbench_targets.gin",
+  return cli.main(["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/generated_targets.gin",
                    f"--gin.CHECKPOINT='{checkpoint}'", f"--gin.OUTPUT_DIR='{output_dir}'",
                    f"--gin.LIBRARY_DIR='{library}'", f"--gin.RETRIEVER_CHECKPOINT='{checkpoint}'",
                    f"--gin.TARGETS=['{TARGET}']", "--gin.METHODS=['RoSPr']", "--gin.MAX_EXAMPLES=4",

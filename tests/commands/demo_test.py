@@ -1,63 +1,81 @@
-"""The offline end-to-end run on a shrunk configuration (Flax examples' train_test style): real BIG-bench
-sources and targets from the cached archive, every step, and the report a person opens, published to
-a URL (file://, fsspec's local driver used as an object store) as `rospr demo --output_dir gs://...`
-publishes it."""
+"""`rospr demo --quick` as a user runs it (a subprocess, published to a file:// URL as `--output_dir
+gs://...` publishes it), and the report's sentences written from hand-computed numbers."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from rospr_jax import paths
-from rospr_jax.commands import demo as pipeline
+from rospr_jax.commands import demo_analysis
+from rospr_jax.data.generated import Template
 
 
 @pytest.mark.slow
-def test_demo_pipeline_end_to_end(tmp_path):
+def test_quick_demo_runs_end_to_end_and_publishes_its_report(tmp_path):
   url, published = f"file://{tmp_path}/bucket/demo", tmp_path / "bucket" / "demo"
-  settings = pipeline.DemoSettings(
-      num_sources=3, max_train_per_source=48, backbone_steps=20, prompt_steps=6, prompt_length=4,
-      library_n=8, max_eval_examples=8, max_held_in_examples=8, input_length=64, target_length=16,
-      batch_size=8, held_out_tasks=("strategyqa", "winowhy"))
-  summaries = pipeline.run(url, settings)
+  env = dict(os.environ, ROSPR_CACHE=str(tmp_path / "cache"))
+  done = subprocess.run([sys.executable, "-m", "rospr_jax.cli", "demo", "--quick", "--output_dir", url],
+                        capture_output=True, text=True, env=env, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "Traceback" not in done.stderr
+  assert "Demo finished in" in done.stdout and "pooled over held-out targets: T0 " in done.stdout
+  for stage in ("generate data", "train backbone", "train soft prompts", "build library", "evaluate"):
+    assert f"demo: {stage} done in" in done.stderr  # progress per stage
   marker = json.loads((published / paths.COMMIT_MARKER).read_text())
   assert "partial" not in marker and {"report.md", "demo.json", "library/manifest.json"} <= set(marker["files"])
-  tmp_path = published  # what the user reads there
 
-  assert set(summaries) == {"held_out", "held_in"}
-  assert summaries["held_out"]["datasets"] == ["bigbench/strategyqa", "bigbench/winowhy"]
-  assert summaries["held_out"]["methods"] == ["chance", "T0", "RoSPr", "INTER", "VAR", "INTER+VAR"]
-  assert len(summaries["held_in"]["datasets"]) == 3
-  for summary in summaries.values():
-    for method, average in summary["average_mean"].items():
-      assert 0.0 <= average <= 1.0, (method, average)
-
-  report = (tmp_path / "report.md").read_text()
-  assert "## Held-out: the 14 BIG-bench tasks" in report and "| strategyqa | winowhy | average |" in report
+  report = (published / "report.md").read_text()
+  assert "| new formats (6) | 144 |" in report  # 6 format targets x 24 examples (--quick)
+  assert "Factor analysis" in report and "Retrieval quality" in report
   assert "rospr evaluate --gin_file=models/t0_3b.gin --gin_file=eval/paper.gin" in report
-  facts = json.loads((tmp_path / "demo.json").read_text())["facts"]
-  assert len(facts["sources"]) == 3 and facts["library"]["rows"] == 3 * 8
-  for name in ("held_out", "held_in"):
-    assert (tmp_path / name / "accuracy.png").stat().st_size > 0
-    assert (tmp_path / name / "retrieval.png").stat().st_size > 0
-    results = json.loads((tmp_path / name / "results.json").read_text())
-    assert {r["method"] for r in results["per_template"]} == set(summaries[name]["methods"])
-  assert (tmp_path / "backbone" / "spiece.model").exists()
-  assert (tmp_path / "library" / "manifest.json").exists()
+  saved = json.loads((published / "demo.json").read_text())
+  rows = saved["per_target"]
+  assert len(rows) == 12 and {r["kind"] for r in rows} == {"format", "cross", "template"}
+  assert saved["pooled"]["all"]["examples"] == 12 * 24
+  for row in rows:  # every method scored every target, each accuracy k / 24
+    assert set(row["accuracy"]) == {"T0", "RoSPr", "INTER", "VAR", "INTER+VAR", "Random", "Oracle (labels)"}
+    for accuracy in row["accuracy"].values():
+      assert abs(accuracy * 24 - round(accuracy * 24)) < 1e-9
+    assert row["accuracy"]["Oracle (labels)"] >= max(row["accuracy"]["RoSPr"], row["accuracy"]["Random"]) - 1e-9
+  assert saved["facts"]["verdict"] == demo_analysis.verdict(saved["pooled"])
+  assert (published / "accuracy.png").stat().st_size > 0 and (published / "retrieval.png").stat().st_size > 0
+  assert (published / "backbone" / "spiece.model").exists()
 
 
-def test_the_reports_sentences_come_from_the_numbers():
-  records = []
-  for method, accs in [("chance", (0.25, 0.50)), ("T0", (0.24, 0.80)), ("RoSPr", (0.30, 0.70))]:
-    for dataset, acc in zip(("bigbench/a", "bigbench/b"), accs):
-      records.append({"method": method, "dataset": dataset, "template": "t", "accuracy": acc, "examples": 50})
-  summary = pipeline.report.summarize(records)
-  claims = pipeline._claims({"held_out": summary, "held_in": summary})
-  # T0 0.24 on 50 examples: Wilson [0.143, 0.374] holds chance 0.25; 0.80: [0.670, 0.888] misses 0.50.
-  assert "chance lies inside the 95% interval of T0's accuracy on 1 of them" in claims["held_out_sentence"]
-  assert "the largest gap is b (80.0% vs chance 50.0%)" in claims["held_out_sentence"]
-  # RoSPr - T0: +6.0 and -10.0 points; 0.30 lies in T0's [0.143, 0.374], 0.70 in [0.670, 0.888].
-  assert "from -10.0 to +6.0 points, and for 2 of 2 sources" in claims["held_in_sentence"]
-  assert "-2.00 points" in claims["held_in_sentence"]
-  assert claims["n_range"] == "50-50" and claims["one_example_points"] == "2.0-2.0 points"
+def _row(name, kind, t0, rospr, n=100, rospr_source=None, relation=None):
+  row = {"target": name, "kind": kind, "examples": n, "accuracy": {"T0": t0, "RoSPr": rospr}}
+  if rospr_source:
+    target, source = Template.from_name(name), Template.from_name(rospr_source)
+    row.update(rospr_same_skill=source.skill == target.skill, rospr_same_format=source.format == target.format)
+  if relation:
+    row["prompt_accuracy_by_relation"] = relation
+  return row
+
+
+def test_pooled_accuracies_intervals_and_sentences_by_hand():
+  rows = [_row("generated_sentiment_truefalse_f0", "format", 0.50, 0.70, rospr_source="generated_weather_truefalse_f1",
+               relation={"other skill, same format": 0.7, "same skill, other format": 0.5}),
+          _row("generated_weather_yesno_f5", "template", 0.90, 0.80, rospr_source="generated_weather_yesno_f0",
+               relation={"other skill, same format": 0.6, "same skill, other format": 0.4})]
+  pooled = demo_analysis.pooled(rows, ["T0", "RoSPr"])
+  # T0: (50 + 90) / 200 = 0.70; RoSPr: (70 + 80) / 200 = 0.75.
+  assert pooled["all"]["accuracy"] == pytest.approx({"T0": 0.70, "RoSPr": 0.75})
+  # Wilson 95% of 140 / 200: centre (0.7 + z^2/400) / (1 + z^2/200), half-width computed by hand below.
+  z, n, p = 1.959963984540054, 200, 0.70
+  centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+  half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+  assert pooled["all"]["interval"]["T0"] == pytest.approx((centre - half, centre + half))
+  assert pooled["format"]["rospr_same_format"] == 1.0 and pooled["all"]["rospr_same_skill"] == 0.5
+  # 0.75 lies inside [0.633, 0.759]: inside T0's interval.
+  assert demo_analysis.verdict(pooled) == (
+      "Pooled over the 2 held-out targets (200 examples), RoSPr scored 75.0% against 70.0% for T0 (the hard "
+      f"prompt alone), inside T0's 95% interval [{100 * (centre - half):.1f}, {100 * (centre + half):.1f}].")
+  assert demo_analysis.factor_sentence(pooled) == (
+      "A library prompt of the target's answer format (other skill) scored 65.0% on average, one of its skill "
+      "(other format) 45.0%: here the answer format matters more.")
+  assert demo_analysis.cell(0.7, 200) == f"70.0 [{100 * (centre - half):.0f}, {100 * (centre + half):.0f}]"

@@ -1,4 +1,5 @@
-"""The archives cache: checksums, atomic and idempotent downloads, extraction, clear errors."""
+"""The archives cache: checksums, atomic and idempotent downloads, extraction, clear errors; the
+BIG-bench sdist as a source (only through a test archive pinned in its place)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from rospr_jax import artifacts
 from rospr_jax.data import archives
 from rospr_jax.data import bigbench
+from rospr_jax.data import bigbench_sources
 
 
 def _spec_for(payload: bytes, name="demo") -> archives.ArchiveSpec:
@@ -66,11 +68,12 @@ def test_failed_download_leaves_nothing(tmp_path):
   assert list((tmp_path / "archives").iterdir()) == []
 
 
-def test_readers_name_rospr_fetch_when_cache_is_empty(tmp_path):
+def test_readers_name_rospr_fetch_when_cache_is_empty(tmp_path, monkeypatch):
   with pytest.raises(FileNotFoundError, match=r"promptsource templates are not in the cache .*run `rospr fetch`"):
     archives.promptsource_dir(tmp_path)
-  with pytest.raises(FileNotFoundError, match=r"BIG-bench tasks are not in the cache .*run `rospr fetch`"):
-    archives.bigbench_dir(tmp_path)
+  monkeypatch.delenv("ROSPR_BIGBENCH", raising=False)
+  with pytest.raises(FileNotFoundError, match=r"^BIG-bench is not configured: give a source with `rospr fetch "):
+    bigbench_sources.bigbench_dir(tmp_path)
 
 
 def test_extract_promptsource(tmp_path):
@@ -92,22 +95,32 @@ def test_extract_promptsource(tmp_path):
     archives.promptsource_dir(tmp_path)
 
 
-def test_build_bigbench_store(tmp_path):
+def _pin_sdist(monkeypatch, archive: bytes) -> None:
+  """archives.BIGBENCH pinned to a test archive (the real sdist is no longer served)."""
+  monkeypatch.setattr(archives, "BIGBENCH", dataclasses.replace(
+      archives.BIGBENCH, sha256=hashlib.sha256(archive).hexdigest(), size=len(archive)))
+
+
+def test_build_bigbench_store_from_an_sdist(tmp_path, monkeypatch):
   root = "bigbench-1.0.0/bigbench/benchmark_tasks/"
   mc = {"name": "mc", "metrics": ["multiple_choice_grade"],
         "examples": [{"input": "q", "target_scores": {"a": 1, "b": 0}}] * 3}
   gen = {"name": "gen", "metrics": ["exact_str_match"], "examples": [{"input": "q", "target": "a"}]}
-  archive = tmp_path / "bb.tar.gz"
-  archive.write_bytes(_tar_gz({
+  payload = _tar_gz({
       root + "simple/task.json": json.dumps(mc).encode(),
       root + "generative/task.json": json.dumps(gen).encode(),
       root + "container/task.json": json.dumps({"name": "container"}).encode(),
       root + "container/two/task.json": json.dumps(dict(mc, name="two")).encode(),
       root + "container/one/task.json": json.dumps(dict(mc, name="one")).encode(),
-      "bigbench-1.0.0/bigbench/api/json_task.py": b"def default_format_fn(): pass\n",
-  }))
-  folder = archives.build_bigbench_store(archive, tmp_path)
-  assert archives.bigbench_dir(tmp_path) == folder
+      "bigbench-1.0.0/bigbench/api/json_task.py": b"# stand-in for BIG-bench's formatting code\n",
+  })
+  archive = tmp_path / "bigbench-1.0.0.tar.gz"
+  archive.write_bytes(payload)
+  with pytest.raises(ValueError, match=r"bigbench-1.0.0.tar.gz has sha256 [0-9a-f]{64}, not the pinned"):
+    bigbench_sources.build_store(archive, tmp_path)  # not the pinned sdist: refused
+  _pin_sdist(monkeypatch, payload)
+  folder = bigbench_sources.build_store(archive, tmp_path)
+  assert folder == tmp_path / "bigbench"
   index = json.loads((folder / "index.json").read_text())["tasks"]
   assert index["container"] == {"subtasks": ["one", "two"], "multiple_choice": True, "num_examples": 6,
                                 "num_distinct_examples": 2}
@@ -119,25 +132,28 @@ def test_build_bigbench_store(tmp_path):
   assert store.task_names() == ["container", "simple"]
   assert [e.subtask for e in store.examples("container")] == ["one", "two"]
   assert (folder / "json_task.py").exists()
+  manifest = artifacts.read_manifest(folder, "store")
+  assert manifest["source"]["form"] == "sdist" and manifest["source"]["sha256"] == archives.BIGBENCH.sha256
+  assert manifest["files"]["simple/task.json"] == hashlib.sha256(json.dumps(mc).encode()).hexdigest()
 
 
-def test_broken_json_in_archive(tmp_path):
-  archive = tmp_path / "bb.tar.gz"
-  archive.write_bytes(_tar_gz({"bigbench-1.0.0/bigbench/benchmark_tasks/bad/task.json": b"{not json"}))
+def test_broken_json_in_archive(tmp_path, monkeypatch):
+  payload = _tar_gz({"bigbench-1.0.0/bigbench/benchmark_tasks/bad/task.json": b"{not json"})
+  archive = tmp_path / "bigbench-1.0.0.tar.gz"
+  archive.write_bytes(payload)
+  _pin_sdist(monkeypatch, payload)
   with pytest.raises(ValueError, match=r"bad/task.json is not valid JSON"):
-    archives.build_bigbench_store(archive, tmp_path)
+    bigbench_sources.build_store(archive, tmp_path)
+  assert not (tmp_path / "bigbench").exists()
 
 
 def test_fetch_all_prepares_once(tmp_path, monkeypatch):
-  """fetch_all with a fake index: every pinned archive is 'downloaded' once, prepared once."""
+  """fetch_all with a fake index: every archive still served is 'downloaded' once, prepared once;
+  BIG-bench is not fetched (the index no longer serves it)."""
   ps = _tar_gz({"promptsource-0.2.3/promptsource/templates/imdb/templates.yaml": b"templates: {}\n"})
-  bb = _tar_gz({"bigbench-1.0.0/bigbench/benchmark_tasks/t/task.json":
-                json.dumps({"metrics": ["multiple_choice_grade"],
-                            "examples": [{"input": "q", "target_scores": {"a": 1}}]}).encode()})
   wheel = b"wheel"
-  payloads = {"promptsource": ps, "bigbench": bb, "t5": wheel}
-  for name, spec in (("PROMPTSOURCE", archives.PROMPTSOURCE), ("BIGBENCH", archives.BIGBENCH),
-                     ("T5_WHEEL", archives.T5_WHEEL)):
+  payloads = {"promptsource": ps, "t5": wheel}
+  for name, spec in (("PROMPTSOURCE", archives.PROMPTSOURCE), ("T5_WHEEL", archives.T5_WHEEL)):
     payload = payloads[spec.project]
     monkeypatch.setattr(archives, name, dataclasses.replace(spec, sha256=hashlib.sha256(payload).hexdigest(),
                                                             size=len(payload)))
@@ -149,9 +165,10 @@ def test_fetch_all_prepares_once(tmp_path, monkeypatch):
 
   logs = []
   done = archives.fetch_all(tmp_path, download, log=logs.append)
-  assert sorted(calls) == ["bigbench", "promptsource", "t5"] and len(done) == 3
+  assert sorted(calls) == ["promptsource", "t5"] and len(done) == 2
   archives.fetch_all(tmp_path, download, log=logs.append)
-  assert len(calls) == 3 and sum("up to date" in line for line in logs) == 2
+  assert len(calls) == 2 and sum("up to date" in line for line in logs) == 1
+  assert not (tmp_path / "bigbench").exists() and not (tmp_path / "bigbench-1.0.0").exists()
 
 
 def test_real_archives_match_their_pins():

@@ -1,29 +1,19 @@
-"""BIG-bench tasks from the real archive, formatted as BIG-bench's own `default_format_fn` does."""
+"""BIG-bench tasks from the checkout the tests write (tests/bigbench_checkout.py), formatted as BIG-bench's
+documented `default_format_fn` does: the expected strings are written out here, the appended choices'
+order computed with numpy's RandomState(42) independently of the loader."""
 
 from __future__ import annotations
 
-import ast
 import collections
-import copy
 import json
 import random
-import zipfile
-from typing import Any, Dict
 
 import numpy as np
 import pytest
 
+import bigbench_checkout as checkout_lib
 from rospr_jax.data import bigbench
 from rospr_jax.data import catalog
-
-# Distinct examples per held-out task in bigbench 1.0.0 (reported in the issue note); the test below
-# recounts them from the raw JSON independently of the loader.
-TRUE_COUNTS = {
-    "code_line_description": 60, "conceptual_combinations": 103, "hindu_knowledge": 175, "known_unknowns": 46,
-    "language_identification": 10000, "logic_grid_puzzle": 1000, "logical_deduction": 1500, "misconceptions": 219,
-    "movie_dialog_same_or_different": 50000, "novel_concepts": 32, "strategyqa": 2289,
-    "formal_fallacies_syllogisms_negation": 14200, "vitaminc_fact_verification": 54668, "winowhy": 2862,
-}
 
 
 @pytest.fixture(scope="module")
@@ -32,66 +22,68 @@ def store(bigbench_folder):
 
 
 @pytest.fixture(scope="module")
-def reference_format_fn(bigbench_folder):
-  """BIG-bench's `default_format_fn`, taken from json_task.py of the archive and executed alone."""
-  source = (bigbench_folder / "json_task.py").read_text()
-  tree = ast.parse(source)
-  (fn,) = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "default_format_fn"]
-  namespace = {"np": np, "Dict": Dict, "Any": Any}
-  exec(compile(ast.Module(body=[fn], type_ignores=[]), "json_task.py", "exec"), namespace)  # pylint: disable=exec-used
-  return namespace["default_format_fn"]
+def raw(bigbench_checkout):
+  """{"<task>" or "<task>/<subtask>": the task JSON as the checkout holds it}."""
+  base = checkout_lib.tasks_dir(bigbench_checkout)
+  return {p.parent.relative_to(base).as_posix(): json.loads(p.read_text()) for p in base.glob("**/task.json")}
 
 
-@pytest.fixture(scope="module")
-def targets(store):
-  """{task: (raw JSON parts read straight from the zip, loaded examples, load report)}."""
-  out = {}
-  with zipfile.ZipFile(store.folder / "tasks.zip") as zf:
-    for task in catalog.BIGBENCH_TARGETS:
-      subtasks = store.info(task)["subtasks"]
-      names = [f"{task}/{s}/task.json" for s in subtasks] or [f"{task}/task.json"]
-      raw = [(s, json.loads(zf.read(n))) for s, n in zip(subtasks or [None], names)]
-      report = bigbench.LoadReport()
-      out[task] = (raw, bigbench.examples_from_parts(task, raw, report), report)
-  return out
+def _appended(keys, prefix="\n  choice: "):
+  """BIG-bench: `rng.permutation(sorted(choices))` with a fresh np.random.RandomState(42), joined."""
+  return prefix + prefix.join(np.random.RandomState(42).permutation(sorted(keys)))
 
 
-def test_fourteen_targets_have_their_true_counts(store, targets):
-  for task in catalog.BIGBENCH_TARGETS:
-    raw, examples, report = targets[task]
-    independent = sum(len({json.dumps(e) for e in part["examples"]}) for _, part in raw)
-    assert len(examples) == independent == TRUE_COUNTS[task], task
-    assert report.kept == len(examples) and report.num_failed == 0
-  assert store.info("conceptual_combinations")["subtasks"] == [
-      "contradictions", "emergent_properties", "fanciful_fictional_combinations", "homonyms", "invented_words",
-      "surprising_uncommon_combinations"]
-  assert store.info("logical_deduction")["subtasks"] == ["five_objects", "seven_objects", "three_objects"]
+def test_tasks_and_their_counts(store, raw):
+  assert set(catalog.BIGBENCH_TARGETS) == set(checkout_lib.TARGETS) <= set(store.task_names())
+  assert store.task_names() == sorted(["anachronisms", "arithmetic", *catalog.BIGBENCH_TARGETS])
+  assert store.index["simple_arithmetic_json"]["multiple_choice"] is False  # generative: indexed, left out
+  assert "boolean_expressions" not in store.index  # programmatic: no task.json
+  assert store.info("logical_deduction")["subtasks"] == ["five_objects", "three_objects"]  # sorted folders
+  assert store.info("conceptual_combinations")["subtasks"] == ["contradictions", "emergent_properties"]
+  for task in store.task_names():
+    parts = [raw[f"{task}/{s}"] for s in store.info(task)["subtasks"]] or [raw[task]]
+    distinct = sum(len({json.dumps(e) for e in p["examples"]}) for p in parts)
+    report = bigbench.LoadReport()
+    assert len(store.examples(task, report)) == distinct == store.info(task)["num_distinct_examples"], task
+    assert report.kept == distinct and report.num_failed == 0
+  assert store.info("arithmetic")["num_examples"] == 24 and store.info("arithmetic")["num_distinct_examples"] == 20
 
 
-def test_formatting_equals_bigbench(targets, reference_format_fn):
-  for task in catalog.BIGBENCH_TARGETS:
-    raw, ours, _ = targets[task]
-    position = 0
-    for sub, part in raw:
-      seen, distinct = set(), []
-      for e in part["examples"]:
-        if json.dumps(e) not in seen:
-          seen.add(json.dumps(e))
-          distinct.append(e)
-      for e in distinct[:25]:
-        prefixes = dict(input_prefix=part.get("example_input_prefix", "\nQ: "),
-                        output_prefix=part.get("example_output_prefix", "\nA: "),
-                        choice_prefix=part.get("choice_prefix", "\n  choice: "), random_seed=42,
-                        append_choices_to_input=part.get("append_choices_to_input", True))
-        expected = reference_format_fn(copy.deepcopy(e), **prefixes)
-        got = ours[position + distinct.index(e)]
-        # bbseqio feeds task_prefix + input, stripped; choices are the target_scores keys, stripped.
-        assert got.inputs == (str(part.get("task_prefix", "")) + expected["input"]).strip(), (task, sub)
-        assert list(got.choices) == [c.strip() for c in expected["choice"]]
-        assert got.subtask == sub
-        top = max(e["target_scores"].values())
-        assert got.is_correct == tuple(v == top for v in e["target_scores"].values())
-      position += len(distinct)
+def test_formatting_by_hand(store, raw):
+  first = raw["novel_concepts"]["examples"][0]
+  ex = store.examples("novel_concepts")[0]
+  assert ex.inputs == (checkout_lib.NOVEL_PREFIX + "\nQ: " + first["input"] + _appended(first["target_scores"])
+                       + "\nA:")
+  assert ex.inputs.startswith("Let's do some find-the-common-concept problems.")
+  assert ex.choices == tuple(first["target_scores"]) and ex.scores == tuple(first["target_scores"].values())
+  assert ex.target == next(k for k, v in first["target_scores"].items() if v == 1) and ex.subtask is None
+  code = raw["code_line_description"]["examples"][3]  # custom input, output and choice prefixes
+  assert store.examples("code_line_description")[3].inputs == (
+      "Python code:\n" + code["input"] + _appended(code["target_scores"], "\n  option: ")
+      + "\nEnglish language description:")
+  wrong = raw["misconceptions"]["examples"][5]  # append_choices_to_input false
+  assert store.examples("misconceptions")[5].inputs == f"Q: {wrong['input']}\nA:"
+  plain = raw["anachronisms"]["examples"][7]
+  assert store.examples("anachronisms")[7].inputs == f"Q: {plain['input']}{_appended(plain['target_scores'])}\nA:"
+
+
+def test_container_subtasks_in_folder_order(store, raw):
+  examples = store.examples("logical_deduction")
+  assert [e.subtask for e in examples] == ["five_objects"] * 10 + ["three_objects"] * 12
+  three = raw["logical_deduction/three_objects"]["examples"][0]  # the subtask's own task_prefix
+  assert examples[10].inputs == ("Answer about three objects.\n\nQ: " + three["input"]
+                                 + _appended(three["target_scores"]) + "\nA:")
+  five = raw["logical_deduction/five_objects"]["examples"][0]
+  assert examples[0].inputs == f"Q: {five['input']}{_appended(five['target_scores'])}\nA:"
+  assert len(examples[0].choices) == 5 and len(examples[10].choices) == 3
+
+
+def test_duplicates_dropped_in_order(store, raw):
+  report = bigbench.LoadReport()
+  examples = store.examples("arithmetic", report)
+  assert report.duplicates == 4 and report.kept == 20
+  assert [e.inputs for e in examples] == [bigbench.format_example(e, raw["arithmetic"]).inputs
+                                          for e in raw["arithmetic"]["examples"][:20]]
 
 
 def test_hand_checked_example():
@@ -127,23 +119,34 @@ def test_malformed_examples_are_counted():
   assert "BIG-bench demo/sub: the task has no 'examples' list" in report.summary()
 
 
-def test_splits_follow_bbseqio(targets):
-  examples = targets["novel_concepts"][1]
+@pytest.mark.parametrize("task,num_validation", [("novel_concepts", 16), ("anachronisms", 16),
+                                                 ("logical_deduction", 16)])
+def test_splits_follow_bbseqio(store, task, num_validation):
+  examples = store.examples(task)
   train = bigbench.split_examples(examples, "train")
   validation = bigbench.split_examples(examples, "validation")
   expected = list(examples)
   random.seed(42)
   random.shuffle(expected)  # bbseqio's cut: shuffle with seed 42, the last max(20 %, 16) are validation
-  assert validation == expected[-16:] and train == expected[:-16]
+  assert validation == expected[-num_validation:] and train == expected[:-num_validation]
+  assert bigbench.can_split(len(examples))
   assert bigbench.split_examples(examples, "all") == examples
   with pytest.raises(ValueError, match="BIG-bench splits are"):
     bigbench.split_examples(examples, "test")
   with pytest.raises(ValueError, match="10 examples are too few"):
     bigbench.split_examples(examples[:10], "train")
+  assert not bigbench.can_split(len(store.examples("winowhy")))  # 10 examples: "all" only
 
 
-def test_store_reads_tasks(store, targets):
-  assert store.examples("logical_deduction") == targets["logical_deduction"][1]
+def test_store_reads_tasks(store):
+  assert store.examples("logical_deduction") == bigbench.examples_from_parts(
+      "logical_deduction", store.parts("logical_deduction"))
   with pytest.raises(KeyError, match="BIG-bench has no JSON task 'nope'"):
     store.examples("nope")
-  assert len(store.task_names()) == 116 and set(catalog.BIGBENCH_TARGETS) <= set(store.task_names())
+  with pytest.raises(KeyError, match="has no simple_arithmetic_json/task.json"):
+    store.read_json("simple_arithmetic_json/task.json")  # only multiple-choice tasks are kept
+  assert store.source["form"] == "checkout" and repr(store) == f"BigBenchStore({str(store.folder)!r})"
+
+
+def test_default_store_is_the_configured_one(bigbench_env):
+  assert bigbench.BigBenchStore().folder == bigbench_env

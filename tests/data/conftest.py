@@ -1,5 +1,6 @@
-"""Fixtures for the data tests: the archives cache that `rospr fetch` filled, example records, and
-promptsource's own `templates.py` (loaded from the archive) as the rendering reference."""
+"""Fixtures for the data tests: the archives cache that `rospr fetch` filled, the BIG-bench store built
+from the checkout the tests write, and promptsource's own `templates.py` (loaded from the archive) as
+the rendering reference."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ def templates_dir() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def bigbench_folder() -> pathlib.Path:
-  return _require(archives.bigbench_dir)
+def bigbench_folder(bigbench_cache) -> pathlib.Path:
+  """The BIG-bench store built from the checkout the tests write (tests/bigbench_checkout.py)."""
+  return bigbench_cache / "bigbench"
 
 
 @pytest.fixture(scope="session")

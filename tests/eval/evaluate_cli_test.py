@@ -1,5 +1,5 @@
 """`rospr evaluate` end to end: gin run file, a Hugging Face checkpoint on disk, a library built by
-`build_library`, a real BIG-bench target; what it writes; and multi-host runs writing from one process."""
+`build_library`, a generated held-out target; what it writes; and multi-host runs writing from one process."""
 
 from __future__ import annotations
 
@@ -11,22 +11,18 @@ import numpy as np
 import pytest
 
 from rospr_jax import cli, tokenization
-from rospr_jax.data import vocabulary
 from rospr_jax.library import build, embed, sources as sources_lib
 from rospr_jax.model import get_config, init_params, save_hf
 
-TARGET = "bigbench_code_line_description"
+TARGET = "generated_animal_truefalse_f0"
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
+def artifacts(tmp_path_factory, tiny_model):
   """(checkpoint dir, library dir, vocabulary path): a tiny random T5 and a 2-source library."""
   root = tmp_path_factory.mktemp("evaluate_cli")
-  vocab = vocabulary.offline_vocabulary_path()
+  vocab, checkpoint, config = tiny_model.vocab, tiny_model.checkpoint, tiny_model.config
   tokenizer = tokenization.Tokenizer(vocab)
-  config = get_config("tiny", vocab_size=-(-tokenizer.vocab_size // 128) * 128)
-  checkpoint = str(root / "t0")
-  save_hf(checkpoint, config, init_params(config, jax.random.PRNGKey(0)))
   embedder = embed.load_embedder(checkpoint, max_length=64)
   rng = np.random.default_rng(0)
   sources = [sources_lib.SourceTexts(name, [" ".join(rng.permutation(text.split())) for _ in range(6)])
@@ -40,7 +36,7 @@ def artifacts(tmp_path_factory):
 
 def _evaluate(artifacts, output_dir) -> int:
   checkpoint, library, vocab = artifacts
-  return cli.main(["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/bigbench_targets.gin",
+  return cli.main(["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/generated_targets.gin",
                    f"--gin.CHECKPOINT='{checkpoint}'", f"--gin.OUTPUT_DIR='{output_dir}'",
                    f"--gin.LIBRARY_DIR='{library}'", f"--gin.RETRIEVER_CHECKPOINT='{checkpoint}'",
                    f"--gin.VOCABULARY='{vocab}'", f"--gin.TARGETS=['{TARGET}']", "--gin.MAX_EXAMPLES=6",
@@ -91,7 +87,7 @@ def test_a_checkpoint_smaller_than_the_vocabulary_is_refused(artifacts, tmp_path
   config = get_config("tiny")  # 512 embeddings; the vocabulary has 3,000 pieces
   save_hf(small, config, init_params(config, jax.random.PRNGKey(0)))
   assert _evaluate((small, *artifacts[1:]), tmp_path / "eval") == 2
-  assert f"has 3000 pieces; the checkpoint {small} has 512 embeddings" in capsys.readouterr().err
+  assert f"has 2000 pieces; the checkpoint {small} has 512 embeddings" in capsys.readouterr().err
 
 
 def test_a_held_out_dataset_is_read_from_data_dir_and_scored(artifacts, tmp_path):
@@ -138,7 +134,7 @@ def test_a_rerun_into_the_same_folder_resumes_and_other_settings_are_refused(art
   assert again["per_template"] == first["per_template"] and again["selections"] == first["selections"]
   checkpoint, library, vocab = artifacts
   capsys.readouterr()
-  assert cli.main(["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/bigbench_targets.gin", f"--gin.CHECKPOINT='{checkpoint}'",
+  assert cli.main(["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/generated_targets.gin", f"--gin.CHECKPOINT='{checkpoint}'",
                    f"--gin.OUTPUT_DIR='{out}'", f"--gin.VOCABULARY='{vocab}'", f"--gin.TARGETS=['{TARGET}']",
                    "--gin.METHODS=['T0']", "--gin.MAX_EXAMPLES=5"]) == 2
   assert "holds records scored with other settings ({'max_examples': (6, 5)" in capsys.readouterr().err

@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 
 from rospr_jax import tokenization
-from rospr_jax.data import vocabulary
 from rospr_jax.eval import evaluate
 from rospr_jax.eval.scoring import score_choices_naive
 from rospr_jax.library import build, embed, sources as sources_lib
-from rospr_jax.model import get_config, init_params
 from rospr_jax.retrieval import retrieve
 from rospr_jax.retrieval.selection import SelectionConfig
 
@@ -38,10 +36,9 @@ TOPICS = {
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-  tokenizer = tokenization.Tokenizer(vocabulary.offline_vocabulary_path())
-  config = get_config("tiny", vocab_size=-(-tokenizer.vocab_size // 128) * 128)
-  params = init_params(config, jax.random.PRNGKey(0))
+def setup(tmp_path_factory, tiny_model):
+  tokenizer = tokenization.Tokenizer(tiny_model.vocab)
+  config, params = tiny_model.config, tiny_model.params
   rng = np.random.default_rng(0)
   sources = [sources_lib.SourceTexts(name, [" ".join(rng.permutation(words.split())) for _ in range(12)])
              for name, words in TOPICS.items()]

@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 
 from rospr_jax import cli, tokenization
-from rospr_jax.data import vocabulary
 from rospr_jax.eval import evaluate
 from rospr_jax.eval.batching import score_examples
 from rospr_jax.library import build, embed, sources as sources_lib
-from rospr_jax.model import get_config, init_params, save_hf
 from rospr_jax.retrieval import retrieve, selection
 from rospr_jax.retrieval.selection import SelectionConfig
 
@@ -40,11 +38,10 @@ def _target(name: str, topic: str, seed: int, size: int = 8) -> evaluate.Target:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_model):
   """An evaluator over a 6-source library whose prompts are large enough to move the predictions."""
-  tokenizer = tokenization.Tokenizer(vocabulary.offline_vocabulary_path())
-  config = get_config("tiny", vocab_size=-(-tokenizer.vocab_size // 128) * 128)
-  params = init_params(config, jax.random.PRNGKey(0))
+  tokenizer = tokenization.Tokenizer(tiny_model.vocab)
+  config, params = tiny_model.config, tiny_model.params
   rng = np.random.default_rng(0)
   sources = [sources_lib.SourceTexts(name, [" ".join(rng.permutation(words.split())) for _ in range(8)])
              for name, words in TOPICS.items()]
@@ -158,14 +155,11 @@ def test_the_reference_rows_resume_without_scoring_again(setup, tmp_path, monkey
 
 
 @pytest.fixture(scope="module")
-def cli_artifacts(tmp_path_factory):
+def cli_artifacts(tmp_path_factory, tiny_model):
   """(checkpoint dir, library dir, vocabulary path): a tiny random T5 and a 3-source library."""
   root = tmp_path_factory.mktemp("oracle_cli")
-  vocab = vocabulary.offline_vocabulary_path()
+  vocab, checkpoint, config = tiny_model.vocab, tiny_model.checkpoint, tiny_model.config
   tokenizer = tokenization.Tokenizer(vocab)
-  config = get_config("tiny", vocab_size=-(-tokenizer.vocab_size // 128) * 128)
-  checkpoint = str(root / "t0")
-  save_hf(checkpoint, config, init_params(config, jax.random.PRNGKey(0)))
   embedder = embed.load_embedder(checkpoint, max_length=64)
   rng = np.random.default_rng(0)
   sources = [sources_lib.SourceTexts(name, [" ".join(rng.permutation(TOPICS[name].split())) for _ in range(4)])
@@ -179,10 +173,10 @@ def cli_artifacts(tmp_path_factory):
 def test_rospr_evaluate_runs_the_reference_rows(cli_artifacts, tmp_path, capsys):
   checkpoint, library, vocab = cli_artifacts
   out = tmp_path / "eval"
-  argv = ["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/bigbench_targets.gin",
+  argv = ["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/generated_targets.gin",
           f"--gin.CHECKPOINT='{checkpoint}'", f"--gin.OUTPUT_DIR='{out}'", f"--gin.LIBRARY_DIR='{library}'",
           f"--gin.RETRIEVER_CHECKPOINT='{checkpoint}'", f"--gin.VOCABULARY='{vocab}'",
-          "--gin.TARGETS=['bigbench_code_line_description']", "--gin.MAX_EXAMPLES=6", "--gin.NUM_QUERIES=4",
+          "--gin.TARGETS=['generated_animal_truefalse_f0']", "--gin.MAX_EXAMPLES=6", "--gin.NUM_QUERIES=4",
           "--gin.NUM_NEIGHBORS=2", "--gin.BATCH_SIZE=8", "--gin.RANDOM_SEED=5",
           "--gin.METHODS=['T0', 'Random', 'Oracle (labels)']"]
   assert cli.main(argv) == 0

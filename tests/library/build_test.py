@@ -203,9 +203,9 @@ def test_build_command_draws_from_prompted_tasks(tmp_path, monkeypatch):
         prompts=str(tmp_path / "p.npy"), split="validation", n=6, seed=2))
 
 
-def test_draw_task_texts_from_a_bigbench_task():
-  from rospr_jax.data import archives, bigbench, prompted
-  task = prompted.BigBenchTask(bigbench.BigBenchStore(archives.bigbench_dir()), "novel_concepts")
+def test_draw_task_texts_from_a_bigbench_task(bigbench_env):
+  from rospr_jax.data import bigbench, prompted
+  task = prompted.BigBenchTask(bigbench.BigBenchStore(), "novel_concepts")
   train = [ex.inputs for ex in task.examples("train")]
   order = np.random.default_rng(sources.source_seed(1, task.name)).permutation(task.count("train"))
   assert sources.draw_task_texts(task, "train", 5, seed=1) == [train[i] for i in order[:5]]

@@ -7,38 +7,32 @@ object store, which both processes see), the 1-process ones local folders."""
 from __future__ import annotations
 
 import json
+import pathlib
 
-import jax
 import numpy as np
 import pytest
 
 from mp_workers import load_test_module
 
-from rospr_jax import paths, tokenization
-from rospr_jax.data import vocabulary
+from rospr_jax import paths
 from rospr_jax.library import store
-from rospr_jax.model import get_config, init_params, save_hf
 from rospr_jax.prompt import export
 
 pytestmark = pytest.mark.slow
 
 train_cli = load_test_module("prompt/train_cli_test.py")  # its examples file and tiny run flags
-TARGET = "bigbench_code_line_description"  # as tests/eval/evaluate_cli_test.py
+TARGET = "generated_animal_truefalse_f0"  # as tests/eval/evaluate_cli_test.py
 TEXTS = {"alpha": "def return print for while loop list if else python",
          "beta": "hello how are you today fine thanks and you friend",
          "gamma": "the cat sat on the mat and the dog ran in the park"}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, tiny_model):
   """A tiny random T5 (Hugging Face files, the offline vocabulary as spiece.model), training
   examples of 3 sources, their instance texts, and VAR's queries with answer choices."""
   root = tmp_path_factory.mktemp("world")
-  vocab = vocabulary.offline_vocabulary_path()
-  config = get_config("tiny", vocab_size=-(-tokenization.Tokenizer(vocab).vocab_size // 128) * 128)
-  checkpoint = root / "t0"
-  save_hf(str(checkpoint), config, init_params(config, jax.random.PRNGKey(0)))
-  (checkpoint / "spiece.model").write_bytes(open(vocab, "rb").read())
+  vocab, checkpoint = tiny_model.vocab, pathlib.Path(tiny_model.checkpoint)
   train_cli._write_examples(root / "examples.jsonl")
   rng = np.random.default_rng(0)
   (root / "instances.jsonl").write_text("".join(
@@ -154,7 +148,7 @@ def test_evaluate_on_two_processes_scores_as_one(world, rospr, libraries):
   def argv(tag):  # 2 processes: the library and OUTPUT_DIR at URLs
     output = f"file://{root}/bucket/eval_two" if tag == "two" else root / "eval_one"
     library = libraries["two_url"] if tag == "two" else libraries["two"]
-    return ["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/bigbench_targets.gin",
+    return ["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/generated_targets.gin",
             f"--gin.CHECKPOINT='{checkpoint}'", f"--gin.OUTPUT_DIR='{output}'",
             f"--gin.LIBRARY_DIR='{library}'", f"--gin.RETRIEVER_CHECKPOINT='{checkpoint}'",
             f"--gin.TARGETS=['{TARGET}']", "--gin.METHODS=['T0', 'RoSPr', 'VAR', 'INTER+VAR']",

@@ -7,6 +7,9 @@ import json
 import pytest
 
 from rospr_jax.commands import tasks as inspect_cli
+from rospr_jax.data import bigbench
+from rospr_jax.data import bigbench_sources
+from rospr_jax.data import prompted
 from rospr_tasks import inspect
 
 COPA_EXERCISE_INPUT = ("Exercise: choose the most plausible alternative.\n\n"
@@ -24,8 +27,12 @@ def test_list_shows_mixtures_and_counts(registry, with_data, capsys):
     bad.write_text(original)
   out = capsys.readouterr().out
   assert "rospr_t0_train: 313 tasks" in out and "rospr_targets_score_eval: 130 tasks" in out
+  # The test checkout's multiple-choice tasks besides the 14 targets: anachronisms and arithmetic.
+  assert "rospr_bigbench_sources: 2 tasks" in out and "rospr_bigbench_targets_score_eval: 14 tasks" in out
+  assert "rospr_generated_sources: 28 tasks" in out and "rospr_generated_targets_score_eval: 12 tasks" in out
   assert "super_glue_rte_GPT_3_style (+_score_eval)  [super_glue/rte]  train 2, validation 2 (1 malformed lines: [3]), test 2" in out
-  assert "Sources (0 of 415)" in out and "Targets (1 of 130)" in out
+  # Sources: 313 promptsource + 2 BIG-bench + 28 generated; targets: 116 + 14 BIG-bench + 12 generated.
+  assert "Sources (0 of 343)" in out and "Targets (1 of 142)" in out
 
 
 def test_list_marks_absent_splits_and_bigbench_counts(registry, tmp_path, monkeypatch, capsys):
@@ -37,18 +44,41 @@ def test_list_marks_absent_splits_and_bigbench_counts(registry, tmp_path, monkey
   assert "wiki_bio_who  [wiki_bio]  train -, validation -, test -" in capsys.readouterr().out
 
 
-def test_a_task_too_small_for_a_validation_cut_offers_only_all(registry, capsys):
+def _small_source(tmp_path):
+  """The BIG-bench source task of a store holding one multiple-choice task of 8 examples (the size of
+  BIG-bench's simple_arithmetic_json_multiple_choice), built as the session's store is built; the
+  session's checkout keeps its own task list (other tests pin it)."""
+  task_dir = tmp_path / "BIG-bench" / "bigbench" / "benchmark_tasks" / "simple_arithmetic_json_multiple_choice"
+  task_dir.mkdir(parents=True)
+  examples = [{"input": f"{i} + {i} = ", "target_scores": {str(2 * i): 1, str(2 * i + 1): 0, str(i): 0}}
+              for i in range(1, 9)]
+  (task_dir / "task.json").write_text(json.dumps({
+      "name": "simple_arithmetic_json_multiple_choice", "description": "8 sums (generated for the tests)",
+      "keywords": ["arithmetic"], "metrics": ["multiple_choice_grade"], "examples": examples}))
+  store = bigbench.BigBenchStore(bigbench_sources.build_store(tmp_path / "BIG-bench", tmp_path / "cache"))
+  (task,) = prompted.bigbench_source_tasks(store)
+  return task
+
+
+def test_a_task_too_small_for_a_validation_cut_offers_only_all(registry, tmp_path, monkeypatch, capsys):
   """8 examples cannot give 16 to validation: the task is listed with its one split, and asking it for
   a validation split names the task (it used to stop `rospr tasks` with an unnamed ValueError)."""
+  task = _small_source(tmp_path)
+  assert task.name == "bigbench_simple_arithmetic_json_multiple_choice" and task.eval_split == "validation"
+  monkeypatch.setitem(registry.SOURCES, task.name, task)  # a registered source, for this test only
   assert inspect_cli.main(["--filter", "simple_arithmetic_json_multiple_choice"]) == 0
   out = capsys.readouterr().out
   assert ("bigbench_simple_arithmetic_json_multiple_choice (+_score_eval)  "
           "[bigbench/simple_arithmetic_json_multiple_choice]  all 8\n") in out
-  task = registry.SOURCES["bigbench_simple_arithmetic_json_multiple_choice"]
-  assert task.splits == ("all",)
+  assert task.splits == ("all",) and len(list(task.examples("all"))) == 8
   with pytest.raises(ValueError, match=r"^bigbench_simple_arithmetic_json_multiple_choice: 8 examples are too "
                                        r"few for a train/validation split .*its splits: \['all'\]"):
     list(task.examples("validation"))
+  # --show defaults to a source's validation split: refused in one line naming the task.
+  assert inspect_cli.main(["--show", task.name]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith("rospr tasks: bigbench_simple_arithmetic_json_multiple_choice: 8 examples are too few")
+  assert "Traceback" not in err
 
 
 def test_show_prints_what_the_model_sees(registry, with_data, capsys):

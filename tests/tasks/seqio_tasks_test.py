@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pyarrow as pa
@@ -25,20 +26,29 @@ def _rows(name, split, **kwargs):
 
 
 def test_registered_tasks_and_mixtures(registry):
-  assert len(registry.SOURCES) == 313 + 102 and len(registry.TARGETS) == 116 + 14
+  # BIG-bench sources: the test checkout's multiple-choice tasks besides the 14 targets (anachronisms,
+  # arithmetic; simple_arithmetic_json is generative, boolean_expressions programmatic). Generated: 28
+  # source templates, 12 held-out targets.
+  assert sorted(n for n in registry.SOURCES if n.startswith("bigbench_")) == \
+      ["bigbench_anachronisms", "bigbench_arithmetic"]
+  assert len(registry.SOURCES) == 313 + 2 + 28 and len(registry.TARGETS) == 116 + 14 + 12
   assert {k: len(v) for k, v in registry.MIXTURES.items()} == {
       "rospr_t0_train": 313, "rospr_held_out_score_eval": 116, "rospr_bigbench_targets_score_eval": 14,
-      "rospr_bigbench_sources": 101, "rospr_targets_score_eval": 130}
+      "rospr_bigbench_sources": 2, "rospr_targets_score_eval": 130, "rospr_generated_sources": 28,
+      "rospr_generated_targets_score_eval": 12}
   names = set(seqio.TaskRegistry.names())
   assert {"super_glue_rte_GPT_3_style_score_eval", "anli_GPT_3_style_r3_score_eval",
-          "bigbench_strategyqa_score_eval", "bigbench_bbq_lite_json", "wiki_bio_who"} <= names
+          "bigbench_strategyqa_score_eval", "bigbench_anachronisms", "wiki_bio_who",
+          "generated_sentiment_truefalse_f0_score_eval"} <= names
   t0 = seqio.get_mixture_or_task("rospr_t0_train")
   by_name = {t.name: t for t in t0.tasks}
   amazon = [n for n in by_name if n.startswith("amazon_polarity_")]
   assert len(amazon) == 9 and {t0.get_rate(by_name[n]) for n in amazon} == {500_000 // 9}
   assert t0.get_rate(by_name["glue_mrpc_equivalent"]) == 3668
+  # A BIG-bench source's rate is its train split: anachronisms 40 examples - 16 validation, arithmetic
+  # 20 distinct (24 with duplicates) - 16.
   bb = seqio.get_mixture_or_task("rospr_bigbench_sources")
-  assert bb.get_rate(seqio.get_mixture_or_task("bigbench_bbq_lite_json")) > 0
+  assert {t.name: bb.get_rate(t) for t in bb.tasks} == {"bigbench_anachronisms": 24, "bigbench_arithmetic": 4}
 
 
 def _first_rendering(registry, spec):
@@ -88,16 +98,18 @@ def test_score_eval_rows_hand_checked(registry, with_data):
 
 
 def test_bigbench_score_eval_rows_hand_checked(registry):
+  """The test checkout's misconceptions (append_choices_to_input false: no choices in the query)."""
   rows = _rows("bigbench_misconceptions_score_eval", "all")
-  (first, second) = rows[:2]
-  assert first["inputs_pretokenized"] == second["inputs_pretokenized"]
-  assert first["inputs_pretokenized"].decode().startswith(
-      "Is the following statement true or false? Output T for true and F for false.\nQ: ")
-  assert first["inputs_pretokenized"].decode().endswith("\nA:")
-  assert [r["idx"].tolist() for r in rows[:2]] == [[0, 0], [0, 1]]
-  assert sorted(r["targets_pretokenized"].decode() for r in rows[:2]) == ["F", "T"]
-  assert sum(bool(r["is_correct"]) for r in rows[:2]) == 1
-  assert len(rows) == 2 * 219
+  got = [(r["inputs_pretokenized"].decode(), r["targets_pretokenized"].decode(), r["idx"].tolist(),
+          bool(r["is_correct"]), float(r["weight"])) for r in rows[:4]]
+  first = "Q: misconceptions #0: which goes with harbor 0?\nA:"
+  second = "Q: misconceptions #1: which goes with orbit 1?\nA:"
+  assert got == [(first, "falcon", [0, 0], True, 1.0), (first, "violet", [0, 1], False, 1.0),
+                 (second, "harbor", [1, 0], False, 1.0), (second, "quartz", [1, 1], True, 1.0)]
+  assert len(rows) == 2 * 12 and sum(bool(r["is_correct"]) for r in rows) == 12
+  vocabulary = vocab.get_vocabulary()
+  assert rows[0]["targets"].tolist() == vocabulary.encode("falcon") + [1]
+  assert rows[0]["inputs"].tolist() == vocabulary.encode(first)
 
 
 def test_metric_through_postprocessor(registry, with_data):
@@ -142,25 +154,25 @@ def test_hugging_face_arrow_files_load(registry, tmp_path, monkeypatch, example_
   assert [bool(r["is_correct"]) for r in rows] == [True, False, False, True]
 
 
-@pytest.mark.slow
-def test_bigbench_targets_load_through_seqio(registry):
-  """Each of the 14 tasks through its SeqIO source: the first examples equal the loader's, and the
-  tasks up to 3000 examples are counted in full (all 14 counts are checked without TensorFlow in
-  tests/data/bigbench_data_test.py; iterating 135k examples through tf.data here takes minutes)."""
+def test_bigbench_targets_load_through_seqio(registry, bigbench_checkout):
+  """Each of the 14 tasks through its SeqIO source: the first examples equal the loader's, and every
+  task is counted in full, against the distinct examples of the checkout's task.json files."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  counted = {}
+  base = bigbench_checkout / "bigbench" / "benchmark_tasks"
+  expected_counts, counted = {}, {}
   for name in catalog.BIGBENCH_TARGETS:
+    files = sorted(base.glob(f"{name}/*/task.json")) or [base / name / "task.json"]  # subtasks, or the task
+    expected_counts[name] = sum(len({json.dumps(e) for e in json.loads(f.read_text())["examples"]})
+                                for f in files)
     prompted_task = registry.TARGETS[catalog.bigbench_task_name(name)]
     ds = seqio.get_mixture_or_task(prompted_task.name).source.get_dataset(split="all", shuffle=False)
     head = list(ds.take(5).as_numpy_iterator())
     expected = [e for _, e in zip(range(5), prompted_task.examples("all"))]
     assert [(r["inputs"].decode(), [c.decode() for c in r["answer_choices"]], r["is_correct"].tolist())
             for r in head] == [(e.inputs, list(e.answer_choices), list(e.is_correct)) for e in expected]
-    if prompted_task.num_examples() <= 3000:
-      counted[name] = int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
-  assert counted == {"code_line_description": 60, "conceptual_combinations": 103, "hindu_knowledge": 175,
-                     "known_unknowns": 46, "logic_grid_puzzle": 1000, "logical_deduction": 1500,
-                     "misconceptions": 219, "novel_concepts": 32, "strategyqa": 2289, "winowhy": 2862}
+    counted[name] = int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+  assert counted == expected_counts
+  assert counted["logical_deduction"] == 10 + 12 and counted["novel_concepts"] == 32
 
 
 def test_rank_classification_preprocessor_on_tf_data():
