@@ -144,6 +144,28 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
 MANIFEST = "manifest.json"
 
 
+def text_lines(path: str | os.PathLike, shown: str | os.PathLike | None = None) -> Iterator[tuple[int, str]]:
+  """(line number, line) of the text file `path`, decoded as UTF-8 one line at a time, so that a byte
+  that is not UTF-8 is refused naming `shown` (default `path`), the line and the column, instead of
+  Python's "'utf-8' codec can't decode byte 0xe9 in position 33" with no file.
+
+  Raises:
+    FileNotFoundError: no such file (named). ValueError: a line that is not UTF-8.
+  """
+  shown = shown or path
+  try:
+    f = open(path, "rb")
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{shown} does not exist") from None
+  with f:
+    for line_no, raw in enumerate(f, start=1):
+      try:
+        yield line_no, raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise ValueError(f"{shown}: line {line_no} is not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                         f"{len(raw[:e.start].decode('utf-8', 'replace')) + 1}); save the file as UTF-8.") from None
+
+
 def read_json(path: str | os.PathLike, what: str = "") -> Any:
   """The JSON in `path`; a file that does not parse is refused naming it, the line and the column."""
   try:

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from rospr_jax import paths, tokenization
-from rospr_jax.model import (PromptedBackbone, T5Config, checkpoint_fingerprint, get_config, init_params,
-                             load_checkpoint, model_for)
+from rospr_jax.model import (PromptedBackbone, T5Config, get_config, init_params, load_fingerprinted,
+                             model_for)
 from rospr_jax.model.config import ATTENTION_IMPLEMENTATIONS
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -46,7 +46,8 @@ class Backbone:
   Attributes:
     config: its config; `dtype` and `param_dtype` are the compute dtype, `attention_impl` the kernel.
     params: nested dict of parameters with T5X names (host arrays).
-    fingerprint: 16 hex digits of the checkpoint (`checkpoint_fingerprint`), or of the random init.
+    fingerprint: 16 hex digits of the checkpoint's weights and shape (`checkpoint_fingerprint`: the
+      same for its HF and T5X forms and any load dtype), or of the random init.
     description: what a manifest records about it (checkpoint path or random size, dtype; for a
       checkpoint or vocabulary read from a URL, the URLs, under "checkpoint" and "vocabulary").
     vocabulary: the SentencePiece model scoring and training use (None: random weights without one).
@@ -113,7 +114,8 @@ def load_backbone(checkpoint: str | None = None, *, size: str | None = None, dty
     given, given_vocabulary = os.fspath(checkpoint), vocabulary
     checkpoint = paths.input_tree(given, "checkpoint")
     vocabulary = vocabulary and paths.input_file(os.fspath(vocabulary), "vocabulary")
-    config, params = load_checkpoint(checkpoint, compute)
+    # The fingerprint is of the stored tensors (hashed before the cast), whatever `dtype` is.
+    config, params, fingerprint = load_fingerprinted(checkpoint, compute)
     config = config.replace(dtype=compute, param_dtype=compute, attention_impl=attention)
     if size is not None:
       expected = get_config(size)
@@ -121,7 +123,6 @@ def load_backbone(checkpoint: str | None = None, *, size: str | None = None, dty
               if getattr(config, f) != getattr(expected, f)}
       if diff:
         raise ValueError(f"{checkpoint} is not the {size!r} shape: (checkpoint, {size}) differ in {diff}.")
-    fingerprint = checkpoint_fingerprint(checkpoint)
     description = {"checkpoint": given if paths.is_url(given) else os.path.abspath(checkpoint), "dtype": name}
     if vocabulary is None:
       vocabulary = tokenization.find_sentencepiece_model(checkpoint, required=False)

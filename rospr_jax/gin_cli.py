@@ -26,6 +26,7 @@ import importlib.util
 import logging
 import os
 import re
+import tokenize
 
 import gin
 
@@ -97,6 +98,9 @@ def parse_gin(files: list[str], bindings: list[str], search_paths: list[str]) ->
   with _quiet_package_lookup(), _refuse_include_cycles(files):
     try:
       gin.parse_config_files_and_bindings(files, None, finalize_config=False)
+    except (tokenize.TokenError, UnicodeDecodeError) as e:  # gin says neither which file nor where
+      raise ValueError(_unreadable_file(files, e)) from e
+    try:
       _check_bindings(bindings)
       _parse_bindings(bindings)
     except (AttributeError, NameError, ImportError) as e:  # gin-config's "no such module/attribute"
@@ -143,7 +147,7 @@ def _check_bindings(bindings: list[str]) -> None:
     delegate = _Statements()
     try:
       statements = list(gin.config_parser.ConfigParser(binding, delegate))
-    except SyntaxError as e:
+    except (SyntaxError, tokenize.TokenError) as e:  # TokenError: a bracket or string left open
       problems.append(_unparsable(binding, e))
       continue
     if known is None:
@@ -168,14 +172,41 @@ def _did_you_mean(name: str, known: set[str]) -> str:
   return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
-def _unparsable(binding: str, error: SyntaxError) -> str:
+def _unreadable_file(files: list[str], error: Exception) -> str:
+  """Names the gin file that cannot be read or tokenized (a byte that is not UTF-8, a bracket or a
+  string left open), which gin-config's own error does not."""
+  for name in files:
+    path = next((os.path.join(d, name) for d in ["", *gin.config._LOCATION_PREFIXES]  # pylint: disable=protected-access
+                 if os.path.isfile(os.path.join(d, name))), None) if not os.path.isabs(name) else name
+    if path is None or not os.path.isfile(path):
+      continue
+    raw = open(path, "rb").read()
+    try:
+      text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      line = raw[:e.start].count(b"\n") + 1
+      return f"--gin_file={name}: {path} line {line} is not UTF-8 (byte 0x{raw[e.start]:02x}); save it as UTF-8"
+    try:
+      list(gin.config_parser.ConfigParser(text, _Statements()))
+    except tokenize.TokenError as e:
+      return (f"--gin_file={name}: {path} ends inside an open bracket, parenthesis or string that starts "
+              f"before line {e.args[1][0] if len(e.args) > 1 else '?'}; close it")
+    except SyntaxError:
+      continue
+  return f"a gin file among {files} cannot be read: {error}"
+
+
+def _unparsable(binding: str, error: Exception) -> str:
   flag = _flag(binding)
   match = _KEY_VALUE.fullmatch(binding)
   if not match:
-    reason = (error.msg or "").strip().splitlines()[-1:] or ["a syntax error"]
+    reason = (getattr(error, "msg", None) or str(error.args[0] if error.args else "")).strip().splitlines()[-1:] \
+        or ["a syntax error"]
     return (f"{flag}: gin cannot parse it ({reason[0].strip()}); write NAME = VALUE, where VALUE is a gin "
             f"literal (strings need inner quotes)")
   value = match[2]
+  if isinstance(error, tokenize.TokenError):
+    return f"{flag}: gin cannot parse the value {value!r}: a bracket, parenthesis or string is left open"
   message = (f"{flag}: gin cannot parse the value {value!r}; values are gin literals, so strings need "
              f"inner quotes")
   if value and not set(value) & set("'\"\n\\"):

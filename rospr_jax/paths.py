@@ -30,7 +30,6 @@ import shutil
 import tempfile
 from typing import Callable, Iterator
 
-import numpy as np
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -62,48 +61,6 @@ def require_local_args(args: argparse.Namespace, flags: dict[str, str] | None = 
       if isinstance(item, str):
         require_local(item.split("=", 1)[1] if "=" in item and not _URL.match(item) else item,
                       (flags or {}).get(name, f"--{name.replace('_', '-')}"))
-
-
-def from_process_zero(value):
-  """`value` (an array, or a pytree of arrays of the same shapes and dtypes on every process) as process
-  0 has it, on every process (unchanged with one process): for decisions that all hosts must take alike
-  because their computations run together, and for what process 0 alone read."""
-  import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_count() == 1:
-    return value
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(value))
-
-
-def json_from_process_zero(value):
-  """A JSON-serializable `value` as process 0 has it, on every process (the others pass anything)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_count() == 1:
-    return value
-  data = json.dumps(value).encode("utf-8") if jax.process_index() == 0 else b""
-  size = int(from_process_zero(np.int32(len(data))))
-  data = from_process_zero(np.frombuffer(data.ljust(size, b"\0"), np.uint8))
-  return json.loads(data.tobytes().decode("utf-8"))
-
-
-def check_same_on_every_process(settings: dict, what: str) -> None:
-  """Raises ValueError on a process whose JSON-serializable `settings` differ from process 0's, naming
-  the keys (processes given other flags would otherwise wait for each other in a collective)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  mine = json.loads(json.dumps(settings))  # as process 0's arrive: tuples as lists
-  zero = json_from_process_zero(mine)
-  differ = sorted(k for k in set(zero) | set(mine) if zero.get(k) != mine.get(k))
-  if differ:
-    details = "; ".join(f"{k}: process 0 {zero.get(k)!r}, this process {mine.get(k)!r}" for k in differ)
-    raise ValueError(f"{what}: process {jax.process_index()} of {jax.process_count()} runs with other "
-                     f"settings than process 0 ({details}); give every process the same command line.")
-
-
-def writes_outputs() -> bool:
-  """Whether this process writes a command's outputs: on several hosts (run_tpu.sh on a pod slice)
-  only process 0 does, so that hosts sharing a mounted bucket never race on the same files."""
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.process_index() == 0
 
 
 # --- Object-store folders (gs://, s3://, memory://, any fsspec URL) --------------------------------
@@ -388,22 +345,58 @@ def fetch_directory(url: str, what: str) -> str:
   return _local_copy(copy, fill)
 
 
+def _stamp(folder: str) -> dict[str, list[int]]:
+  """{relative name: [size, mtime_ns]} of every file under `folder`."""
+  out = {}
+  for base, _, names in os.walk(folder):
+    for name in names:
+      st = os.stat(os.path.join(base, name))
+      out[os.path.relpath(os.path.join(base, name), folder).replace(os.sep, "/")] = [st.st_size, st.st_mtime_ns]
+  return out
+
+
+def _copy_damage(copy: str) -> str | None:
+  """What changed in the local copy `copy` since it was filled (a file edited, truncated, removed or
+  added), or None. Cheap: sizes and modification times against the stamp `<copy>.stamp.json` written
+  beside it when it was made (not inside: readers list a copy's files)."""
+  try:
+    with open(copy + ".stamp.json", encoding="utf-8") as f:
+      recorded = json.load(f)
+  except (OSError, ValueError):
+    return "its record of what was copied is missing or unreadable"
+  now = _stamp(copy)
+  changed = sorted(set(recorded) ^ set(now) | {k for k in set(recorded) & set(now) if recorded[k] != now[k]})
+  return f"{', '.join(changed[:3])} changed since it was copied" if changed else None
+
+
 def _local_copy(copy: str, fill: Callable[[str], None]) -> str:
-  """`copy` when it exists (it is only ever renamed into place whole); else `fill(tmp)` writes a
-  temporary sibling folder that is renamed to `copy` (what killed copies left is removed first)."""
+  """`copy` when it exists and is as it was filled (it is only ever renamed into place whole); else
+  `fill(tmp)` writes a temporary sibling folder that is renamed to `copy` (what killed copies left is
+  removed first). A copy changed since (a file edited, truncated or removed by hand or by a full disk)
+  is dropped and fetched again from its intact source, with a line saying so."""
   if os.path.isdir(copy):
-    return copy
+    damage = _copy_damage(copy)
+    if damage is None:
+      return copy
+    logging.warning("The local copy %s is damaged (%s); fetching it again from its source.", copy, damage)
+    shutil.rmtree(copy, ignore_errors=True)
   os.makedirs(os.path.dirname(copy), exist_ok=True)
   _remove_dead_copies(os.path.dirname(copy))
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(copy)}.tmp-{os.getpid()}-", dir=os.path.dirname(copy))
   try:
     fill(tmp)
+    stamp = _stamp(tmp)  # a rename keeps sizes and modification times
     os.chmod(tmp, 0o777 & ~_umask())
     try:
       os.rename(tmp, copy)  # whole or absent; a copy another reader finished first is as good
     except OSError:
       if not os.path.isdir(copy):
         raise
+    else:  # written after the rename: a copy killed before its stamp is fetched again, never trusted
+      part = f"{copy}.stamp.json.part-{os.getpid()}"
+      with open(part, "w", encoding="utf-8") as f:
+        json.dump(stamp, f, sort_keys=True)
+      os.replace(part, copy + ".stamp.json")
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return copy
@@ -453,7 +446,10 @@ def input_file(path: str, what: str) -> str:
   target_dir = os.path.join(_copies_root(), "files", _sha256(_canonical(path).encode("utf-8"))[:16], key[:16])
   target = os.path.join(target_dir, path.rstrip("/").rsplit("/", 1)[1])
   if os.path.isfile(target):
-    return target
+    if os.path.getsize(target) == version["size"]:
+      return target
+    logging.warning("The local copy %s of %s is damaged (%d bytes, the object has %d); fetching it again.",
+                    target, path, os.path.getsize(target), version["size"])
   os.makedirs(target_dir, exist_ok=True)
   _remove_dead_copies(target_dir)
   tmp = f"{target}.part-{os.getpid()}"
@@ -504,8 +500,6 @@ def input_tree(path: str, what: str) -> str:
     raise FileNotFoundError(f"{what} {path}: no such folder (no objects under it).")
   key = _sha256(json.dumps(listing, sort_keys=True).encode("utf-8"))
   copy = os.path.join(_copies_root(), "trees", _sha256(_canonical(path).encode("utf-8"))[:16], key[:16])
-  if os.path.isdir(copy):
-    return copy
 
   def fill(tmp: str) -> None:
     for relative, fact in sorted(listing.items()):
@@ -519,10 +513,9 @@ def input_tree(path: str, what: str) -> str:
                          f"its writer is done.")
     if _listing(fs, root) != listing:  # an object rewritten meanwhile (same size or not)
       raise ValueError(f"{what} {path} changed while it was copied; try again once its writer is done.")
+    logging.info("%s %s: copied %d objects to %s", what, path, len(listing), copy)
 
-  _local_copy(copy, fill)
-  logging.info("%s %s: copied %d objects to %s", what, path, len(listing), copy)
-  return copy
+  return _local_copy(copy, fill)
 
 
 def input_directory(path: str, what: str) -> str:

@@ -173,3 +173,29 @@ def test_a_macro_that_a_file_uses_but_leaves_to_the_command_line_may_be_set(pars
   (tmp_path / "open.gin").write_text("include 'run.gin'\ngin_cli_test.run.num_queries = %QUERIES\n")
   parse(*SET, "--gin.QUERIES=7", gin_file="open.gin")
   assert run() == ("/o", "/c", None, 7)
+
+
+@pytest.mark.parametrize("command", ["train-prompts", "evaluate"])
+def test_a_bracket_left_open_or_a_file_not_in_utf8_is_one_line_naming_flag_file_and_line(command, tmp_path):
+  """What gin-config leaves to Python's tokenizer (an open bracket: tokenize.TokenError) or to the file
+  reader (a Latin-1 byte: UnicodeDecodeError) was a traceback without the flag or the file."""
+  import subprocess
+  import sys
+  open_bracket = tmp_path / "open.gin"
+  open_bracket.write_text("TRAIN_STEPS = 2\nBATCH_SIZE = [4\n")
+  latin = tmp_path / "latin.gin"
+  latin.write_bytes(b"# settings\n# caf\xe9\nTRAIN_STEPS = 2\n")
+  run_file = "prompt_tuning/train_jsonl.gin" if command == "train-prompts" else "eval/generated_targets.gin"
+  cases = {"--gin.TRAIN_STEPS=[2": "--gin.TRAIN_STEPS=[2: gin cannot parse the value '[2': a bracket, "
+                                   "parenthesis or string is left open",
+           f"--gin_file={open_bracket}": f"--gin_file={open_bracket}: {open_bracket} ends inside an open bracket",
+           f"--gin_file={latin}": f"--gin_file={latin}: {latin} line 2 is not UTF-8 (byte 0xe9); save it as UTF-8"}
+  for flag, expected in cases.items():
+    done = subprocess.run([sys.executable, "-m", "rospr_jax.cli", command, "--gin_file=models/tiny.gin",
+                           f"--gin_file={run_file}", flag], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 2, (flag, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    (line,) = [l for l in done.stderr.splitlines() if l.startswith(f"rospr {command}:")]
+    assert expected in line, (flag, line)
+  assert not (tmp_path / "run").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["latin.gin", "open.gin"]

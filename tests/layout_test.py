@@ -14,20 +14,27 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Layers, lowest first. A package may import its own layer's package and the layers below; compute
 # packages (COMPUTE) never import data, tasks, seqio or TensorFlow.
 LAYERS = (
-    ("rospr_jax.artifacts", "rospr_jax.paths", "rospr_jax.distributed"),
+    ("rospr_jax.artifacts", "rospr_jax.paths", "rospr_jax.distributed", "rospr_jax.multihost"),
     ("rospr_jax.model",),
     ("rospr_jax.tokenization",),
     ("rospr_jax.backbone",),
-    ("rospr_jax.prompt", "rospr_jax.library", "rospr_jax.data"),
+    ("rospr_jax.prompt", "rospr_jax.library", "rospr_jax.data", "rospr_jax.eval"),
     ("rospr_jax.retrieval",),
-    ("rospr_jax.eval",),
+    ("rospr_jax.pipeline",),
     ("rospr_tasks",),
     ("rospr_jax.gin_cli",),
     ("rospr_jax.commands",),
     ("rospr_jax.cli",),
 )
 COMPUTE = ("rospr_jax.model", "rospr_jax.tokenization", "rospr_jax.backbone", "rospr_jax.prompt",
-           "rospr_jax.library", "rospr_jax.retrieval", "rospr_jax.eval")
+           "rospr_jax.library", "rospr_jax.retrieval", "rospr_jax.eval", "rospr_jax.pipeline")
+# One-way flow between the steps, beyond what the layers say: retrieval gets VAR's predictions as a
+# callable (made by eval, handed over by the pipeline) and never imports eval; eval scores what it is
+# given and never imports retrieval or the library. `rospr_jax.pipeline` composes them.
+NEVER_IMPORTS = {
+    "rospr_jax.retrieval": ("rospr_jax.eval",),
+    "rospr_jax.eval": ("rospr_jax.retrieval", "rospr_jax.library"),
+}
 FORBIDDEN_IN_COMPUTE = ("rospr_jax.data", "rospr_tasks", "seqio", "tensorflow", "tensorflow_datasets",
                         "tensorflow_text")
 
@@ -97,6 +104,10 @@ def violations(files: dict[str, pathlib.Path]) -> list[str]:
     for name in sorted(imports_of(module, path)):
       if owner(module, COMPUTE) and owner(name, FORBIDDEN_IN_COMPUTE):
         problems.append(f"{module} (compute) imports {name}")
+      package = owner(module, NEVER_IMPORTS)
+      never = package and owner(name, NEVER_IMPORTS[package])
+      if never:
+        problems.append(f"{module} imports {name}: {package} never imports {never}")
       target = owner(name, files)
       if target is None or target == module:
         continue
@@ -152,12 +163,26 @@ def test_the_check_fails_on_a_forbidden_import(tmp_path, monkeypatch):
   cyclic.write_text(files["rospr_jax.model.config"].read_text() + "\nfrom rospr_jax.model import t5\n")
   upward = tmp_path / "t5.py"
   upward.write_text(files["rospr_jax.model.t5"].read_text() + "\nfrom rospr_jax.eval import report\n")
+  # The one-way flow: VAR's scorer imported by a rule, retrieval or the library imported by the scorer.
+  back = tmp_path / "selection.py"
+  back.write_text(files["rospr_jax.retrieval.selection"].read_text()
+                  + "\n\ndef _score():\n  from rospr_jax.eval import var\n")
+  across = tmp_path / "var.py"
+  across.write_text(files["rospr_jax.eval.var"].read_text()
+                    + "\nfrom rospr_jax.retrieval import selection\nfrom rospr_jax.library import sources\n")
   changed = {**files, "rospr_jax.eval.scoring": mutated, "rospr_jax.model.config": cyclic,
-             "rospr_jax.model.t5": upward}
+             "rospr_jax.model.t5": upward, "rospr_jax.retrieval.selection": back,
+             "rospr_jax.eval.var": across}
   problems = violations(changed)
   assert "rospr_jax.eval.scoring (compute) imports rospr_jax.data.prompted" in problems
   assert "rospr_jax.eval.scoring (compute) imports seqio" in problems
-  assert "rospr_jax.model.t5 (layer 1) imports rospr_jax.eval.report (layer 6, above)" in problems
+  assert "rospr_jax.model.t5 (layer 1) imports rospr_jax.eval.report (layer 4, above)" in problems
+  assert ("rospr_jax.retrieval.selection imports rospr_jax.eval.var: rospr_jax.retrieval never imports "
+          "rospr_jax.eval") in problems
+  assert ("rospr_jax.eval.var imports rospr_jax.retrieval.selection: rospr_jax.eval never imports "
+          "rospr_jax.retrieval") in problems
+  assert ("rospr_jax.eval.var imports rospr_jax.library.sources: rospr_jax.eval never imports "
+          "rospr_jax.library") in problems
   assert any(c[0] in ("rospr_jax.model.config", "rospr_jax.model.t5")
              for c in package_cycles(project_graph(changed)))
 

@@ -11,7 +11,7 @@ import pathlib
 
 import pytest
 
-from rospr_jax import paths
+from rospr_jax import multihost, paths
 
 
 @pytest.mark.parametrize("url", ["gs://bucket/run", "s3://b/x", "hf://bigscience/T0_3B", "GS://B/c"])
@@ -67,9 +67,9 @@ def test_on_other_hosts_library_and_retrieval_commands_compute_but_write_nothing
              "--source-names", str(tmp_path / "names.txt"), "--n", "3", "--index", "exact", *flags]
   assert build.main(["--out", str(tmp_path / "lib"), *library]) == 0  # process 0 writes
   before = sorted(tmp_path.iterdir())
-  assert paths.writes_outputs()
+  assert multihost.is_writer()
   monkeypatch.setattr(jax, "process_index", lambda: 2)
-  assert not paths.writes_outputs()
+  assert not multihost.is_writer()
   capsys.readouterr()
   assert build.main(["--out", str(tmp_path / "lib2"), *library]) == 0
   assert select_cli.main(["--library", str(tmp_path / "lib"), "--queries", str(tmp_path / "q.jsonl"),
@@ -339,3 +339,39 @@ def test_what_a_killed_copy_left_is_removed_by_the_next_one(tmp_path, monkeypatc
   paths.fetch_directory("memory://leak/f", "library")
   assert not os.path.exists(left[0]) and os.path.isdir(left[1])  # the live writer's stays
   memory.rm("/leak", recursive=True)
+
+
+def test_a_damaged_local_copy_is_dropped_and_fetched_again_from_its_source(tmp_path, monkeypatch, caplog):
+  """A local copy of a published folder, of a folder without a marker or of one object, changed after
+  it was made (a file truncated by a full disk, edited by hand, removed), is not trusted on later runs
+  (it used to be refused on every run and never fetched again): it is dropped, fetched again whole
+  from the intact source, and a line says so."""
+  import fsspec
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "copies"))
+  memory = fsspec.filesystem("memory")
+  (tmp_path / "f").mkdir()
+  (tmp_path / "f" / "a.txt").write_text("abc")
+  paths.publish_directory(tmp_path / "f", "memory://damaged/f", replace=False)
+  memory.pipe_file("/damaged/tree/w.bin", b"123")
+  memory.pipe_file("/damaged/one.jsonl", b'{"x": 1}\n')
+  copies = {"published": lambda: paths.fetch_directory("memory://damaged/f", "library"),
+            "tree": lambda: paths.input_tree("memory://damaged/tree", "checkpoint"),
+            "object": lambda: paths.input_file("memory://damaged/one.jsonl", "--queries")}
+  for name, make in copies.items():
+    first = make()
+    victim = pathlib.Path(first) if name == "object" else next(p for p in pathlib.Path(first).rglob("*") if p.is_file())
+    intact = victim.read_bytes()
+    victim.write_bytes(intact[:1])  # truncated, as a full disk leaves it
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+      again = make()
+    assert again == first and pathlib.Path(again if name == "object" else victim).read_bytes() == intact, name
+    assert any("is damaged" in r.getMessage() and "fetching it again" in r.getMessage() for r in caplog.records), name
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+      assert make() == first  # intact now: reused without a word
+    assert not caplog.records, name
+  victim = next(p for p in pathlib.Path(copies["tree"]()).rglob("*") if p.is_file())
+  victim.unlink()  # removed by hand
+  assert pathlib.Path(copies["tree"]()).joinpath("w.bin").read_bytes() == b"123"
+  memory.rm("/damaged", recursive=True)

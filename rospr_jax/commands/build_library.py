@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from rospr_jax import artifacts, paths
+from rospr_jax import artifacts, multihost, paths
 from rospr_jax.commands import common
 from rospr_jax.library import search, sources as sources_lib, store  # no JAX: --help answers at once
 
@@ -30,7 +30,6 @@ PROG = "rospr build-library"
 def _read_sources(args) -> tuple[list[sources_lib.SourceTexts], np.ndarray, str | None]:
   """Sources in prompt-row order, the prompt table [S, P, H], and the fingerprint of the backbone the
   prompts were trained on (a prompt export records it; a bare .npy table does not)."""
-  trained_on = None
   if sum(map(bool, (args.source, args.instances, args.tasks))) != 1:
     raise ValueError("Give the instances as --source NAME=FILE flags, as one --instances file, or as "
                      "--tasks (prompted task or mixture names).")
@@ -51,22 +50,12 @@ def _read_sources(args) -> tuple[list[sources_lib.SourceTexts], np.ndarray, str 
     tasks = {task.name: task for task in registry.prompted_tasks(args.tasks)}
 
   available = list(texts or tasks)
-  prompt_files: dict[str, tuple[str, str | None]] = {}
-  if os.path.isdir(args.prompts):
-    from rospr_jax.prompt import export  # pylint: disable=g-import-not-at-top
-    exported = export.load_prompts(args.prompts)
-    names, table = exported.names, exported.prompts
-    trained_on = exported.manifest.get("backbone_fingerprint")
-    root = os.path.dirname(exported.directory)  # files are relative to the export root
-    prompt_files = {s["name"]: (os.path.join(root, s["file"]), s["sha256"])
-                    for s in exported.manifest["sources"]}
-  else:
-    if not os.path.isfile(args.prompts):
-      raise FileNotFoundError(f"Prompt table not found: {args.prompts}")
-    table = np.load(args.prompts, allow_pickle=False)
+  from rospr_jax.prompt import export  # pylint: disable=g-import-not-at-top
+  loaded = export.load_prompt_table(args.prompts, "--prompts")
+  names, table, trained_on, prompt_files = loaded.names, loaded.prompts, loaded.backbone_fingerprint, loaded.files
+  if names is None:
     if args.source_names:
-      with open(args.source_names, encoding="utf-8") as f:
-        names = [line.strip() for line in f if line.strip()]
+      names = [line.strip() for _, line in artifacts.text_lines(args.source_names) if line.strip()]
     elif not args.instances:
       names = available
     else:
@@ -121,8 +110,9 @@ def main(argv: list[str]) -> int:
   try:
     inputs = ("source", "instances", "source_names", "vocab")  # files: a URL is read into a local copy
     paths.require_local_args(args, urls=("out", "prompts", "retriever", *inputs))
+    common.check_path_kinds(args, files=inputs, folders=("out", "retriever"))
     paths.fetch_input_args(args, inputs)
-    writes = paths.writes_outputs()  # every process embeds its share of each batch; process 0 writes
+    writes = multihost.is_writer()  # every process embeds its share of each batch; process 0 writes
     args.prompts = (paths.input_file(args.prompts, "--prompts") if args.prompts.endswith(".npy")
                     else paths.input_directory(args.prompts, "--prompts"))
     with paths.output_directory(args.out, "library", replace=args.overwrite, publish=writes) as staged:

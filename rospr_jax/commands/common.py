@@ -11,9 +11,8 @@ import logging
 import sys
 from typing import Any, Callable
 
-import numpy as np
 
-from rospr_jax import distributed, paths
+from rospr_jax import distributed, multihost
 
 
 GIN_CALL_NOTE = "\n  In call to configurable"  # what gin appends to an error raised in a configurable
@@ -24,6 +23,22 @@ def error(prog: str, message: Any) -> int:
   print(f"{prog}: {message}", file=sys.stderr)
   distributed.note_error(str(message))  # what the other processes of a multi-process run report
   return 2
+
+
+def check_path_kinds(args, *, files: tuple[str, ...] = (), folders: tuple[str, ...] = ()) -> None:
+  """Refuses, naming the flag, a local path of the wrong kind among `args`' `files` (read as files) and
+  `folders` (written as folders), before any work: Python's own "[Errno 21] Is a directory" or
+  "[Errno 17] File exists" names neither the flag nor what was expected. Absent paths and URLs pass
+  (the readers and writers say what is missing)."""
+  import os  # pylint: disable=g-import-not-at-top
+  for dests, wrong, expected in ((files, os.path.isdir, "a file"), (folders, os.path.isfile, "a folder")):
+    for dest in dests:
+      values = getattr(args, dest, None)
+      for value in values if isinstance(values, list) else [values]:
+        path = value.rpartition("=")[2] if isinstance(value, str) and dest == "source" else value
+        if isinstance(path, str) and "://" not in path and wrong(path):
+          raise ValueError(f"--{dest.replace('_', '-')} {path} is {'a folder' if expected == 'a file' else 'a file'}; "
+                           f"give {expected}.")
 
 
 def run_gin_command(argv: list[str], *, prog: str, doc: str, example_file: str,
@@ -104,9 +119,8 @@ def wait_for_process_zero(prog: str, what: str) -> bool:
   process waits here until process 0 is done too (a failure of process 0 stops the others:
   `rospr_jax.distributed`). True, after saying so, on the processes other than 0."""
   import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_count() > 1:
-    paths.from_process_zero(np.zeros((), np.int32))
-  if paths.writes_outputs():
+  multihost.barrier(f"{prog}: process 0 {what}")
+  if multihost.is_writer():
     return False
   print(f"{prog}: process {jax.process_index()} of {jax.process_count()} did its share; process 0 {what}.")
   return True

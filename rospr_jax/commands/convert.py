@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
   # JAX loads after the flags are parsed: --help and flag errors answer at once.
   from rospr_jax import tokenization  # pylint: disable=g-import-not-at-top
-  from rospr_jax.model.checkpoints import (checkpoint_fingerprint, detect_format,  # pylint: disable=g-import-not-at-top
-                                           load_checkpoint, save_hf, save_t5x)
+  from rospr_jax.model.checkpoints import (detect_format, load_checkpoint,  # pylint: disable=g-import-not-at-top
+                                           params_fingerprint, save_hf, save_t5x)
   from rospr_jax.model.hf_checkpoint import DEFAULT_MAX_SHARD_BYTES, TOKENIZER_FILES  # pylint: disable=g-import-not-at-top
   from rospr_jax.model.t5x_checkpoint import flatten  # pylint: disable=g-import-not-at-top
   try:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
       else:  # a killed or failed conversion's temporary folder, if any, goes first
         artifacts.remove_leftovers(dest_dir, names=[f"checkpoint_{int(args.step)}"])
         written = save_t5x(dest_dir, config, params, step=args.step, extra_files=[spm] if spm else [])
-      fingerprint = checkpoint_fingerprint(written)
+      fingerprint = params_fingerprint(config, params)  # the written files' (no second read)
       if paths.is_url(args.dest):  # what the user reads: the published folder
         inside = os.path.relpath(written, dest_dir)
         written = args.dest.rstrip("/") + ("" if inside == "." else f"/{inside}")

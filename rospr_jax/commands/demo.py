@@ -39,10 +39,11 @@ from rospr_jax.backbone import load_backbone
 from rospr_jax.commands import demo_analysis
 from rospr_jax.commands import targets as targets_lib
 from rospr_jax.data import archives, generated, vocabulary
-from rospr_jax.eval import evaluate, report
+from rospr_jax.eval import report
 from rospr_jax.library import build as library_build
 from rospr_jax.library import embed, sources as sources_lib
 from rospr_jax.model import get_config, multitask, save_hf
+from rospr_jax.pipeline import evaluate
 from rospr_jax.prompt import input_pipeline, trainer
 from rospr_jax.retrieval.selection import SelectionConfig
 from rospr_jax.tokenization import Tokenizer
@@ -156,6 +157,15 @@ def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
     return _run_in(local, settings)
 
 
+def _generate(sources, targets, tokenizer, settings: DemoSettings):
+  """(the sources' training examples, the stand-in T0's, the held-out targets to evaluate)."""
+  held_out = [targets_lib.target_from_task(generated.GeneratedTask(t, settings.seed),
+                                           max_examples=settings.eval_examples, seed=settings.seed)
+              for _, t in targets]
+  return (_examples(sources, tokenizer, settings), _examples(generated.backbone_templates(), tokenizer, settings),
+          held_out)
+
+
 def _run_in(output_dir: str, settings: DemoSettings) -> dict:
   os.makedirs(output_dir, exist_ok=True)
   for step_dir in STEP_DIRS:  # A rerun starts over: the demo's outputs are all derived.
@@ -175,13 +185,8 @@ def _run_in(output_dir: str, settings: DemoSettings) -> dict:
 
   vocab_path = vocabulary.offline_vocabulary_path()
   tokenizer = Tokenizer(vocab_path)
-  sources = generated.source_templates()
-  data = _examples(sources, tokenizer, settings)
-  seen = _examples(generated.backbone_templates(), tokenizer, settings)
-  targets = generated.target_templates()
-  held_out = [targets_lib.target_from_task(generated.GeneratedTask(t, settings.seed),
-                                           max_examples=settings.eval_examples, seed=settings.seed)
-              for _, t in targets]
+  sources, targets = generated.source_templates(), generated.target_templates()
+  data, seen, held_out = _generate(sources, targets, tokenizer, settings)
   lap("generate data")
 
   backbone_dir = os.path.join(output_dir, "backbone")
@@ -233,7 +238,13 @@ def _run_in(output_dir: str, settings: DemoSettings) -> dict:
            "factor_sentence": demo_analysis.factor_sentence(pooled)}
   lap("report")
   facts["timings_s"] = timings
-  sections = [_explanation(settings, timings, facts), "## Held-out targets",
+  return _write_report(output_dir, settings, facts, rows, pooled, summary, methods)
+
+
+def _write_report(output_dir: str, settings: DemoSettings, facts: dict, rows: list, pooled: dict, summary: dict,
+                  methods: list) -> dict:
+  """report.md (the explanation, the method tables, the paper-style table, the plots) and demo.json."""
+  sections = [_explanation(settings, facts["timings_s"], facts), "## Held-out targets",
               demo_analysis.markdown(rows, pooled, methods),
               "Per skill (datasets as columns, as the paper's tables):", report.markdown_table(summary),
               "![accuracy](accuracy.png)\n\n![retrieval](retrieval.png)"]

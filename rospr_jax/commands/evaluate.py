@@ -26,11 +26,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rospr_jax import artifacts, paths
+from rospr_jax import artifacts, multihost, paths
 from rospr_jax.commands import common, targets as targets_lib
 from rospr_jax.retrieval.selection import SelectionConfig, rule_of_label
 
-# rospr_jax.eval.evaluate (JAX) is imported where it is used: --help and flag errors answer at once.
+# rospr_jax.pipeline.evaluate (JAX) is imported where it is used: --help and flag errors answer at once.
 
 PROG = "rospr evaluate"
 
@@ -47,30 +47,21 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     backbone: a `rospr_jax.backbone.Backbone`, or a callable returning one (the model gin file binds
       `load_backbone`).
     methods: method names (None: the hard prompt and every selection rule but the reference rows,
-      `eval.evaluate.default_methods()`; `eval.evaluate.all_methods()` lists them all).
+      `pipeline.evaluate.default_methods()`; `pipeline.evaluate.all_methods()` lists them all).
     retriever_dtype: the retriever's compute dtype (None: the one the library was built with).
     selection: Q, N, N', K and eps of the selection rules.
     write_config: also write gin's operative config to `<output_dir>/config.gin` (the command does).
     The rest: see gin/eval/base.gin.
   """
-  import jax  # pylint: disable=g-import-not-at-top
   from rospr_jax.eval import report  # pylint: disable=g-import-not-at-top
-  from rospr_jax.eval.evaluate import (CHANCE, HARD_PROMPT, ORACLE, RECORDS_DIR,  # pylint: disable=g-import-not-at-top
-                                       Evaluator, default_methods, retrieval_frequencies)
-  from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
-  from rospr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
+  from rospr_jax.pipeline.evaluate import default_methods  # pylint: disable=g-import-not-at-top
 
-  counts = {"BATCH_SIZE": batch_size, "NUM_PARTITIONS": num_partitions,
-            **({} if max_examples is None else {"MAX_EXAMPLES": max_examples})}
-  bad = [f"{macro} must be an integer >= 1, not {value!r}" for macro, value in counts.items()
-         if isinstance(value, bool) or not isinstance(value, int) or value < 1]
-  if bad:
-    raise ValueError("; ".join(bad) + ".")
+  _check_counts(batch_size=batch_size, num_partitions=num_partitions, max_examples=max_examples)
   library_given = library_dir  # a URL is read through a checked local copy, named by the URL
   library_dir = library_dir and paths.input_directory(library_dir, "LIBRARY_DIR")
   settings_library = library_given if paths.is_url(library_given) else (
       library_dir and os.path.abspath(library_dir))
-  writes = paths.writes_outputs()  # every process scores (the mesh spans all hosts); one writes
+  writes = multihost.is_writer()  # every process scores (the mesh spans all hosts); one writes
   # OUTPUT_DIR at a URL: a local working copy, published after each record (a rerun resumes from it).
   # One run at a time into OUTPUT_DIR (process 0 holds the lock; the others write nothing).
   with paths.run_directory(output_dir, "OUTPUT_DIR", writes=writes) as run_folder, \
@@ -80,78 +71,138 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
       report.recover_report(output_dir)
       artifacts.remove_leftovers(output_dir, recursive=True)
     methods = default_methods() if methods is None else methods
-    if isinstance(methods, str):
-      raise ValueError(f"METHODS must be a list, e.g. ['{methods}'], not the string {methods!r}.")
-    rules = [rule_of_label(m) for m in methods if m not in (HARD_PROMPT, CHANCE, ORACLE)]
+    rules = _rules_of(methods)
     backbone = backbone() if callable(backbone) else backbone
-    config, params = backbone.config, backbone.params
-    tokenizer = backbone.tokenizer()
-    mesh = None
-    if jax.device_count() > 1:
-      mesh = partitioning.make_mesh(num_partitions)
-      params = partitioning.shard_params(params, backbone.model.abstract_params(), mesh)
-    evaluator = Evaluator(params=params, config=config, tokenizer=tokenizer, selection=selection,
-                          batch_size=batch_size, mesh=mesh, seed=seed, progress_bars=True)
-    if rules or ORACLE in methods:
-      if not library_dir or not retriever_checkpoint:
-        raise ValueError("Methods other than T0 need LIBRARY_DIR and RETRIEVER_CHECKPOINT.")
-      dtype = retriever_dtype or store.recorded_retriever_dtype(library_dir)
-      evaluator.embedder = embed.load_embedder(retriever_checkpoint, dtype=dtype, mesh=embed.local_data_mesh())
-      tokenizer.check_fits(evaluator.embedder.config.vocab_size, f"the retriever {retriever_checkpoint}")
-      evaluator.library = store.Library.open(library_dir, retriever=evaluator.embedder.fingerprint,
-                                             dim=evaluator.embedder.dim, name=settings_library)
-      evaluator.library.check_prompts_fit(backbone.fingerprint, config.emb_dim)  # before any scoring
+    evaluator = _evaluator(backbone, rules=rules, methods=methods, library_dir=library_dir,
+                           settings_library=settings_library, retriever_checkpoint=retriever_checkpoint,
+                           retriever_dtype=retriever_dtype, selection=selection, batch_size=batch_size,
+                           seed=seed, num_partitions=num_partitions)
     task_list = targets_lib.resolve_target_tasks(targets, data_dir)
     target_list = [targets_lib.target_from_task(t, split, max_examples=max_examples, seed=seed)
                    for t in task_list]
-    vocabulary = backbone.description.get("vocabulary", backbone.vocabulary)  # a URL's, not its copy's
-    settings = {"checkpoint": backbone.fingerprint, "vocabulary": vocabulary, "split": split,
-                "max_examples": max_examples, "seed": seed, "dtype": backbone.dtype,
-                "attention_impl": config.attention_impl, "data_dir": data_dir if paths.is_url(data_dir) else data_dir and os.path.abspath(data_dir)}
-    if evaluator.library is not None:
-      # Q and N, and the settings the evaluated rules declare: a record scored otherwise is not resumed.
-      read = ["num_queries", "num_neighbors"] + sorted({f for rule in rules for f in rule.settings})
-      settings.update(library=settings_library,
-                      library_manifest=artifacts.sha256_file(os.path.join(library_dir, store.MANIFEST)),
-                      retriever=evaluator.embedder.fingerprint,
-                      **{f: getattr(selection, f) for f in read})
+    settings = _run_settings(backbone, evaluator, rules, data_dir=data_dir, split=split,
+                             max_examples=max_examples, seed=seed, library_dir=library_dir,
+                             settings_library=settings_library)
     _check_resumable(output_dir, settings, shown=output_url)
     logging.info("Evaluating %d targets x %d methods", len(target_list), len(methods))
-
-    def log_and_publish(message: str) -> None:  # called as each record is written
-      logging.info(message)
-      run_folder.publish()
-
-    records, selections = evaluator.evaluate(
-        target_list, methods, selections_dir=os.path.join(output_dir, "selections") if writes else None,
-        records_dir=os.path.join(output_dir, RECORDS_DIR), progress=log_and_publish)
+    records, selections = _evaluate(evaluator, target_list, methods, output_dir, writes, run_folder)
     if writes:
-      retrieval = retrieval_frequencies(selections) if selections else None
-      summary = report.write_report(output_dir, records, retrieval=retrieval, preamble=preamble,
-                                    sources=evaluator.library.source_names if evaluator.library else None,
-                                    extra={"selections": selections,
-                                           "checkpoint": backbone.description.get("checkpoint"),
-                                           "library": library_given, "split": split, "seed": seed})
-      if write_config:
-        from rospr_jax import gin_cli  # pylint: disable=g-import-not-at-top
-        gin_cli.write_operative_config(output_dir)
+      summary = _write_report(output_dir, records, selections, evaluator, backbone, preamble=preamble,
+                              library=library_given, split=split, seed=seed, write_config=write_config)
     else:
       summary = report.summarize(records)
     # The other processes end only once process 0 has written the report: a failure there (a full
     # disk) stops them too (rospr_jax.distributed), instead of their exiting 0.
-    paths.from_process_zero(np.zeros((), np.int32))
+    multihost.barrier("evaluate: report written")
     return summary
+
+
+def _check_counts(*, batch_size, num_partitions, max_examples) -> None:
+  """BATCH_SIZE, NUM_PARTITIONS and MAX_EXAMPLES (when given) are integers >= 1."""
+  counts = {"BATCH_SIZE": batch_size, "NUM_PARTITIONS": num_partitions,
+            **({} if max_examples is None else {"MAX_EXAMPLES": max_examples})}
+  bad = [f"{macro} must be an integer >= 1, not {value!r}" for macro, value in counts.items()
+         if isinstance(value, bool) or not isinstance(value, int) or value < 1]
+  if bad:
+    raise ValueError("; ".join(bad) + ".")
+
+
+def _rules_of(methods) -> list:
+  """The selection rules among `methods` (an unknown method is refused, naming the known ones)."""
+  from rospr_jax.pipeline.evaluate import CHANCE, HARD_PROMPT, ORACLE  # pylint: disable=g-import-not-at-top
+  if isinstance(methods, str):
+    raise ValueError(f"METHODS must be a list, e.g. ['{methods}'], not the string {methods!r}.")
+  return [rule_of_label(m) for m in methods if m not in (HARD_PROMPT, CHANCE, ORACLE)]
+
+
+def _evaluator(backbone, *, rules, methods, library_dir, settings_library, retriever_checkpoint,
+               retriever_dtype, selection, batch_size, seed, num_partitions):
+  """The `Evaluator`, complete: the backbone (sharded over a mesh of every device when there are
+  several) and, when a method needs it, the library with its retriever, checked before any scoring."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
+  from rospr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
+  from rospr_jax.pipeline.evaluate import ORACLE, Evaluator  # pylint: disable=g-import-not-at-top
+  config, params = backbone.config, backbone.params
+  tokenizer = backbone.tokenizer()
+  mesh = None
+  if jax.device_count() > 1:
+    mesh = partitioning.make_mesh(num_partitions)
+    params = partitioning.shard_params(params, backbone.model.abstract_params(), mesh)
+  embedder = library = None
+  if rules or ORACLE in methods:
+    if not library_dir or not retriever_checkpoint:
+      raise ValueError("Methods other than T0 need LIBRARY_DIR and RETRIEVER_CHECKPOINT.")
+    dtype = retriever_dtype or store.recorded_retriever_dtype(library_dir)
+    embedder = embed.load_embedder(retriever_checkpoint, dtype=dtype, mesh=embed.local_data_mesh())
+    tokenizer.check_fits(embedder.config.vocab_size, f"the retriever {retriever_checkpoint}")
+    library = store.Library.open(library_dir, retriever=embedder.fingerprint, dim=embedder.dim,
+                                 name=settings_library)
+    library.check_prompts_fit(backbone.fingerprint, config.emb_dim)  # before any scoring
+    library.check_num_neighbors(selection.num_neighbors, "NUM_NEIGHBORS")
+  return Evaluator(params=params, config=config, tokenizer=tokenizer, library=library, embedder=embedder,
+                   selection=selection, batch_size=batch_size, mesh=mesh, seed=seed, progress_bars=True)
+
+
+def _run_settings(backbone, evaluator, rules, *, data_dir, split, max_examples, seed, library_dir,
+                  settings_library) -> dict:
+  """What a record's accuracy depends on (`run.json`): a record scored otherwise is not resumed."""
+  from rospr_jax.library import store  # pylint: disable=g-import-not-at-top
+  config, selection = backbone.config, evaluator.selection
+  vocabulary = backbone.description.get("vocabulary", backbone.vocabulary)  # a URL's, not its copy's
+  settings = {"checkpoint": backbone.fingerprint, "vocabulary": vocabulary, "split": split,
+              "max_examples": max_examples, "seed": seed, "dtype": backbone.dtype,
+              "attention_impl": config.attention_impl,
+              "data_dir": data_dir if paths.is_url(data_dir) else data_dir and os.path.abspath(data_dir)}
+  if evaluator.library is not None:
+    # Q and N, and the settings the evaluated rules declare: a record scored otherwise is not resumed.
+    read = ["num_queries", "num_neighbors"] + sorted({f for rule in rules for f in rule.settings})
+    settings.update(library=settings_library,
+                    library_manifest=artifacts.sha256_file(os.path.join(library_dir, store.MANIFEST)),
+                    retriever=evaluator.embedder.fingerprint,
+                    **{f: getattr(selection, f) for f in read})
+  return settings
+
+
+def _evaluate(evaluator, target_list, methods, output_dir: str, writes: bool, run_folder):
+  """Scores the targets, each record written and OUTPUT_DIR published as it is scored."""
+  from rospr_jax.eval.records import RECORDS_DIR  # pylint: disable=g-import-not-at-top
+
+  def log_and_publish(message: str) -> None:  # called as each record is written
+    logging.info(message)
+    run_folder.publish()
+
+  return evaluator.evaluate(
+      target_list, methods, selections_dir=os.path.join(output_dir, "selections") if writes else None,
+      records_dir=os.path.join(output_dir, RECORDS_DIR), progress=log_and_publish)
+
+
+def _write_report(output_dir, records, selections, evaluator, backbone, *, preamble, library, split, seed,
+                  write_config) -> dict:
+  """results.json, results.md and the plots (and gin's operative config): process 0 only."""
+  from rospr_jax.eval import report  # pylint: disable=g-import-not-at-top
+  from rospr_jax.pipeline.evaluate import retrieval_frequencies  # pylint: disable=g-import-not-at-top
+  retrieval = retrieval_frequencies(selections) if selections else None
+  summary = report.write_report(output_dir, records, retrieval=retrieval, preamble=preamble,
+                                sources=evaluator.library.source_names if evaluator.library else None,
+                                extra={"selections": selections,
+                                       "checkpoint": backbone.description.get("checkpoint"),
+                                       "library": library, "split": split, "seed": seed})
+  if write_config:
+    from rospr_jax import gin_cli  # pylint: disable=g-import-not-at-top
+    gin_cli.write_operative_config(output_dir)
+  return summary
 
 
 def _check_resumable(output_dir: str, settings: dict, shown: str) -> None:
   """Records settings in `<output_dir>/run.json`; refuses an output folder whose records were scored
   with other settings (they would be resumed into this run's report), naming it `shown` (OUTPUT_DIR as
   given: a URL's working copy is not the folder to delete)."""
-  from rospr_jax.eval.evaluate import RECORDS_DIR  # pylint: disable=g-import-not-at-top
+  from rospr_jax.eval.records import RECORDS_DIR  # pylint: disable=g-import-not-at-top
   path = os.path.join(output_dir, "run.json")
   records_dir = os.path.join(output_dir, RECORDS_DIR)
   problem = ""
-  if paths.writes_outputs():
+  if multihost.is_writer():
     has_records = os.path.isdir(records_dir) and bool(os.listdir(records_dir))
     if has_records and not os.path.exists(path):
       problem = (f"{shown} holds records but no run.json saying how they were scored; give "
@@ -164,7 +215,7 @@ def _check_resumable(output_dir: str, settings: dict, shown: str) -> None:
                    f"give another OUTPUT_DIR, or delete {shown}/{RECORDS_DIR} to start over.")
     else:
       artifacts.write_text(path, json.dumps(settings, indent=1))
-  if paths.from_process_zero(np.int32(bool(problem))):  # every process stops, not only process 0
+  if multihost.broadcast(np.int32(bool(problem))):  # every process stops, not only process 0
     raise ValueError(problem or "process 0 refused the output folder")
 
 

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import sys
 
-from rospr_jax import paths
+from rospr_jax import multihost, paths
 from rospr_jax.commands import common
 from rospr_jax.library import sources as sources_lib, store
 from rospr_jax.retrieval import retrieve, selection
@@ -62,6 +62,7 @@ def main(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   try:
     paths.require_local_args(args, urls=("library", "out", "queries", "vocab", "retriever", "backbone"))
+    common.check_path_kinds(args, files=("queries", "vocab"), folders=("library", "out", "retriever", "backbone"))
     paths.fetch_input_args(args, ("queries", "vocab"))
     rule = selection.get_rule(args.rule)
     config = selection.SelectionConfig(**{f.name: getattr(args, f.name)
@@ -72,6 +73,7 @@ def main(argv: list[str]) -> int:
     library = store.Library.open(paths.input_directory(args.library, "library"), dim=embedder.dim,
                                  retriever=embedder.fingerprint, verify=not args.no_verify,
                                  name=args.library if paths.is_url(args.library) else None)
+    library.check_num_neighbors(config.num_neighbors, "--num-neighbors")
     queries = sources_lib.read_queries(args.queries)
     picked = retrieve.sample_queries(len(queries), config.num_queries, args.seed)
     queries = [queries[i] for i in picked]
@@ -94,7 +96,7 @@ def main(argv: list[str]) -> int:
                 "query_indices": picked.tolist()})
     # Every process embeds its share of the queries (and VAR scores them on its own devices, alike);
     # process 0 writes.
-    if paths.writes_outputs():
+    if multihost.is_writer():
       with paths.output_directory(args.out, "--out", replace=True) as out:
         retrieve.save_selection(out, chosen, prompt)
     if common.wait_for_process_zero(PROG, f"wrote the selection to {args.out}"):

@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import numpy as np
 
 from rospr_jax.commands import common
 
 PROG = "rospr score"
+
+
+def _text_problem(flag: str, text: str) -> str | None:
+  """Why `text` cannot be scored (not UTF-8 as the terminal passed it, or empty), or None."""
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError as e:  # argv bytes that are not UTF-8 arrive as surrogate escapes
+    raw = text.encode("utf-8", "surrogateescape")
+    return (f"{flag} is not UTF-8 text (byte 0x{raw[len(text[:e.start].encode('utf-8', 'surrogateescape'))]:02x} "
+            f"at character {e.start}); pass it in UTF-8.")
+  if not text.strip():
+    return f"{flag} is empty: an empty answer choice would be scored on its EOS alone; give its text."
+  return None
 
 
 def main(argv: list[str]) -> int:
@@ -28,6 +40,11 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                       help="Parameter and activation dtype.")
   args = parser.parse_args(argv)
+  problem = _text_problem("--input", args.input) or next(
+      filter(None, (_text_problem(f"--choice {i + 1} of {len(args.choice)}", c) for i, c in enumerate(args.choice))),
+      None)
+  if problem:
+    return common.error(PROG, problem)
 
   from rospr_jax.backbone import load_backbone  # pylint: disable=g-import-not-at-top  (heavy imports after parsing)
   from rospr_jax.eval.batching import RankExample, score_examples  # pylint: disable=g-import-not-at-top

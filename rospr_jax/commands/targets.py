@@ -1,4 +1,4 @@
-"""Evaluation targets from the data layer: prompted tasks read into `rospr_jax.eval.evaluate.Target`.
+"""Evaluation targets from the data layer: prompted tasks read into `rospr_jax.eval.records.Target`.
 
 Shared by `rospr evaluate` and `rospr demo`; the evaluator itself takes only rendered targets.
 """
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 if TYPE_CHECKING:  # imported where it is used: it loads JAX, which `rospr evaluate --help` does not need
-  from rospr_jax.eval.evaluate import Target
+  from rospr_jax.eval.records import Target
 
 TARGET_GROUPS = ("generated", "held_out", "bigbench")
 
@@ -23,7 +23,7 @@ def target_from_task(task, split: str | None = None, *, max_examples: int | None
   Examples without answer choices cannot be rank-classified: they are counted and reported. With
   `max_examples`, a seeded sample of that many examples (in split order) is kept.
   """
-  from rospr_jax.eval.evaluate import Target  # pylint: disable=g-import-not-at-top
+  from rospr_jax.eval.records import Target  # pylint: disable=g-import-not-at-top
   split = split or task.eval_split
   examples, skipped = [], 0
   for ex in task.examples(split):

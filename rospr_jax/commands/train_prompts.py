@@ -30,9 +30,10 @@ def main(argv: list[str]) -> int:
   example_file = "prompt_tuning/train_seqio.gin"
   gin_cli.parse_args(argv, PROG, __doc__, example_file)  # --help and flag errors answer before JAX loads
   from rospr_jax.prompt import trainer  # pylint: disable=g-import-not-at-top  (registers the configurables)
+  from rospr_jax.prompt.loop import NonFiniteLossError  # pylint: disable=g-import-not-at-top
   code, result = common.run_gin_command(
       argv, prog=PROG, doc=__doc__, example_file=example_file, run=trainer.train,
-      failures=((trainer.NonFiniteLossError, 1), (OSError, 2), (ValueError, 2)))
+      failures=((NonFiniteLossError, 1), (OSError, 2), (ValueError, 2)))
   if code == 0:
     resumed = result.resumed_from
     segment = "" if resumed is None else f" (resumed from step {resumed}: {result.step - resumed} more steps)"

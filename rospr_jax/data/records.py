@@ -28,7 +28,7 @@ import os
 import pathlib
 from typing import Any, Iterator
 
-from rospr_jax import paths
+from rospr_jax import artifacts, paths
 from rospr_jax.data import archives
 from rospr_jax.data import tfds_records
 
@@ -109,18 +109,17 @@ def _locate_at_url(jsonl: str, arrow_dir: str, dataset: str, subset: str | None,
 def _iter_jsonl(path: pathlib.Path, shown: str | os.PathLike | None = None) -> Iterator[dict[str, Any]]:
   """The records of a JSON-lines file; errors name `shown` (the URL of a local copy), else `path`."""
   shown = shown or path
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{shown}: line {line_no} is not valid JSON ({e.msg} at column {e.colno}); "
-                         f"`rospr tasks` counts the bad lines of every data file") from e
-      if not isinstance(record, dict):
-        raise ValueError(f"{shown}: line {line_no} is a JSON {type(record).__name__}, expected an object")
-      yield record
+  for line_no, line in artifacts.text_lines(path, shown):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{shown}: line {line_no} is not valid JSON ({e.msg} at column {e.colno}); "
+                       f"`rospr tasks` counts the bad lines of every data file") from e
+    if not isinstance(record, dict):
+      raise ValueError(f"{shown}: line {line_no} is a JSON {type(record).__name__}, expected an object")
+    yield record
 
 
 def _arrow_files(folder: pathlib.Path) -> list[pathlib.Path]:
@@ -183,13 +182,13 @@ def _count_jsonl(path: str, size: int, mtime_ns: int) -> tuple[int, tuple[int, .
   every template of a dataset counts the same file."""
   del size, mtime_ns  # part of the cache key only
   good, bad = 0, []
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, start=1):
-      if not line.strip():
+  with open(path, "rb") as f:
+    for line_no, raw in enumerate(f, start=1):
+      if not raw.strip():
         continue
       try:
-        ok = isinstance(json.loads(line), dict)
-      except json.JSONDecodeError:
+        ok = isinstance(json.loads(raw.decode("utf-8")), dict)
+      except (json.JSONDecodeError, UnicodeDecodeError):  # a line that is not UTF-8 is a bad line too
         ok = False
       if ok:
         good += 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -91,6 +91,29 @@ def accuracy(idx, scores, is_correct, weight=None) -> float:
   if g.example.size == 0 or g.weight.sum() == 0:
     return float("nan")
   return float((g.correct * g.weight).sum() / g.weight.sum())
+
+
+def accuracy_of(scores: Sequence[np.ndarray], is_correct: Sequence[Sequence[bool]],
+                what: str = "the scores") -> float:
+  """T0's rank-classification accuracy from per-example choice scores [C_e].
+
+  A score that is NaN or infinite is refused (argmax would silently pick choice 0), naming `what` and
+  the first such example.
+  """
+  bad = [e for e, s in enumerate(scores) if not np.all(np.isfinite(np.asarray(s, np.float64)))]
+  if bad:
+    raise FloatingPointError(
+        f"{what}: {len(bad)} of {len(scores)} examples have NaN or infinite choice scores (first: "
+        f"example {bad[0]}); the backbone's weights or the prompt are not finite.")
+  idx = [(e, c) for e, s in enumerate(scores) for c in range(len(s))]
+  flat_scores = np.concatenate([np.asarray(s, np.float64) for s in scores])
+  flat_correct = [flag for flags in is_correct for flag in flags]
+  return accuracy(idx, flat_scores, flat_correct)
+
+
+def chance_accuracy(is_correct: Sequence[Sequence[bool]]) -> float:
+  """Expected accuracy of picking a choice uniformly at random: mean over examples of correct / C."""
+  return float(np.mean([sum(flags) / len(flags) for flags in is_correct]))
 
 
 def aggregate(results: Mapping[str, Mapping[str, float]]) -> dict:

@@ -1,23 +1,33 @@
 """VAR's rank classification: the predicted answer position of every query under candidate prompts.
 
 VAR (`rospr_jax.retrieval.selection.var`) penalizes a candidate prompt whose predictions collapse
-onto one choice; it takes the predictions as a callable, made here from the backbone and the
-encode-once scorer, so the retrieval step itself needs no model.
+onto one choice; it takes the predictions as a callable (`selection.PredictChoices`), made here from
+the backbone and the encode-once scorer and handed to it by the caller (`rospr_jax.pipeline.evaluate`,
+`rospr retrieve`): retrieval needs no model and never imports eval, and eval knows nothing of the
+library or of retrieval (a query is anything with `.text` and `.choices`, as `library.sources.Query`).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
 from rospr_jax.eval.batching import RankExample, score_examples
-from rospr_jax.library import sources as sources_lib
-from rospr_jax.retrieval import selection
 
 
-def make_predict_choices(params, config, queries: Sequence[sources_lib.Query], prompts: np.ndarray,
-                         tokenizer, *, batch_size: int = 32, mesh=None) -> selection.PredictChoices:
+class RankQuery(Protocol):
+  """One unlabeled input of a target with its rendered answer choices."""
+  text: str
+  choices: Sequence[str] | None
+
+
+# predict_choices(prompt_ids [K]) -> K lists [Q] of predicted choice positions.
+PredictChoices = Callable[[Sequence[int]], list[list[int]]]
+
+
+def make_predict_choices(params, config, queries: Sequence[RankQuery], prompts: np.ndarray,
+                         tokenizer, *, batch_size: int = 32, mesh=None) -> PredictChoices:
   """The K candidate prompts on the Q queries in one batched pass.
 
   Args:

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import zlib
 from typing import Iterator, Sequence
 
 import numpy as np
+
+from rospr_jax import artifacts
 
 
 
@@ -42,18 +45,15 @@ class Query:
 
 
 def _json_lines(path: str) -> Iterator[tuple[int, object]]:
-  try:
-    f = open(path, encoding="utf-8")
-  except FileNotFoundError:
-    raise FileNotFoundError(f"Input file not found: {path}") from None
-  with f:
-    for line_no, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        yield line_no, json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: line {line_no} is not valid JSON ({e.msg}).") from e
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"Input file not found: {path}")
+  for line_no, line in artifacts.text_lines(path):
+    if not line.strip():
+      continue
+    try:
+      yield line_no, json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: line {line_no} is not valid JSON ({e.msg}).") from e
 
 
 def _text(path: str, line_no: int, value: object) -> str:

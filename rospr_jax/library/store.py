@@ -428,6 +428,13 @@ class Library:
   def num_rows(self) -> int:
     return int(self.manifest["num_rows"])
 
+  def check_num_neighbors(self, k: int, setting: str) -> None:
+    """Refuses, naming `setting` (the flag or gin macro of N), more neighbours per query than the library
+    has rows: before the backbone scores anything, not after."""
+    if k > self.num_rows:
+      raise ValueError(f"{setting} = {k} exceeds the {self.num_rows} instances of the library {self.name}; "
+                       f"give at most {self.num_rows}.")
+
   @property
   def source_names(self) -> list[str]:
     return [s["name"] for s in self.manifest["sources"]]

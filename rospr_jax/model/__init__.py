@@ -4,6 +4,7 @@ from rospr_jax.model.config import EOS_ID, PAD_ID, SIZES, T5Config, get_config
 from rospr_jax.model.interface import PromptedBackbone, model_for, register_family
 from rospr_jax.model.t5 import (T5, T5Backbone, encoder_mask, init_params, relative_position_buckets,
                                 shift_right, summed_target_log_likelihoods, token_log_likelihoods)
-from rospr_jax.model.checkpoints import checkpoint_fingerprint, load_checkpoint, save_hf, save_t5x
+from rospr_jax.model.checkpoints import (checkpoint_fingerprint, load_checkpoint, load_fingerprinted,
+                                        params_fingerprint, save_hf, save_t5x)
 
 register_family(T5Config, T5Backbone)

@@ -34,7 +34,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import safetensors
@@ -42,8 +42,8 @@ import safetensors.numpy
 
 from rospr_jax.artifacts import atomic_directory
 from rospr_jax.model.config import T5Config
-from rospr_jax.model.t5x_checkpoint import (as_numpy_dtype, cast, flatten, key_problems,
-                                            param_shapes, raise_problems, unflatten)
+from rospr_jax.model.param_tree import (as_numpy_dtype, collect, flatten, key_problems, param_shapes,
+                                        raise_problems)
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -476,15 +476,12 @@ def hf_weight_files(directory: str | os.PathLike) -> list[Path]:
   return ([index] if index else []) + files
 
 
-def load_hf(path: str | os.PathLike, dtype: Any = np.float32) -> tuple[T5Config, dict[str, Any]]:
-  """Loads a Hugging Face T5 directory into the T5X tree, one tensor at a time, cast on the way.
-
-  Args:
-    path: directory with config.json and the weights.
-    dtype: dtype of the returned arrays; None keeps the stored dtype.
+def open_hf(path: str | os.PathLike) -> tuple[T5Config, Iterator[tuple[str, np.ndarray]]]:
+  """Checks a Hugging Face T5 directory (config.json, every weight's key and shape), reading no tensor.
 
   Returns:
-    (config, nested dict of numpy arrays with T5X names and shapes).
+    (config, iterator of (T5X name, tensor as stored, in T5X's layout: a transposed view of a Linear
+    weight), each read when its turn comes).
   """
   directory = Path(path)
   config, tied = config_from_hf(read_hf_config(directory), str(directory / CONFIG_FILE))
@@ -514,13 +511,15 @@ def load_hf(path: str | os.PathLike, dtype: Any = np.float32) -> tuple[T5Config,
                  f"{config.num_heads} heads x {config.head_dim}, mlp {config.mlp_dim}, vocab "
                  f"{config.vocab_size}):", key_problems(found, expected, where))
 
-  target = as_numpy_dtype(dtype)
-  flat = {}
-  for t5x, (hf_key, transpose) in names.items():
-    tensor = owner[hf_key].read(hf_key)
-    flat[t5x] = cast(tensor.T if transpose else tensor, target)
-    del tensor
-  return config, unflatten(flat)
+  return config, ((t5x, owner[key].read(key).T if transpose else owner[key].read(key))
+                  for t5x, (key, transpose) in names.items())
+
+
+def load_hf(path: str | os.PathLike, dtype: Any = np.float32) -> tuple[T5Config, dict[str, Any]]:
+  """Loads a Hugging Face T5 directory (`open_hf`) into the T5X tree, one tensor at a time, cast to
+  `dtype` on the way (None keeps the stored dtype)."""
+  config, tensors = open_hf(path)
+  return config, collect(tensors, dtype)
 
 
 # ---------------------------------------------------------------------------------------------------

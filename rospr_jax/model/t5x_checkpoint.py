@@ -1,8 +1,8 @@
-"""T5X checkpoints: the parameter tree's names and shapes, reading and writing T5X's on-disk layout.
+"""T5X checkpoints: reading and writing T5X's on-disk layout, onto the canonical parameter tree.
 
-The parameter tree with T5X's names is this project's canonical form (docs/design.md, "The model"): the
-Hugging Face importer maps onto it, and the helpers here (`param_shapes`, `flatten`, `unflatten`,
-`key_problems`) are shared with it.
+The parameter tree with T5X's names is this project's canonical form (docs/design.md, "The model"); its
+helpers (`param_shapes`, `flatten`, `unflatten`, `key_problems`, `collect`) live in `param_tree.py` and
+are importable from here too.
 
 T5X's layout (`t5x/checkpoints.py`, VERSION 3), for a model directory `MODEL_DIR`:
 
@@ -28,12 +28,15 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from rospr_jax.artifacts import atomic_directory
 from rospr_jax.model.config import T5Config
+# Re-exported: callers import the tree's helpers from here too.
+from rospr_jax.model.param_tree import (Params, as_numpy_dtype, cast, collect, flatten,  # noqa: F401
+                                        key_problems, param_shapes, raise_problems, unflatten)
 
 T5X_VERSION = 3
 CHECKPOINT_FILE = "checkpoint"
@@ -43,126 +46,6 @@ DEFAULT_INLINE_MAX_BYTES = 4096
 _CHUNK_TARGET_BYTES = 64 * 1024 * 1024  # T5X's desired chunk size.
 _WRITE_BYTES_IN_FLIGHT = 1024 * 1024 * 1024  # Bounds the copies tensorstore holds while compressing.
 _STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
-_MAX_LISTED_PROBLEMS = 30
-
-Params = dict[str, Any]
-
-
-# ---------------------------------------------------------------------------------------------------
-# The canonical parameter tree.
-
-
-def param_shapes(config: T5Config) -> dict[str, tuple[int, ...]]:
-  """Flat `{"encoder/layers_0/attention/query/kernel": shape}` of every parameter of `config`'s model."""
-  h, kv, mlp, v = config.emb_dim, config.joined_kv, config.mlp_dim, config.vocab_size
-  relpos = (config.num_heads, config.relative_attention_num_buckets)
-  shapes: dict[str, tuple[int, ...]] = {"token_embedder/embedding": (v, h)}
-
-  def attention(prefix: str) -> None:
-    for name in ("query", "key", "value"):
-      shapes[f"{prefix}/{name}/kernel"] = (h, kv)
-    shapes[f"{prefix}/out/kernel"] = (kv, h)
-
-  def mlp_block(prefix: str) -> None:
-    shapes[f"{prefix}/wi_0/kernel"] = (h, mlp)
-    shapes[f"{prefix}/wi_1/kernel"] = (h, mlp)
-    shapes[f"{prefix}/wo/kernel"] = (mlp, h)
-
-  shapes["encoder/relpos_bias/rel_embedding"] = relpos
-  for i in range(config.num_encoder_layers):
-    layer = f"encoder/layers_{i}"
-    shapes[f"{layer}/pre_attention_layer_norm/scale"] = (h,)
-    attention(f"{layer}/attention")
-    shapes[f"{layer}/pre_mlp_layer_norm/scale"] = (h,)
-    mlp_block(f"{layer}/mlp")
-  shapes["encoder/encoder_norm/scale"] = (h,)
-
-  shapes["decoder/relpos_bias/rel_embedding"] = relpos
-  for i in range(config.num_decoder_layers):
-    layer = f"decoder/layers_{i}"
-    shapes[f"{layer}/pre_self_attention_layer_norm/scale"] = (h,)
-    attention(f"{layer}/self_attention")
-    shapes[f"{layer}/pre_cross_attention_layer_norm/scale"] = (h,)
-    attention(f"{layer}/encoder_decoder_attention")
-    shapes[f"{layer}/pre_mlp_layer_norm/scale"] = (h,)
-    mlp_block(f"{layer}/mlp")
-  shapes["decoder/decoder_norm/scale"] = (h,)
-  shapes["decoder/logits_dense/kernel"] = (h, v)
-  return shapes
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  """Nested dict -> `{"a/b/c": leaf}` (any mapping is descended into)."""
-  flat: dict[str, Any] = {}
-  for key, value in tree.items():
-    path = f"{prefix}{key}"
-    if isinstance(value, Mapping):
-      flat.update(flatten(value, path + "/"))
-    else:
-      flat[path] = value
-  return flat
-
-
-def unflatten(flat: Mapping[str, Any]) -> Params:
-  """`{"a/b/c": leaf}` -> nested dict."""
-  tree: Params = {}
-  for path, value in flat.items():
-    node = tree
-    *parents, last = path.split("/")
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[last] = value
-  return tree
-
-
-def key_problems(found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]],
-                 where: Mapping[str, str] | None = None) -> list[str]:
-  """Lists missing keys, unexpected keys and shape mismatches (each naming the key and the shapes).
-
-  Args:
-    found: shape of each key the checkpoint holds.
-    expected: shape of each key the model needs.
-    where: optional file name of each found key, added to its line.
-  """
-  where = where or {}
-
-  def at(key: str) -> str:
-    return f" in {where[key]}" if key in where else ""
-
-  problems = [f"missing key {key} (expected shape {tuple(shape)})"
-              for key, shape in expected.items() if key not in found]
-  problems += [f"unexpected key {key} (shape {tuple(shape)}){at(key)}"
-               for key, shape in found.items() if key not in expected]
-  problems += [f"shape mismatch at {key}: expected {tuple(expected[key])}, found {tuple(shape)}{at(key)}"
-               for key, shape in found.items()
-               if key in expected and tuple(shape) != tuple(expected[key])]
-  return problems
-
-
-def raise_problems(header: str, problems: list[str]) -> None:
-  """Raises one ValueError listing `problems` under `header` (does nothing when there are none)."""
-  if not problems:
-    return
-  shown = problems[:_MAX_LISTED_PROBLEMS]
-  lines = [header] + [f"  - {p}" for p in shown]
-  if len(problems) > len(shown):
-    lines.append(f"  ... and {len(problems) - len(shown)} more.")
-  raise ValueError("\n".join(lines))
-
-
-def as_numpy_dtype(dtype: Any) -> np.dtype | None:
-  """jnp / numpy dtype or name -> numpy dtype (bfloat16 through ml_dtypes); None stays None."""
-  if dtype is None:
-    return None
-  if isinstance(dtype, str) and dtype == "bfloat16":
-    import ml_dtypes  # pylint: disable=g-import-not-at-top
-    return np.dtype(ml_dtypes.bfloat16)
-  return np.dtype(dtype)
-
-
-def cast(array: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
-  """C-contiguous `array` in `dtype` (None keeps its dtype), copying only when needed."""
-  return np.ascontiguousarray(array, dtype=array.dtype if dtype is None else dtype)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -324,15 +207,15 @@ def _read_side_config(step_dir: Path) -> dict[str, Any]:
   return side
 
 
-def load_t5x(path: str | os.PathLike, dtype: Any = np.float32) -> tuple[T5Config, Params]:
-  """Loads a T5X checkpoint's `target` parameters, one array at a time, cast to `dtype` on the way.
+def open_t5x(path: str | os.PathLike) -> tuple[T5Config, Iterator[tuple[str, np.ndarray]]]:
+  """Checks a T5X checkpoint's `target` parameters against the model their shapes describe.
 
   Args:
     path: see `resolve_checkpoint_file`.
-    dtype: dtype of the returned arrays; None keeps the stored dtype.
 
   Returns:
-    (config inferred from the shapes, nested dict of numpy arrays with T5X names).
+    (config inferred from the shapes, iterator of (T5X name, array as stored), each zarr array read
+    when its turn comes).
   """
   file = resolve_checkpoint_file(path)
   step_dir = file.parent
@@ -366,13 +249,18 @@ def load_t5x(path: str | os.PathLike, dtype: Any = np.float32) -> tuple[T5Config
   raise_problems(f"{file}: the parameters do not match the T5 v1.1 model inferred from their shapes "
                  f"({config}):", key_problems(shapes, param_shapes(config)))
 
-  target_dtype = as_numpy_dtype(dtype)
-  flat = {}
-  for name, array in arrays.items():
-    value = array.read() if isinstance(array, _ZarrArray) else array
-    flat[name] = cast(value, target_dtype)
-    del value
-  return config, unflatten(flat)
+  return config, ((name, a.read() if isinstance(a, _ZarrArray) else a) for name, a in arrays.items())
+
+
+def load_t5x(path: str | os.PathLike, dtype: Any = np.float32) -> tuple[T5Config, Params]:
+  """Loads a T5X checkpoint's `target` parameters (`open_t5x`), one array at a time, cast to `dtype`.
+
+  Returns:
+    (config inferred from the shapes, nested dict of numpy arrays with T5X names; None as `dtype`
+    keeps the stored dtypes).
+  """
+  config, tensors = open_t5x(path)
+  return config, collect(tensors, dtype)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Orbax checkpoints of a prompt-tuning run: prompts, optimizer states, step and data position.
 
 Layout: `<directory>/<step>/state` (the `PromptTrainState` pytree) and `<directory>/<step>/run`
-(JSON: data position, seed, source names, prompt shape). Orbax writes each step to a temporary
-directory and renames it when complete, so a killed run leaves only whole checkpoints. The backbone
-is never saved: it is reloaded from its own checkpoint, whose fingerprint is checked on resume.
+(JSON: data position, seed, source names, prompt shape, and `state_sha256`: the digest of every array
+of the state, checked when the step is restored, so a flipped byte is refused instead of resuming
+with other prompts). Orbax writes each step to a temporary directory and renames it when complete, so
+a killed run leaves only whole checkpoints. The backbone is never saved: it is reloaded from its own
+checkpoint, whose fingerprint is checked on resume.
 
 The train state is replicated over every device (the prompt table is small next to the backbone), so
 process 0 alone reads and writes the checkpoints, as host arrays, and the other processes receive what
@@ -13,6 +15,7 @@ has its own working copy and only process 0's is published).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -20,12 +23,26 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rospr_jax import paths
+from rospr_jax import multihost
 from rospr_jax.prompt.train_step import PromptTrainState
 
 
+STATE_SHA256 = "state_sha256"
+
+
 class CheckpointMismatchError(ValueError):
-  """Checkpoint `step` does not restore into the given structure, shapes or dtypes (process 0 only)."""
+  """Checkpoint `step` does not restore into the given structure, shapes or dtypes, or its arrays do not
+  match the digest recorded when it was saved (process 0 only)."""
+
+
+def state_sha256(state) -> str:
+  """sha256 over every array of `state` in tree order: its path, dtype, shape and bytes."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+    value = np.ascontiguousarray(np.asarray(leaf))
+    digest.update(f"{jax.tree_util.keystr(path)}|{value.dtype.str}|{value.shape}|".encode())
+    digest.update(value.tobytes())
+  return digest.hexdigest()
 
 
 class Checkpointer:
@@ -37,7 +54,7 @@ class Checkpointer:
   def __init__(self, directory: str | os.PathLike, *, keep: int | None = 3):
     self.directory = os.path.abspath(os.fspath(directory))
     self._manager = None
-    if paths.writes_outputs():
+    if multihost.is_writer():
       os.makedirs(self.directory, exist_ok=True)  # orbax creates it only with every process taking part
       options = ocp.CheckpointManagerOptions(
           max_to_keep=keep, create=False, enable_async_checkpointing=False,
@@ -47,7 +64,7 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     """The newest complete step, as process 0 sees it (so every process resumes alike)."""
     latest = self._manager.latest_step() if self._manager is not None else None
-    latest = int(paths.from_process_zero(np.int32(-1 if latest is None else latest)))
+    latest = int(multihost.broadcast(np.int32(-1 if latest is None else latest)))
     return None if latest < 0 else latest
 
   def save(self, step: int, state: PromptTrainState, run: dict[str, Any]) -> None:
@@ -56,6 +73,7 @@ class Checkpointer:
     if self._manager is None:
       return
     host = jax.device_get(state)
+    run = {**run, STATE_SHA256: state_sha256(host)}
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(host),
                                                      run=ocp.args.JsonSave(run)), force=True)
     self._manager.wait_until_finished()
@@ -78,7 +96,11 @@ class Checkpointer:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointMismatchError(f"{type(e).__name__}: {first}") from e
       state, run = jax.tree.map(np.asarray, restored["state"]), dict(restored["run"])
-    return paths.from_process_zero(state), paths.json_from_process_zero(run)
+      recorded = run.pop(STATE_SHA256, None)  # absent in checkpoints written before it was recorded
+      if recorded is not None and recorded != state_sha256(state):
+        raise CheckpointMismatchError(f"its arrays do not match the sha256 recorded when step {step} was "
+                                      "saved (a changed or damaged file)")
+    return multihost.broadcast(state), multihost.broadcast_json(run)
 
   def close(self) -> None:
     if self._manager is not None:

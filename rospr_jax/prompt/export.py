@@ -192,6 +192,55 @@ def load_prompts(path: str, *, expected_fingerprint: str | None = None,
   return PromptExport(directory, table, manifest)
 
 
+@dataclasses.dataclass(frozen=True)
+class PromptTable:
+  """Prompts as a user passes them: a prompt export (`MODEL_DIR/export`, a `checkpoint_<step>` folder)
+  or a bare `.npy`.
+
+  Attributes:
+    prompts: [S, P, H] float32, or [P, H] for one prompt given as a bare `.npy`.
+    names: the sources of the rows (an export's), or None (a bare table: the caller names the rows).
+    backbone_fingerprint: the backbone an export's prompts were trained on, or None.
+    files: {source: (file, sha256)} of an export's per-source prompts, or {}.
+  """
+  prompts: np.ndarray
+  names: list[str] | None = None
+  backbone_fingerprint: str | None = None
+  files: dict = dataclasses.field(default_factory=dict)
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_prompt_table(path: str, what: str) -> PromptTable:
+  """The one loader of a prompt table from either form (`what`: the flag or setting that gave `path`).
+
+  Raises:
+    FileNotFoundError: nothing at `path`. ValueError: a file that is no `.npy` (a JSON-lines file given
+      by mistake), an array that is not [P, H] or [S, P, H], or an export that fails its checks.
+  """
+  if os.path.isdir(path):
+    exported = load_prompts(path)
+    root = os.path.dirname(exported.directory)  # files are relative to the export root
+    return PromptTable(exported.prompts, exported.names, exported.manifest.get("backbone_fingerprint"),
+                       {s["name"]: (os.path.join(root, s["file"]), s["sha256"]) for s in exported.manifest["sources"]})
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{what} {path} does not exist; give a prompt export folder (MODEL_DIR/export of "
+                            f"rospr train-prompts) or a .npy [S, P, H] table.")
+  with open(path, "rb") as f:
+    if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+      raise ValueError(f"{what} {path} is neither a prompt export folder nor a .npy file; give MODEL_DIR/export "
+                       f"of rospr train-prompts or an [S, P, H] table saved with numpy.save.")
+  try:
+    table = np.load(path, allow_pickle=False)
+  except ValueError as e:  # a pickled object array, or a damaged header
+    raise ValueError(f"{what} {path}: numpy cannot read it as a plain array ({e}).") from None
+  if table.ndim not in (2, 3) or not np.issubdtype(table.dtype, np.floating):
+    raise ValueError(f"{what} {path} holds a {table.dtype} array of shape {list(table.shape)}; expected float "
+                     f"[S, P, H] (or [P, H] for one prompt).")
+  return PromptTable(table)
+
+
 def read_source_prompt(path: str) -> np.ndarray:
   """Reads one exported [P, H] prompt (`.../checkpoint_<step>/encoder.prompt.prompt.prompt`)."""
   if not os.path.isfile(path):

@@ -28,7 +28,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from rospr_jax import paths
+from rospr_jax import artifacts, paths
 from rospr_jax.model.config import EOS_ID
 
 logger = logging.getLogger(__name__)
@@ -187,38 +187,40 @@ def read_jsonl(path: str, vocabulary: str | None = None,
   names: list[str] = list(sources or [])
   index = {n: i for i, n in enumerate(names)}
   examples = []
-  with open(local, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f"{path}:{line_no}"
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not JSON ({e.msg}).") from None
-      missing = [k for k in ("source", "inputs", "targets") if k not in record]
-      if missing:
-        raise ValueError(f"{where}: missing keys {missing}.")
-      name = str(record["source"])
-      if name not in index:
-        if sources is not None:
-          raise ValueError(f"{where}: source {name!r} is not among the configured sources.")
-        index[name] = len(names)
-        names.append(name)
-      fields = []
-      for key in ("inputs", "targets"):
-        value = record[key]
-        if isinstance(value, str):
-          if vocabulary is None:
-            raise ValueError(f"{where}: {key} is text; pass a SentencePiece vocabulary to tokenize it.")
-          if tokenizer is None:
-            from rospr_jax.tokenization import Tokenizer
-            tokenizer = Tokenizer(vocabulary)
-          value = tokenizer.encode_input(value) if key == "inputs" else tokenizer.encode_target(value)
-        elif not (isinstance(value, list) and all(isinstance(t, int) and t >= 0 for t in value)):
-          raise ValueError(f"{where}: {key} must be a string or a list of non-negative token ids.")
-        fields.append(value)
-      if not any(t > 0 for t in fields[1]):
-        raise ValueError(f"{where}: empty targets.")
-      examples.append(Example(index[name], fields[0], fields[1]))
+  for line_no, line in artifacts.text_lines(local, path):
+    if not line.strip():
+      continue
+    where = f"{path}:{line_no}"
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{where}: not JSON ({e.msg}).") from None
+    if not isinstance(record, dict):
+      raise ValueError(f"{where}: a JSON {type(record).__name__}, expected an object with source, inputs, targets.")
+    missing = [k for k in ("source", "inputs", "targets") if k not in record]
+    if missing:
+      raise ValueError(f"{where}: missing keys {missing}.")
+    name = str(record["source"])
+    if name not in index:
+      if sources is not None:
+        raise ValueError(f"{where}: source {name!r} is not among the configured sources.")
+      index[name] = len(names)
+      names.append(name)
+    fields = []
+    for key in ("inputs", "targets"):
+      value = record[key]
+      if isinstance(value, str):
+        if vocabulary is None:
+          raise ValueError(f"{where}: {key} is text; pass a SentencePiece vocabulary to tokenize it.")
+        if tokenizer is None:
+          from rospr_jax.tokenization import Tokenizer
+          tokenizer = Tokenizer(vocabulary)
+        value = tokenizer.encode_input(value) if key == "inputs" else tokenizer.encode_target(value)
+      elif not (isinstance(value, list) and all(isinstance(t, int) and t >= 0 for t in value)):
+        raise ValueError(f"{where}: {key} must be a string or a list of non-negative token ids.")
+      fields.append(value)
+    for key, ids in zip(("inputs", "targets"), fields):
+      if not any(t not in (0, EOS_ID) for t in ids):  # "" tokenizes to nothing, or to EOS alone
+        raise ValueError(f"{where}: {key} is empty; every example needs its text.")
+    examples.append(Example(index[name], fields[0], fields[1]))
   return SourceExamples(names, examples)

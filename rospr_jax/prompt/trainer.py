@@ -1,7 +1,10 @@
-"""The prompt-tuning loop: prompt initialization, checkpoints, exports, metrics.
+"""The gin entry point of prompt tuning: `train(...)` assembles a run, `loop.PromptTrainer` trains it.
 
 `train(...)` is gin-configurable (gin/prompt_tuning/*.gin bind it; `rospr train-prompts` calls it)
-and plain Python alike. One run trains one soft prompt per source on a frozen backbone:
+and plain Python alike. It checks the settings, holds the run folder (local, or a working copy of a
+URL) and its lock, loads the data and the backbone, places the backbone on the mesh, opens the
+checkpointer, starts or restores the state, and hands them to a `PromptTrainer` (`loop.py`: steps,
+logs, checkpoints, exports). One run trains one soft prompt per source on a frozen backbone:
 
     <model_dir>/config.gin             the operative gin config of the first segment (T5X's name)
     <model_dir>/config-<step>.gin      that of a segment resumed from checkpoint <step>
@@ -13,17 +16,11 @@ and plain Python alike. One run trains one soft prompt per source on a frozen ba
 A run that finds checkpoints in its model_dir resumes from the newest one (same sources, shapes,
 seed, batch size, examples, dropout, optimizer settings and backbone, or it refuses naming the
 difference; temporaries and unfinished checkpoints of killed runs are removed first, by name) and
-continues the same batch stream, so it ends with the prompts an uninterrupted run would have. A non-finite loss stops the run
-with `NonFiniteLossError` before anything after the last good checkpoint is written.
-
-Every `log_every` steps a T5X-style line `[step] loss=... steps/s=... seqs/s=... tokens/s=...` is
-logged and written as summaries (`loss`, `timing/*`): loss is the mean over the sources in each batch
-of their mean token loss, averaged over the steps since the last line; tokens/s counts the non-padding
-input and target tokens.
+continues the same batch stream, so it ends with the prompts an uninterrupted run would have (a
+non-finite loss: `loop.NonFiniteLossError`, before anything after the last good checkpoint).
 
 Vocabulary: S sources, P prompt length, H model dim, B batch, T input length, L target length.
 """
-
 from __future__ import annotations
 
 import collections
@@ -34,7 +31,6 @@ import logging
 import os
 import re
 import shutil
-import time
 from typing import Any, Callable, Sequence
 
 import gin
@@ -44,22 +40,19 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from rospr_jax import artifacts, paths
+from rospr_jax import artifacts, multihost, paths
 from rospr_jax.model import EOS_ID, T5Config, model_for
 from rospr_jax.model import partitioning
 from rospr_jax.prompt import export as export_lib
 from rospr_jax.prompt import prompts as prompts_lib
 from rospr_jax.prompt.checkpointing import CheckpointMismatchError, Checkpointer
 from rospr_jax.prompt.input_pipeline import BatchIterator, SourceExamples
-from rospr_jax.prompt.train_step import (PromptTrainState, default_optimizer, dropout_key, init_state,
-                                         make_train_step, place_batch, place_state)
+from rospr_jax.prompt.optimizer_facts import describe_optimizer, flat_facts
+from rospr_jax.prompt.loop import LoopSettings, PromptTrainer
+from rospr_jax.prompt.train_step import PromptTrainState, default_optimizer, init_state, place_state
 from rospr_jax.tokenization import check_same_vocabulary
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-  """The loss or a prompt became NaN or infinite; the run stopped without saving anything newer."""
 
 
 def most_frequent_targets(data: SourceExamples, source_id: int, limit: int) -> list[list[int]]:
@@ -123,16 +116,14 @@ class PromptInit:
   def _file_initializers(self, data: SourceExamples) -> Callable[[int], prompts_lib.Initializer]:
     if self.file is None:
       raise ValueError("PromptInit.method 'file' needs PromptInit.file.")
-    if os.path.isdir(self.file):
-      exported = export_lib.load_prompts(self.file)
-      rows = {name: exported.prompts[i] for i, name in enumerate(exported.names)}
+    table = export_lib.load_prompt_table(self.file, "PromptInit.file")
+    value = table.prompts
+    if table.names is not None:
+      rows = {name: value[i] for i, name in enumerate(table.names)}
       missing = [n for n in data.names if n not in rows]
       if missing:
         raise ValueError(f"{self.file}: no prompt for sources {missing}.")
       return lambda s: prompts_lib.from_array(rows[data.names[s]])
-    if not os.path.isfile(self.file):
-      raise FileNotFoundError(f"Prompt file not found: {self.file}")
-    value = np.load(self.file, allow_pickle=False)
     if value.ndim == 2:
       return lambda s: prompts_lib.from_file(self.file)
     if value.ndim == 3 and value.shape[0] == len(data.names):
@@ -171,7 +162,7 @@ def _summary_writer(logdir: str, enabled: bool):
     return None
   try:
     from clu import metric_writers
-    return metric_writers.create_default_writer(logdir, just_logging=jax.process_index() > 0,
+    return metric_writers.create_default_writer(logdir, just_logging=not multihost.is_writer(),
                                                 asynchronous=False)
   except Exception as e:  # noqa: BLE001 - summaries are optional; training goes on without them.
     logger.warning("TensorBoard summaries disabled (%s: %s).", type(e).__name__, e)
@@ -207,58 +198,7 @@ def _check_learning_rate(learning_rate: Any) -> None:
     raise ValueError(f"learning_rate (LEARNING_RATE) must be a finite number > 0, not {learning_rate!r}.")
 
 
-# What `default_optimizer()` is (train_step.py), for the records of a run that gives no optimizer.
-_DEFAULT_OPTIMIZER = {"name": "optax.adafactor", "learning_rate": 0.3, "decay_rate": 0.8,
-                      "multiply_by_parameter_scale": False, "weight_decay_rate": 1e-5}
 _ORBAX_TMP = re.compile(r"^\d+\.orbax-checkpoint-tmp(-\d+)?$")
-
-
-def _gin_value(value: Any, depth: int = 0) -> Any:
-  """A gin binding as JSON: a configurable reference as {"name": selector, its bindings...}, a macro
-  as its value."""
-  if isinstance(value, gin.config.ConfigurableReference):
-    if value.selector == "gin.macro":
-      return _gin_value(gin.query_parameter("/".join(value.scopes) + "/gin.macro.value"), depth)
-    if not value.evaluate or depth > 4:
-      return f"@{value.scoped_selector}"
-    bindings = gin.get_bindings(value.scoped_selector, resolve_references=False)
-    return {"name": value.scoped_selector, **{k: _gin_value(v, depth + 1) for k, v in sorted(bindings.items())}}
-  if isinstance(value, (list, tuple)):
-    return [_gin_value(v, depth) for v in value]
-  if isinstance(value, dict):
-    return {str(k): _gin_value(v, depth) for k, v in value.items()}
-  if value is None or isinstance(value, (bool, int, float, str)):
-    return value
-  return repr(value)
-
-
-def describe_optimizer(optimizer: optax.GradientTransformation | None) -> dict:
-  """The optimizer's settings as JSON (name, learning rate or schedule, the rest of its bindings),
-  for the resume check and the export manifest: gin's bindings of `trainer.train.optimizer` when gin
-  configured it, `default_optimizer`'s with None; an optax object given in Python cannot be read."""
-  try:
-    bound = gin.query_parameter("trainer.train.optimizer")
-  except (ValueError, KeyError):
-    bound = None
-  if isinstance(bound, gin.config.ConfigurableReference):
-    described = _gin_value(bound)
-    if isinstance(described, dict):
-      return described
-  if optimizer is None:
-    return dict(_DEFAULT_OPTIMIZER)
-  return {"name": "unrecorded (an optax transformation given in Python)"}
-
-
-def flat_facts(prefix: str, value: Any) -> dict:
-  """{"optimizer": "optax.adam", "optimizer.learning_rate": 0.3, ...}: one fact per setting, so that a
-  refused resume names the one that differs."""
-  if not isinstance(value, dict):
-    return {prefix: value}
-  facts = {prefix: value.get("name")}
-  for key, item in value.items():
-    if key != "name":
-      facts.update(flat_facts(f"{prefix}.{key}", item))
-  return facts
 
 
 def remove_leftovers(model_dir: str) -> list[str]:
@@ -318,18 +258,6 @@ def _restore(checkpointer: Checkpointer, step: int, run_facts: dict, optimizer, 
   return state, int(run["position"])
 
 
-def _raise_if_non_finite(values: list[dict], done: int, last_saved: int | None, ckpt_dir: str) -> None:
-  """Raises NonFiniteLossError for the first of the metrics of steps done - len(values) + 1 .. done that
-  is not finite."""
-  for i, m in enumerate(values):
-    if not m["finite"]:
-      bad = done - len(values) + i + 1
-      good = f"step {last_saved} in {ckpt_dir}" if last_saved is not None else "none (nothing was saved)"
-      raise NonFiniteLossError(
-          f"Non-finite loss ({float(m['loss_sum'])}) or prompt at step {bad}: training stopped. The last "
-          f"good checkpoint is {good}; lower the learning rate or check the data of that step's sources.")
-
-
 @gin.configurable
 def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbone: Any = gin.REQUIRED,
           num_steps: int = gin.REQUIRED, prompt_length: int = prompts_lib.DEFAULT_LENGTH,
@@ -378,148 +306,145 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
                   num_partitions=num_partitions, dropout_rate=dropout_rate)
   _check_learning_rate(describe_optimizer(optimizer).get("learning_rate"))
   model_url = model_dir if paths.is_url(model_dir) else os.path.abspath(model_dir)
+  settings = LoopSettings(num_steps=num_steps, batch_size=batch_size, checkpoint_every=checkpoint_every,
+                          export_every=export_every, log_every=log_every, seed=seed,
+                          dropout_rng_impl=dropout_rng_impl)
   # MODEL_DIR at a URL: a local working copy, published after each checkpoint; a rerun on any machine
   # resumes from the last checkpoint published (paths.run_directory). Process 0 alone writes there.
-  with paths.run_directory(model_url, "model_dir", writes=paths.writes_outputs()) as run_folder:
-    model_dir = run_folder.local
-    os.makedirs(model_dir, exist_ok=True)
-    with (artifacts.run_lock(model_dir, "train-prompts") if jax.process_index() == 0
+  with paths.run_directory(model_url, "model_dir", writes=multihost.is_writer()) as run_folder:
+    os.makedirs(run_folder.local, exist_ok=True)
+    with (artifacts.run_lock(run_folder.local, "train-prompts") if multihost.is_writer()
           else contextlib.nullcontext()):
       data = examples() if callable(examples) else examples
       data.check_every_source_has_examples()
       backbone = backbone() if callable(backbone) else backbone
       optimizer_facts = describe_optimizer(optimizer)  # before the default replaces None
-      optimizer = optimizer if optimizer is not None else default_optimizer()
-      prompt_init = prompt_init if prompt_init is not None else PromptInit()
-      config = backbone.config.replace(dropout_rate=dropout_rate, remat_policy=remat_policy)
-      check_same_vocabulary(data.vocabulary, backbone.vocabulary, "The training examples")
-      data.check_token_ids(config.vocab_size)
-      names = list(data.names)
-      num_sources, dim = len(names), config.emb_dim
+      run = _Run(model_url, run_folder, data, backbone, settings, optimizer_facts,
+                 optimizer if optimizer is not None else default_optimizer(),
+                 prompt_init if prompt_init is not None else PromptInit(), prompt_length=prompt_length,
+                 input_length=input_length, target_length=target_length, dropout_rate=dropout_rate,
+                 remat_policy=remat_policy, keep_checkpoints=keep_checkpoints,
+                 num_partitions=num_partitions, use_mesh=use_mesh, summaries=summaries)
+      return run.train()
 
-      use_mesh = jax.device_count() > 1 or num_partitions > 1 if use_mesh is None else use_mesh
-      mesh = partitioning.make_mesh(num_partitions) if use_mesh else None
-      model = model_for(config)
-      boxed = model.abstract_params()  # logical axes
-      if mesh is not None:
-        params = partitioning.shard_params(backbone.params, boxed, mesh)
-      else:
-        params = jax.device_put(backbone.params)
 
-      if jax.process_index() == 0:  # under the run lock: no live run writes here
-        remove_leftovers(model_dir)
-      checkpointer = Checkpointer(os.path.join(model_dir, "checkpoints"), keep=keep_checkpoints)
-      ckpt_dir = checkpointer.directory
-      # What messages name: the URL's checkpoints, not this machine's working copy of them.
-      ckpt_shown = f"{model_url}/checkpoints" if paths.is_url(model_url) else ckpt_dir
-      run_facts = {"sources": names, "prompt_shape": [num_sources, prompt_length, dim], "seed": seed,
-                   "batch_size": batch_size, "input_length": input_length, "target_length": target_length,
-                   "backbone_fingerprint": backbone.fingerprint, "examples": data.digest(),
-                   "dropout_rate": dropout_rate, **flat_facts("optimizer", optimizer_facts)}
-      seeds = [prompts_lib.source_seed(n) for n in names]
-      paths.check_same_on_every_process({**run_facts, "num_steps": num_steps, "checkpoint_every": checkpoint_every,
-                                         "export_every": export_every, "log_every": log_every}, "train-prompts")
-      latest = checkpointer.latest_step()  # process 0's: all resume alike
-      if latest is None:
-        initializer_for = prompt_init.initializers(model.embedding_table(backbone.params), data,
-                                                   prompt_length)
-        table, seeds = prompts_lib.initial_table(names, prompt_length, dim, seed, initializer_for)
-        state = init_state(table, optimizer)
-        position = 0
-      else:
-        if latest > num_steps:
-          raise ValueError(f"{ckpt_shown} holds checkpoint {latest}, past num_steps = {num_steps}: give "
-                           f"TRAIN_STEPS >= {latest} to continue, or a new model_dir.")
-        state, position = _restore(checkpointer, latest, run_facts, optimizer, ckpt_shown)
-      state = jax.device_put(state) if mesh is None else place_state(state, mesh)
+def _check_finite_weights(backbone) -> None:
+  """Refuses a backbone holding NaN or infinite weights before any step (otherwise the first loss is
+  NaN and the message would blame the learning rate); names the first tensors."""
+  finite = jax.device_get(jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), backbone.params))
+  bad = ["/".join(str(getattr(k, "key", k)) for k in path)
+         for path, ok in jax.tree_util.tree_leaves_with_path(finite) if not ok]
+  if bad:
+    where = backbone.description.get("checkpoint") or backbone.description
+    raise ValueError(f"The backbone {where} holds NaN or infinite weights in {len(bad)} tensors "
+                     f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); nothing was trained.")
 
-      batches = BatchIterator(data, batch_size=batch_size, input_length=input_length,
-                              target_length=target_length, seed=seed, position=position)
-      step_fn = make_train_step(config, optimizer, mesh=mesh)
-      export_dir = os.path.join(model_dir, "export")
-      source_examples = data.counts().tolist()
-      manifest_extra = {"seed": seed, "prompt_init": dataclasses.asdict(prompt_init),
-                        "batch_size": batch_size, "input_length": input_length, "target_length": target_length,
-                        "dropout_rate": dropout_rate, "num_steps": num_steps, "backbone": backbone.description,
-                        "optimizer": optimizer_facts, "learning_rate": optimizer_facts.get("learning_rate"),
-                        "versions": {"jax": jax.__version__, "optax": optax.__version__}}
 
-      if jax.process_index() == 0:
-        # The first segment's config stays config.gin; a resumed one writes config-<its first step>.gin.
-        first = latest is None or not os.path.exists(os.path.join(model_dir, "config.gin"))
-        artifacts.write_text(os.path.join(model_dir, "config.gin" if first else f"config-{latest}.gin"),
-                             gin.operative_config_str())
-        artifacts.write_text(os.path.join(model_dir, "model-info.txt"), _model_info(config, params, boxed, state, mesh))
-      writer = _summary_writer(os.path.join(model_dir, "train"), summaries)
+class _Run:
+  """One segment of a run, assembled by `train` under its run folder and lock: the backbone placed on
+  the mesh, the checkpointer, the initial or restored state; `train()` hands them to a
+  `PromptTrainer` and reports the result."""
 
-      def save(done: int, checkpoint: bool, export: bool) -> None:
-        # Export first (as prompt-tuning does): a run killed in between resumes from an earlier checkpoint
-        # and rewrites the same export, so a checkpoint never lacks its export.
-        if export and jax.process_index() == 0:
-          host = jax.device_get(state)
-          table = export_lib.export_prompts(
-              export_dir, host.prompts, names, done, backbone_fingerprint=backbone.fingerprint, seeds=seeds,
-              source_steps=host.source_steps.tolist(), source_examples=source_examples, extra=manifest_extra)
-          logger.info("Exported prompts of step %d to %s.", done, table)
-        if checkpoint:
-          checkpointer.save(done, state, {**run_facts, "position": batches.position})
-          if jax.process_index() == 0:
-            logger.info("Saved checkpoint %d to %s.", done, ckpt_shown)
-        run_folder.publish()  # a URL's MODEL_DIR: this step's checkpoint and export, uploaded
+  def __init__(self, model_url, run_folder, data, backbone, settings: LoopSettings, optimizer_facts: dict,
+               optimizer, prompt_init, *, prompt_length, input_length, target_length, dropout_rate,
+               remat_policy, keep_checkpoints, num_partitions, use_mesh, summaries):
+    self.model_url, self.run_folder, self.model_dir = model_url, run_folder, run_folder.local
+    self.data, self.backbone, self.settings, self.optimizer = data, backbone, settings, optimizer
+    self.optimizer_facts, self.prompt_init, self.summaries = optimizer_facts, prompt_init, summaries
+    self.prompt_length, self.input_length, self.target_length = prompt_length, input_length, target_length
+    _check_finite_weights(backbone)
+    self.config = backbone.config.replace(dropout_rate=dropout_rate, remat_policy=remat_policy)
+    check_same_vocabulary(data.vocabulary, backbone.vocabulary, "The training examples")
+    data.check_token_ids(self.config.vocab_size)
+    self.names = list(data.names)
+    use_mesh = jax.device_count() > 1 or num_partitions > 1 if use_mesh is None else use_mesh
+    self.mesh = partitioning.make_mesh(num_partitions) if use_mesh else None
+    self.model = model_for(self.config)
+    self.boxed = self.model.abstract_params()  # logical axes
+    self.params = (partitioning.shard_params(backbone.params, self.boxed, self.mesh) if self.mesh is not None
+                   else jax.device_put(backbone.params))
+    if multihost.is_writer():  # under the run lock: no live run writes here
+      remove_leftovers(self.model_dir)
+    self.checkpointer = Checkpointer(os.path.join(self.model_dir, "checkpoints"), keep=keep_checkpoints)
+    # What messages name: the URL's checkpoints, not this machine's working copy of them.
+    self.ckpt_shown = (f"{model_url}/checkpoints" if paths.is_url(model_url) else self.checkpointer.directory)
+    self.run_facts = {
+        "sources": self.names, "prompt_shape": [len(self.names), prompt_length, self.config.emb_dim],
+        "seed": settings.seed, "batch_size": settings.batch_size, "input_length": input_length,
+        "target_length": target_length, "backbone_fingerprint": backbone.fingerprint, "examples": data.digest(),
+        "dropout_rate": dropout_rate, **flat_facts("optimizer", optimizer_facts)}
+    multihost.check_same_on_every_process(
+        {**self.run_facts, "num_steps": settings.num_steps, "checkpoint_every": settings.checkpoint_every,
+         "export_every": settings.export_every, "log_every": settings.log_every}, "train-prompts")
 
-      rng = dropout_key(seed, dropout_rng_impl)
-      start = int(jax.device_get(state.step))
-      pending: list[dict] = []
-      tokens = 0
-      last_saved = latest
-      last_time, last_step = time.perf_counter(), start
-      try:
-        for step in range(start, num_steps):
-          host_batch = next(batches)
-          tokens += int((host_batch["inputs"] > 0).sum() + (host_batch["targets"] > 0).sum())
-          state, metrics = step_fn(state, params, place_batch(host_batch, mesh), rng)
-          pending.append(metrics)
-          done = step + 1
-          saving = done % checkpoint_every == 0 or done % export_every == 0 or done == num_steps
-          if step == start:  # compilation: reported apart, and kept out of the throughput figures
-            jax.block_until_ready(state.prompts)
-            logger.info("Step %d compiled and ran in %.1f s.", done, time.perf_counter() - last_time)
-            if not (done % log_every == 0 or saving):
-              last_time, last_step, tokens = time.perf_counter(), done, 0
-          if done % log_every == 0 or saving:
-            values = jax.device_get(pending)
-            _raise_if_non_finite(values, done, last_saved, ckpt_shown)
-            now = time.perf_counter()
-            elapsed, steps = max(now - last_time, 1e-9), done - last_step
-            loss = float(np.mean([m["loss"] for m in values]))
-            scalars = {"loss": loss, "num_sources_per_batch": float(np.mean([m["num_sources"] for m in values])),
-                       "timing/steps_per_second": steps / elapsed,
-                       "timing/seqs_per_second": steps * batch_size / elapsed,
-                       "timing/tokens_per_second": tokens / elapsed}
-            logger.info("[%d] loss=%.4f sources/batch=%.1f steps/s=%.3g seqs/s=%.4g tokens/s=%.4g", done, loss,
-                         scalars["num_sources_per_batch"], scalars["timing/steps_per_second"],
-                         scalars["timing/seqs_per_second"], scalars["timing/tokens_per_second"])
-            if writer is not None:
-              writer.write_scalars(done, scalars)
-              writer.flush()
-            pending, tokens = [], 0
-            last_time, last_step = time.perf_counter(), done
-          if saving:
-            checkpoint = done % checkpoint_every == 0 or done == num_steps
-            save(done, checkpoint, export=done % export_every == 0 or done == num_steps)
-            last_saved = done if checkpoint else last_saved
-            last_time = time.perf_counter()
-      finally:
-        if writer is not None:
-          writer.close()
-        checkpointer.close()
-      # The other processes end only once process 0 has exported: a failure there stops them too.
-      paths.from_process_zero(np.zeros((), np.int32))
-      if paths.is_url(model_url):  # what the user reads: the published folders
-        export_dir, ckpt_dir = f"{model_url}/export", ckpt_shown
-      if latest is None:
-        logger.info("Trained %d steps from scratch; exports in %s.", num_steps, export_dir)
-      else:
-        logger.info("Resumed from step %d, trained %d more steps to %d; exports in %s.", latest,
-                    num_steps - latest, num_steps, export_dir)
-      return TrainResult(jax.device_get(state), names, num_steps, export_dir, ckpt_dir, resumed_from=latest)
+  def initial_state(self) -> tuple[PromptTrainState, int, int | None, list[int]]:
+    """(state placed for the step, data position, the checkpoint resumed from or None, source seeds)."""
+    seeds = [prompts_lib.source_seed(n) for n in self.names]
+    latest = self.checkpointer.latest_step()  # process 0's: all resume alike
+    if latest is None:
+      initializer_for = self.prompt_init.initializers(self.model.embedding_table(self.backbone.params), self.data,
+                                                      self.prompt_length)
+      table, seeds = prompts_lib.initial_table(self.names, self.prompt_length, self.config.emb_dim,
+                                               self.settings.seed, initializer_for)
+      state, position = init_state(table, self.optimizer), 0
+    else:
+      if latest > self.settings.num_steps:
+        raise ValueError(f"{self.ckpt_shown} holds checkpoint {latest}, past num_steps = "
+                         f"{self.settings.num_steps}: give TRAIN_STEPS >= {latest} to continue, or a new model_dir.")
+      state, position = _restore(self.checkpointer, latest, self.run_facts, self.optimizer, self.ckpt_shown)
+    state = jax.device_put(state) if self.mesh is None else place_state(state, self.mesh)
+    return state, position, latest, seeds
+
+  def _write_run_info(self, state, latest: int | None) -> None:
+    """config.gin (the first segment's; a resumed one writes config-<its first step>.gin), model-info.txt."""
+    if not multihost.is_writer():
+      return
+    first = latest is None or not os.path.exists(os.path.join(self.model_dir, "config.gin"))
+    artifacts.write_text(os.path.join(self.model_dir, "config.gin" if first else f"config-{latest}.gin"),
+                         gin.operative_config_str())
+    artifacts.write_text(os.path.join(self.model_dir, "model-info.txt"),
+                         _model_info(self.config, self.params, self.boxed, state, self.mesh))
+
+  def _exporter(self, seeds: list[int]) -> Callable[[int, PromptTrainState], None]:
+    export_dir, source_examples = os.path.join(self.model_dir, "export"), self.data.counts().tolist()
+    extra = {"seed": self.settings.seed, "prompt_init": dataclasses.asdict(self.prompt_init),
+             "batch_size": self.settings.batch_size, "input_length": self.input_length,
+             "target_length": self.target_length, "dropout_rate": self.config.dropout_rate,
+             "num_steps": self.settings.num_steps, "backbone": self.backbone.description,
+             "optimizer": self.optimizer_facts, "learning_rate": self.optimizer_facts.get("learning_rate"),
+             "versions": {"jax": jax.__version__, "optax": optax.__version__}}
+
+    def export(done: int, host: PromptTrainState) -> None:
+      table = export_lib.export_prompts(
+          export_dir, host.prompts, self.names, done, backbone_fingerprint=self.backbone.fingerprint, seeds=seeds,
+          source_steps=host.source_steps.tolist(), source_examples=source_examples, extra=extra)
+      logger.info("Exported prompts of step %d to %s.", done, table)
+    return export
+
+  def train(self) -> TrainResult:
+    state, position, latest, seeds = self.initial_state()
+    batches = BatchIterator(self.data, batch_size=self.settings.batch_size, input_length=self.input_length,
+                            target_length=self.target_length, seed=self.settings.seed, position=position)
+    self._write_run_info(state, latest)
+    writer = _summary_writer(os.path.join(self.model_dir, "train"), self.summaries)
+    loop = PromptTrainer(self.config, self.params, self.optimizer, mesh=self.mesh, checkpointer=self.checkpointer,
+                         exporter=self._exporter(seeds), settings=self.settings, run_facts=self.run_facts,
+                         checkpoint_shown=self.ckpt_shown, publish=self.run_folder.publish, writer=writer)
+    try:
+      state = loop.fit(state, batches, last_saved=latest)
+    finally:
+      if writer is not None:
+        writer.close()
+      self.checkpointer.close()
+    # The other processes end only once process 0 has exported: a failure there stops them too.
+    multihost.barrier("train-prompts: exported")
+    export_dir, ckpt_dir = os.path.join(self.model_dir, "export"), self.checkpointer.directory
+    if paths.is_url(self.model_url):  # what the user reads: the published folders
+      export_dir, ckpt_dir = f"{self.model_url}/export", self.ckpt_shown
+    num_steps = self.settings.num_steps
+    if latest is None:
+      logger.info("Trained %d steps from scratch; exports in %s.", num_steps, export_dir)
+    else:
+      logger.info("Resumed from step %d, trained %d more steps to %d; exports in %s.", latest,
+                  num_steps - latest, num_steps, export_dir)
+    return TrainResult(jax.device_get(state), self.names, num_steps, export_dir, ckpt_dir, resumed_from=latest)

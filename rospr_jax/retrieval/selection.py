@@ -8,11 +8,13 @@ choices, the report's methods and the evaluation's resume check are derived from
 one `register(Rule(...))` here.
 
 Pure NumPy. The input is, for Q target queries, the sources of their top-N library neighbours
-(`neighbor_sources [Q, N]`) and the similarities of those neighbours (`similarities [Q, N]`).
+(`neighbor_sources [Q, N]`) and the similarities of those neighbours (`similarities [Q, N]`). The
+numbers the rules rank by (freq, VAR's variance, the Random draw) and the interpolation are
+`rospr_jax.retrieval.scores`, whose names this module re-exports.
 
 - freq(s): how often source s appears in `neighbor_sources`. Candidates are ordered by frequency,
-  then by summed similarity (larger first), then by source id (smaller first), so every ordering in
-  this module is total and deterministic.
+  then by summed similarity (larger first), then by source id (smaller first), so every ordering is
+  total and deterministic.
 - RoSPr: the first candidate (argmax freq; ties: larger summed similarity).
 - INTER: the first N' candidates, prompt = sum_s w_s P_s with w_s = freq(s) / sum freq.
 - VAR: for each of the first K candidates, the predicted choice positions of the Q queries under its
@@ -24,36 +26,32 @@ Pure NumPy. The input is, for Q target queries, the sources of their top-N libra
   whatever the neighbours; the generator is seeded by (`SelectionConfig.random_seed`, the target's
   name), so a target gets the same prompt in any run and in any order of targets. Not evaluated unless
   asked for. (The oracle, the best single prompt chosen with the target's labels, is no rule: it
-  needs the labels and the scorer, so it lives in `rospr_jax/eval/evaluate.py`.)
+  needs the labels and the scorer, so it lives in `rospr_jax/pipeline/evaluate.py`.)
 
-Queries with different numbers of choices. Let C_q be the number of choices of query q and
-C = max_q C_q. The histogram is over positions 0..C-1: p_c = (# queries predicting c) / Q. The
-variance is taken around the histogram a uniform guesser would produce in expectation,
-u_c = (1/Q) sum_q [c < C_q] / C_q (each query spreads its unit mass evenly over its own choices):
-
-    var_s = (1/C) sum_c (p_c - u_c)^2.
-
-When every query has C choices, u_c = 1/C is the mean of p and var_s is exactly the population
-variance of p over the C choices, as docs/design.md states it. With mixed counts, a candidate that answers
-like a balanced guesser still scores variance 0 instead of being penalized for the positions that only
-some queries have, and one that collapses every answer onto position 0 gets the largest variance.
+The rules that rank-classify the queries (VAR, INTER+VAR) take the predictions as a callable
+(`PredictChoices`) that the caller makes from the backbone (`rospr_jax.eval.var`) and hands in:
+retrieval never imports eval.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from rospr_jax.retrieval import scores
+# The numbers of the rules, re-exported: `selection.frequencies`, `selection.var_scores`, ...
+from rospr_jax.retrieval.scores import (Frequencies, check_count as _check_count, frequencies, interpolate,
+                                        random_source, var_scores)
 
 
 @dataclasses.dataclass(frozen=True)
 class SelectionConfig:
-  """The settings of retrieval and selection, with the paper's defaults (the one place they are set).
+  """The settings of retrieval and selection, with the paper's defaults (the one place they are set;
+  eps and random_seed are `scores`' defaults, which its functions take too).
 
   Attributes:
     num_queries: Q unlabeled target inputs embedded as queries.
@@ -67,8 +65,8 @@ class SelectionConfig:
   num_neighbors: int = 10
   num_prompts: int = 3
   top_k: int = 10
-  eps: float = 1e-6
-  random_seed: int = 0
+  eps: float = scores.DEFAULT_EPS
+  random_seed: int = scores.DEFAULT_RANDOM_SEED
 
   def __post_init__(self):
     for field in ("num_queries", "num_neighbors", "num_prompts", "top_k"):
@@ -89,126 +87,6 @@ DEFAULT_RANDOM_SEED = SelectionConfig.random_seed
 
 # predict_choices(prompt_ids [K]) -> K arrays [Q] of predicted choice positions.
 PredictChoices = Callable[[Sequence[int]], Sequence[Sequence[int]]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Frequencies:
-  """Sources found among the neighbours of the queries, in candidate order.
-
-  Attributes:
-    source_ids: [S'] source ids, ordered by count (desc), summed similarity (desc), id (asc).
-    counts: [S'] freq(s), the number of (query, neighbour) slots holding s.
-    similarity: [S'] summed similarity of those slots.
-    num_queries: Q.
-    num_neighbors: N.
-    num_sources: S, the sources of the library searched (ids < S), when the caller says.
-    target: the name of the target the queries came from, when the caller says.
-  """
-
-  source_ids: np.ndarray
-  counts: np.ndarray
-  similarity: np.ndarray
-  num_queries: int
-  num_neighbors: int
-  num_sources: int | None = None
-  target: str | None = None
-
-
-def frequencies(neighbor_sources, similarities, *, num_sources: int | None = None,
-                target: str | None = None) -> Frequencies:
-  """Counts the sources of the queries' neighbours.
-
-  Args:
-    neighbor_sources: [Q, N] int source id of each query's n-th neighbour.
-    similarities: [Q, N] float similarity of that neighbour (used only to break ties).
-    num_sources: S, the library's number of sources (every id must be below it), if known.
-    target: the target's name (the Random row's draw depends on it), if known.
-
-  Returns:
-    The `Frequencies` of every source that appears at least once.
-  """
-  ids = np.asarray(neighbor_sources)
-  sims = np.asarray(similarities, dtype=np.float64)
-  if ids.ndim != 2:
-    raise ValueError(f"neighbor_sources must be [Q, N]; got shape {ids.shape}.")
-  if sims.shape != ids.shape:
-    raise ValueError(
-        f"similarities shape {sims.shape} differs from neighbor_sources shape {ids.shape}.")
-  if ids.size == 0:
-    raise ValueError(f"neighbor_sources is empty (shape {ids.shape}); need Q >= 1 and N >= 1.")
-  if not np.issubdtype(ids.dtype, np.integer):
-    raise ValueError(f"neighbor_sources must hold integer source ids; got dtype {ids.dtype}.")
-  if ids.min() < 0:
-    raise ValueError(f"neighbor_sources holds a negative source id ({int(ids.min())}).")
-  if not np.all(np.isfinite(sims)):
-    raise ValueError("similarities holds a NaN or infinite value.")
-  if num_sources is not None:
-    _check_count("num_sources", num_sources)
-    if ids.max() >= num_sources:
-      raise ValueError(f"neighbor_sources holds source id {int(ids.max())}; the library has "
-                       f"{num_sources} sources.")
-  unique, inverse, counts = np.unique(ids.ravel(), return_inverse=True, return_counts=True)
-  summed = np.zeros(len(unique), np.float64)
-  np.add.at(summed, inverse, sims.ravel())
-  # np.lexsort sorts by the last key first: count desc, then similarity desc, then id asc.
-  order = np.lexsort((unique, -summed, -counts))
-  return Frequencies(
-      source_ids=unique[order].astype(np.int64),
-      counts=counts[order].astype(np.int64),
-      similarity=summed[order],
-      num_queries=int(ids.shape[0]),
-      num_neighbors=int(ids.shape[1]),
-      num_sources=None if num_sources is None else int(num_sources),
-      target=None if target is None else str(target))
-
-
-def var_scores(counts, predictions, num_choices,
-               eps: float = DEFAULT_EPS) -> tuple[np.ndarray, np.ndarray]:
-  """VAR variances and scores of K candidates (see the module docstring for the definition).
-
-  Args:
-    counts: [K] freq(s) of the candidates.
-    predictions: [K, Q] predicted choice position of each query under each candidate's prompt.
-    num_choices: [Q] number of answer choices of each query (C_q >= 1).
-    eps: added to the variance before dividing.
-
-  Returns:
-    (variances [K], scores [K]) with scores = counts / (variances + eps).
-  """
-  counts = np.asarray(counts, dtype=np.float64)
-  preds = np.asarray(predictions)
-  c_q = np.asarray(num_choices)
-  if eps <= 0:
-    raise ValueError(f"eps must be > 0; got {eps}.")
-  if counts.ndim != 1:
-    raise ValueError(f"counts must be [K]; got shape {counts.shape}.")
-  if preds.ndim != 2 or preds.shape[0] != counts.shape[0]:
-    raise ValueError(
-        f"predictions must be [K, Q] with K = {counts.shape[0]} candidates; got shape {preds.shape}.")
-  if c_q.shape != (preds.shape[1],):
-    raise ValueError(
-        f"num_choices must be [Q] with Q = {preds.shape[1]} queries; got shape {c_q.shape}.")
-  if preds.shape[1] == 0:
-    raise ValueError("predictions has no queries (Q = 0).")
-  if not np.issubdtype(preds.dtype, np.integer):
-    raise ValueError(f"predictions must be integer choice positions; got dtype {preds.dtype}.")
-  if c_q.min() < 1:
-    q = int(np.argmin(c_q))
-    raise ValueError(f"query {q} has {int(c_q[q])} answer choices; every query needs at least 1.")
-  bad = (preds < 0) | (preds >= c_q[None, :])
-  if bad.any():
-    k, q = (int(i) for i in np.argwhere(bad)[0])
-    raise ValueError(
-        f"candidate {k} predicts choice position {int(preds[k, q])} for query {q}, "
-        f"which has {int(c_q[q])} choices.")
-  num_q, width = preds.shape[1], int(c_q.max())
-  positions = np.arange(width)
-  # u_c: [C] expected histogram of a uniform guesser, each query spreading 1/C_q over its choices.
-  uniform = ((positions[None, :] < c_q[:, None]) / c_q[:, None]).sum(axis=0) / num_q
-  # p: [K, C] normalized histograms of predicted positions.
-  hist = (preds[:, :, None] == positions[None, None, :]).sum(axis=1) / num_q
-  variances = ((hist - uniform[None, :]) ** 2).mean(axis=1)
-  return variances, counts / (variances + eps)
 
 
 def _json_value(value: Any) -> Any:
@@ -318,11 +196,6 @@ class Selection:
     return cls.from_dict(json.loads(text))
 
 
-def _check_count(name: str, value: int):
-  if int(value) < 1:
-    raise ValueError(f"{name} must be >= 1; got {value}.")
-
-
 def _frequency_selection(rule: str, freqs: Frequencies, num_prompts: int, weights: np.ndarray,
                          params: dict | None = None) -> Selection:
   """A selection of the first `num_prompts` candidates in frequency order (scores = frequencies)."""
@@ -415,18 +288,6 @@ def _var_selection(rule, freqs, order, variances, scores, num_prompts, top_k, ep
       params=params)
 
 
-def random_source(num_sources: int, seed: int = DEFAULT_RANDOM_SEED, target: str | None = None) -> int:
-  """The Random row's draw: a source id uniform over 0..S-1.
-
-  The generator is seeded by sha256 of (seed, target name), so the draw of a target depends on nothing
-  else (not on the other targets, their order, or the run), and different seeds draw independently.
-  """
-  _check_count("num_sources", num_sources)
-  key = hashlib.sha256(json.dumps([int(seed), target or ""]).encode("utf-8")).digest()
-  rng = np.random.default_rng(np.frombuffer(key[:16], np.uint32))
-  return int(rng.integers(int(num_sources)))
-
-
 def random_prompt(freqs: Frequencies, seed: int = DEFAULT_RANDOM_SEED) -> Selection:
   """Random: one library prompt drawn by `random_source` (a reference row: no retrieval involved).
 
@@ -495,38 +356,6 @@ def select(rule: str, neighbor_sources, similarities, *, num_prompts: int = DEFA
   return spec.apply(freqs, config, np.asarray([np.asarray(p) for p in predicted]), num_choices)
 
 
-def interpolate(prompts, ids: Sequence[int], weights: Sequence[float]) -> np.ndarray:
-  """Mixes prompts: sum_i weights[i] * prompts[ids[i]].
-
-  Args:
-    prompts: [S, P, H] prompt table.
-    ids: [M] rows to mix.
-    weights: [M] non-negative weights summing to 1.
-
-  Returns:
-    [P, H] in the dtype of `prompts` (accumulated in float64).
-  """
-  table = np.asarray(prompts)
-  ids = np.asarray(ids)
-  w = np.asarray(weights, dtype=np.float64)
-  if table.ndim != 3:
-    raise ValueError(f"prompts must be [S, P, H]; got shape {table.shape}.")
-  if ids.ndim != 1 or ids.shape != w.shape or ids.size == 0:
-    raise ValueError(f"ids {ids.shape} and weights {w.shape} must be equal-length, non-empty [M].")
-  if not np.issubdtype(ids.dtype, np.integer):
-    raise ValueError(f"ids must be integer prompt rows; got dtype {ids.dtype}.")
-  if ids.min() < 0 or ids.max() >= table.shape[0]:
-    raise ValueError(f"prompt id out of range: ids {ids.tolist()} for a table of "
-                     f"{table.shape[0]} prompts.")
-  if (w < 0).any() or not np.isfinite(w).all():
-    raise ValueError(f"weights must be finite and non-negative; got {w.tolist()}.")
-  if abs(w.sum() - 1.0) > 1e-6:
-    raise ValueError(f"weights must sum to 1; got {w.tolist()} (sum {w.sum()}).")
-  # [M] x [M, P, H] -> [P, H]
-  mixed = np.tensordot(w, table[ids].astype(np.float64), axes=1)
-  return mixed.astype(table.dtype)
-
-
 # ---------------------------------------------------------------------------------------------------
 # The rules. `apply(freqs, config, predictions [K, Q] or None, num_choices [Q] or None) -> Selection`.
 
@@ -542,7 +371,7 @@ class Rule:
       have used the same values).
     apply: the rule itself.
     reference: a reference row, not one of the paper's rules (Random): evaluated when METHODS names
-      it, never by default (`rospr_jax.eval.evaluate.default_methods`).
+      it, never by default (`rospr_jax.pipeline.evaluate.default_methods`).
   """
   name: str
   label: str
@@ -585,7 +414,7 @@ def rule_of_label(label: str) -> Rule:
 
 
 # The reference row first (rule order is the order of `rospr retrieve`'s choices and of
-# `eval.evaluate.all_methods()`: the reference rows, then the paper's rules).
+# `pipeline.evaluate.all_methods()`: the reference rows, then the paper's rules).
 register(Rule("random", "Random", False, ("random_seed",),
               lambda freqs, config, _, __: random_prompt(freqs, config.random_seed), reference=True))
 register(Rule("rospr", "RoSPr", False, (), lambda freqs, config, _, __: rospr(freqs)))

@@ -147,7 +147,7 @@ def test_an_output_dir_at_a_url_matches_a_local_one_and_resumes_on_a_fresh_machi
   with nothing local resumes from the URL and writes the report a local run writes."""
   import fsspec
   from rospr_jax import paths
-  from rospr_jax.eval import evaluate as evaluate_lib
+  from rospr_jax.pipeline import evaluate as evaluate_lib
   assert _evaluate(artifacts, tmp_path / "local") == 0
   local = json.loads((tmp_path / "local" / "results.json").read_text())
   memory = fsspec.filesystem("memory")

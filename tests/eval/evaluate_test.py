@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from rospr_jax import tokenization
-from rospr_jax.eval import evaluate
 from rospr_jax.eval.scoring import score_choices_naive
 from rospr_jax.library import build, embed, sources as sources_lib
+from rospr_jax.pipeline import evaluate
 from rospr_jax.retrieval import retrieve
 from rospr_jax.retrieval.selection import SelectionConfig
 
@@ -108,9 +108,9 @@ def test_a_rerun_resumes_from_the_records_and_scores_only_what_is_missing(setup,
                                                records_dir=records_dir)
   (tmp_path / "records" / "weather_target" / "RoSPr.json").unlink()
   calls = []
-  score = evaluator._score
-  monkeypatch.setattr(evaluator, "_score",
-                      lambda examples, prompt, *rest: calls.append(prompt) or score(examples, prompt, *rest))
+  score = evaluate.Evaluator._score  # the Evaluator is frozen: patched on its class for this test
+  monkeypatch.setattr(evaluate.Evaluator, "_score", lambda self, examples, prompt, *rest:
+                      calls.append(prompt) or score(self, examples, prompt, *rest))
   again, again_selections = evaluator.evaluate([target], methods, selections_dir=selections_dir,
                                                records_dir=records_dir)
   assert len(calls) == 1 and calls[0] is not None  # RoSPr alone, with its retrieved prompt

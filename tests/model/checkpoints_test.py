@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import ml_dtypes
@@ -20,10 +19,7 @@ from flax import serialization
 from checkpoint_fixtures import hf_copy, hf_dirs, hf_model  # noqa: F401  (fixtures)
 from checkpoint_fixtures import (EXPECTED_CONFIG, KINDS, edit_config, expected_tree, hf_state, make_hf_model,
                                  save_hf_model)
-from rospr_jax import artifacts
-from rospr_jax.model import checkpoints
-from rospr_jax.model.checkpoints import (checkpoint_fingerprint, detect_format, load_checkpoint, save_hf,
-                                         save_t5x)
+from rospr_jax.model.checkpoints import detect_format, load_checkpoint, save_hf, save_t5x
 from rospr_jax.model.config import get_config
 from rospr_jax.model.hf_checkpoint import SafetensorsFile, config_from_hf
 from rospr_jax.model.t5x_checkpoint import flatten, param_shapes, unflatten
@@ -726,7 +722,7 @@ def test_t5x_refuses_orbax_layout(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# Round trips and fingerprints.
+# Round trips (their fingerprints: fingerprint_test.py).
 
 
 def test_hf_to_t5x_to_hf_is_identical(hf_dirs, tmp_path):
@@ -741,174 +737,6 @@ def test_hf_to_t5x_to_hf_is_identical(hf_dirs, tmp_path):
   for key in original:
     assert torch.equal(back[key], original[key]), key
   assert json.loads((tmp_path / "hf" / "config.json").read_text())["relative_attention_max_distance"] == 20
-
-
-def test_fingerprint_is_stable_and_sensitive(hf_dirs, tmp_path):
-  for kind in KINDS:
-    directory = Path(shutil.copytree(hf_dirs[kind], tmp_path / kind))
-    fingerprint = checkpoint_fingerprint(directory)
-    assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
-    assert checkpoint_fingerprint(hf_dirs[kind]) == fingerprint  # Location does not matter.
-    hf = json.loads((directory / "config.json").read_text())
-    (directory / "config.json").write_text(json.dumps(dict(reversed(list(hf.items()))), indent=4))
-    assert checkpoint_fingerprint(directory) == fingerprint  # Nor key order or layout of the JSON.
-    edit_config(directory, dropout_rate=0.3)
-    assert checkpoint_fingerprint(directory) != fingerprint
-  fingerprints = {checkpoint_fingerprint(hf_dirs[kind]) for kind in KINDS}
-  assert len(fingerprints) == 3
-
-  directory = Path(shutil.copytree(hf_dirs["safetensors"], tmp_path / "flip"))
-  before = checkpoint_fingerprint(directory)
-  file = directory / "model.safetensors"
-  data = bytearray(file.read_bytes())
-  data[len(data) // 2] ^= 1
-  file.write_bytes(bytes(data))
-  assert checkpoint_fingerprint(directory) != before
-
-  config, params = load_checkpoint(hf_dirs["safetensors"])
-  step_dir = save_t5x(tmp_path / "t5x", config, params, **ZARR)
-  fingerprint = checkpoint_fingerprint(tmp_path / "t5x")
-  assert checkpoint_fingerprint(step_dir) == fingerprint == checkpoint_fingerprint(step_dir / "checkpoint")
-  shutil.copytree(tmp_path / "t5x", tmp_path / "t5x_copy")
-  assert checkpoint_fingerprint(tmp_path / "t5x_copy") == fingerprint
-  chunk = step_dir / "target.encoder.layers_1.mlp.wo.kernel" / "0.0"
-  shutil.copy(step_dir / "target.encoder.layers_0.mlp.wo.kernel" / "0.0", chunk)
-  assert checkpoint_fingerprint(tmp_path / "t5x") != fingerprint
-
-
-# The full-file hashes behind the fingerprint, and their cache.
-
-# A trusted cache entry needs a file that had not changed for `_RACY_NS` when it was hashed; the tests
-# shorten that to 0.1 s (still far above a kernel tick, the coarseness of file timestamps) and wait it out.
-RACY_S = 0.1
-
-
-@pytest.fixture
-def short_racy_window(monkeypatch):
-  monkeypatch.setattr(checkpoints, "_RACY_NS", int(RACY_S * 1e9))
-
-
-@pytest.fixture
-def hash_counter(monkeypatch):
-  """The files `artifacts.sha256_file` is asked to hash, in order."""
-  hashed = []
-  real = artifacts.sha256_file
-
-  def counting(path, *args, **kwargs):
-    hashed.append(Path(path).name)
-    return real(path, *args, **kwargs)
-
-  monkeypatch.setattr(artifacts, "sha256_file", counting)
-  return hashed
-
-
-def _big_hf_checkpoint(directory: Path) -> Path:
-  """A Hugging Face checkpoint whose one safetensors file exceeds 2 MiB (vocab 30,000: 2.9 MB)."""
-  config = EXPECTED_CONFIG.replace(vocab_size=30_000)
-  rng = np.random.default_rng(0)
-  params = unflatten({key: rng.standard_normal(shape).astype(np.float32)
-                      for key, shape in param_shapes(config).items()})
-  save_hf(directory, config, params)
-  assert (directory / "model.safetensors").stat().st_size > 2 * 1024 * 1024
-  return directory
-
-
-def _flip_middle_byte(file: Path, keep_mtime: bool) -> None:
-  """Flips one bit of the byte in the middle of `file`, in place: same size, same inode."""
-  before = file.stat()
-  with open(file, "r+b") as f:
-    f.seek(before.st_size // 2)
-    byte = f.read(1)[0]
-    f.seek(before.st_size // 2)
-    f.write(bytes([byte ^ 0x80]))  # The sign bit of a float32 in the middle of a tensor, say.
-  if keep_mtime:
-    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))
-  after = file.stat()
-  assert (after.st_size, after.st_ino) == (before.st_size, before.st_ino)
-  assert not keep_mtime or after.st_mtime_ns == before.st_mtime_ns
-
-
-@pytest.mark.parametrize("keep_mtime", [False, True], ids=["edit", "edit_then_utime"])
-def test_fingerprint_sees_a_byte_in_the_middle_of_a_large_file(tmp_path, short_racy_window, hash_counter,
-                                                               keep_mtime):
-  directory = _big_hf_checkpoint(tmp_path / "big")
-  copy = Path(shutil.copytree(directory, tmp_path / "copy"))
-  time.sleep(2 * RACY_S)  # Old enough for its hash to be trusted from the cache.
-  fingerprint = checkpoint_fingerprint(directory)
-  assert checkpoint_fingerprint(copy) == fingerprint
-  assert checkpoint_fingerprint(directory) == fingerprint
-  assert hash_counter == ["model.safetensors"] * 2  # The third call hashed nothing: the cache answered.
-  _flip_middle_byte(directory / "model.safetensors", keep_mtime)
-  # Size, inode (and with utime the mtime) are unchanged; the ctime is not, so the cache misses.
-  assert checkpoint_fingerprint(directory) != fingerprint
-  assert hash_counter == ["model.safetensors"] * 3
-  assert checkpoint_fingerprint(copy) == fingerprint
-  _flip_middle_byte(directory / "model.safetensors", keep_mtime)  # Back to the original bytes.
-  assert checkpoint_fingerprint(directory) == fingerprint
-
-
-def test_fingerprint_second_call_reads_the_cache(tmp_path, _private_cache, short_racy_window, hash_counter):
-  config, params = load_checkpoint(_big_hf_checkpoint(tmp_path / "big"), None)
-  step_dir = save_t5x(tmp_path / "t5x", config, params, **ZARR)
-  files = sorted(f.name for f in step_dir.rglob("*") if f.is_file())
-  time.sleep(2 * RACY_S)
-  hf_fingerprint = checkpoint_fingerprint(tmp_path / "big")
-  t5x_fingerprint = checkpoint_fingerprint(tmp_path / "t5x")
-  assert sorted(hash_counter) == sorted(["model.safetensors"] + files)  # Every file, once.
-  cache = json.loads((_private_cache / "checkpoint_sha256.json").read_text())
-  assert len(cache["files"]) == 1 + len(files)
-  assert str((tmp_path / "big" / "model.safetensors").resolve()) in cache["files"]
-  hash_counter.clear()
-  assert checkpoint_fingerprint(tmp_path / "big") == hf_fingerprint
-  assert checkpoint_fingerprint(step_dir) == t5x_fingerprint
-  assert hash_counter == []
-
-
-def test_fingerprint_rehashes_files_written_just_before_hashing(tmp_path, hash_counter):
-  """Timestamps are coarser than the clock: a file changed just before it was hashed could be changed
-  again with the same ctime, so its cached hash is not trusted (the default window is 2 s)."""
-  directory = _big_hf_checkpoint(tmp_path / "big")
-  fingerprint = checkpoint_fingerprint(directory)
-  _flip_middle_byte(directory / "model.safetensors", keep_mtime=True)
-  assert checkpoint_fingerprint(directory) != fingerprint
-  assert hash_counter == ["model.safetensors"] * 2
-
-
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"version": 1, "files": {"x": 3}}', "\x00\xff"])
-def test_fingerprint_ignores_and_rewrites_a_corrupt_cache(tmp_path, _private_cache, short_racy_window,
-                                                          hash_counter, content):
-  directory = _big_hf_checkpoint(tmp_path / "big")
-  time.sleep(2 * RACY_S)
-  expected = checkpoint_fingerprint(directory)
-  cache_file = _private_cache / "checkpoint_sha256.json"
-  cache_file.write_text(content, encoding="latin-1")
-  hash_counter.clear()
-  assert checkpoint_fingerprint(directory) == expected
-  assert hash_counter == ["model.safetensors"]
-  cache = json.loads(cache_file.read_text())  # Rewritten whole...
-  assert list(cache["files"]) == [str((directory / "model.safetensors").resolve())]
-  assert checkpoint_fingerprint(directory) == expected
-  assert hash_counter == ["model.safetensors"]  # ...and read again.
-
-
-def test_fingerprint_without_a_writable_cache_just_hashes(tmp_path, monkeypatch, hash_counter):
-  directory = _big_hf_checkpoint(tmp_path / "big")
-  expected = checkpoint_fingerprint(directory)
-  blocker = tmp_path / "not_a_folder"
-  blocker.write_text("a file where the cache folder should be")
-  monkeypatch.setenv("ROSPR_CACHE", str(blocker))
-  assert checkpoint_fingerprint(directory) == expected
-  assert checkpoint_fingerprint(directory) == expected
-  assert hash_counter == ["model.safetensors"] * 3
-
-
-def test_fingerprint_logs_hashing_a_large_file(tmp_path, monkeypatch, caplog):
-  directory = _big_hf_checkpoint(tmp_path / "big")
-  monkeypatch.setattr(checkpoints, "_LOG_BYTES", 1_000_000)
-  with caplog.at_level("INFO", logger="rospr_jax.model.checkpoints"):
-    checkpoint_fingerprint(directory)
-  assert "for the checkpoint fingerprint; cached for next time" in caplog.text
-  assert "model.safetensors (0.0 GB)" in caplog.text
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ the export and says what it resumed; an interrupted run's leftovers are removed,
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -61,3 +62,37 @@ def test_a_resume_with_other_training_settings_is_refused_and_a_good_one_keeps_t
   assert manifest["optimizer"] == {"name": "optax.adafactor", "clipping_threshold": 1.0, "decay_rate": 0.8,
                                    "learning_rate": 0.3, "multiply_by_parameter_scale": False,
                                    "weight_decay_rate": 1e-05}
+
+
+def test_a_checkpoint_whose_arrays_changed_is_refused_on_resume_naming_it(tmp_path):
+  """Each checkpoint records the sha256 of its arrays: one rewritten with other prompts (orbax's own
+  writer, so the files are well formed and only the digest can tell) stops the resume in one line
+  instead of resuming silently with other prompts; the user's files are left as they were."""
+  import orbax.checkpoint as ocp
+  examples, run = tmp_path / "ex.jsonl", tmp_path / "run"
+  _write_examples(examples)
+  assert train.main(_argv(examples, run, 2, 2)) == 0
+  step = run / "checkpoints" / "2"
+  with ocp.StandardCheckpointer() as checkpointer:
+    state = checkpointer.restore(step / "state")
+    state["prompts"] = state["prompts"] + 0.0185  # what a flipped byte once did, unnoticed
+    checkpointer.save(tmp_path / "tampered", state)
+  for path in (step / "state").iterdir():  # the tampered arrays in place of the saved ones
+    if path.is_dir():
+      shutil.rmtree(path)
+    else:
+      path.unlink()
+  for path in (tmp_path / "tampered").iterdir():
+    os.rename(path, step / "state" / path.name)
+  before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+  command = [sys.executable, "-m", "rospr_jax.cli", "train-prompts", *_argv(examples, run, 4, 2)]
+  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=ROOT))
+  assert done.returncode == 2, done.stderr[-3000:]
+  assert "Traceback" not in done.stderr
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"rospr train-prompts: error: Cannot restore checkpoint 2 in {run / 'checkpoints'}: "
+                         "it is damaged"), last
+  assert "its arrays do not match the sha256 recorded when step 2 was saved" in last
+  assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".rospr.lock"} == \
+      {p: b for p, b in before.items() if p.name != ".rospr.lock"}

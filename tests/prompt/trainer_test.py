@@ -16,7 +16,7 @@ import pytest
 from rospr_jax.eval.batching import RankExample, score_examples
 from rospr_jax.model import checkpoints
 from rospr_jax.backbone import Backbone, load_backbone
-from rospr_jax.prompt import export, trainer
+from rospr_jax.prompt import export, loop, trainer
 from rospr_jax.prompt.input_pipeline import BatchIterator, Example, SourceExamples
 
 # The shapes of train_step_test.py (B 8, T 16, L 4, P 3, 3 sources, default optimizer): one compilation.
@@ -38,7 +38,7 @@ def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, backbone, exa
   """A crash between checkpoints (a SIGKILLed process with dropout on: train_cli_test.py)."""
   data = examples(3, 30, seed=1)
   settings = dict(RUN, examples=data, backbone=backbone, checkpoint_every=4)
-  with caplog.at_level("INFO", logger=trainer.__name__):
+  with caplog.at_level("INFO", logger="rospr_jax.prompt"):  # the trainer and its loop
     whole = trainer.train(model_dir=str(tmp_path / "whole"), **settings)
   logged = [r.getMessage() for r in caplog.records]
   assert re.fullmatch(r"Step 1 compiled and ran in \d+\.\d s\.", logged[0]), logged[:3]  # as T5X reports it
@@ -131,7 +131,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, back
   data = examples(1, 20, seed=2)
   # The learning rate turns NaN at the 7th update: the prompt becomes NaN at step 7.
   optimizer = optax.sgd(lambda count: jnp.where(count >= 6, jnp.nan, 0.1))
-  with pytest.raises(trainer.NonFiniteLossError,
+  with pytest.raises(loop.NonFiniteLossError,
                      match=r"at step 7: training stopped. The last good checkpoint is step 5 in "
                            r".*checkpoints"):
     trainer.train(model_dir=str(tmp_path), examples=data, backbone=backbone, optimizer=optimizer,

@@ -13,7 +13,8 @@ import pytest
 
 from rospr_jax.commands import evaluate as evaluate_command
 from rospr_jax.commands import retrieve as retrieve_command
-from rospr_jax.eval import evaluate, report
+from rospr_jax.eval import report
+from rospr_jax.pipeline import evaluate
 from rospr_jax.retrieval import selection
 
 
@@ -70,6 +71,9 @@ def test_a_registered_rule_is_evaluated_and_its_settings_guard_the_resume(last_r
   monkeypatch.setattr("rospr_jax.library.embed.load_embedder", lambda *a, **k: FakeEmbedder())
   class FakeLibrary:
     def check_prompts_fit(self, *args):
+      pass
+
+    def check_num_neighbors(self, *args):
       pass
 
   monkeypatch.setattr("rospr_jax.library.store.Library.open", classmethod(lambda cls, *a, **k: FakeLibrary()))

@@ -3,10 +3,13 @@
 
 `Evaluator` takes rendered targets, the backbone and an opened library; `rospr evaluate`
 (`rospr_jax/commands/evaluate.py`) reads the targets and wires them in. For each target: its examples
-are scored once per method with the encode-once scorer; retrieval embeds Q seeded queries (the
-target's unlabeled inputs) once and every rule reuses the same neighbours and the same VAR rank
-classification. Each selection is saved (`selection.json` and `prompt.npy`) under
-`<selections_dir>/<target>/<method>/`, and the accuracy is computed from that saved prompt.
+are scored once per method with the encode-once scorer (`rospr_jax.eval`); retrieval
+(`rospr_jax.retrieval`) embeds Q seeded queries (the target's unlabeled inputs) once and every rule
+reuses the same neighbours and the same VAR rank classification, a callable made from the scorer
+(`eval.var.make_predict_choices`) and handed to the rule. Each selection is saved (`selection.json`
+and `prompt.npy`) under `<selections_dir>/<target>/<method>/`, and the accuracy is computed from that
+saved prompt. Each (target, method) record is written as it is scored (`eval.records`); a rerun
+scores only the pairs without one.
 
 Two reference rows are evaluated when asked for (METHODS), never by default: `Random` (a selection
 rule, `selection.random_prompt`: one library prompt drawn uniformly, seeded per target) and
@@ -19,22 +22,25 @@ oracle is no selection rule (it needs the labels and the scorer), so it lives he
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
-import re
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rospr_jax import artifacts, paths
-from rospr_jax.eval import metrics, report
-from rospr_jax.eval import batching
+from rospr_jax import artifacts
+from rospr_jax.eval import batching, records as records_lib, report
 from rospr_jax.eval.batching import RankExample, score_examples
+from rospr_jax.eval.metrics import accuracy_of, chance_accuracy
+from rospr_jax.eval.records import RECORDS_DIR, Target
 from rospr_jax.eval.var import make_predict_choices
 from rospr_jax.library import sources as sources_lib
 from rospr_jax.retrieval import retrieve
 from rospr_jax.retrieval import selection as selection_lib
+
+# Names of the evaluation's other layers, reachable here too (`evaluate.Target`, ...).
+__all__ = ["CHANCE", "HARD_PROMPT", "METHODS", "ORACLE", "ORACLE_FILE", "RECORDS_DIR", "Evaluator", "Target",
+           "accuracy_of", "all_methods", "chance_accuracy", "default_methods", "load_oracle", "oracle_choice",
+           "retrieval_frequencies", "selection_dir"]
 
 HARD_PROMPT = "T0"  # The hard prompt alone: the frozen backbone without a soft prompt.
 CHANCE = report.CHANCE  # Expected accuracy of a uniform random guess: a reference row, no model involved.
@@ -59,79 +65,9 @@ def default_methods() -> tuple[str, ...]:
 METHODS = default_methods()  # the built-in ones; `default_methods()` also lists rules registered later
 
 
-@dataclasses.dataclass(frozen=True)
-class Target:
-  """One evaluated (dataset, template): rendered examples with their answer choices."""
-  name: str
-  dataset: str
-  template: str
-  inputs: tuple[str, ...]                 # [E]
-  choices: tuple[tuple[str, ...], ...]    # [E][C_e]
-  is_correct: tuple[tuple[bool, ...], ...]  # [E][C_e]
-
-  def digest(self) -> str:
-    """16 hex digits of the examples (inputs, choices, correct flags): a record scored on other
-    examples of the same target is never resumed into this one."""
-    payload = json.dumps([self.name, self.inputs, self.choices, self.is_correct], ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
-
-
-def accuracy_of(scores: Sequence[np.ndarray], is_correct: Sequence[Sequence[bool]],
-                what: str = "the scores") -> float:
-  """T0's rank-classification accuracy from per-example choice scores [C_e].
-
-  A score that is NaN or infinite is refused (argmax would silently pick choice 0), naming `what` and
-  the first such example.
-  """
-  bad = [e for e, s in enumerate(scores) if not np.all(np.isfinite(np.asarray(s, np.float64)))]
-  if bad:
-    raise FloatingPointError(
-        f"{what}: {len(bad)} of {len(scores)} examples have NaN or infinite choice scores (first: "
-        f"example {bad[0]}); the backbone's weights or the prompt are not finite.")
-  idx = [(e, c) for e, s in enumerate(scores) for c in range(len(s))]
-  flat_scores = np.concatenate([np.asarray(s, np.float64) for s in scores])
-  flat_correct = [flag for flags in is_correct for flag in flags]
-  return metrics.accuracy(idx, flat_scores, flat_correct)
-
-
-def chance_accuracy(is_correct: Sequence[Sequence[bool]]) -> float:
-  """Expected accuracy of picking a choice uniformly at random: mean over examples of correct / C."""
-  return float(np.mean([sum(flags) / len(flags) for flags in is_correct]))
-
-
-def _path_name(name: str) -> str:
-  return re.sub(r"[^\w.+-]", "_", name)
-
-
-RECORDS_DIR = "records"  # under the output folder: one record per (target, method), for resuming
-
-
-def _record_path(records_dir: str, target: str, method: str) -> str:
-  return os.path.join(records_dir, _path_name(target), _path_name(method) + ".json")
-
-
-def _read_record(path: str, target: Target, method: str) -> float:
-  """The accuracy of a record written by an earlier run, checked against this run's target."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      record = json.load(f)
-    accuracy = float(record["accuracy"])
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"Record {path} is unreadable ({type(e).__name__}: {e}); delete it to score "
-                     f"{target.name} {method} again.") from None
-  if not 0.0 <= accuracy <= 1.0:
-    raise ValueError(f"Record {path} holds accuracy {accuracy!r}, outside [0, 1]; delete it to score "
-                     f"{target.name} {method} again.")
-  if record.get("target_digest") != target.digest() or record.get("examples") != len(target.inputs):
-    raise ValueError(
-        f"Record {path} was scored on other examples of {target.name} ({record.get('examples')} "
-        f"examples, digest {record.get('target_digest')}; now {len(target.inputs)}, {target.digest()}): "
-        "the target data changed. Give another OUTPUT_DIR, or delete the records to start over.")
-  return accuracy
-
-
-def _selection_dir(selections_dir: str, target: str, method: str) -> str:
-  return os.path.join(selections_dir, _path_name(target), _path_name(method))
+def selection_dir(selections_dir: str, target: str, method: str) -> str:
+  """Where the selection (or the oracle's record) of `method` for `target` is saved."""
+  return os.path.join(selections_dir, records_lib.path_name(target), records_lib.path_name(method))
 
 
 def oracle_choice(accuracies: Sequence[float]) -> int:
@@ -151,18 +87,27 @@ def load_oracle(directory: str) -> tuple[dict, np.ndarray]:
   return artifacts.read_json(paths_[0], "Oracle record"), np.load(paths_[1])
 
 
-@dataclasses.dataclass
+def _saved_selection(directory: str, method: str) -> dict:
+  """The selection dict a (resumed) method saved in `directory`."""
+  if method == ORACLE:
+    return load_oracle(directory)[0]
+  return retrieve.load_selection(directory)[0].to_dict()
+
+
+@dataclasses.dataclass(frozen=True)
 class Evaluator:
-  """Everything the methods need: the backbone, its tokenizer, and (for retrieval) a library.
+  """Everything the methods need, given at construction: the backbone, its tokenizer, and (for the
+  retrieval methods and the oracle) a library.
 
   Attributes:
     params, config: the frozen backbone (T0).
     tokenizer: `rospr_jax.tokenization.Tokenizer`.
-    library: an opened `rospr_jax.library.store.Library` (retrieval methods only).
-    embedder: the library's retriever (`rospr_jax.library.embed.Embedder`).
+    library: an opened `rospr_jax.library.store.Library` (retrieval methods and the oracle only).
+    embedder: the library's retriever (`rospr_jax.library.embed.Embedder`; retrieval methods only).
     selection: Q, N, N', K and eps (`rospr_jax.retrieval.selection.SelectionConfig`).
     batch_size, mesh: scoring batch size and optional device mesh.
     seed: query sampling seed.
+    max_input_length: inputs keep their first this many tokens.
     progress_bars: show a tqdm bar while each (target, method) is scored.
   """
   params: Any
@@ -247,29 +192,55 @@ class Evaluator:
               "accuracy": accuracies[best], "params": {"target": target.name, "library": self.library.name}}
     return record, table[best]
 
-  def _resumed(self, targets: Sequence[Target], methods: Sequence[str],
-               records_dir: str | None) -> dict[tuple[str, str], float]:
-    """{(target, method): accuracy} of the pairs an earlier run already wrote to `records_dir`.
+  def _score_method(self, target: Target, method: str, examples: Sequence[RankExample], retrieval,
+                    where: str | None) -> tuple[dict | None, float]:
+    """Scores `method` on `target` (saving its selection in `where`, if given): (the selection dict,
+    None for the hard prompt; the accuracy)."""
+    if method == ORACLE:
+      # Scored per library prompt inside: its accuracy is the best of those (of the saved prompt).
+      chosen, prompt = self.oracle(target, examples)
+      if where:
+        artifacts.save_npy(os.path.join(where, retrieve.PROMPT_FILE), prompt)
+        artifacts.write_json(os.path.join(where, ORACLE_FILE), chosen)
+      return chosen, chosen["accuracy"]
+    chosen = prompt = None
+    if method != HARD_PROMPT:
+      selected, prompt = self._select(target, method, retrieval)
+      if where:
+        retrieve.save_selection(where, selected, prompt)
+        selected, prompt = retrieve.load_selection(where)  # Evaluate exactly what was saved.
+      chosen = selected.to_dict()
+    accuracy = accuracy_of(self._score(examples, prompt, f"{target.name} {method}"),
+                           target.is_correct, f"{target.name} {method}")
+    return chosen, accuracy
 
-    Process 0 reads them and broadcasts the accuracies, so that on several hosts every process skips
-    the same pairs (each scoring is a computation over all of them).
-    """
-    pairs = [(t, m) for t in targets for m in methods if m != CHANCE]
-    accuracies = np.full(len(pairs), np.nan)
-    problem = ""
-    if records_dir and paths.writes_outputs():
-      for i, (target, method) in enumerate(pairs):
-        path = _record_path(records_dir, target.name, method)
-        if os.path.exists(path):
-          try:
-            accuracies[i] = _read_record(path, target, method)
-          except ValueError as e:
-            problem = str(e)
-            break
-    if paths.from_process_zero(np.int32(bool(problem))):  # every process stops, not only process 0
-      raise ValueError(problem or "process 0 refused a record of the output folder")
-    accuracies = paths.from_process_zero(accuracies)
-    return {(t.name, m): float(a) for (t, m), a in zip(pairs, accuracies) if not np.isnan(a)}
+  def _evaluate_target(self, target: Target, methods: Sequence[str], resumed: dict, selections_dir,
+                       records_dir, say: Callable[[str], None]) -> tuple[list[dict], dict[str, dict]]:
+    """One target under every method, in order: (its records, {method: selection dict})."""
+    examples = self.tokenize(target)
+    retrieval = None  # the queries' embeddings and VAR's predictions, made once for all rules
+    records, selections = [], {}
+    for method in methods:
+      record = records_lib.new_record(target, method, len(examples))
+      if method == CHANCE:
+        records.append({**record, "accuracy": chance_accuracy(target.is_correct)})
+        continue
+      where = selection_dir(selections_dir, target.name, method) if selections_dir else None
+      if (target.name, method) in resumed:
+        records.append({**record, "accuracy": resumed[target.name, method]})
+        if where and method != HARD_PROMPT:
+          selections[method] = _saved_selection(where, method)
+        say(f"{target.name} {method}: {100 * records[-1]['accuracy']:.2f}% (resumed)")
+        continue
+      if method not in (HARD_PROMPT, ORACLE) and retrieval is None:
+        retrieval = self._retrieval(target)
+      chosen, accuracy = self._score_method(target, method, examples, retrieval, where)
+      if chosen is not None:
+        selections[method] = chosen
+      records.append({**record, "accuracy": accuracy})
+      records_lib.write_record(records_dir, records[-1])
+      say(f"{target.name} {method}: {100 * accuracy:.2f}% on {len(examples)} examples")
+    return records, selections
 
   def evaluate(self, targets: Sequence[Target], methods: Sequence[str] | None = None, *,
                selections_dir: str | None = None, records_dir: str | None = None,
@@ -290,55 +261,16 @@ class Evaluator:
     if unknown:
       raise ValueError(f"Unknown methods {unknown}; known: {list(known)}.")
     records, selections = [], {}
-    resumed = self._resumed(targets, methods_, records_dir)
+    pairs = [(t, m) for t in targets for m in methods_ if m != CHANCE]
+    resumed = records_lib.read_records(records_dir, pairs)
     for number, target in enumerate(targets, 1):
-      examples = self.tokenize(target)
-      retrieval = None
       position = f"target {number} of {len(targets)}"
-      for method in methods_:
-        prompt = None
-        record = {"method": method, "dataset": target.dataset, "template": target.template,
-                  "target": target.name, "examples": len(examples), "target_digest": target.digest()}
-        if method == CHANCE:
-          records.append({**record, "accuracy": chance_accuracy(target.is_correct)})
-          continue
-        if (target.name, method) in resumed:
-          records.append({**record, "accuracy": resumed[target.name, method]})
-          if method == ORACLE and selections_dir:
-            chosen, _ = load_oracle(_selection_dir(selections_dir, target.name, method))
-            selections.setdefault(target.name, {})[method] = chosen
-          elif method != HARD_PROMPT and selections_dir:
-            chosen, _ = retrieve.load_selection(_selection_dir(selections_dir, target.name, method))
-            selections.setdefault(target.name, {})[method] = chosen.to_dict()
-          if progress:
-            progress(f"{position}: {target.name} {method}: {100 * records[-1]['accuracy']:.2f}% (resumed)")
-          continue
-        if method == ORACLE:
-          # Scored per library prompt inside: its accuracy is the best of those (of the saved prompt).
-          chosen, prompt = self.oracle(target, examples)
-          if selections_dir:
-            where = _selection_dir(selections_dir, target.name, method)
-            artifacts.save_npy(os.path.join(where, retrieve.PROMPT_FILE), prompt)
-            artifacts.write_json(os.path.join(where, ORACLE_FILE), chosen)
-          selections.setdefault(target.name, {})[method] = chosen
-          accuracy = chosen["accuracy"]
-        else:
-          if method != HARD_PROMPT:
-            if retrieval is None:
-              retrieval = self._retrieval(target)
-            chosen, prompt = self._select(target, method, retrieval)
-            if selections_dir:
-              where = _selection_dir(selections_dir, target.name, method)
-              retrieve.save_selection(where, chosen, prompt)
-              chosen, prompt = retrieve.load_selection(where)  # Evaluate exactly what was saved.
-            selections.setdefault(target.name, {})[method] = chosen.to_dict()
-          accuracy = accuracy_of(self._score(examples, prompt, f"{target.name} {method}"),
-                                 target.is_correct, f"{target.name} {method}")
-        records.append({**record, "accuracy": accuracy})
-        if records_dir and paths.writes_outputs():
-          artifacts.write_json(_record_path(records_dir, target.name, method), records[-1])
-        if progress:
-          progress(f"{position}: {target.name} {method}: {100 * accuracy:.2f}% on {len(examples)} examples")
+      say = (lambda message, at=position: progress(f"{at}: {message}")) if progress else (lambda _: None)
+      target_records, chosen = self._evaluate_target(target, methods_, resumed, selections_dir, records_dir,
+                                                      say)
+      records.extend(target_records)
+      if chosen:
+        selections.setdefault(target.name, {}).update(chosen)
     return records, selections
 
 

@@ -1,0 +1,109 @@
+"""What the evaluation scores and what it keeps: a rendered target, and one record per (target, method)
+written as soon as it is scored, so that a killed run resumes.
+
+    <records_dir>/<target>/<method>.json   {"method", "dataset", "template", "target", "examples",
+                                            "target_digest", "accuracy"}
+
+A record is resumed only into a target with the same examples (`Target.digest`). On several hosts
+process 0 alone reads and writes the records, and `read_records` broadcasts what it read, so that
+every process skips the same pairs. Which pairs an evaluation asks for, and in what order, is the
+caller's (`rospr_jax.pipeline.evaluate`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from rospr_jax import artifacts, multihost
+
+RECORDS_DIR = "records"  # under the output folder: one record per (target, method), for resuming
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """One evaluated (dataset, template): rendered examples with their answer choices."""
+  name: str
+  dataset: str
+  template: str
+  inputs: tuple[str, ...]                 # [E]
+  choices: tuple[tuple[str, ...], ...]    # [E][C_e]
+  is_correct: tuple[tuple[bool, ...], ...]  # [E][C_e]
+
+  def digest(self) -> str:
+    """16 hex digits of the examples (inputs, choices, correct flags): a record scored on other
+    examples of the same target is never resumed into this one."""
+    payload = json.dumps([self.name, self.inputs, self.choices, self.is_correct], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def path_name(name: str) -> str:
+  """`name` as one path component (a target's or a method's folder or file)."""
+  return re.sub(r"[^\w.+-]", "_", name)
+
+
+def record_path(records_dir: str, target: str, method: str) -> str:
+  return os.path.join(records_dir, path_name(target), path_name(method) + ".json")
+
+
+def new_record(target: Target, method: str, examples: int) -> dict:
+  """The fields of a (target, method) record but its accuracy."""
+  return {"method": method, "dataset": target.dataset, "template": target.template,
+          "target": target.name, "examples": examples, "target_digest": target.digest()}
+
+
+def read_record(path: str, target: Target, method: str) -> float:
+  """The accuracy of a record written by an earlier run, checked against this run's target."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      record = json.load(f)
+    accuracy = float(record["accuracy"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"Record {path} is unreadable ({type(e).__name__}: {e}); delete it to score "
+                     f"{target.name} {method} again.") from None
+  if not 0.0 <= accuracy <= 1.0:
+    raise ValueError(f"Record {path} holds accuracy {accuracy!r}, outside [0, 1]; delete it to score "
+                     f"{target.name} {method} again.")
+  if record.get("target_digest") != target.digest() or record.get("examples") != len(target.inputs):
+    raise ValueError(
+        f"Record {path} was scored on other examples of {target.name} ({record.get('examples')} "
+        f"examples, digest {record.get('target_digest')}; now {len(target.inputs)}, {target.digest()}): "
+        "the target data changed. Give another OUTPUT_DIR, or delete the records to start over.")
+  return accuracy
+
+
+def read_records(records_dir: str | None, pairs: Sequence[tuple[Target, str]]
+                 ) -> dict[tuple[str, str], float]:
+  """{(target name, method): accuracy} of the `pairs` an earlier run already wrote to `records_dir`.
+
+  Process 0 reads them and broadcasts the accuracies, so that on several hosts every process skips
+  the same pairs (each scoring is a computation over all of them). A record process 0 refuses stops
+  every process.
+  """
+  accuracies = np.full(len(pairs), np.nan)
+  problem = ""
+  if records_dir and multihost.is_writer():
+    for i, (target, method) in enumerate(pairs):
+      path = record_path(records_dir, target.name, method)
+      if os.path.exists(path):
+        try:
+          accuracies[i] = read_record(path, target, method)
+        except ValueError as e:
+          problem = str(e)
+          break
+  if multihost.broadcast(np.int32(bool(problem))):  # every process stops, not only process 0
+    raise ValueError(problem or "process 0 refused a record of the output folder")
+  accuracies = multihost.broadcast(accuracies)
+  return {(t.name, m): float(a) for (t, m), a in zip(pairs, accuracies) if not np.isnan(a)}
+
+
+def write_record(records_dir: str | None, record: Mapping) -> None:
+  """Writes a scored record (process 0 only; nothing without `records_dir`)."""
+  if records_dir and multihost.is_writer():
+    artifacts.write_json(record_path(records_dir, record["target"], record["method"]), dict(record))

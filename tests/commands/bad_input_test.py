@@ -1,0 +1,159 @@
+"""Bad input met as a user meets it (issue 25): each case runs the `rospr` CLI in a subprocess and
+asserts its one line (file, line, field or flag named; no traceback), and that nothing already written
+was changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _argv(examples, model_dir, steps, checkpoint_every):
+  """train-prompts on a tiny random backbone (as tests/prompt/train_cli_test.py runs it)."""
+  return ["--gin_file=models/tiny.gin", "--gin_file=prompt_tuning/train_jsonl.gin",
+          f"--gin.EXAMPLES_FILE='{examples}'", f"--gin.MODEL_DIR='{model_dir}'", f"--gin.TRAIN_STEPS={steps}",
+          "--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=16", "--gin.TARGET_LENGTH=4", "--gin.PROMPT_LENGTH=4",
+          f"--gin.CHECKPOINT_EVERY={checkpoint_every}", "--gin_bindings=trainer.train.summaries = False"]
+
+
+def _rospr(*argv, cwd) -> tuple[int, str]:
+  done = subprocess.run([sys.executable, "-m", "rospr_jax.cli", *map(str, argv)], capture_output=True,
+                        text=True, timeout=300, cwd=cwd, env=dict(os.environ, PYTHONPATH=ROOT))
+  assert "Traceback" not in done.stderr, done.stderr[-3000:]
+  lines = [l for l in done.stderr.splitlines() if l.startswith("rospr ")]
+  return done.returncode, lines[-1] if lines else done.stderr[-2000:]
+
+
+def _files(folder) -> dict:
+  return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_training_examples_that_are_not_utf8_or_have_empty_targets_name_file_and_line(tmp_path):
+  good = json.dumps({"source": "a", "inputs": [5, 6, 7], "targets": [9, 1]})
+  cases = {
+      "latin.jsonl": (good + "\n" + '{"source": "a", "inputs": [5], "targets": [9, 1], "note": "caf\xe9"}\n').encode("latin-1"),
+      "empty.jsonl": (good + "\n" + json.dumps({"source": "b", "inputs": [5, 6], "targets": [1]}) + "\n").encode(),
+      "list.jsonl": (good + "\n[1, 2]\n").encode()}
+  expected = {"latin.jsonl": "latin.jsonl: line 2 is not UTF-8 (byte 0xe9 at column 63); save the file as UTF-8.",
+              "empty.jsonl": "empty.jsonl:2: targets is empty; every example needs its text.",
+              "list.jsonl": "list.jsonl:2: a JSON list, expected an object with source, inputs, targets."}
+  for name, data in cases.items():
+    (tmp_path / name).write_bytes(data)
+    before = _files(tmp_path)
+    code, line = _rospr("train-prompts", *_argv(tmp_path / name, tmp_path / f"run_{name}", 2, 2), cwd=tmp_path)
+    assert code == 2 and expected[name] in line, (name, line)
+    assert line.startswith("rospr train-prompts: error: ") and str(tmp_path / name) in line
+    assert _files(tmp_path) == before, name  # nothing written, nothing changed
+
+
+def test_score_refuses_an_input_that_is_not_utf8_and_an_empty_choice(tmp_path, tiny_model):
+  code, line = _rospr("score", "--checkpoint", tiny_model.checkpoint, "--input", b"caf\xe9".decode("utf-8", "surrogateescape"),
+                      "--choice", "yes", cwd=tmp_path)
+  assert (code, line) == (2, "rospr score: --input is not UTF-8 text (byte 0xe9 at character 3); pass it in UTF-8.")
+  code, line = _rospr("score", "--checkpoint", tiny_model.checkpoint, "--input", "Is it?", "--choice", "yes",
+                      "--choice", "", cwd=tmp_path)
+  assert (code, line) == (2, "rospr score: --choice 2 of 2 is empty: an empty answer choice would be scored on "
+                             "its EOS alone; give its text.")
+
+
+@pytest.mark.parametrize("where", ["instances", "queries"])
+def test_library_and_retrieval_inputs_that_are_not_utf8_name_file_and_line(tmp_path, tiny_model, where):
+  instances = tmp_path / "all.jsonl"
+  instances.write_bytes(b"".join(json.dumps({"source": s, "text": f"{s} text {i}"}).encode() + b"\n"
+                                 for s in ("a", "b") for i in range(3)))
+  (tmp_path / "names.txt").write_text("a\nb\n")
+  import numpy as np
+  np.save(tmp_path / "prompts.npy", np.zeros((2, 3, tiny_model.config.emb_dim), np.float32))
+  flags = ["--retriever", tiny_model.checkpoint, "--vocab", tiny_model.vocab, "--max-length", "16"]
+  build = ["build-library", "--out", tmp_path / "lib", "--prompts", tmp_path / "prompts.npy", "--instances",
+           instances, "--source-names", tmp_path / "names.txt", "--n", "3", "--index", "exact", *flags]
+  if where == "instances":
+    instances.write_bytes(instances.read_bytes() + b'{"source": "a", "text": "na\xefve"}\n')
+    code, line = _rospr(*build, cwd=tmp_path)
+    assert code == 2 and f"{instances}: line 7 is not UTF-8 (byte 0xef at column 28)" in line, line
+    assert not (tmp_path / "lib").exists()
+    return
+  assert _rospr(*build, cwd=tmp_path)[0] == 0
+  (tmp_path / "ok.jsonl").write_text('{"text": "a text"}\n')
+  code, line = _rospr("retrieve", "--library", tmp_path / "lib", "--queries", tmp_path / "ok.jsonl", "--out",
+                      tmp_path / "sel", "--num-neighbors", "7", *flags, cwd=tmp_path)
+  assert (code, line) == (2, f"rospr retrieve: --num-neighbors = 7 exceeds the 6 instances of the library "
+                             f"{tmp_path / 'lib'}; give at most 6."), line
+  queries = tmp_path / "q.jsonl"
+  queries.write_bytes(b'{"text": "a text"}\n{"text": "caf\xe9"}\n')
+  before = _files(tmp_path)
+  code, line = _rospr("retrieve", "--library", tmp_path / "lib", "--queries", queries, "--out", tmp_path / "sel",
+                      "--num-neighbors", "3", *flags, cwd=tmp_path)
+  assert code == 2 and f"{queries}: line 2 is not UTF-8 (byte 0xe9 at column 14)" in line, line
+  assert _files(tmp_path) == before and not (tmp_path / "sel").exists()
+
+
+def test_build_library_names_the_flag_of_a_wrong_kind_of_path_or_prompt_file(tmp_path, tiny_model):
+  instances = tmp_path / "all.jsonl"
+  instances.write_text("".join(json.dumps({"source": s, "text": f"{s} text"}) + "\n" for s in ("a", "b")))
+  (tmp_path / "names.txt").write_text("a\nb\n")
+  (tmp_path / "a_folder").mkdir()
+  (tmp_path / "a_file").write_text("keep me")
+  base = ["build-library", "--source-names", tmp_path / "names.txt", "--retriever", tiny_model.checkpoint,
+          "--vocab", tiny_model.vocab, "--n", "1", "--index", "exact"]
+  before = _files(tmp_path)
+  cases = [  # (flags, the one line)
+      (["--out", tmp_path / "lib", "--prompts", instances, "--instances", instances],
+       f"--prompts {instances} is neither a prompt export folder nor a .npy file; give MODEL_DIR/export of "
+       "rospr train-prompts or an [S, P, H] table saved with numpy.save."),
+      (["--out", tmp_path / "lib", "--prompts", instances, "--instances", tmp_path / "a_folder"],
+       f"--instances {tmp_path / 'a_folder'} is a folder; give a file."),
+      (["--out", tmp_path / "a_file", "--prompts", instances, "--instances", instances],
+       f"--out {tmp_path / 'a_file'} is a file; give a folder.")]
+  for flags, expected in cases:
+    code, line = _rospr(*base, *flags, cwd=tmp_path)
+    assert (code, line) == (2, f"rospr build-library: {expected}"), line
+  assert _files(tmp_path) == before and not (tmp_path / "lib").exists()
+
+
+def test_train_prompts_refuses_a_backbone_with_nan_weights_before_any_step(tmp_path, tiny_model):
+  """Was: the first loss is NaN and the message says "lower the learning rate"."""
+  import jax
+  import numpy as np
+  from rospr_jax.model import save_hf
+  params = jax.tree.map(np.array, tiny_model.params)  # a writable host copy
+  params["encoder"]["layers_1"]["mlp"]["wi_0"]["kernel"][2, 3] = np.nan
+  poisoned = tmp_path / "nan_t0"
+  save_hf(str(poisoned), tiny_model.config, params)
+  examples = tmp_path / "ex.jsonl"
+  examples.write_text("".join(json.dumps({"source": "ab"[i % 2], "inputs": [5 + i, 6, 7], "targets": [9, 1]}) + "\n"
+                              for i in range(8)))
+  argv = [a.replace("models/tiny.gin", "models/checkpoint.gin") for a in _argv(examples, tmp_path / "run", 2, 2)]
+  argv.append(f"--gin.CHECKPOINT='{poisoned}'")
+  code, line = _rospr("train-prompts", *argv, cwd=tmp_path)
+  assert code == 2, line
+  assert line == (f"rospr train-prompts: error: The backbone {poisoned} holds NaN or infinite weights in 1 "
+                  "tensors (encoder/layers_1/mlp/wi_0/kernel); nothing was trained."), line
+  assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_evaluate_refuses_more_neighbours_than_the_library_has_before_scoring(tmp_path, tiny_model):
+  """Was: "k = 10 exceeds the library size 2" after T0 had been scored, naming no setting."""
+  import numpy as np
+  from rospr_jax.library import build, embed, sources as sources_lib
+  from rospr_jax.tokenization import Tokenizer
+  embedder = embed.load_embedder(tiny_model.checkpoint, max_length=32)
+  sources = [sources_lib.SourceTexts(name, [f"{name} text {i}" for i in range(3)]) for name in ("a", "b")]
+  prompts = np.zeros((2, 3, tiny_model.config.emb_dim), np.float32)
+  build.build_library(str(tmp_path / "library"), sources, prompts, embedder, Tokenizer(tiny_model.vocab).encode_input,
+                      n=3, index="exact")
+  code, line = _rospr(
+      "evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/generated_targets.gin",
+      f"--gin.CHECKPOINT='{tiny_model.checkpoint}'", f"--gin.OUTPUT_DIR='{tmp_path / 'eval'}'",
+      f"--gin.LIBRARY_DIR='{tmp_path / 'library'}'", f"--gin.RETRIEVER_CHECKPOINT='{tiny_model.checkpoint}'",
+      "--gin.TARGETS=['generated_animal_truefalse_f0']", "--gin.MAX_EXAMPLES=4", "--gin.NUM_QUERIES=4",
+      "--gin.NUM_NEIGHBORS=7", cwd=tmp_path)
+  assert code == 2 and line.endswith(f"NUM_NEIGHBORS = 7 exceeds the 6 instances of the library "
+                                     f"{tmp_path / 'library'}; give at most 6."), line
+  assert not (tmp_path / "eval" / "records").exists() or not any((tmp_path / "eval" / "records").rglob("*.json"))
