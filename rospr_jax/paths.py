@@ -346,11 +346,11 @@ def fetch_directory(url: str, what: str) -> str:
 
 
 def _stamp(folder: str) -> dict[str, list[int]]:
-  """{relative name: [size, mtime_ns]} of every file under `folder`."""
+  """{relative name: [size, mtime_ns]} of every entry under `folder` (links not followed)."""
   out = {}
   for base, _, names in os.walk(folder):
     for name in names:
-      st = os.stat(os.path.join(base, name))
+      st = os.lstat(os.path.join(base, name))
       out[os.path.relpath(os.path.join(base, name), folder).replace(os.sep, "/")] = [st.st_size, st.st_mtime_ns]
   return out
 
@@ -362,43 +362,54 @@ def _copy_damage(copy: str) -> str | None:
   try:
     with open(copy + ".stamp.json", encoding="utf-8") as f:
       recorded = json.load(f)
-  except (OSError, ValueError):
-    return "its record of what was copied is missing or unreadable"
-  now = _stamp(copy)
+    now = _stamp(copy)
+  except (OSError, ValueError) as e:
+    return f"its record of what was copied is missing or unreadable ({type(e).__name__})"
+  if not isinstance(recorded, dict):
+    return "its record of what was copied is not a JSON object"
   changed = sorted(set(recorded) ^ set(now) | {k for k in set(recorded) & set(now) if recorded[k] != now[k]})
   return f"{', '.join(changed[:3])} changed since it was copied" if changed else None
+
+
+@contextlib.contextmanager
+def _copy_lock(copy: str) -> Iterator[None]:
+  """Held while a copy is checked, dropped, filled, renamed and stamped, so that a reader never takes a
+  copy another reader is still stamping for a damaged one (the stamp is written after the rename)."""
+  import fcntl  # pylint: disable=g-import-not-at-top
+  os.makedirs(os.path.dirname(copy), exist_ok=True)
+  with open(copy + ".lock", "a", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    yield
 
 
 def _local_copy(copy: str, fill: Callable[[str], None]) -> str:
   """`copy` when it exists and is as it was filled (it is only ever renamed into place whole); else
   `fill(tmp)` writes a temporary sibling folder that is renamed to `copy` (what killed copies left is
   removed first). A copy changed since (a file edited, truncated or removed by hand or by a full disk)
-  is dropped and fetched again from its intact source, with a line saying so."""
-  if os.path.isdir(copy):
-    damage = _copy_damage(copy)
-    if damage is None:
-      return copy
-    logging.warning("The local copy %s is damaged (%s); fetching it again from its source.", copy, damage)
-    shutil.rmtree(copy, ignore_errors=True)
-  os.makedirs(os.path.dirname(copy), exist_ok=True)
-  _remove_dead_copies(os.path.dirname(copy))
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(copy)}.tmp-{os.getpid()}-", dir=os.path.dirname(copy))
-  try:
-    fill(tmp)
-    stamp = _stamp(tmp)  # a rename keeps sizes and modification times
-    os.chmod(tmp, 0o777 & ~_umask())
+  is dropped and fetched again from its intact source, with a line saying so. The check of an intact
+  copy takes no lock; anything else is done under `_copy_lock`, the copy checked again first."""
+  if os.path.isdir(copy) and _copy_damage(copy) is None:
+    return copy
+  with _copy_lock(copy):
+    if os.path.isdir(copy):
+      damage = _copy_damage(copy)
+      if damage is None:  # another reader finished (or stamped) it meanwhile
+        return copy
+      logging.warning("The local copy %s is damaged (%s); fetching it again from its source.", copy, damage)
+      shutil.rmtree(copy, ignore_errors=True)
+    _remove_dead_copies(os.path.dirname(copy))
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(copy)}.tmp-{os.getpid()}-", dir=os.path.dirname(copy))
     try:
-      os.rename(tmp, copy)  # whole or absent; a copy another reader finished first is as good
-    except OSError:
-      if not os.path.isdir(copy):
-        raise
-    else:  # written after the rename: a copy killed before its stamp is fetched again, never trusted
+      fill(tmp)
+      stamp = _stamp(tmp)  # a rename keeps sizes and modification times
+      os.chmod(tmp, 0o777 & ~_umask())
+      os.rename(tmp, copy)  # whole or absent (under the lock no other copy can appear meanwhile)
       part = f"{copy}.stamp.json.part-{os.getpid()}"
       with open(part, "w", encoding="utf-8") as f:
         json.dump(stamp, f, sort_keys=True)
-      os.replace(part, copy + ".stamp.json")
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+      os.replace(part, copy + ".stamp.json")  # a copy killed before its stamp is fetched again
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
   return copy
 
 

@@ -27,7 +27,9 @@ def _text_problem(flag: str, text: str) -> str | None:
     return (f"{flag} is not UTF-8 text (byte 0x{raw[len(text[:e.start].encode('utf-8', 'surrogateescape'))]:02x} "
             f"at character {e.start}); pass it in UTF-8.")
   if not text.strip():
-    return f"{flag} is empty: an empty answer choice would be scored on its EOS alone; give its text."
+    what = "an empty answer choice would be scored on its EOS alone" if flag.startswith("--choice") else \
+        "there is nothing to rank the choices for"
+    return f"{flag} is empty: {what}; give its text."
   return None
 
 

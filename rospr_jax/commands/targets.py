@@ -20,20 +20,25 @@ def target_from_task(task, split: str | None = None, *, max_examples: int | None
                      seed: int = 0) -> Target:
   """Reads a `rospr_jax.data.prompted` task's evaluation split into a `Target`.
 
-  Examples without answer choices cannot be rank-classified: they are counted and reported. With
+  Examples the template skips by design (T0's empty-output rule) and examples without answer choices
+  cannot be rank-classified: they are counted (`Target.skipped`, reported beside n) and logged. An
+  example whose data is at fault is refused by the task, naming its file and line. With
   `max_examples`, a seeded sample of that many examples (in split order) is kept.
   """
   from rospr_jax.eval.records import Target  # pylint: disable=g-import-not-at-top
   split = split or task.eval_split
+  skipped_by_task = getattr(task, "skipped", lambda: 0)
+  before = skipped_by_task()
   examples, skipped = [], 0
   for ex in task.examples(split):
     if ex.answer_choices:
       examples.append(ex)
     else:
       skipped += 1
+  skipped += skipped_by_task() - before
   if skipped:
-    logging.warning("%s: %d examples of split %r have no answer choices and are not evaluated.",
-                    task.name, skipped, split)
+    logging.warning("%s: %d examples of split %r are skipped by the template (it renders no target or "
+                    "no answer choices for them) and are not evaluated.", task.name, skipped, split)
   if not examples:
     raise ValueError(f"Target {task.name} has no rank-classification examples in split {split!r}.")
   if max_examples is not None and len(examples) > max_examples:
@@ -42,7 +47,7 @@ def target_from_task(task, split: str | None = None, *, max_examples: int | None
   return Target(name=task.name, dataset=task.dataset_label, template=task.template_name,
                 inputs=tuple(ex.inputs for ex in examples),
                 choices=tuple(tuple(ex.answer_choices) for ex in examples),
-                is_correct=tuple(tuple(bool(c) for c in ex.is_correct) for ex in examples))
+                is_correct=tuple(tuple(bool(c) for c in ex.is_correct) for ex in examples), skipped=skipped)
 
 
 def resolve_target_tasks(specs: Sequence[str], data_dir: str | None = None) -> list:

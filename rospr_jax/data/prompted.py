@@ -8,8 +8,11 @@ code that must not import TensorFlow (the evaluator, the library builder) iterat
     task.count(split) -> examples of the split on disk (before rendering), or None if unknown
 
 `idx` is the example's position in its split (before any drop), so it is the same on every host and
-unique within the split. Dropped examples (T0's empty-output rule) and failures (a missing field, a
-jinja error, a malformed BIG-bench example) are counted in `task.report`, and failures are logged.
+unique within the split. Examples a template skips by design (T0's empty-output rule: it renders
+nothing for them) and examples without answer choices are counted in `task.report` (`skipped()`);
+an example whose data the template cannot render (a missing or null field, a label that is no index
+into the answer choices, an unlabeled -1; `checks`) or that jinja fails on is refused, naming the
+file, the line and the field. Malformed BIG-bench examples are counted in their `report`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Container, Iterator, Sequence
 
 from rospr_jax.data import bigbench
 from rospr_jax.data import catalog
+from rospr_jax.data import checks
 from rospr_jax.data import rank_classification
 from rospr_jax.data import records
 from rospr_jax.data import templates as templates_lib
@@ -102,23 +106,42 @@ class PromptsourceTask(PromptedTask):
     return f"PromptsourceTask({self.name!r})"
 
   def examples(self, split: str, positions: Container[int] | None = None) -> Iterator[PromptedExample]:
-    """Renders the split's records (raises DatasetNotFoundError at once if the split is absent)."""
-    source = records.iter_records(self.spec.name, self.spec.subset, self.spec.source_split(split), self.data_root)
-    return self._render(source, split, positions)
+    """Renders the split's records (raises DatasetNotFoundError at once if the split is absent).
+
+    Raises (while iterating):
+      ValueError: an example the template cannot render (its data: `checks.DataError`, or jinja), as
+        one line naming the file and line (`records.iter_located`), the field and the template.
+    """
+    located = records.iter_located(self.spec.name, self.spec.subset, self.spec.source_split(split),
+                                   self.data_root)
+    return self._render(located, split, positions)
 
   def count(self, split: str) -> int | None:
     found = records.count_split(self.spec.name, self.spec.subset, self.spec.source_split(split), self.data_root)
     return None if found is None else found.examples
 
-  def _render(self, source, split: str, positions: Container[int] | None) -> Iterator[PromptedExample]:
+  def _render(self, located, split: str, positions: Container[int] | None) -> Iterator[PromptedExample]:
     key = self.template.where
     failed_before = self.report.failed[key]
-    warned = False
-    for i, out in templates_lib.render_all(self.template, source, self.report, seed=self.seed,
-                                           positions=positions):
-      if not warned and self.report.failed[key] > failed_before:
-        logger.warning("%s (%s): an example failed: %s", self.name, split, self.report.messages[key][0])
-        warned = True
+    last = [""]  # where the example being rendered is: render_all pulls one example at a time
+
+    def source():
+      for where, record in located:
+        last[0] = where
+        yield record
+
+    rendered = templates_lib.render_all(self.template, source(), self.report, seed=self.seed,
+                                        positions=positions, refuse=True)
+    while True:
+      try:
+        i, out = next(rendered)
+      except StopIteration:
+        break
+      except (templates_lib.TemplateError, checks.DataError) as e:
+        reason = e.reason if isinstance(e, checks.DataError) else str(e).split(": ", 1)[-1]
+        reason = " ".join(reason.split())  # one line
+        raise ValueError(f"{last[0]}: {reason} ({self.template.where}, {split} split); correct or remove "
+                         "the example") from None
       if self.has_choices:
         if not out.answer_choices or not any(out.answer_choices):
           self.report.add_failure(key, f"{key} example {i}: the example has no answer choices "
@@ -131,6 +154,11 @@ class PromptsourceTask(PromptedTask):
     if self.report.failed[key] > failed_before:
       logger.warning("%s (%s): %d example(s) failed in this pass:\n%s", self.name, split,
                      self.report.failed[key] - failed_before, self.report.summary())
+
+  def skipped(self) -> int:
+    """Examples rendered so far that the template skips (T0's empty-output rule) or that have no answer
+    choices: compare before and after a pass."""
+    return self.report.dropped[self.template.where] + self.report.failed[self.template.where]
 
 
 class BigBenchTask(PromptedTask):

@@ -108,6 +108,12 @@ def _locate_at_url(jsonl: str, arrow_dir: str, dataset: str, subset: str | None,
 
 def _iter_jsonl(path: pathlib.Path, shown: str | os.PathLike | None = None) -> Iterator[dict[str, Any]]:
   """The records of a JSON-lines file; errors name `shown` (the URL of a local copy), else `path`."""
+  return (record for _, record in _iter_jsonl_lines(path, shown))
+
+
+def _iter_jsonl_lines(path: pathlib.Path, shown: str | os.PathLike | None = None
+                      ) -> Iterator[tuple[int, dict[str, Any]]]:
+  """(line number, record) of a JSON-lines file (blank lines skipped)."""
   shown = shown or path
   for line_no, line in artifacts.text_lines(path, shown):
     if not line.strip():
@@ -119,7 +125,7 @@ def _iter_jsonl(path: pathlib.Path, shown: str | os.PathLike | None = None) -> I
                        f"`rospr tasks` counts the bad lines of every data file") from e
     if not isinstance(record, dict):
       raise ValueError(f"{shown}: line {line_no} is a JSON {type(record).__name__}, expected an object")
-    yield record
+    yield line_no, record
 
 
 def _arrow_files(folder: pathlib.Path) -> list[pathlib.Path]:
@@ -165,6 +171,23 @@ def iter_records(dataset: str, subset: str | None, split: str,
   if loc.kind == "tfds":
     return tfds_records.iter_records(tfds_records.locate(dataset, subset, split))
   return _iter_hub(loc)
+
+
+def iter_located(dataset: str, subset: str | None, split: str,
+                 root: os.PathLike | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+  """`iter_records` with where each example is, for messages: "<file>: line N" (JSON lines: the
+  file, or the URL it was copied from), "<folder>: row N" (arrow), "<folder>: example N" (TFDS) or
+  "<dataset> split <split>: example N" (the hub); N counts from 1 for lines and from 0 otherwise.
+  """
+  loc = locate(dataset, subset, split, root)
+  if loc.kind == "jsonl":
+    shown = loc.source or loc.path
+    return ((f"{shown}: line {n}", record) for n, record in _iter_jsonl_lines(loc.path, shown))
+  name = f"{dataset}{'/' + subset if subset else ''} split {split}" if loc.kind == "hub" else (
+      loc.source or loc.path)
+  unit = "row" if loc.kind == "arrow" else "example"
+  return ((f"{name}: {unit} {i}", record)
+          for i, record in enumerate(iter_records(dataset, subset, split, root)))
 
 
 @dataclasses.dataclass(frozen=True)

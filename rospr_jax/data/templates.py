@@ -13,8 +13,10 @@ Rendering follows promptsource's `Template.apply`:
 - "|||" inside string fields is protected during rendering and restored afterwards;
 - the output is split on "|||" and each part stripped.
 
-Beyond promptsource: `render` checks that every field the template names exists in the example (a
-missing field is an error naming it, where jinja would silently print nothing), applies T0's rules
+Beyond promptsource: `render` checks that every field the template names exists in the example and
+is not null, that a label it indexes the answer choices with is an index into them, and that a field
+it compares with -1 is not -1 (Hugging Face's unlabeled example); each is a `DataError` naming the
+field, where jinja would silently print nothing, "None" or an empty target. It applies T0's rules
 (hyphens in field names become underscores; an output that is not exactly input ||| target, or whose
 input or target is empty, is dropped) and `RenderReport` counts every drop and error per template.
 The `choice` filter draws from a `random.Random` that the caller seeds per example, so a pipeline is
@@ -36,6 +38,8 @@ import jinja2
 from jinja2 import meta
 import yaml
 
+from rospr_jax.data import checks
+
 TEXT_VAR_LENGTH = 2048
 PIPE_PROTECTOR = "3ed2dface8203c4c9dfb1a5dc58e41e0"
 SEPARATOR = "|||"
@@ -47,6 +51,7 @@ _RNG: contextvars.ContextVar[random.Random | None] = contextvars.ContextVar("ros
 
 class TemplateError(ValueError):
   """A template that cannot be read, or cannot be applied to an example."""
+
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -93,6 +98,7 @@ def _compile(source: str, strict: bool = False) -> jinja2.Template:
 @functools.lru_cache(maxsize=8192)
 def _undeclared(source: str) -> frozenset[str]:
   return frozenset(meta.find_undeclared_variables(ENV.parse(source)))
+
 
 
 def _escape_pipe(example: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,8 +166,12 @@ class Template:
 
   def apply_with_choices(self, example: Mapping[str, Any], truncate: bool = True,
                          highlight_variables: bool = False, rng: random.Random | None = None,
-                         strict: bool = False) -> tuple[list[str], list[str] | None]:
-    """`apply`, also returning the answer choices it rendered (one rendering, one set of draws)."""
+                         strict: bool = False, guard_choices: bool = False
+                         ) -> tuple[list[str], list[str] | None]:
+    """`apply`, also returning the answer choices it rendered (one rendering, one set of draws).
+
+    With `guard_choices`, indexing `answer_choices` with a value that is no index into them raises
+    `checks.ChoiceIndexError` instead of printing nothing."""
     source = self.jinja
     if truncate:
       source = source.replace("}}", f" | string | truncate({TEXT_VAR_LENGTH}) }}}}")
@@ -173,7 +183,7 @@ class Template:
     token = _RNG.set(rng)
     try:
       choices = self.answer_choices_list(example, strict)
-      protected["answer_choices"] = choices
+      protected["answer_choices"] = checks.Choices(choices) if guard_choices and choices is not None else choices
       rendered = _compile(source, strict).render(**protected)
     finally:
       _RNG.reset(token)
@@ -211,29 +221,38 @@ def render(template: Template, example: Mapping[str, Any], rng: random.Random | 
 
   Returns:
     The rendered example, or None when T0 would drop it (not exactly one "|||", or an empty input or
-    target: promptsource templates print nothing for examples they do not apply to).
+    target: promptsource templates print nothing for examples they do not apply to, such as COPA's
+    "cause" templates on an "effect" question).
 
   Raises:
-    TemplateError: a field the template reads is absent from the example, or jinja fails; the message
-      names the template, the example (`where`) and the field or the jinja error.
+    DataError: the example's data is at fault (`check_example`), or the template indexes its answer
+      choices with a value that is no index into them (a label 5 of two choices, "entailment").
+    TemplateError: jinja fails otherwise; the message names the template, the example (`where`) and
+      the jinja error.
   """
-  if not isinstance(example, Mapping):
-    raise TemplateError(f"{template.where}{where}: an example must be a mapping of fields, "
-                        f"got {type(example).__name__}")
-  example = remove_hyphens(example)
-  missing = sorted(template.required_fields() - set(example))
-  if missing:
-    raise TemplateError(f"{template.where}{where}: the template reads field(s) {missing} that the "
-                        f"example lacks (it has {sorted(example)})")
+  example = check_example(template, example, where)
   try:
-    parts, choices = template.apply_with_choices(example, rng=rng)
+    parts, choices = template.apply_with_choices(example, rng=rng, guard_choices=True)
   except TemplateError:
     raise
+  except checks.ChoiceIndexError as e:
+    raise checks.choice_index_error(f"{template.where}{where}", example, template.required_fields(),
+                                    e.index, template.answer_choices_list(example) or []) from None
   except Exception as e:  # jinja raises TypeError, IndexError, UndefinedError, ...
     raise TemplateError(f"{template.where}{where}: rendering failed: {type(e).__name__}: {e}") from e
   if len(parts) != 2 or not parts[0] or not parts[1]:
     return None
   return Rendered(parts[0], parts[1], tuple(choices) if choices is not None else None)
+
+
+def check_example(template: Template, example: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+  """The example with T0's field names, checked for what the template reads (`checks.check_fields`)."""
+  if not isinstance(example, Mapping):
+    raise TemplateError(f"{template.where}{where}: an example must be a mapping of fields, "
+                        f"got {type(example).__name__}")
+  example = remove_hyphens(example)
+  checks.check_fields(f"{template.where}{where}", example, template.required_fields(), template.jinja)
+  return example
 
 
 @dataclasses.dataclass
@@ -266,12 +285,14 @@ class RenderReport:
 
 
 def render_all(template: Template, examples: Iterable[Mapping[str, Any]], report: RenderReport,
-               seed: int = 0, positions: Container[int] | None = None) -> Iterable[tuple[int, Rendered]]:
+               seed: int = 0, positions: Container[int] | None = None,
+               refuse: bool = False) -> Iterable[tuple[int, Rendered]]:
   """Renders examples in order, yielding (example index, rendered); drops and failures go to `report`.
 
   The `choice` filter of example i draws from `random.Random(f"{seed}:{template.id}:{i}")`, so the
   output does not depend on sharding or on which examples came before. With `positions`, only the
-  examples at those indices are rendered (the others are skipped unrendered and uncounted).
+  examples at those indices are rendered (the others are skipped unrendered and uncounted). With
+  `refuse`, an example that fails (a `DataError` or a jinja error) raises instead of being counted.
   """
   key = template.where
   for i, example in enumerate(examples):
@@ -280,7 +301,9 @@ def render_all(template: Template, examples: Iterable[Mapping[str, Any]], report
     rng = random.Random(f"{seed}:{template.id}:{i}")
     try:
       out = render(template, example, rng=rng, where=f" example {i}")
-    except TemplateError as e:
+    except (TemplateError, checks.DataError) as e:
+      if refuse:
+        raise
       report.add_failure(key, str(e))
       continue
     if out is None:

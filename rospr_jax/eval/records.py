@@ -2,9 +2,14 @@
 written as soon as it is scored, so that a killed run resumes.
 
     <records_dir>/<target>/<method>.json   {"method", "dataset", "template", "target", "examples",
-                                            "target_digest", "accuracy"}
+                                            "skipped", "target_digest", "accuracy", "correct",
+                                            "predictions", "predictions_sha256"}
 
-A record is resumed only into a target with the same examples (`Target.digest`). On several hosts
+`predictions` are the chosen choice index of each example ([E]), `predictions_sha256` their digest
+(`predictions_digest`), `correct` how many of them are right. A record is resumed only into a target
+with the same examples (`Target.digest`), and only when it agrees with itself: its predictions match
+their digest and index the target's choices, `correct` is what they score on the target's labels, and
+`accuracy` is correct / examples. An edited or damaged record is refused, naming the file. On several hosts
 process 0 alone reads and writes the records, and `read_records` broadcasts what it read, so that
 every process skips the same pairs. Which pairs an evaluation asks for, and in what order, is the
 caller's (`rospr_jax.pipeline.evaluate`).
@@ -35,6 +40,7 @@ class Target:
   inputs: tuple[str, ...]                 # [E]
   choices: tuple[tuple[str, ...], ...]    # [E][C_e]
   is_correct: tuple[tuple[bool, ...], ...]  # [E][C_e]
+  skipped: int = 0  # examples of the split the template skips by design (no target): not in E
 
   def digest(self) -> str:
     """16 hex digits of the examples (inputs, choices, correct flags): a record scored on other
@@ -53,29 +59,58 @@ def record_path(records_dir: str, target: str, method: str) -> str:
 
 
 def new_record(target: Target, method: str, examples: int) -> dict:
-  """The fields of a (target, method) record but its accuracy."""
+  """The fields of a (target, method) record but its scores (`scored`)."""
   return {"method": method, "dataset": target.dataset, "template": target.template,
-          "target": target.name, "examples": examples, "target_digest": target.digest()}
+          "target": target.name, "examples": examples, "skipped": target.skipped,
+          "target_digest": target.digest()}
+
+
+def predictions_digest(predictions: Sequence[int]) -> str:
+  """sha256 of the predicted choice indices (as a JSON list of integers)."""
+  return hashlib.sha256(json.dumps([int(p) for p in predictions]).encode("utf-8")).hexdigest()
+
+
+def scored(target: Target, predictions: Sequence[int]) -> dict:
+  """The score fields of a record: {"accuracy", "correct", "predictions", "predictions_sha256"}."""
+  predictions = [int(p) for p in predictions]
+  correct = sum(bool(flags[p]) for flags, p in zip(target.is_correct, predictions))
+  return {"accuracy": correct / len(predictions), "correct": correct, "predictions": predictions,
+          "predictions_sha256": predictions_digest(predictions)}
 
 
 def read_record(path: str, target: Target, method: str) -> float:
-  """The accuracy of a record written by an earlier run, checked against this run's target."""
+  """The accuracy of a record written by an earlier run, checked against this run's target and
+  against itself (its predictions, their digest, its count of correct ones)."""
+  def refuse(what: str) -> ValueError:
+    return ValueError(f"Record {path} {what}; delete it to score {target.name} {method} again.")
   try:
     with open(path, encoding="utf-8") as f:
       record = json.load(f)
     accuracy = float(record["accuracy"])
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"Record {path} is unreadable ({type(e).__name__}: {e}); delete it to score "
-                     f"{target.name} {method} again.") from None
+    raise refuse(f"is unreadable ({type(e).__name__}: {e})") from None
   if not 0.0 <= accuracy <= 1.0:
-    raise ValueError(f"Record {path} holds accuracy {accuracy!r}, outside [0, 1]; delete it to score "
-                     f"{target.name} {method} again.")
+    raise refuse(f"holds accuracy {accuracy!r}, outside [0, 1]")
   if record.get("target_digest") != target.digest() or record.get("examples") != len(target.inputs):
     raise ValueError(
         f"Record {path} was scored on other examples of {target.name} ({record.get('examples')} "
         f"examples, digest {record.get('target_digest')}; now {len(target.inputs)}, {target.digest()}): "
         "the target data changed. Give another OUTPUT_DIR, or delete the records to start over.")
-  return accuracy
+  predictions, correct = record.get("predictions"), record.get("correct")
+  if not isinstance(predictions, list) or len(predictions) != len(target.inputs) or not all(
+      type(p) is int and 0 <= p < len(c) for p, c in zip(predictions, target.choices)):
+    raise refuse(f"does not hold one choice index per example of its {len(target.inputs)} (\"predictions\")")
+  if record.get("predictions_sha256") != predictions_digest(predictions):
+    raise refuse(f"holds predictions whose sha256 is {predictions_digest(predictions)}, not the "
+                 f"{record.get('predictions_sha256')!r} it records: it was edited or damaged")
+  expected = scored(target, predictions)
+  if correct != expected["correct"]:
+    raise refuse(f"counts {correct!r} correct examples, but its predictions get {expected['correct']} "
+                 f"of {len(predictions)} right")
+  if abs(accuracy - expected["accuracy"]) > 1e-12:
+    raise refuse(f"holds accuracy {accuracy!r}, not its {correct} correct of {len(predictions)} examples "
+                 f"({expected['accuracy']!r}): it was edited")
+  return expected["accuracy"]
 
 
 def read_records(records_dir: str | None, pairs: Sequence[tuple[Target, str]]

@@ -3,7 +3,8 @@ columns, methods as rows, the average last), and plots (accuracy per dataset and
 each target retrieved).
 
 Input: per-template accuracies, one record per (method, dataset, template):
-    {"method": str, "dataset": str, "template": str, "accuracy": float, "examples": int}
+    {"method": str, "dataset": str, "template": str, "accuracy": float, "examples": int,
+     "skipped": int (optional: examples the template skips by design, not among `examples`)}
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   Returns:
     {"methods": [...], "datasets": [...], "mean": {method: {dataset: acc}}, "median": {...},
      "average_mean": {method: acc}, "average_median": {method: acc},
-     "examples": {dataset: examples summed over its templates}}.
+     "examples": {dataset: examples summed over its templates},
+     "skipped": {dataset: examples its templates skip by design (no target), summed likewise}}.
   """
   methods = list(dict.fromkeys(r["method"] for r in records))
   datasets = list(dict.fromkeys(r["dataset"] for r in records))
@@ -32,12 +34,13 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   for r in records:
     by_method[r["method"]].setdefault(r["dataset"], {})[r["template"]] = float(r["accuracy"])
   summary: dict[str, Any] = {"methods": methods, "datasets": datasets, "mean": {}, "median": {},
-                             "average_mean": {}, "average_median": {}, "examples": {}}
-  for r in records:  # every method scores the same examples of a template; count them once per dataset
-    if r.get("examples") is not None:
-      counts = summary["examples"].setdefault(r["dataset"], {})
-      counts[r["template"]] = max(counts.get(r["template"], 0), int(r["examples"]))
-  summary["examples"] = {d: sum(t.values()) for d, t in summary["examples"].items()}
+                             "average_mean": {}, "average_median": {}, "examples": {}, "skipped": {}}
+  for key in ("examples", "skipped"):  # every method scores the same examples of a template: once each
+    for r in records:
+      if r.get(key) is not None:
+        counts = summary[key].setdefault(r["dataset"], {})
+        counts[r["template"]] = max(counts.get(r["template"], 0), int(r[key]))
+    summary[key] = {d: sum(t.values()) for d, t in summary[key].items()}
   for method in methods:
     aggregated = metrics.aggregate(by_method[method])
     for statistic in ("mean", "median"):
@@ -58,8 +61,9 @@ def interval(accuracy: float, examples: int | None) -> tuple[float, float]:
 
 
 def markdown_table(summary: Mapping[str, Any], statistic: str = "mean", intervals: bool = False) -> str:
-  """Methods as rows, datasets as columns (accuracy in %), the average over datasets last, and a last
-  row `n` with each dataset's examples (summed over its templates).
+  """Methods as rows, datasets as columns (accuracy in %), the average over datasets last, and a
+  row `n` with each dataset's examples (summed over its templates), then, where a template skipped
+  examples by design (T0's empty-output rule), a row `skipped` with those (not among n).
 
   With `intervals`, each cell also shows its Wilson 95% interval over those n examples ("32.6 [24,
   42]"): two methods whose intervals overlap widely differ within noise.
@@ -79,6 +83,10 @@ def markdown_table(summary: Mapping[str, Any], statistic: str = "mean", interval
     lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * average:.2f} |")
   if examples:
     lines.append("| n | " + " | ".join(str(examples.get(d, "-")) for d in datasets) + f" | {total} |")
+  skipped = summary.get("skipped", {})
+  if any(skipped.get(d) for d in datasets):
+    lines.append("| skipped | " + " | ".join(str(skipped.get(d, "-")) for d in datasets)
+                 + f" | {sum(skipped.get(d, 0) for d in datasets)} |")
   return "\n".join(lines)
 
 

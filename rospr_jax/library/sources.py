@@ -131,8 +131,10 @@ def draw_task_texts(task, split: str, n: int, seed: int) -> list[str]:
   `rospr_jax.data.prompted.PromptedTask`).
 
   The draw is a permutation of the split's positions seeded by `source_seed(seed, task.name)`; the
-  result is the first n positions of it whose example renders to a non-blank input (examples that
-  the template drops or fails on are passed over), in permutation order. Each round renders only
+  result is the first n positions of it whose example renders to a non-blank input (examples the
+  template skips by design, T0's empty-output rule, are passed over; a drawn example whose data the
+  template cannot render, such as a missing field, is refused by the task as a ValueError naming its
+  file and line), in permutation order. Each round renders only
   the positions it needs, in one pass over the split. A split whose size is unknown (a hub dataset)
   is rendered whole and drawn with `sample_texts`.
 

@@ -174,7 +174,8 @@ class Evaluator:
     Returns:
       ({"rule": "oracle", "uses_labels": True, "candidates": [S] source ids, "names": [S],
         "accuracies": [S], "chosen": [best], "weights": [1.0], "accuracy": the best one,
-        "params": {"target": ...}}, the chosen prompt [P, H]).
+        "predictions": [E] the chosen prompt's choice per example, "params": {"target": ...}},
+       the chosen prompt [P, H]).
     """
     if self.library is None:
       raise ValueError(f"{ORACLE} scores every prompt of a library: it needs one (LIBRARY_DIR).")
@@ -187,22 +188,24 @@ class Evaluator:
     accuracies = [accuracy_of(scores[s * size:(s + 1) * size], target.is_correct,
                               f"{target.name} {ORACLE} (source {names[s]})") for s in range(len(table))]
     best = oracle_choice(accuracies)
+    predictions = [int(np.argmax(s)) for s in scores[best * size:(best + 1) * size]]
     record = {"rule": "oracle", "uses_labels": True, "candidates": list(range(len(table))),
               "names": names, "accuracies": accuracies, "chosen": [best], "weights": [1.0],
-              "accuracy": accuracies[best], "params": {"target": target.name, "library": self.library.name}}
+              "accuracy": accuracies[best], "predictions": predictions,
+              "params": {"target": target.name, "library": self.library.name}}
     return record, table[best]
 
   def _score_method(self, target: Target, method: str, examples: Sequence[RankExample], retrieval,
-                    where: str | None) -> tuple[dict | None, float]:
+                    where: str | None) -> tuple[dict | None, list[int]]:
     """Scores `method` on `target` (saving its selection in `where`, if given): (the selection dict,
-    None for the hard prompt; the accuracy)."""
+    None for the hard prompt; the predicted choice of each example, the first best on a tie)."""
     if method == ORACLE:
       # Scored per library prompt inside: its accuracy is the best of those (of the saved prompt).
       chosen, prompt = self.oracle(target, examples)
       if where:
         artifacts.save_npy(os.path.join(where, retrieve.PROMPT_FILE), prompt)
         artifacts.write_json(os.path.join(where, ORACLE_FILE), chosen)
-      return chosen, chosen["accuracy"]
+      return chosen, chosen["predictions"]
     chosen = prompt = None
     if method != HARD_PROMPT:
       selected, prompt = self._select(target, method, retrieval)
@@ -210,9 +213,9 @@ class Evaluator:
         retrieve.save_selection(where, selected, prompt)
         selected, prompt = retrieve.load_selection(where)  # Evaluate exactly what was saved.
       chosen = selected.to_dict()
-    accuracy = accuracy_of(self._score(examples, prompt, f"{target.name} {method}"),
-                           target.is_correct, f"{target.name} {method}")
-    return chosen, accuracy
+    scores = self._score(examples, prompt, f"{target.name} {method}")
+    accuracy_of(scores, target.is_correct, f"{target.name} {method}")  # refuses NaN or infinite scores
+    return chosen, [int(np.argmax(s)) for s in scores]
 
   def _evaluate_target(self, target: Target, methods: Sequence[str], resumed: dict, selections_dir,
                        records_dir, say: Callable[[str], None]) -> tuple[list[dict], dict[str, dict]]:
@@ -227,19 +230,22 @@ class Evaluator:
         continue
       where = selection_dir(selections_dir, target.name, method) if selections_dir else None
       if (target.name, method) in resumed:
-        records.append({**record, "accuracy": resumed[target.name, method]})
+        accuracy = resumed[target.name, method]  # checked: correct / examples
+        records.append({**record, "accuracy": accuracy, "correct": round(accuracy * len(examples))})
         if where and method != HARD_PROMPT:
           selections[method] = _saved_selection(where, method)
         say(f"{target.name} {method}: {100 * records[-1]['accuracy']:.2f}% (resumed)")
         continue
       if method not in (HARD_PROMPT, ORACLE) and retrieval is None:
         retrieval = self._retrieval(target)
-      chosen, accuracy = self._score_method(target, method, examples, retrieval, where)
+      chosen, predictions = self._score_method(target, method, examples, retrieval, where)
       if chosen is not None:
         selections[method] = chosen
-      records.append({**record, "accuracy": accuracy})
-      records_lib.write_record(records_dir, records[-1])
-      say(f"{target.name} {method}: {100 * accuracy:.2f}% on {len(examples)} examples")
+      full = {**record, **records_lib.scored(target, predictions)}
+      records_lib.write_record(records_dir, full)
+      records.append({k: v for k, v in full.items() if k not in ("predictions", "predictions_sha256")})
+      skipped = f" ({target.skipped} skipped by the template)" if target.skipped else ""
+      say(f"{target.name} {method}: {100 * full['accuracy']:.2f}% on {len(examples)} examples{skipped}")
     return records, selections
 
   def evaluate(self, targets: Sequence[Target], methods: Sequence[str] | None = None, *,
@@ -252,7 +258,8 @@ class Evaluator:
     from `selections_dir`).
 
     Returns:
-      records: one {"method", "dataset", "template", "target", "accuracy", "examples"} per pair;
+      records: one {"method", "dataset", "template", "target", "accuracy", "correct", "examples",
+        "skipped", "target_digest"} per pair (the written record also holds the predictions);
       selections: {target name: {method: selection dict}} for the retrieval methods.
     """
     known = all_methods() + (CHANCE,)

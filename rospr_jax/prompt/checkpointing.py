@@ -2,8 +2,9 @@
 
 Layout: `<directory>/<step>/state` (the `PromptTrainState` pytree) and `<directory>/<step>/run`
 (JSON: data position, seed, source names, prompt shape, and `state_sha256`: the digest of every array
-of the state, checked when the step is restored, so a flipped byte is refused instead of resuming
-with other prompts). Orbax writes each step to a temporary directory and renames it when complete, so
+of the state and of the other run facts, checked when the step is restored, so a flipped byte, in the
+arrays or in the data position, is refused instead of resuming with other prompts; a checkpoint
+without it, as written before it was recorded, is restored with a warning that it was not checked). Orbax writes each step to a temporary directory and renames it when complete, so
 a killed run leaves only whole checkpoints. The backbone is never saved: it is reloaded from its own
 checkpoint, whose fingerprint is checked on resume.
 
@@ -16,6 +17,8 @@ has its own working copy and only process 0's is published).
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 from typing import Any
 
@@ -35,9 +38,12 @@ class CheckpointMismatchError(ValueError):
   match the digest recorded when it was saved (process 0 only)."""
 
 
-def state_sha256(state) -> str:
-  """sha256 over every array of `state` in tree order: its path, dtype, shape and bytes."""
+def state_sha256(state, run: dict[str, Any]) -> str:
+  """sha256 over every array of `state` in tree order (its path, dtype, shape and bytes) and over the
+  run facts `run` (canonical JSON, without the digest itself)."""
   digest = hashlib.sha256()
+  facts = {k: v for k, v in run.items() if k != STATE_SHA256}
+  digest.update(json.dumps(facts, sort_keys=True, separators=(",", ":")).encode())
   for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
     value = np.ascontiguousarray(np.asarray(leaf))
     digest.update(f"{jax.tree_util.keystr(path)}|{value.dtype.str}|{value.shape}|".encode())
@@ -73,7 +79,7 @@ class Checkpointer:
     if self._manager is None:
       return
     host = jax.device_get(state)
-    run = {**run, STATE_SHA256: state_sha256(host)}
+    run = {**run, STATE_SHA256: state_sha256(host, run)}
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(host),
                                                      run=ocp.args.JsonSave(run)), force=True)
     self._manager.wait_until_finished()
@@ -96,10 +102,14 @@ class Checkpointer:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointMismatchError(f"{type(e).__name__}: {first}") from e
       state, run = jax.tree.map(np.asarray, restored["state"]), dict(restored["run"])
-      recorded = run.pop(STATE_SHA256, None)  # absent in checkpoints written before it was recorded
-      if recorded is not None and recorded != state_sha256(state):
-        raise CheckpointMismatchError(f"its arrays do not match the sha256 recorded when step {step} was "
-                                      "saved (a changed or damaged file)")
+      recorded = run.pop(STATE_SHA256, None)
+      if recorded is None:  # written before digests were recorded (or the key was removed by hand)
+        logging.getLogger(__name__).warning(
+            "Checkpoint %d in %s records no %s: its arrays and data position are restored unchecked.", step,
+            self.directory, STATE_SHA256)
+      elif recorded != state_sha256(state, run):
+        raise CheckpointMismatchError(f"its arrays or run facts do not match the sha256 recorded when step "
+                                      f"{step} was saved (a changed or damaged file)")
     return multihost.broadcast(state), multihost.broadcast_json(run)
 
   def close(self) -> None:

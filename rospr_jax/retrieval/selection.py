@@ -196,9 +196,23 @@ class Selection:
     return cls.from_dict(json.loads(text))
 
 
+def _record_clamp(params: dict, setting: str, asked: int, available: int, rule: str) -> None:
+  """A setting larger than what the neighbours offer (N' or K above the distinct sources retrieved)
+  acts as `available`: recorded in the selection as `<setting>_used` and said in a warning, as Q is
+  (a selection's `num_queries` is the number of queries actually drawn)."""
+  if asked > available:
+    params[f"{setting}_used"] = int(available)
+    logging.getLogger(__name__).warning(
+        "%s: %s = %d but the queries' neighbours come from %d sources; %d are used.", rule, setting, asked,
+        available, available)
+
+
 def _frequency_selection(rule: str, freqs: Frequencies, num_prompts: int, weights: np.ndarray,
                          params: dict | None = None) -> Selection:
   """A selection of the first `num_prompts` candidates in frequency order (scores = frequencies)."""
+  params = dict(params or {})
+  if "num_prompts" in params:
+    _record_clamp(params, "num_prompts", num_prompts, len(freqs.source_ids), rule)
   return Selection(
       rule=rule,
       candidates=tuple(freqs.source_ids.tolist()),
@@ -210,7 +224,7 @@ def _frequency_selection(rule: str, freqs: Frequencies, num_prompts: int, weight
       chosen=tuple(freqs.source_ids[:num_prompts].tolist()),
       num_queries=freqs.num_queries,
       num_neighbors=freqs.num_neighbors,
-      params=params or {})
+      params=params)
 
 
 def rospr(freqs: Frequencies) -> Selection:
@@ -272,8 +286,10 @@ def _var_selection(rule, freqs, order, variances, scores, num_prompts, top_k, ep
   ids = freqs.source_ids[:len(order)][order]
   top = scores[order][:num_prompts]
   params = {"top_k": int(top_k), "eps": float(eps)}
+  _record_clamp(params, "top_k", top_k, len(freqs.source_ids), rule)
   if rule == "inter_var":
     params["num_prompts"] = int(num_prompts)
+    _record_clamp(params, "num_prompts", num_prompts, len(order), rule)
   return Selection(
       rule=rule,
       candidates=tuple(ids.tolist()),

@@ -166,3 +166,40 @@ def test_a_second_evaluation_into_a_folder_in_use_is_refused(world, tmp_path, ca
     holder.wait()
   assert cli.main(_evaluate_argv(checkpoint, out, root / "data")) == 0  # the holder is gone: taken over
   assert not (out / ".rospr.lock").exists()
+
+
+def test_an_edited_record_is_refused_by_name_and_left_as_it_is(world, tmp_path, capsys):
+  root, checkpoint, _ = world
+  out = tmp_path / "eval"
+  assert cli.main(_evaluate_argv(checkpoint, out, root / "data")) == 0
+  (path,) = (out / "records").rglob("*.json")
+  good = json.loads(path.read_text())
+  assert good["examples"] == 6 and good["accuracy"] == good["correct"] / 6
+  assert len(good["predictions"]) == 6 and len(good["predictions_sha256"]) == 64
+
+  def refused(record, says, subprocess_=False):
+    path.write_text(json.dumps(record))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    argv = _evaluate_argv(checkpoint, out, root / "data")
+    if subprocess_:
+      done = subprocess.run([sys.executable, "-m", "rospr_jax.cli", *argv], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+      code, err = done.returncode, done.stderr
+    else:
+      capsys.readouterr()
+      code, err = cli.main(argv), capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    (line,) = [l for l in err.splitlines() if l.startswith("rospr evaluate: error: ")]
+    assert line.startswith(f"rospr evaluate: error: Record {path} ") and says in line, line
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing rewritten
+
+  refused({**good, "accuracy": 0.93}, f"holds accuracy 0.93, not its {good['correct']} correct of 6 examples",
+          subprocess_=True)
+  flipped = [1 - p for p in good["predictions"][:1]] + good["predictions"][1:]
+  refused({**good, "predictions": flipped}, "holds predictions whose sha256 is")
+  refused({**good, "correct": good["correct"] + 1}, f"counts {good['correct'] + 1} correct examples")
+  refused({k: v for k, v in good.items() if k != "predictions"}, "does not hold one choice index per example")
+  path.write_text(json.dumps(good))
+  assert cli.main(_evaluate_argv(checkpoint, out, root / "data")) == 0  # the intact record is resumed
+  (resumed,) = json.loads((out / "results.json").read_text())["per_template"]
+  assert resumed["accuracy"] == good["accuracy"] and resumed["correct"] == good["correct"]

@@ -82,16 +82,35 @@ def test_anli_rounds_read_their_splits(templates_dir, tmp_path):
     assert spec.task_suffix[1:] in ex.inputs and ex.is_correct.index(True) == label
 
 
-def test_failures_are_counted_and_examples_continue(templates_dir, tmp_path, caplog):
+@pytest.mark.parametrize("bad, field, says", [
+    ({"hypothesis": "DELETE"}, "hypothesis", "field(s) ['hypothesis'] that the template reads are missing"),
+    ({"premise": None}, "premise", "field 'premise' that the template reads is null"),
+    ({"label": 5}, "label", "field 'label' is 5, not an index into the template's 2 answer choices (True | False)"),
+    ({"label": "entailment"}, "label", "field 'label' is 'entailment', not an index into the template's 2"),
+    ({"label": -1}, "label", "field 'label' is -1, the Hugging Face mark of an unlabeled example")])
+def test_an_example_the_data_fails_is_refused_naming_file_line_and_field(templates_dir, tmp_path, bad, field,
+                                                                          says):
   template = templates.load_dataset_templates(templates_dir, "super_glue", "rte")["GPT-3 style"]
   (tmp_path / "super_glue" / "rte").mkdir(parents=True)
-  rows = [{"premise": "p", "hypothesis": "h", "label": 0}, {"premise": "p", "label": 1},
-          {"premise": "q", "hypothesis": "h2", "label": 1}]
-  (tmp_path / "super_glue" / "rte" / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  broken = {k: v for k, v in {"premise": "p", "hypothesis": "h", "label": 1, **bad}.items() if v != "DELETE"}
+  rows = [{"premise": "p", "hypothesis": "h", "label": 0}, broken, {"premise": "q", "hypothesis": "h2", "label": 1}]
+  split = tmp_path / "super_glue" / "rte" / "validation.jsonl"
+  split.write_text(json.dumps(rows[0]) + "\n\n" + "".join(json.dumps(r) + "\n" for r in rows[1:]))
   task = prompted.PromptsourceTask(catalog.HELD_OUT_DATASETS[0], template, data_root=tmp_path)
-  assert [e.idx for e in task.examples("validation")] == [0, 2]
-  assert task.report.num_failed == 1 and "example 1" in task.report.messages[template.where][0]
-  assert "['hypothesis']" in caplog.text
+  with pytest.raises(ValueError) as raised:
+    list(task.examples("validation"))
+  message = str(raised.value)
+  assert message.startswith(f"{split}: line 3: ")  # the blank line 2 is counted: the file's own line number
+  assert says in message and repr(field) in message and "\n" not in message
+  assert "super_glue/rte:'GPT-3 style'" in message
+
+
+def test_a_template_that_skips_an_example_by_design_counts_it(templates_dir, data_dir):
+  template = templates.load_dataset_templates(templates_dir, "super_glue", "copa")["…What could happen next, C1 or C2?"]
+  task = prompted.PromptsourceTask(catalog.HELD_OUT_DATASETS[5], template, data_root=data_dir)
+  assert task.skipped() == 0
+  assert [e.idx for e in task.examples("validation")] == [1]
+  assert task.skipped() == 1  # record 0 asks for a cause: promptsource renders nothing, T0 drops it
 
 
 def test_example_without_choices_is_counted(tmp_path):

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from rospr_jax.data import catalog
+from rospr_jax.data import checks
 from rospr_jax.data import templates
 
 HELD_OUT_ORIGINAL_TASK_COUNTS = {  # docs/design.md, "Evaluation protocol"
@@ -122,12 +123,32 @@ def test_missing_field_error_names_the_field(templates_dir, example_records):
   template = templates.load_dataset_templates(templates_dir, "super_glue", "rte")["GPT-3 style"]
   record = dict(example_records["super_glue/rte"][0])
   del record["hypothesis"]
-  with pytest.raises(templates.TemplateError, match=r"super_glue/rte:'GPT-3 style' row 3: the template reads field\(s\) \['hypothesis'\]"):
+  with pytest.raises(checks.DataError, match=r"super_glue/rte:'GPT-3 style' row 3: field\(s\) \['hypothesis'\] "
+                     "that the template reads are missing") as raised:
     templates.render(template, record, where=" row 3")
+  assert raised.value.field == "hypothesis"
   with pytest.raises(templates.TemplateError, match="reserved field 'answer_choices'"):
     template.apply(dict(record, hypothesis="h", answer_choices=["x"]))
   with pytest.raises(templates.TemplateError, match="must be a mapping"):
     templates.render(template, ["not", "a", "dict"])
+
+
+def test_labels_that_index_no_answer_choice_are_data_errors(templates_dir, example_records):
+  rte = templates.load_dataset_templates(templates_dir, "super_glue", "rte")["GPT-3 style"]
+  record = dict(example_records["super_glue/rte"][0])
+  for label in (2, 5, "entailment", "1", 1.0):
+    with pytest.raises(checks.DataError, match=f"field 'label' is {label!r}, not an index into the "
+                                               r"template's 2 answer choices \(True \| False\)"):
+      templates.render(rte, dict(record, label=label))
+  with pytest.raises(checks.DataError, match="field 'label' is -1, the Hugging Face mark of an unlabeled"):
+    templates.render(rte, dict(record, label=-1))
+  assert rte.apply(dict(record, label=5))[1] == ""  # what promptsource prints: an empty target
+  assert checks.unlabeled_marks(rte.jinja) == {"label"}
+  # An in-range negative index is kept (some templates print `answer_choices[-1]`).
+  (last,) = templates.parse_templates_yaml(
+      "dataset: d\ntemplates:\n  a: !Template\n    name: last\n    answer_choices: x ||| y\n"
+      "    jinja: '{{ q }} ||| {{ answer_choices[-1] }}'\n").values()
+  assert templates.render(last, {"q": "?"}).targets == "y"
 
 
 def test_jinja_runtime_error_is_a_template_error():

@@ -195,7 +195,7 @@ def test_records_and_prompts_equal_the_hugging_face_form(key, suffix, split, tem
         report = templates_lib.RenderReport()
         assert list(templates_lib.render_all(template, got, report)) == []
         assert report.failed[template.where] == NUM_EXAMPLES
-        assert "that the example lacks" in report.messages[template.where][0]
+        assert "that the template reads are missing" in report.messages[template.where][0]
 
 
 def test_what_tfds_lacks_is_only_what_the_table_says(templates_by_dataset):

@@ -93,6 +93,25 @@ def test_a_checkpoint_whose_arrays_changed_is_refused_on_resume_naming_it(tmp_pa
   last = done.stderr.strip().splitlines()[-1]
   assert last.startswith(f"rospr train-prompts: error: Cannot restore checkpoint 2 in {run / 'checkpoints'}: "
                          "it is damaged"), last
-  assert "its arrays do not match the sha256 recorded when step 2 was saved" in last
+  assert "its arrays or run facts do not match the sha256 recorded when step 2 was saved" in last
   assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".rospr.lock"} == \
       {p: b for p, b in before.items() if p.name != ".rospr.lock"}
+
+
+def test_a_checkpoint_whose_data_position_changed_is_refused_on_resume(tmp_path):
+  """The digest covers the run facts too: a data position edited in `run/metadata` (valid JSON, the
+  digest kept) would resume silently on other batches."""
+  import json
+  examples, run = tmp_path / "ex.jsonl", tmp_path / "run"
+  _write_examples(examples)
+  assert train.main(_argv(examples, run, 2, 2)) == 0
+  metadata = run / "checkpoints" / "2" / "run" / "metadata"
+  facts = json.loads(metadata.read_text())
+  facts["position"] += 1
+  metadata.write_text(json.dumps(facts))
+  command = [sys.executable, "-m", "rospr_jax.cli", "train-prompts", *_argv(examples, run, 4, 2)]
+  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=ROOT))
+  assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+  assert "its arrays or run facts do not match the sha256 recorded when step 2 was saved" in \
+      done.stderr.strip().splitlines()[-1]

@@ -182,3 +182,20 @@ def test_interpolate_hand_computed():
     selection.interpolate(prompts, [0, 1], [0.5, 0.6])
   with pytest.raises(ValueError, match=r"prompt id out of range: ids \[3\] for a table of 3"):
     selection.interpolate(prompts, [3], [1.0])
+
+
+def test_n_prime_and_k_above_the_candidates_are_recorded_and_said(caplog):
+  """N' = 50 with 4 candidate sources acts as 4: the selection records `num_prompts_used` (as it
+  records the Q queries actually drawn) and a warning says so; within the candidates nothing is added."""
+  with caplog.at_level("WARNING", logger=selection.__name__):
+    sel = selection.select("inter", NEIGHBORS, SIMS, num_prompts=50)
+  assert sel.chosen == (1, 3, 2, 5) and sel.params == {"num_prompts": 50, "num_prompts_used": 4}
+  assert "inter: num_prompts = 50 but the queries' neighbours come from 4 sources; 4 are used." in caplog.text
+  assert selection.select("inter", NEIGHBORS, SIMS, num_prompts=3).params == {"num_prompts": 3}
+  caplog.clear()
+  predict = lambda source_ids: np.zeros((len(source_ids), 2), np.int32)  # K clamped to the 4 candidates
+  with caplog.at_level("WARNING", logger=selection.__name__):
+    sel = selection.select("inter_var", NEIGHBORS, SIMS, num_prompts=9, top_k=6, predict_choices=predict,
+                           num_choices=[2, 2])
+  assert sel.params["top_k_used"] == 4 and sel.params["num_prompts_used"] == 4
+  assert "inter_var: top_k = 6 but" in caplog.text and "inter_var: num_prompts = 9 but" in caplog.text

@@ -94,11 +94,13 @@ def test_show_reports_failures(registry, with_data, capsys):
   original = path.read_text()
   path.write_text(json.dumps({"premise": "p", "label": 0}) + "\n" + original)
   try:
-    assert inspect_cli.main(["--show", "super_glue_cb_GPT_3_style", "-n", "5"]) == 0
+    assert inspect_cli.main(["--show", "super_glue_cb_GPT_3_style", "-n", "5"]) == 1
   finally:
     path.write_text(original)
-  out = capsys.readouterr().out
-  assert "--- failures" in out and "the template reads field(s) ['hypothesis']" in out
+  err = capsys.readouterr().err  # an example the data fails is refused in one line: file, line, field
+  assert err == (f"rospr tasks: {path}: line 1: field(s) ['hypothesis'] that the template reads are missing "
+                 "(the example has ['label', 'premise']) (super_glue/cb:'GPT-3 style', validation split); "
+                 "correct or remove the example\n")
 
 
 def test_show_errors(registry, tmp_path, monkeypatch, capsys):
