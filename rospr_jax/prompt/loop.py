@@ -144,3 +144,37 @@ class PromptTrainer:
     if self.writer is not None:
       self.writer.write_scalars(done, scalars)
       self.writer.flush()
+
+
+def step_memory_lower_bound(config, *, batch_size: int, input_length: int, target_length: int,
+                            prompt_length: int) -> int:
+  """Bytes one training step needs at the least, from the shapes alone (before anything is allocated
+  or compiled): the host batch, the encoder states of one layer and the attention scores of one
+  encoder layer, [B, heads, P + T, P + T] float32. A lower bound: whatever the remat policy, these exist
+  at once, so a step over it cannot run; a step under it may still not fit (XLA decides)."""
+  tokens = prompt_length + input_length
+  host_batch = 2 * 4 * batch_size * (input_length + target_length)  # inputs and targets, int32, twice
+  states = 4 * batch_size * tokens * config.emb_dim
+  scores = 4 * batch_size * config.num_heads * tokens * tokens
+  return host_batch + states + scores
+
+
+def check_step_fits(config, **shapes) -> None:
+  """Refuses, naming the gin macros, a step whose lower bound exceeds the first device's memory (its
+  `bytes_limit`) or, on the CPU, the host's physical memory: such a run was killed by the kernel after
+  a while, printing nothing."""
+  import os  # pylint: disable=g-import-not-at-top
+  need = step_memory_lower_bound(config, **shapes)
+  device = jax.local_devices()[0]  # this process's own: another process's has no memory stats here
+  try:
+    stats = device.memory_stats()
+  except Exception:  # noqa: BLE001 - a backend without memory stats: the host's memory bounds it
+    stats = None
+  limit = (stats or {}).get("bytes_limit") or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  where = f"the {device.platform} device" if stats else "this host's memory"
+  if need > limit:
+    raise ValueError(
+        f"One training step needs at least {need / 2**30:,.1f} GiB (BATCH_SIZE {shapes['batch_size']} x "
+        f"(PROMPT_LENGTH {shapes['prompt_length']} + INPUT_LENGTH {shapes['input_length']}) tokens, TARGET_LENGTH "
+        f"{shapes['target_length']}), more than the {limit / 2**30:,.1f} GiB of {where}; lower INPUT_LENGTH or "
+        f"BATCH_SIZE.")

@@ -1,10 +1,9 @@
 """The gin entry point of prompt tuning: `train(...)` assembles a run, `loop.PromptTrainer` trains it.
 
-`train(...)` is gin-configurable (gin/prompt_tuning/*.gin bind it; `rospr train-prompts` calls it)
-and plain Python alike. It checks the settings, holds the run folder (local, or a working copy of a
-URL) and its lock, loads the data and the backbone, places the backbone on the mesh, opens the
-checkpointer, starts or restores the state, and hands them to a `PromptTrainer` (`loop.py`: steps,
-logs, checkpoints, exports). One run trains one soft prompt per source on a frozen backbone:
+`train(...)` (gin: gin/prompt_tuning/*.gin; `rospr train-prompts`) checks the settings, holds the run
+folder and its lock, loads data and backbone, checks that a step can fit and the weights are finite,
+places the backbone on the mesh, opens the checkpointer, starts or restores the state, and hands them
+to a `PromptTrainer`. One run trains one soft prompt per source on a frozen backbone:
 
     <model_dir>/config.gin             the operative gin config of the first segment (T5X's name)
     <model_dir>/config-<step>.gin      that of a segment resumed from checkpoint <step>
@@ -13,11 +12,10 @@ logs, checkpoints, exports). One run trains one soft prompt per source on a froz
     <model_dir>/export/...             per-source .npy prompts and the [S, P, H] table (export.py)
     <model_dir>/train/                 TensorBoard summaries (when clu and TensorFlow import)
 
-A run that finds checkpoints in its model_dir resumes from the newest one (same sources, shapes,
-seed, batch size, examples, dropout, optimizer settings and backbone, or it refuses naming the
-difference; temporaries and unfinished checkpoints of killed runs are removed first, by name) and
-continues the same batch stream, so it ends with the prompts an uninterrupted run would have (a
-non-finite loss: `loop.NonFiniteLossError`, before anything after the last good checkpoint).
+A run that finds checkpoints in its model_dir resumes from the newest one (same sources, shapes, seed,
+batch size, examples, dropout, optimizer settings and backbone, or it refuses naming the difference;
+what killed runs left is removed first, by name) and continues the same batch stream, so it ends with
+the prompts an uninterrupted run would have (a non-finite loss: `loop.NonFiniteLossError`).
 
 Vocabulary: S sources, P prompt length, H model dim, B batch, T input length, L target length.
 """
@@ -48,7 +46,7 @@ from rospr_jax.prompt import prompts as prompts_lib
 from rospr_jax.prompt.checkpointing import CheckpointMismatchError, Checkpointer
 from rospr_jax.prompt.input_pipeline import BatchIterator, SourceExamples
 from rospr_jax.prompt.optimizer_facts import describe_optimizer, flat_facts
-from rospr_jax.prompt.loop import LoopSettings, PromptTrainer
+from rospr_jax.prompt.loop import LoopSettings, PromptTrainer, check_step_fits
 from rospr_jax.prompt.train_step import PromptTrainState, default_optimizer, init_state, place_state
 from rospr_jax.tokenization import check_same_vocabulary
 
@@ -352,8 +350,10 @@ class _Run:
     self.data, self.backbone, self.settings, self.optimizer = data, backbone, settings, optimizer
     self.optimizer_facts, self.prompt_init, self.summaries = optimizer_facts, prompt_init, summaries
     self.prompt_length, self.input_length, self.target_length = prompt_length, input_length, target_length
-    _check_finite_weights(backbone)
     self.config = backbone.config.replace(dropout_rate=dropout_rate, remat_policy=remat_policy)
+    check_step_fits(self.config, batch_size=settings.batch_size, input_length=input_length,
+                    target_length=target_length, prompt_length=prompt_length)
+    _check_finite_weights(backbone)
     check_same_vocabulary(data.vocabulary, backbone.vocabulary, "The training examples")
     data.check_token_ids(self.config.vocab_size)
     self.names = list(data.names)

@@ -157,3 +157,20 @@ def test_evaluate_refuses_more_neighbours_than_the_library_has_before_scoring(tm
   assert code == 2 and line.endswith(f"NUM_NEIGHBORS = 7 exceeds the 6 instances of the library "
                                      f"{tmp_path / 'library'}; give at most 6."), line
   assert not (tmp_path / "eval" / "records").exists() or not any((tmp_path / "eval" / "records").rglob("*.json"))
+
+
+def test_a_step_that_cannot_fit_the_memory_is_refused_at_once_naming_the_macros(tmp_path):
+  """Was: `--gin.INPUT_LENGTH=100000000` killed by the kernel at 16 GiB after 37 s, printing nothing. The
+  lower bound (host batch, one layer's states and attention scores) is checked before anything is
+  allocated; a normal step is far below it (the other tests train)."""
+  import time
+  examples = tmp_path / "ex.jsonl"
+  examples.write_text(json.dumps({"source": "a", "inputs": [5, 6, 7], "targets": [9, 1]}) + "\n")
+  argv = [a for a in _argv(examples, tmp_path / "run", 2, 2)] + ["--gin.INPUT_LENGTH=100000000"]
+  start = time.perf_counter()
+  code, line = _rospr("train-prompts", *argv, cwd=tmp_path)
+  assert code == 2 and time.perf_counter() - start < 120, line
+  assert line.startswith("rospr train-prompts: error: One training step needs at least "), line
+  assert "(BATCH_SIZE 8 x (PROMPT_LENGTH 4 + INPUT_LENGTH 100000000) tokens, TARGET_LENGTH 4)" in line
+  assert line.endswith("; lower INPUT_LENGTH or BATCH_SIZE."), line
+  assert not (tmp_path / "run" / "checkpoints").exists()

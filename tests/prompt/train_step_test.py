@@ -208,3 +208,12 @@ def test_auto_dropout_key_draws_with_the_cuda_threefry_kernel_on_gpus(monkeypatc
   monkeypatch.undo()
   assert str(jax.random.key_impl(dropout_key(0, "threefry2x32"))) == "threefry2x32"
   assert not bool(jnp.all(jax.random.key_data(dropout_key(0)) == jax.random.key_data(dropout_key(1))))
+
+
+def test_the_step_memory_lower_bound_by_hand():
+  from rospr_jax.model import get_config
+  from rospr_jax.prompt.loop import step_memory_lower_bound
+  config = get_config("tiny")  # H 64, 4 heads
+  # host batch 2 * 4 * B (T + L) + states 4 B (P + T) H + scores 4 B heads (P + T)^2, B 2, P 3, T 5, L 4
+  assert step_memory_lower_bound(config, batch_size=2, input_length=5, target_length=4, prompt_length=3) == \
+      2 * 4 * 2 * 9 + 4 * 2 * 8 * 64 + 4 * 2 * 4 * 8 * 8
