@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
+from cli_runner import run_rospr
 from rospr_jax import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,14 +50,7 @@ def test_an_example_the_data_fails_is_refused_in_one_line(tiny_model, tmp_path, 
   assert cli.main(_argv(tiny_model.checkpoint, out, data)) == 0  # a finished run the refusal must not touch
   before = _snapshot(out)
   _rte(data, GOOD[:2] + [{**GOOD[2], **bad}])
-  argv = _argv(tiny_model.checkpoint, out, data)
-  if subprocess_:
-    done = subprocess.run([sys.executable, "-m", "rospr_jax.cli", *argv], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-    code, err = done.returncode, done.stderr
-  else:
-    capsys.readouterr()
-    code, err = cli.main(argv), capsys.readouterr().err
+  code, err = run_rospr(_argv(tiny_model.checkpoint, out, data), capsys, in_subprocess=subprocess_)
   assert code == 2, err[-2000:]
   assert "Traceback" not in err
   (line,) = [l for l in err.splitlines() if l.startswith("rospr evaluate: error: ")]

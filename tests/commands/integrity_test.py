@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from cli_runner import run_rospr
 from rospr_jax import cli, tokenization
 from rospr_jax.data import vocabulary
 from rospr_jax.model import get_config, init_params, save_hf
@@ -180,14 +181,7 @@ def test_an_edited_record_is_refused_by_name_and_left_as_it_is(world, tmp_path, 
   def refused(record, says, subprocess_=False):
     path.write_text(json.dumps(record))
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    argv = _evaluate_argv(checkpoint, out, root / "data")
-    if subprocess_:
-      done = subprocess.run([sys.executable, "-m", "rospr_jax.cli", *argv], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
-      code, err = done.returncode, done.stderr
-    else:
-      capsys.readouterr()
-      code, err = cli.main(argv), capsys.readouterr().err
+    code, err = run_rospr(_evaluate_argv(checkpoint, out, root / "data"), capsys, in_subprocess=subprocess_)
     assert code == 2 and "Traceback" not in err, err[-2000:]
     (line,) = [l for l in err.splitlines() if l.startswith("rospr evaluate: error: ")]
     assert line.startswith(f"rospr evaluate: error: Record {path} ") and says in line, line

@@ -145,3 +145,13 @@ def edit_config(directory: Path, **changes) -> None:
     else:
       config[key] = value
   file.write_text(json.dumps(config))
+
+
+# Source of `rss(field)`, for the memory tests' child scripts: a /proc/self/status field in bytes
+# ("VmRSS:" now, "VmHWM:" the peak).
+RSS_FUNCTION = '''
+def rss(field):
+  for line in open("/proc/self/status"):
+    if line.startswith(field):
+      return int(line.split()[1]) * 1024
+'''

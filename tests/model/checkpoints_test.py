@@ -17,6 +17,7 @@ import tensorstore as ts
 from flax import serialization
 
 from checkpoint_fixtures import hf_copy, hf_dirs, hf_model  # noqa: F401  (fixtures)
+from checkpoint_fixtures import RSS_FUNCTION
 from checkpoint_fixtures import (EXPECTED_CONFIG, KINDS, edit_config, expected_tree, hf_state, make_hf_model,
                                  save_hf_model)
 from rospr_jax.model.checkpoints import detect_format, load_checkpoint, save_hf, save_t5x
@@ -758,16 +759,12 @@ def test_loading_needs_about_one_copy_of_the_weights(tmp_path):
   script = textwrap.dedent(f"""
       from rospr_jax.model.checkpoints import load_checkpoint
       from rospr_jax.model.t5x_checkpoint import flatten
-      def rss(field):
-        for line in open("/proc/self/status"):
-          if line.startswith(field):
-            return int(line.split()[1]) * 1024
       before = rss("VmRSS:")
       config, params = load_checkpoint({str(tmp_path / 'big')!r})
       loaded = sum(a.nbytes for a in flatten(params).values())
       print(before, rss("VmHWM:"), loaded)
       """)
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+  out = subprocess.run([sys.executable, "-c", RSS_FUNCTION + script], capture_output=True, text=True, check=True,
                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
   before, peak, loaded = (int(x) for x in out.stdout.split()[-3:])
   assert abs(loaded - size) < 2**20

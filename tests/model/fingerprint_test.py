@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from checkpoint_fixtures import hf_dirs, hf_model  # noqa: F401  (fixtures)
+from checkpoint_fixtures import RSS_FUNCTION
 from checkpoint_fixtures import EXPECTED_CONFIG, KINDS, edit_config
 from rospr_jax.backbone import load_backbone
 from rospr_jax.model import checkpoints
@@ -339,10 +340,6 @@ def test_hashing_holds_one_tensor_and_loading_one_copy(tmp_path):
   script = textwrap.dedent(f"""
       from rospr_jax.model.checkpoints import checkpoint_fingerprint, load_fingerprinted
       from rospr_jax.model.param_tree import flatten
-      def rss(field):
-        for line in open("/proc/self/status"):
-          if line.startswith(field):
-            return int(line.split()[1]) * 1024
       before = rss("VmRSS:")
       fingerprint = checkpoint_fingerprint({str(tmp_path / 'big')!r})
       hashing = rss("VmHWM:")
@@ -352,7 +349,7 @@ def test_hashing_holds_one_tensor_and_loading_one_copy(tmp_path):
       """)
   # No cache: the load hashes too.
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "ROSPR_CACHE": str(tmp_path / "big" / "config.json")}
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+  out = subprocess.run([sys.executable, "-c", RSS_FUNCTION + script], capture_output=True, text=True, check=True, env=env)
   before, hashing, loading, loaded = (int(x) for x in out.stdout.split()[-4:])
   assert abs(loaded - size // 2) < 2**20
   # The largest tensor (32 MiB), a 16 MiB block of a transposed one, slack.
