@@ -13,7 +13,11 @@ INSTALL_REQUIRES = [
     "numpy>=2.4,<2.5",
     "safetensors>=0.4",
     "msgpack>=1.0",
-    "fsspec>=2024.1",  # folders at URLs (paths.py); gs:// also needs gcsfs, s3:// s3fs.
+    # Storage (rospr_jax/storage): paths at URLs through etils.epath (fsspec; gs:// also needs gcsfs,
+    # s3:// s3fs), the run lock through filelock.
+    "etils[epath]>=1.7",
+    "fsspec>=2024.1",
+    "filelock>=3.12",
     # Data, tasks and search. ScaNN 1.4.2 is built against TensorFlow 2.20: pin it.
     "seqio==0.0.20",
     "tensorflow==2.20.*",

@@ -17,7 +17,8 @@ import gin
 import jax
 import jax.numpy as jnp
 
-from rospr_jax import paths, tokenization
+from rospr_jax import storage, tokenization
+from rospr_jax.storage import copies
 from rospr_jax.model import (PromptedBackbone, T5Config, get_config, init_params, load_fingerprinted,
                              model_for)
 from rospr_jax.model.config import ATTENTION_IMPLEMENTATIONS
@@ -112,8 +113,8 @@ def load_backbone(checkpoint: str | None = None, *, size: str | None = None, dty
   else:
     # A checkpoint or vocabulary at a URL is read from a local copy; what records name is the URL.
     given, given_vocabulary = os.fspath(checkpoint), vocabulary
-    checkpoint = paths.input_tree(given, "checkpoint")
-    vocabulary = vocabulary and paths.input_file(os.fspath(vocabulary), "vocabulary")
+    checkpoint = copies.local_copy(given, "checkpoint")
+    vocabulary = vocabulary and copies.local_copy(vocabulary, "vocabulary")
     # The fingerprint is of the stored tensors (hashed before the cast), whatever `dtype` is.
     config, params, fingerprint = load_fingerprinted(checkpoint, compute)
     config = config.replace(dtype=compute, param_dtype=compute, attention_impl=attention)
@@ -123,13 +124,14 @@ def load_backbone(checkpoint: str | None = None, *, size: str | None = None, dty
               if getattr(config, f) != getattr(expected, f)}
       if diff:
         raise ValueError(f"{checkpoint} is not the {size!r} shape: (checkpoint, {size}) differ in {diff}.")
-    description = {"checkpoint": given if paths.is_url(given) else os.path.abspath(checkpoint), "dtype": name}
+    description = {"checkpoint": storage.absolute(given), "dtype": name}
+    copied = os.path.abspath(checkpoint) != storage.absolute(given)  # a URL's local copy: name the URL
     if vocabulary is None:
       vocabulary = tokenization.find_sentencepiece_model(checkpoint, required=False)
-      if vocabulary and paths.is_url(given):
+      if vocabulary and copied:
         description["vocabulary"] = f"{given.rstrip('/')}/{os.path.relpath(vocabulary, checkpoint)}"
-    elif paths.is_url(given_vocabulary):
-      description["vocabulary"] = given_vocabulary
+    elif os.path.abspath(vocabulary) != storage.absolute(given_vocabulary):
+      description["vocabulary"] = os.fspath(given_vocabulary)
   backbone = Backbone(config, params, fingerprint, description,
                       os.path.abspath(vocabulary) if vocabulary else None)
   if vocabulary is not None:

@@ -30,7 +30,7 @@ import tokenize
 
 import gin
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 
 def _installed_gin_dirs() -> tuple[str, ...]:
   """The project's gin/ folder, installed as the data-only package `rospr_jax_gin` (no __init__.py,
@@ -361,5 +361,5 @@ def _quiet_package_lookup():
 def write_operative_config(directory: str) -> str:
   """Writes gin's operative config to `<directory>/config.gin` (atomically); returns the path."""
   path = os.path.join(directory, "config.gin")
-  artifacts.write_text(path, gin.operative_config_str())
+  storage.write_text(path, gin.operative_config_str())
   return path

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 from rospr_jax.model.config import EOS_ID
 
 SPM_FILE_NAMES = ("spiece.model", "sentencepiece.model", "tokenizer.model")
@@ -44,7 +44,7 @@ def same_vocabulary(a: str, b: str) -> bool:
   """Whether two SentencePiece model files are the same model (same bytes; paths need not match)."""
   if os.path.realpath(a) == os.path.realpath(b):
     return True
-  return all(os.path.isfile(p) for p in (a, b)) and artifacts.sha256_file(a) == artifacts.sha256_file(b)
+  return all(os.path.isfile(p) for p in (a, b)) and storage.sha256_file(a) == storage.sha256_file(b)
 
 
 def check_same_vocabulary(data_vocabulary: str | None, model_vocabulary: str | None, what: str) -> None:

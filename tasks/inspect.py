@@ -12,7 +12,7 @@ import itertools
 import json
 import sys
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 from rospr_jax.data import catalog
 from rospr_jax.data import prompted
 from rospr_jax.data import records
@@ -95,5 +95,5 @@ def write_queries(task: prompted.PromptedTask, split: str, path: str) -> int:
                       ensure_ascii=False) for ex in task.examples(split)]
   if not lines:
     raise ValueError(f"{task.name} has no examples in split {split!r} to write as queries.")
-  artifacts.write_text(path, "".join(line + "\n" for line in lines))
+  storage.write_text(storage.as_path(path, "--queries", output=True), "".join(line + "\n" for line in lines))
   return len(lines)

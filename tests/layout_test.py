@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Layers, lowest first. A package may import its own layer's package and the layers below; compute
 # packages (COMPUTE) never import data, tasks, seqio or TensorFlow.
 LAYERS = (
-    ("rospr_jax.artifacts", "rospr_jax.paths", "rospr_jax.distributed", "rospr_jax.multihost"),
+    ("rospr_jax.storage", "rospr_jax.distributed", "rospr_jax.multihost"),
     ("rospr_jax.model",),
     ("rospr_jax.tokenization",),
     ("rospr_jax.backbone",),

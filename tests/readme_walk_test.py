@@ -152,9 +152,8 @@ def test_the_readme_rospr_commands_run_as_written_in_order(world):
   selection = json.loads((tmp / "runs" / "rte_selection" / "selection.json").read_text())
   assert selection["rule"] == "var" and selection["params"]["target"] == RTE
   assert (tmp / "runs" / "rte_selection" / "prompt.npy").is_file()
-  # The bucket block: each folder published with its commit marker; the report equals the local one.
-  from rospr_jax import paths
-  for folder in ("prompts", "library", "eval"):
-    assert (tmp / "bucket" / folder / paths.COMMIT_MARKER).is_file(), folder
+  # The bucket block: the prompts exported, the library committed by its manifest, the report as local.
+  assert (tmp / "bucket" / "library" / "manifest.json").is_file()
+  assert list((tmp / "bucket" / "prompts" / "export").glob("checkpoint_*/manifest.json"))
   at_url = json.loads((tmp / "bucket" / "eval" / "results.json").read_text())
   assert at_url["per_template"] == results["per_template"]

@@ -20,7 +20,8 @@ import sys
 
 import numpy as np
 
-from rospr_jax import artifacts, multihost, paths
+from rospr_jax import multihost, storage
+from rospr_jax.storage import copies
 from rospr_jax.commands import common
 from rospr_jax.library import search, sources as sources_lib, store  # no JAX: --help answers at once
 
@@ -55,7 +56,7 @@ def _read_sources(args) -> tuple[list[sources_lib.SourceTexts], np.ndarray, str 
   names, table, trained_on, prompt_files = loaded.names, loaded.prompts, loaded.backbone_fingerprint, loaded.files
   if names is None:
     if args.source_names:
-      names = [line.strip() for _, line in artifacts.text_lines(args.source_names) if line.strip()]
+      names = [line.strip() for _, line in storage.text_lines(args.source_names) if line.strip()]
     elif not args.instances:
       names = available
     else:
@@ -109,31 +110,27 @@ def main(argv: list[str]) -> int:
   args.n = build.DEFAULT_N if args.n is None else args.n
   try:
     inputs = ("source", "instances", "source_names", "vocab")  # files: a URL is read into a local copy
-    paths.require_local_args(args, urls=("out", "prompts", "retriever", *inputs))
+    storage.require_local_args(args, urls=("out", "prompts", "retriever", *inputs))
     common.check_path_kinds(args, files=inputs, folders=("out", "retriever"))
-    paths.fetch_input_args(args, inputs)
+    copies.local_copies_of_args(args, inputs)
     writes = multihost.is_writer()  # every process embeds its share of each batch; process 0 writes
-    args.prompts = (paths.input_file(args.prompts, "--prompts") if args.prompts.endswith(".npy")
-                    else paths.input_directory(args.prompts, "--prompts"))
-    with paths.output_directory(args.out, "library", replace=args.overwrite, publish=writes) as staged:
-      out = os.path.abspath(staged)  # a killed build's temporary folder, if any, goes first
-      if writes:
-        artifacts.remove_leftovers(os.path.dirname(out), names=[os.path.basename(out)])
-      sources, prompts, trained_on = _read_sources(args)
-      embedder, tokenizer = common.embedder_from_args(args)
-      config = search.ScannConfig(mode=args.scann_mode, num_leaves=args.num_leaves,
-                                  num_leaves_to_search=args.leaves_to_search, reorder=args.reorder)
-      _, report = build.build_library(staged, sources, prompts, embedder, tokenizer.encode_input,
-                                      n=args.n, seed=args.seed, index=args.index, scann_config=config,
-                                      shard_rows=args.shard_rows, overwrite=args.overwrite,
-                                      extra={"argv": list(argv)}, prompts_backbone=trained_on,
-                                      write=writes)
-    if paths.is_url(args.out):
-      out = report["library"] = args.out
+    args.prompts = copies.local_copy(args.prompts, "--prompts")
+    out = storage.absolute(args.out)  # a killed build's temporary folder, if any, goes first
+    if writes:
+      storage.remove_leftovers(os.path.dirname(out), names=[os.path.basename(out)])
+    sources, prompts, trained_on = _read_sources(args)
+    embedder, tokenizer = common.embedder_from_args(args)
+    config = search.ScannConfig(mode=args.scann_mode, num_leaves=args.num_leaves,
+                                num_leaves_to_search=args.leaves_to_search, reorder=args.reorder)
+    _, report = build.build_library(out, sources, prompts, embedder, tokenizer.encode_input,
+                                    n=args.n, seed=args.seed, index=args.index, scann_config=config,
+                                    shard_rows=args.shard_rows, overwrite=args.overwrite,
+                                    extra={"argv": list(argv)}, prompts_backbone=trained_on,
+                                    write=writes)
     if common.wait_for_process_zero(PROG, f"wrote the library {out}"):
       return 0
   except (ValueError, OSError) as e:
-    return common.error(PROG, artifacts.with_path(e, args.out))  # a full disk names the library
+    return common.error(PROG, storage.with_path(e, args.out))  # a full disk names the library
   print(json.dumps(report))
   return 0
 

@@ -17,7 +17,8 @@ import re
 import sys
 from pathlib import Path
 
-from rospr_jax import artifacts, paths
+from rospr_jax import storage
+from rospr_jax.storage import copies
 
 _DTYPES = {"keep": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -62,11 +63,13 @@ def main(argv: list[str] | None = None) -> int:
   from rospr_jax.model.hf_checkpoint import DEFAULT_MAX_SHARD_BYTES, TOKENIZER_FILES  # pylint: disable=g-import-not-at-top
   from rospr_jax.model.t5x_checkpoint import flatten  # pylint: disable=g-import-not-at-top
   try:
-    paths.require_local_args(args, flags={"source": "--from", "dest": "--to"}, urls=("dest", "source"))
-    given, args.source = args.source, paths.input_tree(args.source, "--from")  # a URL: a local copy
-    # --to at a URL: written to a local staging folder, then published with its commit marker (a
-    # published folder there is refused before the checkpoint is read).
-    with paths.output_directory(args.dest, "--to", overwrite_flag=None) as dest_dir:
+    storage.require_local_args(args, flags={"source": "--from", "dest": "--to"}, urls=("dest", "source"))
+    given, args.source = args.source, copies.local_copy(args.source, "--from")  # a URL: a local copy
+    # --to is a folder artifact: written into a temporary folder, committed by its manifest (an existing
+    # folder there is refused before the checkpoint is read).
+    dest = storage.absolute(args.dest)  # a killed conversion's temporary folder, if any, goes first
+    storage.remove_leftovers(os.path.dirname(dest), names=[os.path.basename(dest)])
+    with storage.output_folder(args.dest, "--to", overwrite_flag=None) as dest_dir:
       source_format = detect_format(args.source)
       config, params = load_checkpoint(args.source, _DTYPES[args.dtype])
       # The source's SentencePiece model goes along, so the result loads without --vocab.
@@ -75,19 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         extra = ([Path(args.source) / name for name in TOKENIZER_FILES
                   if (Path(args.source) / name).is_file()] if source_format == "hf" else [])
         extra += [Path(spm)] if spm and Path(spm).name not in {f.name for f in extra} else []
-        dest = Path(dest_dir).absolute()  # a killed conversion's temporary folder, if any, goes first
-        artifacts.remove_leftovers(dest.parent, names=[dest.name])
         written = save_hf(dest_dir, config, params, args.max_shard_size or DEFAULT_MAX_SHARD_BYTES,
                           extra_files=extra)
-      else:  # a killed or failed conversion's temporary folder, if any, goes first
-        artifacts.remove_leftovers(dest_dir, names=[f"checkpoint_{int(args.step)}"])
+      else:
         written = save_t5x(dest_dir, config, params, step=args.step, extra_files=[spm] if spm else [])
       fingerprint = params_fingerprint(config, params)  # the written files' (no second read)
-      if paths.is_url(args.dest):  # what the user reads: the published folder
-        inside = os.path.relpath(written, dest_dir)
-        written = args.dest.rstrip("/") + ("" if inside == "." else f"/{inside}")
+      inside = os.path.relpath(written, dest_dir)  # what the user reads: the committed folder
+      written = storage.absolute(args.dest).rstrip("/") + ("" if inside == "." else f"/{inside}")
   except (ValueError, OSError, ImportError) as e:  # a full disk names the destination
-    print(f"rospr convert: error: {artifacts.with_path(e, args.dest)}", file=sys.stderr)
+    print(f"rospr convert: error: {storage.with_path(e, args.dest)}", file=sys.stderr)
     return 1
   count = sum(a.size for a in flatten(params).values())
   print(f"converted {given} ({source_format}) -> {written} ({args.format}): {count:,} parameters, "

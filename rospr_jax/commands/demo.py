@@ -34,7 +34,7 @@ import time
 import jax
 import numpy as np
 
-from rospr_jax import artifacts, paths
+from rospr_jax import storage
 from rospr_jax.backbone import load_backbone
 from rospr_jax.commands import demo_analysis
 from rospr_jax.commands import targets as targets_lib
@@ -151,9 +151,9 @@ rospr evaluate --gin_file=models/t0_3b.gin --gin_file=eval/paper.gin --gin.CHECK
 
 
 def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
-  """Runs the whole offline pipeline into `output_dir` (a folder or a URL, published whole when the run
-  succeeds, replacing an earlier run's); returns {"summary", "pooled", "per_target"}."""
-  with paths.output_directory(output_dir, "--output_dir", replace=True) as local:
+  """Runs the whole offline pipeline into `output_dir` (a folder or a URL: a folder artifact, committed
+  when the run succeeds, replacing an earlier run's); returns {"summary", "pooled", "per_target"}."""
+  with storage.output_folder(output_dir, "--output_dir", replace=True) as local:
     return _run_in(local, settings)
 
 
@@ -248,8 +248,8 @@ def _write_report(output_dir: str, settings: DemoSettings, facts: dict, rows: li
               demo_analysis.markdown(rows, pooled, methods),
               "Per skill (datasets as columns, as the paper's tables):", report.markdown_table(summary),
               "![accuracy](accuracy.png)\n\n![retrieval](retrieval.png)"]
-  artifacts.write_text(os.path.join(output_dir, "report.md"), "\n\n".join(sections) + "\n")
-  artifacts.write_text(os.path.join(output_dir, "demo.json"), json.dumps(
+  storage.write_text(os.path.join(output_dir, "report.md"), "\n\n".join(sections) + "\n")
+  storage.write_text(os.path.join(output_dir, "demo.json"), json.dumps(
       {"facts": facts, "per_target": rows, "pooled": pooled, "summary": summary}, indent=1, default=str))
   return {"summary": summary, "pooled": pooled, "per_target": rows}
 

@@ -26,7 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rospr_jax import artifacts, multihost, paths
+from rospr_jax import multihost, storage
+from rospr_jax.storage import copies
 from rospr_jax.commands import common, targets as targets_lib
 from rospr_jax.retrieval.selection import SelectionConfig, rule_of_label
 
@@ -58,18 +59,15 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
 
   _check_counts(batch_size=batch_size, num_partitions=num_partitions, max_examples=max_examples)
   library_given = library_dir  # a URL is read through a checked local copy, named by the URL
-  library_dir = library_dir and paths.input_directory(library_dir, "LIBRARY_DIR")
-  settings_library = library_given if paths.is_url(library_given) else (
-      library_dir and os.path.abspath(library_dir))
+  library_dir = library_dir and copies.local_copy(library_dir, "LIBRARY_DIR")
+  settings_library = storage.absolute(library_given)
   writes = multihost.is_writer()  # every process scores (the mesh spans all hosts); one writes
-  # OUTPUT_DIR at a URL: a local working copy, published after each record (a rerun resumes from it).
-  # One run at a time into OUTPUT_DIR (process 0 holds the lock; the others write nothing).
-  with paths.run_directory(output_dir, "OUTPUT_DIR", writes=writes) as run_folder, \
-       (artifacts.run_lock(run_folder.local, "evaluate") if writes else contextlib.nullcontext()):
-    output_url, output_dir = output_dir, run_folder.local
-    if writes:  # what a killed run left: a report half moved in, temporaries
-      report.recover_report(output_dir)
-      artifacts.remove_leftovers(output_dir, recursive=True)
+  # OUTPUT_DIR is used in place, local or at a URL: each record is one file, written whole as it is
+  # scored (a rerun resumes from them). One run at a time (process 0 holds the lock).
+  output_dir = storage.absolute(storage.as_path(output_dir, "OUTPUT_DIR", output=True))
+  with storage.run_lock(output_dir, "evaluate") if writes else contextlib.nullcontext():
+    if writes:  # what a killed run left: temporaries
+      storage.remove_leftovers(output_dir, recursive=True)
     methods = default_methods() if methods is None else methods
     rules = _rules_of(methods)
     backbone = backbone() if callable(backbone) else backbone
@@ -83,9 +81,9 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     settings = _run_settings(backbone, evaluator, rules, data_dir=data_dir, split=split,
                              max_examples=max_examples, seed=seed, library_dir=library_dir,
                              settings_library=settings_library)
-    _check_resumable(output_dir, settings, shown=output_url)
+    _check_resumable(output_dir, settings)
     logging.info("Evaluating %d targets x %d methods", len(target_list), len(methods))
-    records, selections = _evaluate(evaluator, target_list, methods, output_dir, writes, run_folder)
+    records, selections = _evaluate(evaluator, target_list, methods, output_dir, writes)
     if writes:
       summary = _write_report(output_dir, records, selections, evaluator, backbone, preamble=preamble,
                               library=library_given, split=split, seed=seed, write_config=write_config)
@@ -153,28 +151,23 @@ def _run_settings(backbone, evaluator, rules, *, data_dir, split, max_examples, 
   settings = {"checkpoint": backbone.fingerprint, "vocabulary": vocabulary, "split": split,
               "max_examples": max_examples, "seed": seed, "dtype": backbone.dtype,
               "attention_impl": config.attention_impl,
-              "data_dir": data_dir if paths.is_url(data_dir) else data_dir and os.path.abspath(data_dir)}
+              "data_dir": storage.absolute(data_dir)}
   if evaluator.library is not None:
     # Q and N, and the settings the evaluated rules declare: a record scored otherwise is not resumed.
     read = ["num_queries", "num_neighbors"] + sorted({f for rule in rules for f in rule.settings})
     settings.update(library=settings_library,
-                    library_manifest=artifacts.sha256_file(os.path.join(library_dir, store.MANIFEST)),
+                    library_manifest=storage.sha256_file(os.path.join(library_dir, store.MANIFEST)),
                     retriever=evaluator.embedder.fingerprint,
                     **{f: getattr(selection, f) for f in read})
   return settings
 
 
-def _evaluate(evaluator, target_list, methods, output_dir: str, writes: bool, run_folder):
-  """Scores the targets, each record written and OUTPUT_DIR published as it is scored."""
+def _evaluate(evaluator, target_list, methods, output_dir: str, writes: bool):
+  """Scores the targets, each record written as it is scored."""
   from rospr_jax.eval.records import RECORDS_DIR  # pylint: disable=g-import-not-at-top
-
-  def log_and_publish(message: str) -> None:  # called as each record is written
-    logging.info(message)
-    run_folder.publish()
-
   return evaluator.evaluate(
       target_list, methods, selections_dir=os.path.join(output_dir, "selections") if writes else None,
-      records_dir=os.path.join(output_dir, RECORDS_DIR), progress=log_and_publish)
+      records_dir=os.path.join(output_dir, RECORDS_DIR), progress=logging.info)
 
 
 def _write_report(output_dir, records, selections, evaluator, backbone, *, preamble, library, split, seed,
@@ -194,27 +187,26 @@ def _write_report(output_dir, records, selections, evaluator, backbone, *, pream
   return summary
 
 
-def _check_resumable(output_dir: str, settings: dict, shown: str) -> None:
+def _check_resumable(output_dir: str, settings: dict) -> None:
   """Records settings in `<output_dir>/run.json`; refuses an output folder whose records were scored
-  with other settings (they would be resumed into this run's report), naming it `shown` (OUTPUT_DIR as
-  given: a URL's working copy is not the folder to delete)."""
+  with other settings (they would be resumed into this run's report)."""
   from rospr_jax.eval.records import RECORDS_DIR  # pylint: disable=g-import-not-at-top
   path = os.path.join(output_dir, "run.json")
-  records_dir = os.path.join(output_dir, RECORDS_DIR)
-  problem = ""
+  records_dir = storage.as_path(output_dir) / RECORDS_DIR
+  problem, shown = "", output_dir
   if multihost.is_writer():
-    has_records = os.path.isdir(records_dir) and bool(os.listdir(records_dir))
-    if has_records and not os.path.exists(path):
+    has_records = records_dir.is_dir() and any(records_dir.iterdir())
+    if has_records and not storage.as_path(path).exists():
       problem = (f"{shown} holds records but no run.json saying how they were scored; give "
                  f"another OUTPUT_DIR, or delete {shown}/{RECORDS_DIR} to start over.")
     elif has_records:
-      earlier = artifacts.read_json(path, "The run settings")
+      earlier = storage.read_json(path, "The run settings")
       differ = {k: (earlier.get(k), v) for k, v in settings.items() if earlier.get(k) != v}
       if differ:
         problem = (f"{shown} holds records scored with other settings ({differ}, as (then, now)); "
                    f"give another OUTPUT_DIR, or delete {shown}/{RECORDS_DIR} to start over.")
     else:
-      artifacts.write_text(path, json.dumps(settings, indent=1))
+      storage.write_text(path, json.dumps(settings, indent=1))
   if multihost.broadcast(np.int32(bool(problem))):  # every process stops, not only process 0
     raise ValueError(problem or "process 0 refused the output folder")
 

@@ -17,7 +17,8 @@ import dataclasses
 import json
 import sys
 
-from rospr_jax import multihost, paths
+from rospr_jax import multihost, storage
+from rospr_jax.storage import copies
 from rospr_jax.commands import common
 from rospr_jax.library import sources as sources_lib, store
 from rospr_jax.retrieval import retrieve, selection
@@ -61,18 +62,18 @@ def main(argv: list[str]) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
-    paths.require_local_args(args, urls=("library", "out", "queries", "vocab", "retriever", "backbone"))
+    storage.require_local_args(args, urls=("library", "out", "queries", "vocab", "retriever", "backbone"))
     common.check_path_kinds(args, files=("queries", "vocab"), folders=("library", "out", "retriever", "backbone"))
-    paths.fetch_input_args(args, ("queries", "vocab"))
+    copies.local_copies_of_args(args, ("queries", "vocab"))
     rule = selection.get_rule(args.rule)
     config = selection.SelectionConfig(**{f.name: getattr(args, f.name)
                                           for f in dataclasses.fields(selection.SelectionConfig)})
     if rule.needs_backbone and not args.backbone:
       raise ValueError(f"--rule {args.rule} rank-classifies the queries: give --backbone.")
     embedder, tokenizer = common.embedder_from_args(args)
-    library = store.Library.open(paths.input_directory(args.library, "library"), dim=embedder.dim,
+    library = store.Library.open(copies.local_copy(args.library, "--library"), dim=embedder.dim,
                                  retriever=embedder.fingerprint, verify=not args.no_verify,
-                                 name=args.library if paths.is_url(args.library) else None)
+                                 name=storage.absolute(args.library))
     library.check_num_neighbors(config.num_neighbors, "--num-neighbors")
     queries = sources_lib.read_queries(args.queries)
     picked = retrieve.sample_queries(len(queries), config.num_queries, args.seed)
@@ -97,7 +98,7 @@ def main(argv: list[str]) -> int:
     # Every process embeds its share of the queries (and VAR scores them on its own devices, alike);
     # process 0 writes.
     if multihost.is_writer():
-      with paths.output_directory(args.out, "--out", replace=True) as out:
+      with storage.output_folder(args.out, "--out", replace=True) as out:
         retrieve.save_selection(out, chosen, prompt)
     if common.wait_for_process_zero(PROG, f"wrote the selection to {args.out}"):
       return 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rospr_jax import paths
+
 
 
 def main(argv: list[str]) -> int:
@@ -40,8 +40,7 @@ def main(argv: list[str]) -> int:
       task, rank = inspect.find(registry, args.show)
       split = args.split or task.eval_split
       if args.queries:
-        with paths.output_file(args.queries, "--queries") as local:  # a URL: uploaded once written
-          count = inspect.write_queries(task, split, local)
+        count = inspect.write_queries(task, split, args.queries)  # whole, local or at a URL
         print(f"rospr tasks: wrote {count} queries of {task.name} ({split}) to {args.queries}")
       else:
         inspect.show(task, rank, split, args.n)

@@ -37,7 +37,7 @@ import urllib.parse
 import urllib.request
 from typing import Callable, Iterator
 
-from rospr_jax import artifacts, paths
+from rospr_jax import storage
 
 FETCH_HINT = "run `rospr fetch` (or set ROSPR_CACHE to a cache that `rospr fetch` filled)"
 
@@ -81,7 +81,7 @@ Downloader = Callable[[ArchiveSpec, pathlib.Path], None]
 
 def cache_dir() -> pathlib.Path:
   """The cache root: `$ROSPR_CACHE`, else `~/.cache/rospr_jax`."""
-  return pathlib.Path(paths.cache_root())
+  return pathlib.Path(storage.cache_root())
 
 
 def archive_path(spec: ArchiveSpec, cache: pathlib.Path | None = None) -> pathlib.Path:
@@ -92,9 +92,10 @@ def archive_path(spec: ArchiveSpec, cache: pathlib.Path | None = None) -> pathli
 def _staged_dir(final: pathlib.Path, manifest: dict) -> Iterator[pathlib.Path]:
   """A temporary folder beside `final`; when the block ends without error, `manifest` is written into
   it as manifest.json and it replaces `final`. On error it is removed."""
-  with artifacts.atomic_directory(final, replace=True) as tmp:
+  with storage.output_folder(final, "The cache folder", replace=True) as tmp:
+    tmp = pathlib.Path(tmp)
     yield tmp
-    artifacts.write_manifest(tmp, manifest)
+    storage.write_manifest(tmp, manifest)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -133,7 +134,7 @@ def fetch_archive(spec: ArchiveSpec, cache: pathlib.Path | None = None,
   """
   path = archive_path(spec, cache)
   if path.exists():
-    if path.stat().st_size == spec.size and artifacts.sha256_file(path) == spec.sha256:
+    if path.stat().st_size == spec.size and storage.sha256_file(path) == spec.sha256:
       return path
     print(f"rospr fetch: {path} does not match its pinned sha256; downloading it again", file=sys.stderr)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,11 +143,11 @@ def fetch_archive(spec: ArchiveSpec, cache: pathlib.Path | None = None,
   tmp = pathlib.Path(tmp_name)
   try:
     (download or index_download)(spec, tmp)
-    got = artifacts.sha256_file(tmp)
+    got = storage.sha256_file(tmp)
     if got != spec.sha256:
       raise ValueError(f"downloaded {spec.filename} has sha256 {got}, expected {spec.sha256}; "
                        "the cache was left unchanged")
-    os.chmod(tmp, artifacts.file_mode())
+    os.chmod(tmp, 0o666 & ~storage.umask())
     os.replace(tmp, path)
   finally:
     if tmp.exists():
@@ -160,10 +161,10 @@ def fetch_archive(spec: ArchiveSpec, cache: pathlib.Path | None = None,
 
 def _manifest_ok(folder: pathlib.Path, spec: ArchiveSpec) -> bool:
   """Whether `folder` was extracted whole from `spec`'s archive (a cache: anything else is rebuilt)."""
-  if not (folder / artifacts.MANIFEST).exists():
+  if not (folder / storage.MANIFEST).exists():
     return False
   try:
-    manifest = artifacts.read_manifest(folder, "Data cache", required=("sha256",))
+    manifest = storage.read_manifest(folder, "Data cache", required=("sha256",))
   except ValueError as e:
     print(f"rospr fetch: {e} Extracting it again.", file=sys.stderr)
     return False

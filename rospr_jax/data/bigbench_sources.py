@@ -50,7 +50,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 from rospr_jax.data import archives
 
 STORE_NAME = "bigbench"
@@ -256,7 +256,7 @@ def merge_rows(tables: Iterable[list[dict]]) -> list[dict]:
 def read_hf(root: pathlib.Path, files: dict[str, list[pathlib.Path]]) -> tuple[Parsed, dict[str, str]]:
   """(parts, {file relative to root: sha256}) of a Hugging Face folder."""
   parsed: Parsed = {}
-  hashes = {p.relative_to(root).as_posix(): artifacts.sha256_file(p) for paths in files.values() for p in paths}
+  hashes = {p.relative_to(root).as_posix(): storage.sha256_file(p) for paths in files.values() for p in paths}
   for task, paths in files.items():
     part = unformat_rows(task, merge_rows(_read_rows(p) for p in paths))
     parsed[task] = (part, json.dumps(part, ensure_ascii=False, indent=1).encode("utf-8"))
@@ -329,7 +329,8 @@ def write_store(cache: pathlib.Path, parsed: Parsed, reference: bytes | None, so
   if not tasks:
     raise SourceError(f"{source.get('path') or source['key']} holds no BIG-bench JSON task; {SOURCE_HINT}")
   final = cache / STORE_NAME
-  with artifacts.atomic_directory(final, replace=True) as tmp:
+  with storage.output_folder(final, "The BIG-bench store", replace=True) as tmp:
+    tmp = pathlib.Path(tmp)
     with zipfile.ZipFile(tmp / "tasks.zip", "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
       for name, info in tasks.items():
         if info["multiple_choice"]:
@@ -343,13 +344,13 @@ def write_store(cache: pathlib.Path, parsed: Parsed, reference: bytes | None, so
                 "files": {f"{rel}/task.json": _sha256(raw) for rel, (_, raw) in parsed.items()},
                 "index_sha256": _sha256(index), **(extra or {}),
                 **({"json_task_py_sha256": _sha256(reference)} if reference is not None else {})}
-    artifacts.write_manifest(tmp, manifest)
+    storage.write_manifest(tmp, manifest)
   return final
 
 
 def read_store_manifest(folder: pathlib.Path) -> dict:
   """The checked manifest of a store (FileNotFoundError if absent, ValueError if damaged)."""
-  return artifacts.read_manifest(folder, "BIG-bench store", required=("source", "files", "index_sha256"),
+  return storage.read_manifest(folder, "BIG-bench store", required=("source", "files", "index_sha256"),
                                  kind=STORE_KIND, format_version=FORMAT_VERSION,
                                  rebuild="Rebuild it: rospr fetch --bigbench SOURCE --force.")
 
@@ -402,7 +403,7 @@ def build_store(source: str | os.PathLike, cache: pathlib.Path | None = None) ->
   if form == "checkout":
     parsed, reference = read_checkout(_checkout_tasks_dir(path))
   elif form == "sdist":
-    spec, got = archives.BIGBENCH, artifacts.sha256_file(path)
+    spec, got = archives.BIGBENCH, storage.sha256_file(path)
     if got != spec.sha256:
       raise SourceError(f"{path} has sha256 {got}, not the pinned {spec.filename}'s {spec.sha256}; only that "
                         "sdist is read (extract another archive and give its folder)")
@@ -445,4 +446,4 @@ def bigbench_dir(cache: pathlib.Path | None = None) -> pathlib.Path:
 def bigbench_configured(cache: pathlib.Path | None = None) -> bool:
   """Whether BIG-bench can be listed: ROSPR_BIGBENCH is set, or the cache has a store (not checked)."""
   cache = pathlib.Path(cache) if cache is not None else archives.cache_dir()
-  return bool(os.environ.get(ENV_SOURCE, "").strip()) or (cache / STORE_NAME / artifacts.MANIFEST).is_file()
+  return bool(os.environ.get(ENV_SOURCE, "").strip()) or (cache / STORE_NAME / storage.MANIFEST).is_file()

@@ -18,7 +18,6 @@ TFDS records are mapped to the Hugging Face field names and values the promptsou
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import importlib
@@ -28,7 +27,8 @@ import os
 import pathlib
 from typing import Any, Iterator
 
-from rospr_jax import artifacts, paths
+from rospr_jax import storage
+from rospr_jax.storage import copies
 from rospr_jax.data import archives
 from rospr_jax.data import tfds_records
 
@@ -59,25 +59,19 @@ class SplitLocation:
 
 def locate(dataset: str, subset: str | None, split: str, root: os.PathLike | None = None) -> SplitLocation:
   """Finds a split (see the module docstring for the order). A data_dir at a URL (`gs://b/p3`) is read
-  through local copies of the split's object or arrow folder (`paths.input_file` / `input_tree`).
+  through local copies of the split's object or arrow folder (`storage.copies.local_copy`).
 
   Raises:
     DatasetNotFoundError: nothing holds the split.
   """
   base = os.fspath(root) if root is not None else os.environ.get("ROSPR_DATA_DIR") or os.fspath(data_dir())
   parts = [dataset, *([subset] if subset else [])]
-  if paths.is_url(base):
-    folder = "/".join([base.rstrip("/"), *parts])
-    jsonl, arrow_dir = f"{folder}/{split}.jsonl", f"{folder}/{split}"
-    found = _locate_at_url(jsonl, arrow_dir, dataset, subset, split)
-    if found is not None:
-      return found
-  else:
-    jsonl, arrow_dir = pathlib.Path(base, *parts, f"{split}.jsonl"), pathlib.Path(base, *parts, split)
-    if jsonl.is_file():
-      return SplitLocation("jsonl", jsonl, dataset, subset, split)
-    if arrow_dir.is_dir() and any(arrow_dir.glob("*.arrow")):
-      return SplitLocation("arrow", arrow_dir, dataset, subset, split)
+  folder = storage.as_path(base, "DATA_DIR").joinpath(*parts)
+  jsonl, arrow_dir = folder / f"{split}.jsonl", folder / split
+  if jsonl.is_file():
+    return _located("jsonl", jsonl, dataset, subset, split)
+  if arrow_dir.is_dir() and any(arrow_dir.glob("*.arrow")):
+    return _located("arrow", arrow_dir, dataset, subset, split)
   tfds_split = tfds_records.locate(dataset, subset, split)
   if tfds_split is not None:
     return SplitLocation("tfds", tfds_split.folder, dataset, subset, split)
@@ -93,17 +87,11 @@ def locate(dataset: str, subset: str | None, split: str, root: os.PathLike | Non
       f"to download {name} from the Hugging Face hub.")
 
 
-def _locate_at_url(jsonl: str, arrow_dir: str, dataset: str, subset: str | None,
-                   split: str) -> SplitLocation | None:
-  """The split at `jsonl` or `arrow_dir` (URLs), as a location of its local copy; None when neither is."""
-  with contextlib.suppress(FileNotFoundError):
-    return SplitLocation("jsonl", pathlib.Path(paths.input_file(jsonl, "DATA_DIR")), dataset, subset, split,
-                         source=jsonl)
-  with contextlib.suppress(FileNotFoundError):
-    copy = pathlib.Path(paths.input_tree(arrow_dir, "DATA_DIR"))
-    if any(copy.glob("*.arrow")):
-      return SplitLocation("arrow", copy, dataset, subset, split, source=arrow_dir)
-  return None
+def _located(kind: str, path: storage.Path, dataset: str, subset: str | None, split: str) -> SplitLocation:
+  """The split at `path`, read through its local copy when `path` is a URL (`source` names the URL)."""
+  local = copies.local_copy(path, "DATA_DIR")
+  source = None if local == os.fspath(path) else os.fspath(path)
+  return SplitLocation(kind, pathlib.Path(local), dataset, subset, split, source=source)
 
 
 def _iter_jsonl(path: pathlib.Path, shown: str | os.PathLike | None = None) -> Iterator[dict[str, Any]]:
@@ -115,7 +103,7 @@ def _iter_jsonl_lines(path: pathlib.Path, shown: str | os.PathLike | None = None
                       ) -> Iterator[tuple[int, dict[str, Any]]]:
   """(line number, record) of a JSON-lines file (blank lines skipped)."""
   shown = shown or path
-  for line_no, line in artifacts.text_lines(path, shown):
+  for line_no, line in storage.text_lines(path, shown):
     if not line.strip():
       continue
     try:

@@ -31,7 +31,7 @@ import sys
 import tempfile
 from typing import Iterable, Iterator
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 
 OFFLINE_VOCAB_SIZE = 2000
 OFFLINE_VOCAB_NAME = f"rospr_offline_unigram_{OFFLINE_VOCAB_SIZE}"
@@ -99,7 +99,7 @@ def train_sentencepiece(lines: Iterable[str], model_path: os.PathLike, vocab_siz
           hard_vocab_limit=True)
     except RuntimeError as e:
       raise ValueError(f"SentencePiece training for {model_path} failed ({len(lines)} lines): {e}") from e
-    artifacts.write_bytes(model_path, (tmp_dir / "m.model").read_bytes())
+    storage.write_bytes(model_path, (tmp_dir / "m.model").read_bytes())
   finally:
     for leftover in tmp_dir.glob("*"):
       leftover.unlink()
@@ -119,8 +119,8 @@ def offline_vocabulary_path() -> str:
   if not model.exists() or not manifest_path.exists():
     raise FileNotFoundError(f"The offline vocabulary {model} (or its manifest) is missing; restore it "
                             f"from git or run `{RETRAIN_COMMAND}`.")
-  manifest = artifacts.read_json(manifest_path, "The offline vocabulary's manifest")
-  if artifacts.sha256_file(model) != manifest.get("model_sha256"):
+  manifest = storage.read_json(manifest_path, "The offline vocabulary's manifest")
+  if storage.sha256_file(model) != manifest.get("model_sha256"):
     raise ValueError(f"The offline vocabulary {model} does not match the sha256 in {manifest_path}; "
                      f"restore it from git or run `{RETRAIN_COMMAND}`.")
   return str(model)
@@ -135,9 +135,9 @@ def retrain_offline_vocabulary(folder: pathlib.Path = OFFLINE_VOCAB_DIR, cache: 
       "vocab_size": OFFLINE_VOCAB_SIZE, "corpus_lines": len(lines),
       "corpus_sha256": hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest(),
       "promptsource_templates": with_promptsource, "sentencepiece": spm.__version__,
-      "model_sha256": artifacts.sha256_file(model), "pad_id": PAD_ID, "eos_id": EOS_ID, "unk_id": UNK_ID,
+      "model_sha256": storage.sha256_file(model), "pad_id": PAD_ID, "eos_id": EOS_ID, "unk_id": UNK_ID,
       "retrain": RETRAIN_COMMAND}
-  artifacts.write_json(model.with_suffix(".json"), manifest)
+  storage.write_json(model.with_suffix(".json"), manifest)
   return manifest
 
 

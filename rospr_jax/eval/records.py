@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from rospr_jax import artifacts, multihost
+from rospr_jax import multihost, storage
 
 RECORDS_DIR = "records"  # under the output folder: one record per (target, method), for resuming
 
@@ -84,8 +84,7 @@ def read_record(path: str, target: Target, method: str) -> float:
   def refuse(what: str) -> ValueError:
     return ValueError(f"Record {path} {what}; delete it to score {target.name} {method} again.")
   try:
-    with open(path, encoding="utf-8") as f:
-      record = json.load(f)
+    record = storage.read_json(path)
     accuracy = float(record["accuracy"])
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise refuse(f"is unreadable ({type(e).__name__}: {e})") from None
@@ -126,7 +125,7 @@ def read_records(records_dir: str | None, pairs: Sequence[tuple[Target, str]]
   if records_dir and multihost.is_writer():
     for i, (target, method) in enumerate(pairs):
       path = record_path(records_dir, target.name, method)
-      if os.path.exists(path):
+      if storage.as_path(path).exists():
         try:
           accuracies[i] = read_record(path, target, method)
         except ValueError as e:
@@ -141,4 +140,4 @@ def read_records(records_dir: str | None, pairs: Sequence[tuple[Target, str]]
 def write_record(records_dir: str | None, record: Mapping) -> None:
   """Writes a scored record (process 0 only; nothing without `records_dir`)."""
   if records_dir and multihost.is_writer():
-    artifacts.write_json(record_path(records_dir, record["target"], record["method"]), dict(record))
+    storage.write_json(record_path(records_dir, record["target"], record["method"]), dict(record))

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Any, Mapping, Sequence
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 from rospr_jax.eval import metrics
 
 CHANCE = "chance"  # the reference row of a uniform guess (`evaluate.CHANCE`): drawn as a tick, not a bar
@@ -169,45 +170,54 @@ def plot_retrieval_heatmap(frequencies: Mapping[str, Mapping[str, float]], path:
 
 def _save_figure(fig, path: str) -> None:
   import matplotlib.pyplot as plt
-  with artifacts.atomic_file(path, "wb") as f:  # tight: no label or legend outside the axes is clipped
+  with storage.atomic_file(path, "wb") as f:  # tight: no label or legend outside the axes is clipped
     fig.savefig(f, dpi=120, format=os.path.splitext(path)[1].lstrip(".") or "png", bbox_inches="tight")
   plt.close(fig)
 
 
-# The report is one unit: these files are replaced together (artifacts.atomic_files).
-REPORT_UNIT = "results"
 REPORT_FILES = ("results.json", "results.md", "accuracy.png", "retrieval.png")
-
-
-def recover_report(out_dir: str) -> None:
-  """Finishes moving in a report that a killed run left half-way (see `write_report`)."""
-  artifacts.recover_files(out_dir, REPORT_UNIT)
 
 
 def write_report(out_dir: str, records: Sequence[Mapping[str, Any]], *,
                  retrieval: Mapping[str, Mapping[str, float]] | None = None,
                  extra: Mapping[str, Any] | None = None, preamble: str = "",
                  sources: Sequence[str] | None = None, title: str = "") -> dict[str, Any]:
-  """Writes results.json, results.md, accuracy.png and (with `retrieval`) retrieval.png to `out_dir`,
-  as one unit: all are written into a temporary folder first and then moved in together (an older
-  retrieval.png goes when this report has none), so a full disk or a kill never leaves a new
-  results.json beside an older results.md or plots."""
+  """Writes accuracy.png, retrieval.png (with `retrieval`; an older one goes when there is none),
+  results.md and, last, results.json to `out_dir` (local or a URL).
+
+  Everything is rendered first, in a scratch folder: a failure there (a full disk) changes nothing
+  in `out_dir`. Then the old results.json goes, the files are written whole, and the new results.json
+  comes last, so a results.json is only ever beside the table and plots of its own report (one killed
+  half-way is rebuilt from the records by the next run)."""
   summary = summarize(records)
   payload = {"summary": summary, "per_template": list(records), **(extra or {})}
   if retrieval is not None:
     payload["retrieval_frequencies"] = retrieval
-  with artifacts.atomic_files(out_dir, REPORT_UNIT, REPORT_FILES) as tmp:
-    artifacts.write_text(os.path.join(tmp, "results.json"), json.dumps(payload, indent=1, sort_keys=False))
-    plot_accuracy(summary, os.path.join(tmp, "accuracy.png"),
-                  title=f"{title + ': ' if title else ''}accuracy per dataset and method")
-    sections = [preamble.strip(), "## Accuracy (%), mean over templates", markdown_table(summary, "mean"),
-                "## The same with Wilson 95% intervals over each dataset's n examples",
-                markdown_table(summary, "mean", intervals=True),
-                "## Accuracy (%), median over templates", markdown_table(summary, "median"),
-                "![accuracy per dataset and method](accuracy.png)"]
-    if retrieval:
-      plot_retrieval_heatmap(retrieval, os.path.join(tmp, "retrieval.png"), sources=sources,
-                             title=f"{title + ': ' if title else ''}which sources each target retrieved")
-      sections.append("## Which sources each target retrieved\n\n![retrieval heatmap](retrieval.png)")
-    artifacts.write_text(os.path.join(tmp, "results.md"), "\n\n".join(s for s in sections if s) + "\n")
+  out = storage.as_path(out_dir, "OUTPUT_DIR", output=True)
+  sections = [preamble.strip(), "## Accuracy (%), mean over templates", markdown_table(summary, "mean"),
+              "## The same with Wilson 95% intervals over each dataset's n examples",
+              markdown_table(summary, "mean", intervals=True),
+              "## Accuracy (%), median over templates", markdown_table(summary, "median"),
+              "![accuracy per dataset and method](accuracy.png)"]
+  if retrieval:
+    sections.append("## Which sources each target retrieved\n\n![retrieval heatmap](retrieval.png)")
+  with tempfile.TemporaryDirectory(prefix=".rospr-report-") as scratch:
+    name = "accuracy.png"
+    try:
+      plot_accuracy(summary, os.path.join(scratch, name),
+                    title=f"{title + ': ' if title else ''}accuracy per dataset and method")
+      if retrieval:
+        name = "retrieval.png"
+        plot_retrieval_heatmap(retrieval, os.path.join(scratch, name), sources=sources,
+                               title=f"{title + ': ' if title else ''}which sources each target retrieved")
+    except OSError as e:  # named as the file of OUTPUT_DIR it was for, not the scratch copy
+      raise type(e)(e.errno, e.strerror, os.fspath(out / name)) from e
+    rendered = {n: open(os.path.join(scratch, n), "rb").read() for n in sorted(os.listdir(scratch))}
+  rendered["results.md"] = ("\n\n".join(s for s in sections if s) + "\n").encode("utf-8")
+  (out / "results.json").unlink(missing_ok=True)
+  if not retrieval:
+    (out / "retrieval.png").unlink(missing_ok=True)
+  for name, data in rendered.items():
+    storage.write_bytes(out / name, data)
+  storage.write_text(out / "results.json", json.dumps(payload, indent=1, sort_keys=False))
   return summary

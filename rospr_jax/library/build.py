@@ -114,7 +114,7 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
                     "seconds": round(time.time() - start, 2)}
     library = writer.finish(index=index, scann_config=scann_config, k=k)
   report = {
-      "library": library.directory,
+      "library": library.name,
       "rows": library.num_rows,
       "sources": len(sources),
       "sources_short_of_n": short,

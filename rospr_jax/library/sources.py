@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 
 
 
@@ -47,7 +47,7 @@ class Query:
 def _json_lines(path: str) -> Iterator[tuple[int, object]]:
   if not os.path.exists(path):
     raise FileNotFoundError(f"Input file not found: {path}")
-  for line_no, line in artifacts.text_lines(path):
+  for line_no, line in storage.text_lines(path):
     if not line.strip():
       continue
     try:

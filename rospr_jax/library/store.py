@@ -24,17 +24,17 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from rospr_jax import artifacts
+from rospr_jax import storage
+from rospr_jax.storage import copies
 
 from rospr_jax.library import search
 
 FORMAT_VERSION = 1
-MANIFEST = artifacts.MANIFEST
+MANIFEST = storage.MANIFEST
 PROMPTS = "prompts.npy"
 INDEX_DIR = "index"
 INDEX_KINDS = ("scann", "exact")
@@ -98,7 +98,7 @@ class LibraryWriter:
       prompts_backbone: fingerprint of the backbone the prompts were trained on (None: unknown, e.g.
         a bare .npy table); evaluations with another backbone are refused.
     """
-    self.directory = os.path.abspath(directory)
+    self.directory = storage.absolute(directory)
     self.prompts_backbone = prompts_backbone
     self.metric = search.check_metric(metric)
     table = np.asarray(prompts)
@@ -114,11 +114,11 @@ class LibraryWriter:
       raise ValueError(f"The prompts of {len(bad)} sources hold NaN or infinite values: {bad[:10]}.")
     if dim < 1 or shard_rows < 1:
       raise ValueError(f"dim ({dim}) and shard_rows ({shard_rows}) must be >= 1.")
-    if os.path.exists(self.directory) and not overwrite:
+    target = storage.as_path(self.directory, "Library", output=True)
+    if target.exists() and not overwrite:
       raise FileExistsError(f"Library directory {self.directory} exists; pass overwrite=True "
                             "(--overwrite) to replace it.")
-    if overwrite and os.path.isdir(self.directory) and os.listdir(self.directory) and not os.path.isfile(
-        os.path.join(self.directory, MANIFEST)):
+    if overwrite and target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
       raise FileExistsError(f"{self.directory} is not a library (it has no {MANIFEST}); --overwrite "
                             "replaces libraries only: choose another --out.")
     self.sources = list(sources)
@@ -128,9 +128,7 @@ class LibraryWriter:
     self.shard_rows = int(shard_rows)
     self.overwrite = overwrite
     self.extra = dict(extra or {})
-    parent = os.path.dirname(self.directory)
-    os.makedirs(parent, exist_ok=True)
-    self.tmp = tempfile.mkdtemp(prefix=artifacts.tmp_prefix(os.path.basename(self.directory)), dir=parent)
+    self.tmp = storage.new_folder(self.directory, "Library", replace=overwrite)
     os.makedirs(os.path.join(self.tmp, "shards"))
     self._emb: list[np.ndarray] = []
     self._ids: list[np.ndarray] = []
@@ -203,7 +201,7 @@ class LibraryWriter:
     self._shards.append({
         "rows": self._buffered,
         "files": files,
-        "sha256": {key: artifacts.sha256_file(os.path.join(self.tmp, path)) for key, path in files.items()},
+        "sha256": {key: storage.sha256_file(os.path.join(self.tmp, path)) for key, path in files.items()},
     })
     self._emb, self._ids, self._texts, self._buffered = [], [], [], 0
 
@@ -246,7 +244,7 @@ class LibraryWriter:
       searcher.serialize(index_dir)
       index_record["settings"] = searcher.settings
       index_record["files"] = {
-          f"{INDEX_DIR}/{name}": artifacts.sha256_file(os.path.join(index_dir, name))
+          f"{INDEX_DIR}/{name}": storage.sha256_file(os.path.join(index_dir, name))
           for name in sorted(os.listdir(index_dir))}
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -268,20 +266,17 @@ class LibraryWriter:
         "prompts": {"file": PROMPTS, "shape": list(self.prompts.shape),
                     "backbone_fingerprint": self.prompts_backbone,
                     "dtype": self.prompts.dtype.str,
-                    "sha256": artifacts.sha256_file(os.path.join(self.tmp, PROMPTS))},
+                    "sha256": storage.sha256_file(os.path.join(self.tmp, PROMPTS))},
         "shards": self._shards,
         "index": index_record,
         "extra": self.extra,
     }
-    artifacts.write_manifest(self.tmp, manifest)
-    self._replace_directory()
-    self._done = True
-    return Library.open(self.directory, verify=False)
-
-  def _replace_directory(self):
-    if os.path.exists(self.directory) and not self.overwrite:
+    storage.write_manifest(self.tmp, manifest)
+    if not self.overwrite and storage.as_path(self.directory).exists():
       raise FileExistsError(f"Library directory {self.directory} appeared while writing.")
-    artifacts.replace_directory(self.tmp, self.directory, replace=self.overwrite)
+    storage.commit_folder(self.tmp, self.directory, "Library")
+    self._done = True
+    return Library.open(copies.local_copy(self.directory, "Library"), verify=False, name=self.directory)
 
 
 def self_recall(searcher, shards: Sequence[np.ndarray], database: np.ndarray, metric: str, k: int,
@@ -342,8 +337,7 @@ class Library:
       ValueError: the manifest or a file does not match (the message names which and how).
     """
     directory = os.path.abspath(directory)
-    artifacts.recover_directory(directory)  # finish a swap a killed writer left half-way
-    manifest = artifacts.read_manifest(directory, "Library", required=_REQUIRED_KEYS,
+    manifest = storage.read_manifest(directory, "Library", required=_REQUIRED_KEYS,
                                        format_version=FORMAT_VERSION, rebuild="Rebuild the library.")
     if dim is not None and manifest["dim"] != dim:
       raise ValueError(f"Library {directory} holds embeddings of dimension {manifest['dim']}; "
@@ -364,10 +358,10 @@ class Library:
   # ---- checks ----
 
   def _file(self, relative: str) -> str:
-    return artifacts.listed_file(self.directory, relative, "Library")
+    return storage.listed_file(self.directory, relative, "Library")
 
   def _check_sha(self, relative: str, expected: str, verify: bool):
-    artifacts.check_listed_file(self.directory, relative, expected, "Library", verify=verify)
+    storage.check_listed_file(self.directory, relative, expected, "Library", verify=verify)
 
   def _load_npy(self, relative: str, mmap: bool = True) -> np.ndarray:
     try:
@@ -525,4 +519,4 @@ class Library:
 
 def read_manifest(directory: str) -> dict:
   """The raw manifest of a library, unchecked (for tools that inspect or repair)."""
-  return artifacts.read_json(os.path.join(directory, MANIFEST), "Library manifest")
+  return storage.read_json(os.path.join(directory, MANIFEST), "Library manifest")

@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator
 import jax.numpy as jnp
 import numpy as np
 
-from rospr_jax import artifacts, paths
+from rospr_jax import storage
+from rospr_jax.storage import copies
 from rospr_jax.model.config import T5Config
 from rospr_jax.model.hf_checkpoint import CONFIG_FILE, hf_weight_files, open_hf, save_hf
 from rospr_jax.model.param_tree import Params, collect, flatten
@@ -86,7 +87,7 @@ def load_checkpoint(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[
   Returns:
     (config with `param_dtype` set to `dtype` when given, nested dict of numpy arrays with T5X names).
   """
-  path = paths.input_tree(os.fspath(path), "checkpoint")  # a URL: read from a local copy
+  path = copies.local_copy(path, "checkpoint")  # a URL: read from a local copy
   config, tensors = _open(path)
   return _with_dtype(config, dtype), collect(tensors, dtype)
 
@@ -101,7 +102,7 @@ def load_fingerprinted(path: str | os.PathLike, dtype: Any = jnp.float32) -> tup
   Returns:
     (config, params) as `load_checkpoint` returns them, and the checkpoint's fingerprint.
   """
-  path = paths.input_tree(os.fspath(path), "checkpoint")
+  path = copies.local_copy(path, "checkpoint")
   fingerprint, remember = _cached_fingerprint(path)
   config, tensors = _open(path)
   if fingerprint is not None:
@@ -137,7 +138,7 @@ def checkpoint_fingerprint(path: str | os.PathLike) -> str:
   into a new MODEL_DIR; or give an old export's table as a bare `.npy` to `rospr build-library
   --prompts`, which records no backbone), build the library again, evaluate into a new OUTPUT_DIR.
   """
-  path = paths.input_tree(os.fspath(path), "checkpoint")
+  path = copies.local_copy(path, "checkpoint")
   fingerprint, remember = _cached_fingerprint(path)
   if fingerprint is None:
     config, tensors = _open(path)
@@ -193,7 +194,7 @@ def _combine(config: T5Config, digests: dict[str, str]) -> str:
 
 def _cache_file() -> Path:
   """`$ROSPR_CACHE/checkpoint_fingerprint.json` (default `~/.cache/rospr_jax`)."""
-  return Path(paths.cache_root()) / _CACHE_NAME
+  return Path(storage.cache_root()) / _CACHE_NAME
 
 
 def _read_cache(file: Path) -> dict[str, dict]:
@@ -219,7 +220,7 @@ def _write_cache(file: Path, new: dict[str, dict]) -> None:
     if len(entries) > _CACHE_MAX_ENTRIES:  # The most recently hashed are kept.
       keep = sorted(entries, key=lambda root: entries[root]["hashed_ns"])[-_CACHE_MAX_ENTRIES:]
       entries = {root: entries[root] for root in keep}
-    artifacts.write_json(file, {"version": _CACHE_VERSION, "checkpoints": entries}, sort_keys=True)
+    storage.write_json(file, {"version": _CACHE_VERSION, "checkpoints": entries}, sort_keys=True)
   except Exception as e:  # pylint: disable=broad-except  (the cache is an optimisation, never a failure)
     logger.debug("could not write the checkpoint fingerprint cache %s: %s", file, e)
 

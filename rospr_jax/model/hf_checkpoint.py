@@ -40,7 +40,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from rospr_jax.artifacts import atomic_directory
+from rospr_jax import storage
 from rospr_jax.model.config import T5Config
 from rospr_jax.model.param_tree import (as_numpy_dtype, collect, flatten, key_problems, param_shapes,
                                         raise_problems)
@@ -584,7 +584,8 @@ def save_hf(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any]
     shards[-1].append(item)
     size += item[1].nbytes
 
-  with atomic_directory(path) as tmp:
+  with storage.output_folder(path, "Hugging Face checkpoint", overwrite_flag=None) as tmp_dir:
+    tmp = Path(tmp_dir)
     (tmp / CONFIG_FILE).write_text(json.dumps(config_to_hf(config), indent=2) + "\n")
     if len(shards) == 1:
       _write_safetensors(tmp / SAFETENSORS_FILE, shards[0])

@@ -32,7 +32,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from rospr_jax.artifacts import atomic_directory
+from rospr_jax import storage
 from rospr_jax.model.config import T5Config
 # Re-exported: callers import the tree's helpers from here too.
 from rospr_jax.model.param_tree import (Params, as_numpy_dtype, cast, collect, flatten,  # noqa: F401
@@ -328,7 +328,9 @@ def save_t5x(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any
   import tensorstore as ts  # pylint: disable=g-import-not-at-top
 
   final = Path(path) / f"checkpoint_{int(step)}"
-  with atomic_directory(final) as tmp, _settled_on_error() as pending:
+  with (storage.output_folder(final, "T5X checkpoint", overwrite_flag=None) as tmp_dir,
+        _settled_on_error() as pending):
+    tmp = Path(tmp_dir)
     target = {}
     for name, array in flat.items():
       if array.nbytes <= inline_max_bytes:

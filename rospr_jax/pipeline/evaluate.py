@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 from rospr_jax.eval import batching, records as records_lib, report
 from rospr_jax.eval.batching import RankExample, score_examples
 from rospr_jax.eval.metrics import accuracy_of, chance_accuracy
@@ -82,9 +82,9 @@ def load_oracle(directory: str) -> tuple[dict, np.ndarray]:
   """Reads an oracle's record and prompt: ({"rule": "oracle", "accuracies", "chosen", ...}, [P, H])."""
   paths_ = [os.path.join(directory, name) for name in (ORACLE_FILE, retrieve.PROMPT_FILE)]
   for path in paths_:
-    if not os.path.isfile(path):
+    if not storage.as_path(path).is_file():
       raise FileNotFoundError(f"Oracle directory {directory} is missing {os.path.basename(path)}.")
-  return artifacts.read_json(paths_[0], "Oracle record"), np.load(paths_[1])
+  return storage.read_json(paths_[0], "Oracle record"), storage.load_npy(paths_[1])
 
 
 def _saved_selection(directory: str, method: str) -> dict:
@@ -203,8 +203,8 @@ class Evaluator:
       # Scored per library prompt inside: its accuracy is the best of those (of the saved prompt).
       chosen, prompt = self.oracle(target, examples)
       if where:
-        artifacts.save_npy(os.path.join(where, retrieve.PROMPT_FILE), prompt)
-        artifacts.write_json(os.path.join(where, ORACLE_FILE), chosen)
+        storage.save_npy(os.path.join(where, retrieve.PROMPT_FILE), prompt)
+        storage.write_json(os.path.join(where, ORACLE_FILE), chosen)
       return chosen, chosen["predictions"]
     chosen = prompt = None
     if method != HARD_PROMPT:

@@ -10,8 +10,8 @@ checkpoint, whose fingerprint is checked on resume.
 
 The train state is replicated over every device (the prompt table is small next to the backbone), so
 process 0 alone reads and writes the checkpoints, as host arrays, and the other processes receive what
-it read: the processes of one run need not share the directory (with MODEL_DIR at a URL, each process
-has its own working copy and only process 0's is published).
+it read: the processes of one run need not share the directory. At a URL (gs://), orbax writes the
+checkpoints there itself, through etils.epath.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rospr_jax import multihost
+from rospr_jax import multihost, storage
 from rospr_jax.prompt.train_step import PromptTrainState
 
 
@@ -58,14 +58,14 @@ class Checkpointer:
   """
 
   def __init__(self, directory: str | os.PathLike, *, keep: int | None = 3):
-    self.directory = os.path.abspath(os.fspath(directory))
+    self.directory = storage.absolute(directory)  # local, or a URL orbax writes to itself
     self._manager = None
-    if multihost.is_writer():
-      os.makedirs(self.directory, exist_ok=True)  # orbax creates it only with every process taking part
+    if multihost.is_writer():  # orbax creates it only with every process taking part
+      storage.as_path(self.directory, "model_dir", output=True).mkdir(parents=True, exist_ok=True)
       options = ocp.CheckpointManagerOptions(
           max_to_keep=keep, create=False, enable_async_checkpointing=False,
           multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}))
-      self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "run"))
+      self._manager = ocp.CheckpointManager(storage.as_path(self.directory), options=options, item_names=("state", "run"))
 
   def latest_step(self) -> int | None:
     """The newest complete step, as process 0 sees it (so every process resumes alike)."""

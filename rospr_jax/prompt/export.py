@@ -27,11 +27,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 
 FORMAT_VERSION = 1
 KIND = "rospr_prompts"
-MANIFEST = artifacts.MANIFEST
+MANIFEST = storage.MANIFEST
 TABLE = "prompts.npy"
 PROMPT_FILE = "encoder.prompt.prompt.prompt"
 _STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
@@ -78,15 +78,15 @@ def export_prompts(export_dir: str, prompts, names: Sequence[str], step: int, *,
       raise ValueError(f"{label} has {len(values)} entries for {len(names)} sources.")
   if len(set(names)) != len(names):
     raise ValueError(f"Duplicate source names {sorted({n for n in names if names.count(n) > 1})}.")
-  export_dir = os.path.abspath(export_dir)
+  export_dir = storage.absolute(export_dir)
   sources = []
   for s, name in enumerate(names):
     path = source_prompt_path(export_dir, name, step)
-    with artifacts.atomic_directory(os.path.dirname(path), replace=True) as tmp:
-      artifacts.save_npy(os.path.join(tmp, PROMPT_FILE), table[s])
+    with storage.output_folder(os.path.dirname(path), "Prompt export", replace=True) as tmp:
+      storage.save_npy(os.path.join(tmp, PROMPT_FILE), table[s])
     sources.append({
         "id": s, "name": name, "dir": source_dir_name(name),
-        "file": os.path.relpath(path, export_dir), "sha256": artifacts.sha256_file(path),
+        "file": os.path.relpath(path, export_dir), "sha256": storage.sha256_file(path),
         "seed": int(seeds[s]), "steps": int(source_steps[s]),
         "examples": None if source_examples is None else int(source_examples[s]),
     })
@@ -103,10 +103,10 @@ def export_prompts(export_dir: str, prompts, names: Sequence[str], step: int, *,
       **(extra or {}),
   }
 
-  with artifacts.atomic_directory(final, replace=True) as tmp:
-    artifacts.save_npy(os.path.join(tmp, TABLE), table)
-    manifest["prompts"]["sha256"] = artifacts.sha256_file(os.path.join(tmp, TABLE))
-    artifacts.write_manifest(tmp, manifest)
+  with storage.output_folder(final, "Prompt export", replace=True) as tmp:
+    storage.save_npy(os.path.join(tmp, TABLE), table)
+    manifest["prompts"]["sha256"] = storage.sha256_file(os.path.join(tmp, TABLE))
+    storage.write_manifest(tmp, manifest)
   return final
 
 
@@ -167,11 +167,9 @@ def load_prompts(path: str, *, expected_fingerprint: str | None = None,
     FileNotFoundError: nothing to read. ValueError: the manifest and the files or the expectations
     differ (the message names the file and the key).
   """
-  artifacts.recover_directory(  # finish a swap a killed writer left half-way
-      os.path.dirname(os.path.abspath(path)) if os.path.basename(path) == MANIFEST else path)
   directory = _resolve(path)
   manifest_path = os.path.join(directory, MANIFEST)
-  manifest = artifacts.read_manifest(
+  manifest = storage.read_manifest(
       directory, "Prompt export", kind=KIND, format_version=FORMAT_VERSION,
       required=("format_version", "kind", "step", "backbone_fingerprint", "prompts", "sources"),
       rebuild="Export the prompts again with this version (rospr train-prompts).")
@@ -183,7 +181,7 @@ def load_prompts(path: str, *, expected_fingerprint: str | None = None,
     absent = [n for n in expected_sources if n not in names]
     raise ValueError(f"{manifest_path}: sources differ from the expected ones (absent: {absent}; "
                      f"manifest has {len(names)}, expected {len(expected_sources)} in this order).")
-  table_path = artifacts.check_listed_file(directory, manifest["prompts"]["file"],
+  table_path = storage.check_listed_file(directory, manifest["prompts"]["file"],
                                           manifest["prompts"].get("sha256"), "Prompt export", verify=verify)
   table = np.load(table_path, allow_pickle=False)
   if list(table.shape) != list(manifest["prompts"]["shape"]) or table.shape[0] != len(names):

@@ -28,7 +28,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from rospr_jax import artifacts, paths
+from rospr_jax import storage
+from rospr_jax.storage import copies
 from rospr_jax.model.config import EOS_ID
 
 logger = logging.getLogger(__name__)
@@ -179,15 +180,15 @@ def read_jsonl(path: str, vocabulary: str | None = None,
   the SentencePiece model `vocabulary` (inputs without EOS, targets with EOS). Sources are numbered in
   order of first appearance unless `sources` fixes the list (then a line naming another is an error).
   """
-  local = paths.input_file(path, "The examples file")  # a URL (gs://...): a local copy of the object
-  vocabulary = vocabulary and paths.input_file(vocabulary, "The vocabulary")
+  local = copies.local_copy(path, "The examples file")  # a URL (gs://...): a local copy of the object
+  vocabulary = vocabulary and copies.local_copy(vocabulary, "The vocabulary")
   if not os.path.isfile(local):
     raise FileNotFoundError(f"Examples file not found: {path}")
   tokenizer = None
   names: list[str] = list(sources or [])
   index = {n: i for i, n in enumerate(names)}
   examples = []
-  for line_no, line in artifacts.text_lines(local, path):
+  for line_no, line in storage.text_lines(local, path):
     if not line.strip():
       continue
     where = f"{path}:{line_no}"

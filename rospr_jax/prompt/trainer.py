@@ -24,7 +24,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import re
@@ -38,7 +37,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from rospr_jax import artifacts, multihost, paths
+from rospr_jax import multihost, storage
 from rospr_jax.model import EOS_ID, T5Config, model_for
 from rospr_jax.model import partitioning
 from rospr_jax.prompt import export as export_lib
@@ -201,9 +200,9 @@ _ORBAX_TMP = re.compile(r"^\d+\.orbax-checkpoint-tmp(-\d+)?$")
 
 def remove_leftovers(model_dir: str) -> list[str]:
   """Removes what killed runs left in `model_dir` (the caller holds its run lock): this project's
-  temporaries of dead writers (`artifacts.remove_leftovers`) and orbax's unfinished checkpoints
+  temporaries of dead writers (`storage.remove_leftovers`) and orbax's unfinished checkpoints
   `checkpoints/<step>.orbax-checkpoint-tmp-*`; logs each path removed."""
-  removed = artifacts.remove_leftovers(model_dir, recursive=True)
+  removed = storage.remove_leftovers(model_dir, recursive=True)
   checkpoints = os.path.join(model_dir, "checkpoints")
   entries = os.listdir(checkpoints) if os.path.isdir(checkpoints) else []
   unfinished = sorted(os.path.join(checkpoints, entry) for entry in entries if _ORBAX_TMP.match(entry))
@@ -226,8 +225,7 @@ def _check_recorded_facts(checkpointer: Checkpointer, step: int, run_facts: dict
   """Refuses naming the difference when the run facts of checkpoint `step` (orbax's JSON item
   `<step>/run/metadata`) differ from this run's; does nothing when they cannot be read."""
   try:
-    with open(os.path.join(checkpointer.directory, str(step), "run", "metadata"), encoding="utf-8") as f:
-      run = json.load(f)
+    run = storage.read_json(os.path.join(checkpointer.directory, str(step), "run", "metadata"))
   except (OSError, ValueError):
     return
   if isinstance(run, dict):
@@ -303,27 +301,24 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
                   checkpoint_every=checkpoint_every, export_every=export_every, log_every=log_every,
                   num_partitions=num_partitions, dropout_rate=dropout_rate)
   _check_learning_rate(describe_optimizer(optimizer).get("learning_rate"))
-  model_url = model_dir if paths.is_url(model_dir) else os.path.abspath(model_dir)
+  model_dir = storage.absolute(storage.as_path(model_dir, "model_dir", output=True))
   settings = LoopSettings(num_steps=num_steps, batch_size=batch_size, checkpoint_every=checkpoint_every,
                           export_every=export_every, log_every=log_every, seed=seed,
                           dropout_rng_impl=dropout_rng_impl)
-  # MODEL_DIR at a URL: a local working copy, published after each checkpoint; a rerun on any machine
-  # resumes from the last checkpoint published (paths.run_directory). Process 0 alone writes there.
-  with paths.run_directory(model_url, "model_dir", writes=multihost.is_writer()) as run_folder:
-    os.makedirs(run_folder.local, exist_ok=True)
-    with (artifacts.run_lock(run_folder.local, "train-prompts") if multihost.is_writer()
-          else contextlib.nullcontext()):
-      data = examples() if callable(examples) else examples
-      data.check_every_source_has_examples()
-      backbone = backbone() if callable(backbone) else backbone
-      optimizer_facts = describe_optimizer(optimizer)  # before the default replaces None
-      run = _Run(model_url, run_folder, data, backbone, settings, optimizer_facts,
-                 optimizer if optimizer is not None else default_optimizer(),
-                 prompt_init if prompt_init is not None else PromptInit(), prompt_length=prompt_length,
-                 input_length=input_length, target_length=target_length, dropout_rate=dropout_rate,
-                 remat_policy=remat_policy, keep_checkpoints=keep_checkpoints,
-                 num_partitions=num_partitions, use_mesh=use_mesh, summaries=summaries)
-      return run.train()
+  # MODEL_DIR is used in place, local or at a URL (orbax writes and commits each checkpoint there, and
+  # a rerun on any machine resumes from the last one). Process 0 alone writes, holding the run lock.
+  with storage.run_lock(model_dir, "train-prompts") if multihost.is_writer() else contextlib.nullcontext():
+    data = examples() if callable(examples) else examples
+    data.check_every_source_has_examples()
+    backbone = backbone() if callable(backbone) else backbone
+    optimizer_facts = describe_optimizer(optimizer)  # before the default replaces None
+    run = _Run(model_dir, data, backbone, settings, optimizer_facts,
+               optimizer if optimizer is not None else default_optimizer(),
+               prompt_init if prompt_init is not None else PromptInit(), prompt_length=prompt_length,
+               input_length=input_length, target_length=target_length, dropout_rate=dropout_rate,
+               remat_policy=remat_policy, keep_checkpoints=keep_checkpoints,
+               num_partitions=num_partitions, use_mesh=use_mesh, summaries=summaries)
+    return run.train()
 
 
 def _check_finite_weights(backbone) -> None:
@@ -343,10 +338,10 @@ class _Run:
   the mesh, the checkpointer, the initial or restored state; `train()` hands them to a
   `PromptTrainer` and reports the result."""
 
-  def __init__(self, model_url, run_folder, data, backbone, settings: LoopSettings, optimizer_facts: dict,
+  def __init__(self, model_dir, data, backbone, settings: LoopSettings, optimizer_facts: dict,
                optimizer, prompt_init, *, prompt_length, input_length, target_length, dropout_rate,
                remat_policy, keep_checkpoints, num_partitions, use_mesh, summaries):
-    self.model_url, self.run_folder, self.model_dir = model_url, run_folder, run_folder.local
+    self.model_dir = model_dir
     self.data, self.backbone, self.settings, self.optimizer = data, backbone, settings, optimizer
     self.optimizer_facts, self.prompt_init, self.summaries = optimizer_facts, prompt_init, summaries
     self.prompt_length, self.input_length, self.target_length = prompt_length, input_length, target_length
@@ -366,8 +361,7 @@ class _Run:
     if multihost.is_writer():  # under the run lock: no live run writes here
       remove_leftovers(self.model_dir)
     self.checkpointer = Checkpointer(os.path.join(self.model_dir, "checkpoints"), keep=keep_checkpoints)
-    # What messages name: the URL's checkpoints, not this machine's working copy of them.
-    self.ckpt_shown = (f"{model_url}/checkpoints" if paths.is_url(model_url) else self.checkpointer.directory)
+    self.ckpt_shown = self.checkpointer.directory
     self.run_facts = {
         "sources": self.names, "prompt_shape": [len(self.names), prompt_length, self.config.emb_dim],
         "seed": settings.seed, "batch_size": settings.batch_size, "input_length": input_length,
@@ -399,10 +393,10 @@ class _Run:
     """config.gin (the first segment's; a resumed one writes config-<its first step>.gin), model-info.txt."""
     if not multihost.is_writer():
       return
-    first = latest is None or not os.path.exists(os.path.join(self.model_dir, "config.gin"))
-    artifacts.write_text(os.path.join(self.model_dir, "config.gin" if first else f"config-{latest}.gin"),
+    first = latest is None or not storage.as_path(self.model_dir, "model_dir").joinpath("config.gin").exists()
+    storage.write_text(os.path.join(self.model_dir, "config.gin" if first else f"config-{latest}.gin"),
                          gin.operative_config_str())
-    artifacts.write_text(os.path.join(self.model_dir, "model-info.txt"),
+    storage.write_text(os.path.join(self.model_dir, "model-info.txt"),
                          _model_info(self.config, self.params, self.boxed, state, self.mesh))
 
   def _exporter(self, seeds: list[int]) -> Callable[[int, PromptTrainState], None]:
@@ -429,7 +423,7 @@ class _Run:
     writer = _summary_writer(os.path.join(self.model_dir, "train"), self.summaries)
     loop = PromptTrainer(self.config, self.params, self.optimizer, mesh=self.mesh, checkpointer=self.checkpointer,
                          exporter=self._exporter(seeds), settings=self.settings, run_facts=self.run_facts,
-                         checkpoint_shown=self.ckpt_shown, publish=self.run_folder.publish, writer=writer)
+                         checkpoint_shown=self.ckpt_shown, writer=writer)
     try:
       state = loop.fit(state, batches, last_saved=latest)
     finally:
@@ -439,8 +433,6 @@ class _Run:
     # The other processes end only once process 0 has exported: a failure there stops them too.
     multihost.barrier("train-prompts: exported")
     export_dir, ckpt_dir = os.path.join(self.model_dir, "export"), self.checkpointer.directory
-    if paths.is_url(self.model_url):  # what the user reads: the published folders
-      export_dir, ckpt_dir = f"{self.model_url}/export", self.ckpt_shown
     num_steps = self.settings.num_steps
     if latest is None:
       logger.info("Trained %d steps from scratch; exports in %s.", num_steps, export_dir)

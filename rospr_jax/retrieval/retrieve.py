@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 from rospr_jax.library import store
 from rospr_jax.retrieval import selection as selection_lib
 
@@ -74,16 +74,15 @@ def retrieve_prompt(library: store.Library, query_embeddings, rule: str, *,
 
 def save_selection(directory: str, chosen: selection_lib.Selection, prompt: np.ndarray) -> None:
   """Writes `selection.json` and `prompt.npy` [P, H] into `directory`, each atomically."""
-  artifacts.save_npy(os.path.join(directory, PROMPT_FILE), prompt)
-  artifacts.write_text(os.path.join(directory, SELECTION_FILE), chosen.to_json() + "\n")
+  storage.save_npy(os.path.join(directory, PROMPT_FILE), prompt)
+  storage.write_text(os.path.join(directory, SELECTION_FILE), chosen.to_json() + "\n")
 
 
 def load_selection(directory: str) -> tuple[selection_lib.Selection, np.ndarray]:
   """Reads what `save_selection` wrote: (Selection, prompt [P, H])."""
   paths = [os.path.join(directory, name) for name in (SELECTION_FILE, PROMPT_FILE)]
   for path in paths:
-    if not os.path.isfile(path):
+    if not storage.as_path(path).is_file():
       raise FileNotFoundError(f"Selection directory {directory} is missing {os.path.basename(path)}.")
-  with open(paths[0], encoding="utf-8") as f:
-    chosen = selection_lib.Selection.from_json(f.read())
-  return chosen, np.load(paths[1])
+  chosen = selection_lib.Selection.from_json(storage.as_path(paths[0]).read_text())
+  return chosen, storage.load_npy(paths[1])

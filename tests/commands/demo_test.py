@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from rospr_jax import paths
+from rospr_jax import storage
 from rospr_jax.commands import demo_analysis
 from rospr_jax.data.generated import Template
 
@@ -26,8 +26,8 @@ def test_quick_demo_runs_end_to_end_and_publishes_its_report(tmp_path):
   assert "Demo finished in" in done.stdout and "pooled over held-out targets: T0 " in done.stdout
   for stage in ("generate data", "train backbone", "train soft prompts", "build library", "evaluate"):
     assert f"demo: {stage} done in" in done.stderr  # progress per stage
-  marker = json.loads((published / paths.COMMIT_MARKER).read_text())
-  assert "partial" not in marker and {"report.md", "demo.json", "library/manifest.json"} <= set(marker["files"])
+  listed = storage.read_manifest(published, "demo output")["files"]  # committed whole, manifest last
+  assert {"report.md", "demo.json", "library/manifest.json"} <= set(listed)
 
   report = (published / "report.md").read_text()
   assert "| new formats (6) | 144 |" in report  # 6 format targets x 24 examples (--quick)

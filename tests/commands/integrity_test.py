@@ -151,22 +151,20 @@ def test_meaningless_evaluation_settings_are_refused_before_the_backbone_loads(w
 
 
 def test_a_second_evaluation_into_a_folder_in_use_is_refused(world, tmp_path, capsys):
-  import socket
   root, checkpoint, _ = world
   out = tmp_path / "eval"
-  holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from rospr_jax import storage\n"
+                             f"with storage.run_lock({str(out)!r}, 'evaluate'):\n"
+                             "  print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
   try:
-    out.mkdir()
-    (out / ".rospr.lock").write_text(json.dumps({"command": "evaluate", "host": socket.gethostname(),
-                                                 "pid": holder.pid, "started": "now"}))
+    assert holder.stdout.readline().strip() == "held"
     assert cli.main(_evaluate_argv(checkpoint, out, root / "data")) == 2
     assert f"{out} is in use by evaluate (pid {holder.pid}" in capsys.readouterr().err
-    assert sorted(os.listdir(out)) == [".rospr.lock"]
+    assert sorted(os.listdir(out)) == [".rospr.lock", ".rospr.lock.json"]  # nothing of ours written
   finally:
-    holder.kill()
+    holder.kill()  # -9: its lock goes with it
     holder.wait()
-  assert cli.main(_evaluate_argv(checkpoint, out, root / "data")) == 0  # the holder is gone: taken over
-  assert not (out / ".rospr.lock").exists()
+  assert cli.main(_evaluate_argv(checkpoint, out, root / "data")) == 0
 
 
 def test_an_edited_record_is_refused_by_name_and_left_as_it_is(world, tmp_path, capsys):

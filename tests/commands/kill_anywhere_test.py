@@ -120,9 +120,10 @@ def _kill_anywhere(whole, killed, env, watch, check, seed, warm=None, left=lambd
 
 
 def _leftovers(directory) -> list[str]:
-  """What a killed run may leave: temporaries, swap markers, unfinished checkpoints, its lock."""
+  """What a killed run may leave: temporaries and unfinished checkpoints (the lock file stays, held by
+  no one once its holder is gone)."""
   return [os.path.join(folder, name) for folder, subdirs, files in os.walk(directory) for name in subdirs + files
-          if ".tmp-" in name or name.endswith(".swap") or ".orbax-checkpoint-tmp" in name or name == ".rospr.lock"]
+          if ".tmp-" in name or ".orbax-checkpoint-tmp" in name]
 
 
 def _records(output_dir) -> list:
@@ -201,7 +202,6 @@ def test_evaluate_killed_anywhere_reports_the_same_records_and_summaries(world, 
   def check():  # every record and the report are absent or whole
     for path in _records(killed):
       assert 0 <= json.loads(path.read_text())["accuracy"] <= 1, path
-    report.recover_report(str(killed))  # what a reader does first
     if (killed / "results.json").exists():
       summary = json.loads((killed / "results.json").read_text())["summary"]
       assert report.markdown_table(summary) in (killed / "results.md").read_text()

@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 from rospr_jax.data import archives
 from rospr_jax.data import bigbench
 from rospr_jax.data import bigbench_sources
@@ -132,7 +132,7 @@ def test_build_bigbench_store_from_an_sdist(tmp_path, monkeypatch):
   assert store.task_names() == ["container", "simple"]
   assert [e.subtask for e in store.examples("container")] == ["one", "two"]
   assert (folder / "json_task.py").exists()
-  manifest = artifacts.read_manifest(folder, "store")
+  manifest = storage.read_manifest(folder, "store")
   assert manifest["source"]["form"] == "sdist" and manifest["source"]["sha256"] == archives.BIGBENCH.sha256
   assert manifest["files"]["simple/task.json"] == hashlib.sha256(json.dumps(mc).encode()).hexdigest()
 
@@ -176,4 +176,4 @@ def test_real_archives_match_their_pins():
     path = archives.archive_path(spec)
     if not path.exists():
       pytest.fail(f"{path} is missing; run `rospr fetch`", pytrace=False)
-    assert path.stat().st_size == spec.size and artifacts.sha256_file(path) == spec.sha256
+    assert path.stat().st_size == spec.size and storage.sha256_file(path) == spec.sha256

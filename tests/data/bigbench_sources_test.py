@@ -16,7 +16,7 @@ import zipfile
 import pytest
 
 import bigbench_checkout as checkout_lib
-from rospr_jax import artifacts
+from rospr_jax import storage
 from rospr_jax.data import archives
 from rospr_jax.data import bigbench
 from rospr_jax.data import bigbench_sources as sources
@@ -48,7 +48,7 @@ def forms(tmp_path_factory, bigbench_checkout) -> dict[str, pathlib.Path]:
 def _pin_sdist(monkeypatch, archive: pathlib.Path) -> None:
   """archives.BIGBENCH pinned to the test archive (the real sdist is no longer served)."""
   monkeypatch.setattr(archives, "BIGBENCH", dataclasses.replace(
-      archives.BIGBENCH, sha256=artifacts.sha256_file(archive), size=archive.stat().st_size))
+      archives.BIGBENCH, sha256=storage.sha256_file(archive), size=archive.stat().st_size))
 
 
 def _build(form: str, forms, cache: pathlib.Path, monkeypatch) -> bigbench.BigBenchStore:
@@ -196,8 +196,8 @@ def test_bigbench_dir_follows_rospr_bigbench(forms, tmp_path, monkeypatch):
   assert sources.bigbench_configured(tmp_path)
   folder = sources.bigbench_dir(tmp_path)  # built now
   assert sources.read_store_manifest(folder)["source"]["form"] == "checkout"
-  stamp = (folder / artifacts.MANIFEST).stat().st_mtime_ns
-  assert sources.bigbench_dir(tmp_path) == folder and (folder / artifacts.MANIFEST).stat().st_mtime_ns == stamp
+  stamp = (folder / storage.MANIFEST).stat().st_mtime_ns
+  assert sources.bigbench_dir(tmp_path) == folder and (folder / storage.MANIFEST).stat().st_mtime_ns == stamp
   monkeypatch.setenv("ROSPR_BIGBENCH", str(forms["tasksource"]))  # another source: rebuilt from it
   assert sources.read_store_manifest(sources.bigbench_dir(tmp_path))["source"]["form"] == "tasksource"
   monkeypatch.delenv("ROSPR_BIGBENCH")

@@ -90,7 +90,7 @@ def test_a_checkpoint_smaller_than_the_vocabulary_is_refused(artifacts, tmp_path
   assert f"has 2000 pieces; the checkpoint {small} has 512 embeddings" in capsys.readouterr().err
 
 
-def test_a_held_out_dataset_is_read_from_data_dir_and_scored(artifacts, tmp_path):
+def test_a_held_out_dataset_is_read_from_data_dir_and_scored(artifacts, tmp_path, object_store):
   """The paper's targets: a promptsource template over the dataset's JSONL split under DATA_DIR."""
   checkpoint, _, vocab = artifacts
   split = tmp_path / "data" / "super_glue" / "rte" / "validation.jsonl"
@@ -106,18 +106,15 @@ def test_a_held_out_dataset_is_read_from_data_dir_and_scored(artifacts, tmp_path
   (row,) = json.loads((out / "results.json").read_text())["per_template"]
   assert (row["dataset"], row["template"], row["examples"]) == ("super_glue/rte", "GPT-3 style", 5)
   assert abs(row["accuracy"] * 5 - round(row["accuracy"] * 5)) < 1e-9
-  # DATA_DIR at a URL (memory://): the split's object is read from a local copy, scored alike.
-  import fsspec
-  memory = fsspec.filesystem("memory")
-  memory.put_file(str(split), "/data-bucket/p3/super_glue/rte/validation.jsonl")
+  # DATA_DIR at a URL: the split's object is read from a local copy, scored alike.
+  object_store.put_file(str(split), "gs://data-bucket/p3/super_glue/rte/validation.jsonl")
   assert cli.main(["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/held_out_targets.gin",
                    f"--gin.CHECKPOINT='{checkpoint}'", f"--gin.OUTPUT_DIR='{tmp_path / 'eval_url'}'",
                    f"--gin.VOCABULARY='{vocab}'", "--gin.METHODS=['T0']",
-                   "--gin.TARGETS=['super_glue_rte_GPT_3_style']", "--gin.DATA_DIR='memory://data-bucket/p3'",
+                   "--gin.TARGETS=['super_glue_rte_GPT_3_style']", "--gin.DATA_DIR='gs://data-bucket/p3'",
                    "--gin.BATCH_SIZE=8"]) == 0
   (at_url,) = json.loads((tmp_path / "eval_url" / "results.json").read_text())["per_template"]
   assert at_url == row
-  memory.rm("/data-bucket", recursive=True)
 
 
 def test_a_rerun_into_the_same_folder_resumes_and_other_settings_are_refused(artifacts, tmp_path, capsys):
@@ -141,24 +138,20 @@ def test_a_rerun_into_the_same_folder_resumes_and_other_settings_are_refused(art
 
 
 def test_an_output_dir_at_a_url_matches_a_local_one_and_resumes_on_a_fresh_machine(artifacts, tmp_path,
-                                                                                   monkeypatch, capsys):
-  """OUTPUT_DIR, LIBRARY_DIR, CHECKPOINT and VOCABULARY on an object store (memory://): each record
-  is published as it is written, a run that fails publishes what it finished, and a rerun on a machine
-  with nothing local resumes from the URL and writes the report a local run writes."""
-  import fsspec
-  from rospr_jax import paths
+                                                                                   object_store, monkeypatch,
+                                                                                   capsys):
+  """OUTPUT_DIR, LIBRARY_DIR, CHECKPOINT and VOCABULARY on an object store: each record is written
+  there as it is scored, and a rerun on a machine with nothing local resumes from the URL and writes
+  the report a local run writes."""
   from rospr_jax.pipeline import evaluate as evaluate_lib
   assert _evaluate(artifacts, tmp_path / "local") == 0
   local = json.loads((tmp_path / "local" / "results.json").read_text())
-  memory = fsspec.filesystem("memory")
   checkpoint, library, vocab = artifacts
-  paths.publish_directory(library, "memory://evaluate-bucket/library", replace=False)
-  # The checkpoint and vocabulary copied there by another tool (as gsutil would: no commit marker).
-  memory.put(checkpoint, "/evaluate-bucket/t0", recursive=True)
-  memory.put_file(vocab, "/evaluate-bucket/spiece.model")
-  at_urls = ("memory://evaluate-bucket/t0", "memory://evaluate-bucket/library",
-             "memory://evaluate-bucket/spiece.model")
-  url = "memory://evaluate-bucket/eval"
+  for source, url in ((library, "gs://evaluate-bucket/library"), (checkpoint, "gs://evaluate-bucket/t0")):
+    object_store.put(str(source), url, recursive=True)  # as gsutil copies a folder
+  object_store.put_file(vocab, "gs://evaluate-bucket/spiece.model")
+  at_urls = ("gs://evaluate-bucket/t0", "gs://evaluate-bucket/library", "gs://evaluate-bucket/spiece.model")
+  url = "gs://evaluate-bucket/eval"
   monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "machine1"))
   real, calls = evaluate_lib.accuracy_of, []
 
@@ -172,22 +165,19 @@ def test_an_output_dir_at_a_url_matches_a_local_one_and_resumes_on_a_fresh_machi
     patch.setattr(evaluate_lib, "accuracy_of", preempted_at_the_third_record)
     assert _evaluate(at_urls, url) == 2
   assert "simulated preemption" in capsys.readouterr().err
-  listed = json.loads(memory.cat_file(f"/evaluate-bucket/eval/{paths.COMMIT_MARKER}"))["files"]
-  assert sorted(n for n in listed if n.startswith("records/")) == [
+  assert sorted(p.split("eval/", 1)[1] for p in object_store.find(f"{url}/records")) == [
       f"records/{TARGET}/RoSPr.json", f"records/{TARGET}/T0.json"]
   monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "machine2"))
   assert _evaluate(at_urls, url) == 0  # the run settings name the URLs, not this machine's copies
   assert capsys.readouterr().err.count("(resumed)") == 2
-  report = paths.fetch_directory(url, "OUTPUT_DIR")
-  again = json.loads(open(os.path.join(report, "results.json")).read())
+  again = json.loads(object_store.cat_file(f"{url}/results.json"))
   assert again["per_template"] == local["per_template"]
   for method, chosen in again["selections"][TARGET].items():  # they name the library they read
-    assert chosen["params"].pop("library") == "memory://evaluate-bucket/library", method
+    assert chosen["params"].pop("library") == "gs://evaluate-bucket/library", method
     local["selections"][TARGET][method]["params"].pop("library")
   assert again["selections"] == local["selections"]
-  assert again["library"] == "memory://evaluate-bucket/library"
-  assert again["checkpoint"] == "memory://evaluate-bucket/t0"
-  assert json.loads(open(os.path.join(report, "run.json")).read())["vocabulary"] == at_urls[2]
+  assert again["library"] == "gs://evaluate-bucket/library"
+  assert again["checkpoint"] == "gs://evaluate-bucket/t0"
+  assert json.loads(object_store.cat_file(f"{url}/run.json"))["vocabulary"] == at_urls[2]
   for name in ("results.md", "accuracy.png", "retrieval.png", "config.gin", "run.json"):
-    assert os.path.getsize(os.path.join(report, name)) > 0, name
-  memory.rm("/evaluate-bucket", recursive=True)
+    assert object_store.size(f"{url}/{name}") > 0, name

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 from rospr_jax.commands import build_library
 from rospr_jax.library import build, embed, sources, store
 
@@ -137,7 +137,7 @@ def test_read_sources_from_a_prompt_export(tmp_path):
   np.testing.assert_array_equal(got, table)
   manifest = json.loads((tmp_path / "export" / "checkpoint_5" / "manifest.json").read_text())
   assert srcs[1].prompt_file_sha256 == manifest["sources"][1]["sha256"]
-  assert artifacts.sha256_file(srcs[1].prompt_file) == manifest["sources"][1]["sha256"]
+  assert storage.sha256_file(srcs[1].prompt_file) == manifest["sources"][1]["sha256"]
 
 
 def test_build_command_reports_errors(tmp_path, capsys):

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 from rospr_jax.library import search, store
 
 RETRIEVER = store.Retriever("f" * 64, {"size": "tiny"})
@@ -216,7 +216,7 @@ def test_prompt_row_checksum(tmp_path):
   np.save(lib_dir / store.PROMPTS, table)
   # The table's file checksum is updated, so only the per-source row checksum can tell.
   _edit_manifest(lib_dir, lambda m: m["prompts"].update(
-      sha256=artifacts.sha256_file(str(lib_dir / store.PROMPTS))))
+      sha256=storage.sha256_file(str(lib_dir / store.PROMPTS))))
   with pytest.raises(ValueError, match=r"the prompt of source 'b' \(row 1 of prompts.npy\) differs"):
     store.Library.open(str(lib_dir))
 

@@ -477,7 +477,7 @@ def test_save_hf_is_read_by_transformers(hf_model, hf_dirs, tmp_path):
   import transformers
   config, params = load_checkpoint(hf_dirs["safetensors"])
   save_hf(tmp_path / "out", config, params)
-  assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
+  assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "manifest.json", "model.safetensors"]
   # The safetensors library reads our file and finds the original tensors, bit for bit.
   ours = _read_safetensors_with_library(tmp_path / "out")
   original = _read_safetensors_with_library(hf_dirs["safetensors"])

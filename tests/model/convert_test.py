@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from checkpoint_fixtures import EXPECTED_CONFIG, hf_dirs, hf_model  # noqa: F401
-from rospr_jax import cli
+from rospr_jax import cli, storage
 from rospr_jax.commands import convert
 from rospr_jax.model.checkpoints import checkpoint_fingerprint, load_checkpoint
 from rospr_jax.model.t5x_checkpoint import flatten
@@ -63,7 +63,8 @@ def test_bin_to_t5x_with_dtype(hf_dirs, hf_model, tmp_path):
   np.testing.assert_array_equal(params["token_embedder"]["embedding"].astype(np.float32), expected)
 
 
-def test_t5x_conversion_carries_the_sentencepiece_model_so_score_needs_no_vocab(hf_dirs, tmp_path, capsys):
+def test_t5x_conversion_carries_the_sentencepiece_model_so_score_needs_no_vocab(hf_dirs, tmp_path, capsys,
+                                                                               object_store):
   sentencepiece = pytest.importorskip("sentencepiece")
   corpus = tmp_path / "corpus.txt"
   words = "the cat sat on a mat while dogs ran far away and birds sang yes no maybe true false".split()
@@ -87,26 +88,23 @@ def test_t5x_conversion_carries_the_sentencepiece_model_so_score_needs_no_vocab(
   assert cli.main(["convert", "--from", str(tmp_path / "t5x"), "--to", str(tmp_path / "hf"),
                    "--format", "hf"]) == 0
   assert (tmp_path / "hf" / "spiece.model").read_bytes() == (source / "spiece.model").read_bytes()
-  # At URLs (memory://): a source folder with no commit marker, as gsutil leaves one, converted to a
-  # published folder; score reads both the model folder and its step, and scores as locally.
-  import fsspec
-  memory = fsspec.filesystem("memory")
-  memory.put(str(source), "/convert-bucket/source", recursive=True)
+  # At URLs: a source folder copied there by another tool (gsutil: no manifest), converted to a folder
+  # committed at a URL; score reads both the model folder and its step, and scores as locally.
+  object_store.put(str(source), "gs://convert-bucket/source", recursive=True)
   capsys.readouterr()
   assert cli.main(["score", "--checkpoint", str(tmp_path / "t5x"), "--input", "the cat sat", "--choice", "a",
                    "--choice", "b"]) == 0
   local = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-  assert cli.main(["convert", "--from", "memory://convert-bucket/source", "--to", "memory://convert-bucket/t5x",
+  assert cli.main(["convert", "--from", "gs://convert-bucket/source", "--to", "gs://convert-bucket/t5x",
                    "--format", "t5x", "--step", "7"]) == 0
-  assert "converted memory://convert-bucket/source (hf) -> memory://convert-bucket/t5x/checkpoint_7" in (
+  assert "converted gs://convert-bucket/source (hf) -> gs://convert-bucket/t5x/checkpoint_7" in (
       capsys.readouterr().out)
-  for given in ("memory://convert-bucket/t5x", "memory://convert-bucket/t5x/checkpoint_7"):
+  for given in ("gs://convert-bucket/t5x", "gs://convert-bucket/t5x/checkpoint_7"):
     assert cli.main(["score", "--checkpoint", given, "--input", "the cat sat", "--choice", "a",
                      "--choice", "b"]) == 0, capsys.readouterr().err
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == local
-  assert cli.main(["score", "--checkpoint", "memory://convert-bucket/nothing", "--input", "x", "--choice", "a"]) == 2
-  assert "checkpoint memory://convert-bucket/nothing: no such folder (no objects under it)" in capsys.readouterr().err
-  memory.rm("/convert-bucket", recursive=True)
+  assert cli.main(["score", "--checkpoint", "gs://convert-bucket/nothing", "--input", "x", "--choice", "a"]) == 2
+  assert "checkpoint gs://convert-bucket/nothing does not exist (no such object or folder)" in capsys.readouterr().err
 
 
 def test_messages_name_the_flags_the_user_typed(tmp_path):
@@ -118,7 +116,7 @@ def test_messages_name_the_flags_the_user_typed(tmp_path):
   for argv, flag in [(("--from", "nosuch://a/b", "--to", str(tmp_path / "o"), "--format", "t5x"), "--from nosuch://a/b"),
                      (("--from", str(tmp_path), "--to", "nosuch://a/b", "--format", "t5x"), "--to nosuch://a/b")]:
     done = run(*argv)
-    assert done.returncode == 1 and f"rospr convert: error: {flag}: no file system for nosuch://" in done.stderr, (
+    assert done.returncode == 1 and f"rospr convert: error: {flag}: no driver for nosuch://" in done.stderr, (
         done.stderr)
     assert "--dest" not in done.stderr and "--source" not in done.stderr and "Traceback" not in done.stderr
   done = run("--help")
@@ -128,30 +126,27 @@ def test_messages_name_the_flags_the_user_typed(tmp_path):
   assert done.returncode == 2 and "required: --to, --format" in done.stderr and "dest" not in done.stderr
 
 
-def test_to_a_url_publishes_the_checkpoint_a_local_conversion_writes(hf_dirs, tmp_path):
-  """`--to` at a URL (file:// here: fsspec's local driver, seen by every process, used as an object
-  store) publishes the folder with its commit marker; a second conversion there is refused by name."""
+def test_a_file_url_is_the_local_folder_and_an_existing_one_is_refused(hf_dirs, tmp_path):
+  """`--to file://X` writes the folder X (committed by its manifest), what `--to X` writes; a second
+  conversion there is refused by name, without a traceback."""
   import subprocess
   import sys
-  from rospr_jax import paths
   def run(*argv):
     return subprocess.run([sys.executable, "-m", "rospr_jax.cli", "convert", "--from", str(hf_dirs["safetensors"]),
-                           "--format", "t5x", "--step", "7", *argv], capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "ROSPR_REMOTE_CACHE": str(tmp_path / "copies")})
+                           "--format", "t5x", "--step", "7", *argv], capture_output=True, text=True, timeout=300)
   local = run("--to", str(tmp_path / "local"))
   assert local.returncode == 0, local.stderr
   url = f"file://{tmp_path / 'bucket' / 't5x'}"
   done = run("--to", url)
   assert done.returncode == 0, done.stderr
   fingerprint = checkpoint_fingerprint(tmp_path / "local" / "checkpoint_7")
-  assert f"-> {url}/checkpoint_7 (t5x)" in done.stdout and f"fingerprint {fingerprint}" in done.stdout
-  copy = Path(paths.fetch_directory(url, "checkpoint"))
-  written = {p.relative_to(tmp_path / "local"): p.read_bytes() for p in (tmp_path / "local").rglob("*") if p.is_file()}
-  assert {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*")
-          if p.is_file() and p.name != paths.COMMIT_MARKER} == written
+  assert f"-> {tmp_path / 'bucket' / 't5x'}/checkpoint_7 (t5x)" in done.stdout and f"fingerprint {fingerprint}" in done.stdout
+  files = lambda root: {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+  assert files(tmp_path / "bucket" / "t5x") == files(tmp_path / "local")
+  assert storage.read_manifest(tmp_path / "local", "checkpoint")["files"]
   again = run("--to", url)
   assert again.returncode == 1 and "Traceback" not in again.stderr
-  assert f"rospr convert: error: --to {url} already holds a published folder; give another URL." in again.stderr
+  assert f"rospr convert: error: --to {url} already exists and is not an empty directory; choose a new " in again.stderr
 
 
 def test_errors_are_reported_not_raised(hf_dirs, tmp_path, capsys):

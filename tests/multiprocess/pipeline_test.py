@@ -14,7 +14,7 @@ import pytest
 
 from mp_workers import load_test_module
 
-from rospr_jax import paths
+from rospr_jax import storage
 from rospr_jax.library import store
 from rospr_jax.prompt import export
 
@@ -101,10 +101,9 @@ def test_train_prompts_on_two_processes_trains_the_prompts_of_one(trained):
   assert [s["steps"] for s in two.manifest["sources"]] == [s["steps"] for s in one.manifest["sources"]]
   first_run, resumed, _ = trained["workers"]
   for worker in resumed:
-    assert "Resuming from checkpoint 2 in " + trained["two_url"].replace("export", "checkpoints") in worker.err
+    assert f"Resuming from checkpoint 2 in {trained['two'].parent / 'checkpoints'}" in worker.err  # file:// is local
   assert all("Trained 3 prompts for 2 steps" in w.out for w in first_run), first_run[0].out
-  marker = json.loads((trained["two"].parent / paths.COMMIT_MARKER).read_text())  # published whole
-  assert "partial" not in marker and any(name.startswith("checkpoints/4/") for name in marker["files"])
+  assert (trained["two"].parent / "checkpoints" / "4").is_dir()  # orbax wrote it in place
 
 
 def test_build_library_on_two_processes_builds_the_library_of_one(libraries):
@@ -118,7 +117,7 @@ def test_build_library_on_two_processes_builds_the_library_of_one(libraries):
   worker0, worker1 = libraries["workers"][0]
   assert json.loads(worker0.out.splitlines()[-1])["rows"] == 15
   assert "process 1 of 2 did its share; process 0 wrote the library" in worker1.out
-  assert (libraries["two"] / paths.COMMIT_MARKER).is_file()  # published at its URL
+  assert (libraries["two"] / storage.MANIFEST).is_file()  # committed at its URL
 
 
 def test_retrieve_var_on_two_processes_selects_as_one(world, rospr, libraries):
@@ -157,11 +156,10 @@ def test_evaluate_on_two_processes_scores_as_one(world, rospr, libraries):
 
   two_workers, (single,) = _same_command(rospr, argv)
   folders = {"two": root / "bucket" / "eval_two", "one": root / "eval_one"}
-  assert (folders["two"] / paths.COMMIT_MARKER).is_file()
   two, one = (json.loads((folders[tag] / "results.json").read_text()) for tag in ("two", "one"))
   assert two["per_template"] == one["per_template"]
   for method, chosen in two["selections"][TARGET].items():  # each names the library it read
-    assert chosen["params"].pop("library") == libraries["two_url"], method
+    assert chosen["params"].pop("library") == str(libraries["two"]), method  # file:// is local
     one["selections"][TARGET][method]["params"].pop("library")
   assert two["selections"] == one["selections"]
   assert [r["method"] for r in two["per_template"]] == ["T0", "RoSPr", "VAR", "INTER+VAR"]

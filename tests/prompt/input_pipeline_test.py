@@ -59,7 +59,7 @@ def test_bad_examples_are_named():
     SourceExamples(["a", "b"], [Example(0, [3], [4, 1])]).check_every_source_has_examples()
 
 
-def test_read_jsonl(tmp_path):
+def test_read_jsonl(tmp_path, object_store):
   path = tmp_path / "ex.jsonl"
   lines = [{"source": "b", "inputs": [5, 6], "targets": [7, 1]},
            {"source": "a", "inputs": [8], "targets": [9, 1]},
@@ -73,14 +73,11 @@ def test_read_jsonl(tmp_path):
   with pytest.raises(ValueError, match=r"ex.jsonl:1: source 'b' is not among the configured sources"):
     read_jsonl(str(path), sources=["a"])
   # The same file at a URL (EXAMPLES_FILE='gs://...'): read from a local copy, errors naming the URL.
-  import fsspec
-  memory = fsspec.filesystem("memory")
-  memory.pipe_file("/examples-bucket/ex.jsonl", path.read_bytes())
-  at_url = read_jsonl("memory://examples-bucket/ex.jsonl")
+  object_store.pipe_file("gs://examples-bucket/ex.jsonl", path.read_bytes())
+  at_url = read_jsonl("gs://examples-bucket/ex.jsonl")
   assert at_url.names == data.names and at_url.digest() == data.digest()
-  with pytest.raises(ValueError, match=r"memory://examples-bucket/ex.jsonl:1: source 'b' is not among"):
-    read_jsonl("memory://examples-bucket/ex.jsonl", sources=["a"])
-  memory.rm("/examples-bucket", recursive=True)
+  with pytest.raises(ValueError, match=r"gs://examples-bucket/ex.jsonl:1: source 'b' is not among"):
+    read_jsonl("gs://examples-bucket/ex.jsonl", sources=["a"])
 
 
 @pytest.mark.parametrize("line,message", [

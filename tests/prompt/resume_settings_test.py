@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 from rospr_jax.commands import train_prompts as train
 from rospr_jax.prompt import export
 
@@ -31,7 +31,7 @@ def test_a_resume_with_other_training_settings_is_refused_and_a_good_one_keeps_t
   # What a killed run leaves: orbax's unfinished checkpoint and one of our temporaries.
   orbax_tmp = run / "checkpoints" / "4.orbax-checkpoint-tmp-1767225600"
   (orbax_tmp / "state").mkdir(parents=True)
-  ours = run / f"{artifacts.tmp_prefix('config.gin').replace(str(os.getpid()), str(_dead_pid()))}abcd1234"
+  ours = run / f"{storage.tmp_prefix('config.gin').replace(str(os.getpid()), str(_dead_pid()))}abcd1234"
   ours.write_text("half a config")
   command = [sys.executable, "-m", "rospr_jax.cli", "train-prompts", *_argv(examples, run, 4, 2),
              "--gin.LEARNING_RATE=0.1"]

@@ -49,7 +49,7 @@ def test_a_registered_rule_reaches_the_cli_the_methods_and_the_report(last_rule)
 def test_a_registered_rule_is_evaluated_and_its_settings_guard_the_resume(last_rule, tmp_path, monkeypatch):
   seen = {}
 
-  def fake_check(output_dir, settings, shown):
+  def fake_check(output_dir, settings):
     seen.update(settings)
     raise ValueError("stop here")
 

@@ -125,7 +125,8 @@ def test_show_suggests_the_near_names_of_a_misspelt_task(registry, capsys, typed
   assert "'super_glue_rte_MNLI_crowdsource'" not in suggested  # a name sharing only the dataset
 
 
-def test_queries_file_holds_inputs_and_choices_without_labels(registry, with_data, tmp_path, capsys):
+def test_queries_file_holds_inputs_and_choices_without_labels(registry, with_data, tmp_path, capsys,
+                                                              object_store):
   out = tmp_path / "q.jsonl"
   assert inspect_cli.main(["--show", "super_glue_copa_exercise", "--split", "validation",
                            "--queries", str(out)]) == 0
@@ -134,14 +135,11 @@ def test_queries_file_holds_inputs_and_choices_without_labels(registry, with_dat
   task, _ = inspect.find(registry, "super_glue_copa_exercise")
   expected = [{"text": ex.inputs, "choices": list(ex.answer_choices)} for ex in task.examples("validation")]
   assert rows == expected and all(set(r) == {"text", "choices"} for r in rows)  # no label, no target
-  # At a URL (memory://): the same bytes, uploaded whole once written.
-  import fsspec
+  # At a URL: the same bytes, one object written whole.
   assert inspect_cli.main(["--show", "super_glue_copa_exercise", "--split", "validation",
-                           "--queries", "memory://queries-bucket/q.jsonl"]) == 0
-  assert "to memory://queries-bucket/q.jsonl" in capsys.readouterr().out
-  memory = fsspec.filesystem("memory")
-  assert memory.cat_file("/queries-bucket/q.jsonl") == out.read_bytes()
-  memory.rm("/queries-bucket", recursive=True)
+                           "--queries", "gs://queries-bucket/q.jsonl"]) == 0
+  assert "to gs://queries-bucket/q.jsonl" in capsys.readouterr().out
+  assert object_store.cat_file("gs://queries-bucket/q.jsonl") == out.read_bytes()
 
 
 def test_queries_without_show_is_refused(capsys):

@@ -1,5 +1,5 @@
 """The one checked-manifest idiom: prompt exports, libraries and the data cache read their folders
-through `artifacts.read_manifest` / `check_listed_file`, so a damaged folder of any kind is refused
+through `storage.read_manifest` / `check_listed_file`, so a damaged folder of any kind is refused
 with the same kind of message (the artifact, the file, what is wrong)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from rospr_jax import artifacts
+from rospr_jax import storage
 from rospr_jax.data import archives
 from rospr_jax.prompt import export
 
@@ -26,9 +26,9 @@ def _folder(tmp_path, manifest) -> str:
 
 def test_read_manifest_names_the_folder_the_file_and_the_problem(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"^Thing directory .*nowhere does not exist\.$"):
-    artifacts.read_manifest(tmp_path / "nowhere", "Thing")
-  with pytest.raises(FileNotFoundError, match=r"^Thing .*artifact has no manifest.json\.$"):
-    artifacts.read_manifest(_folder(tmp_path, None), "Thing")
+    storage.read_manifest(tmp_path / "nowhere", "Thing")
+  with pytest.raises(FileNotFoundError, match=r"^Thing .*artifact has no manifest.json: it was never completed"):
+    storage.read_manifest(_folder(tmp_path, None), "Thing")
 
 
 @pytest.mark.parametrize("text, kwargs, message", [
@@ -41,26 +41,26 @@ def test_read_manifest_names_the_folder_the_file_and_the_problem(tmp_path):
 ])
 def test_read_manifest_refuses_a_damaged_manifest(tmp_path, text, kwargs, message):
   with pytest.raises(ValueError, match=message):
-    artifacts.read_manifest(_folder(tmp_path, text), "Thing", **kwargs)
+    storage.read_manifest(_folder(tmp_path, text), "Thing", **kwargs)
 
 
 def test_listed_files_are_checked_for_presence_and_sha256(tmp_path):
   directory = _folder(tmp_path, {})
-  good = artifacts.sha256_file(os.path.join(directory, "data.bin"))
-  assert artifacts.check_listed_file(directory, "data.bin", good, "Thing").endswith("data.bin")
+  good = storage.sha256_file(os.path.join(directory, "data.bin"))
+  assert storage.check_listed_file(directory, "data.bin", good, "Thing").endswith("data.bin")
   with pytest.raises(ValueError, match=r"Thing file data.bin in .* is corrupted: sha256 ba7816bf8f01cfea\.\.\. "
                                        r"differs from the manifest's 0000000000000000\.\.\."):
-    artifacts.check_listed_file(directory, "data.bin", "0" * 64, "Thing")
-  artifacts.check_listed_file(directory, "data.bin", "0" * 64, "Thing", verify=False)  # presence only
+    storage.check_listed_file(directory, "data.bin", "0" * 64, "Thing")
+  storage.check_listed_file(directory, "data.bin", "0" * 64, "Thing", verify=False)  # presence only
   with pytest.raises(FileNotFoundError, match=r"Thing .*artifact is missing gone.bin, which its manifest.json lists"):
-    artifacts.check_listed_file(directory, "gone.bin", good, "Thing", verify=False)
+    storage.check_listed_file(directory, "gone.bin", good, "Thing", verify=False)
 
 
 def test_write_manifest_round_trips_and_is_written_whole(tmp_path):
   directory = tmp_path / "d"
   directory.mkdir()
-  artifacts.write_manifest(directory, {"b": 1, "a": [1, 2]})
-  assert artifacts.read_manifest(directory, "Thing", required=("a", "b")) == {"a": [1, 2], "b": 1}
+  storage.write_manifest(directory, {"b": 1, "a": [1, 2]})
+  assert storage.read_manifest(directory, "Thing", required=("a", "b")) == {"a": [1, 2], "b": 1}
   assert [p.name for p in directory.iterdir()] == ["manifest.json"]  # no temporary left beside it
 
 
@@ -70,7 +70,7 @@ def test_a_prompt_export_is_read_through_the_same_checks(tmp_path):
                                  seeds=[1, 2], source_steps=[5, 5])
   manifest = json.loads(open(os.path.join(final, "manifest.json")).read())
   manifest["format_version"] = 99
-  artifacts.write_json(os.path.join(final, "manifest.json"), manifest)
+  storage.write_json(os.path.join(final, "manifest.json"), manifest)
   with pytest.raises(ValueError, match=r"Prompt export manifest .* has format version 99; this reader reads "
                                        r"version \d+\. Export the prompts again"):
     export.load_prompts(final)

@@ -1,0 +1,429 @@
+"""Where artifacts live, and the one rule by which every file and folder of the project is written.
+
+A path is a local (or mounted) path or an object-store URL (`gs://bucket/run`, `s3://...`), one
+`etils.epath.Path` either way (`as_path`); `file://X` is the local path X. Schemes whose objects do not
+outlive the process (`memory://`) are refused for outputs, and any scheme epath has no driver for is
+refused naming the flag or setting that gave it.
+
+**The storage rule.** A file is written whole: locally into a temporary sibling renamed into place, on
+an object store as one object (an object write is atomic there). A folder artifact (a prompt export, a
+library, a converted checkpoint, the demo's output) is committed by its `manifest.json`, written last,
+which lists its files with their sha256 (`read_manifest` / `check_listed_file` check them on read):
+`output_folder` yields a temporary folder beside it, and locally renames the finished folder into place;
+on an object store it uploads the files and then the manifest (there is no rename). Replacing a folder
+first removes its old manifest, so a replace killed half-way leaves a folder that readers refuse and
+the next writer replaces. Run folders (MODEL_DIR, OUTPUT_DIR) are used in place: orbax commits each
+checkpoint itself and every record is one file; one run at a time holds a local run folder (`run_lock`,
+a `filelock`). Temporary names carry their writer's host and pid, so `remove_leftovers` removes those of
+killed writers only. Inputs at URLs that compute code must open as local files (a library's ScaNN
+index, a checkpoint) are read through checked copies under `$ROSPR_REMOTE_CACHE` (`local_copy`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+from typing import IO, Any, Iterator, Sequence
+
+from etils import epath
+import numpy as np
+
+Path = epath.Path
+PathLike = str | os.PathLike
+MANIFEST = "manifest.json"
+LOCK_FILE = ".rospr.lock"
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_EPHEMERAL = ("memory://",)
+
+
+def cache_root() -> str:
+  """The cache root every part of the package shares: `$ROSPR_CACHE`, else `~/.cache/rospr_jax`."""
+  return os.environ.get("ROSPR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "rospr_jax")
+
+
+def is_url(path: PathLike | None) -> bool:
+  """Whether `path` names an object store (`gs://b/run`), not a local or mounted path."""
+  return path is not None and bool(_URL.match(os.fspath(path))) and not os.fspath(path).startswith("file://")
+
+
+def as_path(path: PathLike, what: str = "path", *, output: bool = False) -> Path:
+  """`path` as an epath.Path (`file://X` is the local X); `output` refuses schemes that do not persist.
+
+  Raises:
+    ValueError naming `what` (the flag or setting): a scheme with no driver, or `memory://` as output.
+  """
+  text = os.fspath(path)
+  if text.startswith("file://"):
+    text = text[len("file://"):] or "/"
+  if output and text.startswith(_EPHEMERAL):
+    raise ValueError(f"{what} {text}: {text.split('://')[0]}:// objects vanish when the process ends; "
+                     "give a local path or a bucket (gs://, s3://).")
+  try:
+    return Path(text)
+  except (KeyError, NotImplementedError) as e:
+    raise ValueError(f"{what} {text}: no driver for {text.split('://')[0]}:// here; give a local path, "
+                     "gs:// (gcsfs) or s3:// (s3fs), or mount the bucket.") from e
+
+
+def require_local_args(args: argparse.Namespace, flags: dict[str, str] | None = None, *,
+                       urls: tuple[str, ...] = ()) -> None:
+  """Refuses the URLs among a command's string arguments but those whose dest is in `urls` (a
+  `NAME=FILE` value is checked after the `=`), naming the flag (`flags` maps a dest to the flag typed)
+  and how to mount the bucket: these files are opened by code that reads local files only."""
+  for name, value in vars(args).items():
+    for item in value if isinstance(value, (list, tuple)) and name not in urls else [value]:
+      if not isinstance(item, str) or name in urls:
+        continue
+      text = item.split("=", 1)[1] if "=" in item and not _URL.match(item) else item
+      if is_url(text):
+        bucket, rest = text.split("://", 1)[1].split("/", 1)[0], text.split("://", 1)[1]
+        flag = (flags or {}).get(name, f"--{name.replace('_', '-')}")
+        raise ValueError(f"{flag} {text!r} is a URL; this flag reads local or mounted paths. Mount the "
+                         f"bucket (run_tpu.sh --mount {bucket}, or gcsfuse --implicit-dirs {bucket} "
+                         f"/gcs/{bucket}) and pass /gcs/{rest}.")
+
+
+# --- Writing files whole -----------------------------------------------------------------------------
+
+
+def umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def tmp_prefix(name: str) -> str:
+  """This process's temporary names for `name`: `.<name>.tmp-<host>-<pid>-` (see `remove_leftovers`)."""
+  host = hashlib.sha256(socket.gethostname().encode("utf-8")).hexdigest()[:8]
+  return f".{name}.tmp-{host}-{os.getpid()}-"
+
+
+def with_path(e: OSError, path: PathLike) -> OSError:
+  """`e` naming `path` when it names no file itself (a full disk: `[Errno 28] ... : 'run/x.json'`)."""
+  if not isinstance(e, OSError) or e.errno is None or e.filename is not None:
+    return e
+  return type(e)(e.errno, e.strerror or os.strerror(e.errno), os.fspath(path))
+
+
+@contextlib.contextmanager
+def atomic_file(path: PathLike, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
+  """A file object whose contents become `path` whole when the block succeeds, or never."""
+  if is_url(path):
+    buffer = io.StringIO() if "b" not in mode else io.BytesIO()
+    yield buffer
+    data = buffer.getvalue()
+    as_path(path, output=True).write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    return
+  path = os.path.abspath(os.fspath(path).removeprefix("file://"))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(os.path.basename(path)), dir=os.path.dirname(path))
+  try:
+    with os.fdopen(fd, mode, **open_kwargs) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~umask())  # as `open` would, not tempfile's 0600: teammates read runs
+    os.replace(tmp, path)
+  except BaseException as e:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    if isinstance(e, OSError) and with_path(e, path) is not e:
+      raise with_path(e, path) from e
+    raise
+
+
+def write_bytes(path: PathLike, data: bytes) -> None:
+  with atomic_file(path, "wb") as f:
+    f.write(data)
+
+
+def write_text(path: PathLike, text: str) -> None:
+  """Writes `text` as UTF-8, whole."""
+  write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: PathLike, payload: Any, **dumps_kwargs) -> None:
+  """Writes `payload` as JSON (strict: NaN and infinities are refused), whole."""
+  write_text(path, json.dumps(payload, allow_nan=False, **dumps_kwargs) + "\n")
+
+
+def save_npy(path: PathLike, array) -> None:
+  """Saves an array in .npy format (no pickles), whole."""
+  with atomic_file(path, "wb") as f:
+    np.save(f, np.asarray(array), allow_pickle=False)
+
+
+def load_npy(path: PathLike, *, mmap: bool = False) -> np.ndarray:
+  """The array in the .npy file `path` (memory-mapped when local and `mmap`); never unpickles."""
+  if not is_url(path):
+    return np.load(os.fspath(path), mmap_mode="r" if mmap else None, allow_pickle=False)
+  return np.load(io.BytesIO(as_path(path).read_bytes()), allow_pickle=False)
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 24) -> str:
+  digest = hashlib.sha256()
+  with as_path(path).open("rb") as f:
+    while block := f.read(chunk):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+# --- Reading, with errors that name the file -----------------------------------------------------------
+
+
+def text_lines(path: PathLike, shown: PathLike | None = None) -> Iterator[tuple[int, str]]:
+  """(line number, line) of the UTF-8 text file `path`; a byte that is not UTF-8 is refused naming
+  `shown` (default `path`), the line and the column.
+
+  Raises:
+    FileNotFoundError: no such file (named). ValueError: a line that is not UTF-8.
+  """
+  shown = shown or path
+  try:
+    f = as_path(path).open("rb")
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{shown} does not exist") from None
+  with f:
+    for line_no, raw in enumerate(f, start=1):
+      try:
+        yield line_no, raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise ValueError(f"{shown}: line {line_no} is not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                         f"{len(raw[:e.start].decode('utf-8', 'replace')) + 1}); save the file as UTF-8.") from None
+
+
+def read_json(path: PathLike, what: str = "") -> Any:
+  """The JSON in `path`; one that does not parse is refused naming the file, the line and the column."""
+  named = f"{what + ' ' if what else ''}{os.fspath(path)}"
+  try:
+    return json.loads(as_path(path).read_bytes().decode("utf-8"))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{named} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}).") from None
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{named} is not UTF-8 text ({e.reason}).") from None
+
+
+# --- Folder artifacts: committed by manifest.json, written last ------------------------------------------
+
+
+def write_manifest(directory: PathLike, manifest: dict) -> None:
+  """Writes `directory`/manifest.json whole: the last file of a folder artifact, which commits it."""
+  write_json(as_path(directory) / MANIFEST, manifest, indent=1, sort_keys=True)
+
+
+def read_manifest(directory: PathLike, what: str, *, required: Sequence[str] = (), kind: str | None = None,
+                  format_version: int | None = None, rebuild: str = "Rebuild it.") -> dict:
+  """The checked manifest of the folder artifact `directory` (`what` names it in messages).
+
+  Raises:
+    FileNotFoundError: the folder or its manifest is missing (a folder without one was never
+      committed). ValueError: the manifest does not parse, lacks a `required` key, or is of another
+      `kind` or `format_version` (`rebuild` says what to do); each message names the manifest file.
+  """
+  folder = as_path(directory, what)
+  path = folder / MANIFEST
+  if not folder.is_dir():
+    raise FileNotFoundError(f"{what} directory {directory} does not exist.")
+  if not path.is_file():
+    raise FileNotFoundError(f"{what} {directory} has no {MANIFEST}: it was never completed (its writer "
+                            "stopped, or is replacing it); write it again.")
+  manifest = read_json(path, f"{what} manifest")
+  if not isinstance(manifest, dict):
+    raise ValueError(f"{what} manifest {path} holds a JSON {type(manifest).__name__}, not an object.")
+  missing = [k for k in required if k not in manifest]
+  if missing:
+    raise ValueError(f"{what} manifest {path} lacks the keys {missing}.")
+  if kind is not None and manifest.get("kind") != kind:
+    raise ValueError(f"{what} manifest {path} is of kind {manifest.get('kind')!r}, not {kind!r}.")
+  if format_version is not None and manifest.get("format_version") != format_version:
+    raise ValueError(f"{what} manifest {path} has format version {manifest.get('format_version')}; this "
+                     f"reader reads version {format_version}. {rebuild}")
+  return manifest
+
+
+def listed_file(directory: PathLike, relative: str, what: str) -> str:
+  """The path of a file the manifest of `directory` lists; FileNotFoundError naming both if absent."""
+  path = as_path(directory) / relative
+  if not path.is_file():
+    raise FileNotFoundError(f"{what} {os.fspath(directory)} is missing {relative}, which its {MANIFEST} lists.")
+  return os.fspath(path)
+
+
+def check_listed_file(directory: PathLike, relative: str, sha256: str | None, what: str, *,
+                      verify: bool = True) -> str:
+  """`listed_file`, and (with `verify`) its sha256 compared with the manifest's."""
+  path = listed_file(directory, relative, what)
+  if verify and (actual := sha256_file(path)) != sha256:
+    raise ValueError(f"{what} file {relative} in {os.fspath(directory)} is corrupted: sha256 "
+                     f"{actual[:16]}... differs from the manifest's {str(sha256)[:16]}....")
+  return path
+
+
+def _files_of(folder: str) -> list[str]:
+  """Relative names of the files under the local `folder`, manifest last."""
+  names = sorted(os.path.relpath(os.path.join(base, n), folder).replace(os.sep, "/")
+                 for base, _, files in os.walk(folder) for n in files)
+  return [n for n in names if n != MANIFEST] + [n for n in names if n == MANIFEST]
+
+
+def _decommit(final: Path) -> None:
+  """Removes `final`'s manifest first (the folder stops being readable), then the rest of it."""
+  (final / MANIFEST).unlink(missing_ok=True)
+  if final.exists():
+    final.rmtree()
+
+
+def new_folder(final: PathLike, what: str, *, replace: bool = False,
+               overwrite_flag: str | None = "--overwrite") -> str:
+  """A local temporary folder to write the folder artifact `final` into (`commit_folder` makes it
+  `final`). An existing non-empty `final` is refused, naming `overwrite_flag`, unless `replace`."""
+  target = as_path(final, what, output=True)
+  if target.exists() and not replace and (not target.is_dir() or any(target.iterdir())):
+    hint = f"pass {overwrite_flag} to replace it" if overwrite_flag else "choose a new destination"
+    raise FileExistsError(f"{what} {final} already exists and is not an empty directory; {hint}.")
+  parent = None if is_url(final) else os.fspath(target.parent)
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  return tempfile.mkdtemp(prefix=tmp_prefix(target.name), dir=parent)
+
+
+def commit_folder(tmp: str, final: PathLike, what: str) -> None:
+  """Makes the finished local folder `tmp` the folder artifact `final`: its manifest written last (one
+  listing every file's sha256 when the writer wrote none), an older `final` decommitted (its manifest
+  removed first) and replaced; locally by a rename, at a URL by uploading the files, the manifest last."""
+  target = as_path(final, what, output=True)
+  names = _files_of(tmp)
+  if MANIFEST not in names:
+    write_manifest(tmp, {"files": {n: sha256_file(os.path.join(tmp, n)) for n in names}})
+    names.append(MANIFEST)
+  os.chmod(tmp, 0o777 & ~umask())
+  try:
+    if target.exists():
+      _decommit(target)
+    if not is_url(final):
+      os.replace(tmp, target)
+      return
+    for name in names:  # streamed one object at a time; the manifest last
+      with open(os.path.join(tmp, name), "rb") as src, (target / name).open("wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 24)
+    logging.info("%s: uploaded %d files to %s", what, len(names), final)
+  except OSError as e:
+    if with_path(e, final) is e:
+      raise
+    raise with_path(e, final) from e
+
+
+@contextlib.contextmanager
+def output_folder(final: PathLike, what: str, *, replace: bool = False,
+                  overwrite_flag: str | None = "--overwrite") -> Iterator[str]:
+  """Yields a local temporary folder (`new_folder`) that becomes the folder artifact `final` when the
+  block succeeds (`commit_folder`); on error `final` is untouched and the temporary folder removed."""
+  tmp = new_folder(final, what, replace=replace, overwrite_flag=overwrite_flag)
+  try:
+    yield tmp
+    commit_folder(tmp, final, what)
+  except OSError as e:  # a full disk names the folder being written, not its temporary name
+    inside = os.fspath(e.filename or "")
+    if inside.startswith(tmp):
+      raise type(e)(e.errno, e.strerror, os.fspath(final) + inside[len(tmp):]) from e
+    if with_path(e, final) is e:
+      raise
+    raise with_path(e, final) from e
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def absolute(path: PathLike | None) -> str | None:
+  """What records and messages name: a URL as given, a local path made absolute (None stays None)."""
+  if path is None:
+    return None
+  return os.fspath(path) if is_url(path) else os.path.abspath(os.fspath(path).removeprefix("file://"))
+
+
+# --- Run folders: one run at a time; leftovers of killed writers -----------------------------------------
+
+
+@contextlib.contextmanager
+def run_lock(directory: PathLike, command: str) -> Iterator[None]:
+  """Holds `<directory>/.rospr.lock` (a `filelock.FileLock`, released by the kernel if the holder dies)
+  while a run writes into the local folder `directory`, so a second run into it is refused naming the
+  holder. An object store has no lock that epath can take atomically (GCS's `ifGenerationMatch=0` is
+  not reachable through tf.io.gfile or epath): a run folder at a URL is not locked, and two runs must
+  not write one URL; orbax still never tears a checkpoint, and records are single objects."""
+  if is_url(directory):
+    yield
+    return
+  import filelock  # pylint: disable=g-import-not-at-top
+  directory = os.path.abspath(os.fspath(directory).removeprefix("file://"))
+  os.makedirs(directory, exist_ok=True)
+  path, holder = os.path.join(directory, LOCK_FILE), os.path.join(directory, LOCK_FILE + ".json")
+  lock = filelock.FileLock(path, timeout=0)
+  try:
+    lock.acquire()
+  except filelock.Timeout:
+    try:
+      who = read_json(holder)
+    except (OSError, ValueError):
+      who = {}
+    raise FileExistsError(f"{directory} is in use by {who.get('command', 'another run')} (pid "
+                          f"{who.get('pid')} on {who.get('host')}, since {who.get('started')}); wait for it "
+                          "to end.") from None
+  try:
+    write_json(holder, {"command": command, "host": socket.gethostname(), "pid": os.getpid(),
+                        "started": __import__("time").strftime("%Y-%m-%dT%H:%M:%S%z")})
+    yield
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(holder)
+    lock.release()
+
+
+_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[A-Za-z0-9_]+$")
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def remove_leftovers(directory: PathLike, *, names: Sequence[str] | None = None,
+                     recursive: bool = False) -> list[str]:
+  """Removes the temporaries (`tmp_prefix`) that killed writers of this host left in the local folder
+  `directory` (of `names` only, when given; below it too with `recursive`), one warning naming them;
+  returns their paths. A temporary whose writer is alive, or of another host, is left alone."""
+  if is_url(directory) or not os.path.isdir(directory):
+    return []
+  me, host = os.getpid(), tmp_prefix("x").split("-")[1]
+  removed = []
+  for folder, subdirs, files in os.walk(os.path.abspath(os.fspath(directory))):
+    for entry in subdirs + files:
+      match = _TMP_NAME.match(entry)
+      if (not match or (names is not None and match["name"] not in names) or match["host"] != host
+          or int(match["pid"]) == me or _alive(int(match["pid"]))):
+        continue
+      path = os.path.join(folder, entry)
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(path)
+      removed.append(path)
+    subdirs[:] = [d for d in subdirs if recursive and os.path.join(folder, d) not in removed]
+  if removed:
+    logging.warning("Removed %d leftovers of interrupted runs (their writers are gone): %s", len(removed),
+                    ", ".join(removed))
+  return removed
