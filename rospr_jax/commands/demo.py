@@ -35,7 +35,7 @@ import jax
 import numpy as np
 
 from rospr_jax import storage
-from rospr_jax.backbone import load_backbone
+from rospr_jax.backbone import Backbone, load_backbone
 from rospr_jax.commands import demo_analysis
 from rospr_jax.commands import targets as targets_lib
 from rospr_jax.data import archives, generated, vocabulary
@@ -166,13 +166,43 @@ def _generate(sources, targets, tokenizer, settings: DemoSettings):
           held_out)
 
 
-def _run_in(output_dir: str, settings: DemoSettings) -> dict:
+def _start_over(output_dir: str) -> None:
+  """Creates `output_dir`, removing an earlier run's step folders: the demo's outputs are all derived."""
   os.makedirs(output_dir, exist_ok=True)
-  for step_dir in STEP_DIRS:  # A rerun starts over: the demo's outputs are all derived.
+  for step_dir in STEP_DIRS:
     path = os.path.join(output_dir, step_dir)
     if os.path.exists(path):
       logging.info("demo: replacing %s", path)
       shutil.rmtree(path)
+
+
+def _train_prompts(model_dir: str, data: input_pipeline.SourceExamples, frozen: Backbone,
+                   settings: DemoSettings) -> np.ndarray:
+  """One soft prompt per source of `data`, trained jointly on the frozen backbone; [S, P, H] float32."""
+  result = trainer.train(model_dir=model_dir, examples=data, backbone=frozen,
+                         num_steps=settings.prompt_steps, prompt_length=settings.prompt_length,
+                         batch_size=settings.batch_size, input_length=settings.input_length,
+                         target_length=settings.target_length, dropout_rate=0.0,
+                         remat_policy="none",  # the tiny model fits; recomputing costs 1.2x on the CPU
+                         seed=settings.seed, checkpoint_every=settings.prompt_steps, log_every=200,
+                         summaries=False)
+  return np.asarray(result.state.prompts, np.float32)  # [S, P, H]
+
+
+def _build_library(directory: str, sources, prompt_table: np.ndarray, frozen: Backbone,
+                   embedder: embed.Embedder, tokenizer: Tokenizer, settings: DemoSettings):
+  """The library of `settings.library_n` training inputs per source template ([S, P, H] `prompt_table`
+  row s the prompt of sources[s]), embedded by `embedder`; returns (the library, its build report)."""
+  library_sources = [sources_lib.SourceTexts(t.name, [ex.inputs for ex in generated.GeneratedTask(
+      t, settings.seed, {"train": settings.train_per_source}).examples("train")]) for t in sources]
+  return library_build.build_library(
+      directory, library_sources, prompt_table, embedder,
+      tokenizer.encode_input, n=settings.library_n, seed=settings.seed, overwrite=True,
+      prompts_backbone=frozen.fingerprint)
+
+
+def _run_in(output_dir: str, settings: DemoSettings) -> dict:
+  _start_over(output_dir)
   timings: dict[str, float] = {}
   clock = time.perf_counter()
 
@@ -197,23 +227,12 @@ def _run_in(output_dir: str, settings: DemoSettings) -> dict:
   lap("train backbone")
 
   frozen = load_backbone(backbone_dir, dtype="float32")  # what every command loads from this folder
-  result = trainer.train(model_dir=os.path.join(output_dir, "prompts"), examples=data, backbone=frozen,
-                         num_steps=settings.prompt_steps, prompt_length=settings.prompt_length,
-                         batch_size=settings.batch_size, input_length=settings.input_length,
-                         target_length=settings.target_length, dropout_rate=0.0,
-                         remat_policy="none",  # the tiny model fits; recomputing costs 1.2x on the CPU
-                         seed=settings.seed, checkpoint_every=settings.prompt_steps, log_every=200,
-                         summaries=False)
-  prompt_table = np.asarray(result.state.prompts, np.float32)  # [S, P, H]
+  prompt_table = _train_prompts(os.path.join(output_dir, "prompts"), data, frozen, settings)  # [S, P, H]
   lap("train soft prompts")
 
   embedder = embed.Embedder(frozen.config, frozen.params, max_length=settings.input_length)
-  library_sources = [sources_lib.SourceTexts(t.name, [ex.inputs for ex in generated.GeneratedTask(
-      t, settings.seed, {"train": settings.train_per_source}).examples("train")]) for t in sources]
-  library, library_report = library_build.build_library(
-      os.path.join(output_dir, "library"), library_sources, prompt_table, embedder,
-      tokenizer.encode_input, n=settings.library_n, seed=settings.seed, overwrite=True,
-      prompts_backbone=frozen.fingerprint)
+  library, library_report = _build_library(os.path.join(output_dir, "library"), sources, prompt_table, frozen,
+                                           embedder, tokenizer, settings)
   lap("build library")
 
   evaluator = evaluate.Evaluator(params=frozen.params, config=frozen.config, tokenizer=tokenizer,

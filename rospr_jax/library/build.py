@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -73,53 +73,87 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
     inputs, the index and its recall on the library's own rows, seconds).
   """
   start = time.time()
-  infos = [store.SourceInfo(s.name, n=n, seed=seed, prompt_file=s.prompt_file,
-                            prompt_file_sha256=s.prompt_file_sha256) for s in sources]
   short, blank = {}, {}
   truncated_before = embedder.truncated
-  writer = _EmbedOnly() if not write else store.LibraryWriter(
-      directory, sources=infos, prompts=prompts, dim=embedder.dim,
-      retriever=store.Retriever(embedder.fingerprint, embedder.description()),
-      shard_rows=shard_rows, overwrite=overwrite, prompts_backbone=prompts_backbone,
-      extra={"n": n, "seed": seed, **(extra or {})})
+  writer = _EmbedOnly() if not write else _library_writer(
+      directory, sources, prompts, embedder, n=n, seed=seed, shard_rows=shard_rows, overwrite=overwrite,
+      extra=extra, prompts_backbone=prompts_backbone)
   with writer:
-    pending_texts: list[str] = []
-    pending_ids: list[int] = []
-
-    def flush():
-      if pending_texts:
-        writer.add(embedder.embed_texts(pending_texts, tokenize), np.asarray(pending_ids),
-                   pending_texts)
-        pending_texts.clear()
-        pending_ids.clear()
-
-    for s, source in enumerate(sources):
-      non_blank = [t for t in source.texts if t.strip()]
-      if len(non_blank) < len(source.texts):
-        blank[source.name] = len(source.texts) - len(non_blank)
-        if not non_blank:
-          raise ValueError(f"Source {source.name!r} has no non-blank text.")
-        source = dataclasses.replace(source, texts=non_blank)
-      texts = sources_lib.sample_texts(source, n, seed)
-      if len(texts) < n:
-        short[source.name] = len(texts)
-      for text in texts:
-        pending_texts.append(text)
-        pending_ids.append(s)
-        if len(pending_texts) >= chunk_texts:
-          flush()
-    flush()
+    _embed_in_chunks(writer, embedder, tokenize, _drawn_texts(sources, n, seed, short, blank), chunk_texts)
     if not write:
       return None, {"rows": writer.num_rows, "truncated_inputs": embedder.truncated - truncated_before,
                     "seconds": round(time.time() - start, 2)}
     library = writer.finish(index=index, scann_config=scann_config, k=k)
+  truncated = embedder.truncated - truncated_before
+  return library, _report(library, len(sources), n, short, blank, truncated, start)
+
+
+def _library_writer(directory: str, sources: Sequence[sources_lib.SourceTexts], prompts,
+                    embedder: embed_lib.Embedder, *, n: int, seed: int, shard_rows: int, overwrite: bool,
+                    extra: dict | None, prompts_backbone: str | None) -> store.LibraryWriter:
+  """The writer of the library directory: the sources' facts, the [S, P, H] prompts, the retriever."""
+  infos = [store.SourceInfo(s.name, n=n, seed=seed, prompt_file=s.prompt_file,
+                            prompt_file_sha256=s.prompt_file_sha256) for s in sources]
+  return store.LibraryWriter(
+      directory, sources=infos, prompts=prompts, dim=embedder.dim,
+      retriever=store.Retriever(embedder.fingerprint, embedder.description()),
+      shard_rows=shard_rows, overwrite=overwrite, prompts_backbone=prompts_backbone,
+      extra={"n": n, "seed": seed, **(extra or {})})
+
+
+def _drawn_texts(sources: Sequence[sources_lib.SourceTexts], n: int, seed: int, short: dict[str, int],
+                 blank: dict[str, int]) -> Iterator[tuple[int, str]]:
+  """(source index, text) of every instance drawn, source by source, as they are drawn.
+
+  Blank texts are left out of a source's draw and counted in `blank`; a source with fewer than n
+  texts gives them all, its count recorded in `short`. A source with no non-blank text is refused.
+  """
+  for s, source in enumerate(sources):
+    non_blank = [t for t in source.texts if t.strip()]
+    if len(non_blank) < len(source.texts):
+      blank[source.name] = len(source.texts) - len(non_blank)
+      if not non_blank:
+        raise ValueError(f"Source {source.name!r} has no non-blank text.")
+      source = dataclasses.replace(source, texts=non_blank)
+    texts = sources_lib.sample_texts(source, n, seed)
+    if len(texts) < n:
+      short[source.name] = len(texts)
+    for text in texts:
+      yield s, text
+
+
+def _embed_in_chunks(writer, embedder: embed_lib.Embedder, tokenize: Callable[[str], Sequence[int]],
+                     drawn: Iterable[tuple[int, str]], chunk_texts: int) -> None:
+  """Embeds the (source index, text) pairs of `drawn` `chunk_texts` at a time (across sources, so small
+  sources share batches) and adds each chunk's [chunk, H] embeddings to `writer`."""
+  pending_texts: list[str] = []
+  pending_ids: list[int] = []
+
+  def flush():
+    if pending_texts:
+      writer.add(embedder.embed_texts(pending_texts, tokenize), np.asarray(pending_ids),
+                 pending_texts)
+      pending_texts.clear()
+      pending_ids.clear()
+
+  for s, text in drawn:
+    pending_texts.append(text)
+    pending_ids.append(s)
+    if len(pending_texts) >= chunk_texts:
+      flush()
+  flush()
+
+
+def _report(library: store.Library, num_sources: int, n: int, short: dict[str, int], blank: dict[str, int],
+            truncated_inputs: int, start: float) -> dict:
+  """The build's report (see `build_library`); sources short of n and blank texts are also logged."""
   report = {
       "library": library.name,
       "rows": library.num_rows,
-      "sources": len(sources),
+      "sources": num_sources,
       "sources_short_of_n": short,
       "blank_texts_skipped": blank,
-      "truncated_inputs": embedder.truncated - truncated_before,
+      "truncated_inputs": truncated_inputs,
       "index": library.manifest["index"]["kind"],
       "index_settings": library.manifest["index"]["settings"],
       "index_recall": library.manifest["index"].get("recall"),
@@ -131,4 +165,4 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
   if short:
     logging.warning("%d sources have fewer than n=%d instances (all were taken): %s", len(short), n,
                     dict(list(short.items())[:10]))
-  return library, report
+  return report
