@@ -427,7 +427,7 @@ class _Run:
                             target_length=self.target_length, seed=self.settings.seed, position=position)
     self._write_run_info(state, latest)
     writer = _summary_writer(os.path.join(self.model_dir, "train"), self.summaries)
-    loop = PromptTrainer(self.config, self.params, self.optimizer, mesh=self.mesh, checkpointer=self.checkpointer,
+    loop = PromptTrainer(self.model, self.params, self.optimizer, mesh=self.mesh, checkpointer=self.checkpointer,
                          exporter=self._exporter(seeds), settings=self.settings, run_facts=self.run_facts,
                          checkpoint_shown=self.ckpt_shown, publish=self.run_folder.publish, writer=writer)
     try:
