@@ -34,6 +34,7 @@ from flax import linen as nn
 
 from rospr_jax.model import PromptedBackbone
 from rospr_jax.model import partitioning
+from rospr_jax.prompt import optimizers
 
 Array = jax.Array
 Batch = dict[str, Array]  # inputs [B, T] int32, targets [B, L] int32, source_ids [B] int32
@@ -59,13 +60,11 @@ class PromptTrainState:
     return self.prompts.shape[0]
 
 
-@functools.lru_cache(maxsize=8)
 def default_optimizer(learning_rate: float = 0.3) -> optax.GradientTransformation:
   """Lester et al.'s prompt-tuning optimizer: Adafactor, constant LR 0.3, weight decay 1e-5, beta2
-  decay 0.8, parameter scaling off (optax's defaults otherwise: update clipping 1.0, no momentum).
-  Cached, so that runs in one process share the compiled step."""
-  return optax.adafactor(learning_rate, decay_rate=0.8, multiply_by_parameter_scale=False,
-                         weight_decay_rate=1e-5)
+  decay 0.8, parameter scaling off (optax's defaults otherwise: update clipping 1.0, no momentum);
+  `optimizers.Adafactor`'s transformation, cached, so that runs in one process share the compiled step."""
+  return optimizers.Adafactor(learning_rate=learning_rate).build()
 
 
 def init_state(prompts, optimizer: optax.GradientTransformation) -> PromptTrainState:
