@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from common import count_primitive, forward_flops, markdown_table, median_time
-from rospr_jax.model import get_config, init_params
+from rospr_jax.model import get_config, init_params, model_for
 from rospr_jax.prompt.train_step import default_optimizer, dropout_key, init_state, make_train_step
 
 FULL_SHAPES = [(32, 256, 16), (8, 512, 64)]
@@ -79,7 +79,8 @@ def compile_step(config, params, state, data, rng_impl):
   the step's jaxpr).
 
   `params` may be abstract (`jax.ShapeDtypeStruct` leaves): nothing runs."""
-  jitted = make_train_step(config, default_optimizer())  # the training code's jitted step (a partial)
+  # The training code's jitted step (a partial).
+  jitted = make_train_step(model_for(config), default_optimizer())
   key = dropout_key(0, rng_impl)
   start = time.perf_counter()
   traced = jitted.func.trace(state, params, data, key, **jitted.keywords)

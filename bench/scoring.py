@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from common import encoder_flops, forward_flops, markdown_table, median_time
-from rospr_jax.model import T5, get_config, init_params
+from rospr_jax.model import T5, get_config, init_params, model_for
 from rospr_jax.eval.scoring import score_choices, score_choices_naive
 
 HEADERS = ["scorer", "attention", "examples x choices", "first call s", "median s", "examples/s", "TFLOP/s done",
@@ -101,13 +101,14 @@ def main() -> None:
   inputs = jnp.asarray(rng.integers(3, min(32000, base.vocab_size), (b, args.inputs)), jnp.int32)
   for index, attention in enumerate(args.attention):
     config = base.replace(attention_impl=attention)
+    model = model_for(config)
     for c in args.choices if index == 0 else args.choices[:1]:
       targets = targets_by_choices[c]
       scorers = [("encode-once", score_choices)]
       if not args.skip_naive and index == 0:
         scorers.append(("every pair", score_choices_naive))
       for name, scorer in scorers:
-        run = lambda: scorer(params, inputs, targets, config=config).block_until_ready()
+        run = lambda: scorer(params, inputs, targets, model=model).block_until_ready()
         start = time.perf_counter()
         try:
           run()

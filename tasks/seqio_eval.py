@@ -12,7 +12,7 @@ it and leaves the tokens as the tasks made them (inputs without EOS, targets wit
 
     evaluator = seqio.Evaluator("super_glue_rte_GPT_3_style_score_eval", RankFeatureConverter(),
                                 eval_split="validation")
-    metrics, _ = evaluator.evaluate(compute_metrics=True, score_fn=make_score_fn(params, config))
+    metrics, _ = evaluator.evaluate(compute_metrics=True, score_fn=make_score_fn(params, model))
 
 `evaluate_task_with_seqio` does this for a task or mixture, each task on its own evaluation split.
 This module is the SeqIO side of evaluation; the scorer it calls takes arrays only.
@@ -31,7 +31,7 @@ import tensorflow as tf
 from rospr_jax.data import catalog
 from rospr_jax.eval.batching import (T0_INPUT_LENGTH, T0_TARGET_LENGTH, RankExample, length_bucket,
                                      score_examples)
-from rospr_jax.model import T5Config
+from rospr_jax.model import PromptedBackbone
 from rospr_jax.tokenization import check_same_vocabulary
 
 ScoreFn = Callable[..., list[tuple[int, float]]]
@@ -112,14 +112,14 @@ def rows_to_examples(idx: np.ndarray, inputs: np.ndarray,
   return examples, slots
 
 
-def make_score_fn(params, config: T5Config, prompt: jax.Array | np.ndarray | None = None, *,
+def make_score_fn(params, model: PromptedBackbone, prompt: jax.Array | np.ndarray | None = None, *,
                   batch_size: int = 32, mesh: jax.sharding.Mesh | None = None,
                   progress: str | None = None) -> ScoreFn:
   """A `score_fn` for `seqio.Evaluator.evaluate` over `RankFeatureConverter` rows.
 
   Args:
     params: model parameters (placed on `mesh` when one is given).
-    config: the model's configuration.
+    model: the backbone (`PromptedBackbone`, e.g. `Backbone.model`).
     prompt: None (hard prompt alone) or a soft prompt [P, H] prepended to every input.
     batch_size: examples (not rows) per scorer batch; a multiple of the mesh's `data` axis.
     mesh: optional data x model mesh.
@@ -150,7 +150,7 @@ def make_score_fn(params, config: T5Config, prompt: jax.Array | np.ndarray | Non
     examples, slots = rows_to_examples(np.stack(idx).reshape(-1, 2), inputs, targets)
     # SeqIO already trimmed to its sequence lengths: limits at or above them (the scorer's own length
     # buckets, so the shapes are those of any other caller) trim nothing further.
-    scores = score_examples(params, config, examples, prompts=prompt, batch_size=batch_size,
+    scores = score_examples(params, model, examples, prompts=prompt, batch_size=batch_size,
                             max_input_length=length_bucket(inputs.shape[1]),
                             max_target_length=length_bucket(targets.shape[1]),
                             mesh=mesh, progress=progress)
@@ -179,7 +179,7 @@ def _num_rows(task_name: str, split: str, max_examples: int) -> int:
   return rows
 
 
-def evaluate_task_with_seqio(task_name: str, params, config: T5Config, *, vocabulary: str,
+def evaluate_task_with_seqio(task_name: str, params, model: PromptedBackbone, *, vocabulary: str,
                              prompt: jax.Array | np.ndarray | None = None, split: str | None = None,
                              batch_size: int = 32, mesh: jax.sharding.Mesh | None = None,
                              max_examples: int | None = None,
@@ -192,7 +192,7 @@ def evaluate_task_with_seqio(task_name: str, params, config: T5Config, *, vocabu
 
   Args:
     task_name: a registered `*_score_eval` task or a mixture of them.
-    params, config: the model.
+    params, model: the backbone's parameters and its `PromptedBackbone` (`Backbone.model`).
     vocabulary: the model's SentencePiece model (`Backbone.vocabulary`: the checkpoint's
       spiece.model or the one given); a task that tokenizes with another is refused, naming both.
     prompt: None or a soft prompt [P, H] for every input.
@@ -238,7 +238,7 @@ def evaluate_task_with_seqio(task_name: str, params, config: T5Config, *, vocabu
                                 async_compute_metrics=False)
     if int(evaluator.cached_task_datasets[task.name].cardinality()) == 0:
       raise ValueError(f"task {task.name!r} has no rank-classification rows on split {task_split!r}")
-    score_fn = make_score_fn(params, config, prompt, batch_size=batch_size, mesh=mesh,
+    score_fn = make_score_fn(params, model, prompt, batch_size=batch_size, mesh=mesh,
                              progress=task.name if progress else None)
     metrics, outputs = evaluator.evaluate(compute_metrics=True, score_fn=score_fn)
     scores = outputs[task.name][seqio.metrics.ModelOutputType.SCORE]

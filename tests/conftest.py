@@ -86,7 +86,7 @@ class TinyModel:
   Attributes:
     checkpoint: the checkpoint folder (str); treat it as read-only, it is shared by the session.
     vocab: the offline SentencePiece model (str).
-    config: its T5Config (embeddings padded to a multiple of 128, as T5's are).
+    config: its T5Config (embeddings padded to a multiple of 128, as T5's are); model: its backbone.
     params: its parameters (seed 0).
   """
 
@@ -101,6 +101,12 @@ class TinyModel:
     self.checkpoint = str(root / "t0")
     save_hf(self.checkpoint, self.config, self.params)
     shutil.copyfile(self.vocab, os.path.join(self.checkpoint, "spiece.model"))
+
+  @property
+  def model(self):
+    """Its `PromptedBackbone` (what the steps take)."""
+    from rospr_jax.model import model_for  # pylint: disable=g-import-not-at-top
+    return model_for(self.config)
 
 
 @pytest.fixture(scope="session")

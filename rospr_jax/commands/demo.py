@@ -42,7 +42,7 @@ from rospr_jax.data import archives, generated, vocabulary
 from rospr_jax.eval import report
 from rospr_jax.library import build as library_build
 from rospr_jax.library import embed, sources as sources_lib
-from rospr_jax.model import get_config, multitask, save_hf
+from rospr_jax.model import get_config, model_for, multitask, save_hf
 from rospr_jax.pipeline import evaluate
 from rospr_jax.prompt import input_pipeline, trainer
 from rospr_jax.retrieval.selection import SelectionConfig
@@ -101,8 +101,8 @@ def train_stand_in_backbone(backbone_dir: str, data: input_pipeline.SourceExampl
   config = get_config("tiny", vocab_size=vocab_size)
   batches = input_pipeline.BatchIterator(data, batch_size=batch_size, input_length=input_length,
                                          target_length=target_length, seed=seed)
-  params, losses = multitask.train_backbone(config, batches, steps=steps, learning_rate=learning_rate,
-                                            seed=seed)
+  params, losses = multitask.train_backbone(model_for(config), batches, steps=steps,
+                                            learning_rate=learning_rate, seed=seed)
   save_hf(backbone_dir, config, params)
   shutil.copyfile(vocab_path, os.path.join(backbone_dir, "spiece.model"))
   return losses
@@ -230,12 +230,12 @@ def _run_in(output_dir: str, settings: DemoSettings) -> dict:
   prompt_table = _train_prompts(os.path.join(output_dir, "prompts"), data, frozen, settings)  # [S, P, H]
   lap("train soft prompts")
 
-  embedder = embed.Embedder(frozen.config, frozen.params, max_length=settings.input_length)
+  embedder = embed.Embedder(frozen.model, frozen.params, max_length=settings.input_length)
   library, library_report = _build_library(os.path.join(output_dir, "library"), sources, prompt_table, frozen,
                                            embedder, tokenizer, settings)
   lap("build library")
 
-  evaluator = evaluate.Evaluator(params=frozen.params, config=frozen.config, tokenizer=tokenizer,
+  evaluator = evaluate.Evaluator(params=frozen.params, model=frozen.model, tokenizer=tokenizer,
                                  library=library, embedder=embedder, selection=settings.selection,
                                  batch_size=64, seed=settings.seed, max_input_length=128)
   records, selections = evaluator.evaluate(held_out, settings.methods,

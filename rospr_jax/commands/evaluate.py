@@ -138,8 +138,9 @@ def _evaluator(backbone, *, rules, methods, library_dir, settings_library, retri
                                  name=settings_library)
     library.check_prompts_fit(backbone.fingerprint, config.emb_dim)  # before any scoring
     library.check_num_neighbors(selection.num_neighbors, "NUM_NEIGHBORS")
-  return Evaluator(params=params, config=config, tokenizer=tokenizer, library=library, embedder=embedder,
-                   selection=selection, batch_size=batch_size, mesh=mesh, seed=seed, progress_bars=True)
+  return Evaluator(params=params, model=backbone.model, tokenizer=tokenizer, library=library,
+                   embedder=embedder, selection=selection, batch_size=batch_size, mesh=mesh, seed=seed,
+                   progress_bars=True)
 
 
 def _run_settings(backbone, evaluator, rules, *, data_dir, split, max_examples, seed, library_dir,

@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
       from rospr_jax.eval.var import make_predict_choices  # pylint: disable=g-import-not-at-top
       backbone = load_backbone(args.backbone, dtype=args.dtype, vocabulary=args.vocab)
       library.check_prompts_fit(backbone.fingerprint, backbone.config.emb_dim)
-      predict_choices = make_predict_choices(backbone.params, backbone.config, queries, library.prompts(),
+      predict_choices = make_predict_choices(backbone.params, backbone.model, queries, library.prompts(),
                                              backbone.tokenizer(), batch_size=args.batch_size)
       num_choices = [len(q.choices) for q in queries]
     query_embeddings = embedder.embed_texts([q.text for q in queries], tokenizer.encode_input)

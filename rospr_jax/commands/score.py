@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
   except (OSError, ValueError) as e:
     return common.error(PROG, e)
   example = RankExample(tokenizer.encode_input(args.input), [tokenizer.encode_target(c) for c in args.choice])
-  scores = score_examples(backbone.params, backbone.config, [example], batch_size=1)[0]
+  scores = score_examples(backbone.params, backbone.model, [example], batch_size=1)[0]
   if not np.all(np.isfinite(scores)):
     return common.error(PROG, f"the scores {scores.tolist()} are not finite: the checkpoint "
                               f"{args.checkpoint} holds NaN or infinite weights.")

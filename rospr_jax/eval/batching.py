@@ -18,7 +18,7 @@ import numpy as np
 from flax import linen as nn
 
 from rospr_jax.eval.scoring import score_choices
-from rospr_jax.model import T5Config
+from rospr_jax.model import PromptedBackbone
 from rospr_jax.model import partitioning
 
 # T0's evaluation lengths: inputs cut to their first 1024 tokens, answer choices to 255 plus EOS.
@@ -117,7 +117,7 @@ def _on_mesh(value: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
                                       lambda index: value[index])
 
 
-def score_examples(params, config: T5Config, examples: Sequence[RankExample], *,
+def score_examples(params, model: PromptedBackbone, examples: Sequence[RankExample], *,
                    prompts: jax.Array | np.ndarray | None = None, batch_size: int = 32,
                    max_input_length: int = T0_INPUT_LENGTH, max_target_length: int = T0_TARGET_LENGTH,
                    max_decoder_tokens: int = 512, mesh: jax.sharding.Mesh | None = None,
@@ -126,6 +126,7 @@ def score_examples(params, config: T5Config, examples: Sequence[RankExample], *,
 
   Args:
     params: model parameters (already placed on `mesh` when one is given).
+    model: the backbone (`PromptedBackbone`, e.g. `Backbone.model`) that scores.
     examples: the examples; `prompt_id` indexes `prompts`.
     prompts: None (no soft prompt), [P, H] for every example, or a table [S, P, H].
     batch_size: rows per batch, rounded up to a multiple of the mesh's `data` axis (the padding rows
@@ -155,9 +156,9 @@ def score_examples(params, config: T5Config, examples: Sequence[RankExample], *,
       if prompt is not None:
         prompt = _on_mesh(np.asarray(prompt), mesh)
       with mesh, nn.logical_axis_rules(partitioning.STANDARD_RULES):
-        scores = score_choices(params, inputs, targets, prompt, config=config)
+        scores = score_choices(params, inputs, targets, prompt, model=model)
     else:
-      scores = score_choices(params, inputs, targets, prompt, config=config)
+      scores = score_choices(params, inputs, targets, prompt, model=model)
     if not scores.is_fully_addressable:  # a mesh over several processes: gather every row
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       scores = multihost_utils.process_allgather(scores, tiled=True)

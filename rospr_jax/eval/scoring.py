@@ -17,36 +17,37 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rospr_jax.model import T5Config, model_for, summed_target_log_likelihoods
+from rospr_jax.model import PromptedBackbone, summed_target_log_likelihoods
 
 Array = jax.Array
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
+@functools.partial(jax.jit, static_argnames=("model",))
 def score_choices(params, inputs: Array, targets: Array, prompt: Array | None = None, *,
-                  config: T5Config) -> Array:
-  """Encode-once scores (`PromptedBackbone.choice_scores` of `config`'s backbone).
+                  model: PromptedBackbone) -> Array:
+  """Encode-once scores (`model.choice_scores`).
 
   Args:
     params: model parameters.
     inputs: [B, T] input ids without EOS, 0-padded.
     targets: [B, C, L] choice ids with EOS, 0-padded.
     prompt: None, [P, H] shared by the batch, or [B, P, H] one per example.
+    model: the backbone (`PromptedBackbone`, hashable: a static argument).
 
   Returns:
     [B, C] float32 summed log-likelihoods (-inf for absent choices).
   """
-  return model_for(config).choice_scores(params, inputs, targets, prompt)
+  return model.choice_scores(params, inputs, targets, prompt)
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
+@functools.partial(jax.jit, static_argnames=("model",))
 def score_choices_naive(params, inputs: Array, targets: Array, prompt: Array | None = None, *,
-                        config: T5Config) -> Array:
+                        model: PromptedBackbone) -> Array:
   """Reference scores: every (example, choice) pair through the whole model. Same contract."""
   batch, num_choices, length = targets.shape
   repeated_inputs = jnp.repeat(inputs, num_choices, axis=0)  # [B * C, T]
   if prompt is not None and prompt.ndim == 3:
     prompt = jnp.repeat(prompt, num_choices, axis=0)  # [B * C, P, H]
   flat_targets = targets.reshape(batch * num_choices, length)
-  log_likelihoods = model_for(config).token_log_likelihoods(params, repeated_inputs, flat_targets, prompt)
+  log_likelihoods = model.token_log_likelihoods(params, repeated_inputs, flat_targets, prompt)
   return summed_target_log_likelihoods(log_likelihoods, flat_targets).reshape(batch, num_choices)

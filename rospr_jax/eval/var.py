@@ -26,12 +26,12 @@ class RankQuery(Protocol):
 PredictChoices = Callable[[Sequence[int]], list[list[int]]]
 
 
-def make_predict_choices(params, config, queries: Sequence[RankQuery], prompts: np.ndarray,
+def make_predict_choices(params, model, queries: Sequence[RankQuery], prompts: np.ndarray,
                          tokenizer, *, batch_size: int = 32, mesh=None) -> PredictChoices:
   """The K candidate prompts on the Q queries in one batched pass.
 
   Args:
-    params, config: the backbone (T0) the prompts were trained for.
+    params, model: the backbone (T0, a `PromptedBackbone`) the prompts were trained for.
     queries: [Q] queries with their answer choices.
     prompts: [S, P, H] the library's prompt table.
     tokenizer: `rospr_jax.tokenization.Tokenizer` (inputs without EOS, choices with EOS).
@@ -44,16 +44,16 @@ def make_predict_choices(params, config, queries: Sequence[RankQuery], prompts: 
   missing = [i for i, q in enumerate(queries) if not q.choices]
   if missing:
     raise ValueError(f"VAR needs the answer choices of every query; queries {missing[:10]} have none.")
-  if prompts.shape[-1] != config.emb_dim:
+  if prompts.shape[-1] != model.config.emb_dim:
     raise ValueError(f"The library's prompts have H = {prompts.shape[-1]}; the backbone has "
-                     f"H = {config.emb_dim}.")
+                     f"H = {model.config.emb_dim}.")
   inputs = [tokenizer.encode_input(q.text) for q in queries]
   choices = [[tokenizer.encode_target(c) for c in q.choices] for q in queries]
 
   def predict_choices(ids):
     examples = [RankExample(inputs[q], choices[q], prompt_id=int(s))
                 for s in ids for q in range(len(queries))]
-    scores = score_examples(params, config, examples, prompts=prompts, batch_size=batch_size, mesh=mesh)
+    scores = score_examples(params, model, examples, prompts=prompts, batch_size=batch_size, mesh=mesh)
     bad = sorted({int(ids[i // len(queries)]) for i, s in enumerate(scores) if not np.all(np.isfinite(s))})
     if bad:
       raise FloatingPointError(f"VAR: the queries' choice scores under prompts {bad[:10]} are NaN or "

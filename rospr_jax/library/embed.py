@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from rospr_jax.model import T5Config, model_for, partitioning
+from rospr_jax.model import PromptedBackbone, T5Config, model_for, partitioning
 
 # The parameters an embedding depends on: the token embedding and the encoder stack.
 _ENCODER_PREFIXES = ("token_embedder", "encoder")
@@ -67,23 +67,24 @@ def retriever_fingerprint(config: T5Config, params) -> str:
   return digest.hexdigest()
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def mean_encoder_states(params, tokens: jax.Array, *, config: T5Config) -> jax.Array:
-  """[B, T] int32 tokens (0 = pad) -> [B, H] float32 mean of the encoder output over non-pad tokens.
+@functools.partial(jax.jit, static_argnames=("model",))
+def mean_encoder_states(params, tokens: jax.Array, *, model: PromptedBackbone) -> jax.Array:
+  """[B, T] int32 tokens (0 = pad) -> [B, H] float32 mean of the encoder output over non-pad tokens
+  (`model.pooled_encoding`; `model` is hashable, a static argument).
 
   A row without any token (batch padding) gives the zero vector.
   """
-  return model_for(config).pooled_encoding(params, tokens)
+  return model.pooled_encoding(params, tokens)
 
 
 class Embedder:
   """Embeds token sequences with a T5 encoder (the retriever)."""
 
-  def __init__(self, config: T5Config, params, *, max_length: int = 512,
+  def __init__(self, model: PromptedBackbone, params, *, max_length: int = 512,
                tokens_per_batch: int = 65_536, min_bucket: int = 16,
                mesh: jax.sharding.Mesh | None = None):
     """Args:
-      config: the retriever's model config.
+      model: the retriever's model (`PromptedBackbone`; `model.config` its config).
       params: its parameters (only token_embedder and encoder are used).
       max_length: inputs longer than this are truncated (and counted in `truncated`).
       tokens_per_batch: rows per batch = max(1, tokens_per_batch // bucket length), rounded up to a
@@ -92,13 +93,13 @@ class Embedder:
       mesh: a `data` x `model` mesh to split batches over: this host's devices (`local_data_mesh`)
         or every process's (`data_mesh`, all processes then embed the same texts); None: one device.
     """
-    self.config = config
+    self.model, self.config = model, model.config
     self.params = {k: v for k, v in nn.unbox(params).items() if k in _ENCODER_PREFIXES}
     self.mesh = mesh
     self.buckets = bucket_lengths(max_length, min(min_bucket, max_length))
     self.max_length = max_length
     self.tokens_per_batch = tokens_per_batch
-    self.fingerprint = retriever_fingerprint(config, self.params)
+    self.fingerprint = retriever_fingerprint(self.config, self.params)
     self.truncated = 0  # inputs cut to max_length so far
     if mesh is not None:
       self.params = jax.device_put(self.params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
@@ -153,7 +154,7 @@ class Embedder:
         else:  # each process fills its own devices' rows (every process holds the same tokens)
           batch = jax.make_array_from_callback(tokens.shape, partitioning.batch_sharding(self.mesh),
                                                lambda index: tokens[index])
-        means = mean_encoder_states(self.params, batch, config=self.config)
+        means = mean_encoder_states(self.params, batch, model=self.model)
         if not means.is_fully_addressable:  # a mesh over several processes: gather every row
           from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
           means = multihost_utils.process_allgather(means, tiled=True)
@@ -199,7 +200,7 @@ def load_embedder(checkpoint: str | None = None, *, random_size: str | None = No
     config = get_config(random_size)
     config = config.replace(vocab_size=max(config.vocab_size, min_vocab_size))
     params = model_for(config).init_params(jax.random.PRNGKey(seed))  # Embedder keeps the encoder
-  return Embedder(config.replace(dtype=compute_dtype), params, **kwargs)
+  return Embedder(model_for(config.replace(dtype=compute_dtype)), params, **kwargs)
 
 
 def data_mesh() -> jax.sharding.Mesh | None:

@@ -7,7 +7,9 @@ that implements `PromptedBackbone` for its config class (and calls `register_fam
 checkpoint importer in `rospr_jax/model/checkpoints.py`.
 
 Every method is a pure function of `params` and arrays, safe to call under `jax.jit` with the
-backbone object (hashable: it holds only its config) as a static argument.
+backbone object (hashable: it holds only its config) as a static argument. The steps (scoring, the
+prompt step, the retriever's encoding) take that object, never a config: `model_for(config)` is called
+only where a model is assembled (`rospr_jax.backbone.Backbone.model`, the trainer, the commands).
 """
 
 from __future__ import annotations

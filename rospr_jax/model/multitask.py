@@ -17,23 +17,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rospr_jax.model.config import T5Config
-from rospr_jax.model.interface import model_for
-from rospr_jax.model.t5 import init_params
+from rospr_jax.model.interface import PromptedBackbone
 
 
-def target_loss(params, config: T5Config, inputs, targets, dropout_rng=None):
+def target_loss(params, model: PromptedBackbone, inputs, targets, dropout_rng=None):
   """Mean negative log-likelihood per real target token: [B, T] inputs, [B, L] targets -> scalar."""
-  log_likelihoods = model_for(config).token_log_likelihoods(params, inputs, targets,
-                                                            dropout_rng=dropout_rng)  # [B, L]
+  log_likelihoods = model.token_log_likelihoods(params, inputs, targets, dropout_rng=dropout_rng)  # [B, L]
   real = (targets > 0).astype(jnp.float32)
   return -jnp.sum(log_likelihoods * real) / jnp.maximum(jnp.sum(real), 1.0)
 
 
-def train_backbone(config: T5Config, batches: Iterator[dict[str, np.ndarray]], *, steps: int,
+def train_backbone(model: PromptedBackbone, batches: Iterator[dict[str, np.ndarray]], *, steps: int,
                    learning_rate: float = 3e-3, warmup_steps: int = 100, seed: int = 0,
                    log_every: int = 100) -> tuple[dict, list[float]]:
-  """Trains every weight of a freshly initialized `config` model with AdamW.
+  """Trains every weight of a freshly initialized `model` (its `init_params`) with AdamW.
 
   Args:
     batches: yields {"inputs": [B, T], "targets": [B, L]} int32 numpy batches.
@@ -42,16 +39,16 @@ def train_backbone(config: T5Config, batches: Iterator[dict[str, np.ndarray]], *
   Returns:
     (params, losses): the trained parameters and the loss of every step.
   """
-  params = init_params(config, jax.random.PRNGKey(seed))
+  params = model.init_params(jax.random.PRNGKey(seed))
   schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, max(steps, warmup_steps + 1),
                                                 end_value=learning_rate * 0.1)
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.01))
   opt_state = optimizer.init(params)
-  use_dropout = config.dropout_rate > 0
+  use_dropout = model.config.dropout_rate > 0
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def step(params, opt_state, inputs, targets, rng):
-    loss, grads = jax.value_and_grad(target_loss)(params, config, inputs, targets,
+    loss, grads = jax.value_and_grad(target_loss)(params, model, inputs, targets,
                                                   rng if use_dropout else None)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss

@@ -100,7 +100,7 @@ class Evaluator:
   retrieval methods and the oracle) a library.
 
   Attributes:
-    params, config: the frozen backbone (T0).
+    params, model: the frozen backbone (T0) and its `PromptedBackbone` (`Backbone.model`).
     tokenizer: `rospr_jax.tokenization.Tokenizer`.
     library: an opened `rospr_jax.library.store.Library` (retrieval methods and the oracle only).
     embedder: the library's retriever (`rospr_jax.library.embed.Embedder`; retrieval methods only).
@@ -111,7 +111,7 @@ class Evaluator:
     progress_bars: show a tqdm bar while each (target, method) is scored.
   """
   params: Any
-  config: Any
+  model: Any
   tokenizer: Any
   library: Any = None
   embedder: Any = None
@@ -124,7 +124,7 @@ class Evaluator:
 
   def _score(self, examples: Sequence[RankExample], prompt, description: str | None = None
              ) -> list[np.ndarray]:
-    return score_examples(self.params, self.config, examples, prompts=prompt, batch_size=self.batch_size,
+    return score_examples(self.params, self.model, examples, prompts=prompt, batch_size=self.batch_size,
                           max_input_length=self.max_input_length, mesh=self.mesh,
                           progress=description if self.progress_bars else None)
 
@@ -141,7 +141,7 @@ class Evaluator:
     picked = retrieve.sample_queries(len(target.inputs), self.selection.num_queries, self.seed)
     queries = [sources_lib.Query(target.inputs[i], target.choices[i]) for i in picked]
     embeddings = self.embedder.embed_texts([q.text for q in queries], self.tokenizer.encode_input)
-    predict = make_predict_choices(self.params, self.config, queries, self.library.prompts(),
+    predict = make_predict_choices(self.params, self.model, queries, self.library.prompts(),
                                    self.tokenizer, batch_size=self.batch_size, mesh=self.mesh)
     cache: dict[tuple[int, ...], Any] = {}
 

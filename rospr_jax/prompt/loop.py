@@ -4,7 +4,7 @@ The gin entry point `trainer.train` assembles the pieces (run folder and lock, d
 checkpointer, initial or restored state) and hands them to a `PromptTrainer`, which only steps,
 logs, checkpoints and exports:
 
-    trainer = PromptTrainer(config, params, optimizer, mesh=mesh, checkpointer=checkpointer,
+    trainer = PromptTrainer(model, params, optimizer, mesh=mesh, checkpointer=checkpointer,
                             exporter=exporter, settings=LoopSettings(...), run_facts=run_facts)
     state = trainer.fit(state, batches, last_saved=latest)
 
@@ -68,24 +68,24 @@ class PromptTrainer:
   """Steps a replicated `PromptTrainState` over a frozen backbone, logging, checkpointing and exporting.
 
   Args:
-    config: the backbone's `T5Config` (dtype, attention kernel, dropout and remat policy of the step).
+    model: the backbone (`PromptedBackbone`; its config holds the dtype, attention kernel, dropout and
+      remat policy of the step).
     params: the frozen backbone parameters, placed (sharded over `mesh`, or on the device).
     optimizer: the optax transformation applied to each prompt separately.
     mesh: the data x model mesh, or None on one device.
     checkpointer: where checkpoints go (`Checkpointer`); `checkpoint_shown` names them in messages.
     exporter: `exporter(step, host_state)` writes the prompt export of `step` (called on process 0).
-    publish: called after each save (a URL's MODEL_DIR uploads what the step wrote).
     run_facts: what each checkpoint records beside the state (the resume check reads it back).
     writer: a clu metric writer for summaries, or None.
   """
 
-  def __init__(self, config, params, optimizer: optax.GradientTransformation, *, mesh, checkpointer: Checkpointer,
+  def __init__(self, model, params, optimizer: optax.GradientTransformation, *, mesh, checkpointer: Checkpointer,
                exporter: Callable[[int, PromptTrainState], None], settings: LoopSettings, run_facts: dict,
-               checkpoint_shown: str, publish: Callable[[], None] = lambda: None, writer: Any = None):
+               checkpoint_shown: str, writer: Any = None):
     self.params, self.mesh, self.settings = params, mesh, settings
     self.checkpointer, self.checkpoint_shown = checkpointer, checkpoint_shown
-    self.exporter, self.publish, self.run_facts, self.writer = exporter, publish, run_facts, writer
-    self.step_fn = make_train_step(config, optimizer, mesh=mesh)
+    self.exporter, self.run_facts, self.writer = exporter, run_facts, writer
+    self.step_fn = make_train_step(model, optimizer, mesh=mesh)
 
   def save(self, state: PromptTrainState, done: int, position: int, *, checkpoint: bool, export: bool) -> None:
     """Exports first (as prompt-tuning does: a run killed in between resumes from an earlier checkpoint
@@ -96,7 +96,6 @@ class PromptTrainer:
       self.checkpointer.save(done, state, {**self.run_facts, "position": position})
       if multihost.is_writer():
         logger.info("Saved checkpoint %d to %s.", done, self.checkpoint_shown)
-    self.publish()
 
   def fit(self, state: PromptTrainState, batches: BatchIterator, *, last_saved: int | None) -> PromptTrainState:
     """Trains from `state.step` to `settings.num_steps`; returns the final (device) state."""

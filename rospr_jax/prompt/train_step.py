@@ -32,8 +32,9 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from rospr_jax.model import T5Config, model_for
+from rospr_jax.model import PromptedBackbone
 from rospr_jax.model import partitioning
+from rospr_jax.prompt import optimizers
 
 Array = jax.Array
 Batch = dict[str, Array]  # inputs [B, T] int32, targets [B, L] int32, source_ids [B] int32
@@ -59,13 +60,11 @@ class PromptTrainState:
     return self.prompts.shape[0]
 
 
-@functools.lru_cache(maxsize=8)
 def default_optimizer(learning_rate: float = 0.3) -> optax.GradientTransformation:
   """Lester et al.'s prompt-tuning optimizer: Adafactor, constant LR 0.3, weight decay 1e-5, beta2
-  decay 0.8, parameter scaling off (optax's defaults otherwise: update clipping 1.0, no momentum).
-  Cached, so that runs in one process share the compiled step."""
-  return optax.adafactor(learning_rate, decay_rate=0.8, multiply_by_parameter_scale=False,
-                         weight_decay_rate=1e-5)
+  decay 0.8, parameter scaling off (optax's defaults otherwise: update clipping 1.0, no momentum);
+  `optimizers.Adafactor`'s transformation, cached, so that runs in one process share the compiled step."""
+  return optimizers.Adafactor(learning_rate=learning_rate).build()
 
 
 def init_state(prompts, optimizer: optax.GradientTransformation) -> PromptTrainState:
@@ -113,12 +112,13 @@ def per_source_losses(log_likelihoods: Array, targets: Array, slots: Array,
   return loss_sums, token_counts
 
 
-def loss_fn(prompts: Array, params, batch: Batch, slots: Array, *, config: T5Config,
+def loss_fn(prompts: Array, params, batch: Batch, slots: Array, *, model: PromptedBackbone,
             dropout_rng: Array | None) -> tuple[Array, tuple[Array, Array]]:
   """Sum over present sources of their mean token loss.
 
   Args:
     prompts: [K, P, H] prompts of the sources present; params: frozen backbone parameters.
+    model: the backbone (`PromptedBackbone`) that computes the token log-likelihoods.
     batch: inputs [B, T], targets [B, L]; slots: [B] row -> prompt slot.
 
   Returns:
@@ -126,7 +126,7 @@ def loss_fn(prompts: Array, params, batch: Batch, slots: Array, *, config: T5Con
   """
   example_prompts = prompts[slots]  # [B, P, H]
   targets = batch["targets"]
-  log_likelihoods = model_for(config).token_log_likelihoods(
+  log_likelihoods = model.token_log_likelihoods(
       params, batch["inputs"], targets, example_prompts, dropout_rng=dropout_rng)  # [B, L]
   loss_sums, token_counts = per_source_losses(log_likelihoods, targets, slots, prompts.shape[0])
   loss = jnp.sum(loss_sums / jnp.maximum(token_counts, 1.0))
@@ -141,7 +141,7 @@ def _put(tree, index: Array, values):
   return jax.tree.map(lambda x, v: x.at[index].set(v.astype(x.dtype), mode="drop"), tree, values)
 
 
-def train_step(state: PromptTrainState, params, batch: Batch, rng: Array, *, config: T5Config,
+def train_step(state: PromptTrainState, params, batch: Batch, rng: Array, *, model: PromptedBackbone,
                optimizer: optax.GradientTransformation) -> tuple[PromptTrainState, dict[str, Array]]:
   """One update of every prompt whose source is present in `batch` (see the module docstring).
 
@@ -149,7 +149,7 @@ def train_step(state: PromptTrainState, params, batch: Batch, rng: Array, *, con
     state: the prompt table and optimizer states.
     params: frozen backbone parameters (in the compute dtype); never differentiated.
     batch: inputs [B, T] int32 without EOS, targets [B, L] int32 with EOS, source_ids [B] int32.
-    rng: the run's dropout key (used when `config.dropout_rate > 0`); step `state.step` uses
+    rng: the run's dropout key (used when `model.config.dropout_rate > 0`); step `state.step` uses
       `fold_in(rng, state.step)`, so a resumed run draws the masks an uninterrupted one would.
 
   Returns:
@@ -161,9 +161,9 @@ def train_step(state: PromptTrainState, params, batch: Batch, rng: Array, *, con
   present, slots = present_sources(batch["source_ids"], real_rows, num_sources)
   prompts = state.prompts[jnp.clip(present, 0, num_sources - 1)]  # [K, P, H]
   opt_state = _take(state.opt_state, present)
-  dropout_rng = jax.random.fold_in(rng, state.step) if config.dropout_rate > 0 else None
+  dropout_rng = jax.random.fold_in(rng, state.step) if model.config.dropout_rate > 0 else None
   (loss, (loss_sums, counts)), grads = jax.value_and_grad(
-      functools.partial(loss_fn, config=config, dropout_rng=dropout_rng), has_aux=True)(
+      functools.partial(loss_fn, model=model, dropout_rng=dropout_rng), has_aux=True)(
           prompts, params, batch, slots)
   updates, opt_state = jax.vmap(optimizer.update)(grads, opt_state, prompts)
   new_prompts = optax.apply_updates(prompts, updates)
@@ -207,28 +207,30 @@ def dropout_key(seed: int, impl: str | None = "auto") -> Array:
 
 
 def _jit_train_step(**options) -> Callable:
-  """`train_step` jitted with the config and optimizer static and the state donated."""
-  return jax.jit(train_step, static_argnames=("config", "optimizer"), donate_argnums=0, **options)
+  """`train_step` jitted with the model and optimizer static and the state donated."""
+  return jax.jit(train_step, static_argnames=("model", "optimizer"), donate_argnums=0, **options)
 
 
-# One jitted function for every config and optimizer (static arguments), so runs in one process with the
-# same shapes, config and optimizer object share a compilation.
+# One jitted function for every model and optimizer (static arguments), so runs in one process with the
+# same shapes, model (a hashable object holding its config) and optimizer object share a compilation.
 _jitted_train_step = _jit_train_step()
 
 
-def make_train_step(config: T5Config, optimizer: optax.GradientTransformation, *,
+def make_train_step(model: PromptedBackbone, optimizer: optax.GradientTransformation, *,
                     mesh: jax.sharding.Mesh | None = None,
                     rules: partitioning.LogicalRules = partitioning.STANDARD_RULES) -> Callable:
   """The jitted `step(state, params, batch, rng) -> (state, metrics)`; `state` is donated.
 
-  With a `mesh`, call it on a state placed by `place_state` and a batch placed by `place_batch`; the
-  logical axis rules apply while it traces (the prompt table and optimizer state stay replicated).
+  `model` (a hashable `PromptedBackbone`, e.g. `Backbone.model`) and `optimizer` are static: steps made
+  with equal ones share a compilation. With a `mesh`, call it on a state placed by `place_state` and a
+  batch placed by `place_batch`; the logical axis rules apply while it traces (the prompt table and
+  optimizer state stay replicated).
   """
   if mesh is None:
-    return functools.partial(_jitted_train_step, config=config, optimizer=optimizer)
+    return functools.partial(_jitted_train_step, model=model, optimizer=optimizer)
   # The new state and the metrics come out replicated, as the state went in: left to XLA's sharding
   # propagation, the prompt table can come out split over `model` (seen with dropout on).
-  jitted = functools.partial(_jit_train_step(out_shardings=replicated(mesh)), config=config,
+  jitted = functools.partial(_jit_train_step(out_shardings=replicated(mesh)), model=model,
                              optimizer=optimizer)
 
   def step(state, params, batch, rng):

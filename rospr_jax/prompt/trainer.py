@@ -44,9 +44,9 @@ from rospr_jax.prompt import export as export_lib
 from rospr_jax.prompt import prompts as prompts_lib
 from rospr_jax.prompt.checkpointing import CheckpointMismatchError, Checkpointer
 from rospr_jax.prompt.input_pipeline import BatchIterator, SourceExamples
-from rospr_jax.prompt.optimizer_facts import describe_optimizer, flat_facts
+from rospr_jax.prompt.optimizers import OptimizerSpec, flat_facts, resolve
 from rospr_jax.prompt.loop import LoopSettings, PromptTrainer, check_step_fits
-from rospr_jax.prompt.train_step import PromptTrainState, default_optimizer, init_state, place_state
+from rospr_jax.prompt.train_step import PromptTrainState, init_state, place_state
 from rospr_jax.tokenization import check_same_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -188,10 +188,8 @@ def _check_settings(dropout_rate, **counts) -> None:
 def _check_learning_rate(learning_rate: Any) -> None:
   """A constant learning rate must be a finite number > 0 (a negative one climbs the loss; a schedule,
   recorded as a dict, is the schedule's business)."""
-  if isinstance(learning_rate, bool) or (isinstance(learning_rate, (int, float)) and
-                                         not 0 < learning_rate < float("inf")):
-    raise ValueError(f"learning_rate (LEARNING_RATE) must be a finite number > 0, not {learning_rate!r}.")
-  if isinstance(learning_rate, str) and not learning_rate.startswith("@"):
+  if isinstance(learning_rate, (bool, str)) or (isinstance(learning_rate, (int, float)) and
+                                                not 0 < learning_rate < float("inf")):
     raise ValueError(f"learning_rate (LEARNING_RATE) must be a finite number > 0, not {learning_rate!r}.")
 
 
@@ -257,7 +255,8 @@ def _restore(checkpointer: Checkpointer, step: int, run_facts: dict, optimizer, 
 @gin.configurable
 def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbone: Any = gin.REQUIRED,
           num_steps: int = gin.REQUIRED, prompt_length: int = prompts_lib.DEFAULT_LENGTH,
-          prompt_init: PromptInit | None = None, optimizer: optax.GradientTransformation | None = None,
+          prompt_init: PromptInit | None = None,
+          optimizer: OptimizerSpec | optax.GradientTransformation | None = None,
           batch_size: int = 32, input_length: int = 512, target_length: int = 64,
           dropout_rate: float = 0.1, remat_policy: str = "minimal", seed: int = 0,
           checkpoint_every: int = 1000,
@@ -274,7 +273,8 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
     num_steps: total training steps (a resumed run continues up to it).
     prompt_length: P.
     prompt_init: how prompts start (default: random uniform, scale 0.5).
-    optimizer: an optax transformation applied to each prompt separately (default: `default_optimizer`).
+    optimizer: how each prompt is updated, separately: an `optimizers.OptimizerSpec` (recorded; default
+      `optimizers.Adafactor()`) or an optax transformation (recorded as unrecorded).
     batch_size, input_length, target_length: B, T, L of every batch.
     dropout_rate: the backbone's dropout while training (T5X's masks, shared along the length:
       `T5Config.dropout_broadcast_dims`).
@@ -300,7 +300,8 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
                   target_length=target_length, prompt_length=prompt_length,
                   checkpoint_every=checkpoint_every, export_every=export_every, log_every=log_every,
                   num_partitions=num_partitions, dropout_rate=dropout_rate)
-  _check_learning_rate(describe_optimizer(optimizer).get("learning_rate"))
+  transformation, optimizer_facts = resolve(optimizer)
+  _check_learning_rate(optimizer_facts.get("learning_rate"))
   model_dir = storage.absolute(storage.as_path(model_dir, "model_dir", output=True))
   settings = LoopSettings(num_steps=num_steps, batch_size=batch_size, checkpoint_every=checkpoint_every,
                           export_every=export_every, log_every=log_every, seed=seed,
@@ -311,9 +312,7 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
     data = examples() if callable(examples) else examples
     data.check_every_source_has_examples()
     backbone = backbone() if callable(backbone) else backbone
-    optimizer_facts = describe_optimizer(optimizer)  # before the default replaces None
-    run = _Run(model_dir, data, backbone, settings, optimizer_facts,
-               optimizer if optimizer is not None else default_optimizer(),
+    run = _Run(model_dir, data, backbone, settings, optimizer_facts, transformation,
                prompt_init if prompt_init is not None else PromptInit(), prompt_length=prompt_length,
                input_length=input_length, target_length=target_length, dropout_rate=dropout_rate,
                remat_policy=remat_policy, keep_checkpoints=keep_checkpoints,
@@ -421,7 +420,7 @@ class _Run:
                             target_length=self.target_length, seed=self.settings.seed, position=position)
     self._write_run_info(state, latest)
     writer = _summary_writer(os.path.join(self.model_dir, "train"), self.summaries)
-    loop = PromptTrainer(self.config, self.params, self.optimizer, mesh=self.mesh, checkpointer=self.checkpointer,
+    loop = PromptTrainer(self.model, self.params, self.optimizer, mesh=self.mesh, checkpointer=self.checkpointer,
                          exporter=self._exporter(seeds), settings=self.settings, run_facts=self.run_facts,
                          checkpoint_shown=self.ckpt_shown, writer=writer)
     try:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import pytest
 
 from rospr_jax.eval.scoring import score_choices, score_choices_naive
-from rospr_jax.model import T5Config, init_params
+from rospr_jax.model import T5Config, init_params, model_for
 from rospr_jax.prompt.train_step import _jitted_train_step, default_optimizer, dropout_key, init_state
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "bench"))
@@ -47,7 +47,7 @@ def test_scorers_compile_to_the_counted_work(param_shapes):
   encode_once = forward_flops(CONFIG, B * C, T, L, encoder_batch=B)
   every_pair = forward_flops(CONFIG, B * C, T, L)
   for scorer, counted in [(score_choices, encode_once), (score_choices_naive, every_pair)]:
-    compiled = _compiled_flops(jax.jit(lambda p, i, t: scorer(p, i, t, config=CONFIG)).lower(
+    compiled = _compiled_flops(jax.jit(lambda p, i, t: scorer(p, i, t, model=model_for(CONFIG))).lower(
         param_shapes, inputs, targets))
     assert 1.0 <= compiled / counted < 1.03, scorer.__name__
 
@@ -61,7 +61,7 @@ def test_prompt_step_computes_input_gradients_only(param_shapes, remat, low, hig
   batch = {"inputs": jax.ShapeDtypeStruct((B, T), jnp.int32), "targets": jax.ShapeDtypeStruct((B, L), jnp.int32),
            "source_ids": jax.ShapeDtypeStruct((B,), jnp.int32)}
   compiled = _compiled_flops(_jitted_train_step.lower(state, param_shapes, batch, dropout_key(0),
-                                                      config=CONFIG.replace(remat_policy=remat),
+                                                      model=model_for(CONFIG.replace(remat_policy=remat)),
                                                       optimizer=optimizer))
   assert low <= compiled / forward_flops(CONFIG, B, P + T, L) < high
 
@@ -90,14 +90,16 @@ def test_bfloat16_programs_multiply_in_bfloat16():
   config = CONFIG.replace(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, remat_policy="minimal")
   params = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
   inputs, targets = jax.ShapeDtypeStruct((B, T), jnp.int32), jax.ShapeDtypeStruct((B, C, L), jnp.int32)
-  scorer = jax.jit(lambda p, i, t: score_choices(p, i, t, config=config)).lower(params, inputs, targets)
+  scorer = jax.jit(lambda p, i, t: score_choices(p, i, t, model=model_for(config))).lower(
+      params, inputs, targets)
   dots = _dot_operand_dtypes(scorer.as_text())
   assert dots and all(a.endswith("xbf16>") and b.endswith("xbf16>") for a, b in dots)
   optimizer = default_optimizer()
   state = jax.eval_shape(lambda: init_state(jnp.zeros((2, P, CONFIG.emb_dim)), optimizer))
   batch = {"inputs": inputs, "targets": jax.ShapeDtypeStruct((B, L), jnp.int32),
            "source_ids": jax.ShapeDtypeStruct((B,), jnp.int32)}
-  step = _jitted_train_step.lower(state, params, batch, dropout_key(0), config=config, optimizer=optimizer)
+  step = _jitted_train_step.lower(state, params, batch, dropout_key(0), model=model_for(config),
+                                  optimizer=optimizer)
   dots = _dot_operand_dtypes(step.as_text())
   float32 = [(a, b) for a, b in dots if "f32" in a + b]
   assert len(dots) > len(float32) > 0

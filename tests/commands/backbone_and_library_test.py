@@ -13,6 +13,7 @@ import pytest
 from rospr_jax import cli
 from rospr_jax.backbone import load_backbone
 from rospr_jax.library import build, embed, sources as sources_lib
+from rospr_jax.model import model_for
 
 TARGET = "generated_animal_truefalse_f0"
 
@@ -41,7 +42,7 @@ def _evaluate_rospr(checkpoint, library, output_dir) -> int:
 def test_the_same_model_gives_the_same_retriever_fingerprint_however_its_dtype_is_spelt(checkpoint):
   backbone = load_backbone(checkpoint)
   spellings = [jnp.float32, "float32", np.dtype("float32"), jnp.dtype("float32")]
-  fingerprints = {embed.Embedder(backbone.config.replace(dtype=d), backbone.params).fingerprint
+  fingerprints = {embed.Embedder(model_for(backbone.config.replace(dtype=d)), backbone.params).fingerprint
                   for d in spellings}
   assert fingerprints == {embed.load_embedder(checkpoint).fingerprint}
   assert backbone.config.replace(dtype=jnp.bfloat16).inference_fields()["dtype"] == "bfloat16"
@@ -52,7 +53,7 @@ def test_a_library_built_like_the_demo_is_accepted_by_retrieve_and_evaluate(chec
   tokenizer = backbone.tokenizer()
   prompts = np.random.default_rng(1).normal(size=(2, 3, backbone.config.emb_dim)).astype(np.float32)
   library = tmp_path / "library"
-  build.build_library(str(library), _sources(), prompts, embed.Embedder(backbone.config, backbone.params),
+  build.build_library(str(library), _sources(), prompts, embed.Embedder(backbone.model, backbone.params),
                       tokenizer.encode_input, n=6, index="exact")
   queries = tmp_path / "q.jsonl"
   queries.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["print the list", "how are you"]))

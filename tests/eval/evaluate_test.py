@@ -43,7 +43,7 @@ def setup(tmp_path_factory, tiny_model):
   sources = [sources_lib.SourceTexts(name, [" ".join(rng.permutation(words.split())) for _ in range(12)])
              for name, words in TOPICS.items()]
   prompts = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (3, 4, config.emb_dim)), np.float32)
-  embedder = embed.Embedder(config, params, max_length=64)
+  embedder = embed.Embedder(tiny_model.model, params, max_length=64)
   library, _ = build.build_library(str(tmp_path_factory.mktemp("lib") / "library"), sources, prompts,
                                    embedder, tokenizer.encode_input, n=8, index="exact")
   target = evaluate.Target(
@@ -51,7 +51,7 @@ def setup(tmp_path_factory, tiny_model):
       inputs=tuple(" ".join(rng.permutation(TOPICS["weather"].split())) for _ in range(6)),
       choices=tuple(("rain", "snow", "sun") if i % 2 else ("yes", "no") for i in range(6)),
       is_correct=tuple((True, False, False) if i % 2 else (False, True) for i in range(6)))
-  evaluator = evaluate.Evaluator(params=params, config=config, tokenizer=tokenizer, library=library,
+  evaluator = evaluate.Evaluator(params=params, model=tiny_model.model, tokenizer=tokenizer, library=library,
                                  embedder=embedder, batch_size=4,
                                  selection=SelectionConfig(num_queries=4, num_neighbors=3, num_prompts=2,
                                                            top_k=3))
@@ -81,7 +81,7 @@ def test_selection_records_feed_the_evaluation_exactly(setup, tmp_path):
       targets = jnp.asarray([[list(c) + [0] * (width - len(c)) for c in example.choices]], jnp.int32)
       scores.append(np.asarray(score_choices_naive(evaluator.params, inputs, targets,
                                                    None if prompt is None else jnp.asarray(prompt),
-                                                   config=evaluator.config))[0])
+                                                   model=evaluator.model))[0])
     expected = np.mean([np.argmax(s) == flags.index(True) for s, flags in zip(scores, target.is_correct)])
     assert record["accuracy"] == pytest.approx(expected)
 

@@ -47,10 +47,10 @@ def setup(tmp_path_factory, tiny_model):
              for name, words in TOPICS.items()]
   prompts = 8 * np.asarray(jax.random.normal(jax.random.PRNGKey(1), (len(TOPICS), 4, config.emb_dim)),
                            np.float32)
-  embedder = embed.Embedder(config, params, max_length=64)
+  embedder = embed.Embedder(tiny_model.model, params, max_length=64)
   library, _ = build.build_library(str(tmp_path_factory.mktemp("lib") / "library"), sources, prompts,
                                    embedder, tokenizer.encode_input, n=6, index="exact")
-  evaluator = evaluate.Evaluator(params=params, config=config, tokenizer=tokenizer, library=library,
+  evaluator = evaluate.Evaluator(params=params, model=tiny_model.model, tokenizer=tokenizer, library=library,
                                  embedder=embedder, batch_size=8,
                                  selection=SelectionConfig(num_queries=4, num_neighbors=3, top_k=3))
   return evaluator, [_target("weather_t", "weather", 1), _target("food_t", "food", 2, size=12)]
@@ -71,7 +71,7 @@ def test_the_oracle_is_the_best_single_prompt_by_brute_force(setup, tmp_path):
   for target in targets:
     examples = evaluator.tokenize(target)
     # Brute force: every prompt alone, its own scoring pass.
-    alone = [evaluate.accuracy_of(score_examples(evaluator.params, evaluator.config, examples,
+    alone = [evaluate.accuracy_of(score_examples(evaluator.params, evaluator.model, examples,
                                                  prompts=table[s], batch_size=3), target.is_correct)
              for s in range(len(table))]
     assert len(set(alone)) > 1, "the prompts must disagree for this check to mean anything"
@@ -135,7 +135,7 @@ def test_random_in_the_evaluation_is_reproducible_and_independent_of_target_orde
     # The accuracy is that of the drawn prompt, read back from the saved selection.
     saved, prompt = retrieve.load_selection(str(tmp_path / str(seed) / targets[0].name / "Random"))
     np.testing.assert_array_equal(prompt, evaluator.library.prompts()[saved.chosen[0]])
-    alone = evaluate.accuracy_of(score_examples(evaluator.params, evaluator.config,
+    alone = evaluate.accuracy_of(score_examples(evaluator.params, evaluator.model,
                                                 evaluator.tokenize(targets[0]), prompts=prompt, batch_size=8),
                                  targets[0].is_correct)
     assert records[0]["accuracy"] == pytest.approx(alone)

@@ -10,11 +10,12 @@ import pytest
 from rospr_jax.eval.batching import (RankExample, choices_bucket, choices_per_row, length_bucket, make_batches,
                                      score_examples)
 from rospr_jax.eval.scoring import score_choices, score_choices_naive
-from rospr_jax.model import T5Config, init_params
+from rospr_jax.model import T5Config, init_params, model_for
 from rospr_jax.model import partitioning
 
 CONFIG = T5Config(vocab_size=80, emb_dim=32, num_heads=3, head_dim=8, mlp_dim=48, num_encoder_layers=2,
                   num_decoder_layers=2, relative_attention_max_distance=12)
+MODEL = model_for(CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +56,8 @@ def test_encode_once_equals_naive(params, prompt_kind):
   prompt = {None: None,
             "shared": jax.random.normal(jax.random.PRNGKey(1), (4, 32)),
             "per_example": jax.random.normal(jax.random.PRNGKey(2), (6, 4, 32))}[prompt_kind]
-  fast = score_choices(params, inputs, targets, prompt, config=CONFIG)
-  naive = score_choices_naive(params, inputs, targets, prompt, config=CONFIG)
+  fast = score_choices(params, inputs, targets, prompt, model=MODEL)
+  naive = score_choices_naive(params, inputs, targets, prompt, model=MODEL)
   np.testing.assert_allclose(np.asarray(fast), np.asarray(naive), atol=1e-4, rtol=1e-5)
   absent = np.asarray(targets).sum(-1) == 0
   assert np.all(np.isneginf(np.asarray(fast)[absent])) and np.all(np.isfinite(np.asarray(fast)[~absent]))
@@ -66,7 +67,7 @@ def test_batched_scores_equal_one_at_a_time(params):
   """Bucketing, batch padding and grouping never change an example's scores."""
   examples = _random_examples(3, 11)
   prompts = jax.random.normal(jax.random.PRNGKey(5), (2, 3, 32))
-  batched = score_examples(params, CONFIG, examples, prompts=prompts, batch_size=4)
+  batched = score_examples(params, MODEL, examples, prompts=prompts, batch_size=4)
   for example, got in zip(examples, batched):
     # The reference: this example alone, padded to one fixed shape by hand, through the naive scorer.
     inputs = np.zeros((1, 32), np.int32)
@@ -75,7 +76,7 @@ def test_batched_scores_equal_one_at_a_time(params):
     for j, choice in enumerate(example.choices):
       targets[0, j, :len(choice)] = choice
     alone = score_choices_naive(params, jnp.asarray(inputs), jnp.asarray(targets),
-                                prompts[example.prompt_id], config=CONFIG)
+                                prompts[example.prompt_id], model=MODEL)
     np.testing.assert_allclose(got, np.asarray(alone)[0], atol=1e-4, rtol=1e-5)
 
 
@@ -108,11 +109,11 @@ def test_sharded_scoring_equals_single_device(num_partitions):
   config = CONFIG.replace(num_heads=4)  # heads split over the `model` axis.
   params = init_params(config, jax.random.PRNGKey(0))
   examples = _random_examples(6, 12, max_input_length=8, choice_counts=(2,))  # one bucket: one compile
-  expected = score_examples(params, config, examples, batch_size=8)
+  expected = score_examples(params, model_for(config), examples, batch_size=8)
   mesh = partitioning.make_mesh(num_partitions)
   boxed = init_params(config, jax.random.PRNGKey(0), boxed=True)
   sharded = partitioning.shard_params(params, boxed, mesh)
-  got = score_examples(sharded, config, examples, batch_size=8, mesh=mesh)
+  got = score_examples(sharded, model_for(config), examples, batch_size=8, mesh=mesh)
   for a, b in zip(got, expected):
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
 
@@ -131,9 +132,9 @@ def test_examples_with_many_choices_split_over_rows(params):
                         [rng.integers(3, 80, int(rng.integers(1, 7))).tolist() + [1] for _ in range(11)])
   batches = list(make_batches([example], batch_size=4, max_decoder_tokens=32))
   assert sorted(int(o) for b in batches for o, i in zip(b.offsets, b.indices) if i >= 0) == [0, 4, 8]
-  got = score_examples(params, CONFIG, [example], batch_size=4, max_decoder_tokens=32)[0]
+  got = score_examples(params, MODEL, [example], batch_size=4, max_decoder_tokens=32)[0]
   inputs, targets = _dense([example])
-  expected = np.asarray(score_choices_naive(params, inputs, targets, config=CONFIG))[0]
+  expected = np.asarray(score_choices_naive(params, inputs, targets, model=MODEL))[0]
   np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-5)
 
 
@@ -158,7 +159,8 @@ def test_cudnn_scores_are_as_close_to_float32_as_the_einsum_ones(fused_padding):
   prompt = jax.random.uniform(jax.random.PRNGKey(5), (8, 256), minval=-0.5, maxval=0.5)
 
   def scores(params, **changes):
-    return np.asarray(score_choices(params, inputs, targets, prompt, config=config.replace(**changes)),
+    return np.asarray(score_choices(params, inputs, targets, prompt,
+                                     model=model_for(config.replace(**changes))),
                       np.float64)
 
   reference = scores(params32)

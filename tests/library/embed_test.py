@@ -8,7 +8,7 @@ import pytest
 from flax import linen as nn
 
 from rospr_jax.library import embed
-from rospr_jax.model import T5, get_config
+from rospr_jax.model import T5, get_config, model_for
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_batched_bucketed_embedding_equals_unbatched(tiny):
   # Four distinct lengths (one reference compile each) spread over the buckets 16, 32 and 64.
   lengths = [5, 17, 5, 40, 64, 5, 17, 40]
   sequences = [rng.integers(3, config.vocab_size, n).tolist() for n in lengths]
-  embedder = embed.Embedder(config, params, max_length=64, tokens_per_batch=32)
+  embedder = embed.Embedder(model_for(config), params, max_length=64, tokens_per_batch=32)
   before = embed.mean_encoder_states._cache_size()
   out = embedder.embed(sequences, normalize=False)
   # Buckets 16, 32, 64 (2, 1 and 1 rows per batch): one compiled shape each, however many batches.
@@ -59,7 +59,7 @@ def test_batched_bucketed_embedding_equals_unbatched(tiny):
 
 def test_truncation_is_counted(tiny):
   config, params = tiny
-  embedder = embed.Embedder(config, params, max_length=16)
+  embedder = embed.Embedder(model_for(config), params, max_length=16)
   seq = list(range(3, 30))
   out = embedder.embed([seq, seq[:16]], normalize=False)
   assert embedder.truncated == 1
@@ -68,7 +68,7 @@ def test_truncation_is_counted(tiny):
 
 def test_errors_name_the_sequence(tiny):
   config, params = tiny
-  embedder = embed.Embedder(config, params, max_length=16)
+  embedder = embed.Embedder(model_for(config), params, max_length=16)
   with pytest.raises(ValueError, match="Sequence 1 is empty"):
     embedder.embed([[5], []])
   with pytest.raises(ValueError, match=r"Sequence 1 holds token id 512; ids must be in \[1, 512\)"):
@@ -91,7 +91,7 @@ def test_fingerprint_tracks_encoder_weights_only(tiny):
   # Training-only settings (dropout, remat) do not change what the encoder computes.
   training = config.replace(dropout_rate=0.3, dropout_broadcast_dims=(), remat_policy="full")
   assert embed.retriever_fingerprint(training, params) == base
-  assert embed.Embedder(config, params).fingerprint == base
+  assert embed.Embedder(model_for(config), params).fingerprint == base
 
 
 def test_data_parallel_embedding_equals_one_device(tiny):
@@ -100,8 +100,8 @@ def test_data_parallel_embedding_equals_one_device(tiny):
   assert mesh is not None and mesh.shape["data"] == 8  # conftest: 8 simulated devices
   rng = np.random.default_rng(5)
   sequences = [list(rng.integers(3, config.vocab_size, n)) for n in (3, 40, 17, 9, 64, 1, 33, 12, 50, 5, 28)]
-  single = embed.Embedder(config, params, max_length=64, tokens_per_batch=100)
-  parallel = embed.Embedder(config, params, max_length=64, tokens_per_batch=100, mesh=mesh)
+  single = embed.Embedder(model_for(config), params, max_length=64, tokens_per_batch=100)
+  parallel = embed.Embedder(model_for(config), params, max_length=64, tokens_per_batch=100, mesh=mesh)
   assert [parallel.rows_per_batch(b) for b in (16, 64)] == [8, 8]  # 6 and 1 rounded up to 8
   assert single.fingerprint == parallel.fingerprint
   np.testing.assert_allclose(parallel.embed(sequences), single.embed(sequences), rtol=1e-5, atol=1e-6)

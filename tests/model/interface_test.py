@@ -105,14 +105,14 @@ class BagBackbone:
 
 def test_a_new_family_is_one_registration_and_the_steps_use_it():
   register_family(BagConfig, BagBackbone)
-  config = BagConfig()
+  model = model_for(BagConfig())  # where a model is assembled; the steps take it
   table = np.arange(48, dtype=np.float32).reshape(16, 3) / 10.0
   params = {"table": jnp.asarray(table)}
   inputs = jnp.array([[1, 2, 0]], jnp.int32)
   targets = jnp.array([[[3, 0], [4, 5]]], jnp.int32)
   query = table[[1, 2]].mean(0)
   expected = [query @ table[3], query @ (table[4] + table[5])]
-  np.testing.assert_allclose(np.asarray(scoring.score_choices(params, inputs, targets, config=config))[0],
+  np.testing.assert_allclose(np.asarray(scoring.score_choices(params, inputs, targets, model=model))[0],
                              expected, rtol=1e-6)
-  np.testing.assert_allclose(np.asarray(embed.mean_encoder_states(params, inputs, config=config))[0],
+  np.testing.assert_allclose(np.asarray(embed.mean_encoder_states(params, inputs, model=model))[0],
                              query, rtol=1e-6)

@@ -43,7 +43,7 @@ def test_run_writes_config_checkpoints_exports_and_summaries(tmp_path, capsys):
   assert "Trained 3 prompts for 4 steps" in capsys.readouterr().out
   run = tmp_path / "run"
   config = (run / "config.gin").read_text()
-  assert "TRAIN_STEPS = 4" in config and "optax.adafactor.learning_rate = %LEARNING_RATE" in config
+  assert "TRAIN_STEPS = 4" in config and "optimizers.Adafactor.learning_rate = %LEARNING_RATE" in config
   assert "trainer.PromptInit.method = %PROMPT_INIT" in config and "PROMPT_INIT = 'sampled_vocab'" in config
   assert "mesh: {'data': 8, 'model': 1}" in (run / "model-info.txt").read_text()  # 8 simulated devices
   loaded = export.load_prompts(str(run / "export"), expected_sources=["alpha", "beta", "gamma"])
@@ -89,7 +89,7 @@ def test_run_files_parse_with_their_required_macros(model, size):
   assert gin.query_parameter("backbone.load_backbone.size") == size
   assert macro("DTYPE") == "bfloat16" and macro("LEARNING_RATE") == 0.3
   assert macro("SOURCES") == ["task_a", "mixture_b"] and macro("PROMPT_LENGTH") == 100
-  assert str(gin.query_parameter("trainer.train.optimizer")) == "@optax.adam()"
+  assert str(gin.query_parameter("trainer.train.optimizer")) == "@optimizers.Adam()"
   gin.clear_config()
   with pytest.raises(ValueError, match="SOURCES"):
     gin_cli.parse_gin([model, "prompt_tuning/train_seqio.gin"], bindings[:3], [])

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from rospr_jax.model import T5, partitioning, shift_right
+from rospr_jax.model import T5, model_for, partitioning, shift_right
 from rospr_jax.prompt.input_pipeline import BatchIterator
 from rospr_jax.prompt.train_step import (default_optimizer, dropout_key, init_state, make_train_step, place_batch,
                                          place_state, present_sources)
@@ -48,7 +48,7 @@ def test_loss_is_sum_of_per_source_mean_token_losses(config, params, examples):
   batch = _batches(examples, 3, 1)[0]
   batch["targets"][5] = 0  # a padding row: no target tokens, must not count
   table = _table(3, config)
-  step = make_train_step(config, ADAFACTOR)
+  step = make_train_step(model_for(config), ADAFACTOR)
   _, metrics = step(init_state(table, ADAFACTOR), params, place_batch(batch, None), jax.random.PRNGKey(0))
   forward = jax.jit(lambda inputs, targets, prompt: T5(config).apply(
       {"params": params}, inputs, shift_right(targets), prompt))
@@ -79,7 +79,7 @@ def test_only_present_prompts_change_and_backbone_is_untouched(config, params, e
   state = state.replace(source_steps=jnp.asarray([0, 0, 7], jnp.int32))
   before = jax.device_get(state)
   device_params = jax.device_put(params)
-  step = make_train_step(config, ADAFACTOR)
+  step = make_train_step(model_for(config), ADAFACTOR)
   for i in range(2):
     state, _ = step(state, device_params, place_batch(batch, None), jax.random.PRNGKey(i))
   after = jax.device_get(state)
@@ -109,7 +109,7 @@ def test_joint_training_equals_separate_training(config, params, examples, optim
   assert all(len(set(b["source_ids"].tolist())) > 1 for b in batches)
   table = _table(3, config)
   device_params = jax.device_put(params)
-  step = make_train_step(config, optimizer)
+  step = make_train_step(model_for(config), optimizer)
   joint = init_state(table, optimizer)
   for i, batch in enumerate(batches):
     joint, _ = step(joint, device_params, place_batch(batch, None), jax.random.PRNGKey(i))
@@ -142,7 +142,7 @@ def test_sharded_step_equals_single_device_step(config, params, examples, num_pa
   config = config.replace(dropout_rate=dropout_rate)
   batches = _batches(examples, 3, 2)
   table = _table(3, config)
-  step = make_train_step(config, ADAFACTOR)
+  step = make_train_step(model_for(config), ADAFACTOR)
   single = init_state(table, ADAFACTOR)
   for i, batch in enumerate(batches):
     single, single_metrics = step(single, jax.device_put(params), place_batch(batch, None),
@@ -153,7 +153,7 @@ def test_sharded_step_equals_single_device_step(config, params, examples, num_pa
   sharded_params = partitioning.shard_params(params, boxed, mesh)
   kernel = sharded_params["decoder"]["logits_dense"]["kernel"]
   assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "model")
-  sharded_step = make_train_step(config, ADAFACTOR, mesh=mesh)
+  sharded_step = make_train_step(model_for(config), ADAFACTOR, mesh=mesh)
   sharded = place_state(init_state(table, ADAFACTOR), mesh)
   for i, batch in enumerate(batches):
     placed = place_batch(batch, mesh)
@@ -177,7 +177,7 @@ def test_non_finite_is_flagged(config, params, examples):
   batch = _batches(examples, 3, 1)[0]
   table = _table(3, config)
   table[int(batch["source_ids"][0]), 0, 0] = np.nan
-  _, metrics = make_train_step(config, ADAFACTOR)(init_state(table, ADAFACTOR), params,
+  _, metrics = make_train_step(model_for(config), ADAFACTOR)(init_state(table, ADAFACTOR), params,
                                                   place_batch(batch, None), jax.random.PRNGKey(0))
   assert not bool(metrics["finite"])
 

@@ -170,7 +170,7 @@ def test_tuned_prompt_beats_no_prompt_on_held_out_examples(tmp_path):
   prompts = export.load_prompts(result.export_dir, expected_fingerprint=backbone.fingerprint).prompts
 
   def accuracy(table):
-    scores = score_examples(backbone.params, backbone.config, [RankExample(x, answers) for x, _ in held_out],
+    scores = score_examples(backbone.params, backbone.model, [RankExample(x, answers) for x, _ in held_out],
                             prompts=table, batch_size=100)
     return float(np.mean([np.argmax(s) == y for s, (_, y) in zip(scores, held_out)]))
 

@@ -9,12 +9,13 @@ from flax import linen as nn
 
 from rospr_jax.eval.scoring import score_choices_naive
 from rospr_jax.library.sources import Query
-from rospr_jax.model import T5, T5Config
+from rospr_jax.model import T5, T5Config, model_for
 from rospr_jax.eval.var import make_predict_choices
 from rospr_jax.retrieval import selection
 
 CONFIG = T5Config(vocab_size=40, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=24,
                   num_encoder_layers=1, num_decoder_layers=1, relative_attention_max_distance=12)
+MODEL = model_for(CONFIG)
 
 
 class WordTokenizer:
@@ -37,7 +38,7 @@ def test_predict_choices_equals_naive_scoring():
   queries = [Query("a b c d", ("yes", "no")), Query("e f g", ("yes", "no", "maybe")),
              Query("h i j k l", ("no", "maybe yes")), Query("m", ("maybe", "yes", "no"))]
   tokenizer = WordTokenizer()
-  predict = make_predict_choices(params, CONFIG, queries, prompts, tokenizer,
+  predict = make_predict_choices(params, MODEL, queries, prompts, tokenizer,
                                             batch_size=4)
   got = predict([2, 0])
   # Reference: every (query, choice) pair through the whole model, all queries padded by hand into
@@ -50,9 +51,9 @@ def test_predict_choices_equals_naive_scoring():
     for c, choice in enumerate(query.choices):
       ids = tokenizer.encode_target(choice)
       targets[q, c, :len(ids)] = ids
-  naive = jax.jit(score_choices_naive, static_argnames="config")
+  naive = jax.jit(score_choices_naive, static_argnames="model")
   expected = [np.argmax(np.asarray(naive(params, jnp.asarray(inputs), jnp.asarray(targets),
-                                         jnp.asarray(prompts[s]), config=CONFIG)), axis=1).tolist()
+                                         jnp.asarray(prompts[s]), model=MODEL)), axis=1).tolist()
               for s in (2, 0)]
   assert got == expected
   # And the rule consumes them: choice counts differ per query (2, 3, 2, 3).
@@ -63,8 +64,8 @@ def test_predict_choices_equals_naive_scoring():
 def test_predict_choices_refuses_queries_without_choices():
   import pytest
   with pytest.raises(ValueError, match=r"queries \[1\] have none"):
-    make_predict_choices({}, CONFIG, [Query("a", ("yes",)), Query("b")],
+    make_predict_choices({}, MODEL, [Query("a", ("yes",)), Query("b")],
                                     np.zeros((1, 2, 16), np.float32), WordTokenizer())
   with pytest.raises(ValueError, match="prompts have H = 8; the backbone has H = 16"):
-    make_predict_choices({}, CONFIG, [Query("a", ("yes",))],
+    make_predict_choices({}, MODEL, [Query("a", ("yes",))],
                                     np.zeros((1, 2, 8), np.float32), WordTokenizer())

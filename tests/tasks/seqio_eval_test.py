@@ -66,6 +66,11 @@ def config(tiny_model):
 
 
 @pytest.fixture(scope="module")
+def model(tiny_model):
+  return tiny_model.model
+
+
+@pytest.fixture(scope="module")
 def params(tiny_model):
   return tiny_model.params
 
@@ -94,21 +99,21 @@ def with_rte(rte_dir, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def rte_seqio(registry, rte_dir, params, config, prompt):
+def rte_seqio(registry, rte_dir, params, model, prompt):
   """The mixture of two RTE templates through SeqIO, single device, with a soft prompt."""
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv("ROSPR_DATA_DIR", str(rte_dir))
     mp.delenv("ROSPR_HF_HUB", raising=False)
-    return seqio_eval.evaluate_task_with_seqio(RTE_MIXTURE, params, config, vocabulary=_vocab(), prompt=prompt,
+    return seqio_eval.evaluate_task_with_seqio(RTE_MIXTURE, params, model, vocabulary=_vocab(), prompt=prompt,
                                                batch_size=4,
                                                return_scores=True)
 
 
-def _direct(task_name, registry, tokenizer, params, config, prompt=None, max_examples=None, **lengths):
+def _direct(task_name, registry, tokenizer, params, model, prompt=None, max_examples=None, **lengths):
   """The direct path, without TensorFlow: rows [N] scores, [N, 2] idx, accuracy in percent, choices [E]."""
   task = registry.TARGETS[task_name.removesuffix("_score_eval")]
   examples = list(itertools.islice(task.examples(task.eval_split), max_examples))
-  scored = score_examples(params, config, [
+  scored = score_examples(params, model, [
       RankExample(tokenizer.encode_input(e.inputs), [tokenizer.encode_target(c) for c in e.answer_choices])
       for e in examples], prompts=prompt, batch_size=4, **lengths)
   scores = np.concatenate(scored)
@@ -117,11 +122,11 @@ def _direct(task_name, registry, tokenizer, params, config, prompt=None, max_exa
   return scores, idx, 100.0 * metrics.accuracy(idx, scores, is_correct), [len(e.answer_choices) for e in examples]
 
 
-def test_bigbench_target_agrees_with_direct_path(registry, tokenizer, params, config):
-  got = seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, config, vocabulary=_vocab(), batch_size=4,
+def test_bigbench_target_agrees_with_direct_path(registry, tokenizer, params, model):
+  got = seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, model, vocabulary=_vocab(), batch_size=4,
                                             max_examples=16,
                                             return_scores=True)
-  scores, idx, accuracy, choices = _direct(BIGBENCH_TASK, registry, tokenizer, params, config, max_examples=16)
+  scores, idx, accuracy, choices = _direct(BIGBENCH_TASK, registry, tokenizer, params, model, max_examples=16)
   assert choices == [5] * 10 + [3] * 6  # grouping of unequal examples is exercised
   (entry,) = got.values()
   assert entry["split"] == "all" and entry["rows"] == len(scores) == sum(choices)
@@ -132,11 +137,11 @@ def test_bigbench_target_agrees_with_direct_path(registry, tokenizer, params, co
 
 
 def test_held_out_mixture_with_prompt_agrees_with_direct_path(registry, with_rte, rte_seqio, tokenizer, params,
-                                                             config, prompt):
+                                                             model, prompt):
   assert sorted(rte_seqio) == sorted(RTE_TASKS)
   accuracies = []
   for name in RTE_TASKS:
-    scores, idx, accuracy, choices = _direct(name, registry, tokenizer, params, config, prompt=prompt)
+    scores, idx, accuracy, choices = _direct(name, registry, tokenizer, params, model, prompt=prompt)
     entry = rte_seqio[name]
     assert entry["split"] == "validation" and choices == [2] * len(RTE_RECORDS)
     np.testing.assert_array_equal(entry["idx"], idx)
@@ -144,16 +149,17 @@ def test_held_out_mixture_with_prompt_agrees_with_direct_path(registry, with_rte
     assert entry["accuracy"] == pytest.approx(accuracy, abs=1e-9)
     accuracies.append(accuracy)
   # The prompt reaches the scorer: without it the scores differ.
-  plain, _, _, _ = _direct(RTE_TASKS[0], registry, tokenizer, params, config)
+  plain, _, _, _ = _direct(RTE_TASKS[0], registry, tokenizer, params, model)
   assert np.abs(plain - rte_seqio[RTE_TASKS[0]]["scores"]).max() > 1e-3
 
 
 @pytest.mark.parametrize("num_partitions", [2])
-def test_sharded_equals_single_device(registry, with_rte, rte_seqio, params, config, prompt, num_partitions):
+def test_sharded_equals_single_device(registry, with_rte, rte_seqio, params, config, model, prompt,
+                                      num_partitions):
   mesh = partitioning.make_mesh(num_partitions)  # 8 simulated devices: data 4 x model 2
   boxed = init_params(config, jax.random.PRNGKey(0), boxed=True)
   sharded = partitioning.shard_params(params, boxed, mesh)
-  got = seqio_eval.evaluate_task_with_seqio(RTE_MIXTURE, sharded, config, vocabulary=_vocab(), prompt=prompt,
+  got = seqio_eval.evaluate_task_with_seqio(RTE_MIXTURE, sharded, model, vocabulary=_vocab(), prompt=prompt,
                                             batch_size=8,
                                             mesh=mesh, return_scores=True)
   for name in RTE_TASKS:
@@ -186,35 +192,35 @@ def test_rows_to_examples_groups_and_orders_choices():
     seqio_eval.rows_to_examples(np.array([[2, 0], [2, 1], [2, 1]]), inputs[1:4], targets[1:4])
 
 
-def test_score_fn_refuses_rows_without_idx(params, config):
+def test_score_fn_refuses_rows_without_idx(params, model):
   ds = tf.data.Dataset.from_tensors({"encoder_input_tokens": tf.constant([5, 6]),
                                      "decoder_target_tokens": tf.constant([7, 1])}).enumerate()
   with pytest.raises(ValueError, match=r"an `idx` feature.*RankFeatureConverter\(\)"):
-    seqio_eval.make_score_fn(params, config)(ds)
+    seqio_eval.make_score_fn(params, model)(ds)
   with pytest.raises(ValueError, match=r"prompt must be \[P, H\], got shape \(2, 3, 64\)"):
-    seqio_eval.make_score_fn(params, config, np.zeros((2, 3, 64)))
+    seqio_eval.make_score_fn(params, model, np.zeros((2, 3, 64)))
 
 
-def test_empty_split_is_refused(registry, params, config, tmp_path, monkeypatch):
+def test_empty_split_is_refused(registry, params, model, tmp_path, monkeypatch):
   (tmp_path / "super_glue" / "rte").mkdir(parents=True)
   (tmp_path / "super_glue" / "rte" / "validation.jsonl").write_text("", encoding="utf-8")
   monkeypatch.setenv("ROSPR_DATA_DIR", str(tmp_path))
   with pytest.raises(ValueError, match=f"task '{RTE_TASKS[0]}' has no rank-classification rows on split 'validation'"):
-    seqio_eval.evaluate_task_with_seqio(RTE_TASKS[0], params, config, vocabulary=_vocab())
+    seqio_eval.evaluate_task_with_seqio(RTE_TASKS[0], params, model, vocabulary=_vocab())
 
 
-def test_errors_name_the_task(registry, params, config):
+def test_errors_name_the_task(registry, params, model):
   with pytest.raises(ValueError, match="no rospr task or mixture named 'nope'"):
-    seqio_eval.evaluate_task_with_seqio("nope", params, config, vocabulary=_vocab())
+    seqio_eval.evaluate_task_with_seqio("nope", params, model, vocabulary=_vocab())
   with pytest.raises(ValueError, match="max_examples must be at least 1, got 0"):
-    seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, config, vocabulary=_vocab(), max_examples=0)
+    seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, model, vocabulary=_vocab(), max_examples=0)
   with pytest.raises(ValueError, match=r"task 'bigbench_hindu_knowledge' cannot be rank-classified on split 'all'"):
-    seqio_eval.evaluate_task_with_seqio("bigbench_hindu_knowledge", params, config, vocabulary=_vocab())
+    seqio_eval.evaluate_task_with_seqio("bigbench_hindu_knowledge", params, model, vocabulary=_vocab())
   with pytest.raises(ValueError, match=r"cannot be rank-classified on split 'test'"):
-    seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, config, vocabulary=_vocab(), split="test")
+    seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, model, vocabulary=_vocab(), split="test")
 
 
-def test_truncation_is_t0s_and_agrees_with_the_direct_path(registry, tokenizer, params, config):
+def test_truncation_is_t0s_and_agrees_with_the_direct_path(registry, tokenizer, params, model):
   """Inputs keep their first T tokens, choices their first L - 1 and EOS, on both paths (T0's rule;
   `evaluate_task_with_seqio` defaults to T0's 1024 / 256)."""
   assert seqio_eval.T0_SEQUENCE_LENGTH == {"inputs": 1024, "targets": 256}
@@ -222,10 +228,10 @@ def test_truncation_is_t0s_and_agrees_with_the_direct_path(registry, tokenizer, 
   examples = list(itertools.islice(task.examples(task.eval_split), 8))
   assert any(len(tokenizer.encode_input(e.inputs)) > 24 for e in examples)
   assert any(len(tokenizer.encode_target(c)) > 3 for e in examples for c in e.answer_choices)
-  got = seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, config, vocabulary=_vocab(), batch_size=4,
+  got = seqio_eval.evaluate_task_with_seqio(BIGBENCH_TASK, params, model, vocabulary=_vocab(), batch_size=4,
                                             max_examples=8, sequence_length={"inputs": 24, "targets": 3},
                                             return_scores=True)
-  scores, _, accuracy, _ = _direct(BIGBENCH_TASK, registry, tokenizer, params, config, max_examples=8,
+  scores, _, accuracy, _ = _direct(BIGBENCH_TASK, registry, tokenizer, params, model, max_examples=8,
                                    max_input_length=24, max_target_length=3)
   (entry,) = got.values()
   np.testing.assert_allclose(entry["scores"], scores, rtol=1e-5, atol=1e-5)
