@@ -62,7 +62,7 @@ def test_a_registered_rule_is_evaluated_and_its_settings_guard_the_resume(last_r
 
   class FakeBackbone:
     config = type("C", (), {"attention_impl": "einsum", "emb_dim": 8})
-    params, fingerprint, vocabulary, dtype = {}, "b" * 16, "/v", "float32"
+    params, model, fingerprint, vocabulary, dtype = {}, None, "b" * 16, "/v", "float32"
     description = {"checkpoint": "/ckpt"}
 
     def tokenizer(self):
