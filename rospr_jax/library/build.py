@@ -16,6 +16,7 @@ import numpy as np
 
 from rospr_jax.library import embed as embed_lib
 from rospr_jax.library import search, sources as sources_lib, store
+from rospr_jax.library import writer as writer_lib
 
 DEFAULT_N = 100
 DEFAULT_CHUNK_TEXTS = 16_384  # texts embedded per call: bounds memory whatever the library size
@@ -57,7 +58,7 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
     n: instances drawn per source (all of a source's texts when it has fewer); blank texts are
       left out of the draw and counted in the report.
     seed: the draw's seed (each source draws with `sources.source_seed(seed, name)`).
-    index, scann_config, k: the search index (see `store.LibraryWriter.finish`).
+    index, scann_config, k: the search index (see `writer_lib.LibraryWriter.finish`).
     shard_rows: rows per embeddings shard.
     chunk_texts: texts embedded at a time (across sources, so small sources share batches).
     overwrite: replace an existing library.
@@ -90,11 +91,11 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
 
 def _library_writer(directory: str, sources: Sequence[sources_lib.SourceTexts], prompts,
                     embedder: embed_lib.Embedder, *, n: int, seed: int, shard_rows: int, overwrite: bool,
-                    extra: dict | None, prompts_backbone: str | None) -> store.LibraryWriter:
+                    extra: dict | None, prompts_backbone: str | None) -> writer_lib.LibraryWriter:
   """The writer of the library directory: the sources' facts, the [S, P, H] prompts, the retriever."""
   infos = [store.SourceInfo(s.name, n=n, seed=seed, prompt_file=s.prompt_file,
                             prompt_file_sha256=s.prompt_file_sha256) for s in sources]
-  return store.LibraryWriter(
+  return writer_lib.LibraryWriter(
       directory, sources=infos, prompts=prompts, dim=embedder.dim,
       retriever=store.Retriever(embedder.fingerprint, embedder.description()),
       shard_rows=shard_rows, overwrite=overwrite, prompts_backbone=prompts_backbone,

@@ -10,6 +10,7 @@ import pytest
 
 from rospr_jax import storage
 from rospr_jax.library import search, store
+from rospr_jax.library import writer as writer_lib
 
 RETRIEVER = store.Retriever("f" * 64, {"size": "tiny"})
 SOURCES = [store.SourceInfo("a", n=5, seed=1, prompt_file="prompts/a.npy"),
@@ -31,7 +32,7 @@ def _prompts():
 
 def _build(directory, index="exact", shard_rows=4, **kwargs):
   embeddings, ids, texts = _rows()
-  with store.LibraryWriter(str(directory), sources=SOURCES, prompts=_prompts(), dim=6,
+  with writer_lib.LibraryWriter(str(directory), sources=SOURCES, prompts=_prompts(), dim=6,
                            retriever=RETRIEVER, shard_rows=shard_rows, **kwargs) as writer:
     # Uneven batches straddle the shard boundaries.
     for start, stop in [(0, 3), (3, 9), (9, 14)]:
@@ -72,7 +73,7 @@ def test_round_trip(tmp_path):
 def test_scann_index_round_trip(tmp_path, clustered):
   db, queries = clustered(3000, 16, 30, 0.3, seed=3, num_queries=50)
   ids = np.arange(3000) % 3
-  with store.LibraryWriter(str(tmp_path / "lib"), sources=SOURCES, prompts=_prompts(), dim=16,
+  with writer_lib.LibraryWriter(str(tmp_path / "lib"), sources=SOURCES, prompts=_prompts(), dim=16,
                            retriever=RETRIEVER, shard_rows=1024) as writer:
     writer.add(db, ids, [str(i) for i in range(3000)])
     lib = writer.finish(index="scann", scann_config=search.ScannConfig(mode="ah"))
@@ -91,7 +92,7 @@ def test_scann_index_round_trip(tmp_path, clustered):
 def test_writer_is_atomic_and_refuses_to_clobber(tmp_path):
   lib_dir = tmp_path / "lib"
   with pytest.raises(RuntimeError, match="boom"):
-    with store.LibraryWriter(str(lib_dir), sources=SOURCES, prompts=_prompts(), dim=6,
+    with writer_lib.LibraryWriter(str(lib_dir), sources=SOURCES, prompts=_prompts(), dim=6,
                              retriever=RETRIEVER) as writer:
       writer.add(*_rows())
       raise RuntimeError("boom")
@@ -119,10 +120,10 @@ def test_overwrite_replaces_libraries_only(tmp_path):
 def test_writer_input_errors(tmp_path):
   kwargs = dict(sources=SOURCES, prompts=_prompts(), dim=6, retriever=RETRIEVER)
   with pytest.raises(ValueError, match=r"prompts must be \[S, P, H\] with S = 3 sources"):
-    store.LibraryWriter(str(tmp_path / "x"), **{**kwargs, "prompts": _prompts()[:2]})
+    writer_lib.LibraryWriter(str(tmp_path / "x"), **{**kwargs, "prompts": _prompts()[:2]})
   with pytest.raises(ValueError, match=r"Duplicate source names \['a'\]"):
-    store.LibraryWriter(str(tmp_path / "x"), **{**kwargs, "sources": [SOURCES[0]] * 3})
-  with store.LibraryWriter(str(tmp_path / "x"), **kwargs) as writer:
+    writer_lib.LibraryWriter(str(tmp_path / "x"), **{**kwargs, "sources": [SOURCES[0]] * 3})
+  with writer_lib.LibraryWriter(str(tmp_path / "x"), **kwargs) as writer:
     with pytest.raises(ValueError, match=r"source ids must be integers in \[0, 3\)"):
       writer.add(np.ones((1, 6)), [3], ["t"])
     with pytest.raises(ValueError, match=r"embeddings must be \[B, 6\]"):
@@ -173,7 +174,7 @@ def test_missing_file(tmp_path):
 
 def test_missing_index_file(tmp_path, clustered):
   db, _ = clustered(300, 6, 5, 0.3, seed=4)
-  with store.LibraryWriter(str(tmp_path / "lib"), sources=SOURCES, prompts=_prompts(), dim=6,
+  with writer_lib.LibraryWriter(str(tmp_path / "lib"), sources=SOURCES, prompts=_prompts(), dim=6,
                            retriever=RETRIEVER) as writer:
     writer.add(db, np.arange(300) % 3, ["t"] * 300)
     writer.finish(index="scann")
