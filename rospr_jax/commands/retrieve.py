@@ -45,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="The selection rule (those marked * need --backbone): " + ", ".join(
                           f"{r.name}{'*' if r.needs_backbone else ''} ({r.label})"
                           for r in selection.RULES.values()))
+  counts = ("num_queries", "num_neighbors", "num_prompts", "top_k")  # argparse names the flag it refuses
   for field in dataclasses.fields(selection.SelectionConfig):
-    parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default),
+    parser.add_argument("--" + field.name.replace("_", "-"),
+                        type=common.positive_int if field.name in counts else type(field.default),
                         default=field.default,
                         help=f"{SELECTION_HELP.get(field.name, field.name)} (default {field.default})")
   parser.add_argument("--seed", type=int, default=0, help="Seed of the query draw.")

@@ -65,11 +65,16 @@ def unlabeled_marks(source: str) -> frozenset[str]:
   return frozenset(names)
 
 
+# Label fields whose empty string marks an unlabeled example (Winogrande's "answer", HellaSwag's "label").
+_EMPTY_MARKS = frozenset({"answer", "label"})
+
+
 def check_fields(where: str, example: Mapping[str, Any], required: Collection[str], jinja: str) -> None:
   """Refuses an example a template would render wrongly for want of data.
 
   Raises:
-    DataError: a field the template reads is absent or null, or one it compares with -1 is -1.
+    DataError: a field the template reads is absent or null, a label it reads is "" (Hugging Face's
+      unlabeled Winogrande / HellaSwag example), or one it compares with -1 is -1.
   """
   missing = sorted(set(required) - set(example))
   if missing:
@@ -78,6 +83,11 @@ def check_fields(where: str, example: Mapping[str, Any], required: Collection[st
   null = sorted(f for f in required if example[f] is None)
   if null:
     raise DataError(where, null[0], f"field {null[0]!r} that the template reads is null")
+  for field in sorted(_EMPTY_MARKS & set(required)):
+    if example[field] == "":
+      raise DataError(where, field, f"field {field!r} is empty, the Hugging Face mark of an unlabeled example "
+                                    "(Winogrande's answer, HellaSwag's label in test splits): the template would "
+                                    "score it against a target it makes up")
   for field in sorted(unlabeled_marks(jinja) & set(example)):
     if example[field] == -1 and not isinstance(example[field], bool):
       raise DataError(where, field, f"field {field!r} is -1, the Hugging Face mark of an unlabeled "

@@ -95,6 +95,12 @@ class Checkpointer:
     if self._manager is None:
       state, run = target, None
     else:
+      try:  # orbax's own JSON error names no file: ours names the run facts' file
+        storage.read_json(os.path.join(self.directory, str(step), "run", "metadata"), "Its run facts")
+      except ValueError as e:
+        raise CheckpointMismatchError(str(e)) from None
+      except OSError:
+        pass  # missing: orbax says so below
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), run=ocp.args.JsonRestore()))

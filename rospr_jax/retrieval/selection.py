@@ -72,9 +72,9 @@ class SelectionConfig:
     for field in ("num_queries", "num_neighbors", "num_prompts", "top_k"):
       value = getattr(self, field)
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{field} must be an integer >= 1; got {value!r}.")
+        raise ValueError(f"{field} ({field.upper()}) must be an integer >= 1; got {value!r}.")
     if not isinstance(self.eps, (int, float)) or not np.isfinite(self.eps) or self.eps <= 0:
-      raise ValueError(f"eps must be a positive number; got {self.eps!r}.")
+      raise ValueError(f"eps (EPS) must be a positive number; got {self.eps!r}.")
     seed = self.random_seed
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
       raise ValueError(f"random_seed must be an integer >= 0; got {seed!r}.")

@@ -174,3 +174,18 @@ def test_a_step_that_cannot_fit_the_memory_is_refused_at_once_naming_the_macros(
   assert "(BATCH_SIZE 8 x (PROMPT_LENGTH 4 + INPUT_LENGTH 100000000) tokens, TARGET_LENGTH 4)" in line
   assert line.endswith("; lower INPUT_LENGTH or BATCH_SIZE."), line
   assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_count_below_one_names_the_flag_or_the_macro_the_user_typed(tmp_path, tiny_model):
+  """`retrieve --num-neighbors 0` names the flag (argparse, before any work); `evaluate
+  --gin.NUM_NEIGHBORS=0` names the macro, before the backbone loads."""
+  done = subprocess.run([sys.executable, "-m", "rospr_jax.cli", "retrieve", "--library", tmp_path / "lib",
+                         "--queries", tmp_path / "q.jsonl", "--out", tmp_path / "sel", "--num-neighbors", "0"],
+                        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT))
+  assert done.returncode == 2 and "Traceback" not in done.stderr
+  assert done.stderr.strip().splitlines()[-1] == "rospr retrieve: error: argument --num-neighbors: must be >= 1, got 0"
+  code, line = _rospr("evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/generated_targets.gin",
+                      f"--gin.CHECKPOINT='{tiny_model.checkpoint}'", f"--gin.OUTPUT_DIR='{tmp_path / 'eval'}'",
+                      "--gin.NUM_NEIGHBORS=0", cwd=tmp_path)
+  assert code == 2 and "num_neighbors (NUM_NEIGHBORS) must be an integer >= 1; got 0" in line, line
+  assert not (tmp_path / "eval").exists() and not (tmp_path / "sel").exists()

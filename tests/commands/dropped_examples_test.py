@@ -75,3 +75,26 @@ def test_examples_a_template_skips_by_design_are_counted_beside_n(tiny_model, tm
   assert "| n | 4 | 4 |\n| skipped | 2 | 2 |" in table
   (written,) = (out / "records").rglob("*.json")
   assert json.loads(written.read_text())["skipped"] == 2
+
+
+@pytest.mark.parametrize("answer", ["", "1"])
+def test_an_unlabeled_winogrande_example_is_refused_not_scored_against_a_made_up_target(tiny_model, tmp_path,
+                                                                                         answer):
+  """Hugging Face marks Winogrande's (and HellaSwag's) unlabeled examples with "" where a label goes;
+  `{% if answer == '1' %}` would make option2 the target of such an example."""
+  data, out = tmp_path / "data", tmp_path / "eval"
+  split = data / "winogrande" / "winogrande_xl" / "validation.jsonl"
+  split.parent.mkdir(parents=True)
+  rows = [{"sentence": f"The cup {i} did not fit in the bag because _ was too big.", "option1": "cup",
+           "option2": "bag", "answer": "1"} for i in range(2)]
+  split.write_text("".join(json.dumps(r) + "\n" for r in rows + [{**rows[0], "answer": answer}]))
+  code, err = run_rospr(_argv(tiny_model.checkpoint, out, data,
+                              target="winogrande_winogrande_xl_does_underscore_refer_to"), None, in_subprocess=True)
+  if answer:
+    assert code == 0, err[-2000:]
+    return
+  assert code == 2 and "Traceback" not in err, err[-2000:]
+  (line,) = [l for l in err.splitlines() if l.startswith("rospr evaluate: error: ")]
+  assert line.startswith(f"rospr evaluate: error: {split}: line 3: field 'answer' is empty, the Hugging Face "
+                         "mark of an unlabeled example"), line
+  assert not (out / "records").exists()

@@ -115,3 +115,18 @@ def test_a_checkpoint_whose_data_position_changed_is_refused_on_resume(tmp_path)
   assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
   assert "its arrays or run facts do not match the sha256 recorded when step 2 was saved" in \
       done.stderr.strip().splitlines()[-1]
+
+
+def test_run_facts_that_are_not_json_are_refused_naming_the_file(tmp_path):
+  examples, run = tmp_path / "ex.jsonl", tmp_path / "run"
+  _write_examples(examples)
+  assert train.main(_argv(examples, run, 2, 2)) == 0
+  metadata = run / "checkpoints" / "2" / "run" / "metadata"
+  metadata.write_text('{"position": 2,')  # cut short, as a full disk leaves a file
+  command = [sys.executable, "-m", "rospr_jax.cli", "train-prompts", *_argv(examples, run, 4, 2)]
+  done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=ROOT))
+  assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+  last = done.stderr.strip().splitlines()[-1]
+  assert f"Its run facts {metadata} is not valid JSON (" in last and "Cannot restore checkpoint 2" in last, last
+  assert metadata.read_text() == '{"position": 2,'  # left as it was

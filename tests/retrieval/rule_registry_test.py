@@ -107,5 +107,5 @@ def test_defaults_are_typed_once_and_the_gin_macros_agree():
       ["--library", "l", "--queries", "q", "--out", "o", "--random-retriever", "tiny", "--vocab", "v"])
   assert selection.SelectionConfig(**{f.name: getattr(args, f.name)
                                       for f in dataclasses.fields(config)}) == config
-  with pytest.raises(ValueError, match="top_k must be an integer >= 1; got 0"):
+  with pytest.raises(ValueError, match=r"top_k \(TOP_K\) must be an integer >= 1; got 0"):
     selection.SelectionConfig(top_k=0)
