@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from rospr_jax import distributed
+from rospr_jax import distributed, supervisor
 
 COMMANDS = {
     # name: one-line help; the command's module is rospr_jax.commands.<name with "_" for "-">.
@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   prog = f"rospr {name}"
   try:  # several processes (ROSPR_MULTIHOST=1, or JAX_COORDINATOR_ADDRESS + ROSPR_NUM_PROCESSES + ...)
+    launch = distributed.launch_settings()
+    if launch is not None and not supervisor.supervised():  # the command runs in a watched child
+      return supervisor.run([sys.executable, "-m", "rospr_jax.cli", *argv], prog, launch.process_name(),
+                            launch.heartbeat_timeout)
+    if launch is not None:
+      supervisor.end_with_supervisor()
     distributed.initialize(prog)
   except distributed.LaunchError as e:
     print(f"{prog}: {e}", file=sys.stderr)

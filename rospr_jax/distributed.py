@@ -10,7 +10,7 @@ The settings come from the environment:
     ROSPR_PROCESS_ID         this one's index in 0 .. N-1: an explicit launch (any machine; all three).
     ROSPR_INIT_TIMEOUT       seconds to wait for every process to arrive (default 300).
     ROSPR_HEARTBEAT_TIMEOUT  seconds without heartbeats after which JAX counts a process as dead and
-                             stops the others (default 100).
+                             stops the others (default 20).
     ROSPR_SHUTDOWN_TIMEOUT   seconds a finished process waits for the others at exit (default 300).
     JAX_NUM_CPU_DEVICES      CPU devices per process (read by JAX itself; CPU collectives use gloo).
 
@@ -22,10 +22,10 @@ Stopping together: a process whose command fails records its message in the coor
 key-value store before it exits; a watchdog thread in every other process sees it within about a
 second, says which process stopped and why, and ends its own process (exit code 1) instead of
 waiting in a collective that will never complete. A process that dies (killed, out of memory) stops
-sending heartbeats; JAX then ends the others after ROSPR_HEARTBEAT_TIMEOUT seconds, with its own
-message ("... another task died ...").
+sending heartbeats; JAX then aborts the others after ROSPR_HEARTBEAT_TIMEOUT seconds (at once when the
+coordinator died), and each one's supervisor (`supervisor.py`) says in one line which process was lost.
 
-Layer 0: this module imports nothing of the project (JAX only, inside the functions).
+Layer 0: this module imports only `supervisor` of the project (and JAX, inside the functions).
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ import threading
 import time
 from typing import Mapping
 
+from rospr_jax import supervisor
+
 DEFAULT_INIT_TIMEOUT = 300
-DEFAULT_HEARTBEAT_TIMEOUT = 100
+DEFAULT_HEARTBEAT_TIMEOUT = 20
 DEFAULT_SHUTDOWN_TIMEOUT = 300
 _FAILED = "rospr/failed/"  # key-value directory: process id -> the message of its failure
 _NO_BARRIER = "[left without the shutdown barrier] "  # a failure whose process skipped the barrier
@@ -64,9 +66,13 @@ class Launch:
   heartbeat_timeout: int = DEFAULT_HEARTBEAT_TIMEOUT
   shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
 
+  def process_name(self) -> str:
+    """`process I of N`, or `this process` where JAX's auto-detection has yet to tell."""
+    known = self.num_processes is not None and self.process_id is not None
+    return f"process {self.process_id} of {self.num_processes}" if known else "this process"
+
   def describe(self) -> str:
-    where = f"process {self.process_id} of {self.num_processes}" if self.num_processes else "this process"
-    return where + (f", coordinator {self.coordinator}" if self.coordinator else "")
+    return self.process_name() + (f", coordinator {self.coordinator}" if self.coordinator else "")
 
 
 def _integer(environ: Mapping[str, str], name: str, default: int | None, minimum: int) -> int | None:
@@ -193,8 +199,10 @@ def stop_on_runtime_error(error: BaseException) -> None:
   if not isinstance(error, jax.errors.JaxRuntimeError) or not _PEER_GONE.search(str(error)):
     return  # this process's own failure (out of memory, a compile error): its traceback says it
   first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-  message = (f"process {jax.process_index()} of {jax.process_count()}: a computation with the other "
-             f"processes failed ({first}); another process has most likely stopped: see its output.")
+  me, count = jax.process_index(), jax.process_count()
+  message = supervisor.lost_line(f"process {me} of {count}",
+                                 f"process {1 - me}" if count == 2 else "another process (see its output)",
+                                 f"a computation with it failed: {first}")
   _say(message)
   note_error(message)
   finish(1, barrier=False)

@@ -1,5 +1,6 @@
-"""A multi-process run never hangs: a killed worker, a worker that fails alone and a worker whose
-peers never arrive all end every process with a message within bounded time."""
+"""A multi-process run never hangs: a killed worker or coordinator (while compiling or training), a
+worker that fails alone and a worker whose peers never arrive end every other process with one line
+within bounded time."""
 
 from __future__ import annotations
 
@@ -19,24 +20,62 @@ pytestmark = pytest.mark.slow
 train_cli = load_test_module("prompt/train_cli_test.py")
 
 
-def test_a_killed_worker_stops_the_other_within_a_minute(rospr, tmp_path):
+def _train_until(rospr, tmp_path, phase, **env):
+  """Starts an endless 2-process train-prompts and returns its workers once they reach `phase`:
+  "compile" (the processes have met in their first collective and compile step 1) or "step"
+  (checkpoint 2 is saved and training goes on)."""
   examples = tmp_path / "ex.jsonl"
   train_cli._write_examples(examples)
   model_dir = tmp_path / "run"
-  workers = rospr.start(["train-prompts", *train_cli._argv(examples, model_dir, 100_000, 2)])  # endless
+  workers = rospr.start(["train-prompts", *train_cli._argv(examples, model_dir, 100_000, 2)], **env)
   deadline = time.time() + 180
-  while not (model_dir / "checkpoints" / "2").is_dir():  # compiled, training, checkpointing
+  while not (model_dir / "checkpoints" / "2").is_dir() if phase == "step" else \
+      "connected to 1 peer" not in workers[0].out:
     assert all(w.process.poll() is None for w in workers), describe(workers)
-    assert time.time() < deadline, "no checkpoint within 180 s:\n" + describe(workers)
-    time.sleep(0.1)
-  workers[1].process.send_signal(signal.SIGKILL)
+    assert time.time() < deadline, f"no {phase} within 180 s:\n" + describe(workers)
+    time.sleep(0.05)
+  if phase == "compile":
+    time.sleep(2)  # step 1 compiles for about 7 s on 2 cores
+    assert "Step 1 compiled" not in workers[0].err, describe(workers)
+  return workers
+
+
+def _stops_with_one_line(rospr, workers, victim, within=30):
+  """Kills process `victim`; the other must exit 1 within `within` s, its last words one rospr line
+  naming the lost process, with no native abort or stack trace. Returns that line."""
+  workers[victim].process.send_signal(signal.SIGKILL)
   killed = time.time()
-  rospr.wait(workers[:1], timeout=60)  # fails the test if worker 0 runs on
-  assert workers[1].process.wait() == -signal.SIGKILL
-  assert workers[0].code != 0 and time.time() - killed < 60
-  # A collective with the dead peer fails at once (one line of ours), or JAX's heartbeats tell.
-  assert ("rospr train-prompts: process 0 of 2: a computation with the other processes failed"
-          in workers[0].err or "another task died" in workers[0].err), describe(workers)
+  survivor = workers[1 - victim]
+  rospr.wait([survivor], timeout=within + 30)
+  assert workers[victim].process.wait() == -signal.SIGKILL
+  assert survivor.code == 1 and time.time() - killed < within, describe(workers)
+  ours = [l for l in survivor.err.splitlines() if l.startswith("rospr train-prompts:")]
+  assert len(ours) == 1, describe(workers)
+  assert ours[0].startswith(f"rospr train-prompts: process {1 - victim} of 2 lost process {victim}")
+  assert ours[0].endswith(f"stopping process {1 - victim} too. Rerun the same command on every process "
+                          "to resume."), describe(workers)
+  assert not any(s in survivor.err for s in ("Terminating process", "Check failure", "Traceback"))
+  return ours[0]
+
+
+def test_a_worker_killed_while_the_others_compile_is_named_within_30_s_by_default(rospr, tmp_path):
+  workers = _train_until(rospr, tmp_path, "compile", ROSPR_HEARTBEAT_TIMEOUT="")  # the default, 20 s
+  line = _stops_with_one_line(rospr, workers, victim=1)
+  assert "(no heartbeat for ROSPR_HEARTBEAT_TIMEOUT=20 s: killed, out of memory" in line
+
+
+def test_a_worker_killed_while_training_is_named_at_once(rospr, tmp_path):
+  workers = _train_until(rospr, tmp_path, "step")
+  line = _stops_with_one_line(rospr, workers, victim=1, within=15)
+  # A collective with the dead peer fails at once, or the heartbeats (10 s in these tests) tell.
+  assert "(a computation with it failed: " in line or "(no heartbeat for " in line
+
+
+def test_a_killed_coordinator_is_named_at_once(rospr, tmp_path):
+  workers = _train_until(rospr, tmp_path, "step")
+  line = _stops_with_one_line(rospr, workers, victim=0, within=15)
+  assert "lost process 0, the coordinator (its coordination service" in line or \
+      "(a computation with it failed: " in line
 
 
 def test_a_worker_that_fails_alone_stops_the_others_with_its_message(rospr, tmp_path):
