@@ -154,7 +154,7 @@ def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
   """Runs the whole offline pipeline into `output_dir` (a folder or a URL: a folder artifact, committed
   when the run succeeds, replacing an earlier run's); returns {"summary", "pooled", "per_target"}."""
   with storage.output_folder(output_dir, "--output_dir", replace=True) as local:
-    return _run_in(local, settings)
+    return _run_in(local, settings, final_dir=output_dir)
 
 
 def _generate(sources, targets, tokenizer, settings: DemoSettings):
@@ -190,18 +190,21 @@ def _train_prompts(model_dir: str, data: input_pipeline.SourceExamples, frozen: 
 
 
 def _build_library(directory: str, sources, prompt_table: np.ndarray, frozen: Backbone,
-                   embedder: embed.Embedder, tokenizer: Tokenizer, settings: DemoSettings):
+                   embedder: embed.Embedder, tokenizer: Tokenizer, settings: DemoSettings, name: str):
   """The library of `settings.library_n` training inputs per source template ([S, P, H] `prompt_table`
-  row s the prompt of sources[s]), embedded by `embedder`; returns (the library, its build report)."""
+  row s the prompt of sources[s]), embedded by `embedder` and called `name` in records; returns (the
+  library, its build report)."""
   library_sources = [sources_lib.SourceTexts(t.name, [ex.inputs for ex in generated.GeneratedTask(
       t, settings.seed, {"train": settings.train_per_source}).examples("train")]) for t in sources]
   return library_build.build_library(
       directory, library_sources, prompt_table, embedder,
       tokenizer.encode_input, n=settings.library_n, seed=settings.seed, overwrite=True,
-      prompts_backbone=frozen.fingerprint)
+      prompts_backbone=frozen.fingerprint, name=name)
 
 
-def _run_in(output_dir: str, settings: DemoSettings) -> dict:
+def _run_in(output_dir: str, settings: DemoSettings, final_dir: str) -> dict:
+  """The demo's steps, written into `output_dir`, the folder that becomes `final_dir` when it is
+  committed (records and reports name the library where it will be)."""
   _start_over(output_dir)
   timings: dict[str, float] = {}
   clock = time.perf_counter()
@@ -232,7 +235,8 @@ def _run_in(output_dir: str, settings: DemoSettings) -> dict:
 
   embedder = embed.Embedder(frozen.model, frozen.params, max_length=settings.input_length)
   library, library_report = _build_library(os.path.join(output_dir, "library"), sources, prompt_table, frozen,
-                                           embedder, tokenizer, settings)
+                                           embedder, tokenizer, settings,
+                                           name=f"{storage.absolute(final_dir)}/library")
   lap("build library")
 
   evaluator = evaluate.Evaluator(params=frozen.params, model=frozen.model, tokenizer=tokenizer,

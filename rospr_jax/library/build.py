@@ -45,7 +45,7 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
                   scann_config: search.ScannConfig = search.ScannConfig(), k: int = 10,
                   shard_rows: int = 262_144, chunk_texts: int = DEFAULT_CHUNK_TEXTS,
                   overwrite: bool = False, extra: dict | None = None,
-                  prompts_backbone: str | None = None,
+                  prompts_backbone: str | None = None, name: str | None = None,
                   write: bool = True) -> tuple[store.Library | None, dict]:
   """Builds a library directory.
 
@@ -65,6 +65,8 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
     extra: more facts for the manifest.
     prompts_backbone: fingerprint of the backbone the prompts were trained on (recorded; an
       evaluation with another backbone is refused).
+    name: what records and the report call the library (default: `directory`): the path it will
+      have when `directory` is inside a folder artifact still being written.
     write: False on the processes of a multi-process run that only embed their share of each batch
       (the embedder's mesh spans them all) while process 0 writes: nothing is written, and the
       library returned is None.
@@ -85,6 +87,7 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
       return None, {"rows": writer.num_rows, "truncated_inputs": embedder.truncated - truncated_before,
                     "seconds": round(time.time() - start, 2)}
     library = writer.finish(index=index, scann_config=scann_config, k=k)
+  library.name = name or library.name
   truncated = embedder.truncated - truncated_before
   return library, _report(library, len(sources), n, short, blank, truncated, start)
 

@@ -43,6 +43,10 @@ def test_quick_demo_runs_end_to_end_and_publishes_its_report(tmp_path):
       assert abs(accuracy * 24 - round(accuracy * 24)) < 1e-9
     assert row["accuracy"]["Oracle (labels)"] >= max(row["accuracy"]["RoSPr"], row["accuracy"]["Random"]) - 1e-9
   assert saved["facts"]["verdict"] == demo_analysis.verdict(saved["pooled"])
+  # The library is named where it was published, not the temporary folder it was built in.
+  selections = json.loads((published / "results.json").read_text())["selections"]
+  named = {chosen["params"]["library"] for target in selections.values() for chosen in target.values()}
+  assert named == {saved["facts"]["library"]["library"]} == {str(published / "library")}  # file:// is local
   assert (published / "accuracy.png").stat().st_size > 0 and (published / "retrieval.png").stat().st_size > 0
   assert (published / "backbone" / "spiece.model").exists()
 
