@@ -75,21 +75,11 @@ def make_batches(examples: Sequence[RankExample], batch_size: int, *, max_input_
   A row holds one example's input and up to `choices_per_row` of its choices; examples with more
   choices take several rows (`offsets` says where each row's choices start).
   """
-  groups: dict[tuple[int, int, int], list[tuple[int, int]]] = collections.defaultdict(list)
-  truncated = 0
-  for i, ex in enumerate(examples):
-    if not ex.choices:
-      raise ValueError(f"Example {i} has no answer choices.")
-    if len(ex.inputs) > max_input_length or any(len(c) > max_target_length for c in ex.choices):
-      truncated += 1
-    input_length = min(length_bucket(len(ex.inputs)), max_input_length)
-    target_length = min(length_bucket(max(len(c) for c in ex.choices)), max_target_length)
-    slots = choices_per_row(len(ex.choices), target_length, max_decoder_tokens)
-    for offset in range(0, len(ex.choices), slots):
-      groups[input_length, slots, target_length].append((i, offset))
-  if truncated:
-    logging.warning("%d of %d examples were truncated to inputs %d / targets %d tokens.", truncated,
-                    len(examples), max_input_length, max_target_length)
+  return _batches(examples, _groups(examples, max_input_length, max_target_length, max_decoder_tokens),
+                  batch_size)
+
+
+def _batches(examples: Sequence[RankExample], groups: dict, batch_size: int) -> Iterator[Batch]:
   for (input_length, slots, target_length), members in sorted(groups.items()):
     for start in range(0, len(members), batch_size):
       chunk = members[start:start + batch_size]
@@ -111,6 +101,34 @@ def make_batches(examples: Sequence[RankExample], batch_size: int, *, max_input_
       yield batch
 
 
+def scoring_memory_lower_bound(config, *, batch_size: int, input_length: int, decoder_tokens: int) -> int:
+  """Bytes one scoring batch needs at the least, S = prompt + input and D = choice slots x target
+  tokens per row: the host batch (int32 [B, S] and [B, D]), the encoder's position bias [1, A, S, S],
+  the states [B, S + D, H] of one layer and, with einsum attention, one layer's attention weights
+  [B, A, Tq, Tk], the encoder's [S, S] or the decoder's [D, D + S], the larger. A lower bound, as
+  `prompt.loop.step_memory_lower_bound` for training."""
+  s, d = input_length, decoder_tokens
+  itemsize = np.dtype(config.dtype).itemsize
+  host_batch = 4 * batch_size * (s + d)
+  bias_and_states = itemsize * (config.num_heads * s * s + batch_size * (s + d) * config.emb_dim)
+  need = host_batch + bias_and_states
+  if config.attention_impl == "einsum":
+    need += itemsize * batch_size * config.num_heads * max(s * s, d * (d + s))
+  return need
+
+
+def _check_batch_fits(config, groups: dict, batch_size: int, prompt_length: int) -> None:
+  """Refuses, naming BATCH_SIZE, batches whose lower bound exceeds this process's device memory."""
+  for input_length, slots, target_length in groups:
+    need = scoring_memory_lower_bound(config, batch_size=batch_size, input_length=prompt_length + input_length,
+                                      decoder_tokens=slots * target_length)
+    limit, where = partitioning.memory_limit()
+    if need > limit:
+      raise ValueError(f"Scoring needs at least {need / 2**30:,.1f} GiB per batch (BATCH_SIZE {batch_size} rows "
+                       f"of {prompt_length + input_length} input and {slots * target_length} answer tokens), "
+                       f"more than the {limit / 2**30:,.1f} GiB of {where}; lower BATCH_SIZE.")
+
+
 def _on_mesh(value: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
   """A host batch [B, ...] split over the mesh's `data` axis, built from each process's own rows."""
   return jax.make_array_from_callback(value.shape, partitioning.batch_sharding(mesh, value.ndim),
@@ -129,8 +147,9 @@ def score_examples(params, model: PromptedBackbone, examples: Sequence[RankExamp
     model: the backbone (`PromptedBackbone`, e.g. `Backbone.model`) that scores.
     examples: the examples; `prompt_id` indexes `prompts`.
     prompts: None (no soft prompt), [P, H] for every example, or a table [S, P, H].
-    batch_size: rows per batch, rounded up to a multiple of the mesh's `data` axis (the padding rows
-      are never counted).
+    batch_size: rows per batch, at most the rows there are, rounded up to a multiple of the mesh's
+      `data` axis (the padding rows are never counted); refused, naming BATCH_SIZE, when one batch
+      cannot fit this process's device memory (`scoring_memory_lower_bound`).
     max_decoder_tokens: choice slots x target length of one row at most (see `choices_per_row`).
     mesh: optional data x model mesh; batches are sharded over `data`.
     progress: a description for a tqdm progress bar, or None for none.
@@ -142,10 +161,12 @@ def score_examples(params, model: PromptedBackbone, examples: Sequence[RankExamp
   if table is not None and table.ndim == 2:
     table = table[None]  # [1, P, H]
   results = [np.empty(len(ex.choices), np.float32) for ex in examples]
+  groups = _groups(examples, max_input_length, max_target_length, max_decoder_tokens)
+  batch_size = min(batch_size, max(1, sum(map(len, groups.values()))))  # never more rows than there are
   if mesh is not None:
     batch_size = -(-batch_size // mesh.shape["data"]) * mesh.shape["data"]
-  batches = make_batches(examples, batch_size, max_input_length=max_input_length,
-                         max_target_length=max_target_length, max_decoder_tokens=max_decoder_tokens)
+  _check_batch_fits(model.config, groups, batch_size, 0 if table is None else table.shape[1])
+  batches = _batches(examples, groups, batch_size)
   bar = tqdm(total=len(examples), desc=progress, unit="ex") if progress and tqdm else None
   for batch in batches:
     prompt = None if table is None else table[jnp.asarray(batch.prompt_ids)]  # [B, P, H]
@@ -172,3 +193,24 @@ def score_examples(params, model: PromptedBackbone, examples: Sequence[RankExamp
   if bar is not None:
     bar.close()
   return results
+
+
+def _groups(examples: Sequence[RankExample], max_input_length: int, max_target_length: int,
+            max_decoder_tokens: int) -> dict[tuple[int, int, int], list[tuple[int, int]]]:
+  """{(input length, choice slots, target length) bucket: its rows as (example index, first choice)}."""
+  groups: dict[tuple[int, int, int], list[tuple[int, int]]] = collections.defaultdict(list)
+  truncated = 0
+  for i, ex in enumerate(examples):
+    if not ex.choices:
+      raise ValueError(f"Example {i} has no answer choices.")
+    if len(ex.inputs) > max_input_length or any(len(c) > max_target_length for c in ex.choices):
+      truncated += 1
+    input_length = min(length_bucket(len(ex.inputs)), max_input_length)
+    target_length = min(length_bucket(max(len(c) for c in ex.choices)), max_target_length)
+    slots = choices_per_row(len(ex.choices), target_length, max_decoder_tokens)
+    for offset in range(0, len(ex.choices), slots):
+      groups[input_length, slots, target_length].append((i, offset))
+  if truncated:
+    logging.warning("%d of %d examples were truncated to inputs %d / targets %d tokens.", truncated,
+                    len(examples), max_input_length, max_target_length)
+  return groups

@@ -3,13 +3,16 @@ written as soon as it is scored, so that a killed run resumes.
 
     <records_dir>/<target>/<method>.json   {"method", "dataset", "template", "target", "examples",
                                             "skipped", "target_digest", "accuracy", "correct",
-                                            "predictions", "predictions_sha256"}
+                                            "predictions", "predictions_sha256",
+                                            "selection_sha256" (retrieval methods and the oracle)}
 
 `predictions` are the chosen choice index of each example ([E]), `predictions_sha256` their digest
 (`predictions_digest`), `correct` how many of them are right. A record is resumed only into a target
 with the same examples (`Target.digest`), and only when it agrees with itself: its predictions match
 their digest and index the target's choices, `correct` is what they score on the target's labels, and
-`accuracy` is correct / examples. An edited or damaged record is refused, naming the file. On several hosts
+`accuracy` is correct / examples; `selection_sha256` holds the sha256 of the files of the selection the
+record was scored with (selection.json or oracle.json, and prompt.npy), checked when it is resumed. An
+edited or damaged record or selection is refused, naming the file. On several hosts
 process 0 alone reads and writes the records, and `read_records` broadcasts what it read, so that
 every process skips the same pairs. Which pairs an evaluation asks for, and in what order, is the
 caller's (`rospr_jax.pipeline.evaluate`).
@@ -22,7 +25,7 @@ import hashlib
 import json
 import os
 import re
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -78,9 +81,16 @@ def scored(target: Target, predictions: Sequence[int]) -> dict:
           "predictions_sha256": predictions_digest(predictions)}
 
 
-def read_record(path: str, target: Target, method: str) -> float:
+def files_sha256(directory: str, names: Sequence[str]) -> dict[str, str]:
+  """{name: sha256} of the files `names` in `directory`: what a record of a retrieval method or the
+  oracle records of the selection it was scored with (`selection_sha256`)."""
+  return {name: storage.sha256_file(os.path.join(directory, name)) for name in names}
+
+
+def read_record(path: str, target: Target, method: str, selection_dir: str | None = None) -> float:
   """The accuracy of a record written by an earlier run, checked against this run's target and
-  against itself (its predictions, their digest, its count of correct ones)."""
+  against itself (its predictions, their digest, its count of correct ones) and, given the
+  `selection_dir` it was scored with, against the sha256 of those files that it records."""
   def refuse(what: str) -> ValueError:
     return ValueError(f"Record {path} {what}; delete it to score {target.name} {method} again.")
   try:
@@ -109,12 +119,21 @@ def read_record(path: str, target: Target, method: str) -> float:
   if abs(accuracy - expected["accuracy"]) > 1e-12:
     raise refuse(f"holds accuracy {accuracy!r}, not its {correct} correct of {len(predictions)} examples "
                  f"({expected['accuracy']!r}): it was edited")
+  recorded = record.get("selection_sha256") if selection_dir else None
+  for name, digest in (recorded or {}).items():
+    file = os.path.join(selection_dir, name)
+    found = storage.sha256_file(file) if storage.as_path(file).is_file() else "no file"
+    if found != digest:
+      raise refuse(f"was scored with the selection file {file} of sha256 {digest}, which now has {found}: "
+                   "the selection was edited or damaged")
   return expected["accuracy"]
 
 
-def read_records(records_dir: str | None, pairs: Sequence[tuple[Target, str]]
+def read_records(records_dir: str | None, pairs: Sequence[tuple[Target, str]],
+                 selection_dir: Callable[[str, str], str | None] = lambda target, method: None
                  ) -> dict[tuple[str, str], float]:
-  """{(target name, method): accuracy} of the `pairs` an earlier run already wrote to `records_dir`.
+  """{(target name, method): accuracy} of the `pairs` an earlier run already wrote to `records_dir`
+  (`selection_dir(target name, method)`: where each pair's selection is, checked by `read_record`).
 
   Process 0 reads them and broadcasts the accuracies, so that on several hosts every process skips
   the same pairs (each scoring is a computation over all of them). A record process 0 refuses stops
@@ -127,7 +146,7 @@ def read_records(records_dir: str | None, pairs: Sequence[tuple[Target, str]]
       path = record_path(records_dir, target.name, method)
       if storage.as_path(path).exists():
         try:
-          accuracies[i] = read_record(path, target, method)
+          accuracies[i] = read_record(path, target, method, selection_dir(target.name, method))
         except ValueError as e:
           problem = str(e)
           break

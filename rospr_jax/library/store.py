@@ -32,6 +32,7 @@ from rospr_jax import storage
 from rospr_jax.library import search
 
 FORMAT_VERSION = 1
+KIND = "rospr_library"  # the manifest's "kind" (libraries written before it have none)
 MANIFEST = storage.MANIFEST
 PROMPTS = "prompts.npy"
 INDEX_DIR = "index"
@@ -115,7 +116,7 @@ class Library:
       ValueError: the manifest or a file does not match (the message names which and how).
     """
     directory = os.path.abspath(directory)
-    manifest = storage.read_manifest(directory, "Library", required=_REQUIRED_KEYS,
+    manifest = storage.read_manifest(directory, "Library", required=_REQUIRED_KEYS, kind=KIND,
                                        format_version=FORMAT_VERSION, rebuild="Rebuild the library.")
     if dim is not None and manifest["dim"] != dim:
       raise ValueError(f"Library {directory} holds embeddings of dimension {manifest['dim']}; "

@@ -16,7 +16,7 @@ import numpy as np
 
 from rospr_jax import storage
 from rospr_jax.library import search
-from rospr_jax.library.store import (FORMAT_VERSION, INDEX_DIR, INDEX_KINDS, MANIFEST, PROMPTS, Library,
+from rospr_jax.library.store import (FORMAT_VERSION, INDEX_DIR, INDEX_KINDS, KIND, MANIFEST, PROMPTS, Library,
                                      Retriever, SourceInfo, sha256_array)
 from rospr_jax.storage import copies
 
@@ -193,6 +193,7 @@ class LibraryWriter:
           f"{INDEX_DIR}/{name}": storage.sha256_file(os.path.join(index_dir, name))
           for name in sorted(os.listdir(index_dir))}
     manifest = {
+        "kind": KIND,
         "format_version": FORMAT_VERSION,
         "retriever": {"fingerprint": self.retriever.fingerprint,
                       "description": self.retriever.description},

@@ -53,3 +53,17 @@ def shard_params(params, boxed_params, mesh: jax.sharding.Mesh, rules: LogicalRu
 def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 2) -> jax.sharding.NamedSharding:
   """Sharding of a [B, ...] batch array: batch over `data`, the rest replicated."""
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data", *([None] * (ndim - 1))))
+
+
+def memory_limit() -> tuple[int, str]:
+  """(bytes, what they are) one computation of this process can use at most: the first local device's
+  `bytes_limit`, or, on a backend without memory stats (the CPU), the host's physical memory."""
+  import os  # pylint: disable=g-import-not-at-top
+  device = jax.local_devices()[0]  # this process's own: another process's has no memory stats here
+  try:
+    stats = device.memory_stats()
+  except Exception:  # noqa: BLE001 - a backend without memory stats: the host's memory bounds it
+    stats = None
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]), f"the {device.platform} device"
+  return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this host's memory"

@@ -87,6 +87,11 @@ def load_oracle(directory: str) -> tuple[dict, np.ndarray]:
   return storage.read_json(paths_[0], "Oracle record"), storage.load_npy(paths_[1])
 
 
+def _selection_files(method: str) -> tuple[str, str]:
+  """The files of a saved selection (or oracle record) of `method`; records carry their sha256."""
+  return (ORACLE_FILE if method == ORACLE else retrieve.SELECTION_FILE, retrieve.PROMPT_FILE)
+
+
 def _saved_selection(directory: str, method: str) -> dict:
   """The selection dict a (resumed) method saved in `directory`."""
   if method == ORACLE:
@@ -242,8 +247,11 @@ class Evaluator:
       if chosen is not None:
         selections[method] = chosen
       full = {**record, **records_lib.scored(target, predictions)}
+      if where and method != HARD_PROMPT:
+        full["selection_sha256"] = records_lib.files_sha256(where, _selection_files(method))
       records_lib.write_record(records_dir, full)
-      records.append({k: v for k, v in full.items() if k not in ("predictions", "predictions_sha256")})
+      records.append({k: v for k, v in full.items()
+                      if k not in ("predictions", "predictions_sha256", "selection_sha256")})
       skipped = f" ({target.skipped} skipped by the template)" if target.skipped else ""
       say(f"{target.name} {method}: {100 * full['accuracy']:.2f}% on {len(examples)} examples{skipped}")
     return records, selections
@@ -269,7 +277,9 @@ class Evaluator:
       raise ValueError(f"Unknown methods {unknown}; known: {list(known)}.")
     records, selections = [], {}
     pairs = [(t, m) for t in targets for m in methods_ if m != CHANCE]
-    resumed = records_lib.read_records(records_dir, pairs)
+    resumed = records_lib.read_records(
+        records_dir, pairs, lambda target, method: selection_dir(selections_dir, target, method)
+        if selections_dir and method != HARD_PROMPT else None)
     for number, target in enumerate(targets, 1):
       position = f"target {number} of {len(targets)}"
       say = (lambda message, at=position: progress(f"{at}: {message}")) if progress else (lambda _: None)

@@ -201,7 +201,9 @@ def read_jsonl(path: str, vocabulary: str | None = None,
     missing = [k for k in ("source", "inputs", "targets") if k not in record]
     if missing:
       raise ValueError(f"{where}: missing keys {missing}.")
-    name = str(record["source"])
+    name = record["source"]
+    if not isinstance(name, str) or not name.strip():
+      raise ValueError(f"{where}: source is {name!r}; every example names its source (a non-empty string).")
     if name not in index:
       if sources is not None:
         raise ValueError(f"{where}: source {name!r} is not among the configured sources.")

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from rospr_jax import multihost
+from rospr_jax.model import partitioning
 from rospr_jax.prompt.checkpointing import Checkpointer
 from rospr_jax.prompt.input_pipeline import BatchIterator
 from rospr_jax.prompt.train_step import PromptTrainState, dropout_key, make_train_step, place_batch
@@ -148,32 +149,36 @@ class PromptTrainer:
 def step_memory_lower_bound(config, *, batch_size: int, input_length: int, target_length: int,
                             prompt_length: int) -> int:
   """Bytes one training step needs at the least, from the shapes alone (before anything is allocated
-  or compiled): the host batch, the encoder states of one layer and the attention scores of one
-  encoder layer, [B, heads, P + T, P + T] float32. A lower bound: whatever the remat policy, these exist
-  at once, so a step over it cannot run; a step under it may still not fit (XLA decides)."""
-  tokens = prompt_length + input_length
-  host_batch = 2 * 4 * batch_size * (input_length + target_length)  # inputs and targets, int32, twice
-  states = 4 * batch_size * tokens * config.emb_dim
-  scores = 4 * batch_size * config.num_heads * tokens * tokens
-  return host_batch + states + scores
+  or compiled), with S = PROMPT_LENGTH + INPUT_LENGTH encoder and T = TARGET_LENGTH decoder positions:
+
+  - on the host, the batch (inputs and targets, int32, twice) and the decoder's causal layout, a
+    [T, T] bool array (`t5._choice_self_attention_layout`);
+  - on the device, the relative position biases of both stacks, [1, A, S, S] and [1, A, T, T]
+    (every attention implementation builds them), the states [B, S + T, H] of one layer, and, with
+    einsum attention, one layer's largest attention weights [B, A, Tq, Tk] twice (the weights and
+    their gradient in the backward pass): the encoder's [S, S] or the decoder's [T, T] and [T, S].
+
+  A lower bound whatever the remat policy and whatever XLA fuses: these exist at once, so a step over
+  it cannot run; a step under it may still not fit (XLA decides)."""
+  s, t = prompt_length + input_length, target_length
+  itemsize = np.dtype(config.dtype).itemsize
+  host = 2 * 4 * batch_size * (input_length + target_length) + t * t
+  biases = itemsize * config.num_heads * (s * s + t * t)
+  states = itemsize * batch_size * (s + t) * config.emb_dim
+  weights = 0
+  if config.attention_impl == "einsum":
+    weights = 2 * itemsize * batch_size * config.num_heads * max(s * s, t * t + t * s)
+  return host + biases + states + weights
 
 
 def check_step_fits(config, **shapes) -> None:
-  """Refuses, naming the gin macros, a step whose lower bound exceeds the first device's memory (its
-  `bytes_limit`) or, on the CPU, the host's physical memory: such a run was killed by the kernel after
-  a while, printing nothing."""
-  import os  # pylint: disable=g-import-not-at-top
+  """Refuses, naming the gin macros, a step whose lower bound exceeds the memory of this process's device
+  (`partitioning.memory_limit`): such a run was killed by the kernel after a while, printing nothing."""
   need = step_memory_lower_bound(config, **shapes)
-  device = jax.local_devices()[0]  # this process's own: another process's has no memory stats here
-  try:
-    stats = device.memory_stats()
-  except Exception:  # noqa: BLE001 - a backend without memory stats: the host's memory bounds it
-    stats = None
-  limit = (stats or {}).get("bytes_limit") or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-  where = f"the {device.platform} device" if stats else "this host's memory"
+  limit, where = partitioning.memory_limit()
   if need > limit:
     raise ValueError(
-        f"One training step needs at least {need / 2**30:,.1f} GiB (BATCH_SIZE {shapes['batch_size']} x "
-        f"(PROMPT_LENGTH {shapes['prompt_length']} + INPUT_LENGTH {shapes['input_length']}) tokens, TARGET_LENGTH "
-        f"{shapes['target_length']}), more than the {limit / 2**30:,.1f} GiB of {where}; lower INPUT_LENGTH or "
-        f"BATCH_SIZE.")
+        f"One training step needs at least {need / 2**30:,.1f} GiB (BATCH_SIZE {shapes['batch_size']} rows of "
+        f"PROMPT_LENGTH {shapes['prompt_length']} + INPUT_LENGTH {shapes['input_length']} input and "
+        f"TARGET_LENGTH {shapes['target_length']} target tokens), more than the {limit / 2**30:,.1f} GiB of "
+        f"{where}; lower BATCH_SIZE, INPUT_LENGTH, TARGET_LENGTH or PROMPT_LENGTH.")

@@ -226,24 +226,32 @@ def read_manifest(directory: PathLike, what: str, *, required: Sequence[str] = (
 
   Raises:
     FileNotFoundError: the folder or its manifest is missing (a folder without one was never
-      committed). ValueError: the manifest does not parse, lacks a `required` key, or is of another
-      `kind` or `format_version` (`rebuild` says what to do); each message names the manifest file.
+      committed). ValueError: the manifest does not parse, is of another `kind` (a manifest without
+      one passes unless "kind" is `required`: artifacts written before kinds were recorded), lacks a
+      `required` key, or is of another `format_version` (`rebuild` says what to do); each message names
+      the manifest file.
   """
   folder = as_path(directory, what)
   path = folder / MANIFEST
   if not folder.is_dir():
     raise FileNotFoundError(f"{what} directory {directory} does not exist.")
   if not path.is_file():
+    inner = sorted(p.parent.name for p in folder.glob(f"*/{MANIFEST}"))
+    if inner:  # the parent of folder artifacts (a prompt export's checkpoint_<step>/, ...)
+      raise FileNotFoundError(f"{what} {directory} has no {MANIFEST} of its own; it holds the folder "
+                              f"artifacts {', '.join(inner[:3])}{', ...' if len(inner) > 3 else ''}: give "
+                              f"the folder of a {what.lower()}.")
     raise FileNotFoundError(f"{what} {directory} has no {MANIFEST}: it was never completed (its writer "
                             "stopped, or is replacing it); write it again.")
   manifest = read_json(path, f"{what} manifest")
   if not isinstance(manifest, dict):
     raise ValueError(f"{what} manifest {path} holds a JSON {type(manifest).__name__}, not an object.")
+  if kind is not None and manifest.get("kind", kind if "kind" not in required else None) != kind:
+    raise ValueError(f"{directory} is not a {what.lower()}: its manifest {path} is of kind "
+                     f"{manifest.get('kind')!r}, not {kind!r}.")
   missing = [k for k in required if k not in manifest]
   if missing:
     raise ValueError(f"{what} manifest {path} lacks the keys {missing}.")
-  if kind is not None and manifest.get("kind") != kind:
-    raise ValueError(f"{what} manifest {path} is of kind {manifest.get('kind')!r}, not {kind!r}.")
   if format_version is not None and manifest.get("format_version") != format_version:
     raise ValueError(f"{what} manifest {path} has format version {manifest.get('format_version')}; this "
                      f"reader reads version {format_version}. {rebuild}")

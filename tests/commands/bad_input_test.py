@@ -34,15 +34,18 @@ def _files(folder) -> dict:
   return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def test_training_examples_that_are_not_utf8_or_have_empty_targets_name_file_and_line(tmp_path):
+def test_training_examples_that_are_not_utf8_or_have_empty_targets_or_sources_name_file_and_line(tmp_path):
   good = json.dumps({"source": "a", "inputs": [5, 6, 7], "targets": [9, 1]})
   cases = {
       "latin.jsonl": (good + "\n" + '{"source": "a", "inputs": [5], "targets": [9, 1], "note": "caf\xe9"}\n').encode("latin-1"),
       "empty.jsonl": (good + "\n" + json.dumps({"source": "b", "inputs": [5, 6], "targets": [1]}) + "\n").encode(),
-      "list.jsonl": (good + "\n[1, 2]\n").encode()}
+      "list.jsonl": (good + "\n[1, 2]\n").encode(),
+      "nameless.jsonl": (good + "\n" + json.dumps({"source": "", "inputs": [5, 6], "targets": [9, 1]}) + "\n").encode()}
   expected = {"latin.jsonl": "latin.jsonl: line 2 is not UTF-8 (byte 0xe9 at column 63); save the file as UTF-8.",
               "empty.jsonl": "empty.jsonl:2: targets is empty; every example needs its text.",
-              "list.jsonl": "list.jsonl:2: a JSON list, expected an object with source, inputs, targets."}
+              "list.jsonl": "list.jsonl:2: a JSON list, expected an object with source, inputs, targets.",
+              "nameless.jsonl": "nameless.jsonl:2: source is ''; every example names its source (a non-empty "
+                                "string)."}
   for name, data in cases.items():
     (tmp_path / name).write_bytes(data)
     before = _files(tmp_path)
@@ -159,21 +162,71 @@ def test_evaluate_refuses_more_neighbours_than_the_library_has_before_scoring(tm
   assert not (tmp_path / "eval" / "records").exists() or not any((tmp_path / "eval" / "records").rglob("*.json"))
 
 
-def test_a_step_that_cannot_fit_the_memory_is_refused_at_once_naming_the_macros(tmp_path):
-  """Was: `--gin.INPUT_LENGTH=100000000` killed by the kernel at 16 GiB after 37 s, printing nothing. The
-  lower bound (host batch, one layer's states and attention scores) is checked before anything is
-  allocated; a normal step is far below it (the other tests train)."""
+@pytest.mark.parametrize("macro, value", [("INPUT_LENGTH", 100_000_000), ("TARGET_LENGTH", 100_000),
+                                          ("TARGET_LENGTH", 100_000_000)])
+def test_a_step_that_cannot_fit_the_memory_is_refused_at_once_naming_the_macros(tmp_path, macro, value):
+  """Was: `--gin.INPUT_LENGTH=100000000` killed by the kernel at 16 GiB after 37 s, printing nothing;
+  `--gin.TARGET_LENGTH=100000000` a numpy traceback (8.88 PiB for the decoder's causal layout), 40000
+  killed by the kernel. The lower bound (host batch and causal layout, position biases, one layer's
+  states and attention weights) is checked before anything is allocated; a normal step is far below
+  it (the other tests train)."""
   import time
   examples = tmp_path / "ex.jsonl"
   examples.write_text(json.dumps({"source": "a", "inputs": [5, 6, 7], "targets": [9, 1]}) + "\n")
-  argv = [a for a in _argv(examples, tmp_path / "run", 2, 2)] + ["--gin.INPUT_LENGTH=100000000"]
+  argv = [a for a in _argv(examples, tmp_path / "run", 2, 2)] + [f"--gin.{macro}={value}"]
   start = time.perf_counter()
   code, line = _rospr("train-prompts", *argv, cwd=tmp_path)
   assert code == 2 and time.perf_counter() - start < 120, line
   assert line.startswith("rospr train-prompts: error: One training step needs at least "), line
-  assert "(BATCH_SIZE 8 x (PROMPT_LENGTH 4 + INPUT_LENGTH 100000000) tokens, TARGET_LENGTH 4)" in line
-  assert line.endswith("; lower INPUT_LENGTH or BATCH_SIZE."), line
+  shapes = {"INPUT_LENGTH": 16, "TARGET_LENGTH": 4, macro: value}
+  assert (f"(BATCH_SIZE 8 rows of PROMPT_LENGTH 4 + INPUT_LENGTH {shapes['INPUT_LENGTH']} input and "
+          f"TARGET_LENGTH {shapes['TARGET_LENGTH']} target tokens)") in line, line
+  assert line.endswith("; lower BATCH_SIZE, INPUT_LENGTH, TARGET_LENGTH or PROMPT_LENGTH."), line
   assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_evaluate_with_a_batch_larger_than_the_examples_scores_them(tmp_path, tiny_model):
+  """Was: BATCH_SIZE=100000000 on 3 examples padded each batch to 10^8 rows and was killed by the
+  kernel, leaving run.json and the lock behind. Batches hold at most the rows there are."""
+  code, line = _rospr(
+      "evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/generated_targets.gin",
+      f"--gin.CHECKPOINT='{tiny_model.checkpoint}'", f"--gin.OUTPUT_DIR='{tmp_path / 'eval'}'",
+      "--gin.METHODS=['T0']", "--gin.TARGETS=['generated_animal_truefalse_f0']", "--gin.MAX_EXAMPLES=3",
+      "--gin.BATCH_SIZE=100000000", cwd=tmp_path)
+  assert code == 0, line
+  (record,) = (tmp_path / "eval" / "records").rglob("T0.json")
+  assert json.loads(record.read_text())["examples"] == 3
+
+
+def test_a_library_and_a_prompt_export_given_for_each_other_are_named_as_what_they_are(tmp_path, tiny_model):
+  """Was: a library given as --prompts reported the manifest keys a prompt export has; a prompt export
+  given as --library was "never completed ... write it again"."""
+  import numpy as np
+  from rospr_jax.library import build, embed, sources as sources_lib
+  from rospr_jax.prompt import export
+  from rospr_jax.tokenization import Tokenizer
+  table = np.zeros((2, 3, tiny_model.config.emb_dim), np.float32)
+  export.export_prompts(str(tmp_path / "export"), table, ["a", "b"], step=5, backbone_fingerprint="f",
+                        seeds=[0, 1], source_steps=[5, 5])
+  embedder = embed.load_embedder(tiny_model.checkpoint, max_length=16)
+  build.build_library(str(tmp_path / "library"), [sources_lib.SourceTexts(n, [f"{n} text {i}" for i in range(3)])
+                                                  for n in ("a", "b")],
+                      table, embedder, Tokenizer(tiny_model.vocab).encode_input, n=3, index="exact")
+  (tmp_path / "q.jsonl").write_text(json.dumps({"text": "a text"}) + "\n")
+  (tmp_path / "all.jsonl").write_text("".join(json.dumps({"source": s, "text": f"{s} text"}) + "\n" for s in "ab"))
+  before = _files(tmp_path)
+  code, line = _rospr("retrieve", "--library", tmp_path / "export", "--queries", tmp_path / "q.jsonl",
+                      "--out", tmp_path / "sel", "--retriever", tiny_model.checkpoint, "--vocab", tiny_model.vocab,
+                      cwd=tmp_path)
+  assert code == 2 and line.endswith(f"Library {tmp_path / 'export'} has no manifest.json of its own; it holds the "
+                                     "folder artifacts checkpoint_5: give the folder of a library."), line
+  code, line = _rospr("build-library", "--out", tmp_path / "lib2", "--prompts", tmp_path / "library",
+                      "--instances", tmp_path / "all.jsonl", "--retriever", tiny_model.checkpoint, "--vocab",
+                      tiny_model.vocab, "--n", "1", "--index", "exact", cwd=tmp_path)
+  assert code == 2 and line.endswith(f"{tmp_path / 'library'} is not a prompt export: its manifest "
+                                     f"{tmp_path / 'library' / 'manifest.json'} is of kind 'rospr_library', not "
+                                     "'rospr_prompts'."), line
+  assert _files(tmp_path) == before
 
 
 def test_a_count_below_one_names_the_flag_or_the_macro_the_user_typed(tmp_path, tiny_model):

@@ -195,3 +195,38 @@ def test_an_edited_record_is_refused_by_name_and_left_as_it_is(world, tmp_path, 
   assert cli.main(_evaluate_argv(checkpoint, out, root / "data")) == 0  # the intact record is resumed
   (resumed,) = json.loads((out / "results.json").read_text())["per_template"]
   assert resumed["accuracy"] == good["accuracy"] and resumed["correct"] == good["correct"]
+
+
+def test_an_edited_selection_is_refused_by_its_record(world, tmp_path, capsys):
+  """Was: INTER's weights edited in selection.json were resumed and copied into results.json. A record
+  of a retrieval method carries the sha256 of the selection it was scored with."""
+  from rospr_jax.library import build, embed, sources as sources_lib
+  root, checkpoint, config = world
+  embedder = embed.load_embedder(checkpoint, max_length=32)
+  sources = [sources_lib.SourceTexts(name, [f"{name} sat on the mat {i}" for i in range(3)])
+             for name in ("a", "b", "c")]
+  prompts = np.random.default_rng(0).normal(size=(3, 2, config.emb_dim)).astype(np.float32)
+  build.build_library(str(tmp_path / "library"), sources, prompts, embedder,
+                      tokenization.Tokenizer(vocabulary.offline_vocabulary_path()).encode_input, n=3, index="exact")
+  out = tmp_path / "eval"
+  argv = _evaluate_argv(checkpoint, out, root / "data", "--gin.METHODS=['INTER']",
+                        f"--gin.LIBRARY_DIR='{tmp_path / 'library'}'", f"--gin.RETRIEVER_CHECKPOINT='{checkpoint}'",
+                        "--gin.NUM_QUERIES=4", "--gin.NUM_NEIGHBORS=3", "--gin.NUM_PROMPTS=2")
+  assert cli.main(argv) == 0
+  (selection,) = (out / "selections").rglob("INTER/selection.json")
+  (record,) = (out / "records").rglob("INTER.json")
+  saved = selection.read_text()
+  forged = json.loads(saved)
+  forged["weights"] = [0.9, 0.05][:len(forged["weights"])]
+  selection.write_text(json.dumps(forged))
+  before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+  code, err = run_rospr(argv, capsys, in_subprocess=True)
+  assert code == 2 and "Traceback" not in err, err[-2000:]
+  (line,) = [l for l in err.splitlines() if l.startswith("rospr evaluate: error: ")]
+  assert line.startswith(f"rospr evaluate: error: Record {record} was scored with the selection file {selection} "
+                         "of sha256 "), line
+  assert line.endswith(f": the selection was edited or damaged; delete it to score {RTE} INTER again."), line
+  assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing rewritten
+  selection.write_text(saved)
+  assert cli.main(argv) == 0  # the intact selection is resumed
+

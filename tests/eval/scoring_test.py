@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rospr_jax.eval import batching
 from rospr_jax.eval.batching import (RankExample, choices_bucket, choices_per_row, length_bucket, make_batches,
                                      score_examples)
 from rospr_jax.eval.scoring import score_choices, score_choices_naive
@@ -78,6 +79,37 @@ def test_batched_scores_equal_one_at_a_time(params):
     alone = score_choices_naive(params, jnp.asarray(inputs), jnp.asarray(targets),
                                 prompts[example.prompt_id], model=MODEL)
     np.testing.assert_allclose(got, np.asarray(alone)[0], atol=1e-4, rtol=1e-5)
+
+
+def test_a_batch_size_beyond_the_rows_is_the_rows_and_scores_the_same(params, monkeypatch):
+  """Was: evaluate with BATCH_SIZE=100000000 on 3 examples padded every batch to 10^8 rows and was
+  killed by the kernel. Batches never hold more rows than there are."""
+  examples = _random_examples(4, 5)
+  shapes = []
+  real = batching._batches
+  monkeypatch.setattr(batching, "_batches", lambda ex, groups, size: (shapes.append(size), real(ex, groups, size))[1])
+  huge = score_examples(params, MODEL, examples, batch_size=10**8)
+  assert shapes == [5]  # 5 examples of at most 3 choices: one row each
+  for got, want in zip(huge, score_examples(params, MODEL, examples, batch_size=2)):
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-6)
+
+
+def test_the_scoring_memory_lower_bound_by_hand():
+  # B 2, S 10, D 6 (float32, 3 heads, H 32): host 4 B (S + D); bias 4 A S^2; states 4 B (S + D) H;
+  # einsum weights 4 B A max(S^2, D (D + S)) = 4 * 2 * 3 * max(100, 96).
+  need = batching.scoring_memory_lower_bound(CONFIG, batch_size=2, input_length=10, decoder_tokens=6)
+  assert need == 4 * 2 * 16 + 4 * 3 * 100 + 4 * 2 * 16 * 32 + 4 * 2 * 3 * 100
+  fused = batching.scoring_memory_lower_bound(CONFIG.replace(attention_impl="xla"), batch_size=2, input_length=10,
+                                              decoder_tokens=6)
+  assert fused == need - 4 * 2 * 3 * 100
+
+
+def test_a_batch_that_cannot_fit_is_refused_naming_batch_size(params, monkeypatch):
+  monkeypatch.setattr(partitioning, "memory_limit", lambda: (10_000, "this host's memory"))
+  with pytest.raises(ValueError, match=r"^Scoring needs at least .* GiB per batch \(BATCH_SIZE 5 rows of 32 input and "
+                                       r"32 answer tokens\), more than the 0.0 GiB of this host's memory; lower "
+                                       r"BATCH_SIZE\.$"):
+    score_examples(params, MODEL, _random_examples(4, 5), batch_size=64)
 
 
 def test_batches_have_few_shapes_and_no_lost_examples():

@@ -213,7 +213,17 @@ def test_auto_dropout_key_draws_with_the_cuda_threefry_kernel_on_gpus(monkeypatc
 def test_the_step_memory_lower_bound_by_hand():
   from rospr_jax.model import get_config
   from rospr_jax.prompt.loop import step_memory_lower_bound
-  config = get_config("tiny")  # H 64, 4 heads
-  # host batch 2 * 4 * B (T + L) + states 4 B (P + T) H + scores 4 B heads (P + T)^2, B 2, P 3, T 5, L 4
-  assert step_memory_lower_bound(config, batch_size=2, input_length=5, target_length=4, prompt_length=3) == \
-      2 * 4 * 2 * 9 + 4 * 2 * 8 * 64 + 4 * 2 * 4 * 8 * 8
+  config = get_config("tiny")  # H 64, 4 heads, float32
+  # B 2, P 3, I 5 (S 8), T 4: host 2 * 4 * B (I + T) + T^2 bool; biases 4 A (S^2 + T^2); states 4 B (S + T) H;
+  # einsum weights twice, the larger of the encoder's S^2 and the decoder's T^2 + T S: 2 * 4 B A * 64.
+  bound = lambda **over: step_memory_lower_bound(
+      config.replace(**over), batch_size=2, input_length=5, target_length=4, prompt_length=3)
+  assert bound() == (2 * 4 * 2 * 9 + 16) + 4 * 4 * (64 + 16) + 4 * 2 * 12 * 64 + 2 * 4 * 2 * 4 * 64
+  assert bound(attention_impl="xla") == (2 * 4 * 2 * 9 + 16) + 4 * 4 * (64 + 16) + 4 * 2 * 12 * 64  # fused
+  assert bound(dtype=jnp.bfloat16) == (2 * 4 * 2 * 9 + 16) + 2 * 4 * 80 + 2 * 2 * 12 * 64 + 2 * 2 * 2 * 4 * 64
+  # The case that passed the old bound (one layer's scores, 14.4 GB) and failed allocating 87 GB:
+  # B 4, S 15004 with 4 heads in float32 now needs more than 24 GiB.
+  assert step_memory_lower_bound(config, batch_size=4, input_length=15_000, target_length=4,
+                                 prompt_length=4) > 24 * 2**30
+
+
