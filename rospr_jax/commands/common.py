@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from typing import Any, Callable
 
@@ -41,6 +42,17 @@ def check_path_kinds(args, *, files: tuple[str, ...] = (), folders: tuple[str, .
                            f"give {expected}.")
 
 
+def gin_error_line(error: BaseException) -> str:
+  """gin's error in one line, its location first: `FILE:LINE: message (the line)` (gin writes the
+  file, line and text below the message)."""
+  text = str(error).strip()
+  where = re.search(r'\n\s*In file "(.+)", line (\d+)\n\s*(.*)\s*$', text)
+  if not where:
+    return " ".join(text.split())
+  message = " ".join(text[:where.start()].split())
+  return f"{where.group(1)}:{where.group(2)}: {message} ({where.group(3).strip()})"
+
+
 def run_gin_command(argv: list[str], *, prog: str, doc: str, example_file: str,
                     run: Callable[[], Any],
                     failures: tuple[tuple[type[BaseException], int], ...] = ((OSError, 2), (ValueError, 2))
@@ -61,7 +73,7 @@ def run_gin_command(argv: list[str], *, prog: str, doc: str, example_file: str,
     gin_cli.parse_gin(args.gin_file, bindings, [p for p in args.gin_search_paths.split(",") if p])
   except (OSError, SyntaxError, ValueError) as e:
     gin.clear_config()
-    return error(prog, f"gin config error: {e}"), None
+    return error(prog, f"gin config error: {gin_error_line(e)}"), None
   try:
     return 0, run()
   except tuple(kind for kind, _ in failures) as e:

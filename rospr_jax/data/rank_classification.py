@@ -10,7 +10,7 @@ Shapes: C choices of one example.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import Sequence
 
 
 @dataclasses.dataclass(frozen=True)

@@ -229,6 +229,20 @@ def test_a_library_and_a_prompt_export_given_for_each_other_are_named_as_what_th
   assert _files(tmp_path) == before
 
 
+def test_a_gin_file_error_is_one_line_naming_the_file_and_line(tmp_path):
+  """Was: gin's message, then its location and the line's text on two more lines."""
+  (tmp_path / "unknown.gin").write_text('include "prompt_tuning/train_jsonl.gin"\nTRAIN_STEPS = 2\nfoo.bar = 3\n')
+  (tmp_path / "include.gin").write_text('include "nope.gin"\n')
+  for name, says in [("unknown.gin", "3: No configurable matching 'foo'. (foo.bar = 3)"),
+                     ("include.gin", '1: Unable to open file: nope.gin. Searched config paths: ')]:
+    done = subprocess.run([sys.executable, "-m", "rospr_jax.cli", "train-prompts", "--gin_file=models/tiny.gin",
+                           f"--gin_file={tmp_path / name}"], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"rospr train-prompts: gin config error: {tmp_path / name}:{says}"), done.stderr
+  assert done.stderr.rstrip().endswith('(include "nope.gin")')
+
+
 def test_a_count_below_one_names_the_flag_or_the_macro_the_user_typed(tmp_path, tiny_model):
   """`retrieve --num-neighbors 0` names the flag (argparse, before any work); `evaluate
   --gin.NUM_NEIGHBORS=0` names the macro, before the backbone loads."""
