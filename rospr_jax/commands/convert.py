@@ -74,15 +74,16 @@ def main(argv: list[str] | None = None) -> int:
       config, params = load_checkpoint(args.source, _DTYPES[args.dtype])
       # The source's SentencePiece model goes along, so the result loads without --vocab.
       spm = tokenization.find_sentencepiece_model(args.source, required=False)
+      fingerprint = params_fingerprint(config, params)  # the written files' (no second read)
       if args.format == "hf":
         extra = ([Path(args.source) / name for name in TOKENIZER_FILES
                   if (Path(args.source) / name).is_file()] if source_format == "hf" else [])
         extra += [Path(spm)] if spm and Path(spm).name not in {f.name for f in extra} else []
         written = save_hf(dest_dir, config, params, args.max_shard_size or DEFAULT_MAX_SHARD_BYTES,
-                          extra_files=extra)
+                          extra_files=extra, fingerprint=fingerprint)
       else:
-        written = save_t5x(dest_dir, config, params, step=args.step, extra_files=[spm] if spm else [])
-      fingerprint = params_fingerprint(config, params)  # the written files' (no second read)
+        written = save_t5x(dest_dir, config, params, step=args.step, extra_files=[spm] if spm else [],
+                           fingerprint=fingerprint)
       inside = os.path.relpath(written, dest_dir)  # what the user reads: the committed folder
       written = storage.absolute(args.dest).rstrip("/") + ("" if inside == "." else f"/{inside}")
   except (ValueError, OSError, ImportError) as e:  # a full disk names the destination

@@ -27,9 +27,10 @@ import numpy as np
 from rospr_jax import storage
 from rospr_jax.storage import copies
 from rospr_jax.model.config import T5Config
-from rospr_jax.model.hf_checkpoint import CONFIG_FILE, hf_weight_files, open_hf, save_hf
+from rospr_jax.model import hf_checkpoint, t5x_checkpoint
+from rospr_jax.model.hf_checkpoint import CONFIG_FILE, hf_weight_files, open_hf
 from rospr_jax.model.param_tree import Params, collect, flatten
-from rospr_jax.model.t5x_checkpoint import CHECKPOINT_FILE, open_t5x, resolve_checkpoint_file, save_t5x
+from rospr_jax.model.t5x_checkpoint import CHECKPOINT_FILE, open_t5x, resolve_checkpoint_file
 
 __all__ = ["checkpoint_fingerprint", "detect_format", "load_checkpoint", "load_fingerprinted",
            "params_fingerprint", "save_hf", "save_t5x"]
@@ -70,6 +71,41 @@ def _open(path: str | os.PathLike) -> tuple[T5Config, Iterator[tuple[str, np.nda
   return (open_hf if detect_format(path) == "hf" else open_t5x)(path)
 
 
+WEIGHTS_FINGERPRINT = "weights_fingerprint"  # the key of a saved checkpoint's manifest.json
+
+
+def save_hf(path: str | os.PathLike, config: T5Config, params: Params, *args,
+            fingerprint: str | None = None, **kwargs) -> Path:
+  """`hf_checkpoint.save_hf`, its manifest.json recording the weights' fingerprint (`fingerprint`, when
+  the caller has it: `params_fingerprint(config, params)`), which every fingerprinted load checks."""
+  facts = {WEIGHTS_FINGERPRINT: fingerprint or params_fingerprint(config, params)}
+  return hf_checkpoint.save_hf(path, config, params, *args, manifest_facts=facts, **kwargs)
+
+
+def save_t5x(path: str | os.PathLike, config: T5Config, params: Params, *args,
+             fingerprint: str | None = None, **kwargs) -> Path:
+  """`t5x_checkpoint.save_t5x`, its `checkpoint_<step>/manifest.json` recording the weights' fingerprint
+  (as `save_hf`)."""
+  facts = {WEIGHTS_FINGERPRINT: fingerprint or params_fingerprint(config, params)}
+  return t5x_checkpoint.save_t5x(path, config, params, *args, manifest_facts=facts, **kwargs)
+
+
+def _check_recorded(path: str | os.PathLike, fingerprint: str) -> str:
+  """`fingerprint` of the checkpoint at `path`, refused (ValueError, naming the manifest) when the
+  manifest.json its writer left records another: a weight file changed or was damaged since."""
+  folder = Path(path) if detect_format(path) == "hf" else resolve_checkpoint_file(path).parent
+  manifest = folder / storage.MANIFEST
+  if not manifest.is_file():
+    return fingerprint  # a checkpoint this project did not write (the hub's T0)
+  recorded = storage.read_json(manifest, "Checkpoint manifest")
+  recorded = recorded.get(WEIGHTS_FINGERPRINT) if isinstance(recorded, dict) else None
+  if recorded is not None and recorded != fingerprint:
+    raise ValueError(f"Checkpoint {path}: its weights have fingerprint {fingerprint}, not the {recorded} "
+                     f"that {manifest} recorded when they were written: a weight file was changed or "
+                     "damaged since. Restore it, or write the checkpoint again.")
+  return fingerprint
+
+
 def _with_dtype(config: T5Config, dtype: Any) -> T5Config:
   if dtype is None:
     return config
@@ -106,12 +142,12 @@ def load_fingerprinted(path: str | os.PathLike, dtype: Any = jnp.float32) -> tup
   fingerprint, remember = _cached_fingerprint(path)
   config, tensors = _open(path)
   if fingerprint is not None:
-    return _with_dtype(config, dtype), collect(tensors, dtype), fingerprint
+    return _with_dtype(config, dtype), collect(tensors, dtype), _check_recorded(path, fingerprint)
   digests: dict[str, str] = {}
   params = collect(tensors, dtype, lambda name, array: digests.__setitem__(name, _tensor_digest(name, array)))
   fingerprint = _combine(config, digests)
   remember(fingerprint)
-  return _with_dtype(config, dtype), params, fingerprint
+  return _with_dtype(config, dtype), params, _check_recorded(path, fingerprint)
 
 
 def checkpoint_fingerprint(path: str | os.PathLike) -> str:
@@ -148,7 +184,7 @@ def checkpoint_fingerprint(path: str | os.PathLike) -> str:
       del array  # Before the next one is read: one tensor in memory at a time.
     fingerprint = _combine(config, digests)
     remember(fingerprint)
-  return fingerprint
+  return _check_recorded(path, fingerprint)
 
 
 def params_fingerprint(config: T5Config, params: Params) -> str:

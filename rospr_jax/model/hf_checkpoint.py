@@ -115,7 +115,7 @@ DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # transformers' default; also bounds the me
 
 def save_hf(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any],
             max_shard_bytes: int | None = DEFAULT_MAX_SHARD_BYTES, *,
-            extra_files: Iterable[str | os.PathLike] = ()) -> Path:
+            extra_files: Iterable[str | os.PathLike] = (), manifest_facts: dict | None = None) -> Path:
   """Writes a Hugging Face T5 directory (config.json + safetensors), atomically.
 
   Args:
@@ -128,6 +128,7 @@ def save_hf(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any]
       are held in memory while its file is written (safetensors writes a file in one call), so the
       bound is also the extra memory of a save.
     extra_files: files copied into the directory (a tokenizer, for instance).
+    manifest_facts: more facts for its manifest.json (`checkpoints.save_hf`: the weights' fingerprint).
 
   Returns:
     The directory.
@@ -146,7 +147,7 @@ def save_hf(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any]
     shards[-1].append(item)
     size += item[1].nbytes
 
-  with storage.output_folder(path, "Hugging Face checkpoint", overwrite_flag=None) as tmp_dir:
+  with storage.output_folder(path, "Hugging Face checkpoint", overwrite_flag=None, facts=manifest_facts) as tmp_dir:
     tmp = Path(tmp_dir)
     (tmp / CONFIG_FILE).write_text(json.dumps(config_to_hf(config), indent=2) + "\n")
     if len(shards) == 1:

@@ -309,14 +309,15 @@ def _settled_on_error():
 
 
 def save_t5x(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any], step: int = 0, *,
-             inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES, extra_files: Sequence[str | os.PathLike] = ()
-             ) -> Path:
+             inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES, extra_files: Sequence[str | os.PathLike] = (),
+             manifest_facts: dict | None = None) -> Path:
   """Writes `params` as T5X checkpoint `path/checkpoint_<step>` (atomically: temp dir, then rename).
 
   Arrays above `inline_max_bytes` become gzip zarr arrays written through tensorstore, as T5X writes
   them; smaller ones are stored inline in the msgpack. Parameters keep their dtype. The optimizer
   state holds only `step`. `extra_files` are copied into `checkpoint_<step>` (the SentencePiece
-  model, which `tokenization.find_sentencepiece_model` looks for there).
+  model, which `tokenization.find_sentencepiece_model` looks for there). `manifest_facts` go into its
+  manifest.json (`checkpoints.save_t5x`: the weights' fingerprint).
 
   Returns:
     The `checkpoint_<step>` directory.
@@ -328,7 +329,7 @@ def save_t5x(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any
   import tensorstore as ts  # pylint: disable=g-import-not-at-top
 
   final = Path(path) / f"checkpoint_{int(step)}"
-  with (storage.output_folder(final, "T5X checkpoint", overwrite_flag=None) as tmp_dir,
+  with (storage.output_folder(final, "T5X checkpoint", overwrite_flag=None, facts=manifest_facts) as tmp_dir,
         _settled_on_error() as pending):
     tmp = Path(tmp_dir)
     target = {}

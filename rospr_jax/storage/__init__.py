@@ -304,14 +304,15 @@ def new_folder(final: PathLike, what: str, *, replace: bool = False,
   return tempfile.mkdtemp(prefix=tmp_prefix(target.name), dir=parent)
 
 
-def commit_folder(tmp: str, final: PathLike, what: str) -> None:
+def commit_folder(tmp: str, final: PathLike, what: str, facts: dict | None = None) -> None:
   """Makes the finished local folder `tmp` the folder artifact `final`: its manifest written last (one
-  listing every file's sha256 when the writer wrote none), an older `final` decommitted (its manifest
-  removed first) and replaced; locally by a rename, at a URL by uploading the files, the manifest last."""
+  listing every file's sha256, and `facts`, when the writer wrote none), an older `final` decommitted
+  (its manifest removed first) and replaced; locally by a rename, at a URL by uploading the files, the
+  manifest last."""
   target = as_path(final, what, output=True)
   names = _files_of(tmp)
   if MANIFEST not in names:
-    write_manifest(tmp, {"files": {n: sha256_file(os.path.join(tmp, n)) for n in names}})
+    write_manifest(tmp, {"files": {n: sha256_file(os.path.join(tmp, n)) for n in names}, **(facts or {})})
     names.append(MANIFEST)
   os.chmod(tmp, 0o777 & ~umask())
   try:
@@ -332,13 +333,14 @@ def commit_folder(tmp: str, final: PathLike, what: str) -> None:
 
 @contextlib.contextmanager
 def output_folder(final: PathLike, what: str, *, replace: bool = False,
-                  overwrite_flag: str | None = "--overwrite") -> Iterator[str]:
+                  overwrite_flag: str | None = "--overwrite", facts: dict | None = None) -> Iterator[str]:
   """Yields a local temporary folder (`new_folder`) that becomes the folder artifact `final` when the
-  block succeeds (`commit_folder`); on error `final` is untouched and the temporary folder removed."""
+  block succeeds (`commit_folder`, `facts` in its manifest); on error `final` is untouched and the
+  temporary folder removed."""
   tmp = new_folder(final, what, replace=replace, overwrite_flag=overwrite_flag)
   try:
     yield tmp
-    commit_folder(tmp, final, what)
+    commit_folder(tmp, final, what, facts)
   except OSError as e:  # a full disk names the folder being written, not its temporary name
     inside = os.fspath(e.filename or "")
     if inside.startswith(tmp):

@@ -24,7 +24,11 @@ from checkpoint_fixtures import EXPECTED_CONFIG, KINDS, edit_config
 from rospr_jax.backbone import load_backbone
 from rospr_jax.model import checkpoints
 from rospr_jax.model.checkpoints import (checkpoint_fingerprint, load_checkpoint, load_fingerprinted,
-                                         params_fingerprint, save_hf, save_t5x)
+                                         params_fingerprint)
+# The format writers alone: files with no recorded fingerprint, as the hub's (these tests edit them in
+# place and count the hashing); `checkpoints.save_hf` / `save_t5x` record it (the last test).
+from rospr_jax.model.hf_checkpoint import save_hf
+from rospr_jax.model.t5x_checkpoint import save_t5x
 from rospr_jax.model.param_tree import flatten, param_shapes, unflatten
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -355,3 +359,32 @@ def test_hashing_holds_one_tensor_and_loading_one_copy(tmp_path):
   # The largest tensor (32 MiB), a 16 MiB block of a transposed one, slack.
   assert hashing - before < (32 + 16 + 32) * 2**20, (hashing - before) / 2**20
   assert loading - before < loaded + (32 + 16 + 32) * 2**20, ((loading - before) / 2**20, loaded / 2**20)
+
+
+@pytest.mark.parametrize("kind", ["hf", "t5x"])
+def test_a_checkpoint_changed_after_it_was_written_is_refused_by_its_manifest(tmp_path, kind):
+  """`checkpoints.save_hf` / `save_t5x` record the weights' fingerprint in the manifest.json they commit;
+  a fingerprinted load checks it, so a weight file edited in place is refused, naming the manifest."""
+  from rospr_jax.model import get_config, init_params
+  import jax
+  config = get_config("tiny")
+  params = jax.tree.map(np.asarray, init_params(config, jax.random.PRNGKey(0)))
+  if kind == "hf":
+    folder = checkpoints.save_hf(tmp_path / "ckpt", config, params)
+    weights = folder / "model.safetensors"
+  else:
+    folder = checkpoints.save_t5x(tmp_path / "ckpt", config, params, inline_max_bytes=10**9)  # msgpack only
+    weights = folder / "checkpoint"
+  recorded = json.loads((folder / "manifest.json").read_text())["weights_fingerprint"]
+  assert recorded == params_fingerprint(config, params) == load_fingerprinted(folder)[2]
+  data = bytearray(weights.read_bytes())
+  embedding = np.ascontiguousarray(params["token_embedder"]["embedding"]).tobytes()
+  data[data.index(embedding[:64]) + 5] ^= 0x10  # one bit of the embedding's values, in place
+  weights.write_bytes(bytes(data))
+  with pytest.raises(ValueError, match=r"^Checkpoint .*: its weights have fingerprint [0-9a-f]{16}, not the "
+                                       rf"{recorded} that {folder / 'manifest.json'} recorded when they were "
+                                       r"written: a weight file was changed or damaged since\."):
+    load_fingerprinted(folder)
+  with pytest.raises(ValueError, match="a weight file was changed or damaged since"):
+    checkpoint_fingerprint(folder)
+
