@@ -212,7 +212,9 @@ def stop_on_runtime_error(error: BaseException) -> None:
 
 
 def _say(message: str) -> None:
-  print(f"{_State.prog}: {message}", file=sys.stderr, flush=True)
+  # One write, newline included: a runtime thread's log line cannot land between text and newline.
+  sys.stderr.write(f"{_State.prog}: {message}\n")
+  sys.stderr.flush()
 
 
 def _watch() -> None:

@@ -137,7 +137,8 @@ def run(command: list[str], prog: str, where: str, heartbeat_timeout: int) -> in
       why = ("its coordination service stopped answering" if lost.endswith("the coordinator") else
              f"no heartbeat for ROSPR_HEARTBEAT_TIMEOUT={heartbeat_timeout} s: killed, out of memory, "
              "or its host is gone")
-      print(f"{prog}: {lost_line(where, lost, why)}", file=sys.stderr, flush=True)
+      sys.stderr.write(f"{prog}: {lost_line(where, lost, why)}\n")
+      sys.stderr.flush()
     return 1
   stderr.release()
   return code if code >= 0 else 128 - code

@@ -21,7 +21,8 @@ GIN_CALL_NOTE = "\n  In call to configurable"  # what gin appends to an error ra
 
 def error(prog: str, message: Any) -> int:
   """Prints `prog: message` on stderr; returns the exit code of bad input (2)."""
-  print(f"{prog}: {message}", file=sys.stderr)
+  sys.stderr.write(f"{prog}: {message}\n")  # one write: no runtime log line lands inside it
+  sys.stderr.flush()
   distributed.note_error(str(message))  # what the other processes of a multi-process run report
   return 2
 
