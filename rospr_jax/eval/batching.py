@@ -119,10 +119,10 @@ def scoring_memory_lower_bound(config, *, batch_size: int, input_length: int, de
 
 def _check_batch_fits(config, groups: dict, batch_size: int, prompt_length: int) -> None:
   """Refuses, naming BATCH_SIZE, batches whose lower bound exceeds this process's device memory."""
+  limit, where = partitioning.memory_limit()
   for input_length, slots, target_length in groups:
     need = scoring_memory_lower_bound(config, batch_size=batch_size, input_length=prompt_length + input_length,
                                       decoder_tokens=slots * target_length)
-    limit, where = partitioning.memory_limit()
     if need > limit:
       raise ValueError(f"Scoring needs at least {need / 2**30:,.1f} GiB per batch (BATCH_SIZE {batch_size} rows "
                        f"of {prompt_length + input_length} input and {slots * target_length} answer tokens), "

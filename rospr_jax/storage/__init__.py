@@ -246,9 +246,10 @@ def read_manifest(directory: PathLike, what: str, *, required: Sequence[str] = (
   manifest = read_json(path, f"{what} manifest")
   if not isinstance(manifest, dict):
     raise ValueError(f"{what} manifest {path} holds a JSON {type(manifest).__name__}, not an object.")
-  if kind is not None and manifest.get("kind", kind if "kind" not in required else None) != kind:
-    raise ValueError(f"{directory} is not a {what.lower()}: its manifest {path} is of kind "
-                     f"{manifest.get('kind')!r}, not {kind!r}.")
+  found = manifest.get("kind")  # None: written before kinds were recorded, unless "kind" is required
+  if kind is not None and found != kind and (found is not None or "kind" in required):
+    raise ValueError(f"{directory} is not a {what.lower()}: its manifest {path} is of kind {found!r}, "
+                     f"not {kind!r}.")
   missing = [k for k in required if k not in manifest]
   if missing:
     raise ValueError(f"{what} manifest {path} lacks the keys {missing}.")
