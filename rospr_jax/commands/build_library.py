@@ -112,6 +112,8 @@ def main(argv: list[str]) -> int:
     inputs = ("source", "instances", "source_names", "vocab")  # files: a URL is read into a local copy
     storage.require_local_args(args, urls=("out", "prompts", "retriever", *inputs))
     common.check_path_kinds(args, files=inputs, folders=("out", "retriever"))
+    common.check_output(args, "out", kind=store.KIND, inputs=("prompts", "retriever", *inputs),
+                        overwrite=args.overwrite)
     copies.local_copies_of_args(args, inputs)
     writes = multihost.is_writer()  # every process embeds its share of each batch; process 0 writes
     args.prompts = copies.local_copy(args.prompts, "--prompts")

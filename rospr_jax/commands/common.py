@@ -43,6 +43,22 @@ def check_path_kinds(args, *, files: tuple[str, ...] = (), folders: tuple[str, .
                            f"give {expected}.")
 
 
+def check_output(args, dest: str, *, kind: str, inputs: tuple[str, ...] = (), overwrite: bool = False) -> None:
+  """Refuses, before any work, the output folder of flag `dest` when the command may not write there
+  (`storage.check_destination`: a folder of the user's, a link, the working folder or one above it, a
+  folder holding one of the paths of the `inputs` flags, an artifact of its own `kind` without
+  `--overwrite`)."""
+  from rospr_jax import storage  # pylint: disable=g-import-not-at-top
+  paths = []
+  for name in inputs:
+    values = getattr(args, name, None)
+    for value in values if isinstance(values, (list, tuple)) else [values]:
+      if isinstance(value, str):
+        paths.append(value.rpartition("=")[2] if name == "source" else value)
+  storage.check_destination(getattr(args, dest), f"--{dest.replace('_', '-')}", kind=kind,
+                            overwrite=overwrite, inputs=paths)
+
+
 def gin_error_line(error: BaseException) -> str:
   """gin's error in one line, its location first: `FILE:LINE: message (the line)` (gin writes the
   file, line and text below the message)."""

@@ -65,7 +65,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
   # OUTPUT_DIR is used in place, local or at a URL: each record is one file, written whole as it is
   # scored (a rerun resumes from them). One run at a time (process 0 holds the lock).
   output_dir = storage.absolute(storage.as_path(output_dir, "OUTPUT_DIR", output=True))
-  with storage.run_lock(output_dir, "evaluate") if writes else contextlib.nullcontext():
+  with storage.run_lock(output_dir, "evaluate", "OUTPUT_DIR") if writes else contextlib.nullcontext():
     if writes:  # what a killed run left: temporaries
       storage.remove_leftovers(output_dir, recursive=True)
     methods = default_methods() if methods is None else methods

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--library", required=True, help="Library directory (rospr build-library).")
   parser.add_argument("--queries", required=True, help="JSONL of the target's rendered inputs.")
   parser.add_argument("--out", required=True, help="Directory for selection.json and prompt.npy.")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="Replace the selection already at --out (never a folder of other files).")
   parser.add_argument("--target", default=None, help="Target name, recorded in the selection.")
   parser.add_argument("--rule", default="rospr", choices=list(selection.RULES),
                       help="The selection rule (those marked * need --backbone): " + ", ".join(
@@ -66,6 +68,8 @@ def main(argv: list[str]) -> int:
   try:
     storage.require_local_args(args, urls=("library", "out", "queries", "vocab", "retriever", "backbone"))
     common.check_path_kinds(args, files=("queries", "vocab"), folders=("library", "out", "retriever", "backbone"))
+    common.check_output(args, "out", kind=retrieve.SELECTION_KIND, overwrite=args.overwrite,
+                        inputs=("library", "queries", "vocab", "retriever", "backbone"))
     copies.local_copies_of_args(args, ("queries", "vocab"))
     rule = selection.get_rule(args.rule)
     config = selection.SelectionConfig(**{f.name: getattr(args, f.name)
@@ -100,7 +104,8 @@ def main(argv: list[str]) -> int:
     # Every process embeds its share of the queries (and VAR scores them on its own devices, alike);
     # process 0 writes.
     if multihost.is_writer():
-      with storage.output_folder(args.out, "--out", replace=True) as out:
+      with storage.output_folder(args.out, "--out", kind=retrieve.SELECTION_KIND,
+                                 overwrite=args.overwrite) as out:
         retrieve.save_selection(out, chosen, prompt)
     if common.wait_for_process_zero(PROG, f"wrote the selection to {args.out}"):
       return 0

@@ -329,7 +329,7 @@ def write_store(cache: pathlib.Path, parsed: Parsed, reference: bytes | None, so
   if not tasks:
     raise SourceError(f"{source.get('path') or source['key']} holds no BIG-bench JSON task; {SOURCE_HINT}")
   final = cache / STORE_NAME
-  with storage.output_folder(final, "The BIG-bench store", replace=True) as tmp:
+  with storage.output_folder(final, "The BIG-bench store", kind=STORE_KIND, overwrite=True) as tmp:
     tmp = pathlib.Path(tmp)
     with zipfile.ZipFile(tmp / "tasks.zip", "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
       for name, info in tasks.items():

@@ -31,6 +31,7 @@ from rospr_jax import storage
 
 FORMAT_VERSION = 1
 KIND = "rospr_prompts"
+SOURCE_KIND = "rospr_source_prompt"  # one source's folder, checkpoint_<step>/ beside the table's
 MANIFEST = storage.MANIFEST
 TABLE = "prompts.npy"
 PROMPT_FILE = "encoder.prompt.prompt.prompt"
@@ -82,7 +83,7 @@ def export_prompts(export_dir: str, prompts, names: Sequence[str], step: int, *,
   sources = []
   for s, name in enumerate(names):
     path = source_prompt_path(export_dir, name, step)
-    with storage.output_folder(os.path.dirname(path), "Prompt export", replace=True) as tmp:
+    with storage.output_folder(os.path.dirname(path), "Prompt export", kind=SOURCE_KIND, overwrite=True) as tmp:
       storage.save_npy(os.path.join(tmp, PROMPT_FILE), table[s])
     sources.append({
         "id": s, "name": name, "dir": source_dir_name(name),
@@ -103,7 +104,7 @@ def export_prompts(export_dir: str, prompts, names: Sequence[str], step: int, *,
       **(extra or {}),
   }
 
-  with storage.output_folder(final, "Prompt export", replace=True) as tmp:
+  with storage.output_folder(final, "Prompt export", kind=KIND, overwrite=True) as tmp:
     storage.save_npy(os.path.join(tmp, TABLE), table)
     manifest["prompts"]["sha256"] = storage.sha256_file(os.path.join(tmp, TABLE))
     storage.write_manifest(tmp, manifest)

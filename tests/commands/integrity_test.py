@@ -154,13 +154,13 @@ def test_a_second_evaluation_into_a_folder_in_use_is_refused(world, tmp_path, ca
   root, checkpoint, _ = world
   out = tmp_path / "eval"
   holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from rospr_jax import storage\n"
-                             f"with storage.run_lock({str(out)!r}, 'evaluate'):\n"
+                             f"with storage.run_lock({str(out)!r}, 'evaluate', 'OUTPUT_DIR'):\n"
                              "  print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
   try:
     assert holder.stdout.readline().strip() == "held"
     assert cli.main(_evaluate_argv(checkpoint, out, root / "data")) == 2
     assert f"{out} is in use by evaluate (pid {holder.pid}" in capsys.readouterr().err
-    assert sorted(os.listdir(out)) == [".rospr.lock", ".rospr.lock.json"]  # nothing of ours written
+    assert sorted(os.listdir(out)) == [".rospr.lock", ".rospr.lock.json", ".rospr_run.json"]  # the holder's
   finally:
     holder.kill()  # -9: its lock goes with it
     holder.wait()

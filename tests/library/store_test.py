@@ -98,7 +98,7 @@ def test_writer_is_atomic_and_refuses_to_clobber(tmp_path):
       raise RuntimeError("boom")
   assert os.listdir(tmp_path) == []
   _build(lib_dir)
-  with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+  with pytest.raises(FileExistsError, match="already holds a rospr_library; pass --overwrite"):
     _build(lib_dir)
   lib = _build(lib_dir, shard_rows=100, overwrite=True)
   assert len(lib.manifest["shards"]) == 1
@@ -111,7 +111,7 @@ def test_overwrite_replaces_libraries_only(tmp_path):
   (folder / "sub").mkdir(parents=True)
   (folder / "notes.txt").write_text("keep me")
   (folder / "sub" / "data.bin").write_bytes(b"\0" * 8)
-  with pytest.raises(FileExistsError, match=f"{folder} is not a library .*choose another --out"):
+  with pytest.raises(FileExistsError, match=f"{folder} holds files that are not a rospr_library .*give a new or empty folder"):
     _build(folder, overwrite=True)
   assert (folder / "notes.txt").read_text() == "keep me" and (folder / "sub" / "data.bin").exists()
   assert sorted(os.listdir(tmp_path)) == ["notes"]
