@@ -256,3 +256,26 @@ def test_a_count_below_one_names_the_flag_or_the_macro_the_user_typed(tmp_path, 
                       "--gin.NUM_NEIGHBORS=0", cwd=tmp_path)
   assert code == 2 and "num_neighbors (NUM_NEIGHBORS) must be an integer >= 1; got 0" in line, line
   assert not (tmp_path / "eval").exists() and not (tmp_path / "sel").exists()
+
+
+def test_evaluate_macros_of_the_wrong_type_are_one_line_naming_each_macro(tmp_path, capsys):
+  """Was: METHODS=5, TARGETS=5, SEED='a', DATA_DIR=5 gave 31-39-line tracebacks; METHODS=[] an empty
+  report and exit 0; SEED=-1 numpy's message naming no setting. All refused before the backbone loads."""
+  from cli_runner import run_rospr
+  base = ["evaluate", "--gin_file=models/tiny.gin", "--gin_file=eval/generated_targets.gin",
+          f"--gin.OUTPUT_DIR='{tmp_path / 'eval'}'"]
+  code, line = _rospr(*base, "--gin.METHODS=5", "--gin.TARGETS=5", "--gin.SEED='a'", "--gin.DATA_DIR=5", cwd=ROOT)
+  assert (code, line) == (2, "rospr evaluate: error: TARGETS must be a list of groups or task names, e.g. "
+                             "['held_out'], not 5; METHODS must be None or a list of method names, e.g. ['T0', "
+                             "'RoSPr'], not 5; SEED must be an integer >= 0 (it seeds the draw of MAX_EXAMPLES and "
+                             "of the queries), not 'a'; DATA_DIR must be None or a string, not 5."), line
+  cases = {"--gin.METHODS=[]": "METHODS is empty: nothing would be evaluated; give None or a list of method names, "
+                               "e.g. ['T0', 'RoSPr'].",
+           "--gin.TARGETS=None": "TARGETS must be a list of groups or task names, e.g. ['held_out'], not None.",
+           "--gin.METHODS='T0'": "METHODS must be None or a list of method names, e.g. ['T0'], not the string 'T0'.",
+           "--gin.SEED=-1": "SEED must be an integer >= 0 (it seeds the draw of MAX_EXAMPLES and of the queries), "
+                            "not -1."}
+  for flag, says in cases.items():
+    code, err = run_rospr([*base, flag], capsys)
+    assert (code, err) == (2, f"rospr evaluate: error: {says}\n"), flag
+  assert not (tmp_path / "eval").exists()
