@@ -230,3 +230,22 @@ def test_an_edited_selection_is_refused_by_its_record(world, tmp_path, capsys):
   selection.write_text(saved)
   assert cli.main(argv) == 0  # the intact selection is resumed
 
+
+
+def test_inputs_longer_than_the_model_reads_are_counted_per_target(world, tmp_path, capsys):
+  """Was: an input over the model's input length (1024 tokens) was cut without a trace. Each record,
+  results.json (per target and per dataset) and results.md count them."""
+  _, checkpoint, _ = world
+  data = tmp_path / "data" / "super_glue" / "rte"
+  data.mkdir(parents=True)
+  rows = [{"premise": ("qz" * 600 if i in (1, 4) else f"The cat {i} sat."),  # 1200 tokens in 1200 characters
+           "hypothesis": "A cat sat.", "idx": i, "label": i % 2} for i in range(6)]
+  (data / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  out = tmp_path / "eval"
+  assert cli.main(_evaluate_argv(checkpoint, out, tmp_path / "data")) == 0
+  (record,) = (out / "records").rglob("T0.json")
+  assert json.loads(record.read_text())["truncated_inputs"] == 2
+  results = json.loads((out / "results.json").read_text())
+  assert [r["truncated_inputs"] for r in results["per_template"]] == [2]
+  assert results["summary"]["truncated_inputs"] == {"super_glue/rte": 2}
+  assert "| inputs truncated | 2 | 2 |" in (out / "results.md").read_text()
