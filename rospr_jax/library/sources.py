@@ -6,7 +6,9 @@ Two JSONL layouts are read (one JSON value per line, blank lines skipped):
   (an optional "source" must then equal the source's name);
 - one file for all sources: each line an object {"source": name, "text": rendered text}.
 
-Targets' query files use objects {"text": ..., "choices": [...]} (choices are needed by VAR only).
+Targets' query files use objects {"text": ..., "choices": [...], "target": name} (choices are needed
+by VAR only; the target, which `rospr tasks --show NAME --queries FILE` records on every line, is
+checked against the one `rospr retrieve --target` names, so the queries of RTE never retrieve for CB).
 A prompted task (`rospr_jax.data.prompted`, the layer under the SeqIO tasks) gives its texts directly:
 `draw_task_texts` renders only the drawn examples, so a library of the 313 P3 sources does not
 render the millions of examples of their training splits.
@@ -38,10 +40,12 @@ class SourceTexts:
 
 @dataclasses.dataclass(frozen=True)
 class Query:
-  """One unlabeled input of a target; `choices` (rendered answer choices) only for VAR."""
+  """One unlabeled input of a target; `choices` (rendered answer choices) only for VAR; `target`: the
+  target the queries file says it is of, if it says."""
 
   text: str
   choices: tuple[str, ...] | None = None
+  target: str | None = None
 
 
 def _json_lines(path: str) -> Iterator[tuple[int, object]]:
@@ -90,11 +94,36 @@ def read_instances(path: str) -> dict[str, list[str]]:
   return by_source
 
 
-def read_queries(path: str) -> list[Query]:
-  """A target's inputs: {"text": ..., "choices": [...]} objects (or JSON strings) per line."""
-  queries = []
+def _query_target(path: str, line_no: int, value: object) -> str | None:
+  """The target a query line names, or None."""
+  found = value.get("target") if isinstance(value, dict) else None
+  if found is not None and not isinstance(found, str):
+    raise ValueError(f"{path}: line {line_no} has a \"target\" that is not a string (got {found!r:.80}).")
+  return found
+
+
+def _check_query_target(path: str, line_no: int, found: str | None, target: str | None,
+                        first: tuple[int, str] | None) -> None:
+  """Refuses a line of another target than `target` (--target) or than the `first` (line, target)."""
+  if found is not None and target is not None and found != target:
+    raise ValueError(f"{path}: line {line_no} is a query of the target {found!r}, not of --target {target!r}; "
+                     f"give the queries of {target!r} (rospr tasks --show {target} --queries FILE writes them).")
+  if found is not None and first is not None and found != first[1]:
+    raise ValueError(f"{path}: line {line_no} is a query of the target {found!r}, line {first[0]} of "
+                     f"{first[1]!r}; a queries file holds the queries of one target.")
+
+
+def read_queries(path: str, target: str | None = None) -> list[Query]:
+  """A target's inputs: {"text": ..., "choices": [...], "target": ...} objects (or JSON strings) per
+  line. A line that names its target must name `target` (--target, when given) and the target of the
+  other lines: a mismatch is refused naming the file, the line and both targets. Each query carries
+  the target its file names (or `target`)."""
+  queries, first = [], None
   for line_no, value in _json_lines(path):
     text = _text(path, line_no, value)
+    found = _query_target(path, line_no, value)
+    _check_query_target(path, line_no, found, target, first)
+    first = first or ((line_no, found) if found is not None else None)
     choices = value.get("choices") if isinstance(value, dict) else None
     if choices is not None:
       if (not isinstance(choices, list) or not choices
@@ -102,7 +131,7 @@ def read_queries(path: str) -> list[Query]:
         raise ValueError(f"{path}: line {line_no} has \"choices\" that are not a non-empty list of "
                          "non-empty strings.")
       choices = tuple(choices)
-    queries.append(Query(text, choices))
+    queries.append(Query(text, choices, found or target))
   if not queries:
     raise ValueError(f"{path}: no queries.")
   return queries

@@ -95,6 +95,22 @@ def test_library_and_retrieval_inputs_that_are_not_utf8_name_file_and_line(tmp_p
                       "--num-neighbors", "3", *flags, cwd=tmp_path)
   assert code == 2 and f"{queries}: line 2 is not UTF-8 (byte 0xe9 at column 14)" in line, line
   assert _files(tmp_path) == before and not (tmp_path / "sel").exists()
+  # Queries recording their target (as `rospr tasks --queries` writes them) are refused for another
+  # --target (was: RTE's queries retrieved for CB silently), and name the target when --target is absent.
+  queries.write_text("".join(json.dumps({"text": f"a text {i}", "target": "super_glue_rte_GPT_3_style"}) + "\n"
+                             for i in range(2)))
+  code, line = _rospr("retrieve", "--library", tmp_path / "lib", "--queries", queries, "--out", tmp_path / "sel",
+                      "--num-neighbors", "3", "--target", "super_glue_cb_GPT_3_style", *flags, cwd=tmp_path)
+  assert (code, line) == (2, f"rospr retrieve: {queries}: line 1 is a query of the target "
+                             "'super_glue_rte_GPT_3_style', not of --target 'super_glue_cb_GPT_3_style'; give the "
+                             "queries of 'super_glue_cb_GPT_3_style' (rospr tasks --show super_glue_cb_GPT_3_style "
+                             "--queries FILE writes them)."), line
+  assert not (tmp_path / "sel").exists()
+  from rospr_jax import cli
+  assert cli.main(["retrieve", "--library", str(tmp_path / "lib"), "--queries", str(queries), "--out",
+                   str(tmp_path / "sel"), "--num-neighbors", "3", *map(str, flags)]) == 0
+  assert json.loads((tmp_path / "sel" / "selection.json").read_text())["params"]["target"] == (
+      "super_glue_rte_GPT_3_style")
 
 
 def test_build_library_names_the_flag_of_a_wrong_kind_of_path_or_prompt_file(tmp_path, tiny_model):

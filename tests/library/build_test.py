@@ -94,6 +94,15 @@ def test_source_files(tmp_path):
   path.write_text('{"text": "q", "choices": []}\n')
   with pytest.raises(ValueError, match="line 1 has \"choices\" that are not a non-empty list"):
     sources.read_queries(str(path))
+  path.write_text('{"text": "q", "target": "rte"}\n"plain"\n{"text": "r", "target": "cb"}\n')
+  with pytest.raises(ValueError, match="s.jsonl: line 3 is a query of the target 'cb', line 1 of 'rte'; a queries "
+                                       "file holds the queries of one target."):
+    sources.read_queries(str(path))
+  path.write_text('{"text": "q", "target": 5}\n')
+  with pytest.raises(ValueError, match="s.jsonl: line 1 has a \"target\" that is not a string"):
+    sources.read_queries(str(path))
+  path.write_text('{"text": "q", "target": "rte"}\n"plain"\n')
+  assert sources.read_queries(str(path), "rte") == [sources.Query("q", None, "rte"), sources.Query("plain", None, "rte")]
 
 
 def _args(tmp_path, **overrides):
