@@ -218,7 +218,7 @@ class LibraryWriter:
         "index": index_record,
         "extra": self.extra,
     }
-    storage.write_manifest(self.tmp, manifest)
+    storage.write_manifest(self.tmp, storage.with_facts_sha256(manifest))
     if not self.overwrite and storage.as_path(self.directory).exists():
       raise FileExistsError(f"Library directory {self.directory} appeared while writing.")
     storage.commit_folder(self.tmp, self.directory, "Library")

@@ -220,6 +220,30 @@ def write_manifest(directory: PathLike, manifest: dict) -> None:
   write_json(as_path(directory) / MANIFEST, manifest, indent=1, sort_keys=True)
 
 
+FACTS_KEY = "facts_sha256"  # a manifest's digest of its own facts (`with_facts_sha256`)
+
+
+def facts_sha256(manifest: dict) -> str:
+  """sha256 of a manifest's facts: every key but FACTS_KEY, as JSON with sorted keys."""
+  facts = {k: v for k, v in manifest.items() if k != FACTS_KEY}
+  return hashlib.sha256(json.dumps(facts, sort_keys=True, ensure_ascii=True).encode("ascii")).hexdigest()
+
+
+def with_facts_sha256(manifest: dict) -> dict:
+  """`manifest` with the digest of its facts (FACTS_KEY), which `check_facts` compares on read: the
+  sha256s of a manifest protect its files, this protects what it says (source names, a metric, ...)."""
+  return {**manifest, FACTS_KEY: facts_sha256(manifest)}
+
+
+def check_facts(manifest: dict, path: PathLike, what: str, rebuild: str) -> None:
+  """Refuses a manifest whose facts differ from the digest it records (edited after it was written),
+  naming it. A manifest without one (written before digests were recorded) passes."""
+  recorded = manifest.get(FACTS_KEY)
+  if recorded is not None and recorded != (got := facts_sha256(manifest)):
+    raise ValueError(f"{what} manifest {os.fspath(path)} was edited after it was written: its facts have sha256 "
+                     f"{got[:16]}..., not the {str(recorded)[:16]}... it records. {rebuild}")
+
+
 def read_manifest(directory: PathLike, what: str, *, required: Sequence[str] = (), kind: str | None = None,
                   format_version: int | None = None, rebuild: str = "Rebuild it.") -> dict:
   """The checked manifest of the folder artifact `directory` (`what` names it in messages).

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -231,17 +232,39 @@ def test_a_library_and_a_prompt_export_given_for_each_other_are_named_as_what_th
   (tmp_path / "q.jsonl").write_text(json.dumps({"text": "a text"}) + "\n")
   (tmp_path / "all.jsonl").write_text("".join(json.dumps({"source": s, "text": f"{s} text"}) + "\n" for s in "ab"))
   before = _files(tmp_path)
-  code, line = _rospr("retrieve", "--library", tmp_path / "export", "--queries", tmp_path / "q.jsonl",
-                      "--out", tmp_path / "sel", "--retriever", tiny_model.checkpoint, "--vocab", tiny_model.vocab,
-                      cwd=tmp_path)
+
+  def retrieve_from(library):
+    return _rospr("retrieve", "--library", library, "--queries", tmp_path / "q.jsonl", "--out", tmp_path / "sel",
+                  "--retriever", tiny_model.checkpoint, "--vocab", tiny_model.vocab, cwd=tmp_path)
+
+  def build_from(prompts):
+    return _rospr("build-library", "--out", tmp_path / "lib2", "--prompts", prompts, "--instances",
+                  tmp_path / "all.jsonl", "--retriever", tiny_model.checkpoint, "--vocab", tiny_model.vocab, "--n",
+                  "1", "--index", "exact", cwd=tmp_path)
+
+  code, line = retrieve_from(tmp_path / "export")
   assert code == 2 and line.endswith(f"Library {tmp_path / 'export'} has no manifest.json of its own; it holds the "
                                      "folder artifacts checkpoint_5: give the folder of a library."), line
-  code, line = _rospr("build-library", "--out", tmp_path / "lib2", "--prompts", tmp_path / "library",
-                      "--instances", tmp_path / "all.jsonl", "--retriever", tiny_model.checkpoint, "--vocab",
-                      tiny_model.vocab, "--n", "1", "--index", "exact", cwd=tmp_path)
+  code, line = build_from(tmp_path / "library")
   assert code == 2 and line.endswith(f"{tmp_path / 'library'} is not a prompt export: its manifest "
                                      f"{tmp_path / 'library' / 'manifest.json'} is of kind 'rospr_library', not "
                                      "'rospr_prompts'."), line
+  assert _files(tmp_path) == before
+  # Was: a per-source prompt file changed after export, and a library's source renamed in its manifest,
+  # were read as they were.
+  source_file = pathlib.Path(export.source_prompt_path(str(tmp_path / "export"), "b", 5))
+  with open(source_file, "wb") as f:
+    np.save(f, np.ones((3, tiny_model.config.emb_dim), np.float32))
+  manifest = tmp_path / "library" / "manifest.json"
+  manifest.write_text(manifest.read_text().replace('"name": "a"', '"name": "super_glue/rte"'))
+  before = _files(tmp_path)
+  code, line = build_from(tmp_path / "export")
+  assert code == 2 and line.startswith(f"rospr build-library: Prompt export file "
+                                       f"{source_file.relative_to(tmp_path / 'export')} in {tmp_path / 'export'} is "
+                                       "corrupted: sha256 "), line
+  code, line = retrieve_from(tmp_path / "library")
+  assert code == 2 and line.startswith(f"rospr retrieve: Library manifest {manifest} was edited after it was "
+                                       "written: its facts have sha256 "), line
   assert _files(tmp_path) == before
 
 
