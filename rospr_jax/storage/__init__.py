@@ -22,6 +22,7 @@ index, a checkpoint) are read through checked copies under `$ROSPR_REMOTE_CACHE`
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import hashlib
 import io
@@ -194,11 +195,19 @@ def text_lines(path: PathLike, shown: PathLike | None = None) -> Iterator[tuple[
     raise FileNotFoundError(f"{shown} does not exist") from None
   with f:
     for line_no, raw in enumerate(f, start=1):
-      try:
-        yield line_no, raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        raise ValueError(f"{shown}: line {line_no} is not UTF-8 (byte 0x{raw[e.start]:02x} at column "
-                         f"{len(raw[:e.start].decode('utf-8', 'replace')) + 1}); save the file as UTF-8.") from None
+      yield line_no, decode_line(raw, shown, line_no)
+
+
+def decode_line(raw: bytes, shown: PathLike, line_no: int, *, cut: bool = False) -> str:
+  """Line `line_no` of the file `shown` as text; a byte that is not UTF-8 is refused naming the file,
+  the line and the column. With `cut` (the line's first bytes only), an incomplete last character is
+  left out."""
+  decoder = codecs.getincrementaldecoder("utf-8")()
+  try:
+    return decoder.decode(raw, final=not cut)
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{shown}: line {line_no} is not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                     f"{len(raw[:e.start].decode('utf-8', 'replace')) + 1}); save the file as UTF-8.") from None
 
 
 def read_json(path: PathLike, what: str = "") -> Any:
