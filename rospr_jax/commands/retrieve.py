@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--seed", type=int, default=0, help="Seed of the query draw.")
   parser.add_argument("--searcher", default="auto", choices=["auto", *store.INDEX_KINDS])
   parser.add_argument("--backbone", help="Backbone checkpoint for VAR's rank classification.")
-  parser.add_argument("--batch-size", type=int, default=32, help="VAR scoring batch size.")
+  parser.add_argument("--batch-size", type=common.positive_int, default=32, help="VAR scoring batch size.")
   parser.add_argument("--no-verify", action="store_true", help="Skip the library's checksums.")
   common.add_retriever_arguments(parser)
   return parser

@@ -410,6 +410,9 @@ def run_lock(directory: PathLike, command: str) -> Iterator[None]:
   directory = os.path.abspath(os.fspath(directory).removeprefix("file://"))
   os.makedirs(directory, exist_ok=True)
   path, holder = os.path.join(directory, LOCK_FILE), os.path.join(directory, LOCK_FILE + ".json")
+  if os.path.isdir(path):  # was: "[Errno 21] Is a directory"
+    raise FileExistsError(f"{path} is a folder, where {command} keeps the lock file of the run in {directory}; "
+                          "move that folder away (rospr never writes one there).")
   lock = filelock.FileLock(path, timeout=0)
   try:
     lock.acquire()

@@ -282,7 +282,7 @@ def test_a_gin_file_error_is_one_line_naming_the_file_and_line(tmp_path):
   assert done.stderr.rstrip().endswith('(include "nope.gin")')
 
 
-def test_a_count_below_one_names_the_flag_or_the_macro_the_user_typed(tmp_path, tiny_model):
+def test_a_count_below_one_names_the_flag_or_the_macro_the_user_typed(tmp_path, tiny_model, capsys):
   """`retrieve --num-neighbors 0` names the flag (argparse, before any work); `evaluate
   --gin.NUM_NEIGHBORS=0` names the macro, before the backbone loads."""
   done = subprocess.run([sys.executable, "-m", "rospr_jax.cli", "retrieve", "--library", tmp_path / "lib",
@@ -290,6 +290,13 @@ def test_a_count_below_one_names_the_flag_or_the_macro_the_user_typed(tmp_path, 
                         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT))
   assert done.returncode == 2 and "Traceback" not in done.stderr
   assert done.stderr.strip().splitlines()[-1] == "rospr retrieve: error: argument --num-neighbors: must be >= 1, got 0"
+  from rospr_jax.commands import retrieve  # was: --batch-size 0 failed in VAR with "range() arg 3 must not be zero"
+  with pytest.raises(SystemExit) as refused:
+    retrieve.build_parser().parse_args(["--library", "l", "--queries", "q", "--out", "o", "--retriever", "r",
+                                        "--vocab", "v", "--batch-size", "0"])
+  assert refused.value.code == 2
+  assert capsys.readouterr().err.splitlines()[-1] == ("rospr retrieve: error: argument --batch-size: must be >= 1, "
+                                                      "got 0")
   code, line = _rospr("evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/generated_targets.gin",
                       f"--gin.CHECKPOINT='{tiny_model.checkpoint}'", f"--gin.OUTPUT_DIR='{tmp_path / 'eval'}'",
                       "--gin.NUM_NEIGHBORS=0", cwd=tmp_path)

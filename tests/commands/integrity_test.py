@@ -249,3 +249,14 @@ def test_inputs_longer_than_the_model_reads_are_counted_per_target(world, tmp_pa
   assert [r["truncated_inputs"] for r in results["per_template"]] == [2]
   assert results["summary"]["truncated_inputs"] == {"super_glue/rte": 2}
   assert "| inputs truncated | 2 | 2 |" in (out / "results.md").read_text()
+
+
+def test_a_lock_file_that_is_a_folder_is_named(world, tmp_path, capsys):
+  """Was: "[Errno 21] Is a directory", naming neither the lock nor what to do."""
+  root, checkpoint, _ = world
+  (tmp_path / "eval" / ".rospr.lock").mkdir(parents=True)
+  code, err = run_rospr(_evaluate_argv(checkpoint, tmp_path / "eval", root / "data"), capsys)
+  assert (code, err) == (2, f"rospr evaluate: error: {tmp_path / 'eval' / '.rospr.lock'} is a folder, where evaluate "
+                            f"keeps the lock file of the run in {tmp_path / 'eval'}; move that folder away (rospr "
+                            "never writes one there).\n")
+  assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [".rospr.lock"]
