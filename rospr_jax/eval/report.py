@@ -97,6 +97,17 @@ def markdown_table(summary: Mapping[str, Any], statistic: str = "mean", interval
   return "\n".join(lines)
 
 
+def truncation_note(records: Sequence[Mapping[str, Any]]) -> str:
+  """A line naming each target some of whose inputs were cut to the model's input length, with how many
+  of its examples ("" when none was)."""
+  cut = {r.get("target") or f"{r['dataset']} {r['template']}": (int(r["truncated_inputs"]), r.get("examples"))
+         for r in records if r.get("truncated_inputs")}
+  if not cut:
+    return ""
+  return ("Inputs longer than the model reads, cut to their first tokens, per target: "
+          + ", ".join(f"{name} {n} of {examples}" for name, (n, examples) in cut.items()) + ".")
+
+
 def plot_accuracy(summary: Mapping[str, Any], path: str, title: str = "Accuracy per dataset") -> None:
   """Grouped bars: accuracy (mean over templates) per dataset, one bar per method; the `chance` row
   (a uniform guess, no model) is drawn as a black tick over each group, not as a bar."""
@@ -201,6 +212,7 @@ def write_report(out_dir: str, records: Sequence[Mapping[str, Any]], *,
     payload["retrieval_frequencies"] = retrieval
   out = storage.as_path(out_dir, "OUTPUT_DIR", output=True)
   sections = [preamble.strip(), "## Accuracy (%), mean over templates", markdown_table(summary, "mean"),
+              truncation_note(records),
               "## The same with Wilson 95% intervals over each dataset's n examples",
               markdown_table(summary, "mean", intervals=True),
               "## Accuracy (%), median over templates", markdown_table(summary, "median"),

@@ -248,7 +248,9 @@ def test_inputs_longer_than_the_model_reads_are_counted_per_target(world, tmp_pa
   results = json.loads((out / "results.json").read_text())
   assert [r["truncated_inputs"] for r in results["per_template"]] == [2]
   assert results["summary"]["truncated_inputs"] == {"super_glue/rte": 2}
-  assert "| inputs truncated | 2 | 2 |" in (out / "results.md").read_text()
+  markdown = (out / "results.md").read_text()
+  assert "| inputs truncated | 2 | 2 |" in markdown
+  assert (f"Inputs longer than the model reads, cut to their first tokens, per target: {RTE} 2 of 6." in markdown)
 
 
 def test_a_lock_file_that_is_a_folder_is_named(world, tmp_path, capsys):
