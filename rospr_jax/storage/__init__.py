@@ -233,8 +233,9 @@ FACTS_KEY = "facts_sha256"  # a manifest's digest of its own facts (`with_facts_
 
 
 def facts_sha256(manifest: dict) -> str:
-  """sha256 of a manifest's facts: every key but FACTS_KEY, as JSON with sorted keys."""
-  facts = {k: v for k, v in manifest.items() if k != FACTS_KEY}
+  """sha256 of a manifest's facts: every key but FACTS_KEY, as JSON with sorted keys (of the facts as
+  they read back from JSON: a tuple is a list, a number key a string, as in the written manifest)."""
+  facts = json.loads(json.dumps({k: v for k, v in manifest.items() if k != FACTS_KEY}))
   return hashlib.sha256(json.dumps(facts, sort_keys=True, ensure_ascii=True).encode("ascii")).hexdigest()
 
 
