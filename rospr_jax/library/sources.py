@@ -136,6 +136,8 @@ def _cut_json(text: str) -> object:
         return value
     else:
       value[key], at = decoder.raw_decode(text, at)
+    if not text[at:].strip(" \t\r\n}"):  # cut after its last member
+      return value
     at = _skip(_COMMA, text, at)
 
 

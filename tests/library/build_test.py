@@ -259,3 +259,24 @@ def test_build_library_reports_the_texts_it_cut_at_read(tmp_path, tiny_model, ca
   assert report["texts_cut_at_read"] == 1 and report["rows"] == 3 and report["truncated_inputs"] == 1
   texts = [json.loads(line)["text"] for line in (tmp_path / "lib" / "shards" / "texts-00000.jsonl").open()]
   assert sorted(len(t) for t in texts)[-1] == 16 * sources.CHARS_PER_TOKEN
+
+
+def test_lines_longer_than_the_bound_keep_their_first_characters_or_are_refused_by_line(tmp_path):
+  """A line cut at the bound: a JSON string or an object whose long member is its text is read to the
+  bound (an escape or a character cut in two left out); the members it needs after the cut, or a long
+  member that is not text, are refused naming the line and what to write first."""
+  bound = sources.TextBound(10)  # lines read to 10 * 6 + 4096 bytes
+  long = "é" * 3000  # 6000 bytes as \u00e9 escapes, 6000 as UTF-8 too
+  path = tmp_path / "a.jsonl"
+  path.write_text("\n".join([json.dumps(long), json.dumps({"source": "a", "text": long}, ensure_ascii=False),
+                             json.dumps({"source": "a", "text": "ok", "pad": " " * 5000}), json.dumps("short")]) + "\n")
+  assert sources.read_source_file(str(path), "a", bound) == ["é" * 10, "é" * 10, "ok", "short"]
+  assert bound.cut == 3  # the third's text is whole, but its line was cut: counted
+  path.write_text(json.dumps({"text": long, "source": "a"}) + "\n")
+  with pytest.raises(ValueError, match=r"a.jsonl: line 1 needs a string \"source\" and a \"text\" \(the line is longer "
+                                       r"than the bytes read of it: write \"source\" before \"text\"\)\."):
+    sources.read_instances(str(path), bound)
+  path.write_text(json.dumps({"source": "a", "meta": list(range(3000)), "text": "x"}) + "\n")
+  with pytest.raises(ValueError, match="a.jsonl: line 1 is longer than the 4156 bytes read of a line, and those do "
+                                       "not hold a JSON string or an object whose long member is its text."):
+    sources.read_instances(str(path), bound)
