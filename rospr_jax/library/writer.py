@@ -211,7 +211,7 @@ class LibraryWriter:
         "index": index_record,
         "extra": self.extra,
     }
-    storage.write_manifest(self.tmp, manifest)
+    storage.write_manifest(self.tmp, storage.with_facts_sha256(manifest))
     storage.check_destination(self.directory, "Library", kind=KIND, overwrite=self.overwrite)  # again: it
     # may have been written while this one was built
     storage.commit_folder(self.tmp, self.directory, "Library", KIND)

@@ -226,10 +226,11 @@ class Evaluator:
                        records_dir, say: Callable[[str], None]) -> tuple[list[dict], dict[str, dict]]:
     """One target under every method, in order: (its records, {method: selection dict})."""
     examples = self.tokenize(target)
+    truncated = batching.truncated_inputs(examples, self.max_input_length)
     retrieval = None  # the queries' embeddings and VAR's predictions, made once for all rules
     records, selections = [], {}
     for method in methods:
-      record = records_lib.new_record(target, method, len(examples))
+      record = records_lib.new_record(target, method, len(examples), truncated)
       if method == CHANCE:
         records.append({**record, "accuracy": chance_accuracy(target.is_correct)})
         continue
@@ -252,8 +253,10 @@ class Evaluator:
       records_lib.write_record(records_dir, full)
       records.append({k: v for k, v in full.items()
                       if k not in ("predictions", "predictions_sha256", "selection_sha256")})
-      skipped = f" ({target.skipped} skipped by the template)" if target.skipped else ""
-      say(f"{target.name} {method}: {100 * full['accuracy']:.2f}% on {len(examples)} examples{skipped}")
+      notes = [f"{target.skipped} skipped by the template"] * bool(target.skipped) + [
+          f"{truncated} inputs cut to {self.max_input_length} tokens"] * bool(truncated)
+      notes = f" ({'; '.join(notes)})" if notes else ""
+      say(f"{target.name} {method}: {100 * full['accuracy']:.2f}% on {len(examples)} examples{notes}")
     return records, selections
 
   def evaluate(self, targets: Sequence[Target], methods: Sequence[str] | None = None, *,
@@ -267,7 +270,7 @@ class Evaluator:
 
     Returns:
       records: one {"method", "dataset", "template", "target", "accuracy", "correct", "examples",
-        "skipped", "target_digest"} per pair (the written record also holds the predictions);
+        "skipped", "truncated_inputs", "target_digest"} per pair (the written record also holds the predictions);
       selections: {target name: {method: selection dict}} for the retrieval methods.
     """
     known = all_methods() + (CHANCE,)

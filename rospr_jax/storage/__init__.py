@@ -27,6 +27,7 @@ index, a checkpoint) are read through checked copies under `$ROSPR_REMOTE_CACHE`
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import hashlib
 import io
@@ -201,11 +202,19 @@ def text_lines(path: PathLike, shown: PathLike | None = None) -> Iterator[tuple[
     raise FileNotFoundError(f"{shown} does not exist") from None
   with f:
     for line_no, raw in enumerate(f, start=1):
-      try:
-        yield line_no, raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        raise ValueError(f"{shown}: line {line_no} is not UTF-8 (byte 0x{raw[e.start]:02x} at column "
-                         f"{len(raw[:e.start].decode('utf-8', 'replace')) + 1}); save the file as UTF-8.") from None
+      yield line_no, decode_line(raw, shown, line_no)
+
+
+def decode_line(raw: bytes, shown: PathLike, line_no: int, *, cut: bool = False) -> str:
+  """Line `line_no` of the file `shown` as text; a byte that is not UTF-8 is refused naming the file,
+  the line and the column. With `cut` (the line's first bytes only), an incomplete last character is
+  left out."""
+  decoder = codecs.getincrementaldecoder("utf-8")()
+  try:
+    return decoder.decode(raw, final=not cut)
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{shown}: line {line_no} is not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                     f"{len(raw[:e.start].decode('utf-8', 'replace')) + 1}); save the file as UTF-8.") from None
 
 
 def read_json(path: PathLike, what: str = "") -> Any:
@@ -225,6 +234,31 @@ def read_json(path: PathLike, what: str = "") -> Any:
 def write_manifest(directory: PathLike, manifest: dict) -> None:
   """Writes `directory`/manifest.json whole: the last file of a folder artifact, which commits it."""
   write_json(as_path(directory) / MANIFEST, manifest, indent=1, sort_keys=True)
+
+
+FACTS_KEY = "facts_sha256"  # a manifest's digest of its own facts (`with_facts_sha256`)
+
+
+def facts_sha256(manifest: dict) -> str:
+  """sha256 of a manifest's facts: every key but FACTS_KEY, as JSON with sorted keys (of the facts as
+  they read back from JSON: a tuple is a list, a number key a string, as in the written manifest)."""
+  facts = json.loads(json.dumps({k: v for k, v in manifest.items() if k != FACTS_KEY}))
+  return hashlib.sha256(json.dumps(facts, sort_keys=True, ensure_ascii=True).encode("ascii")).hexdigest()
+
+
+def with_facts_sha256(manifest: dict) -> dict:
+  """`manifest` with the digest of its facts (FACTS_KEY), which `check_facts` compares on read: the
+  sha256s of a manifest protect its files, this protects what it says (source names, a metric, ...)."""
+  return {**manifest, FACTS_KEY: facts_sha256(manifest)}
+
+
+def check_facts(manifest: dict, path: PathLike, what: str, rebuild: str) -> None:
+  """Refuses a manifest whose facts differ from the digest it records (edited after it was written),
+  naming it. A manifest without one (written before digests were recorded) passes."""
+  recorded = manifest.get(FACTS_KEY)
+  if recorded is not None and recorded != (got := facts_sha256(manifest)):
+    raise ValueError(f"{what} manifest {os.fspath(path)} was edited after it was written: its facts have sha256 "
+                     f"{got[:16]}..., not the {str(recorded)[:16]}... it records. {rebuild}")
 
 
 def read_manifest(directory: PathLike, what: str, *, required: Sequence[str] = (), kind: str | None = None,
@@ -499,6 +533,9 @@ def run_lock(directory: PathLike, command: str, what: str) -> Iterator[None]:
   directory = os.path.abspath(os.fspath(directory).removeprefix("file://"))
   os.makedirs(directory, exist_ok=True)
   path, holder = os.path.join(directory, LOCK_FILE), os.path.join(directory, LOCK_FILE + ".json")
+  if os.path.isdir(path):  # was: "[Errno 21] Is a directory"
+    raise FileExistsError(f"{path} is a folder, where {command} keeps the lock file of the run in {directory}; "
+                          "move that folder away (rospr never writes one there).")
   lock = filelock.FileLock(path, timeout=0)
   try:
     lock.acquire()

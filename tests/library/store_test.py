@@ -40,11 +40,26 @@ def _build(directory, index="exact", shard_rows=4, **kwargs):
     return writer.finish(index=index)
 
 
-def _edit_manifest(directory, edit):
+def _edit_manifest(directory, edit, digest=True):
+  """Edits a library's manifest; with `digest`, its facts' digest follows (a manifest consistent with
+  itself that says something else), else the edit is one a reader must notice by that digest."""
   manifest = store.read_manifest(str(directory))
   edit(manifest)
   with open(os.path.join(directory, store.MANIFEST), "w") as f:
-    json.dump(manifest, f)
+    json.dump(storage.with_facts_sha256(manifest) if digest else manifest, f)
+
+
+@pytest.mark.parametrize("edit", [lambda m: m["sources"][0].update(name="z"), lambda m: m.update(metric="dot")],
+                         ids=["source_name", "metric"])
+def test_an_edited_manifest_is_refused_by_its_digest(tmp_path, edit):
+  """Was: a source's name or the metric edited in manifest.json was read as it was."""
+  _build(tmp_path / "lib")
+  _edit_manifest(tmp_path / "lib", edit, digest=False)
+  for verify in (True, False):
+    with pytest.raises(ValueError, match=r"Library manifest .*lib/manifest.json was edited after it was written: "
+                                         r"its facts have sha256 [0-9a-f]{16}\.\.\., not the [0-9a-f]{16}\.\.\. it "
+                                         r"records\. Rebuild the library\."):
+      store.Library.open(str(tmp_path / "lib"), verify=verify)
 
 
 def test_round_trip(tmp_path):

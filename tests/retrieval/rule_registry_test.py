@@ -81,12 +81,12 @@ def test_a_registered_rule_is_evaluated_and_its_settings_guard_the_resume(last_r
   (tmp_path / "library" / "manifest.json").write_text("{}")
   monkeypatch.setattr(evaluate_command.targets_lib, "resolve_target_tasks", lambda *a: [])
   with pytest.raises(ValueError, match="stop here"):
-    evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path / "out"), targets=[],
+    evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path / "out"), targets=["x"],
                          methods=["LAST"], library_dir=str(tmp_path / "library"), retriever_checkpoint="/r",
                          selection=selection.SelectionConfig(top_k=4))
   assert seen["top_k"] == 4 and "num_prompts" not in seen and "eps" not in seen  # LAST reads top_k only
   with pytest.raises(ValueError, match=r"Unknown method 'NOPE'; known: \['RoSPr', .*'LAST'\]"):
-    evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path / "out"), targets=[],
+    evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path / "out"), targets=["x"],
                          methods=["NOPE"])
 
 
