@@ -13,16 +13,20 @@ import sys
 from typing import Any, Callable
 
 
-from rospr_jax import distributed, multihost
+from rospr_jax import distributed, multihost, preemption
 
 
 GIN_CALL_NOTE = "\n  In call to configurable"  # what gin appends to an error raised in a configurable
 
 
-def error(prog: str, message: Any) -> int:
-  """Prints `prog: message` on stderr; returns the exit code of bad input (2)."""
+def _say(prog: str, message: Any) -> None:
   sys.stderr.write(f"{prog}: {message}\n")  # one write: no runtime log line lands inside it
   sys.stderr.flush()
+
+
+def error(prog: str, message: Any) -> int:
+  """Prints `prog: message` on stderr; returns the exit code of bad input (2)."""
+  _say(prog, message)
   distributed.note_error(str(message))  # what the other processes of a multi-process run report
   return 2
 
@@ -79,8 +83,8 @@ def run_gin_command(argv: list[str], *, prog: str, doc: str, example_file: str,
   Args:
     failures: (exception type, exit code) pairs reported as one line instead of a traceback.
 
-  Returns (exit code, what `run` returned, or None when it failed). Gin is cleared afterwards, so no
-  binding outlives the command.
+  Returns (exit code, what `run` returned, or None when it failed or was preempted: one line and
+  `preemption.EXIT_CODE`). Gin is cleared afterwards, so no binding outlives the command.
   """
   import gin  # pylint: disable=g-import-not-at-top
   from rospr_jax import gin_cli  # pylint: disable=g-import-not-at-top
@@ -93,6 +97,9 @@ def run_gin_command(argv: list[str], *, prog: str, doc: str, example_file: str,
     return error(prog, f"gin config error: {gin_error_line(e)}"), None
   try:
     return 0, run()
+  except preemption.Preempted as e:  # stopped at the point every process agreed on, saved there
+    _say(prog, str(e).split(GIN_CALL_NOTE)[0])
+    return preemption.EXIT_CODE, None
   except tuple(kind for kind, _ in failures) as e:
     logging.debug("%s failed", prog, exc_info=True)
     code = next(code for kind, code in failures if isinstance(e, kind))

@@ -13,6 +13,10 @@ methods as rows), plots (the four replaced together, never one without the other
 `selections/<target>/<method>/`, `records/` (one file per target and method, written as each is
 scored: a rerun into the same folder resumes, first removing what a killed run left) and the
 operative `config.gin`.
+
+SIGTERM (a spot or preemptible TPU VM's notice) or SIGINT stops the evaluation, on every process,
+once the record in progress is written, at the record they agree on: one line `preempted at record
+N of M: records saved; rerun the same command to resume.` and exit code 75.
 """
 
 from __future__ import annotations
