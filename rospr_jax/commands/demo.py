@@ -157,7 +157,7 @@ def run(output_dir: str, settings: DemoSettings = DemoSettings(), *, overwrite: 
   when the run succeeds; an earlier demo's output is replaced only with `overwrite`, anything else
   there is refused before any work); returns {"summary", "pooled", "per_target"}."""
   if not storage.is_url(output_dir):  # what a killed demo left beside it
-    final = os.path.abspath(output_dir)
+    final = storage.absolute(output_dir)
     storage.remove_leftovers(os.path.dirname(final), names=[os.path.basename(final)])
   with storage.output_folder(output_dir, "--output_dir", kind=KIND, overwrite=overwrite) as local:
     return _run_in(local, settings, final_dir=output_dir)

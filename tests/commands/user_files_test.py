@@ -105,3 +105,13 @@ def test_tasks_queries_never_replaces_a_file_it_did_not_write(tmp_path):
   code, _ = _rospr("tasks", "--show", "generated_animal_truefalse_f0", "--queries", queries, "--overwrite",
                    cwd=tmp_path)
   assert code == 0 and "an old query" not in queries.read_text() and len(queries.read_text().splitlines()) > 1
+
+
+def test_demo_refuses_a_file_and_memory_before_any_work(tmp_path):
+  (tmp_path / "report.md").write_text("mine\n")
+  for dest, says in ((tmp_path / "report.md", "is a file; give a new folder"),
+                     ("memory://demo", "memory:// objects vanish when the process ends")):
+    code, lines = _rospr("demo", "--output_dir", dest, cwd=tmp_path)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"rospr demo: --output_dir {dest}") and says in lines[0], lines
+  assert (tmp_path / "report.md").read_text() == "mine\n" and os.listdir(tmp_path) == ["report.md"]
