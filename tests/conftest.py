@@ -115,29 +115,57 @@ def tiny_model(tmp_path_factory) -> TinyModel:
   return TinyModel(tmp_path_factory.mktemp("tiny_model"))
 
 
-@pytest.fixture
-def object_store(monkeypatch):
-  """gs:// served from memory in this process, through the same etils.epath / fsspec path a real bucket
-  takes (no network): the storage rule's object-store branch (no rename, manifest last) runs for real.
-  Orbax's arrays go through tensorstore's own GCS driver, which this cannot serve."""
-  import fsspec  # pylint: disable=g-import-not-at-top
-  from etils.epath import backend, gpath  # pylint: disable=g-import-not-at-top
-  from fsspec.implementations.memory import MemoryFileSystem  # pylint: disable=g-import-not-at-top
+BUCKETS = ("bucket", "data", "damaged", "convert-bucket", "queries-bucket", "examples-bucket", "data-bucket",
+           "evaluate-bucket")
 
-  class InMemoryBucket(MemoryFileSystem):
-    protocol = ("gs", "gcs")
-    store, pseudo_dirs = {}, [""]
 
-    def __init__(self, *args, **kwargs):  # gcsfs's options (finalize_on_close) mean nothing here
-      del args, kwargs
-      super().__init__()
+@pytest.fixture(scope="session")
+def bucket_servers():
+  """A GCS emulator (gcp-storage-emulator) and an S3 one (moto's server) on 127.0.0.1 for the session,
+  and the drivers' endpoints pointed at them, here and in the commands the tests start: only the
+  endpoints and credentials differ from a real bucket's. Yields {scheme: server}."""
+  from gcp_storage_emulator.server import create_server  # pylint: disable=g-import-not-at-top
+  from moto.server import ThreadedMotoServer  # pylint: disable=g-import-not-at-top
+  from rospr_jax.storage import backend  # pylint: disable=g-import-not-at-top
+  gcs = create_server("127.0.0.1", 0, in_memory=True)
+  s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+  gcs.start()
+  s3.start()
+  env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs._api._httpd.server_address[1]}",  # pylint: disable=protected-access
+         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3._server.server_address[1]}",  # pylint: disable=protected-access
+         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+  with pytest.MonkeyPatch.context() as patch:
+    for name, value in env.items():
+      patch.setenv(name, value)
+    backend.forget()
+    yield {"gs": gcs, "s3": s3}
+  backend.forget()
+  gcs.stop()
+  s3.stop()
 
-  for name in ("gs", "gcs"):
-    fsspec.register_implementation(name, InMemoryBucket, clobber=True)
-  monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
-  backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
-  yield InMemoryBucket()
-  backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
-  from fsspec.registry import _registry  # pylint: disable=g-import-not-at-top
-  for name in ("gs", "gcs"):
-    _registry.pop(name, None)
+
+def _empty_buckets(scheme: str, server) -> None:
+  """Every bucket of `BUCKETS` at `scheme`'s emulator, empty."""
+  import urllib.request  # pylint: disable=g-import-not-at-top
+  from rospr_jax.storage import backend  # pylint: disable=g-import-not-at-top
+  if scheme == "gs":
+    server.wipe()
+  else:
+    urllib.request.urlopen(urllib.request.Request(os.environ["AWS_ENDPOINT_URL"] + "/moto-api/reset",
+                                                  method="POST")).close()
+  fs = backend.filesystem(f"{scheme}://")
+  fs.invalidate_cache()
+  for name in BUCKETS:
+    fs.mkdir(name)
+
+
+@pytest.fixture(params=["gs"])
+def object_store(request, bucket_servers):
+  """gs:// (or, parametrized indirectly, s3://) served by a local emulator through the production
+  backend (rospr_jax.storage.backend: epath, fsspec, gcsfs or s3fs), with the buckets of `BUCKETS`
+  empty. Yields the driver's filesystem (`.protocol[0]` is the scheme). Orbax's arrays go through
+  tensorstore's own drivers, which this does not serve."""
+  from rospr_jax.storage import backend  # pylint: disable=g-import-not-at-top
+  scheme = request.param
+  _empty_buckets(scheme, bucket_servers[scheme])
+  yield backend.filesystem(f"{scheme}://")

@@ -112,6 +112,7 @@ def main(argv: list[str]) -> int:
     inputs = ("source", "instances", "source_names", "vocab")  # files: a URL is read into a local copy
     storage.require_local_args(args, urls=("out", "prompts", "retriever", *inputs))
     common.check_path_kinds(args, files=inputs, folders=("out", "retriever"))
+    storage.as_path(args.out, "--out", output=True)  # a bucket out of reach is named before any work
     copies.local_copies_of_args(args, inputs)
     writes = multihost.is_writer()  # every process embeds its share of each batch; process 0 writes
     args.prompts = copies.local_copy(args.prompts, "--prompts")

@@ -65,6 +65,7 @@ def main(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   try:
     storage.require_local_args(args, urls=("library", "out", "queries", "vocab", "retriever", "backbone"))
+    storage.as_path(args.out, "--out", output=True)  # a bucket out of reach is named before any work
     common.check_path_kinds(args, files=("queries", "vocab"), folders=("library", "out", "retriever", "backbone"))
     copies.local_copies_of_args(args, ("queries", "vocab"))
     rule = selection.get_rule(args.rule)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rospr_jax.commands import common
+
 
 
 
@@ -45,8 +47,7 @@ def main(argv: list[str]) -> int:
       else:
         inspect.show(task, rank, split, args.n)
     except (KeyError, FileNotFoundError, ValueError, OSError) as e:
-      print(f"rospr tasks: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-      return 1
+      return common.error("rospr tasks", e.args[0] if isinstance(e, KeyError) else e)
     return 0
   inspect.list_tasks(registry, args.filter)
   return 0 if "registered" in registry.STATUS.values() else 1
