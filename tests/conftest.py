@@ -16,6 +16,7 @@ if "ROSPR_REMOTE_CACHE" not in os.environ:
 
 
 import json  # noqa: E402
+import logging  # noqa: E402
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
@@ -127,6 +128,7 @@ def bucket_servers():
   from gcp_storage_emulator.server import create_server  # pylint: disable=g-import-not-at-top
   from moto.server import ThreadedMotoServer  # pylint: disable=g-import-not-at-top
   from rospr_jax.storage import backend  # pylint: disable=g-import-not-at-top
+  logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)  # no line per request
   gcs = create_server("127.0.0.1", 0, in_memory=True)
   s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
   gcs.start()

@@ -32,7 +32,8 @@ SELECTION_HELP = {"num_queries": "Q: target inputs embedded as queries.",
                   "num_neighbors": "N: library neighbours per query.",
                   "num_prompts": "N': prompts interpolated by INTER and INTER+VAR.",
                   "top_k": "K: candidates VAR scores.",
-                  "eps": "VAR's eps."}
+                  "eps": "VAR's eps.",
+                  "random_seed": "Seed of the random rule's draw (with --target's name)."}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--backbone", help="Backbone checkpoint for VAR's rank classification.")
   parser.add_argument("--batch-size", type=int, default=32, help="VAR scoring batch size.")
   parser.add_argument("--no-verify", action="store_true", help="Skip the library's checksums.")
-  common.add_retriever_arguments(parser)
+  common.add_retriever_arguments(parser, backbone_flag="--backbone")
   return parser
 
 

@@ -16,6 +16,7 @@ that is not on disk. Malformed JSON lines are counted too.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from rospr_jax.commands import common
@@ -35,8 +36,14 @@ def main(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   if args.queries and not args.show:
     parser.error("--queries needs --show NAME (the task whose inputs it writes)")
-  from rospr_tasks import inspect, registry  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-  registry.register_all()
+  # The parts that are not registered are said once: in the listing, or in --show's one-line error.
+  quiet, level = logging.getLogger("rospr_tasks.registry"), logging.getLogger("rospr_tasks.registry").level
+  quiet.setLevel(logging.ERROR)
+  try:
+    from rospr_tasks import inspect, registry  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+    registry.register_all()
+  finally:
+    quiet.setLevel(level)
   if args.show:
     try:
       task, rank = inspect.find(registry, args.show)
@@ -47,7 +54,11 @@ def main(argv: list[str]) -> int:
       else:
         inspect.show(task, rank, split, args.n)
     except (KeyError, FileNotFoundError, ValueError, OSError) as e:
-      return common.error("rospr tasks", e.args[0] if isinstance(e, KeyError) else e)
+      if not isinstance(e, KeyError):
+        return common.error("rospr tasks", e)
+      missing = sorted(part for part, status in registry.STATUS.items() if status != "registered")
+      hint = f" (not registered: {', '.join(missing)}; `rospr tasks` says why)" if missing else ""
+      return common.error("rospr tasks", f"{e.args[0]}{hint}")
     return 0
   inspect.list_tasks(registry, args.filter)
   return 0 if "registered" in registry.STATUS.values() else 1

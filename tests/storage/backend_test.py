@@ -17,8 +17,9 @@ from rospr_jax.storage import backend, copies
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_bucket_urls_take_fsspec_with_the_named_drivers_not_tf_io_gfile():
-  """TensorFlow is installed (epath's default for gs:// and s3:// then is tf.io.gfile); ours is fsspec."""
+def test_bucket_urls_take_fsspec_with_the_named_drivers_not_tf_io_gfile(bucket_servers):
+  """TensorFlow is installed (epath's default for gs:// and s3:// then is tf.io.gfile); ours is fsspec.
+  (`bucket_servers`: the drivers are made against the emulators, with no search for credentials.)"""
   import importlib.util
   import gcsfs.core
   import s3fs
