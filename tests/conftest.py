@@ -128,12 +128,13 @@ def bucket_servers():
   from gcp_storage_emulator.server import create_server  # pylint: disable=g-import-not-at-top
   from moto.server import ThreadedMotoServer  # pylint: disable=g-import-not-at-top
   from rospr_jax.storage import backend  # pylint: disable=g-import-not-at-top
-  logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)  # no line per request
+  logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)  # a line per request, per 404
   gcs = create_server("127.0.0.1", 0, in_memory=True)
   s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
   gcs.start()
   s3.start()
-  env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs._api._httpd.server_address[1]}",  # pylint: disable=protected-access
+  gcs_url = f"http://127.0.0.1:{gcs._api._httpd.server_address[1]}"  # pylint: disable=protected-access
+  env = {"STORAGE_EMULATOR_HOST": gcs_url, "TENSORSTORE_GCS_HTTP_URL": gcs_url,  # gcsfs; orbax's arrays
          "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3._server.server_address[1]}",  # pylint: disable=protected-access
          "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
   with pytest.MonkeyPatch.context() as patch:
@@ -166,7 +167,7 @@ def object_store(request, bucket_servers):
   """gs:// (or, parametrized indirectly, s3://) served by a local emulator through the production
   backend (rospr_jax.storage.backend: epath, fsspec, gcsfs or s3fs), with the buckets of `BUCKETS`
   empty. Yields the driver's filesystem (`.protocol[0]` is the scheme). Orbax's arrays go through
-  tensorstore's own drivers, which this does not serve."""
+  tensorstore's own drivers: its GCS driver is pointed at the same emulator, its S3 driver at none."""
   from rospr_jax.storage import backend  # pylint: disable=g-import-not-at-top
   scheme = request.param
   _empty_buckets(scheme, bucket_servers[scheme])

@@ -4,6 +4,7 @@ bucket_servers); a bucket that cannot be used is refused in one line naming the 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -89,3 +90,39 @@ def test_a_bucket_whose_driver_is_missing_is_refused_in_one_line_naming_the_flag
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")])}
   _one_line(_rospr(tmp_path, "gs://bucket/lib", env),
             "rospr build-library: --out gs://bucket/lib: gs:// needs the gcsfs package, which is not installed")
+
+
+def _examples(path) -> None:
+  rng = np.random.default_rng(0)
+  path.write_text("".join(
+      json.dumps({"source": ["alpha", "beta"][i % 2], "inputs": rng.integers(3, 512, 8).tolist(),
+                  "targets": rng.integers(3, 512, 2).tolist() + [1]}) + "\n" for i in range(16)))
+
+
+def _train(examples, model_dir, steps: int) -> list[str]:
+  return ["train-prompts", "--gin_file=models/tiny.gin", "--gin_file=prompt_tuning/train_jsonl.gin",
+          f"--gin.EXAMPLES_FILE='{examples}'", f"--gin.MODEL_DIR='{model_dir}'", f"--gin.TRAIN_STEPS={steps}",
+          "--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=16", "--gin.TARGET_LENGTH=4", "--gin.PROMPT_LENGTH=4",
+          "--gin.CHECKPOINT_EVERY=2", "--gin_bindings=trainer.train.summaries = False"]
+
+
+def test_a_model_dir_at_an_emulated_gs_bucket_checkpoints_and_resumes_as_a_local_one(object_store, tmp_path,
+                                                                                  monkeypatch, capsys):
+  """MODEL_DIR at gs://: orbax's paths take this backend and its arrays tensorstore's GCS driver (pointed
+  at the emulator by TENSORSTORE_GCS_HTTP_URL); 2 steps, then a rerun to 4 that resumes, give the
+  prompts 4 steps in a local folder give."""
+  from rospr_jax import cli
+  from rospr_jax.prompt import export
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "copies"))
+  _examples(tmp_path / "ex.jsonl")
+  assert cli.main(_train(tmp_path / "ex.jsonl", tmp_path / "local", 4)) == 0
+  assert cli.main(_train(tmp_path / "ex.jsonl", "gs://bucket/prompts", 2)) == 0
+  capsys.readouterr()
+  assert cli.main(_train(tmp_path / "ex.jsonl", "gs://bucket/prompts", 4)) == 0
+  assert "Trained 2 prompts for 4 steps (resumed from step 2: 2 more steps)" in capsys.readouterr().out
+  assert {"bucket/prompts/checkpoints/2", "bucket/prompts/checkpoints/4"} <= set(object_store.ls("bucket/prompts/checkpoints"))
+  local = export.load_prompts(str(tmp_path / "local" / "export"), expected_sources=["alpha", "beta"])
+  at_url = export.load_prompts(copies.local_copy("gs://bucket/prompts/export", "--prompts"),
+                               expected_sources=["alpha", "beta"])
+  assert at_url.step == local.step == 4
+  np.testing.assert_array_equal(at_url.prompts, local.prompts)
