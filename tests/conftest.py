@@ -1,5 +1,6 @@
-"""Test-wide settings: CPU only, 8 simulated devices for the sharding tests (set before JAX loads);
-local copies of URL folders and files in a temporary folder of this session, not the user's cache."""
+"""Test-wide settings: CPU only, 8 simulated devices for the sharding tests (set before JAX loads); no
+cloud metadata lookups; local copies of URL folders and files in a temporary folder of this session,
+not the user's cache; local GCS and S3 emulators for the bucket tests (`bucket_servers`)."""
 
 import atexit
 import os
@@ -10,6 +11,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# No test asks a cloud's metadata server for credentials (the bucket drivers and tensorstore look there
+# when they find none): such lookups are turned off, or sent to a closed port on this machine.
+os.environ.update(NO_GCE_CHECK="true", AWS_EC2_METADATA_DISABLED="true", GCE_METADATA_HOST="127.0.0.1:1",
+                  GCE_METADATA_IP="127.0.0.1:1", GCE_METADATA_ROOT="127.0.0.1:1")
 if "ROSPR_REMOTE_CACHE" not in os.environ:
   os.environ["ROSPR_REMOTE_CACHE"] = tempfile.mkdtemp(prefix="rospr-remote-copies-")
   atexit.register(shutil.rmtree, os.environ["ROSPR_REMOTE_CACHE"], ignore_errors=True)
