@@ -13,15 +13,17 @@
 #   --version VERSION      TPU software version (default tpu-ubuntu2204-base; only at creation)
 #   --spot                 create a Spot VM
 #   --mount BUCKET         mount gs://BUCKET at /gcs/BUCKET on every worker with gcsfuse (installed
-#                          when missing); repeatable. rospr-jax reads and writes local or mounted
-#                          paths only: pass /gcs/BUCKET/..., never gs://BUCKET/...
+#                          when missing); repeatable. Paths may be mounted (/gcs/BUCKET/...) or
+#                          gs:// URLs given directly (gcsfs, installed with the package; README.md,
+#                          "Bucket paths", lists the flags and settings that take one).
 #   --no-install           skip copying and installing the package (reuse what the workers have)
 #   --delete-after         delete the VM when the command ends
 # Everything after `--` is passed to `rospr` on every worker. The repository (this working tree,
-# tracked files) is copied to ~/rospr-jax on each worker and installed with `pip install -e .` plus
-# jax[tpu]; `jax.distributed.initialize()` runs on every worker when ROSPR_MULTIHOST=1, which this
-# script sets for slices with more than one host. ROSPR_INIT_TIMEOUT, ROSPR_HEARTBEAT_TIMEOUT and
-# ROSPR_SHUTDOWN_TIMEOUT (seconds; see rospr_jax/distributed.py), when set here, reach every worker.
+# tracked files) is copied to ~/rospr-jax on each worker and installed with `pip install -e .` (which
+# brings the bucket drivers, gcsfs and s3fs) plus jax[tpu]; `jax.distributed.initialize()` runs on
+# every worker when ROSPR_MULTIHOST=1, which this script sets for slices with more than one host.
+# ROSPR_INIT_TIMEOUT, ROSPR_HEARTBEAT_TIMEOUT and ROSPR_SHUTDOWN_TIMEOUT (seconds; see
+# rospr_jax/distributed.py), when set here, reach every worker.
 set -euo pipefail
 
 NAME="" ZONE="" PROJECT="" ACCELERATOR="v4-8" VERSION="tpu-ubuntu2204-base" SPOT="" INSTALL=1 DELETE=0
@@ -39,7 +41,7 @@ while [[ $# -gt 0 ]]; do
     --no-install) INSTALL=0; shift ;;
     --delete-after) DELETE=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;  # the comment block above, alone
     *) echo "run_tpu.sh: unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -13,10 +13,12 @@ INSTALL_REQUIRES = [
     "numpy>=2.4,<2.5",
     "safetensors>=0.4",
     "msgpack>=1.0",
-    # Storage (rospr_jax/storage): paths at URLs through etils.epath (fsspec; gs:// also needs gcsfs,
-    # s3:// s3fs), the run lock through filelock.
+    # Storage (rospr_jax/storage): paths at URLs through etils.epath on fsspec (storage/backend.py
+    # turns tf.io.gfile off), gcsfs for gs:// and s3fs for s3://; the run lock through filelock.
     "etils[epath]>=1.7",
-    "fsspec>=2024.1",
+    "fsspec==2026.9.0",
+    "gcsfs==2026.10.1",
+    "s3fs==2026.9.0",
     "filelock>=3.12",
     # Data, tasks and search. ScaNN 1.4.2 is built against TensorFlow 2.20: pin it.
     "seqio==0.0.20",
@@ -40,6 +42,9 @@ EXTRAS_REQUIRE = {
         "pytest-xdist>=3.5",
         "torch==2.13.0",
         "transformers>=4.45",
+        # Local object stores for the bucket tests (tests/conftest.py: bucket_servers).
+        "gcp-storage-emulator==2026.7.19",
+        "moto[server]==5.2.6",
     ],
 }
 

@@ -1,5 +1,6 @@
-"""Test-wide settings: CPU only, 8 simulated devices for the sharding tests (set before JAX loads);
-local copies of URL folders and files in a temporary folder of this session, not the user's cache."""
+"""Test-wide settings: CPU only, 8 simulated devices for the sharding tests (set before JAX loads); no
+cloud metadata lookups; local copies of URL folders and files in a temporary folder of this session,
+not the user's cache; local GCS and S3 emulators for the bucket tests (`bucket_servers`)."""
 
 import atexit
 import os
@@ -10,12 +11,17 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# No test asks a cloud's metadata server for credentials (the bucket drivers and tensorstore look there
+# when they find none): such lookups are turned off, or sent to a closed port on this machine.
+os.environ.update(NO_GCE_CHECK="true", AWS_EC2_METADATA_DISABLED="true", GCE_METADATA_HOST="127.0.0.1:1",
+                  GCE_METADATA_IP="127.0.0.1:1", GCE_METADATA_ROOT="127.0.0.1:1")
 if "ROSPR_REMOTE_CACHE" not in os.environ:
   os.environ["ROSPR_REMOTE_CACHE"] = tempfile.mkdtemp(prefix="rospr-remote-copies-")
   atexit.register(shutil.rmtree, os.environ["ROSPR_REMOTE_CACHE"], ignore_errors=True)
 
 
 import json  # noqa: E402
+import logging  # noqa: E402
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
@@ -115,29 +121,59 @@ def tiny_model(tmp_path_factory) -> TinyModel:
   return TinyModel(tmp_path_factory.mktemp("tiny_model"))
 
 
-@pytest.fixture
-def object_store(monkeypatch):
-  """gs:// served from memory in this process, through the same etils.epath / fsspec path a real bucket
-  takes (no network): the storage rule's object-store branch (no rename, manifest last) runs for real.
-  Orbax's arrays go through tensorstore's own GCS driver, which this cannot serve."""
-  import fsspec  # pylint: disable=g-import-not-at-top
-  from etils.epath import backend, gpath  # pylint: disable=g-import-not-at-top
-  from fsspec.implementations.memory import MemoryFileSystem  # pylint: disable=g-import-not-at-top
+BUCKETS = ("bucket", "data", "damaged", "convert-bucket", "queries-bucket", "examples-bucket", "data-bucket",
+           "evaluate-bucket")
 
-  class InMemoryBucket(MemoryFileSystem):
-    protocol = ("gs", "gcs")
-    store, pseudo_dirs = {}, [""]
 
-    def __init__(self, *args, **kwargs):  # gcsfs's options (finalize_on_close) mean nothing here
-      del args, kwargs
-      super().__init__()
+@pytest.fixture(scope="session")
+def bucket_servers():
+  """A GCS emulator (gcp-storage-emulator) and an S3 one (moto's server) on 127.0.0.1 for the session,
+  and the drivers' endpoints pointed at them, here and in the commands the tests start: only the
+  endpoints and credentials differ from a real bucket's. Yields {scheme: server}."""
+  from gcp_storage_emulator.server import create_server  # pylint: disable=g-import-not-at-top
+  from moto.server import ThreadedMotoServer  # pylint: disable=g-import-not-at-top
+  from rospr_jax.storage import backend  # pylint: disable=g-import-not-at-top
+  logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)  # a line per request, per 404
+  gcs = create_server("127.0.0.1", 0, in_memory=True)
+  s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+  gcs.start()
+  s3.start()
+  gcs_url = f"http://127.0.0.1:{gcs._api._httpd.server_address[1]}"  # pylint: disable=protected-access
+  env = {"STORAGE_EMULATOR_HOST": gcs_url, "TENSORSTORE_GCS_HTTP_URL": gcs_url,  # gcsfs; orbax's arrays
+         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3._server.server_address[1]}",  # pylint: disable=protected-access
+         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+  with pytest.MonkeyPatch.context() as patch:
+    for name, value in env.items():
+      patch.setenv(name, value)
+    backend.forget()
+    yield {"gs": gcs, "s3": s3}
+  backend.forget()
+  gcs.stop()
+  s3.stop()
 
-  for name in ("gs", "gcs"):
-    fsspec.register_implementation(name, InMemoryBucket, clobber=True)
-  monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
-  backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
-  yield InMemoryBucket()
-  backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
-  from fsspec.registry import _registry  # pylint: disable=g-import-not-at-top
-  for name in ("gs", "gcs"):
-    _registry.pop(name, None)
+
+def _empty_buckets(scheme: str, server) -> None:
+  """Every bucket of `BUCKETS` at `scheme`'s emulator, empty."""
+  import urllib.request  # pylint: disable=g-import-not-at-top
+  from rospr_jax.storage import backend  # pylint: disable=g-import-not-at-top
+  if scheme == "gs":
+    server.wipe()
+  else:
+    urllib.request.urlopen(urllib.request.Request(os.environ["AWS_ENDPOINT_URL"] + "/moto-api/reset",
+                                                  method="POST")).close()
+  fs = backend.filesystem(f"{scheme}://")
+  fs.invalidate_cache()
+  for name in BUCKETS:
+    fs.mkdir(name)
+
+
+@pytest.fixture(params=["gs"])
+def object_store(request, bucket_servers):
+  """gs:// (or, parametrized indirectly, s3://) served by a local emulator through the production
+  backend (rospr_jax.storage.backend: epath, fsspec, gcsfs or s3fs), with the buckets of `BUCKETS`
+  empty. Yields the driver's filesystem (`.protocol[0]` is the scheme). Orbax's arrays go through
+  tensorstore's own drivers: its GCS driver is pointed at the same emulator, its S3 driver at none."""
+  from rospr_jax.storage import backend  # pylint: disable=g-import-not-at-top
+  scheme = request.param
+  _empty_buckets(scheme, bucket_servers[scheme])
+  yield backend.filesystem(f"{scheme}://")

@@ -12,7 +12,7 @@ command the test does not know fails it, so the README cannot grow a command no 
 | `models/t0_3b.gin` | `models/checkpoint.gin` | t0_3b.gin pins size `xl`; the tiny checkpoint's comes from its config.json |
 | `rospr_t0_train` | two sources of the generated family | no P3 sources here |
 | `EXAMPLES_PER_SOURCE=5000`, `TRAIN_STEPS=20000`, `--n 100` | 8, 2, 8 | minutes, not days |
-| `gs://my-bucket/` | `file://{tmp}/bucket/` | fsspec's local driver, used as an object store (no gcsfs, no network here) |
+| `gs://my-bucket/` | `file://{tmp}/bucket/` | a local folder through the same storage code (no network here; the gs:// backend itself runs against an emulator in `tests/storage/`) |
 | `rospr` | `python -m rospr_jax.cli` | the same entry point, in this interpreter |
 
 Flags appended (gin takes the last binding): train-prompts gets short lengths and batch

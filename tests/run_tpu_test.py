@@ -160,3 +160,13 @@ def test_bad_flags_are_refused_before_any_gcloud_call(fake_cloud, flags, message
   done = run(*flags)
   assert done.returncode == 2 and message in done.stderr
   assert _lines(state / "calls.jsonl") == []
+
+
+def test_help_is_the_comment_block_and_says_that_urls_work():
+  """`--help` prints the script's opening comment and nothing of its code; it names gs:// URLs as paths
+  the commands take, and the bucket drivers the install brings."""
+  done = subprocess.run(["bash", SCRIPT, "--help"], capture_output=True, text=True, check=True)
+  lines = done.stdout.splitlines()
+  assert lines and all(line.startswith("#") for line in lines), done.stdout
+  assert "never gs://" not in done.stdout and "gs:// URLs given directly" in done.stdout
+  assert "gcsfs and s3fs" in done.stdout and lines[-1] in open(SCRIPT).read().split("\nset -euo")[0]

@@ -118,6 +118,7 @@ def main(argv: list[str]) -> int:
     inputs = ("source", "instances", "source_names", "vocab")  # files: a URL is read into a local copy
     storage.require_local_args(args, urls=("out", "prompts", "retriever", *inputs))
     common.check_path_kinds(args, files=inputs, folders=("out", "retriever"))
+    storage.as_path(args.out, "--out", output=True)  # a bucket out of reach is named before any work
     common.check_output(args, "out", kind=store.KIND, inputs=("prompts", "retriever", *inputs),
                         overwrite=args.overwrite)
     copies.local_copies_of_args(args, inputs)

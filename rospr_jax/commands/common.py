@@ -1,7 +1,9 @@
 """What the `rospr` commands share: the gin run idiom of the long runs, and the retriever flags.
 
-Long runs (`train-prompts`, `evaluate`) are gin-configured in T5X's style; the short tools take
-argparse flags. Every command answers bad input with one line on stderr and exit code 2, no traceback.
+Long runs (`train-prompts`, `evaluate`) are gin-configured in T5X's style; the other commands take
+argparse flags. Every command answers bad input (a value, a file, a setting it reads) with one line on
+stderr and exit code 2, no traceback (`error`); a flag argparse cannot parse gets its usage and error
+line, also exit code 2 (tests/commands/one_line_errors_test.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ GIN_CALL_NOTE = "\n  In call to configurable"  # what gin appends to an error ra
 
 
 def _say(prog: str, message: Any) -> None:
+  """Writes `prog: message` on stderr, one line (gin's note on the configurable that raised, which
+  names a function object on a second line, left out)."""
+  message = str(message).split(GIN_CALL_NOTE)[0]
   sys.stderr.write(f"{prog}: {message}\n")  # one write: no runtime log line lands inside it
   sys.stderr.flush()
 
@@ -103,7 +108,7 @@ def run_gin_command(argv: list[str], *, prog: str, doc: str, example_file: str,
   except tuple(kind for kind, _ in failures) as e:
     logging.debug("%s failed", prog, exc_info=True)
     code = next(code for kind, code in failures if isinstance(e, kind))
-    error(prog, f"error: {str(e).split(GIN_CALL_NOTE)[0]}")  # gin's note names a function object
+    error(prog, f"error: {e}")
     return code, None
   finally:
     gin.clear_config()
@@ -120,8 +125,9 @@ def positive_int(text: str) -> int:
   return value
 
 
-def add_retriever_arguments(parser: argparse.ArgumentParser) -> None:
-  """The retriever and vocabulary flags shared by `build-library` and `retrieve`."""
+def add_retriever_arguments(parser: argparse.ArgumentParser, *, backbone_flag: str | None = None) -> None:
+  """The retriever and vocabulary flags shared by `build-library` and `retrieve` (whose `backbone_flag`
+  the dtype applies to as well)."""
   group = parser.add_mutually_exclusive_group(required=True)
   group.add_argument("--retriever", help="Retriever checkpoint (Hugging Face or T5X directory).")
   group.add_argument("--random-retriever", metavar="SIZE",
@@ -130,7 +136,8 @@ def add_retriever_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--retriever-seed", type=int, default=0, help="Seed of --random-retriever.")
   parser.add_argument("--vocab", required=True, help="SentencePiece model (pad 0, EOS 1, UNK 2).")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                      help="Activation dtype of the retriever (and of the backbone for VAR).")
+                      help="Activation dtype of the retriever" + (
+                          f" and of {backbone_flag} (VAR)." if backbone_flag else "."))
   parser.add_argument("--max-length", type=positive_int, default=512, help="Input tokens kept per text.")
   parser.add_argument("--tokens-per-batch", type=positive_int, default=65_536,
                       help="Padded tokens per embedding batch.")

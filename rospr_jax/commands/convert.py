@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from rospr_jax import storage
+from rospr_jax.commands import common
 from rospr_jax.storage import copies
 
 _DTYPES = {"keep": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -89,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
       inside = os.path.relpath(written, dest_dir)  # what the user reads: the committed folder
       written = storage.absolute(args.dest).rstrip("/") + ("" if inside == "." else f"/{inside}")
   except (ValueError, OSError, ImportError) as e:  # a full disk names the destination
-    print(f"rospr convert: error: {storage.with_path(e, args.dest)}", file=sys.stderr)
-    return 2
+    return common.error("rospr convert", f"error: {storage.with_path(e, args.dest)}")
   count = sum(a.size for a in flatten(params).values())
   print(f"converted {given} ({source_format}) -> {written} ({args.format}): {count:,} parameters, "
         f"fingerprint {fingerprint}")

@@ -9,7 +9,8 @@ request (METHODS) also the reference rows 'Random' (a seeded random library prom
 
 The model file (`models/*.gin`: CHECKPOINT, DTYPE, ATTENTION, VOCABULARY) is the one `rospr
 train-prompts` takes. Results land in OUTPUT_DIR: `results.json`, `results.md` (datasets as columns,
-methods as rows), plots (the four replaced together, never one without the others),
+methods as rows), two plots (`accuracy.png`, `retrieval.png`; the four report files are replaced
+together, never one without the others),
 `selections/<target>/<method>/`, `records/` (one file per target and method, written as each is
 scored: a rerun into the same folder resumes, first removing what a killed run left) and the
 operative `config.gin`.
@@ -65,6 +66,11 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
       "OUTPUT_DIR": output_dir, "DATA_DIR": data_dir, "LIBRARY_DIR": library_dir,
       "RETRIEVER_CHECKPOINT": retriever_checkpoint, "RETRIEVER_DTYPE": retriever_dtype, "SPLIT": split})
   _check_counts(batch_size=batch_size, num_partitions=num_partitions, max_examples=max_examples)
+  # Targets first: one that cannot be read (BIG-bench not configured, a dataset missing) is refused
+  # before the library is copied or the backbone loaded, and no target is skipped.
+  task_list = targets_lib.resolve_target_tasks(targets, data_dir)
+  target_list = [targets_lib.target_from_task(t, split, max_examples=max_examples, seed=seed)
+                 for t in task_list]
   library_given = library_dir  # a URL is read through a checked local copy, named by the URL
   library_dir = library_dir and copies.local_copy(library_dir, "LIBRARY_DIR")
   settings_library = storage.absolute(library_given)
@@ -82,9 +88,6 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
                            settings_library=settings_library, retriever_checkpoint=retriever_checkpoint,
                            retriever_dtype=retriever_dtype, selection=selection, batch_size=batch_size,
                            seed=seed, num_partitions=num_partitions)
-    task_list = targets_lib.resolve_target_tasks(targets, data_dir)
-    target_list = [targets_lib.target_from_task(t, split, max_examples=max_examples, seed=seed)
-                   for t in task_list]
     settings = _run_settings(backbone, evaluator, rules, data_dir=data_dir, split=split,
                              max_examples=max_examples, seed=seed, library_dir=library_dir,
                              settings_library=settings_library)

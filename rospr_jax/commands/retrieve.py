@@ -34,7 +34,8 @@ SELECTION_HELP = {"num_queries": "Q: target inputs embedded as queries.",
                   "num_neighbors": "N: library neighbours per query.",
                   "num_prompts": "N': prompts interpolated by INTER and INTER+VAR.",
                   "top_k": "K: candidates VAR scores.",
-                  "eps": "VAR's eps."}
+                  "eps": "VAR's eps.",
+                  "random_seed": "Seed of the random rule's draw (with --target's name)."}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--backbone", help="Backbone checkpoint for VAR's rank classification.")
   parser.add_argument("--batch-size", type=common.positive_int, default=32, help="VAR scoring batch size.")
   parser.add_argument("--no-verify", action="store_true", help="Skip the library's checksums.")
-  common.add_retriever_arguments(parser)
+  common.add_retriever_arguments(parser, backbone_flag="--backbone")
   return parser
 
 
@@ -71,6 +72,7 @@ def main(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   try:
     storage.require_local_args(args, urls=("library", "out", "queries", "vocab", "retriever", "backbone"))
+    storage.as_path(args.out, "--out", output=True)  # a bucket out of reach is named before any work
     common.check_path_kinds(args, files=("queries", "vocab"), folders=("library", "out", "retriever", "backbone"))
     common.check_output(args, "out", kind=retrieve.SELECTION_KIND, overwrite=args.overwrite,
                         inputs=("library", "queries", "vocab", "retriever", "backbone"))

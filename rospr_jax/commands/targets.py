@@ -94,5 +94,9 @@ def _load_group(name: str, data_dir: str | None) -> list:
   if name == "generated":
     return generated.target_tasks()
   if name == "bigbench":
-    return prompted.bigbench_target_tasks(bigbench.BigBenchStore())
+    try:
+      return prompted.bigbench_target_tasks(bigbench.BigBenchStore())
+    except FileNotFoundError as e:  # no source configured: refused before any work, never skipped
+      raise ValueError(f"TARGETS names BIG-bench tasks: {e}; or leave them out of TARGETS "
+                       "(eval/held_out_targets.gin).") from None
   return prompted.held_out_target_tasks(archives.promptsource_templates_dir(), data_dir)

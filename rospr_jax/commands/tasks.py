@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+
+from rospr_jax.commands import common
 
 
 
@@ -75,8 +78,14 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
       print(f"rospr tasks: {e}", file=sys.stderr)
       return 2
-  from rospr_tasks import inspect, registry  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-  registry.register_all()
+  # The parts that are not registered are said once: in the listing, or in --show's one-line error.
+  quiet, level = logging.getLogger("rospr_tasks.registry"), logging.getLogger("rospr_tasks.registry").level
+  quiet.setLevel(logging.ERROR)
+  try:
+    from rospr_tasks import inspect, registry  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+    registry.register_all()
+  finally:
+    quiet.setLevel(level)
   if args.show:
     try:
       task, rank = inspect.find(registry, args.show)
@@ -87,8 +96,11 @@ def main(argv: list[str]) -> int:
       else:
         inspect.show(task, rank, split, args.n)
     except (KeyError, FileNotFoundError, ValueError, OSError) as e:
-      print(f"rospr tasks: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-      return 1
+      if not isinstance(e, KeyError):
+        return common.error("rospr tasks", e)
+      missing = sorted(part for part, status in registry.STATUS.items() if status != "registered")
+      hint = f" (not registered: {', '.join(missing)}; `rospr tasks` says why)" if missing else ""
+      return common.error("rospr tasks", f"{e.args[0]}{hint}")
     return 0
   inspect.list_tasks(registry, args.filter)
   return 0 if "registered" in registry.STATUS.values() else 1

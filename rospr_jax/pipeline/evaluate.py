@@ -52,9 +52,9 @@ ORACLE_FILE = "oracle.json"
 
 
 def all_methods() -> tuple[str, ...]:
-  """Every method: the hard prompt alone, the oracle, then every selection rule by its label (the
-  reference rule Random first, then the paper's rules)."""
-  return (HARD_PROMPT, ORACLE) + tuple(rule.label for rule in selection_lib.RULES.values())
+  """Every method: the hard prompt alone, the oracle, chance, then every selection rule by its label
+  (the reference rule Random first, then the paper's rules)."""
+  return (HARD_PROMPT, ORACLE, CHANCE) + tuple(rule.label for rule in selection_lib.RULES.values())
 
 
 def default_methods() -> tuple[str, ...]:
@@ -277,7 +277,7 @@ class Evaluator:
         "skipped", "truncated_inputs", "target_digest"} per pair (the written record also holds the predictions);
       selections: {target name: {method: selection dict}} for the retrieval methods.
     """
-    known = all_methods() + (CHANCE,)
+    known = all_methods()
     methods_ = default_methods() if methods is None else tuple(methods)
     unknown = [m for m in methods_ if m not in known]
     if unknown:

@@ -1,9 +1,10 @@
 """Where artifacts live, and the one rule by which every file and folder of the project is written.
 
 A path is a local (or mounted) path or an object-store URL (`gs://bucket/run`, `s3://...`), one
-`etils.epath.Path` either way (`as_path`); `file://X` is the local path X. Schemes whose objects do not
-outlive the process (`memory://`) are refused for outputs, and any scheme epath has no driver for is
-refused naming the flag or setting that gave it.
+`etils.epath.Path` either way (`as_path`); `file://X` is the local path X. Bucket URLs go through fsspec
+with gcsfs and s3fs (`backend`), in production and in the tests alike. Schemes whose objects do not
+outlive the process (`memory://`) are refused for outputs, and any other scheme, a missing driver or an
+unreachable bucket is refused naming the flag or setting that gave it.
 
 **The storage rule.** A file is written whole: locally into a temporary sibling renamed into place, on
 an object store as one object (an object write is atomic there). A folder artifact (a prompt export, a
@@ -43,6 +44,10 @@ from typing import IO, Any, Iterator, Sequence
 from etils import epath
 import numpy as np
 
+from rospr_jax.storage import backend
+
+backend.use_fsspec()
+
 Path = epath.Path
 PathLike = str | os.PathLike
 MANIFEST = "manifest.json"
@@ -64,10 +69,12 @@ def is_url(path: PathLike | None) -> bool:
 
 
 def as_path(path: PathLike, what: str = "path", *, output: bool = False) -> Path:
-  """`path` as an epath.Path (`file://X` is the local X); `output` refuses schemes that do not persist.
+  """`path` as an epath.Path (`file://X` is the local X; a bucket URL goes through `backend`'s
+  fsspec drivers); `output` refuses schemes that do not persist.
 
   Raises:
-    ValueError naming `what` (the flag or setting): a scheme with no driver, or `memory://` as output.
+    ValueError naming `what` (the flag or setting): a scheme other than gs:// and s3://, a missing
+    driver or a bucket out of reach (`backend.check_bucket`), or `memory://` as output.
   """
   text = os.fspath(path)
   if text.startswith("file://"):
@@ -75,11 +82,9 @@ def as_path(path: PathLike, what: str = "path", *, output: bool = False) -> Path
   if output and text.startswith(_EPHEMERAL):
     raise ValueError(f"{what} {text}: {text.split('://')[0]}:// objects vanish when the process ends; "
                      "give a local path or a bucket (gs://, s3://).")
-  try:
-    return Path(text)
-  except (KeyError, NotImplementedError) as e:
-    raise ValueError(f"{what} {text}: no driver for {text.split('://')[0]}:// here; give a local path, "
-                     "gs:// (gcsfs) or s3:// (s3fs), or mount the bucket.") from e
+  if is_url(text):
+    backend.check_bucket(text, what)
+  return Path(text)
 
 
 def require_local_args(args: argparse.Namespace, flags: dict[str, str] | None = None, *,
@@ -522,8 +527,8 @@ def run_lock(directory: PathLike, command: str, what: str) -> Iterator[None]:
   while a run writes into the local folder `directory`, so a second run into it is refused naming the
   holder, once `claim_run_folder` has accepted the folder (`what` names its flag or macro). An object
   store has no lock that epath can take atomically (GCS's `ifGenerationMatch=0` is not reachable
-  through tf.io.gfile or epath): a run folder at a URL is not locked, and two runs must not write one
-  URL; orbax still never tears a checkpoint, and records are single objects."""
+  through epath): a run folder at a URL is not locked, and two runs must not write one URL; orbax
+  still never tears a checkpoint, and records are single objects."""
   if is_url(directory):
     claim_run_folder(directory, command, what)
     yield

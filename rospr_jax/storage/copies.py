@@ -2,7 +2,7 @@
 index, a checkpoint, a data file, a vocabulary).
 
 A copy lives under `$ROSPR_REMOTE_CACHE` (default `$ROSPR_CACHE/remote`), keyed by the URL and by the
-listing of what it copied (names, sizes, modification times), so a changed source makes a new copy. It
+listing of what it copied (names, sizes, object versions), so a changed source makes a new copy. It
 is filled in a temporary sibling and renamed into place, with a stamp of its files' sizes and times
 beside it: a copy edited, truncated or emptied since (by hand, by a full disk) is dropped and fetched
 again from its intact source, with a line saying so. What the artifact's own manifest lists is checked
@@ -21,6 +21,7 @@ import tempfile
 from typing import Callable, Iterator
 
 from rospr_jax import storage
+from rospr_jax.storage import backend
 
 
 def _copies_root() -> str:
@@ -29,16 +30,6 @@ def _copies_root() -> str:
 
 def _sha(text: str) -> str:
   return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def _listing(root: storage.Path) -> dict[str, list]:
-  """{relative name: [size, mtime]} of every object under the URL folder `root`."""
-  listing = {}
-  for base, _, files in root.walk():
-    for name in files:
-      stat = (base / name).stat()
-      listing[os.fspath(base / name)[len(os.fspath(root)) + 1:]] = [int(stat.length), float(stat.mtime or 0)]
-  return listing
 
 
 def _stamp(folder: str) -> dict[str, list[int]]:
@@ -102,12 +93,10 @@ def local_copy(path: storage.PathLike, what: str) -> str:
   if not storage.is_url(path):
     return os.fspath(path).removeprefix("file://")
   source = storage.as_path(path, what)
-  if source.is_file():
-    listing = {source.name: [int(source.stat().length), float(source.stat().mtime or 0)]}
-  elif source.is_dir():
-    listing = _listing(source)
-  else:
+  listing = backend.listing(os.fspath(path))
+  if not listing:
     raise FileNotFoundError(f"{what} {path} does not exist (no such object or folder).")
+  single = source.is_file()
   if any(".." in name.split("/") for name in listing):
     raise ValueError(f"{what} {path}: an object name leaves the folder.")
   copy = os.path.join(_copies_root(), _sha(os.fspath(source)), _sha(json.dumps(listing, sort_keys=True)))
@@ -116,7 +105,7 @@ def local_copy(path: storage.PathLike, what: str) -> str:
     for name, (size, _) in sorted(listing.items()):
       target = os.path.join(tmp, *name.split("/"))
       os.makedirs(os.path.dirname(target), exist_ok=True)
-      with (source if source.is_file() else source / name).open("rb") as src, open(target, "wb") as dst:
+      with (source if single else source / name).open("rb") as src, open(target, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 24)
       if os.path.getsize(target) != size:
         raise ValueError(f"{what} {path}: {name} changed while it was copied; try again once its writer "
@@ -124,7 +113,7 @@ def local_copy(path: storage.PathLike, what: str) -> str:
     logging.info("%s %s: copied %d objects to %s", what, path, len(listing), copy)
 
   folder = _cached(copy, fill)
-  return os.path.join(folder, source.name) if source.is_file() else folder
+  return os.path.join(folder, source.name) if single else folder
 
 
 def local_copies_of_args(args, dests: tuple[str, ...]) -> None:

@@ -116,7 +116,7 @@ def test_messages_name_the_flags_the_user_typed(tmp_path):
   for argv, flag in [(("--from", "nosuch://a/b", "--to", str(tmp_path / "o"), "--format", "t5x"), "--from nosuch://a/b"),
                      (("--from", str(tmp_path), "--to", "nosuch://a/b", "--format", "t5x"), "--to nosuch://a/b")]:
     done = run(*argv)
-    assert done.returncode == 2 and f"rospr convert: error: {flag}: no driver for nosuch://" in done.stderr, (
+    assert done.returncode == 2 and f"rospr convert: error: {flag}: nosuch:// is not served here" in done.stderr, (
         done.stderr)
     assert "--dest" not in done.stderr and "--source" not in done.stderr and "Traceback" not in done.stderr
   done = run("--help")

@@ -1,7 +1,8 @@
-"""Commands on an object store (gs:// served from memory by the `object_store` fixture, through epath and
-fsspec as a real bucket is): folder artifacts written in place with their manifest last and read only
-once committed, inputs read through checked local copies (a damaged copy fetched again), flags that
-read local files only refused before any work, processes other than 0 writing nothing."""
+"""Commands on an object store (gs:// and s3:// served by local emulators, the `object_store` fixture,
+through the drivers a real bucket takes): folder artifacts written in place with their manifest last
+and read only once committed, inputs read through checked local copies (a damaged copy fetched
+again), flags that read local files only refused before any work, processes other than 0 writing
+nothing."""
 
 from __future__ import annotations
 
@@ -47,9 +48,9 @@ def test_flags_that_read_local_files_only_refuse_urls_with_the_mounted_path():
 def test_a_scheme_without_a_driver_is_named_before_any_work(tmp_path):
   from rospr_jax.commands import demo
   from rospr_jax.model import checkpoints
-  with pytest.raises(ValueError, match="checkpoint nosuch://b/T0_3B: no driver for nosuch://"):
+  with pytest.raises(ValueError, match="checkpoint nosuch://b/T0_3B: nosuch:// is not served here"):
     checkpoints.load_checkpoint("nosuch://b/T0_3B")
-  with pytest.raises(ValueError, match="--output_dir nosuch://b/demo: no driver for nosuch://"):
+  with pytest.raises(ValueError, match="--output_dir nosuch://b/demo: nosuch:// is not served here"):
     demo.run("nosuch://b/demo")
   assert not os.path.exists("nosuch:")
 
@@ -74,7 +75,10 @@ def test_on_other_hosts_library_and_retrieval_commands_compute_but_write_nothing
   assert sorted(tmp_path.iterdir()) == before
 
 
+@pytest.mark.parametrize("object_store", ["gs", "s3"], indirect=True)
 def test_library_and_selection_at_a_url_match_local_ones(object_store, tmp_path, monkeypatch, capsys):
+  """At either bucket kind (gs://, s3://), through the drivers users run."""
+  scheme = object_store.protocol[0]
   from rospr_jax.commands import build_library as build
   from rospr_jax.commands import retrieve as select_cli
   from rospr_jax.retrieval import retrieve
@@ -82,37 +86,37 @@ def test_library_and_selection_at_a_url_match_local_ones(object_store, tmp_path,
   library, flags = _library_inputs(tmp_path)
   assert build.main(["--out", str(tmp_path / "lib"), *library]) == 0
   capsys.readouterr()
-  assert build.main(["--out", "gs://bucket/lib", *library]) == 0
-  assert json.loads(capsys.readouterr().out)["library"] == "gs://bucket/lib"
-  at_url = {p.split("bucket/lib/", 1)[1] for p in object_store.find("gs://bucket/lib")}
+  assert build.main(["--out", f"{scheme}://bucket/lib", *library]) == 0
+  assert json.loads(capsys.readouterr().out)["library"] == f"{scheme}://bucket/lib"
+  at_url = {p.split("bucket/lib/", 1)[1] for p in object_store.find("bucket/lib")}
   local = _files(tmp_path / "lib")
   assert at_url == set(local)
   for name in local:
     if name != storage.MANIFEST:  # the manifest records the argv, which names the --out given
-      assert object_store.cat_file(f"gs://bucket/lib/{name}") == local[name], name
+      assert object_store.cat_file(f"{scheme}://bucket/lib/{name}") == local[name], name
 
-  assert build.main(["--out", "gs://bucket/lib", *library]) == 2  # refused before any work
-  assert "--out gs://bucket/lib already holds a rospr_library; pass --overwrite" in capsys.readouterr().err
-  assert build.main(["--out", "gs://bucket/lib", "--overwrite", *library]) == 0
+  assert build.main(["--out", f"{scheme}://bucket/lib", *library]) == 2  # refused before any work
+  assert f"--out {scheme}://bucket/lib already holds a rospr_library; pass --overwrite" in capsys.readouterr().err
+  assert build.main(["--out", f"{scheme}://bucket/lib", "--overwrite", *library]) == 0
 
   query = ["--queries", str(tmp_path / "q.jsonl"), "--num-neighbors", "3", *flags]
   assert select_cli.main(["--library", str(tmp_path / "lib"), "--out", str(tmp_path / "sel"), *query]) == 0
-  assert select_cli.main(["--library", "gs://bucket/lib", "--out", "gs://bucket/sel", *query]) == 0
+  assert select_cli.main(["--library", f"{scheme}://bucket/lib", "--out", f"{scheme}://bucket/sel", *query]) == 0
   local_choice, local_prompt = retrieve.load_selection(str(tmp_path / "sel"))
-  url_choice, url_prompt = retrieve.load_selection("gs://bucket/sel")
+  url_choice, url_prompt = retrieve.load_selection(f"{scheme}://bucket/sel")
   assert url_choice.chosen == local_choice.chosen and url_choice.names == local_choice.names
-  assert url_choice.to_dict()["params"]["library"] == "gs://bucket/lib"
+  assert url_choice.to_dict()["params"]["library"] == f"{scheme}://bucket/lib"
   np.testing.assert_array_equal(url_prompt, local_prompt)
   capsys.readouterr()
 
   # A changed object, or a folder whose writer stopped before its manifest, is refused by name.
   shard = next(n for n in local if n.endswith(".npy") and n.startswith("shards/"))
-  object_store.pipe_file(f"gs://bucket/lib/{shard}", b"\x93NUMPY damaged")
-  assert select_cli.main(["--library", "gs://bucket/lib", "--out", "gs://bucket/sel2", *query]) == 2
+  object_store.pipe_file(f"{scheme}://bucket/lib/{shard}", b"\x93NUMPY damaged")
+  assert select_cli.main(["--library", f"{scheme}://bucket/lib", "--out", f"{scheme}://bucket/sel2", *query]) == 2
   err = capsys.readouterr().err
   assert f"Library file {shard} in " in err and "is corrupted" in err
-  object_store.rm_file(f"gs://bucket/lib/{storage.MANIFEST}")
-  assert select_cli.main(["--library", "gs://bucket/lib", "--out", "gs://bucket/sel2", *query]) == 2
+  object_store.rm_file(f"{scheme}://bucket/lib/{storage.MANIFEST}")
+  assert select_cli.main(["--library", f"{scheme}://bucket/lib", "--out", f"{scheme}://bucket/sel2", *query]) == 2
   assert "has no manifest.json: it was never completed" in capsys.readouterr().err
 
 

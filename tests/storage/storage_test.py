@@ -156,7 +156,7 @@ def test_outputs_that_do_not_outlive_the_process_are_refused(tmp_path, url):
 
 
 def test_an_unknown_scheme_names_the_setting_and_file_urls_are_local_paths(tmp_path):
-  with pytest.raises(ValueError, match=r"LIBRARY_DIR zz://b/lib: no driver for zz:// here"):
+  with pytest.raises(ValueError, match=r"LIBRARY_DIR zz://b/lib: zz:// is not served here"):
     storage.as_path("zz://b/lib", "LIBRARY_DIR")
   storage.write_text(f"file://{tmp_path}/a.txt", "x")
   assert (tmp_path / "a.txt").read_text() == "x" and not storage.is_url(f"file://{tmp_path}")

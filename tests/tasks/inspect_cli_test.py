@@ -76,7 +76,7 @@ def test_a_task_too_small_for_a_validation_cut_offers_only_all(registry, tmp_pat
                                        r"few for a train/validation split .*its splits: \['all'\]"):
     list(task.examples("validation"))
   # --show defaults to a source's validation split: refused in one line naming the task.
-  assert inspect_cli.main(["--show", task.name]) == 1
+  assert inspect_cli.main(["--show", task.name]) == 2
   err = capsys.readouterr().err
   assert err.startswith("rospr tasks: bigbench_simple_arithmetic_json_multiple_choice: 8 examples are too few")
   assert "Traceback" not in err
@@ -95,7 +95,7 @@ def test_show_reports_failures(registry, with_data, capsys):
   original = path.read_text()
   path.write_text(json.dumps({"premise": "p", "label": 0}) + "\n" + original)
   try:
-    assert inspect_cli.main(["--show", "super_glue_cb_GPT_3_style", "-n", "5"]) == 1
+    assert inspect_cli.main(["--show", "super_glue_cb_GPT_3_style", "-n", "5"]) == 2
   finally:
     path.write_text(original)
   err = capsys.readouterr().err  # an example the data fails is refused in one line: file, line, field
@@ -105,10 +105,10 @@ def test_show_reports_failures(registry, with_data, capsys):
 
 
 def test_show_errors(registry, tmp_path, monkeypatch, capsys):
-  assert inspect_cli.main(["--show", "no_such_task"]) == 1
+  assert inspect_cli.main(["--show", "no_such_task"]) == 2
   assert "no rospr task named 'no_such_task'" in capsys.readouterr().err
   monkeypatch.setenv("ROSPR_DATA_DIR", str(tmp_path))
-  assert inspect_cli.main(["--show", "hellaswag_complete_first_then"]) == 1
+  assert inspect_cli.main(["--show", "hellaswag_complete_first_then"]) == 2
   assert "no data for hellaswag split 'validation'" in capsys.readouterr().err
 
 
@@ -118,7 +118,7 @@ def test_show_errors(registry, tmp_path, monkeypatch, capsys):
     ("super_glue_copa_exercize_score_eval", "super_glue_copa_exercise_score_eval"),  # keeps the suffix
 ])
 def test_show_suggests_the_near_names_of_a_misspelt_task(registry, capsys, typed, expected):
-  assert inspect_cli.main(["--show", typed]) == 1
+  assert inspect_cli.main(["--show", typed]) == 2
   err = capsys.readouterr().err
   assert err.startswith(f"rospr tasks: no rospr task named {typed!r}; did you mean ") and "Traceback" not in err
   suggested = err.split("did you mean ", 1)[1].rstrip("?\n").split(", ")
