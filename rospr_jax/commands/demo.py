@@ -54,7 +54,7 @@ METHODS = (evaluate.CHANCE, evaluate.HARD_PROMPT, "RoSPr", "INTER", "VAR", "INTE
 
 @dataclasses.dataclass(frozen=True)
 class DemoSettings:
-  """Sizes of the offline run (the defaults fit 8 minutes on 2 idle CPU cores)."""
+  """Sizes of the offline run (its measured time: bench/RESULTS.md, "Method")."""
   train_per_source: int = 200      # training examples per template (backbone and prompts)
   eval_examples: int = 100         # test examples per held-out target
   input_length: int = 48           # T of training batches
@@ -294,7 +294,7 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--overwrite", action="store_true",
                       help="replace an earlier demo's output at --output_dir (never a folder of other files)")
   parser.add_argument("--quick", action="store_true",
-                      help="a much smaller run (a minute or two) to check the pipeline")
+                      help="a much smaller run that checks the pipeline (no figures worth reading)")
   parser.add_argument("--log_level", default="INFO")
   args = parser.parse_args(argv)
   from rospr_jax import gin_cli  # pylint: disable=g-import-not-at-top
