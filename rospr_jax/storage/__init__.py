@@ -333,7 +333,7 @@ def _files_of(folder: str) -> list[str]:
   return [n for n in names if n != MANIFEST] + [n for n in names if n == MANIFEST]
 
 
-def _listing(folder: Path, limit: int = 3) -> str:
+def folder_listing(folder: Path, limit: int = 3) -> str:
   """The first entries of `folder`, for a message: `a.txt, data, notes.md, ... (7 entries)`."""
   names = sorted(p.name for p in folder.iterdir())
   return ", ".join(names[:limit]) + (f", ... ({len(names)} entries)" if len(names) > limit else "")
@@ -345,7 +345,7 @@ def _contains(outer: str, inner: str) -> bool:
   return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
 
 
-def _kind_in(path: Path) -> str | None:
+def recorded_kind(path: Path) -> str | None:
   """The "kind" recorded in the JSON file `path` (a manifest, a run folder's marker); None if none."""
   try:
     recorded = read_json(path) if path.is_file() else None
@@ -354,8 +354,8 @@ def _kind_in(path: Path) -> str | None:
   return recorded.get("kind") if isinstance(recorded, dict) else None
 
 
-def _writable_folder(final: PathLike, what: str, inputs: Sequence[PathLike | None] = (),
-                     ignore: Sequence[str] = ()) -> Path | None:
+def writable_folder(final: PathLike, what: str, inputs: Sequence[PathLike | None] = (),
+                    ignore: Sequence[str] = ()) -> Path | None:
   """`final` as a Path when it is a folder holding entries (but those named in `ignore`), None when
   it is absent or empty; refuses a symbolic link, the working folder or one above it, a folder that is
   or holds one of `inputs`, and a file, naming `what`."""
@@ -395,13 +395,14 @@ def check_destination(final: PathLike, what: str, *, kind: str, overwrite: bool 
   Raises:
     FileExistsError / ValueError naming `what` (the flag or setting), `final` and why.
   """
-  target = _writable_folder(final, what, inputs)
+  target = writable_folder(final, what, inputs)
   if target is None:
     return
-  found = _kind_in(target / MANIFEST)
+  found = recorded_kind(target / MANIFEST)
   if found != kind:
-    raise FileExistsError(f"{what} {os.fspath(final)} holds files that are not a {kind} ({_listing(target)}); "
-                          "rospr replaces only its own artifacts: give a new or empty folder.")
+    raise FileExistsError(f"{what} {os.fspath(final)} holds files that are not a {kind} "
+                          f"({folder_listing(target)}); rospr replaces only its own artifacts: give a new "
+                          "or empty folder.")
   if not overwrite:
     hint = f"pass {overwrite_flag} to replace it" if overwrite_flag else "give a new or empty folder"
     raise FileExistsError(f"{what} {os.fspath(final)} already holds a {kind}; {hint}.")
@@ -495,111 +496,6 @@ def absolute(path: PathLike | None) -> str | None:
   return os.fspath(path) if is_url(path) else os.path.abspath(os.fspath(path).removeprefix("file://"))
 
 
-# --- Run folders: one run at a time; leftovers of killed writers -----------------------------------------
-
-
-def claim_run_folder(directory: PathLike, command: str, what: str, *, mark: bool = True) -> None:
-  """Makes `directory` the run folder of a `rospr COMMAND` run (flag or macro `what`): an absent or
-  empty folder receives the marker `.rospr_run.json` naming its kind; a folder holding that marker of
-  the same kind is resumed; anything else (a user's files, another command's run, a file, a link, the
-  working folder) is refused before any work, naming `what`. Without `mark`, only checks."""
-  kind = run_kind(command)
-  target = _writable_folder(directory, what, ignore=(LOCK_FILE, LOCK_FILE + ".json"))
-  if target is None:
-    if mark:
-      write_json(as_path(directory, what, output=True) / RUN_MARKER, {"kind": kind})
-    return
-  found = _kind_in(target / RUN_MARKER)
-  if found != kind:
-    raise FileExistsError(
-        f"{what} {os.fspath(directory)} holds files that are not a {kind} ({_listing(target)}"
-        f"{'; it is a ' + found if found else ''}); a run resumes only its own folder: give a new or empty one.")
-
-
-def run_kind(command: str) -> str:
-  """The kind a `rospr COMMAND` run folder's marker records: `train-prompts` -> `rospr_train_prompts_run`."""
-  return f"rospr_{command.replace('-', '_')}_run"
-
-
-@contextlib.contextmanager
-def run_lock(directory: PathLike, command: str, what: str) -> Iterator[None]:
-  """Holds `<directory>/.rospr.lock` (a `filelock.FileLock`, released by the kernel if the holder dies)
-  while a run writes into the local folder `directory`, so a second run into it is refused naming the
-  holder, once `claim_run_folder` has accepted the folder (`what` names its flag or macro). An object
-  store has no lock that epath can take atomically (GCS's `ifGenerationMatch=0` is not reachable
-  through epath): a run folder at a URL is not locked, and two runs must not write one URL; orbax
-  still never tears a checkpoint, and records are single objects."""
-  if is_url(directory):
-    claim_run_folder(directory, command, what)
-    yield
-    return
-  claim_run_folder(directory, command, what, mark=False)  # refused before the lock file is made
-  import filelock  # pylint: disable=g-import-not-at-top
-  directory = os.path.abspath(os.fspath(directory).removeprefix("file://"))
-  os.makedirs(directory, exist_ok=True)
-  path, holder = os.path.join(directory, LOCK_FILE), os.path.join(directory, LOCK_FILE + ".json")
-  if os.path.isdir(path):  # was: "[Errno 21] Is a directory"
-    raise FileExistsError(f"{path} is a folder, where {command} keeps the lock file of the run in {directory}; "
-                          "move that folder away (rospr never writes one there).")
-  lock = filelock.FileLock(path, timeout=0)
-  try:
-    lock.acquire()
-  except filelock.Timeout:
-    try:
-      who = read_json(holder)
-    except (OSError, ValueError):
-      who = {}
-    raise FileExistsError(f"{directory} is in use by {who.get('command', 'another run')} (pid "
-                          f"{who.get('pid')} on {who.get('host')}, since {who.get('started')}); wait for it "
-                          "to end.") from None
-  try:
-    claim_run_folder(directory, command, what)
-    write_json(holder, {"command": command, "host": socket.gethostname(), "pid": os.getpid(),
-                        "started": __import__("time").strftime("%Y-%m-%dT%H:%M:%S%z")})
-    yield
-  finally:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(holder)
-    lock.release()
-
-
-_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[A-Za-z0-9_]+$")
-
-
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
-def remove_leftovers(directory: PathLike, *, names: Sequence[str] | None = None,
-                     recursive: bool = False) -> list[str]:
-  """Removes the temporaries (`tmp_prefix`) that killed writers of this host left in the local folder
-  `directory` (of `names` only, when given; below it too with `recursive`), one warning naming them;
-  returns their paths. A temporary whose writer is alive, or of another host, is left alone."""
-  if is_url(directory) or not os.path.isdir(directory):
-    return []
-  me, host = os.getpid(), tmp_prefix("x").split("-")[1]
-  removed = []
-  for folder, subdirs, files in os.walk(os.path.abspath(os.fspath(directory))):
-    for entry in subdirs + files:
-      match = _TMP_NAME.match(entry)
-      if (not match or (names is not None and match["name"] not in names) or match["host"] != host
-          or int(match["pid"]) == me or _alive(int(match["pid"]))):
-        continue
-      path = os.path.join(folder, entry)
-      if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-      else:
-        with contextlib.suppress(FileNotFoundError):
-          os.remove(path)
-      removed.append(path)
-    subdirs[:] = [d for d in subdirs if recursive and os.path.join(folder, d) not in removed]
-  if removed:
-    logging.warning("Removed %d leftovers of interrupted runs (their writers are gone): %s", len(removed),
-                    ", ".join(removed))
-  return removed
+# Run folders (claimed by their kind, locked, swept of killed writers' leftovers): `runs.py`.
+# pylint: disable-next=g-import-not-at-top,wrong-import-position
+from rospr_jax.storage.runs import claim_run_folder, remove_leftovers, run_kind, run_lock
