@@ -6,7 +6,8 @@ Parameters and activations carry logical axis names; these rules map them onto a
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -55,11 +56,44 @@ def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 2) -> jax.sharding.Named
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data", *([None] * (ndim - 1))))
 
 
-def memory_limit() -> tuple[int, str]:
-  """(bytes, what they are) one computation of this process can use at most: the first local device's
-  `bytes_limit`, or, on a backend without memory stats (the CPU), the host's physical memory."""
+class MeshStep:
+  """A jitted function as a run calls it: under its mesh and the logical axis rules (or plainly on one
+  device without a mesh), with its static keyword arguments bound. `lower(*abstract)` lowers the very
+  same function in the same context, so a plan compiles what the run executes.
+
+  Attributes:
+    jitted: the `jax.jit` object called; mesh: the data x model mesh or None; rules: logical axis rules.
+  """
+
+  def __init__(self, jitted: Callable, mesh: jax.sharding.Mesh | None, rules: LogicalRules = STANDARD_RULES,
+               **static: Any):
+    self.jitted, self.mesh, self.rules, self.static = jitted, mesh, rules, static
+
+  def _scope(self):
+    if self.mesh is None:
+      return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(self.mesh)
+    stack.enter_context(nn.logical_axis_rules(self.rules))
+    return stack
+
+  def __call__(self, *args):
+    with self._scope():
+      return self.jitted(*args, **self.static)
+
+  def lower(self, *args):
+    """The lowered program for (possibly abstract, `jax.ShapeDtypeStruct`) arguments."""
+    with self._scope():
+      return self.jitted.lower(*args, **self.static)
+
+
+def memory_limit(device: jax.Device | None = None) -> tuple[int, str]:
+  """(bytes, what they are) one computation of this process can use at most: the `bytes_limit` of
+  `device` (default: the first local device), or, on a backend without memory stats (the CPU), the
+  host's physical memory."""
   import os  # pylint: disable=g-import-not-at-top
-  device = jax.local_devices()[0]  # this process's own: another process's has no memory stats here
+  if device is None:
+    device = jax.local_devices()[0]  # this process's own: another process's has no memory stats here
   try:
     stats = device.memory_stats()
   except Exception:  # noqa: BLE001 - a backend without memory stats: the host's memory bounds it

@@ -1,0 +1,150 @@
+"""`rospr plan`: the run's own steps compiled ahead of time for a TPU topology (libtpu, no TPU needed) or
+this process's devices, with the memory per device that the compiler reports."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from rospr_jax.commands import plan as plan_command
+from rospr_jax.eval import batching
+from rospr_jax.model import get_config, model_for, partitioning
+from rospr_jax.plan import planner, report, steps, targets
+from rospr_jax.prompt.train_step import default_optimizer, make_train_step
+
+TINY = get_config("tiny")
+needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                  reason="libtpu is not installed (the `tpu` extra, scripts/setup.sh)")
+
+
+def _train(batch_size: int) -> planner.TrainSettings:
+  shapes = steps.TrainShapes(batch_size=batch_size, input_length=32, target_length=8, prompt_length=4,
+                             num_sources=3)
+  return planner.TrainSettings(shapes, dropout_rate=0.1, remat_policy="minimal", optimizer=default_optimizer())
+
+
+@needs_libtpu
+def test_tpu_plan_compiles_for_the_topology_and_its_memory_grows_with_the_batch():
+  target = targets.resolve("v4-8")
+  assert len(target.devices) == 4 and target.devices[0].platform == "tpu" and target.hosts == 1
+  small, = planner.plan(TINY, target, num_partitions=1, scoring=steps.ScoringShapes(8, 64, 2, 16, 4))
+  large, = planner.plan(TINY, target, num_partitions=1, scoring=steps.ScoringShapes(128, 64, 2, 16, 4))
+  assert small.fits and large.fits and small.hbm == 32 * 2**30
+  # The batch (inputs [B, 64], targets [B, 2, 16], prompts [B, 4, 64] float32) is an argument split over
+  # the 4 devices: a quarter of the 120 more rows at least (TPU layouts pad to tiles).
+  assert large.arguments - small.arguments >= 120 * (64 + 32 + 4 * 64) * 4 // 4
+  assert large.total > small.total and large.temporaries >= small.temporaries
+  assert small.flops and large.flops > 8 * small.flops and large.seconds > small.seconds > 0
+
+
+def test_plan_lowers_the_run_own_steps_on_the_run_mesh():
+  """The steps lowered are the ones `PromptTrainer` and `score_examples` call: same jitted functions,
+  mesh, rules and static arguments (a copy would compile something else than what runs)."""
+  devices = jax.devices()[:4]
+  mesh = partitioning.make_mesh(2, devices)
+  model, optimizer = model_for(TINY), default_optimizer()
+  train, lowered = steps.lower_train_step(model, optimizer, mesh, _train(4).shapes, "unsafe_rbg")
+  run_train = make_train_step(model, optimizer, mesh=mesh)
+  assert train.jitted is run_train.jitted and train.mesh is mesh and train.static == run_train.static
+  assert train.rules == partitioning.STANDARD_RULES
+  score, _ = steps.lower_scoring_step(model, mesh, steps.ScoringShapes(4, 16, 2, 8, 4))
+  run_score = batching.scoring_step(model, mesh)
+  assert score.jitted is run_score.jitted is batching.score_choices and score.static == run_score.static
+  # The backbone's arguments carry the rules' shardings: a feed-forward kernel [H, F] split over `model`.
+  wi = steps.abstract_params(model, mesh)["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
+  assert wi.sharding.spec == jax.sharding.PartitionSpec(None, "model")
+  (state, params, _, _), _ = lowered.args_info
+  assert state.step.donated and not params["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"].donated
+
+
+def test_local_plan_agrees_with_the_cpu_compile():
+  shapes = steps.ScoringShapes(16, 32, 2, 8, 4)
+  cost, = planner.plan(TINY, targets.resolve("local"), num_partitions=2, scoring=shapes)
+  mesh = partitioning.make_mesh(2, jax.devices())
+  memory = steps.lower_scoring_step(model_for(TINY), mesh, shapes)[1].compile().memory_analysis()
+  assert (cost.arguments, cost.temporaries, cost.outputs) == (
+      memory.argument_size_in_bytes, memory.temp_size_in_bytes, memory.output_size_in_bytes)
+  assert cost.hbm_source == "this host's memory" and cost.fits and cost.shapes["num_partitions"] == 2
+
+
+def test_model_parallel_split_is_refused_naming_the_dimension():
+  small = get_config("small")  # 6 heads
+  with pytest.raises(ValueError, match=r"NUM_PARTITIONS 4 does not divide the model's heads \(num_heads\), 6"):
+    planner.check_partitions(small, 4, 8)
+  planner.check_partitions(small, 2, 8)
+
+
+def test_verdict_says_by_how_much_a_step_does_not_fit():
+  target = targets.Target("v5litepod-8", [None] * 8, targets.CHIPS["v5e"], 1)
+  cost = report.StepCost("train", {}, arguments=6 * 2**30, temporaries=12 * 2**30, outputs=0, aliased=0, code=0,
+                         hbm=16 * 2**30, hbm_source="TPU v5e HBM", flops=1e12, bytes_accessed=1e9,
+                         seconds=None, seconds_source="", compile_seconds=1.0)
+  assert not cost.fits
+  assert report.verdict([cost], target).startswith("does not fit: the train step needs 18.00 GiB per device")
+  assert "2.00 GiB too many" in report.verdict([cost], target)
+
+
+def test_time_estimate_uses_the_compiler_optimum_only_when_plausible():
+  target = targets.Target("v4-8", [], targets.CHIPS["v4"], 1)
+  bound = 275e12 / 275e12  # 1 s of FLOPs at the v4 peak
+  assert report.estimate_seconds(1.5, 275e12, 0.0, target) == (1.5, "compiler optimum")
+  seconds, source = report.estimate_seconds(-1104.0, 275e12, 0.0, target)
+  assert seconds == bound and source.startswith("bound at peak")
+  seconds, source = report.estimate_seconds(0.1, 275e12, 0.0, target)  # faster than the peak allows
+  assert seconds == bound and "implausible" in source
+
+
+def _rospr(*argv: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "rospr_jax.cli", "plan", *argv], capture_output=True, text=True,
+                        timeout=300)
+
+
+def test_unknown_topology_is_one_line_and_exit_2():
+  done = _rospr("--gin_file=models/tiny.gin", "--gin_file=prompt_tuning/train_jsonl.gin", "--topology", "v9-8")
+  assert done.returncode == 2, done.stderr
+  lines = done.stderr.strip().splitlines()
+  assert len(lines) == 1
+  assert lines[0].startswith("rospr plan: error: unknown topology 'v9-8'; use one of local, ")
+  assert "v4-8" in lines[0] and not done.stdout
+
+
+@needs_libtpu
+def test_plan_command_writes_the_plan_for_a_tpu_slice(tmp_path):
+  out = tmp_path / "plan.json"
+  done = _rospr("--gin_file=models/tiny.gin", "--gin_file=prompt_tuning/train_jsonl.gin", "--topology",
+                "v5litepod-8", "--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=32", "--gin.TARGET_LENGTH=8",
+                "--gin.PROMPT_LENGTH=4", "--out", str(out))
+  assert done.returncode == 0, done.stderr
+  assert "libtpu" not in done.stderr and "TPU_WORKER_HOSTNAMES" not in done.stderr  # its start-up noise
+  plan = json.loads(out.read_text())
+  assert plan["devices"] == 8 and plan["hosts"] == 1 and plan["fits"] and plan["device_kind"] == "TPU v5 lite"
+  step, = plan["steps"]
+  assert step["step"] == "train" and step["shapes"]["batch_size"] == 8 and step["hbm"] == 16 * 2**30
+  assert done.stdout.strip().splitlines()[-1] == plan["verdict"] and plan["verdict"].startswith("fits: ")
+
+
+def test_missing_libtpu_is_one_line(monkeypatch):
+  monkeypatch.setattr(targets.importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(ValueError, match=r"^--topology v4-8 compiles with libtpu, which is not installed: pip install"):
+    targets.resolve("v4-8")
+
+
+def test_help_names_the_topology_flag():
+  done = subprocess.run([sys.executable, "-m", "rospr_jax.cli", "plan", "--help"], capture_output=True, text=True,
+                        timeout=120)
+  assert done.returncode == 0 and "--topology" in done.stdout and plan_command.PROG in done.stdout
+
+
+@needs_libtpu
+def test_a_step_over_the_hbm_is_refused_naming_the_batch():
+  """The TPU compiler refuses a program over the device's HBM; the plan says so, with the bytes."""
+  target = targets.resolve("v5litepod-1")
+  too_big, = planner.plan(TINY, target, num_partitions=1, scoring=steps.ScoringShapes(4096, 1024, 2, 256, 4))
+  assert not too_big.fits and too_big.refused and too_big.required > 16 * 2**30
+  line = report.verdict([too_big], target)
+  assert line.startswith("does not fit: the scoring step needs at least ") and "lower BATCH_SIZE" in line
