@@ -135,11 +135,13 @@ def run(flags) -> dict:
   costs = planner.plan(config, target, num_partitions=num_partitions, train=train_settings,
                        scoring=_scoring_shapes(evaluate, prompt_length) if evaluate else None)
   verdict = report.verdict(costs, target)
+  notes = report.projections(costs, target, train_steps=train.get("num_steps") if train else None)
   print(report.markdown(costs, target))
+  print("\n".join(["", *notes, ""]) if notes else "")
   print(verdict)
   result = {"topology": flags.topology, "devices": len(target.devices), "hosts": target.hosts,
             "device_kind": target.devices[0].device_kind, "model": str(config), "steps": [c.as_dict() for c in costs],
-            "fits": all(c.fits for c in costs), "verdict": verdict}
+            "fits": all(c.fits for c in costs), "notes": notes, "verdict": verdict}
   if flags.out:
     with open(flags.out, "w") as f:
       json.dump(result, f, indent=1)

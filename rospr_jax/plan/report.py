@@ -156,6 +156,27 @@ def size(nbytes: int) -> str:
   return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB else f"{nbytes / 2**20:.2f} MiB"
 
 
+def projections(costs: list[StepCost], target: Target, *, train_steps: int | None) -> list[str]:
+  """Lines on what the steps mean for the run: the training time of `train_steps` at the estimate (a
+  lower bound: the estimate is the compiler's optimum or the chip's peak), and on a multi-host slice
+  the rows each host feeds."""
+  lines = []
+  train = next((c for c in costs if c.step == "train" and c.seconds), None)
+  if train is not None and train_steps:
+    hours = train_steps * train.seconds / 3600
+    lines.append(f"train: TRAIN_STEPS {train_steps:,} x {train.seconds:.3g} s = {hours:,.2f} h at least "
+                 f"({train.seconds_source}); {hours / UTILIZATION:,.2f} h at {UTILIZATION:.0%} of it")
+  if target.hosts > 1:
+    rows = ", ".join(f"{c.step} {c.shapes['batch_size'] // target.hosts}" for c in costs)
+    lines.append(f"{target.name} has {target.hosts} hosts: the command runs on every host (run_tpu.sh "
+                 f"does it), each feeding its share of every batch (rows per host: {rows})")
+  return lines
+
+
+# The share of the compiler's optimum a real step is taken to reach in projections.
+UTILIZATION = 0.5
+
+
 def markdown(costs: list[StepCost], target: Target) -> str:
   """A table: one row per step, GiB per device, FLOPs and seconds per step."""
   rows = ["| step | shapes | arguments | temporaries | outputs | total | HBM | fits | "

@@ -148,3 +148,14 @@ def test_a_step_over_the_hbm_is_refused_naming_the_batch():
   assert not too_big.fits and too_big.refused and too_big.required > 16 * 2**30
   line = report.verdict([too_big], target)
   assert line.startswith("does not fit: the scoring step needs at least ") and "lower BATCH_SIZE" in line
+
+
+def test_projections_give_the_training_hours_and_the_rows_per_host():
+  target = targets.Target("v4-32", [None] * 16, targets.CHIPS["v4"], 4)
+  cost = report.StepCost("train", {"batch_size": 64}, arguments=0, temporaries=0, outputs=0, aliased=0, code=0,
+                         hbm=1, hbm_source="", flops=1.0, bytes_accessed=1.0, seconds=0.36,
+                         seconds_source="compiler optimum", compile_seconds=1.0)
+  hours, hosts = report.projections([cost], target, train_steps=20_000)
+  assert hours.startswith("train: TRAIN_STEPS 20,000 x 0.36 s = 2.00 h at least (compiler optimum); 4.00 h at 50%")
+  assert "4 hosts" in hosts and "rows per host: train 16" in hosts
+  assert report.projections([cost], targets.Target("v4-8", [None] * 4, targets.CHIPS["v4"], 1), train_steps=None) == []
