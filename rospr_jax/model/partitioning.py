@@ -30,6 +30,18 @@ STANDARD_RULES: LogicalRules = (
 )
 
 
+def check_partitions(config, num_partitions: int, num_devices: int) -> None:
+  """Refuses, in one line naming NUM_PARTITIONS and the dimension, a model-parallel split the rules
+  cannot make evenly (the devices, or the heads, feed-forward width or vocabulary split over `model`)."""
+  if num_devices % num_partitions:
+    raise ValueError(f"NUM_PARTITIONS {num_partitions} does not divide the {num_devices} devices.")
+  dims = {"heads (num_heads)": config.num_heads, "feed-forward width (mlp_dim)": config.mlp_dim,
+          "vocabulary (vocab_size)": config.vocab_size}
+  for what, size in dims.items():
+    if size % num_partitions:
+      raise ValueError(f"NUM_PARTITIONS {num_partitions} does not divide the model's {what}, {size}.")
+
+
 def make_mesh(num_partitions: int = 1, devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
   """A `data` x `model` mesh over `devices` (default: all) with `num_partitions` on the model axis."""
   devices = list(jax.devices() if devices is None else devices)

@@ -31,17 +31,6 @@ class TrainSettings:
   rng_impl: str | None = "auto"
 
 
-def check_partitions(config: T5Config, num_partitions: int, num_devices: int) -> None:
-  """Refuses, naming NUM_PARTITIONS and the dimension, a split the rules cannot make evenly."""
-  if num_devices % num_partitions:
-    raise ValueError(f"NUM_PARTITIONS {num_partitions} does not divide the target's {num_devices} devices.")
-  dims = {"heads (num_heads)": config.num_heads, "feed-forward width (mlp_dim)": config.mlp_dim,
-          "vocabulary (vocab_size)": config.vocab_size}
-  for what, size in dims.items():
-    if size % num_partitions:
-      raise ValueError(f"NUM_PARTITIONS {num_partitions} does not divide the model's {what}, {size}.")
-
-
 def _data_multiple(batch_size: int, data: int, macro: str, round_up: bool) -> int:
   if batch_size % data == 0:
     return batch_size
@@ -54,7 +43,7 @@ def _data_multiple(batch_size: int, data: int, macro: str, round_up: bool) -> in
 def plan(config: T5Config, target: Target, *, num_partitions: int, train: TrainSettings | None = None,
          scoring: steps.ScoringShapes | None = None) -> list[report.StepCost]:
   """Compiles the training and / or scoring step for `target`; returns their costs, in that order."""
-  check_partitions(config, num_partitions, len(target.devices))
+  partitioning.check_partitions(config, num_partitions, len(target.devices))
   mesh = partitioning.make_mesh(num_partitions, target.devices)
   data = mesh.shape["data"]
   costs = []

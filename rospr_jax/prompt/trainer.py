@@ -352,6 +352,8 @@ class _Run:
     data.check_token_ids(self.config.vocab_size)
     self.names = list(data.names)
     use_mesh = jax.device_count() > 1 or num_partitions > 1 if use_mesh is None else use_mesh
+    if use_mesh:  # a split the rules cannot make: one line naming NUM_PARTITIONS and the dimension
+      partitioning.check_partitions(self.config, num_partitions, jax.device_count())
     self.mesh = partitioning.make_mesh(num_partitions) if use_mesh else None
     self.model = model_for(self.config)
     self.boxed = self.model.abstract_params()  # logical axes

@@ -75,8 +75,10 @@ def test_local_plan_agrees_with_the_cpu_compile():
 def test_model_parallel_split_is_refused_naming_the_dimension():
   small = get_config("small")  # 6 heads
   with pytest.raises(ValueError, match=r"NUM_PARTITIONS 4 does not divide the model's heads \(num_heads\), 6"):
-    planner.check_partitions(small, 4, 8)
-  planner.check_partitions(small, 2, 8)
+    partitioning.check_partitions(small, 4, 8)
+  partitioning.check_partitions(small, 2, 8)
+  with pytest.raises(ValueError, match=r"^NUM_PARTITIONS 3 does not divide the 8 devices"):
+    partitioning.check_partitions(small, 3, 8)
 
 
 def test_verdict_says_by_how_much_a_step_does_not_fit():
@@ -159,3 +161,15 @@ def test_projections_give_the_training_hours_and_the_rows_per_host():
   assert hours.startswith("train: TRAIN_STEPS 20,000 x 0.36 s = 2.00 h at least (compiler optimum); 4.00 h at 50%")
   assert "4 hosts" in hosts and "rows per host: train 16" in hosts
   assert report.projections([cost], targets.Target("v4-8", [None] * 4, targets.CHIPS["v4"], 1), train_steps=None) == []
+
+
+def test_train_prompts_refuses_a_split_of_the_heads_in_one_line(tmp_path):
+  (tmp_path / "examples.jsonl").write_text(json.dumps({"source": "a", "inputs": [5, 6], "targets": [7, 1]}) + "\n")
+  done = subprocess.run(
+      [sys.executable, "-m", "rospr_jax.cli", "train-prompts", "--gin_file=models/tiny.gin",
+       "--gin_file=prompt_tuning/train_jsonl.gin", f"--gin.MODEL_DIR='{tmp_path / 'run'}'", "--gin.TRAIN_STEPS=1",
+       f"--gin.EXAMPLES_FILE='{tmp_path / 'examples.jsonl'}'", "--gin.NUM_PARTITIONS=8"],
+      capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2 and "Traceback" not in done.stderr
+  assert done.stderr.strip().splitlines()[-1] == (
+      "rospr train-prompts: error: NUM_PARTITIONS 8 does not divide the model's heads (num_heads), 4.")
