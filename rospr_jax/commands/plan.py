@@ -18,8 +18,11 @@ and compiled by the target's compiler (libtpu for a TPU topology: `pip install '
 v4:2x2x1, or `local` (this process's devices: on a TPU VM or a GPU the compile the run will do).
 Prints a markdown table (arguments, temporaries, outputs and their total per device against the
 chip's HBM, TFLOPs and seconds per step: the TPU compiler's optimum when positive and plausible, else
-a bound at the chip's peak, saying which) and a one-line verdict; --out writes the plan as JSON. Exit
-2 when a step does not fit (the verdict says by how much) or on bad input.
+a bound at the chip's peak, saying which), the training hours for TRAIN_STEPS, and a one-line
+verdict; --out writes the plan as JSON. A step that does not fit is compiled again with the obvious
+remedies (NUM_PARTITIONS doubled up to 8, a stronger REMAT_POLICY, half the BATCH_SIZE; --no_search
+skips them) and the verdict names the first that fits. Exit 2 when a step does not fit (the verdict
+says by how much) or on bad input.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ def _add_arguments(parser) -> None:
                       help="v3-8, v4-8, v4-32, v5p-8, v5litepod-8, v6e-8, ..., a topology such as v4:2x2x1, "
                            "or local")
   parser.add_argument("--out", default=None, help="write the plan as JSON to this file")
+  parser.add_argument("--no_search", action="store_true",
+                      help="when a step does not fit, do not try the remedies (more NUM_PARTITIONS, a stronger "
+                           "REMAT_POLICY, half the BATCH_SIZE; one compile each)")
 
 
 def _resolve(value: Any) -> Any:
@@ -122,6 +128,7 @@ def _scoring_shapes(evaluate: dict, prompt_length: int):
 def run(flags) -> dict:
   """Plans the configured steps for `flags.topology`; returns the plan (as written to --out)."""
   from rospr_jax.plan import planner, report, targets  # pylint: disable=g-import-not-at-top
+  from rospr_jax.plan import remedies as remedies_lib  # pylint: disable=g-import-not-at-top
   from rospr_jax.prompt import prompts  # pylint: disable=g-import-not-at-top
   train, evaluate = _bindings(TRAIN), _bindings(EVALUATE)
   if not train and not evaluate:
@@ -132,16 +139,24 @@ def run(flags) -> dict:
   train_settings = _train_settings(train) if train else None
   prompt_length = train_settings.shapes.prompt_length if train_settings else prompts.DEFAULT_LENGTH
   num_partitions = (train or evaluate).get("num_partitions", 1)
-  costs = planner.plan(config, target, num_partitions=num_partitions, train=train_settings,
-                       scoring=_scoring_shapes(evaluate, prompt_length) if evaluate else None)
-  verdict = report.verdict(costs, target)
+  scoring = _scoring_shapes(evaluate, prompt_length) if evaluate else None
+  costs = planner.plan(config, target, num_partitions=num_partitions, train=train_settings, scoring=scoring)
+  remedies = {}
+  for cost in costs if not flags.no_search else ():
+    if not cost.fits:
+      found = remedies_lib.find_remedy(config, target, cost, num_partitions=num_partitions, train=train_settings,
+                                       scoring=scoring)
+      remedies[cost.step] = (found.describe() if found else
+                             "none of NUM_PARTITIONS up to 8, a stronger REMAT_POLICY or half the BATCH_SIZE "
+                             "(three times) fits")
+  verdict = report.verdict(costs, target, remedies)
   notes = report.projections(costs, target, train_steps=train.get("num_steps") if train else None)
   print(report.markdown(costs, target))
   print("\n".join(["", *notes, ""]) if notes else "")
   print(verdict)
   result = {"topology": flags.topology, "devices": len(target.devices), "hosts": target.hosts,
             "device_kind": target.devices[0].device_kind, "model": str(config), "steps": [c.as_dict() for c in costs],
-            "fits": all(c.fits for c in costs), "notes": notes, "verdict": verdict}
+            "fits": all(c.fits for c in costs), "notes": notes, "remedies": remedies, "verdict": verdict}
   if flags.out:
     with open(flags.out, "w") as f:
       json.dump(result, f, indent=1)
@@ -153,6 +168,9 @@ def main(argv: list[str]) -> int:
   flags, _ = gin_cli.parse_args(argv, PROG, __doc__, EXAMPLE_FILE, _add_arguments)  # before JAX loads
   if flags.topology != "local":  # compiled for the topology, nothing computed: leave any device here alone
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  # The configurables of both run files register before gin parses and locks the config.
+  from rospr_jax.plan import remedies  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  from rospr_jax.prompt import trainer  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   code, result = common.run_gin_command(argv, prog=PROG, doc=__doc__, example_file=EXAMPLE_FILE, run=run,
                                         required=False, add_arguments=_add_arguments)
   if code == 0 and not result["fits"]:

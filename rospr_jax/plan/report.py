@@ -129,8 +129,9 @@ def estimate_seconds(optimal: float | None, flops: float | None, moved: float | 
   return None, "unknown (no chip peak for this target)"
 
 
-def verdict(costs: list[StepCost], target: Target) -> str:
-  """One line: whether every step fits a device of `target`, and by how much."""
+def verdict(costs: list[StepCost], target: Target, remedies: dict[str, str] | None = None) -> str:
+  """One line: whether every step fits a device of `target`, and by how much; for a step that does not
+  fit, what `remedies` says about it (the remedy found)."""
   worst = max(costs, key=lambda c: c.total / c.hbm)
   need, have = worst.total / GIB, worst.hbm / GIB
   where = f"{target.name} ({worst.hbm_source} {have:.2f} GiB per device)"
@@ -138,7 +139,7 @@ def verdict(costs: list[StepCost], target: Target) -> str:
     return (f"fits: the largest step ({worst.step}) needs {need:.2f} GiB per device on {where}, "
             f"{have - need:.2f} GiB to spare")
   worst = next((c for c in costs if not c.fits), worst)
-  need, remedy = worst.total / GIB, REMEDIES[worst.step]
+  need, remedy = worst.total / GIB, (remedies or {}).get(worst.step) or REMEDIES[worst.step]
   if worst.refused is not None:
     at_least = f"at least {need:.2f} GiB per device, " if worst.required else ""
     return (f"does not fit: the {worst.step} step needs {at_least}more than {where} ({remedy}); the "
@@ -186,8 +187,9 @@ def markdown(costs: list[StepCost], target: Target) -> str:
     shapes = ", ".join(f"{k} {v}" for k, v in c.shapes.items())
     flops = "" if c.flops is None else f"{c.flops / 1e12:.3g}"
     seconds = "" if c.seconds is None else f"{c.seconds:.3g}"
-    rows.append(f"| {c.step} | {shapes} | {size(c.arguments)} | {size(c.temporaries)} | "
-                f"{size(c.outputs)} | {'>= ' if c.refused else ''}{size(c.total)} | {size(c.hbm)} | "
+    parts = ("", "", "") if c.refused else (size(c.arguments), size(c.temporaries), size(c.outputs))
+    rows.append(f"| {c.step} | {shapes} | {' | '.join(parts)} | "
+                f"{'>= ' if c.refused else ''}{size(c.total)} | {size(c.hbm)} | "
                 f"{'yes' if c.fits else 'refused by the compiler' if c.refused else 'no'} | "
                 f"{flops} | {seconds} | {c.seconds_source} | {c.compile_seconds:.1f} |")
   return f"Plan for {target.name}: {len(target.devices)} devices, {target.hosts} host(s)\n\n" + "\n".join(rows)

@@ -14,7 +14,7 @@ import pytest
 from rospr_jax.commands import plan as plan_command
 from rospr_jax.eval import batching
 from rospr_jax.model import get_config, model_for, partitioning
-from rospr_jax.plan import planner, report, steps, targets
+from rospr_jax.plan import planner, remedies, report, steps, targets
 from rospr_jax.prompt.train_step import default_optimizer, make_train_step
 
 TINY = get_config("tiny")
@@ -173,3 +173,29 @@ def test_train_prompts_refuses_a_split_of_the_heads_in_one_line(tmp_path):
   assert done.returncode == 2 and "Traceback" not in done.stderr
   assert done.stderr.strip().splitlines()[-1] == (
       "rospr train-prompts: error: NUM_PARTITIONS 8 does not divide the model's heads (num_heads), 4.")
+
+
+@needs_libtpu
+def test_a_step_that_does_not_fit_names_the_remedy_that_fits():
+  """Scoring 1,024 rows of 1,024 tokens on one v5e chip does not fit (about 21 GiB of 16; a single
+  device: no model partitions to try), half the batch does (about 11 GiB): BATCH_SIZE 512 is named."""
+  target = targets.resolve("v5litepod-1")
+  shapes = steps.ScoringShapes(1024, 1024, 2, 256, 4)
+  refused = report.StepCost("scoring", {}, arguments=0, temporaries=0, outputs=0, aliased=0, code=0,
+                            hbm=16 * 2**30, hbm_source="TPU v5e HBM", flops=None, bytes_accessed=None, seconds=None,
+                            seconds_source="", compile_seconds=1.0, refused="RESOURCE_EXHAUSTED", required=21 * 2**30)
+  found = remedies.find_remedy(TINY, target, refused, num_partitions=1, train=None, scoring=shapes)
+  assert (found.macro, found.value) == ("BATCH_SIZE", 512) and found.cost.fits
+  assert found.cost.shapes["batch_size"] == 512 and found.describe().startswith("BATCH_SIZE 512 fits (")
+  line = report.verdict([refused], target, {"scoring": found.describe()})
+  assert line.startswith("does not fit: the scoring step needs at least 21.00 GiB per device, more than v5litepod-1")
+  assert f"({found.describe()})" in line
+
+
+def test_remedies_are_tried_in_order():
+  """More model partitions first (those that divide the model), then a stronger remat, then half the batch."""
+  target = targets.Target("v4-8", list(range(8)), targets.CHIPS["v4"], 1)
+  train = _train(32)
+  tried = [(macro, value) for macro, value, _ in remedies._candidates(TINY, target, 1, train, None)]  # pylint: disable=protected-access
+  assert tried == [("NUM_PARTITIONS", 2), ("NUM_PARTITIONS", 4), ("REMAT_POLICY", "full"), ("BATCH_SIZE", 16),
+                   ("BATCH_SIZE", 8)]
