@@ -52,20 +52,28 @@ def plan(config: T5Config, target: Target, *, num_partitions: int, train: TrainS
     model = model_for(config.replace(dropout_rate=train.dropout_rate, remat_policy=train.remat_policy))
     shapes = {**dataclasses.asdict(train.shapes), "remat_policy": train.remat_policy,
               "dropout_rate": train.dropout_rate, "num_partitions": num_partitions}
-    costs.append(_compile("train", shapes, target, lambda: steps.lower_train_step(
+    arguments = steps.train_step_arguments(model, train.optimizer, mesh, train.shapes, train.rng_impl)
+    costs.append(_compile("train", shapes, target, arguments, lambda: steps.lower_train_step(
         model, train.optimizer, mesh, train.shapes, train.rng_impl)[1]))
   if scoring is not None:
     scoring = dataclasses.replace(
         scoring, batch_size=_data_multiple(scoring.batch_size, data, "BATCH_SIZE", round_up=True))
     shapes = {**dataclasses.asdict(scoring), "num_partitions": num_partitions}
-    costs.append(_compile("scoring", shapes, target,
+    arguments = steps.scoring_step_arguments(model_for(config), mesh, scoring)
+    costs.append(_compile("scoring", shapes, target, arguments,
                           lambda: steps.lower_scoring_step(model_for(config), mesh, scoring)[1]))
   return costs
 
 
-def _compile(step: str, shapes: dict, target: Target, lower) -> report.StepCost:
-  """Lowers and compiles a step; a compiler's refusal for want of memory is a step that does not fit."""
+def _compile(step: str, shapes: dict, target: Target, arguments, lower) -> report.StepCost:
+  """Lowers and compiles a step; a compiler's refusal for want of memory is a step that does not fit,
+  and so, without compiling, is one whose arguments alone exceed the device's HBM."""
   start = time.perf_counter()
+  held, (hbm, hbm_source) = steps.per_device_bytes(arguments), target.hbm_bytes
+  if held > hbm:
+    return report.refused_cost(step, shapes, ValueError(
+        f"not compiled: its arguments alone (backbone, state, batch) hold {held / 2**30:.2f} GiB per device, "
+        f"more than the {hbm / 2**30:.2f} GiB of {hbm_source}"), target, 0.0, required=held)
   try:
     compiled = lower().compile()
   except Exception as e:  # noqa: BLE001 - XLA's RESOURCE_EXHAUSTED is a JaxRuntimeError; others re-raise

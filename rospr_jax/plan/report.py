@@ -96,12 +96,13 @@ def is_out_of_memory(error: BaseException) -> bool:
   return "RESOURCE_EXHAUSTED" in str(error) or "Ran out of memory" in str(error)
 
 
-def refused_cost(step: str, shapes: dict, error: BaseException, target: Target,
-                 compile_seconds: float) -> StepCost:
-  """The `StepCost` of a step the compiler refused for want of memory, with the bytes it names."""
+def refused_cost(step: str, shapes: dict, error: BaseException, target: Target, compile_seconds: float,
+                 required: int | None = None) -> StepCost:
+  """The `StepCost` of a step refused for want of memory, with the bytes the refusal names."""
   message = " ".join(str(error).split())
-  required = None
-  for pattern in _NEEDED:
+  if required is None:
+    message = f"the compiler says: {message}"
+  for pattern in _NEEDED if required is None else ():
     match = pattern.search(message)
     if match:
       required = int(float(match[1]) * _UNITS[match[2]])
@@ -142,8 +143,7 @@ def verdict(costs: list[StepCost], target: Target, remedies: dict[str, str] | No
   need, remedy = worst.total / GIB, (remedies or {}).get(worst.step) or REMEDIES[worst.step]
   if worst.refused is not None:
     at_least = f"at least {need:.2f} GiB per device, " if worst.required else ""
-    return (f"does not fit: the {worst.step} step needs {at_least}more than {where} ({remedy}); the "
-            f"compiler says: {worst.refused}")
+    return f"does not fit: the {worst.step} step needs {at_least}more than {where} ({remedy}); {worst.refused}"
   return (f"does not fit: the {worst.step} step needs {need:.2f} GiB per device on {where}, "
           f"{need - have:.2f} GiB too many ({remedy})")
 

@@ -11,6 +11,7 @@ C answer-choice slots of a scoring row.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -60,12 +61,21 @@ def _batch_array(shape, dtype, mesh) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(shape, dtype, sharding=partitioning.batch_sharding(mesh, len(shape)))
 
 
-def lower_train_step(model: PromptedBackbone, optimizer: optax.GradientTransformation,
-                     mesh: jax.sharding.Mesh, shapes: TrainShapes, rng_impl: str | None):
-  """The prompt-training step (`make_train_step(model, optimizer, mesh=mesh)`, as `PromptTrainer`
-  calls it) lowered for a replicated [S, P, H] state, the sharded backbone, a batch (inputs [B, T],
-  targets [B, L], source_ids [B], split over `data`) and the run's dropout key."""
-  step = make_train_step(model, optimizer, mesh=mesh)
+def per_device_bytes(arguments) -> int:
+  """Bytes of abstract, sharded arguments one device holds (its shard of each; PRNG keys not counted)."""
+  total = 0
+  for x in jax.tree.leaves(arguments):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      continue
+    total += math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
+  return total
+
+
+def train_step_arguments(model: PromptedBackbone, optimizer: optax.GradientTransformation,
+                         mesh: jax.sharding.Mesh, shapes: TrainShapes, rng_impl: str | None) -> tuple:
+  """(state, params, batch, rng) as `ShapeDtypeStruct`s: a replicated [S, P, H] state, the sharded
+  backbone, a batch (inputs [B, T], targets [B, L], source_ids [B], split over `data`) and the run's
+  dropout key."""
   replicated = replicated_on(mesh)
   table = jax.ShapeDtypeStruct((shapes.num_sources, shapes.prompt_length, model.config.emb_dim), jnp.float32)
   state = jax.eval_shape(lambda t: init_state(t, optimizer), table)
@@ -76,16 +86,29 @@ def lower_train_step(model: PromptedBackbone, optimizer: optax.GradientTransform
            "source_ids": _batch_array((b,), jnp.int32, mesh)}
   key = jax.eval_shape(lambda: dropout_key(0, rng_impl))
   rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=replicated)
-  return step, step.lower(state, abstract_params(model, mesh), batch, rng)
+  return state, abstract_params(model, mesh), batch, rng
+
+
+def lower_train_step(model: PromptedBackbone, optimizer: optax.GradientTransformation,
+                     mesh: jax.sharding.Mesh, shapes: TrainShapes, rng_impl: str | None):
+  """The prompt-training step (`make_train_step(model, optimizer, mesh=mesh)`, as `PromptTrainer`
+  calls it) lowered for `train_step_arguments`; returns (step, lowered)."""
+  step = make_train_step(model, optimizer, mesh=mesh)
+  return step, step.lower(*train_step_arguments(model, optimizer, mesh, shapes, rng_impl))
+
+
+def scoring_step_arguments(model: PromptedBackbone, mesh: jax.sharding.Mesh, shapes: ScoringShapes) -> tuple:
+  """(params, inputs [B, T], targets [B, C, L], prompts [B, P, H]) as `ShapeDtypeStruct`s: the sharded
+  backbone and a batch split over `data`."""
+  b = shapes.batch_size
+  inputs = _batch_array((b, shapes.input_length), jnp.int32, mesh)
+  targets = _batch_array((b, shapes.choices, shapes.target_length), jnp.int32, mesh)
+  prompts = _batch_array((b, shapes.prompt_length, model.config.emb_dim), jnp.float32, mesh)
+  return abstract_params(model, mesh), inputs, targets, prompts
 
 
 def lower_scoring_step(model: PromptedBackbone, mesh: jax.sharding.Mesh, shapes: ScoringShapes):
   """Evaluate's encode-once scoring step (`batching.scoring_step(model, mesh)`, as `score_examples`
-  calls it) lowered for the sharded backbone, inputs [B, T], targets [B, C, L] and prompts [B, P, H],
-  split over `data`."""
+  calls it) lowered for `scoring_step_arguments`; returns (step, lowered)."""
   step = batching.scoring_step(model, mesh)
-  b, dtype = shapes.batch_size, jnp.float32
-  inputs = _batch_array((b, shapes.input_length), jnp.int32, mesh)
-  targets = _batch_array((b, shapes.choices, shapes.target_length), jnp.int32, mesh)
-  prompts = _batch_array((b, shapes.prompt_length, model.config.emb_dim), dtype, mesh)
-  return step, step.lower(abstract_params(model, mesh), inputs, targets, prompts)
+  return step, step.lower(*scoring_step_arguments(model, mesh, shapes))

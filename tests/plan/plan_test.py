@@ -199,3 +199,26 @@ def test_remedies_are_tried_in_order():
   tried = [(macro, value) for macro, value, _ in remedies._candidates(TINY, target, 1, train, None)]  # pylint: disable=protected-access
   assert tried == [("NUM_PARTITIONS", 2), ("NUM_PARTITIONS", 4), ("REMAT_POLICY", "full"), ("BATCH_SIZE", 16),
                    ("BATCH_SIZE", 8)]
+
+
+@pytest.mark.parametrize("num_partitions", [2, 4])
+def test_backbone_bytes_per_device_are_the_split_the_rules_promise(num_partitions):
+  """Kernels with a logical axis the rules map to `model` (vocab, mlp, heads, joined_kv) are split
+  num_partitions ways; the rest (norm scales, position biases' buckets) are whole on every device."""
+  from flax import linen as nn
+  model = model_for(TINY)
+  split_axes = {"vocab", "mlp", "heads", "joined_kv"}
+  expected = 0
+  for leaf in jax.tree.leaves(model.abstract_params(), is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)):
+    nbytes = leaf.value.size * leaf.value.dtype.itemsize
+    expected += nbytes // num_partitions if split_axes & set(leaf.names) else nbytes
+  mesh = partitioning.make_mesh(num_partitions, jax.devices())
+  assert steps.per_device_bytes(steps.abstract_params(model, mesh)) == expected
+  assert expected < steps.per_device_bytes(steps.abstract_params(model, partitioning.make_mesh(1, jax.devices())))
+
+
+def test_arguments_over_the_hbm_are_refused_without_compiling():
+  chip = targets.Chip("a small chip", 2**20, 1e12, 1e11, "default")  # 1 MiB: the tiny backbone is more
+  cost, = planner.plan(TINY, targets.Target("small-8", jax.devices(), chip, 1), num_partitions=1, train=_train(8))
+  assert not cost.fits and cost.compile_seconds == 0.0 and cost.required > 2**20
+  assert cost.refused.startswith("not compiled: its arguments alone (backbone, state, batch) hold ")
