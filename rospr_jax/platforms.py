@@ -2,8 +2,8 @@
 (the `tpu` extra, which `rospr plan` compiles TPU topologies with).
 
 There JAX would still start its TPU backend for every command: libtpu prints start-up errors on
-stderr (no accelerator type, no worker hostnames) and takes its machine-wide lock file, then JAX falls
-back to the CPU. `skip_absent_tpu()` sets JAX_PLATFORMS=cpu first, unless the user chose platforms,
+stderr (no accelerator type, no worker hostnames; JAX skips the metadata server where no TPU chip is on
+the PCI bus, so the start stays fast), then JAX falls back to the CPU. `skip_absent_tpu()` sets JAX_PLATFORMS=cpu first, unless the user chose platforms,
 forces a TPU start (JAX_FORCE_TPU_INIT), has a GPU plugin installed, or the machine shows a Google PCI
 device that may be a TPU. Compiling for a TPU topology (`rospr plan --topology v4-8`) works with
 JAX_PLATFORMS=cpu. Read before JAX is imported; imports nothing of the project.

@@ -27,7 +27,6 @@ says by how much) or on bad input.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
@@ -158,8 +157,8 @@ def run(flags) -> dict:
             "device_kind": target.devices[0].device_kind, "model": str(config), "steps": [c.as_dict() for c in costs],
             "fits": all(c.fits for c in costs), "notes": notes, "remedies": remedies, "verdict": verdict}
   if flags.out:
-    with open(flags.out, "w") as f:
-      json.dump(result, f, indent=1)
+    from rospr_jax import storage  # pylint: disable=g-import-not-at-top
+    storage.write_json(flags.out, result, indent=1)
   return result
 
 
