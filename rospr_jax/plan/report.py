@@ -178,6 +178,10 @@ def projections(costs: list[StepCost], target: Target, *, train_steps: int | Non
 UTILIZATION = 0.5
 
 
+def _refusal(cost: StepCost) -> str:
+  return "no (not compiled)" if cost.refused.startswith("not compiled") else "refused by the compiler"
+
+
 def markdown(costs: list[StepCost], target: Target) -> str:
   """A table: one row per step, GiB per device, FLOPs and seconds per step."""
   rows = ["| step | shapes | arguments | temporaries | outputs | total | HBM | fits | "
@@ -190,6 +194,6 @@ def markdown(costs: list[StepCost], target: Target) -> str:
     parts = ("", "", "") if c.refused else (size(c.arguments), size(c.temporaries), size(c.outputs))
     rows.append(f"| {c.step} | {shapes} | {' | '.join(parts)} | "
                 f"{'>= ' if c.refused else ''}{size(c.total)} | {size(c.hbm)} | "
-                f"{'yes' if c.fits else 'refused by the compiler' if c.refused else 'no'} | "
+                f"{'yes' if c.fits else _refusal(c) if c.refused else 'no'} | "
                 f"{flops} | {seconds} | {c.seconds_source} | {c.compile_seconds:.1f} |")
   return f"Plan for {target.name}: {len(target.devices)} devices, {target.hosts} host(s)\n\n" + "\n".join(rows)

@@ -222,3 +222,4 @@ def test_arguments_over_the_hbm_are_refused_without_compiling():
   cost, = planner.plan(TINY, targets.Target("small-8", jax.devices(), chip, 1), num_partitions=1, train=_train(8))
   assert not cost.fits and cost.compile_seconds == 0.0 and cost.required > 2**20
   assert cost.refused.startswith("not compiled: its arguments alone (backbone, state, batch) hold ")
+  assert "| no (not compiled) |" in report.markdown([cost], targets.Target("small-8", jax.devices(), chip, 1))
