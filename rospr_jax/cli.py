@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from rospr_jax import distributed, platforms, supervisor
+from rospr_jax import distributed, platforms, preemption, supervisor
 
 COMMANDS = {
     # name: one-line help; the command's module is rospr_jax.commands.<name with "_" for "-">.
@@ -49,21 +49,38 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   prog = f"rospr {name}"
   platforms.skip_absent_tpu()  # before JAX starts: libtpu installed on a machine without a TPU
-  try:  # several processes (ROSPR_MULTIHOST=1, or JAX_COORDINATOR_ADDRESS + ROSPR_NUM_PROCESSES + ...)
+  try:
     launch = distributed.launch_settings()
     if launch is not None and not supervisor.supervised():  # the command runs in a watched child
       return supervisor.run([sys.executable, "-m", "rospr_jax.cli", *argv], prog, launch.process_name(),
                             launch.heartbeat_timeout)
-    if launch is not None:
-      supervisor.end_with_supervisor()
-    distributed.initialize(prog)
   except distributed.LaunchError as e:
     print(f"{prog}: {e}", file=sys.stderr)
     return 2
+  with preemption.listening(name in preemption.COMMANDS):  # SIGTERM, SIGINT: stop at a saved point
+    return _run_command(name, rest, prog, launch)
+
+
+def _run_command(name: str, rest: list[str], prog: str, launch) -> int:
+  """Joins the other processes (if any), runs the command and returns its exit code; SIGINT that
+  ends it at once is one line and exit code 130."""
   code = 1
   try:
+    if launch is not None:
+      supervisor.end_with_supervisor()
+    distributed.initialize(prog)  # several processes (ROSPR_MULTIHOST=1, or JAX_COORDINATOR_ADDRESS + ...)
+    preemption.after_initialize(name in preemption.COMMANDS)
     module = importlib.import_module(command_module(name))
     code = int(module.main(rest) or 0)
+    return code
+  except distributed.LaunchError as e:
+    code = 2
+    print(f"{prog}: {e}", file=sys.stderr)
+    return code
+  except KeyboardInterrupt:
+    code = preemption.INTERRUPTED_EXIT_CODE
+    distributed.note_error("interrupted (SIGINT)")  # what the other processes of a run report
+    sys.stderr.write(f"{prog}: interrupted (SIGINT); rerun the same command to start again.\n")
     return code
   except SystemExit as e:  # argparse's exit (2 for bad flags, 0 for --help)
     code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -73,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     distributed.stop_on_runtime_error(e)  # a peer is gone: one line, no traceback, no barrier wait
     raise
   finally:
-    distributed.finish(code)  # a failure stops the other processes of the run
+    # A failure stops the other processes of the run; a preempted stop is agreed by all, no failure.
+    distributed.finish(0 if code == preemption.EXIT_CODE else code)
 
 
 if __name__ == "__main__":

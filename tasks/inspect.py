@@ -89,10 +89,10 @@ def show(task: prompted.PromptedTask, rank: bool, split: str, n: int, out=None) 
 
 def write_queries(task: prompted.PromptedTask, split: str, path: str) -> int:
   """Writes the split's rendered inputs and answer choices, without labels, one JSON object per line
-  ({"text": ..., "choices": [...]}): the queries file `rospr retrieve --queries` reads. Returns the
-  count."""
-  lines = [json.dumps({"text": ex.inputs, **({"choices": list(ex.answer_choices)} if ex.answer_choices else {})},
-                      ensure_ascii=False) for ex in task.examples(split)]
+  ({"text": ..., "choices": [...], "target": task name}): the queries file `rospr retrieve --queries`
+  reads (it refuses the file when its --target is another). Returns the count."""
+  lines = [json.dumps({"text": ex.inputs, **({"choices": list(ex.answer_choices)} if ex.answer_choices else {}),
+                       "target": task.name}, ensure_ascii=False) for ex in task.examples(split)]
   if not lines:
     raise ValueError(f"{task.name} has no examples in split {split!r} to write as queries.")
   storage.write_text(storage.as_path(path, "--queries", output=True), "".join(line + "\n" for line in lines))

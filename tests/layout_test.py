@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # packages (COMPUTE) never import data, tasks, seqio or TensorFlow.
 LAYERS = (
     ("rospr_jax.supervisor", "rospr_jax.platforms"),
-    ("rospr_jax.storage", "rospr_jax.distributed", "rospr_jax.multihost"),
+    ("rospr_jax.storage", "rospr_jax.distributed", "rospr_jax.multihost", "rospr_jax.preemption"),
     ("rospr_jax.model",),
     ("rospr_jax.tokenization",),
     ("rospr_jax.backbone",),

@@ -5,6 +5,10 @@
     rospr build-library --out LIB --prompts EXPORT_DIR --instances all.jsonl --vocab ... --retriever ...
     rospr build-library --out LIB --prompts EXPORT_DIR --tasks rospr_t0_train --vocab ... --retriever ...
 
+Texts are read to their first --max-length x 32 characters (a line to that many characters' bytes, the
+rest skipped unread into memory), so memory follows --max-length whatever the input; the report counts
+the texts cut so (`texts_cut_at_read`), and those cut to --max-length tokens (`truncated_inputs`).
+
 Row s of the prompt table is the prompt of the s-th source: with a `.npy` table the sources are taken
 in the order of the --source flags (or of --source-names); with a prompt export directory
 (rospr_jax/prompt/export.py) in the export's order, matched by name.
@@ -28,9 +32,11 @@ from rospr_jax.library import search, sources as sources_lib, store  # no JAX: -
 PROG = "rospr build-library"
 
 
-def _read_sources(args) -> tuple[list[sources_lib.SourceTexts], np.ndarray, str | None]:
+def _read_sources(args, bound: sources_lib.TextBound | None = None
+                  ) -> tuple[list[sources_lib.SourceTexts], np.ndarray, str | None]:
   """Sources in prompt-row order, the prompt table [S, P, H], and the fingerprint of the backbone the
-  prompts were trained on (a prompt export records it; a bare .npy table does not)."""
+  prompts were trained on (a prompt export records it; a bare .npy table does not). Texts of files are
+  read within `bound`, if given (memory then follows --max-length, not the longest line)."""
   if sum(map(bool, (args.source, args.instances, args.tasks))) != 1:
     raise ValueError("Give the instances as --source NAME=FILE flags, as one --instances file, or as "
                      "--tasks (prompted task or mixture names).")
@@ -43,9 +49,9 @@ def _read_sources(args) -> tuple[list[sources_lib.SourceTexts], np.ndarray, str 
         raise ValueError(f"--source {flag!r}: expected NAME=FILE.")
       if name in texts:
         raise ValueError(f"--source {name!r} is given twice.")
-      texts[name] = sources_lib.read_source_file(path, name)
+      texts[name] = sources_lib.read_source_file(path, name, bound)
   elif args.instances:
-    texts = sources_lib.read_instances(args.instances)
+    texts = sources_lib.read_instances(args.instances, bound)
   else:
     from rospr_tasks import registry  # pylint: disable=g-import-not-at-top
     tasks = {task.name: task for task in registry.prompted_tasks(args.tasks)}
@@ -112,13 +118,16 @@ def main(argv: list[str]) -> int:
     inputs = ("source", "instances", "source_names", "vocab")  # files: a URL is read into a local copy
     storage.require_local_args(args, urls=("out", "prompts", "retriever", *inputs))
     common.check_path_kinds(args, files=inputs, folders=("out", "retriever"))
+    common.check_output(args, "out", kind=store.KIND, inputs=("prompts", "retriever", *inputs),
+                        overwrite=args.overwrite)
     copies.local_copies_of_args(args, inputs)
     writes = multihost.is_writer()  # every process embeds its share of each batch; process 0 writes
     args.prompts = copies.local_copy(args.prompts, "--prompts")
     out = storage.absolute(args.out)  # a killed build's temporary folder, if any, goes first
     if writes:
       storage.remove_leftovers(os.path.dirname(out), names=[os.path.basename(out)])
-    sources, prompts, trained_on = _read_sources(args)
+    bound = sources_lib.TextBound.for_tokens(args.max_length)  # a text's characters past it are never held
+    sources, prompts, trained_on = _read_sources(args, bound)
     embedder, tokenizer = common.embedder_from_args(args)
     config = search.ScannConfig(mode=args.scann_mode, num_leaves=args.num_leaves,
                                 num_leaves_to_search=args.leaves_to_search, reorder=args.reorder)
@@ -131,7 +140,7 @@ def main(argv: list[str]) -> int:
       return 0
   except (ValueError, OSError) as e:
     return common.error(PROG, storage.with_path(e, args.out))  # a full disk names the library
-  print(json.dumps(report))
+  print(json.dumps({**report, "texts_cut_at_read": bound.cut}))
   return 0
 
 

@@ -13,16 +13,20 @@ import sys
 from typing import Any, Callable
 
 
-from rospr_jax import distributed, multihost
+from rospr_jax import distributed, multihost, preemption
 
 
 GIN_CALL_NOTE = "\n  In call to configurable"  # what gin appends to an error raised in a configurable
 
 
-def error(prog: str, message: Any) -> int:
-  """Prints `prog: message` on stderr; returns the exit code of bad input (2)."""
+def _say(prog: str, message: Any) -> None:
   sys.stderr.write(f"{prog}: {message}\n")  # one write: no runtime log line lands inside it
   sys.stderr.flush()
+
+
+def error(prog: str, message: Any) -> int:
+  """Prints `prog: message` on stderr; returns the exit code of bad input (2)."""
+  _say(prog, message)
   distributed.note_error(str(message))  # what the other processes of a multi-process run report
   return 2
 
@@ -41,6 +45,22 @@ def check_path_kinds(args, *, files: tuple[str, ...] = (), folders: tuple[str, .
         if isinstance(path, str) and "://" not in path and wrong(path):
           raise ValueError(f"--{dest.replace('_', '-')} {path} is {'a folder' if expected == 'a file' else 'a file'}; "
                            f"give {expected}.")
+
+
+def check_output(args, dest: str, *, kind: str, inputs: tuple[str, ...] = (), overwrite: bool = False) -> None:
+  """Refuses, before any work, the output folder of flag `dest` when the command may not write there
+  (`storage.check_destination`: a folder of the user's, a link, the working folder or one above it, a
+  folder holding one of the paths of the `inputs` flags, an artifact of its own `kind` without
+  `--overwrite`)."""
+  from rospr_jax import storage  # pylint: disable=g-import-not-at-top
+  paths = []
+  for name in inputs:
+    values = getattr(args, name, None)
+    for value in values if isinstance(values, (list, tuple)) else [values]:
+      if isinstance(value, str):
+        paths.append(value.rpartition("=")[2] if name == "source" else value)
+  storage.check_destination(getattr(args, dest), f"--{dest.replace('_', '-')}", kind=kind,
+                            overwrite=overwrite, inputs=paths)
 
 
 def gin_error_line(error: BaseException) -> str:
@@ -65,8 +85,8 @@ def run_gin_command(argv: list[str], *, prog: str, doc: str, example_file: str,
     required: refuse `%gin.REQUIRED` values left unset (`rospr plan` needs none of them).
     add_arguments: `add_arguments(parser)` adds the command's own flags; `run(flags)` then gets them.
 
-  Returns (exit code, what `run` returned, or None when it failed). Gin is cleared afterwards, so no
-  binding outlives the command.
+  Returns (exit code, what `run` returned, or None when it failed or was preempted: one line and
+  `preemption.EXIT_CODE`). Gin is cleared afterwards, so no binding outlives the command.
   """
   import gin  # pylint: disable=g-import-not-at-top
   from rospr_jax import gin_cli  # pylint: disable=g-import-not-at-top
@@ -80,6 +100,9 @@ def run_gin_command(argv: list[str], *, prog: str, doc: str, example_file: str,
     return error(prog, f"gin config error: {gin_error_line(e)}"), None
   try:
     return 0, run() if add_arguments is None else run(args)
+  except preemption.Preempted as e:  # stopped at the point every process agreed on, saved there
+    _say(prog, str(e).split(GIN_CALL_NOTE)[0])
+    return preemption.EXIT_CODE, None
   except tuple(kind for kind, _ in failures) as e:
     logging.debug("%s failed", prog, exc_info=True)
     code = next(code for kind, code in failures if isinstance(e, kind))

@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
   from rospr_jax import tokenization  # pylint: disable=g-import-not-at-top
   from rospr_jax.model.checkpoints import (detect_format, load_checkpoint,  # pylint: disable=g-import-not-at-top
                                            params_fingerprint, save_hf, save_t5x)
+  from rospr_jax.model import hf_checkpoint, t5x_checkpoint  # pylint: disable=g-import-not-at-top
   from rospr_jax.model.hf_checkpoint import DEFAULT_MAX_SHARD_BYTES, TOKENIZER_FILES  # pylint: disable=g-import-not-at-top
   from rospr_jax.model.t5x_checkpoint import flatten  # pylint: disable=g-import-not-at-top
   try:
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     # folder there is refused before the checkpoint is read).
     dest = storage.absolute(args.dest)  # a killed conversion's temporary folder, if any, goes first
     storage.remove_leftovers(os.path.dirname(dest), names=[os.path.basename(dest)])
-    with storage.output_folder(args.dest, "--to", overwrite_flag=None) as dest_dir:
+    kind = hf_checkpoint.KIND if args.format == "hf" else t5x_checkpoint.KIND
+    with storage.output_folder(args.dest, "--to", kind=kind, overwrite_flag=None, inputs=[args.source]) as dest_dir:
       source_format = detect_format(args.source)
       config, params = load_checkpoint(args.source, _DTYPES[args.dtype])
       # The source's SentencePiece model goes along, so the result loads without --vocab.
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
       written = storage.absolute(args.dest).rstrip("/") + ("" if inside == "." else f"/{inside}")
   except (ValueError, OSError, ImportError) as e:  # a full disk names the destination
     print(f"rospr convert: error: {storage.with_path(e, args.dest)}", file=sys.stderr)
-    return 1
+    return 2
   count = sum(a.size for a in flatten(params).values())
   print(f"converted {given} ({source_format}) -> {written} ({args.format}): {count:,} parameters, "
         f"fingerprint {fingerprint}")

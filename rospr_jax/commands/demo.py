@@ -36,7 +36,7 @@ import numpy as np
 
 from rospr_jax import storage
 from rospr_jax.backbone import Backbone, load_backbone
-from rospr_jax.commands import demo_analysis
+from rospr_jax.commands import common, demo_analysis
 from rospr_jax.commands import targets as targets_lib
 from rospr_jax.data import archives, generated, vocabulary
 from rospr_jax.eval import report
@@ -72,7 +72,6 @@ class DemoSettings:
 
 QUICK = DemoSettings(train_per_source=64, eval_examples=24, backbone_steps=60, prompt_steps=40, library_n=8,
                      selection=SelectionConfig(num_queries=8, num_neighbors=4, num_prompts=2, top_k=3))
-STEP_DIRS = ("backbone", "prompts", "library", "selections", "records")
 
 
 def _examples(templates, tokenizer, settings: DemoSettings, names=None) -> input_pipeline.SourceExamples:
@@ -150,11 +149,33 @@ rospr evaluate --gin_file=models/t0_3b.gin --gin_file=eval/paper.gin --gin.CHECK
 """
 
 
-def run(output_dir: str, settings: DemoSettings = DemoSettings()) -> dict:
+KIND = "rospr_demo"  # the manifest's "kind" of the demo's output folder
+
+
+def run(output_dir: str, settings: DemoSettings = DemoSettings(), *, overwrite: bool = False) -> dict:
   """Runs the whole offline pipeline into `output_dir` (a folder or a URL: a folder artifact, committed
-  when the run succeeds, replacing an earlier run's); returns {"summary", "pooled", "per_target"}."""
-  with storage.output_folder(output_dir, "--output_dir", replace=True) as local:
+  when the run succeeds; an earlier demo's output is replaced only with `overwrite`, anything else
+  there is refused before any work); returns {"summary", "pooled", "per_target"}."""
+  if not storage.is_url(output_dir):  # what a killed demo left beside it
+    final = storage.absolute(output_dir)
+    storage.remove_leftovers(os.path.dirname(final), names=[os.path.basename(final)])
+  with storage.output_folder(output_dir, "--output_dir", kind=KIND, overwrite=overwrite) as local:
     return _run_in(local, settings, final_dir=output_dir)
+
+
+def check_output_dir(output_dir: str, *, overwrite: bool) -> None:
+  """Refuses, before any work, an `--output_dir` the demo may not write: a folder of other files (or an
+  earlier demo's output without `overwrite`), a file, a link, the working folder, `memory://`, or a
+  local folder whose parent cannot be written."""
+  storage.check_destination(output_dir, "--output_dir", kind=KIND, overwrite=overwrite)
+  if storage.is_url(output_dir):
+    return
+  parent = os.path.dirname(os.path.abspath(output_dir.removeprefix("file://")))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise ValueError(f"--output_dir {output_dir}: {parent} cannot be written (permission denied); give a "
+                     "folder you can write.")
 
 
 def _generate(sources, targets, tokenizer, settings: DemoSettings):
@@ -164,16 +185,6 @@ def _generate(sources, targets, tokenizer, settings: DemoSettings):
               for _, t in targets]
   return (_examples(sources, tokenizer, settings), _examples(generated.backbone_templates(), tokenizer, settings),
           held_out)
-
-
-def _start_over(output_dir: str) -> None:
-  """Creates `output_dir`, removing an earlier run's step folders: the demo's outputs are all derived."""
-  os.makedirs(output_dir, exist_ok=True)
-  for step_dir in STEP_DIRS:
-    path = os.path.join(output_dir, step_dir)
-    if os.path.exists(path):
-      logging.info("demo: replacing %s", path)
-      shutil.rmtree(path)
 
 
 def _train_prompts(model_dir: str, data: input_pipeline.SourceExamples, frozen: Backbone,
@@ -205,7 +216,6 @@ def _build_library(directory: str, sources, prompt_table: np.ndarray, frozen: Ba
 def _run_in(output_dir: str, settings: DemoSettings, final_dir: str) -> dict:
   """The demo's steps, written into `output_dir`, the folder that becomes `final_dir` when it is
   committed (records and reports name the library where it will be)."""
-  _start_over(output_dir)
   timings: dict[str, float] = {}
   clock = time.perf_counter()
 
@@ -281,6 +291,8 @@ def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(prog="rospr demo", description=__doc__.splitlines()[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   parser.add_argument("--output_dir", default="demo_output", help="where the report goes")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace an earlier demo's output at --output_dir (never a folder of other files)")
   parser.add_argument("--quick", action="store_true",
                       help="a much smaller run (a minute or two) to check the pipeline")
   parser.add_argument("--log_level", default="INFO")
@@ -292,7 +304,13 @@ def main(argv: list[str]) -> int:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   settings = QUICK if args.quick else DemoSettings()
   start = time.perf_counter()
-  result = run(args.output_dir, settings)
+  try:
+    check_output_dir(args.output_dir, overwrite=args.overwrite)  # before any work
+    result = run(args.output_dir, settings, overwrite=args.overwrite)
+  except ValueError as e:
+    return common.error("rospr demo", e)
+  except OSError as e:  # a full disk, a folder that became read-only: named
+    return common.error("rospr demo", storage.with_path(e, args.output_dir))
   minutes = (time.perf_counter() - start) / 60
   print(f"Demo finished in {minutes:.1f} min; report: {os.path.join(args.output_dir, 'report.md')}")
   entry = result["pooled"]["all"]

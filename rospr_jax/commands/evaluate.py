@@ -13,6 +13,10 @@ methods as rows), plots (the four replaced together, never one without the other
 `selections/<target>/<method>/`, `records/` (one file per target and method, written as each is
 scored: a rerun into the same folder resumes, first removing what a killed run left) and the
 operative `config.gin`.
+
+SIGTERM (a spot or preemptible TPU VM's notice) or SIGINT stops the evaluation, on every process,
+once the record in progress is written, at the record they agree on: one line `preempted at record
+N of M: records saved; rerun the same command to resume.` and exit code 75.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
   from rospr_jax.eval import report  # pylint: disable=g-import-not-at-top
   from rospr_jax.pipeline.evaluate import default_methods  # pylint: disable=g-import-not-at-top
 
+  _check_settings(targets=targets, methods=methods, seed=seed, paths={
+      "OUTPUT_DIR": output_dir, "DATA_DIR": data_dir, "LIBRARY_DIR": library_dir,
+      "RETRIEVER_CHECKPOINT": retriever_checkpoint, "RETRIEVER_DTYPE": retriever_dtype, "SPLIT": split})
   _check_counts(batch_size=batch_size, num_partitions=num_partitions, max_examples=max_examples)
   library_given = library_dir  # a URL is read through a checked local copy, named by the URL
   library_dir = library_dir and copies.local_copy(library_dir, "LIBRARY_DIR")
@@ -65,7 +72,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
   # OUTPUT_DIR is used in place, local or at a URL: each record is one file, written whole as it is
   # scored (a rerun resumes from them). One run at a time (process 0 holds the lock).
   output_dir = storage.absolute(storage.as_path(output_dir, "OUTPUT_DIR", output=True))
-  with storage.run_lock(output_dir, "evaluate") if writes else contextlib.nullcontext():
+  with storage.run_lock(output_dir, "evaluate", "OUTPUT_DIR") if writes else contextlib.nullcontext():
     if writes:  # what a killed run left: temporaries
       storage.remove_leftovers(output_dir, recursive=True)
     methods = default_methods() if methods is None else methods
@@ -95,6 +102,38 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     return summary
 
 
+def _names_problem(macro: str, value, names: str, example: str, *, may_be_none: bool) -> str | None:
+  """What is wrong with a macro that holds a list of names (TARGETS, METHODS), or None."""
+  if value is None and may_be_none:
+    return None
+  what = f"{'None or ' if may_be_none else ''}a list of {names}, e.g. {example}"
+  if isinstance(value, str):
+    return f"{macro} must be {what.replace(example, repr([value]))}, not the string {value!r}"
+  if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+    return f"{macro} must be {what}, not {value!r}"
+  if not value:
+    return f"{macro} is empty: nothing would be evaluated; give {what}"
+  return None
+
+
+def _check_settings(*, targets, methods, seed, paths: dict) -> None:
+  """Macros of the wrong type, refused in one line naming them before any work (was: a traceback from
+  deep inside, or for METHODS=[] an empty report and exit 0): TARGETS and METHODS lists of names
+  (METHODS may be None: the default methods), SEED an integer >= 0, and `paths` (macro: value) strings
+  or None (OUTPUT_DIR a string)."""
+  bad = [_names_problem("TARGETS", targets, "groups or task names", "['held_out']", may_be_none=False),
+         _names_problem("METHODS", methods, "method names", "['T0', 'RoSPr']", may_be_none=True)]
+  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    bad.append(f"SEED must be an integer >= 0 (it seeds the draw of MAX_EXAMPLES and of the queries), "
+               f"not {seed!r}")
+  bad += [f"{macro} must be {'a' if macro == 'OUTPUT_DIR' else 'None or a'} string, not {value!r}"
+          for macro, value in paths.items()
+          if not isinstance(value, (str, os.PathLike)) and (value is not None or macro == "OUTPUT_DIR")]
+  bad = [b for b in bad if b]
+  if bad:
+    raise ValueError("; ".join(bad) + ".")
+
+
 def _check_counts(*, batch_size, num_partitions, max_examples) -> None:
   """BATCH_SIZE, NUM_PARTITIONS and MAX_EXAMPLES (when given) are integers >= 1."""
   counts = {"BATCH_SIZE": batch_size, "NUM_PARTITIONS": num_partitions,
@@ -108,8 +147,6 @@ def _check_counts(*, batch_size, num_partitions, max_examples) -> None:
 def _rules_of(methods) -> list:
   """The selection rules among `methods` (an unknown method is refused, naming the known ones)."""
   from rospr_jax.pipeline.evaluate import CHANCE, HARD_PROMPT, ORACLE  # pylint: disable=g-import-not-at-top
-  if isinstance(methods, str):
-    raise ValueError(f"METHODS must be a list, e.g. ['{methods}'], not the string {methods!r}.")
   return [rule_of_label(m) for m in methods if m not in (HARD_PROMPT, CHANCE, ORACLE)]
 
 

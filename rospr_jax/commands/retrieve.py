@@ -1,11 +1,13 @@
 """`rospr retrieve`: choose the prompt (or mixture) for one target from its unlabeled inputs.
 
     rospr retrieve --library LIB --queries target.jsonl --vocab spiece.model --retriever CKPT \
-        --rule inter --out OUT [--target "rte:GPT-3 style"]
+        --rule inter --out OUT [--target super_glue_rte_GPT_3_style]
     rospr retrieve ... --rule var --backbone T0_CKPT     # VAR rank-classifies with the backbone
 
-`target.jsonl` holds the target's inputs rendered with its template, {"text": ..., "choices": [...]}
-per line (choices are needed by VAR and INTER+VAR only). Q of them (seeded) are embedded with the
+`target.jsonl` holds the target's inputs rendered with its template, {"text": ..., "choices": [...],
+"target": ...} per line (choices are needed by VAR and INTER+VAR only; `rospr tasks --show NAME
+--queries FILE` writes it, recording the target, and a file of another target than --target is
+refused). Q of them (seeded) are embedded with the
 library's retriever; OUT receives `selection.json` (candidates, frequencies, variances, scores,
 weights, chosen prompt ids and names) and `prompt.npy` [P, H], the chosen or interpolated prompt.
 """
@@ -40,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--library", required=True, help="Library directory (rospr build-library).")
   parser.add_argument("--queries", required=True, help="JSONL of the target's rendered inputs.")
   parser.add_argument("--out", required=True, help="Directory for selection.json and prompt.npy.")
-  parser.add_argument("--target", default=None, help="Target name, recorded in the selection.")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="Replace the selection already at --out (never a folder of other files).")
+  parser.add_argument("--target", default=None,
+                      help="Target name (a task name), recorded in the selection; a queries file of another "
+                           "target is refused (default: the target the queries file names).")
   parser.add_argument("--rule", default="rospr", choices=list(selection.RULES),
                       help="The selection rule (those marked * need --backbone): " + ", ".join(
                           f"{r.name}{'*' if r.needs_backbone else ''} ({r.label})"
@@ -54,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--seed", type=int, default=0, help="Seed of the query draw.")
   parser.add_argument("--searcher", default="auto", choices=["auto", *store.INDEX_KINDS])
   parser.add_argument("--backbone", help="Backbone checkpoint for VAR's rank classification.")
-  parser.add_argument("--batch-size", type=int, default=32, help="VAR scoring batch size.")
+  parser.add_argument("--batch-size", type=common.positive_int, default=32, help="VAR scoring batch size.")
   parser.add_argument("--no-verify", action="store_true", help="Skip the library's checksums.")
   common.add_retriever_arguments(parser)
   return parser
@@ -66,6 +72,8 @@ def main(argv: list[str]) -> int:
   try:
     storage.require_local_args(args, urls=("library", "out", "queries", "vocab", "retriever", "backbone"))
     common.check_path_kinds(args, files=("queries", "vocab"), folders=("library", "out", "retriever", "backbone"))
+    common.check_output(args, "out", kind=retrieve.SELECTION_KIND, overwrite=args.overwrite,
+                        inputs=("library", "queries", "vocab", "retriever", "backbone"))
     copies.local_copies_of_args(args, ("queries", "vocab"))
     rule = selection.get_rule(args.rule)
     config = selection.SelectionConfig(**{f.name: getattr(args, f.name)
@@ -77,7 +85,8 @@ def main(argv: list[str]) -> int:
                                  retriever=embedder.fingerprint, verify=not args.no_verify,
                                  name=storage.absolute(args.library))
     library.check_num_neighbors(config.num_neighbors, "--num-neighbors")
-    queries = sources_lib.read_queries(args.queries)
+    queries = sources_lib.read_queries(args.queries, args.target)  # a file of another target is refused
+    target = args.target or next((q.target for q in queries if q.target), None)
     picked = retrieve.sample_queries(len(queries), config.num_queries, args.seed)
     queries = [queries[i] for i in picked]
     predict_choices = num_choices = None
@@ -95,12 +104,13 @@ def main(argv: list[str]) -> int:
         num_prompts=config.num_prompts, top_k=config.top_k, eps=config.eps,
         predict_choices=predict_choices, num_choices=num_choices, random_seed=config.random_seed,
         searcher=args.searcher,
-        params={"target": args.target, "queries_file": args.queries, "query_seed": args.seed,
+        params={"target": target, "queries_file": args.queries, "query_seed": args.seed,
                 "query_indices": picked.tolist()})
     # Every process embeds its share of the queries (and VAR scores them on its own devices, alike);
     # process 0 writes.
     if multihost.is_writer():
-      with storage.output_folder(args.out, "--out", replace=True) as out:
+      with storage.output_folder(args.out, "--out", kind=retrieve.SELECTION_KIND,
+                                 overwrite=args.overwrite) as out:
         retrieve.save_selection(out, chosen, prompt)
     if common.wait_for_process_zero(PROG, f"wrote the selection to {args.out}"):
       return 0

@@ -14,6 +14,10 @@ and the project's gin directory. `--gin.NAME=VALUE` binds a macro (T5X's shortha
 command resumes from the last checkpoint (refused, naming the setting, when the learning rate, the
 optimizer, dropout or the examples changed) and writes that segment's config to
 `<MODEL_DIR>/config-<step>.gin`.
+
+SIGTERM (a spot or preemptible TPU VM's notice) or SIGINT stops the run, on every process, after the
+step they agree on (JAX's preemption sync point), checkpointed there: one line `preempted at step N:
+checkpoint saved; rerun the same command to resume.` and exit code 75.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from typing import Callable, Iterator
 
 from rospr_jax import storage
 
+CACHE_KIND = "rospr_cache"  # the manifest's "kind" of a prepared cache folder
 FETCH_HINT = "run `rospr fetch` (or set ROSPR_CACHE to a cache that `rospr fetch` filled)"
 
 
@@ -92,10 +93,10 @@ def archive_path(spec: ArchiveSpec, cache: pathlib.Path | None = None) -> pathli
 def _staged_dir(final: pathlib.Path, manifest: dict) -> Iterator[pathlib.Path]:
   """A temporary folder beside `final`; when the block ends without error, `manifest` is written into
   it as manifest.json and it replaces `final`. On error it is removed."""
-  with storage.output_folder(final, "The cache folder", replace=True) as tmp:
+  with storage.output_folder(final, "The cache folder", kind=CACHE_KIND, overwrite=True) as tmp:
     tmp = pathlib.Path(tmp)
     yield tmp
-    storage.write_manifest(tmp, manifest)
+    storage.write_manifest(tmp, {**manifest, "kind": CACHE_KIND})
 
 
 # ---------------------------------------------------------------------------------------------------

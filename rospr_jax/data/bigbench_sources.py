@@ -24,7 +24,12 @@ renders (`query_text`) every row's inputs unchanged, else the verbatim part is u
 split files are merged: equal (idx, inputs, choices, scores) rows are one, the rest stably sorted by
 idx, taken as the example's position in its task (a container's subtasks in order, numbered on). Not
 recoverable from rows: subtask names (a container read from parquet is one part, subtask None, and
-duplicates across its subtasks are dropped); fractional scores (int32 in HF: 0.5 arrives as 0).
+duplicates across its subtasks are dropped); fractional scores where the files hold them as int32, as
+the published ones do (0.5 arrives as 0). Scores stored as floats are kept: BIG-bench's target_scores
+are numbers, and the correct choices are those of the highest score. Each row is checked as it is read
+(`check_rows`): a field of another type or null, fewer or more scores than choices, or a choice given
+twice is refused naming the file, the row, the task and the column (was: cut to one choice, which T0
+and chance both got right).
 
 The store: `tasks.zip` (every multiple-choice `<task>[/<subtask>]/task.json`), `index.json` (every task:
 subtasks, multiple choice or not, counts), `json_task.py` if the source had it, `manifest.json` (source
@@ -38,6 +43,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import pathlib
 import re
@@ -51,7 +57,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from rospr_jax import storage
-from rospr_jax.data import archives
+from rospr_jax.data import archives, catalog
 
 STORE_NAME = "bigbench"
 STORE_KIND = "bigbench-store"
@@ -135,7 +141,7 @@ def unformat_rows(task: str, rows: Sequence[dict]) -> dict:
     return {"name": task, "metrics": ["exact_str_match"], **_VERBATIM,
             "examples": [{"input": r["inputs"], "target": list(r["targets"] or [])} for r in rows]}
   texts = [r["inputs"] for r in rows]
-  scores = [dict(zip(r["multiple_choice_targets"], (int(s) for s in r["multiple_choice_scores"]))) for r in rows]
+  scores = [dict(zip(r["multiple_choice_targets"], r["multiple_choice_scores"])) for r in rows]  # checked: same lengths
   orders = [appended_order(s) for s in scores]
   cp = DEFAULT_PREFIXES["choice_prefix"]
   if not all(cp + cp.join(o) in t for t, o in zip(texts, orders)):
@@ -226,7 +232,47 @@ def hf_task_files(root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
   return found
 
 
-def _read_rows(path: pathlib.Path) -> list[dict]:
+def _is_number(value) -> bool:
+  """A finite int or float (a bool is no score)."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _row_problem(row: dict) -> str | None:
+  """What is wrong with one Hugging Face row (its column and why), or None."""
+  if not isinstance(row["idx"], int) or isinstance(row["idx"], bool):
+    return f"column idx holds {row['idx']!r}, not an integer"
+  if not isinstance(row["inputs"], str):
+    return f"column inputs holds {row['inputs']!r:.60}, not a string"
+  lists = {f: row[f] if row[f] is not None else [] for f in HF_FIELDS[2:]}
+  for field, value in lists.items():
+    element_ok = _is_number if field == "multiple_choice_scores" else (lambda v: isinstance(v, str))
+    kind = "finite numbers" if field == "multiple_choice_scores" else "strings"
+    if not isinstance(value, list) or not all(element_ok(v) for v in value):
+      return f"column {field} holds {value!r:.80}, not a list of {kind}"
+  choices, scores = lists["multiple_choice_targets"], lists["multiple_choice_scores"]
+  if len(scores) != len(choices):
+    return (f"column multiple_choice_scores holds {len(scores)} scores for the {len(choices)} "
+            "multiple_choice_targets")
+  repeated = sorted({c for c in choices if choices.count(c) > 1})
+  if repeated:
+    return f"column multiple_choice_targets holds the choices {repeated} more than once"
+  return None
+
+
+def check_rows(rows: Sequence[dict], path: pathlib.Path, task: str) -> list[dict]:
+  """Refuses (SourceError naming the file, the row, the task and the column) a row that would be read
+  wrong: a field of another type or null where a value is needed, fewer or more scores than choices
+  (zip would cut the choices), or a choice given twice (one would replace the other). Scores may be
+  fractional (BIG-bench's target_scores are numbers; the correct choices are those of the maximum)."""
+  for number, row in enumerate(rows):
+    problem = _row_problem(row)
+    if problem:
+      raise SourceError(f"{path}: row {number} (idx {row['idx']!r}) of BIG-bench task {task}: {problem}; "
+                        "fix or remove the row and fetch again.")
+  return rows
+
+
+def _read_rows(path: pathlib.Path, task: str) -> list[dict]:
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
   try:
@@ -242,7 +288,7 @@ def _read_rows(path: pathlib.Path) -> list[dict]:
   missing = [f for f in HF_FIELDS if f not in table.column_names]
   if missing:
     raise SourceError(f"{path} lacks the BIG-bench fields {missing} (it has {table.column_names})")
-  return table.select(list(HF_FIELDS)).to_pylist()
+  return check_rows(table.select(list(HF_FIELDS)).to_pylist(), path, task)
 
 
 def merge_rows(tables: Iterable[list[dict]]) -> list[dict]:
@@ -258,7 +304,7 @@ def read_hf(root: pathlib.Path, files: dict[str, list[pathlib.Path]]) -> tuple[P
   parsed: Parsed = {}
   hashes = {p.relative_to(root).as_posix(): storage.sha256_file(p) for paths in files.values() for p in paths}
   for task, paths in files.items():
-    part = unformat_rows(task, merge_rows(_read_rows(p) for p in paths))
+    part = unformat_rows(task, merge_rows(_read_rows(p, task) for p in paths))
     parsed[task] = (part, json.dumps(part, ensure_ascii=False, indent=1).encode("utf-8"))
   return parsed, hashes
 
@@ -310,6 +356,18 @@ def index_tasks(parsed: Parsed) -> dict[str, dict]:
   return tasks
 
 
+def check_registered_names(tasks: dict[str, dict]) -> None:
+  """Refuses two multiple-choice tasks that the registry would name alike (`x y` and `x-y` both become
+  `bigbench_x_y`, and one would be lost), naming both."""
+  by_name: dict[str, list[str]] = {}
+  for task in sorted(t for t, info in tasks.items() if info["multiple_choice"]):
+    by_name.setdefault(catalog.bigbench_task_name(task), []).append(task)
+  clash = next(((name, found) for name, found in by_name.items() if len(found) > 1), None)
+  if clash:
+    raise SourceError(f"the BIG-bench tasks {' and '.join(repr(t) for t in clash[1])} would both be registered as "
+                      f"{clash[0]}, and one of them lost; rename or remove one of the folders.")
+
+
 def _sha256(data: bytes) -> str:
   return hashlib.sha256(data).hexdigest()
 
@@ -326,10 +384,11 @@ def write_store(cache: pathlib.Path, parsed: Parsed, reference: bytes | None, so
                 extra: dict | None = None) -> pathlib.Path:
   """Writes `<cache>/bigbench/` (tasks.zip, index.json, json_task.py, manifest.json) atomically."""
   tasks = index_tasks(parsed)
+  check_registered_names(tasks)
   if not tasks:
     raise SourceError(f"{source.get('path') or source['key']} holds no BIG-bench JSON task; {SOURCE_HINT}")
   final = cache / STORE_NAME
-  with storage.output_folder(final, "The BIG-bench store", replace=True) as tmp:
+  with storage.output_folder(final, "The BIG-bench store", kind=STORE_KIND, overwrite=True) as tmp:
     tmp = pathlib.Path(tmp)
     with zipfile.ZipFile(tmp / "tasks.zip", "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
       for name, info in tasks.items():

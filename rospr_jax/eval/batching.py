@@ -197,6 +197,11 @@ def score_examples(params, model: PromptedBackbone, examples: Sequence[RankExamp
   return results
 
 
+def truncated_inputs(examples: Sequence[RankExample], max_input_length: int) -> int:
+  """How many examples have an input longer than `max_input_length` (scoring keeps its first tokens)."""
+  return sum(len(ex.inputs) > max_input_length for ex in examples)
+
+
 def _groups(examples: Sequence[RankExample], max_input_length: int, max_target_length: int,
             max_decoder_tokens: int) -> dict[tuple[int, int, int], list[tuple[int, int]]]:
   """{(input length, choice slots, target length) bucket: its rows as (example index, first choice)}."""

@@ -2,11 +2,13 @@
 written as soon as it is scored, so that a killed run resumes.
 
     <records_dir>/<target>/<method>.json   {"method", "dataset", "template", "target", "examples",
-                                            "skipped", "target_digest", "accuracy", "correct",
+                                            "skipped", "truncated_inputs", "target_digest",
+                                            "accuracy", "correct",
                                             "predictions", "predictions_sha256",
                                             "selection_sha256" (retrieval methods and the oracle)}
 
-`predictions` are the chosen choice index of each example ([E]), `predictions_sha256` their digest
+`truncated_inputs` counts the examples whose input is longer than the model's input length (the
+scorer keeps its first tokens), `predictions` are the chosen choice index of each example ([E]), `predictions_sha256` their digest
 (`predictions_digest`), `correct` how many of them are right. A record is resumed only into a target
 with the same examples (`Target.digest`), and only when it agrees with itself: its predictions match
 their digest and index the target's choices, `correct` is what they score on the target's labels, and
@@ -61,11 +63,12 @@ def record_path(records_dir: str, target: str, method: str) -> str:
   return os.path.join(records_dir, path_name(target), path_name(method) + ".json")
 
 
-def new_record(target: Target, method: str, examples: int) -> dict:
-  """The fields of a (target, method) record but its scores (`scored`)."""
+def new_record(target: Target, method: str, examples: int, truncated_inputs: int = 0) -> dict:
+  """The fields of a (target, method) record but its scores (`scored`); `truncated_inputs`: examples
+  whose input was cut to the model's input length."""
   return {"method": method, "dataset": target.dataset, "template": target.template,
           "target": target.name, "examples": examples, "skipped": target.skipped,
-          "target_digest": target.digest()}
+          "truncated_inputs": truncated_inputs, "target_digest": target.digest()}
 
 
 def predictions_digest(predictions: Sequence[int]) -> str:

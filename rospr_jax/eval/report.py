@@ -4,7 +4,8 @@ each target retrieved).
 
 Input: per-template accuracies, one record per (method, dataset, template):
     {"method": str, "dataset": str, "template": str, "accuracy": float, "examples": int,
-     "skipped": int (optional: examples the template skips by design, not among `examples`)}
+     "skipped": int (optional: examples the template skips by design, not among `examples`),
+     "truncated_inputs": int (optional: examples whose input was cut to the model's input length)}
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     {"methods": [...], "datasets": [...], "mean": {method: {dataset: acc}}, "median": {...},
      "average_mean": {method: acc}, "average_median": {method: acc},
      "examples": {dataset: examples summed over its templates},
-     "skipped": {dataset: examples its templates skip by design (no target), summed likewise}}.
+     "skipped": {dataset: examples its templates skip by design (no target), summed likewise},
+     "truncated_inputs": {dataset: examples whose input was cut to the model's input length, likewise}}.
   """
   methods = list(dict.fromkeys(r["method"] for r in records))
   datasets = list(dict.fromkeys(r["dataset"] for r in records))
@@ -35,8 +37,9 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   for r in records:
     by_method[r["method"]].setdefault(r["dataset"], {})[r["template"]] = float(r["accuracy"])
   summary: dict[str, Any] = {"methods": methods, "datasets": datasets, "mean": {}, "median": {},
-                             "average_mean": {}, "average_median": {}, "examples": {}, "skipped": {}}
-  for key in ("examples", "skipped"):  # every method scores the same examples of a template: once each
+                             "average_mean": {}, "average_median": {}, "examples": {}, "skipped": {},
+                             "truncated_inputs": {}}
+  for key in ("examples", "skipped", "truncated_inputs"):  # every method scores the same examples of a template: once each
     for r in records:
       if r.get(key) is not None:
         counts = summary[key].setdefault(r["dataset"], {})
@@ -64,7 +67,9 @@ def interval(accuracy: float, examples: int | None) -> tuple[float, float]:
 def markdown_table(summary: Mapping[str, Any], statistic: str = "mean", intervals: bool = False) -> str:
   """Methods as rows, datasets as columns (accuracy in %), the average over datasets last, and a
   row `n` with each dataset's examples (summed over its templates), then, where a template skipped
-  examples by design (T0's empty-output rule), a row `skipped` with those (not among n).
+  examples by design (T0's empty-output rule), a row `skipped` with those (not among n), and where
+  inputs were longer than the model's input length (cut to their first tokens), a row `inputs
+  truncated` with those (among n).
 
   With `intervals`, each cell also shows its Wilson 95% interval over those n examples ("32.6 [24,
   42]"): two methods whose intervals overlap widely differ within noise.
@@ -84,11 +89,23 @@ def markdown_table(summary: Mapping[str, Any], statistic: str = "mean", interval
     lines.append(f"| {method} | " + " | ".join(cells) + f" | {100 * average:.2f} |")
   if examples:
     lines.append("| n | " + " | ".join(str(examples.get(d, "-")) for d in datasets) + f" | {total} |")
-  skipped = summary.get("skipped", {})
-  if any(skipped.get(d) for d in datasets):
-    lines.append("| skipped | " + " | ".join(str(skipped.get(d, "-")) for d in datasets)
-                 + f" | {sum(skipped.get(d, 0) for d in datasets)} |")
+  for key, label in (("skipped", "skipped"), ("truncated_inputs", "inputs truncated")):
+    counts = summary.get(key, {})
+    if any(counts.get(d) for d in datasets):
+      lines.append(f"| {label} | " + " | ".join(str(counts.get(d, "-")) for d in datasets)
+                   + f" | {sum(counts.get(d, 0) for d in datasets)} |")
   return "\n".join(lines)
+
+
+def truncation_note(records: Sequence[Mapping[str, Any]]) -> str:
+  """A line naming each target some of whose inputs were cut to the model's input length, with how many
+  of its examples ("" when none was)."""
+  cut = {r.get("target") or f"{r['dataset']} {r['template']}": (int(r["truncated_inputs"]), r.get("examples"))
+         for r in records if r.get("truncated_inputs")}
+  if not cut:
+    return ""
+  return ("Inputs longer than the model reads, cut to their first tokens, per target: "
+          + ", ".join(f"{name} {n} of {examples}" for name, (n, examples) in cut.items()) + ".")
 
 
 def plot_accuracy(summary: Mapping[str, Any], path: str, title: str = "Accuracy per dataset") -> None:
@@ -195,6 +212,7 @@ def write_report(out_dir: str, records: Sequence[Mapping[str, Any]], *,
     payload["retrieval_frequencies"] = retrieval
   out = storage.as_path(out_dir, "OUTPUT_DIR", output=True)
   sections = [preamble.strip(), "## Accuracy (%), mean over templates", markdown_table(summary, "mean"),
+              truncation_note(records),
               "## The same with Wilson 95% intervals over each dataset's n examples",
               markdown_table(summary, "mean", intervals=True),
               "## Accuracy (%), median over templates", markdown_table(summary, "median"),

@@ -6,7 +6,9 @@ Two JSONL layouts are read (one JSON value per line, blank lines skipped):
   (an optional "source" must then equal the source's name);
 - one file for all sources: each line an object {"source": name, "text": rendered text}.
 
-Targets' query files use objects {"text": ..., "choices": [...]} (choices are needed by VAR only).
+Targets' query files use objects {"text": ..., "choices": [...], "target": name} (choices are needed
+by VAR only; the target, which `rospr tasks --show NAME --queries FILE` records on every line, is
+checked against the one `rospr retrieve --target` names, so the queries of RTE never retrieve for CB).
 A prompted task (`rospr_jax.data.prompted`, the layer under the SeqIO tasks) gives its texts directly:
 `draw_task_texts` renders only the drawn examples, so a library of the 313 P3 sources does not
 render the millions of examples of their training splits.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import zlib
 from typing import Iterator, Sequence
 
@@ -38,63 +41,200 @@ class SourceTexts:
 
 @dataclasses.dataclass(frozen=True)
 class Query:
-  """One unlabeled input of a target; `choices` (rendered answer choices) only for VAR."""
+  """One unlabeled input of a target; `choices` (rendered answer choices) only for VAR; `target`: the
+  target the queries file says it is of, if it says."""
 
   text: str
   choices: tuple[str, ...] | None = None
+  target: str | None = None
 
 
-def _json_lines(path: str) -> Iterator[tuple[int, object]]:
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"Input file not found: {path}")
-  for line_no, line in storage.text_lines(path):
-    if not line.strip():
-      continue
+CHARS_PER_TOKEN = 32  # characters of a text kept per input token: more than a vocabulary piece spans
+_BYTES_PER_CHAR = 6  # the most bytes one character takes in a JSON line (an escape such as \\u00e9)
+_LINE_SLACK = 4096  # bytes of a line beside its text ("source", keys, brackets)
+
+
+@dataclasses.dataclass
+class TextBound:
+  """How much of each text a reader holds: its first `max_chars` characters (and of each line its first
+  `max_line_bytes`, the rest skipped unread into memory), so that memory follows the model's input
+  length, not the longest line. `cut` counts the texts cut."""
+
+  max_chars: int
+  cut: int = 0
+
+  @classmethod
+  def for_tokens(cls, max_length: int) -> "TextBound":
+    """The bound of texts that are tokenized to their first `max_length` tokens."""
+    return cls(max_length * CHARS_PER_TOKEN)
+
+  @property
+  def max_line_bytes(self) -> int:
+    return self.max_chars * _BYTES_PER_CHAR + _LINE_SLACK
+
+  def keep(self, text: str, cut: bool) -> str:
+    """`text` to its first max_chars characters; counts it when it was cut (here, or its line)."""
+    if cut or len(text) > self.max_chars:
+      self.cut += 1
+    return text[:self.max_chars]
+
+
+def _bounded_lines(path: str, limit: int) -> Iterator[tuple[int, str, bool]]:
+  """(line number, the line's first `limit` bytes as text, whether the line was longer) of `path`; the
+  rest of a longer line is read a MiB at a time and dropped."""
+  with storage.as_path(path).open("rb") as f:
+    line_no = 0
+    while raw := f.readline(limit + 1):
+      line_no += 1
+      cut = len(raw) > limit and not raw.endswith(b"\n")
+      while cut and (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+        pass
+      yield line_no, storage.decode_line(raw, path, line_no, cut=cut), cut
+
+
+def _cut_string(text: str, start: int) -> str:
+  """The JSON string that opens at `text[start - 1]` and is cut short (no closing quote): decoded, an
+  escape cut in two and a lone high surrogate left out."""
+  for end in range(len(text), max(start, len(text) - 12) - 1, -1):
     try:
-      yield line_no, json.loads(line)
+      value = json.loads('"' + text[start:end] + '"')
+    except json.JSONDecodeError:
+      continue
+    return value[:-1] if value and "\ud800" <= value[-1] <= "\udbff" else value
+  raise ValueError("not a JSON string")
+
+
+_SPACE, _COLON, _COMMA = re.compile(r"\s*"), re.compile(r"\s*:\s*"), re.compile(r"\s*,\s*")
+
+
+def _skip(pattern: re.Pattern, text: str, at: int) -> int:
+  match = pattern.match(text, at)
+  if match is None:
+    raise ValueError(f"unexpected {text[at:at + 10]!r}")
+  return match.end()
+
+
+def _cut_json(text: str) -> object:
+  """The value of a JSON line cut short: a string, or an object whose cut member is a string (the
+  members before it whole, those after it lost). ValueError when it is neither."""
+  decoder, text = json.JSONDecoder(), text.lstrip()
+  if text.startswith('"'):
+    return _cut_string(text, 1)
+  if not text.startswith("{"):
+    raise ValueError("neither a JSON string nor an object")
+  value, at = {}, _skip(_SPACE, text, 1)
+  while True:
+    if not text.startswith('"', at):
+      raise ValueError("an object key is not a string")
+    key, at = json.decoder.scanstring(text, at + 1)
+    at = _skip(_COLON, text, at)
+    if text.startswith('"', at):
+      try:
+        value[key], at = json.decoder.scanstring(text, at + 1)
+      except json.JSONDecodeError:  # the cut member
+        value[key] = _cut_string(text, at + 1)
+        return value
+    else:
+      value[key], at = decoder.raw_decode(text, at)
+    if not text[at:].strip(" \t\r\n}"):  # cut after its last member
+      return value
+    at = _skip(_COMMA, text, at)
+
+
+def _line_value(path: str, line_no: int, line: str, cut: bool, bound: TextBound | None) -> object:
+  """The JSON value of a line (of its first bytes, when it was `cut`), refused naming the line."""
+  if not cut:
+    try:
+      return json.loads(line)
     except json.JSONDecodeError as e:
       raise ValueError(f"{path}: line {line_no} is not valid JSON ({e.msg}).") from e
+  try:
+    return _cut_json(line)
+  except ValueError:
+    raise ValueError(f"{path}: line {line_no} is longer than the {bound.max_line_bytes} bytes read of a line, and "
+                     "those do not hold a JSON string or an object whose long member is its text.") from None
 
 
-def _text(path: str, line_no: int, value: object) -> str:
+def _json_lines(path: str, bound: TextBound | None = None) -> Iterator[tuple[int, object, bool]]:
+  """(line number, JSON value, whether the line was cut) of each non-blank line; with `bound`, only a
+  line's first `bound.max_line_bytes` are read."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"Input file not found: {path}")
+  lines = ((n, line, False) for n, line in storage.text_lines(path)) if bound is None else _bounded_lines(
+      path, bound.max_line_bytes)
+  for line_no, line, cut in lines:
+    if line.strip():
+      value = _line_value(path, line_no, line, cut, bound)
+      yield line_no, value, cut
+
+
+def _text(path: str, line_no: int, value: object, bound: TextBound | None = None, cut: bool = False) -> str:
   text = value.get("text") if isinstance(value, dict) else value
   if not isinstance(text, str):
-    raise ValueError(f"{path}: line {line_no} has no string \"text\" (got {value!r:.80}).")
+    lost = " (the line is longer than the bytes read of it: write \"text\" last)" if cut else ""
+    raise ValueError(f"{path}: line {line_no} has no string \"text\" (got {value!r:.80}){lost}.")
   if not text.strip():
     raise ValueError(f"{path}: line {line_no} has an empty text.")
-  return text
+  return text if bound is None else bound.keep(text, cut)
 
 
-def read_source_file(path: str, name: str) -> list[str]:
-  """Texts of one source's file (JSON strings or {"text": ...} objects per line)."""
+def read_source_file(path: str, name: str, bound: TextBound | None = None) -> list[str]:
+  """Texts of one source's file (JSON strings or {"text": ...} objects per line), each within `bound`."""
   texts = []
-  for line_no, value in _json_lines(path):
+  for line_no, value, cut in _json_lines(path, bound):
     if isinstance(value, dict) and "source" in value and value["source"] != name:
       raise ValueError(f"{path}: line {line_no} belongs to source {value['source']!r}, but the file "
                        f"was given for source {name!r}.")
-    texts.append(_text(path, line_no, value))
+    texts.append(_text(path, line_no, value, bound, cut))
   if not texts:
     raise ValueError(f"{path}: no instances for source {name!r}.")
   return texts
 
 
-def read_instances(path: str) -> dict[str, list[str]]:
-  """Texts per source of a combined file ({"source": ..., "text": ...} per line), in file order."""
+def read_instances(path: str, bound: TextBound | None = None) -> dict[str, list[str]]:
+  """Texts per source of a combined file ({"source": ..., "text": ...} per line), in file order, each
+  within `bound`."""
   by_source: dict[str, list[str]] = {}
-  for line_no, value in _json_lines(path):
+  for line_no, value, cut in _json_lines(path, bound):
     if not isinstance(value, dict) or not isinstance(value.get("source"), str):
-      raise ValueError(f"{path}: line {line_no} needs a string \"source\" and a \"text\".")
-    by_source.setdefault(value["source"], []).append(_text(path, line_no, value))
+      lost = " (the line is longer than the bytes read of it: write \"source\" before \"text\")" if cut else ""
+      raise ValueError(f"{path}: line {line_no} needs a string \"source\" and a \"text\"{lost}.")
+    by_source.setdefault(value["source"], []).append(_text(path, line_no, value, bound, cut))
   if not by_source:
     raise ValueError(f"{path}: no instances.")
   return by_source
 
 
-def read_queries(path: str) -> list[Query]:
-  """A target's inputs: {"text": ..., "choices": [...]} objects (or JSON strings) per line."""
-  queries = []
-  for line_no, value in _json_lines(path):
+def _query_target(path: str, line_no: int, value: object) -> str | None:
+  """The target a query line names, or None."""
+  found = value.get("target") if isinstance(value, dict) else None
+  if found is not None and not isinstance(found, str):
+    raise ValueError(f"{path}: line {line_no} has a \"target\" that is not a string (got {found!r:.80}).")
+  return found
+
+
+def _check_query_target(path: str, line_no: int, found: str | None, target: str | None,
+                        first: tuple[int, str] | None) -> None:
+  """Refuses a line of another target than `target` (--target) or than the `first` (line, target)."""
+  if found is not None and target is not None and found != target:
+    raise ValueError(f"{path}: line {line_no} is a query of the target {found!r}, not of --target {target!r}; "
+                     f"give the queries of {target!r} (rospr tasks --show {target} --queries FILE writes them).")
+  if found is not None and first is not None and found != first[1]:
+    raise ValueError(f"{path}: line {line_no} is a query of the target {found!r}, line {first[0]} of "
+                     f"{first[1]!r}; a queries file holds the queries of one target.")
+
+
+def read_queries(path: str, target: str | None = None) -> list[Query]:
+  """A target's inputs: {"text": ..., "choices": [...], "target": ...} objects (or JSON strings) per
+  line. A line that names its target must name `target` (--target, when given) and the target of the
+  other lines: a mismatch is refused naming the file, the line and both targets. Each query carries
+  the target its file names (or `target`)."""
+  queries, first = [], None
+  for line_no, value, _ in _json_lines(path):
     text = _text(path, line_no, value)
+    found = _query_target(path, line_no, value)
+    _check_query_target(path, line_no, found, target, first)
+    first = first or ((line_no, found) if found is not None else None)
     choices = value.get("choices") if isinstance(value, dict) else None
     if choices is not None:
       if (not isinstance(choices, list) or not choices
@@ -102,7 +242,7 @@ def read_queries(path: str) -> list[Query]:
         raise ValueError(f"{path}: line {line_no} has \"choices\" that are not a non-empty list of "
                          "non-empty strings.")
       choices = tuple(choices)
-    queries.append(Query(text, choices))
+    queries.append(Query(text, choices, found or target))
   if not queries:
     raise ValueError(f"{path}: no queries.")
   return queries

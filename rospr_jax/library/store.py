@@ -13,8 +13,9 @@ Rows are numbered across shards in order. The writer streams rows into shards of
 memory stays bounded however many rows come; the index is built from the written shards. Everything is
 written into a temporary sibling directory that is renamed into place at the end, so a reader never
 sees a half-written library (the storage rule: committed by its manifest, written last). The reader checks the manifest against what the caller expects (format
-version, dimension, retriever fingerprint, metric) and every file against its recorded size, shape and
-sha256, and names what differs.
+version, dimension, retriever fingerprint, metric), every file against its recorded size, shape and
+sha256, and the manifest's own facts (source names, metric, ...) against the digest it records
+(`storage.check_facts`), and names what differs.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class Library:
     directory = os.path.abspath(directory)
     manifest = storage.read_manifest(directory, "Library", required=_REQUIRED_KEYS, kind=KIND,
                                        format_version=FORMAT_VERSION, rebuild="Rebuild the library.")
+    storage.check_facts(manifest, os.path.join(directory, MANIFEST), "Library", "Rebuild the library.")
     if dim is not None and manifest["dim"] != dim:
       raise ValueError(f"Library {directory} holds embeddings of dimension {manifest['dim']}; "
                        f"the retriever produces dimension {dim}.")

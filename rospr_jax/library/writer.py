@@ -60,13 +60,6 @@ class LibraryWriter:
       raise ValueError(f"The prompts of {len(bad)} sources hold NaN or infinite values: {bad[:10]}.")
     if dim < 1 or shard_rows < 1:
       raise ValueError(f"dim ({dim}) and shard_rows ({shard_rows}) must be >= 1.")
-    target = storage.as_path(self.directory, "Library", output=True)
-    if target.exists() and not overwrite:
-      raise FileExistsError(f"Library directory {self.directory} exists; pass overwrite=True "
-                            "(--overwrite) to replace it.")
-    if overwrite and target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).is_file():
-      raise FileExistsError(f"{self.directory} is not a library (it has no {MANIFEST}); --overwrite "
-                            "replaces libraries only: choose another --out.")
     self.sources = list(sources)
     self.prompts = table
     self.dim = int(dim)
@@ -74,7 +67,7 @@ class LibraryWriter:
     self.shard_rows = int(shard_rows)
     self.overwrite = overwrite
     self.extra = dict(extra or {})
-    self.tmp = storage.new_folder(self.directory, "Library", replace=overwrite)
+    self.tmp = storage.new_folder(self.directory, "Library", kind=KIND, overwrite=overwrite)
     os.makedirs(os.path.join(self.tmp, "shards"))
     self._emb: list[np.ndarray] = []
     self._ids: list[np.ndarray] = []
@@ -218,10 +211,10 @@ class LibraryWriter:
         "index": index_record,
         "extra": self.extra,
     }
-    storage.write_manifest(self.tmp, manifest)
-    if not self.overwrite and storage.as_path(self.directory).exists():
-      raise FileExistsError(f"Library directory {self.directory} appeared while writing.")
-    storage.commit_folder(self.tmp, self.directory, "Library")
+    storage.write_manifest(self.tmp, storage.with_facts_sha256(manifest))
+    storage.check_destination(self.directory, "Library", kind=KIND, overwrite=self.overwrite)  # again: it
+    # may have been written while this one was built
+    storage.commit_folder(self.tmp, self.directory, "Library", KIND)
     self._done = True
     return Library.open(copies.local_copy(self.directory, "Library"), verify=False, name=self.directory)
 

@@ -25,6 +25,7 @@ from rospr_jax.model.param_tree import collect, flatten, key_problems, param_sha
 from rospr_jax.model.safetensors_file import SafetensorsFile, write_safetensors
 from rospr_jax.model.torch_file import TorchFile
 
+KIND = "rospr_hf_checkpoint"  # the manifest's "kind" of a checkpoint this project writes
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_FILE = "pytorch_model.bin"
@@ -147,7 +148,8 @@ def save_hf(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any]
     shards[-1].append(item)
     size += item[1].nbytes
 
-  with storage.output_folder(path, "Hugging Face checkpoint", overwrite_flag=None, facts=manifest_facts) as tmp_dir:
+  with storage.output_folder(path, "Hugging Face checkpoint", kind=KIND, overwrite_flag=None,
+                             facts=manifest_facts) as tmp_dir:
     tmp = Path(tmp_dir)
     (tmp / CONFIG_FILE).write_text(json.dumps(config_to_hf(config), indent=2) + "\n")
     if len(shards) == 1:

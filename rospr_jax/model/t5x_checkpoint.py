@@ -40,6 +40,7 @@ from rospr_jax.model.param_tree import (Params, as_numpy_dtype, cast, collect, f
 
 T5X_VERSION = 3
 CHECKPOINT_FILE = "checkpoint"
+KIND = "rospr_t5x_checkpoint"  # the manifest's "kind" of a checkpoint this project writes
 SIDE_CONFIG_FILE = "rospr_config.json"
 # Arrays of more bytes than this go to tensorstore zarr arrays, smaller ones inline in the msgpack.
 DEFAULT_INLINE_MAX_BYTES = 4096
@@ -329,7 +330,8 @@ def save_t5x(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any
   import tensorstore as ts  # pylint: disable=g-import-not-at-top
 
   final = Path(path) / f"checkpoint_{int(step)}"
-  with (storage.output_folder(final, "T5X checkpoint", overwrite_flag=None, facts=manifest_facts) as tmp_dir,
+  with (storage.output_folder(final, "T5X checkpoint", kind=KIND, overwrite_flag=None,
+                                facts=manifest_facts) as tmp_dir,
         _settled_on_error() as pending):
     tmp = Path(tmp_dir)
     target = {}

@@ -9,7 +9,8 @@ reuses the same neighbours and the same VAR rank classification, a callable made
 (`eval.var.make_predict_choices`) and handed to the rule. Each selection is saved (`selection.json`
 and `prompt.npy`) under `<selections_dir>/<target>/<method>/`, and the accuracy is computed from that
 saved prompt. Each (target, method) record is written as it is scored (`eval.records`); a rerun
-scores only the pairs without one.
+scores only the pairs without one. A preemption (SIGTERM, SIGINT: `rospr_jax.preemption`) stops the
+evaluation once the record in progress is written, at the record every process agrees on.
 
 Two reference rows are evaluated when asked for (METHODS), never by default: `Random` (a selection
 rule, `selection.random_prompt`: one library prompt drawn uniformly, seeded per target) and
@@ -27,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rospr_jax import storage
+from rospr_jax import preemption, storage
 from rospr_jax.eval import batching, records as records_lib, report
 from rospr_jax.eval.batching import RankExample, score_examples
 from rospr_jax.eval.metrics import accuracy_of, chance_accuracy
@@ -223,13 +224,16 @@ class Evaluator:
     return chosen, [int(np.argmax(s)) for s in scores]
 
   def _evaluate_target(self, target: Target, methods: Sequence[str], resumed: dict, selections_dir,
-                       records_dir, say: Callable[[str], None]) -> tuple[list[dict], dict[str, dict]]:
-    """One target under every method, in order: (its records, {method: selection dict})."""
+                       records_dir, say: Callable[[str], None], scored: Callable[[], None] = lambda: None
+                       ) -> tuple[list[dict], dict[str, dict]]:
+    """One target under every method, in order: (its records, {method: selection dict}); `scored()`
+    is called once each new record is written."""
     examples = self.tokenize(target)
+    truncated = batching.truncated_inputs(examples, self.max_input_length)
     retrieval = None  # the queries' embeddings and VAR's predictions, made once for all rules
     records, selections = [], {}
     for method in methods:
-      record = records_lib.new_record(target, method, len(examples))
+      record = records_lib.new_record(target, method, len(examples), truncated)
       if method == CHANCE:
         records.append({**record, "accuracy": chance_accuracy(target.is_correct)})
         continue
@@ -252,8 +256,11 @@ class Evaluator:
       records_lib.write_record(records_dir, full)
       records.append({k: v for k, v in full.items()
                       if k not in ("predictions", "predictions_sha256", "selection_sha256")})
-      skipped = f" ({target.skipped} skipped by the template)" if target.skipped else ""
-      say(f"{target.name} {method}: {100 * full['accuracy']:.2f}% on {len(examples)} examples{skipped}")
+      notes = [f"{target.skipped} skipped by the template"] * bool(target.skipped) + [
+          f"{truncated} inputs cut to {self.max_input_length} tokens"] * bool(truncated)
+      notes = f" ({'; '.join(notes)})" if notes else ""
+      say(f"{target.name} {method}: {100 * full['accuracy']:.2f}% on {len(examples)} examples{notes}")
+      scored()
     return records, selections
 
   def evaluate(self, targets: Sequence[Target], methods: Sequence[str] | None = None, *,
@@ -267,7 +274,7 @@ class Evaluator:
 
     Returns:
       records: one {"method", "dataset", "template", "target", "accuracy", "correct", "examples",
-        "skipped", "target_digest"} per pair (the written record also holds the predictions);
+        "skipped", "truncated_inputs", "target_digest"} per pair (the written record also holds the predictions);
       selections: {target name: {method: selection dict}} for the retrieval methods.
     """
     known = all_methods() + (CHANCE,)
@@ -280,15 +287,29 @@ class Evaluator:
     resumed = records_lib.read_records(
         records_dir, pairs, lambda target, method: selection_dir(selections_dir, target, method)
         if selections_dir and method != HARD_PROMPT else None)
+    scored = _preemption_check(len(pairs), len(resumed))
     for number, target in enumerate(targets, 1):
       position = f"target {number} of {len(targets)}"
       say = (lambda message, at=position: progress(f"{at}: {message}")) if progress else (lambda _: None)
       target_records, chosen = self._evaluate_target(target, methods_, resumed, selections_dir, records_dir,
-                                                      say)
+                                                      say, scored)
       records.extend(target_records)
       if chosen:
         selections.setdefault(target.name, {}).update(chosen)
     return records, selections
+
+
+def _preemption_check(total: int, resumed: int) -> Callable[[], None]:
+  """`scored()`, which every process calls after each record it scored (of `total` pairs, `resumed` of
+  them read back): it stops the evaluation (`preemption.stop`) at the record every process agrees on
+  after SIGTERM or SIGINT, unless that record was the last one."""
+  count = [0]
+
+  def scored() -> None:
+    count[0] += 1
+    if preemption.reached(count[0]) and resumed + count[0] < total:
+      preemption.stop(f"record {resumed + count[0]} of {total}", "records saved")
+  return scored
 
 
 def retrieval_frequencies(selections: dict[str, dict], method: str = "RoSPr") -> dict[str, dict[str, int]]:

@@ -12,8 +12,9 @@ Layout under an export directory (S sources, P prompt length, H model dim):
 `<source dir>` is the source name with every character outside [A-Za-z0-9._-] replaced by '_',
 followed by '-' and the name's CRC-32 (8 hex digits), so it is unique and stable. Every directory is
 written under a temporary name and renamed; the table directory is renamed last, so a table whose
-manifest exists has all its per-source files. `load_prompts` checks a table against its manifest and
-against what the caller expects (backbone fingerprint, sources) and names what differs.
+manifest exists has all its per-source files. `load_prompts` checks a table and every per-source file
+against the sha256 its manifest records, the manifest's facts against their digest (`facts_sha256`),
+and all against what the caller expects (backbone fingerprint, sources), and names what differs.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from rospr_jax import storage
 
 FORMAT_VERSION = 1
 KIND = "rospr_prompts"
+SOURCE_KIND = "rospr_source_prompt"  # one source's folder, checkpoint_<step>/ beside the table's
 MANIFEST = storage.MANIFEST
 TABLE = "prompts.npy"
 PROMPT_FILE = "encoder.prompt.prompt.prompt"
@@ -82,7 +84,7 @@ def export_prompts(export_dir: str, prompts, names: Sequence[str], step: int, *,
   sources = []
   for s, name in enumerate(names):
     path = source_prompt_path(export_dir, name, step)
-    with storage.output_folder(os.path.dirname(path), "Prompt export", replace=True) as tmp:
+    with storage.output_folder(os.path.dirname(path), "Prompt export", kind=SOURCE_KIND, overwrite=True) as tmp:
       storage.save_npy(os.path.join(tmp, PROMPT_FILE), table[s])
     sources.append({
         "id": s, "name": name, "dir": source_dir_name(name),
@@ -103,10 +105,10 @@ def export_prompts(export_dir: str, prompts, names: Sequence[str], step: int, *,
       **(extra or {}),
   }
 
-  with storage.output_folder(final, "Prompt export", replace=True) as tmp:
+  with storage.output_folder(final, "Prompt export", kind=KIND, overwrite=True) as tmp:
     storage.save_npy(os.path.join(tmp, TABLE), table)
     manifest["prompts"]["sha256"] = storage.sha256_file(os.path.join(tmp, TABLE))
-    storage.write_manifest(tmp, manifest)
+    storage.write_manifest(tmp, storage.with_facts_sha256(manifest))
   return final
 
 
@@ -173,6 +175,7 @@ def load_prompts(path: str, *, expected_fingerprint: str | None = None,
       directory, "Prompt export", kind=KIND, format_version=FORMAT_VERSION,
       required=("format_version", "kind", "step", "backbone_fingerprint", "prompts", "sources"),
       rebuild="Export the prompts again with this version (rospr train-prompts).")
+  storage.check_facts(manifest, manifest_path, "Prompt export", "Export the prompts again (rospr train-prompts).")
   if expected_fingerprint is not None and manifest["backbone_fingerprint"] != expected_fingerprint:
     raise ValueError(f"{manifest_path}: prompts were trained on backbone {manifest['backbone_fingerprint']}, "
                      f"not on the expected backbone {expected_fingerprint}.")
@@ -183,6 +186,9 @@ def load_prompts(path: str, *, expected_fingerprint: str | None = None,
                      f"manifest has {len(names)}, expected {len(expected_sources)} in this order).")
   table_path = storage.check_listed_file(directory, manifest["prompts"]["file"],
                                           manifest["prompts"].get("sha256"), "Prompt export", verify=verify)
+  for source in manifest["sources"]:  # prompt-tuning's per-source files, relative to the export root
+    storage.check_listed_file(os.path.dirname(directory), source["file"], source["sha256"], "Prompt export",
+                              verify=verify)
   table = np.load(table_path, allow_pickle=False)
   if list(table.shape) != list(manifest["prompts"]["shape"]) or table.shape[0] != len(names):
     raise ValueError(f"{table_path} has shape {list(table.shape)}; {manifest_path} says "

@@ -12,7 +12,9 @@ Every `log_every` steps a T5X-style line `[step] loss=... steps/s=... seqs/s=...
 logged and written as summaries (`loss`, `timing/*`): loss is the mean over the sources in each batch
 of their mean token loss, averaged over the steps since the last line; tokens/s counts the non-padding
 input and target tokens. A non-finite loss stops the loop with `NonFiniteLossError` before anything
-after the last good checkpoint is written.
+after the last good checkpoint is written. A preemption (SIGTERM, SIGINT: `rospr_jax.preemption`)
+stops it after the step every process agrees on, checkpointed there (no export), with
+`preemption.Preempted`.
 
 Vocabulary: S sources, P prompt length, H model dim, B batch, T input length, L target length.
 """
@@ -28,7 +30,7 @@ import jax
 import numpy as np
 import optax
 
-from rospr_jax import multihost
+from rospr_jax import multihost, preemption
 from rospr_jax.model import partitioning
 from rospr_jax.prompt.checkpointing import Checkpointer
 from rospr_jax.prompt.input_pipeline import BatchIterator
@@ -106,13 +108,18 @@ class PromptTrainer:
     pending: list[dict] = []
     tokens = 0
     last_time, last_step = time.perf_counter(), start
+    noticed = preemption.begin(start)  # a preemption notice before the first step: stop after it
     for step in range(start, s.num_steps):
       host_batch = next(batches)
       tokens += int((host_batch["inputs"] > 0).sum() + (host_batch["targets"] > 0).sum())
       state, metrics = self.step_fn(state, self.params, place_batch(host_batch, self.mesh), rng)
       pending.append(metrics)
       done = step + 1
-      saving = done % s.checkpoint_every == 0 or done % s.export_every == 0 or done == s.num_steps
+      # Every process asks at every step, with the global step (JAX's service tracks the last one asked,
+      # as orbax asks too); the last step saves and ends anyway.
+      preempted = (preemption.reached(done) or noticed) and done < s.num_steps
+      saving = (done % s.checkpoint_every == 0 or done % s.export_every == 0 or done == s.num_steps
+                or preempted)
       if step == start:  # compilation: reported apart, and kept out of the throughput figures
         jax.block_until_ready(state.prompts)
         logger.info("Step %d compiled and ran in %.1f s.", done, time.perf_counter() - last_time)
@@ -125,11 +132,13 @@ class PromptTrainer:
         pending, tokens = [], 0
         last_time, last_step = time.perf_counter(), done
       if saving:
-        checkpoint = done % s.checkpoint_every == 0 or done == s.num_steps
+        checkpoint = done % s.checkpoint_every == 0 or done == s.num_steps or preempted
         self.save(state, done, batches.position, checkpoint=checkpoint,
                   export=done % s.export_every == 0 or done == s.num_steps)
         last_saved = done if checkpoint else last_saved
         last_time = time.perf_counter()
+      if preempted:
+        preemption.stop(f"step {done}", "checkpoint saved")
     return state
 
   def _log(self, values: list[dict], done: int, steps: int, elapsed: float, tokens: int) -> None:

@@ -309,7 +309,7 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
                           dropout_rng_impl=dropout_rng_impl)
   # MODEL_DIR is used in place, local or at a URL (orbax writes and commits each checkpoint there, and
   # a rerun on any machine resumes from the last one). Process 0 alone writes, holding the run lock.
-  with storage.run_lock(model_dir, "train-prompts") if multihost.is_writer() else contextlib.nullcontext():
+  with storage.run_lock(model_dir, "train-prompts", "MODEL_DIR") if multihost.is_writer() else contextlib.nullcontext():
     data = examples() if callable(examples) else examples
     data.check_every_source_has_examples()
     backbone = backbone() if callable(backbone) else backbone

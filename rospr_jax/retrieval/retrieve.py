@@ -21,6 +21,7 @@ DEFAULT_NUM_QUERIES = selection_lib.SelectionConfig.num_queries  # Q
 DEFAULT_NUM_NEIGHBORS = selection_lib.SelectionConfig.num_neighbors  # N
 SELECTION_FILE = "selection.json"
 PROMPT_FILE = "prompt.npy"
+SELECTION_KIND = "rospr_selection"  # the manifest's "kind" of `rospr retrieve --out`
 
 
 def sample_queries(num_inputs: int, num_queries: int = DEFAULT_NUM_QUERIES,

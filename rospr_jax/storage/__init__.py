@@ -10,9 +10,14 @@ an object store as one object (an object write is atomic there). A folder artifa
 library, a converted checkpoint, the demo's output) is committed by its `manifest.json`, written last,
 which lists its files with their sha256 (`read_manifest` / `check_listed_file` check them on read):
 `output_folder` yields a temporary folder beside it, and locally renames the finished folder into place;
-on an object store it uploads the files and then the manifest (there is no rename). Replacing a folder
-first removes its old manifest, so a replace killed half-way leaves a folder that readers refuse and
-the next writer replaces. Run folders (MODEL_DIR, OUTPUT_DIR) are used in place: orbax commits each
+on an object store it uploads the files and then the manifest (there is no rename). A command writes
+only a new or empty folder, or replaces an artifact of its own kind (its manifest's `kind`) when told
+to (`--overwrite`); anything else at the destination is the user's and is refused before any work, as
+are links, the working folder and folders holding an input (`check_destination`). A local replace
+renames the old folder aside and the new one into place; on an object store the old manifest is first
+replaced by one marking the folder incomplete, so a replace killed half-way leaves a folder that
+readers refuse and the next writer of that kind replaces. Run folders are claimed by a marker naming
+their kind (`claim_run_folder`) and resumed only by the same command. Run folders (MODEL_DIR, OUTPUT_DIR) are used in place: orbax commits each
 checkpoint itself and every record is one file; one run at a time holds a local run folder (`run_lock`,
 a `filelock`). Temporary names carry their writer's host and pid, so `remove_leftovers` removes those of
 killed writers only. Inputs at URLs that compute code must open as local files (a library's ScaNN
@@ -22,6 +27,7 @@ index, a checkpoint) are read through checked copies under `$ROSPR_REMOTE_CACHE`
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import hashlib
 import io
@@ -41,6 +47,8 @@ Path = epath.Path
 PathLike = str | os.PathLike
 MANIFEST = "manifest.json"
 LOCK_FILE = ".rospr.lock"
+INCOMPLETE = "incomplete"  # a manifest's mark of an object-store folder being replaced (`_decommit`)
+RUN_MARKER = ".rospr_run.json"  # a run folder's kind (`claim_run_folder`)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _EPHEMERAL = ("memory://",)
 
@@ -194,11 +202,19 @@ def text_lines(path: PathLike, shown: PathLike | None = None) -> Iterator[tuple[
     raise FileNotFoundError(f"{shown} does not exist") from None
   with f:
     for line_no, raw in enumerate(f, start=1):
-      try:
-        yield line_no, raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        raise ValueError(f"{shown}: line {line_no} is not UTF-8 (byte 0x{raw[e.start]:02x} at column "
-                         f"{len(raw[:e.start].decode('utf-8', 'replace')) + 1}); save the file as UTF-8.") from None
+      yield line_no, decode_line(raw, shown, line_no)
+
+
+def decode_line(raw: bytes, shown: PathLike, line_no: int, *, cut: bool = False) -> str:
+  """Line `line_no` of the file `shown` as text; a byte that is not UTF-8 is refused naming the file,
+  the line and the column. With `cut` (the line's first bytes only), an incomplete last character is
+  left out."""
+  decoder = codecs.getincrementaldecoder("utf-8")()
+  try:
+    return decoder.decode(raw, final=not cut)
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{shown}: line {line_no} is not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                     f"{len(raw[:e.start].decode('utf-8', 'replace')) + 1}); save the file as UTF-8.") from None
 
 
 def read_json(path: PathLike, what: str = "") -> Any:
@@ -218,6 +234,31 @@ def read_json(path: PathLike, what: str = "") -> Any:
 def write_manifest(directory: PathLike, manifest: dict) -> None:
   """Writes `directory`/manifest.json whole: the last file of a folder artifact, which commits it."""
   write_json(as_path(directory) / MANIFEST, manifest, indent=1, sort_keys=True)
+
+
+FACTS_KEY = "facts_sha256"  # a manifest's digest of its own facts (`with_facts_sha256`)
+
+
+def facts_sha256(manifest: dict) -> str:
+  """sha256 of a manifest's facts: every key but FACTS_KEY, as JSON with sorted keys (of the facts as
+  they read back from JSON: a tuple is a list, a number key a string, as in the written manifest)."""
+  facts = json.loads(json.dumps({k: v for k, v in manifest.items() if k != FACTS_KEY}))
+  return hashlib.sha256(json.dumps(facts, sort_keys=True, ensure_ascii=True).encode("ascii")).hexdigest()
+
+
+def with_facts_sha256(manifest: dict) -> dict:
+  """`manifest` with the digest of its facts (FACTS_KEY), which `check_facts` compares on read: the
+  sha256s of a manifest protect its files, this protects what it says (source names, a metric, ...)."""
+  return {**manifest, FACTS_KEY: facts_sha256(manifest)}
+
+
+def check_facts(manifest: dict, path: PathLike, what: str, rebuild: str) -> None:
+  """Refuses a manifest whose facts differ from the digest it records (edited after it was written),
+  naming it. A manifest without one (written before digests were recorded) passes."""
+  recorded = manifest.get(FACTS_KEY)
+  if recorded is not None and recorded != (got := facts_sha256(manifest)):
+    raise ValueError(f"{what} manifest {os.fspath(path)} was edited after it was written: its facts have sha256 "
+                     f"{got[:16]}..., not the {str(recorded)[:16]}... it records. {rebuild}")
 
 
 def read_manifest(directory: PathLike, what: str, *, required: Sequence[str] = (), kind: str | None = None,
@@ -246,6 +287,9 @@ def read_manifest(directory: PathLike, what: str, *, required: Sequence[str] = (
   manifest = read_json(path, f"{what} manifest")
   if not isinstance(manifest, dict):
     raise ValueError(f"{what} manifest {path} holds a JSON {type(manifest).__name__}, not an object.")
+  if manifest.get(INCOMPLETE):
+    raise FileNotFoundError(f"{what} {directory} was never completed (its writer stopped while replacing "
+                            "it); write it again.")
   found = manifest.get("kind")  # None: written before kinds were recorded, unless "kind" is required
   if kind is not None and found != kind and (found is not None or "kind" in required):
     raise ValueError(f"{directory} is not a {what.lower()}: its manifest {path} is of kind {found!r}, "
@@ -284,48 +328,133 @@ def _files_of(folder: str) -> list[str]:
   return [n for n in names if n != MANIFEST] + [n for n in names if n == MANIFEST]
 
 
-def _decommit(final: Path) -> None:
-  """Removes `final`'s manifest first (the folder stops being readable), then the rest of it."""
-  (final / MANIFEST).unlink(missing_ok=True)
-  if final.exists():
-    final.rmtree()
+def _listing(folder: Path, limit: int = 3) -> str:
+  """The first entries of `folder`, for a message: `a.txt, data, notes.md, ... (7 entries)`."""
+  names = sorted(p.name for p in folder.iterdir())
+  return ", ".join(names[:limit]) + (f", ... ({len(names)} entries)" if len(names) > limit else "")
 
 
-def new_folder(final: PathLike, what: str, *, replace: bool = False,
-               overwrite_flag: str | None = "--overwrite") -> str:
-  """A local temporary folder to write the folder artifact `final` into (`commit_folder` makes it
-  `final`). An existing non-empty `final` is refused, naming `overwrite_flag`, unless `replace`."""
+def _contains(outer: str, inner: str) -> bool:
+  """Whether the local path `inner` is `outer` or lies below it (both made real)."""
+  outer, inner = os.path.realpath(outer), os.path.realpath(inner)
+  return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def _kind_in(path: Path) -> str | None:
+  """The "kind" recorded in the JSON file `path` (a manifest, a run folder's marker); None if none."""
+  try:
+    recorded = read_json(path) if path.is_file() else None
+  except (OSError, ValueError):
+    return None
+  return recorded.get("kind") if isinstance(recorded, dict) else None
+
+
+def _writable_folder(final: PathLike, what: str, inputs: Sequence[PathLike | None] = (),
+                     ignore: Sequence[str] = ()) -> Path | None:
+  """`final` as a Path when it is a folder holding entries (but those named in `ignore`), None when
+  it is absent or empty; refuses a symbolic link, the working folder or one above it, a folder that is
+  or holds one of `inputs`, and a file, naming `what`."""
   target = as_path(final, what, output=True)
-  if target.exists() and not replace and (not target.is_dir() or any(target.iterdir())):
-    hint = f"pass {overwrite_flag} to replace it" if overwrite_flag else "choose a new destination"
-    raise FileExistsError(f"{what} {final} already exists and is not an empty directory; {hint}.")
+  text = os.fspath(final)
+  if not is_url(final):
+    local = os.path.abspath(text.removeprefix("file://"))
+    if os.path.islink(local.rstrip(os.sep) or os.sep):
+      raise ValueError(f"{what} {text} is a symbolic link (to {os.readlink(local.rstrip(os.sep))}); give "
+                       "a folder of its own, not a link.")
+    if _contains(local, os.getcwd()):
+      raise ValueError(f"{what} {text} is the working folder or a folder above it; give a new folder "
+                       "for the output.")
+    for item in inputs:
+      if item is not None and not is_url(item) and _contains(local, os.fspath(item).removeprefix("file://")):
+        raise ValueError(f"{what} {text} is or holds the input {os.fspath(item)}; give a new folder for the "
+                         "output.")
+  if not target.exists():
+    return None
+  if not target.is_dir():
+    raise FileExistsError(f"{what} {text} is a file; give a new folder (rospr never replaces a file it "
+                          "did not write).")
+  if not any(p.name not in ignore for p in target.iterdir()):
+    return None
+  return target
+
+
+def check_destination(final: PathLike, what: str, *, kind: str, overwrite: bool = False,
+                      overwrite_flag: str | None = "--overwrite", inputs: Sequence[PathLike | None] = ()) -> None:
+  """Refuses, before any work, a destination the folder artifact `final` (of `kind`) may not take.
+
+  The rule: a command writes a new or empty folder, or replaces an artifact of its own `kind` (its
+  manifest says so) when `overwrite` is set (the user passed `overwrite_flag`); anything else at
+  `final` is the user's and is refused. So are, whatever they hold, a symbolic link, the working
+  folder or a folder above it, and a folder that is or holds one of the command's `inputs`.
+
+  Raises:
+    FileExistsError / ValueError naming `what` (the flag or setting), `final` and why.
+  """
+  target = _writable_folder(final, what, inputs)
+  if target is None:
+    return
+  found = _kind_in(target / MANIFEST)
+  if found != kind:
+    raise FileExistsError(f"{what} {os.fspath(final)} holds files that are not a {kind} ({_listing(target)}); "
+                          "rospr replaces only its own artifacts: give a new or empty folder.")
+  if not overwrite:
+    hint = f"pass {overwrite_flag} to replace it" if overwrite_flag else "give a new or empty folder"
+    raise FileExistsError(f"{what} {os.fspath(final)} already holds a {kind}; {hint}.")
+
+
+def _decommit(final: Path, kind: str) -> None:
+  """Empties the object-store folder `final` but for a manifest that marks it incomplete (written
+  first, one object: readers refuse the folder from then on, and the next writer of `kind` may replace
+  it)."""
+  write_json(final / MANIFEST, {"kind": kind, INCOMPLETE: True})
+  for entry in final.iterdir():
+    if entry.name != MANIFEST:
+      entry.rmtree() if entry.is_dir() else entry.unlink()
+
+
+def new_folder(final: PathLike, what: str, *, kind: str, overwrite: bool = False,
+               overwrite_flag: str | None = "--overwrite", inputs: Sequence[PathLike | None] = ()) -> str:
+  """A local temporary folder to write the folder artifact `final` (of `kind`) into (`commit_folder`
+  makes it `final`), once `check_destination` has accepted `final`."""
+  check_destination(final, what, kind=kind, overwrite=overwrite, overwrite_flag=overwrite_flag, inputs=inputs)
+  target = as_path(final, what, output=True)
   parent = None if is_url(final) else os.fspath(target.parent)
   if parent:
     os.makedirs(parent, exist_ok=True)
   return tempfile.mkdtemp(prefix=tmp_prefix(target.name), dir=parent)
 
 
-def commit_folder(tmp: str, final: PathLike, what: str, facts: dict | None = None) -> None:
-  """Makes the finished local folder `tmp` the folder artifact `final`: its manifest written last (one
-  listing every file's sha256, and `facts`, when the writer wrote none), an older `final` decommitted
-  (its manifest removed first) and replaced; locally by a rename, at a URL by uploading the files, the
+def commit_folder(tmp: str, final: PathLike, what: str, kind: str, facts: dict | None = None) -> None:
+  """Makes the finished local folder `tmp` the folder artifact `final` of `kind`: its manifest written
+  last (one listing every file's sha256, `kind` and `facts`, when the writer wrote none). Locally an
+  older `final` is renamed aside (a temporary name of this process, which `remove_leftovers` sweeps if
+  it is killed) and `tmp` renamed into place, so `final` is always the old artifact or the new one; at
+  a URL the old folder is decommitted (its manifest removed first) and the files uploaded, the
   manifest last."""
   target = as_path(final, what, output=True)
   names = _files_of(tmp)
   if MANIFEST not in names:
-    write_manifest(tmp, {"files": {n: sha256_file(os.path.join(tmp, n)) for n in names}, **(facts or {})})
+    write_manifest(tmp, {"files": {n: sha256_file(os.path.join(tmp, n)) for n in names}, **(facts or {}),
+                         "kind": kind})
     names.append(MANIFEST)
   os.chmod(tmp, 0o777 & ~umask())
   try:
-    if target.exists():
-      _decommit(target)
     if not is_url(final):
+      aside = None
+      if os.path.lexists(target):
+        aside = tempfile.mkdtemp(prefix=tmp_prefix(target.name), dir=os.fspath(target.parent))
+        os.replace(target, aside)  # onto the empty folder just made: atomic
       os.replace(tmp, target)
+      if aside:
+        shutil.rmtree(aside, ignore_errors=True)
       return
+    if target.exists():
+      _decommit(target, kind)
     for name in names:  # streamed one object at a time; the manifest last
       with open(os.path.join(tmp, name), "rb") as src, (target / name).open("wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 24)
     logging.info("%s: uploaded %d files to %s", what, len(names), final)
+    shutil.rmtree(tmp, ignore_errors=True)  # the local staging folder has done its work
   except OSError as e:
     if with_path(e, final) is e:
       raise
@@ -333,15 +462,16 @@ def commit_folder(tmp: str, final: PathLike, what: str, facts: dict | None = Non
 
 
 @contextlib.contextmanager
-def output_folder(final: PathLike, what: str, *, replace: bool = False,
-                  overwrite_flag: str | None = "--overwrite", facts: dict | None = None) -> Iterator[str]:
-  """Yields a local temporary folder (`new_folder`) that becomes the folder artifact `final` when the
-  block succeeds (`commit_folder`, `facts` in its manifest); on error `final` is untouched and the
-  temporary folder removed."""
-  tmp = new_folder(final, what, replace=replace, overwrite_flag=overwrite_flag)
+def output_folder(final: PathLike, what: str, *, kind: str, overwrite: bool = False,
+                  overwrite_flag: str | None = "--overwrite", inputs: Sequence[PathLike | None] = (),
+                  facts: dict | None = None) -> Iterator[str]:
+  """Yields a local temporary folder (`new_folder`: `final` checked first) that becomes the folder
+  artifact `final` of `kind` when the block succeeds (`commit_folder`, `facts` in its manifest); on
+  error `final` is untouched and the temporary folder removed."""
+  tmp = new_folder(final, what, kind=kind, overwrite=overwrite, overwrite_flag=overwrite_flag, inputs=inputs)
   try:
     yield tmp
-    commit_folder(tmp, final, what, facts)
+    commit_folder(tmp, final, what, kind, facts)
   except OSError as e:  # a full disk names the folder being written, not its temporary name
     inside = os.fspath(e.filename or "")
     if inside.startswith(tmp):
@@ -363,20 +493,49 @@ def absolute(path: PathLike | None) -> str | None:
 # --- Run folders: one run at a time; leftovers of killed writers -----------------------------------------
 
 
+def claim_run_folder(directory: PathLike, command: str, what: str, *, mark: bool = True) -> None:
+  """Makes `directory` the run folder of a `rospr COMMAND` run (flag or macro `what`): an absent or
+  empty folder receives the marker `.rospr_run.json` naming its kind; a folder holding that marker of
+  the same kind is resumed; anything else (a user's files, another command's run, a file, a link, the
+  working folder) is refused before any work, naming `what`. Without `mark`, only checks."""
+  kind = run_kind(command)
+  target = _writable_folder(directory, what, ignore=(LOCK_FILE, LOCK_FILE + ".json"))
+  if target is None:
+    if mark:
+      write_json(as_path(directory, what, output=True) / RUN_MARKER, {"kind": kind})
+    return
+  found = _kind_in(target / RUN_MARKER)
+  if found != kind:
+    raise FileExistsError(
+        f"{what} {os.fspath(directory)} holds files that are not a {kind} ({_listing(target)}"
+        f"{'; it is a ' + found if found else ''}); a run resumes only its own folder: give a new or empty one.")
+
+
+def run_kind(command: str) -> str:
+  """The kind a `rospr COMMAND` run folder's marker records: `train-prompts` -> `rospr_train_prompts_run`."""
+  return f"rospr_{command.replace('-', '_')}_run"
+
+
 @contextlib.contextmanager
-def run_lock(directory: PathLike, command: str) -> Iterator[None]:
+def run_lock(directory: PathLike, command: str, what: str) -> Iterator[None]:
   """Holds `<directory>/.rospr.lock` (a `filelock.FileLock`, released by the kernel if the holder dies)
   while a run writes into the local folder `directory`, so a second run into it is refused naming the
-  holder. An object store has no lock that epath can take atomically (GCS's `ifGenerationMatch=0` is
-  not reachable through tf.io.gfile or epath): a run folder at a URL is not locked, and two runs must
-  not write one URL; orbax still never tears a checkpoint, and records are single objects."""
+  holder, once `claim_run_folder` has accepted the folder (`what` names its flag or macro). An object
+  store has no lock that epath can take atomically (GCS's `ifGenerationMatch=0` is not reachable
+  through tf.io.gfile or epath): a run folder at a URL is not locked, and two runs must not write one
+  URL; orbax still never tears a checkpoint, and records are single objects."""
   if is_url(directory):
+    claim_run_folder(directory, command, what)
     yield
     return
+  claim_run_folder(directory, command, what, mark=False)  # refused before the lock file is made
   import filelock  # pylint: disable=g-import-not-at-top
   directory = os.path.abspath(os.fspath(directory).removeprefix("file://"))
   os.makedirs(directory, exist_ok=True)
   path, holder = os.path.join(directory, LOCK_FILE), os.path.join(directory, LOCK_FILE + ".json")
+  if os.path.isdir(path):  # was: "[Errno 21] Is a directory"
+    raise FileExistsError(f"{path} is a folder, where {command} keeps the lock file of the run in {directory}; "
+                          "move that folder away (rospr never writes one there).")
   lock = filelock.FileLock(path, timeout=0)
   try:
     lock.acquire()
@@ -389,6 +548,7 @@ def run_lock(directory: PathLike, command: str) -> Iterator[None]:
                           f"{who.get('pid')} on {who.get('host')}, since {who.get('started')}); wait for it "
                           "to end.") from None
   try:
+    claim_run_folder(directory, command, what)
     write_json(holder, {"command": command, "host": socket.gethostname(), "pid": os.getpid(),
                         "started": __import__("time").strftime("%Y-%m-%dT%H:%M:%S%z")})
     yield

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -95,6 +96,22 @@ def test_library_and_retrieval_inputs_that_are_not_utf8_name_file_and_line(tmp_p
                       "--num-neighbors", "3", *flags, cwd=tmp_path)
   assert code == 2 and f"{queries}: line 2 is not UTF-8 (byte 0xe9 at column 14)" in line, line
   assert _files(tmp_path) == before and not (tmp_path / "sel").exists()
+  # Queries recording their target (as `rospr tasks --queries` writes them) are refused for another
+  # --target (was: RTE's queries retrieved for CB silently), and name the target when --target is absent.
+  queries.write_text("".join(json.dumps({"text": f"a text {i}", "target": "super_glue_rte_GPT_3_style"}) + "\n"
+                             for i in range(2)))
+  code, line = _rospr("retrieve", "--library", tmp_path / "lib", "--queries", queries, "--out", tmp_path / "sel",
+                      "--num-neighbors", "3", "--target", "super_glue_cb_GPT_3_style", *flags, cwd=tmp_path)
+  assert (code, line) == (2, f"rospr retrieve: {queries}: line 1 is a query of the target "
+                             "'super_glue_rte_GPT_3_style', not of --target 'super_glue_cb_GPT_3_style'; give the "
+                             "queries of 'super_glue_cb_GPT_3_style' (rospr tasks --show super_glue_cb_GPT_3_style "
+                             "--queries FILE writes them)."), line
+  assert not (tmp_path / "sel").exists()
+  from rospr_jax import cli
+  assert cli.main(["retrieve", "--library", str(tmp_path / "lib"), "--queries", str(queries), "--out",
+                   str(tmp_path / "sel"), "--num-neighbors", "3", *map(str, flags)]) == 0
+  assert json.loads((tmp_path / "sel" / "selection.json").read_text())["params"]["target"] == (
+      "super_glue_rte_GPT_3_style")
 
 
 def test_build_library_names_the_flag_of_a_wrong_kind_of_path_or_prompt_file(tmp_path, tiny_model):
@@ -215,17 +232,39 @@ def test_a_library_and_a_prompt_export_given_for_each_other_are_named_as_what_th
   (tmp_path / "q.jsonl").write_text(json.dumps({"text": "a text"}) + "\n")
   (tmp_path / "all.jsonl").write_text("".join(json.dumps({"source": s, "text": f"{s} text"}) + "\n" for s in "ab"))
   before = _files(tmp_path)
-  code, line = _rospr("retrieve", "--library", tmp_path / "export", "--queries", tmp_path / "q.jsonl",
-                      "--out", tmp_path / "sel", "--retriever", tiny_model.checkpoint, "--vocab", tiny_model.vocab,
-                      cwd=tmp_path)
+
+  def retrieve_from(library):
+    return _rospr("retrieve", "--library", library, "--queries", tmp_path / "q.jsonl", "--out", tmp_path / "sel",
+                  "--retriever", tiny_model.checkpoint, "--vocab", tiny_model.vocab, cwd=tmp_path)
+
+  def build_from(prompts):
+    return _rospr("build-library", "--out", tmp_path / "lib2", "--prompts", prompts, "--instances",
+                  tmp_path / "all.jsonl", "--retriever", tiny_model.checkpoint, "--vocab", tiny_model.vocab, "--n",
+                  "1", "--index", "exact", cwd=tmp_path)
+
+  code, line = retrieve_from(tmp_path / "export")
   assert code == 2 and line.endswith(f"Library {tmp_path / 'export'} has no manifest.json of its own; it holds the "
                                      "folder artifacts checkpoint_5: give the folder of a library."), line
-  code, line = _rospr("build-library", "--out", tmp_path / "lib2", "--prompts", tmp_path / "library",
-                      "--instances", tmp_path / "all.jsonl", "--retriever", tiny_model.checkpoint, "--vocab",
-                      tiny_model.vocab, "--n", "1", "--index", "exact", cwd=tmp_path)
+  code, line = build_from(tmp_path / "library")
   assert code == 2 and line.endswith(f"{tmp_path / 'library'} is not a prompt export: its manifest "
                                      f"{tmp_path / 'library' / 'manifest.json'} is of kind 'rospr_library', not "
                                      "'rospr_prompts'."), line
+  assert _files(tmp_path) == before
+  # Was: a per-source prompt file changed after export, and a library's source renamed in its manifest,
+  # were read as they were.
+  source_file = pathlib.Path(export.source_prompt_path(str(tmp_path / "export"), "b", 5))
+  with open(source_file, "wb") as f:
+    np.save(f, np.ones((3, tiny_model.config.emb_dim), np.float32))
+  manifest = tmp_path / "library" / "manifest.json"
+  manifest.write_text(manifest.read_text().replace('"name": "a"', '"name": "super_glue/rte"'))
+  before = _files(tmp_path)
+  code, line = build_from(tmp_path / "export")
+  assert code == 2 and line.startswith(f"rospr build-library: Prompt export file "
+                                       f"{source_file.relative_to(tmp_path / 'export')} in {tmp_path / 'export'} is "
+                                       "corrupted: sha256 "), line
+  code, line = retrieve_from(tmp_path / "library")
+  assert code == 2 and line.startswith(f"rospr retrieve: Library manifest {manifest} was edited after it was "
+                                       "written: its facts have sha256 "), line
   assert _files(tmp_path) == before
 
 
@@ -243,7 +282,7 @@ def test_a_gin_file_error_is_one_line_naming_the_file_and_line(tmp_path):
   assert done.stderr.rstrip().endswith('(include "nope.gin")')
 
 
-def test_a_count_below_one_names_the_flag_or_the_macro_the_user_typed(tmp_path, tiny_model):
+def test_a_count_below_one_names_the_flag_or_the_macro_the_user_typed(tmp_path, tiny_model, capsys):
   """`retrieve --num-neighbors 0` names the flag (argparse, before any work); `evaluate
   --gin.NUM_NEIGHBORS=0` names the macro, before the backbone loads."""
   done = subprocess.run([sys.executable, "-m", "rospr_jax.cli", "retrieve", "--library", tmp_path / "lib",
@@ -251,8 +290,38 @@ def test_a_count_below_one_names_the_flag_or_the_macro_the_user_typed(tmp_path, 
                         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT))
   assert done.returncode == 2 and "Traceback" not in done.stderr
   assert done.stderr.strip().splitlines()[-1] == "rospr retrieve: error: argument --num-neighbors: must be >= 1, got 0"
+  from rospr_jax.commands import retrieve  # was: --batch-size 0 failed in VAR with "range() arg 3 must not be zero"
+  with pytest.raises(SystemExit) as refused:
+    retrieve.build_parser().parse_args(["--library", "l", "--queries", "q", "--out", "o", "--retriever", "r",
+                                        "--vocab", "v", "--batch-size", "0"])
+  assert refused.value.code == 2
+  assert capsys.readouterr().err.splitlines()[-1] == ("rospr retrieve: error: argument --batch-size: must be >= 1, "
+                                                      "got 0")
   code, line = _rospr("evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/generated_targets.gin",
                       f"--gin.CHECKPOINT='{tiny_model.checkpoint}'", f"--gin.OUTPUT_DIR='{tmp_path / 'eval'}'",
                       "--gin.NUM_NEIGHBORS=0", cwd=tmp_path)
   assert code == 2 and "num_neighbors (NUM_NEIGHBORS) must be an integer >= 1; got 0" in line, line
   assert not (tmp_path / "eval").exists() and not (tmp_path / "sel").exists()
+
+
+def test_evaluate_macros_of_the_wrong_type_are_one_line_naming_each_macro(tmp_path, capsys):
+  """Was: METHODS=5, TARGETS=5, SEED='a', DATA_DIR=5 gave 31-39-line tracebacks; METHODS=[] an empty
+  report and exit 0; SEED=-1 numpy's message naming no setting. All refused before the backbone loads."""
+  from cli_runner import run_rospr
+  base = ["evaluate", "--gin_file=models/tiny.gin", "--gin_file=eval/generated_targets.gin",
+          f"--gin.OUTPUT_DIR='{tmp_path / 'eval'}'"]
+  code, line = _rospr(*base, "--gin.METHODS=5", "--gin.TARGETS=5", "--gin.SEED='a'", "--gin.DATA_DIR=5", cwd=ROOT)
+  assert (code, line) == (2, "rospr evaluate: error: TARGETS must be a list of groups or task names, e.g. "
+                             "['held_out'], not 5; METHODS must be None or a list of method names, e.g. ['T0', "
+                             "'RoSPr'], not 5; SEED must be an integer >= 0 (it seeds the draw of MAX_EXAMPLES and "
+                             "of the queries), not 'a'; DATA_DIR must be None or a string, not 5."), line
+  cases = {"--gin.METHODS=[]": "METHODS is empty: nothing would be evaluated; give None or a list of method names, "
+                               "e.g. ['T0', 'RoSPr'].",
+           "--gin.TARGETS=None": "TARGETS must be a list of groups or task names, e.g. ['held_out'], not None.",
+           "--gin.METHODS='T0'": "METHODS must be None or a list of method names, e.g. ['T0'], not the string 'T0'.",
+           "--gin.SEED=-1": "SEED must be an integer >= 0 (it seeds the draw of MAX_EXAMPLES and of the queries), "
+                            "not -1."}
+  for flag, says in cases.items():
+    code, err = run_rospr([*base, flag], capsys)
+    assert (code, err) == (2, f"rospr evaluate: error: {says}\n"), flag
+  assert not (tmp_path / "eval").exists()

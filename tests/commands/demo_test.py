@@ -19,10 +19,17 @@ from rospr_jax.data.generated import Template
 def test_quick_demo_runs_end_to_end_and_publishes_its_report(tmp_path):
   url, published = f"file://{tmp_path}/bucket/demo", tmp_path / "bucket" / "demo"
   env = dict(os.environ, ROSPR_CACHE=str(tmp_path / "cache"))
-  done = subprocess.run([sys.executable, "-m", "rospr_jax.cli", "demo", "--quick", "--output_dir", url],
-                        capture_output=True, text=True, env=env, timeout=600)
+  killed = subprocess.Popen(["true"])  # a demo killed midway left its temporary folder: swept
+  killed.wait()
+  leftover = tmp_path / "bucket" / storage.tmp_prefix("demo").replace(f"-{os.getpid()}-", f"-{killed.pid}-")
+  (leftover.parent / (leftover.name + "abcd1234")).mkdir(parents=True)
+  demo = [sys.executable, "-m", "rospr_jax.cli", "demo", "--quick", "--output_dir", url]
+  done = subprocess.run(demo, capture_output=True, text=True, env=env, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
-  assert "Traceback" not in done.stderr
+  assert "Traceback" not in done.stderr and os.listdir(tmp_path / "bucket") == ["demo"]
+  again = subprocess.run(demo, capture_output=True, text=True, env=env, timeout=600)  # refused at once
+  assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == (
+      f"rospr demo: --output_dir {url} already holds a rospr_demo; pass --overwrite to replace it."), again.stderr
   assert "Demo finished in" in done.stdout and "pooled over held-out targets: T0 " in done.stdout
   for stage in ("generate data", "train backbone", "train soft prompts", "build library", "evaluate"):
     assert f"demo: {stage} done in" in done.stderr  # progress per stage

@@ -154,13 +154,13 @@ def test_a_second_evaluation_into_a_folder_in_use_is_refused(world, tmp_path, ca
   root, checkpoint, _ = world
   out = tmp_path / "eval"
   holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from rospr_jax import storage\n"
-                             f"with storage.run_lock({str(out)!r}, 'evaluate'):\n"
+                             f"with storage.run_lock({str(out)!r}, 'evaluate', 'OUTPUT_DIR'):\n"
                              "  print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
   try:
     assert holder.stdout.readline().strip() == "held"
     assert cli.main(_evaluate_argv(checkpoint, out, root / "data")) == 2
     assert f"{out} is in use by evaluate (pid {holder.pid}" in capsys.readouterr().err
-    assert sorted(os.listdir(out)) == [".rospr.lock", ".rospr.lock.json"]  # nothing of ours written
+    assert sorted(os.listdir(out)) == [".rospr.lock", ".rospr.lock.json", ".rospr_run.json"]  # the holder's
   finally:
     holder.kill()  # -9: its lock goes with it
     holder.wait()
@@ -230,3 +230,35 @@ def test_an_edited_selection_is_refused_by_its_record(world, tmp_path, capsys):
   selection.write_text(saved)
   assert cli.main(argv) == 0  # the intact selection is resumed
 
+
+
+def test_inputs_longer_than_the_model_reads_are_counted_per_target(world, tmp_path, capsys):
+  """Was: an input over the model's input length (1024 tokens) was cut without a trace. Each record,
+  results.json (per target and per dataset) and results.md count them."""
+  _, checkpoint, _ = world
+  data = tmp_path / "data" / "super_glue" / "rte"
+  data.mkdir(parents=True)
+  rows = [{"premise": ("qz" * 600 if i in (1, 4) else f"The cat {i} sat."),  # 1200 tokens in 1200 characters
+           "hypothesis": "A cat sat.", "idx": i, "label": i % 2} for i in range(6)]
+  (data / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  out = tmp_path / "eval"
+  assert cli.main(_evaluate_argv(checkpoint, out, tmp_path / "data")) == 0
+  (record,) = (out / "records").rglob("T0.json")
+  assert json.loads(record.read_text())["truncated_inputs"] == 2
+  results = json.loads((out / "results.json").read_text())
+  assert [r["truncated_inputs"] for r in results["per_template"]] == [2]
+  assert results["summary"]["truncated_inputs"] == {"super_glue/rte": 2}
+  markdown = (out / "results.md").read_text()
+  assert "| inputs truncated | 2 | 2 |" in markdown
+  assert (f"Inputs longer than the model reads, cut to their first tokens, per target: {RTE} 2 of 6." in markdown)
+
+
+def test_a_lock_file_that_is_a_folder_is_named(world, tmp_path, capsys):
+  """Was: "[Errno 21] Is a directory", naming neither the lock nor what to do."""
+  root, checkpoint, _ = world
+  (tmp_path / "eval" / ".rospr.lock").mkdir(parents=True)
+  code, err = run_rospr(_evaluate_argv(checkpoint, tmp_path / "eval", root / "data"), capsys)
+  assert (code, err) == (2, f"rospr evaluate: error: {tmp_path / 'eval' / '.rospr.lock'} is a folder, where evaluate "
+                            f"keeps the lock file of the run in {tmp_path / 'eval'}; move that folder away (rospr "
+                            "never writes one there).\n")
+  assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [".rospr.lock"]

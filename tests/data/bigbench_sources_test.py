@@ -281,3 +281,57 @@ def test_plain_rospr_fetch_builds_bigbench_from_the_environment(bigbench_checkou
   monkeypatch.setattr(archives, "fetch_all", offline)
   assert fetch.main(["--cache", str(tmp_path)]) == 1
   assert capsys.readouterr().err == "rospr fetch: cannot reach pypi.org (no network)\n"
+
+
+def _parquet_task(root: pathlib.Path, task: str, rows: list[dict]) -> pathlib.Path:
+  """`root/<task>/train-00000-of-00001.parquet` holding `rows` as given (pyarrow infers the types)."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  (root / task).mkdir(parents=True, exist_ok=True)
+  pq.write_table(pa.Table.from_pylist(rows), root / task / "train-00000-of-00001.parquet")
+  return root / task / "train-00000-of-00001.parquet"
+
+
+def test_hf_rows_that_would_be_read_wrong_are_refused_naming_file_row_task_and_column(tmp_path):
+  """Was: scores shorter than the choices, or a choice given twice, cut the row to one choice (T0 and
+  chance both 100%); a string or null field raised int() / TypeError naming nothing."""
+  good = _row(0, "Q: one\n  choice: b\n  choice: a\nA:")
+  cases = {  # task: (its rows, the row refused, what the line says); a parquet column has one type
+      "short": ([good, _row(7, "Q: two", ("a", "b"), (1,))], "row 1 (idx 7)",
+                "column multiple_choice_scores holds 1 scores for the 2 multiple_choice_targets"),
+      "twice": ([good, _row(7, "Q: two", ("a", "a"), (1, 0))], "row 1 (idx 7)",
+                "column multiple_choice_targets holds the choices ['a'] more than once"),
+      "text_score": ([dict(good, multiple_choice_scores=["1", "0"])], "row 0 (idx 0)",
+                     "column multiple_choice_scores holds ['1', '0'], not a list of finite numbers"),
+      "no_input": ([good, dict(_row(7, "Q: two"), inputs=None)], "row 1 (idx 7)",
+                   "column inputs holds None, not a string")}
+  for task, (rows, row, says) in cases.items():
+    path = _parquet_task(tmp_path / task, task, rows)
+    with pytest.raises(sources.SourceError) as refused:
+      sources.build_store(tmp_path / task, tmp_path / "cache")
+    assert str(refused.value) == (f"{path}: {row} of BIG-bench task {task}: {says}; fix or remove the "
+                                  "row and fetch again."), task
+  assert not (tmp_path / "cache" / "bigbench").exists()
+  result = _fetch(["--bigbench", str(tmp_path / "short")], tmp_path / "cache")  # as the user meets it
+  assert result.returncode == 2 and "row 1 (idx 7) of BIG-bench task short: column multiple_choice_scores" in (
+      _one_line(result))
+
+
+def test_fractional_hf_scores_are_kept_and_the_highest_is_correct(tmp_path):
+  """Was: [0.4, 0.6] read as int() became [0, 0], and the task "had no examples"."""
+  rows = [_row(i, f"Q: q{i}\n  choice: b\n  choice: a\nA:", ("a", "b"), (0.4, 0.6)) for i in range(2)]
+  _parquet_task(tmp_path / "hf", "fractions", rows)
+  store = bigbench.BigBenchStore(sources.build_store(tmp_path / "hf", tmp_path / "cache"))
+  (example, _) = store.examples("fractions")
+  assert example.scores == (0.4, 0.6) and example.is_correct == (False, True) and example.target == "b"
+
+
+def test_two_task_folders_registered_under_one_name_are_refused_naming_both(bigbench_checkout, tmp_path):
+  """Was: `x y` and `x-y` both became `bigbench_x_y`, one silently lost."""
+  tasks = tmp_path / "BIG-bench" / "bigbench" / "benchmark_tasks"
+  shutil.copytree(checkout_lib.tasks_dir(bigbench_checkout) / "anachronisms", tasks / "x y")
+  shutil.copytree(checkout_lib.tasks_dir(bigbench_checkout) / "anachronisms", tasks / "x-y")
+  result = _fetch(["--bigbench", str(tmp_path / "BIG-bench")], tmp_path / "cache")
+  assert result.returncode == 2 and ("the BIG-bench tasks 'x y' and 'x-y' would both be registered as bigbench_x_y, "
+                                     "and one of them lost; rename or remove one of the folders.") in _one_line(result)
+  assert not (tmp_path / "cache" / "bigbench").exists()

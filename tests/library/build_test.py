@@ -94,6 +94,15 @@ def test_source_files(tmp_path):
   path.write_text('{"text": "q", "choices": []}\n')
   with pytest.raises(ValueError, match="line 1 has \"choices\" that are not a non-empty list"):
     sources.read_queries(str(path))
+  path.write_text('{"text": "q", "target": "rte"}\n"plain"\n{"text": "r", "target": "cb"}\n')
+  with pytest.raises(ValueError, match="s.jsonl: line 3 is a query of the target 'cb', line 1 of 'rte'; a queries "
+                                       "file holds the queries of one target."):
+    sources.read_queries(str(path))
+  path.write_text('{"text": "q", "target": 5}\n')
+  with pytest.raises(ValueError, match="s.jsonl: line 1 has a \"target\" that is not a string"):
+    sources.read_queries(str(path))
+  path.write_text('{"text": "q", "target": "rte"}\n"plain"\n')
+  assert sources.read_queries(str(path), "rte") == [sources.Query("q", None, "rte"), sources.Query("plain", None, "rte")]
 
 
 def _args(tmp_path, **overrides):
@@ -209,3 +218,65 @@ def test_draw_task_texts_from_a_bigbench_task(bigbench_env):
   train = [ex.inputs for ex in task.examples("train")]
   order = np.random.default_rng(sources.source_seed(1, task.name)).permutation(task.count("train"))
   assert sources.draw_task_texts(task, "train", 5, seed=1) == [train[i] for i in order[:5]]
+
+
+def test_a_huge_line_is_read_within_a_bound_set_by_the_input_length(tmp_path):
+  """Was: `build-library --source` with one 1 GB line passed 10 GB of memory (a 200 MB line: 4.4 GiB more
+  at its peak, in 51 s). A text is read to its first max_length x 32 characters, its line to that many
+  characters' bytes, the rest skipped a MiB at a time: in a child process, reading a 200 MB line adds
+  little to the peak memory."""
+  import os, subprocess, sys, textwrap  # pylint: disable=g-import-not-at-top,multiple-imports
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "model"))
+  from checkpoint_fixtures import RSS_FUNCTION  # pylint: disable=g-import-not-at-top
+  line_bytes = 200 * 2**20
+  with open(tmp_path / "a.jsonl", "w") as f:
+    f.write(json.dumps("short text") + "\n" + '{"source": "a", "text": "' + "word " * (line_bytes // 5) + '"}\n')
+  script = textwrap.dedent(f"""
+      from rospr_jax.library import sources
+      bound = sources.TextBound.for_tokens(16)
+      before = rss("VmHWM:")
+      texts = sources.read_source_file({str(tmp_path / "a.jsonl")!r}, "a", bound)
+      print(rss("VmHWM:") - before, bound.cut, [len(t) for t in texts])
+      """)
+  done = subprocess.run([sys.executable, "-c", RSS_FUNCTION + script], capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  growth, cut, lengths = done.stdout.split(maxsplit=2)
+  assert int(growth) < 32 * 2**20, f"peak memory grew {int(growth) / 2**20:.0f} MiB reading a 200 MiB line"
+  assert int(cut) == 1 and json.loads(lengths) == [10, 16 * sources.CHARS_PER_TOKEN]
+
+
+def test_build_library_reports_the_texts_it_cut_at_read(tmp_path, tiny_model, capsys):
+  """The command's report counts the texts cut at read (texts_cut_at_read); the library keeps them cut."""
+  from rospr_jax import cli  # pylint: disable=g-import-not-at-top
+  (tmp_path / "a.jsonl").write_text(json.dumps("short text") + "\n" + json.dumps({"text": "word " * 4000}) + "\n")
+  (tmp_path / "b.jsonl").write_text(json.dumps("another text") + "\n")
+  np.save(tmp_path / "prompts.npy", np.zeros((2, 3, tiny_model.config.emb_dim), np.float32))
+  capsys.readouterr()
+  assert cli.main(["build-library", "--out", str(tmp_path / "lib"), "--prompts", str(tmp_path / "prompts.npy"),
+                   "--source", f"a={tmp_path / 'a.jsonl'}", "--source", f"b={tmp_path / 'b.jsonl'}", "--retriever",
+                   tiny_model.checkpoint, "--vocab", tiny_model.vocab, "--max-length", "16", "--index", "exact"]) == 0
+  report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert report["texts_cut_at_read"] == 1 and report["rows"] == 3 and report["truncated_inputs"] == 1
+  texts = [json.loads(line)["text"] for line in (tmp_path / "lib" / "shards" / "texts-00000.jsonl").open()]
+  assert sorted(len(t) for t in texts)[-1] == 16 * sources.CHARS_PER_TOKEN
+
+
+def test_lines_longer_than_the_bound_keep_their_first_characters_or_are_refused_by_line(tmp_path):
+  """A line cut at the bound: a JSON string or an object whose long member is its text is read to the
+  bound (an escape or a character cut in two left out); the members it needs after the cut, or a long
+  member that is not text, are refused naming the line and what to write first."""
+  bound = sources.TextBound(10)  # lines read to 10 * 6 + 4096 bytes
+  long = "é" * 3000  # 6000 bytes as \u00e9 escapes, 6000 as UTF-8 too
+  path = tmp_path / "a.jsonl"
+  path.write_text("\n".join([json.dumps(long), json.dumps({"source": "a", "text": long}, ensure_ascii=False),
+                             json.dumps({"source": "a", "text": "ok", "pad": " " * 5000}), json.dumps("short")]) + "\n")
+  assert sources.read_source_file(str(path), "a", bound) == ["é" * 10, "é" * 10, "ok", "short"]
+  assert bound.cut == 3  # the third's text is whole, but its line was cut: counted
+  path.write_text(json.dumps({"text": long, "source": "a"}) + "\n")
+  with pytest.raises(ValueError, match=r"a.jsonl: line 1 needs a string \"source\" and a \"text\" \(the line is longer "
+                                       r"than the bytes read of it: write \"source\" before \"text\"\)\."):
+    sources.read_instances(str(path), bound)
+  path.write_text(json.dumps({"source": "a", "meta": list(range(3000)), "text": "x"}) + "\n")
+  with pytest.raises(ValueError, match="a.jsonl: line 1 is longer than the 4156 bytes read of a line, and those do "
+                                       "not hold a JSON string or an object whose long member is its text."):
+    sources.read_instances(str(path), bound)

@@ -40,11 +40,26 @@ def _build(directory, index="exact", shard_rows=4, **kwargs):
     return writer.finish(index=index)
 
 
-def _edit_manifest(directory, edit):
+def _edit_manifest(directory, edit, digest=True):
+  """Edits a library's manifest; with `digest`, its facts' digest follows (a manifest consistent with
+  itself that says something else), else the edit is one a reader must notice by that digest."""
   manifest = store.read_manifest(str(directory))
   edit(manifest)
   with open(os.path.join(directory, store.MANIFEST), "w") as f:
-    json.dump(manifest, f)
+    json.dump(storage.with_facts_sha256(manifest) if digest else manifest, f)
+
+
+@pytest.mark.parametrize("edit", [lambda m: m["sources"][0].update(name="z"), lambda m: m.update(metric="dot")],
+                         ids=["source_name", "metric"])
+def test_an_edited_manifest_is_refused_by_its_digest(tmp_path, edit):
+  """Was: a source's name or the metric edited in manifest.json was read as it was."""
+  _build(tmp_path / "lib")
+  _edit_manifest(tmp_path / "lib", edit, digest=False)
+  for verify in (True, False):
+    with pytest.raises(ValueError, match=r"Library manifest .*lib/manifest.json was edited after it was written: "
+                                         r"its facts have sha256 [0-9a-f]{16}\.\.\., not the [0-9a-f]{16}\.\.\. it "
+                                         r"records\. Rebuild the library\."):
+      store.Library.open(str(tmp_path / "lib"), verify=verify)
 
 
 def test_round_trip(tmp_path):
@@ -98,7 +113,7 @@ def test_writer_is_atomic_and_refuses_to_clobber(tmp_path):
       raise RuntimeError("boom")
   assert os.listdir(tmp_path) == []
   _build(lib_dir)
-  with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+  with pytest.raises(FileExistsError, match="already holds a rospr_library; pass --overwrite"):
     _build(lib_dir)
   lib = _build(lib_dir, shard_rows=100, overwrite=True)
   assert len(lib.manifest["shards"]) == 1
@@ -111,7 +126,7 @@ def test_overwrite_replaces_libraries_only(tmp_path):
   (folder / "sub").mkdir(parents=True)
   (folder / "notes.txt").write_text("keep me")
   (folder / "sub" / "data.bin").write_bytes(b"\0" * 8)
-  with pytest.raises(FileExistsError, match=f"{folder} is not a library .*choose another --out"):
+  with pytest.raises(FileExistsError, match=f"{folder} holds files that are not a rospr_library .*give a new or empty folder"):
     _build(folder, overwrite=True)
   assert (folder / "notes.txt").read_text() == "keep me" and (folder / "sub" / "data.bin").exists()
   assert sorted(os.listdir(tmp_path)) == ["notes"]

@@ -362,7 +362,7 @@ def test_save_refuses_non_empty_destination_and_wrong_tree(hf_dirs, tmp_path):
   config, params = load_checkpoint(hf_dirs["safetensors"])
   (tmp_path / "taken").mkdir()
   (tmp_path / "taken" / "file").write_text("x")
-  with pytest.raises(FileExistsError, match="taken already exists and is not an empty directory"):
+  with pytest.raises(FileExistsError, match="taken holds files that are not a rospr_hf_checkpoint"):
     save_hf(tmp_path / "taken", config, params)
   flat = flatten(params)
   flat["encoder/layers_0/mlp/wo/kernel"] = np.zeros((3, 3), np.float32)
@@ -429,7 +429,7 @@ def test_t5x_parent_takes_latest_step(hf_dirs, tmp_path):
   (tmp_path / "model" / "checkpoint_200.tmp-123").mkdir()  # An interrupted save is ignored.
   _, loaded = load_checkpoint(tmp_path / "model")
   _assert_trees_identical(loaded, later)
-  with pytest.raises(FileExistsError, match="checkpoint_12 already exists"):
+  with pytest.raises(FileExistsError, match="checkpoint_12 already holds a rospr_t5x_checkpoint; give a new or empty folder"):
     save_t5x(tmp_path / "model", config, params, step=12)
 
 

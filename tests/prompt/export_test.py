@@ -79,6 +79,28 @@ def test_reader_refuses_a_changed_table(tmp_path):
     export.load_prompts(str(tmp_path / "nowhere"))
 
 
+def test_reader_checks_every_per_source_file_and_the_manifests_facts(tmp_path):
+  """Was: a per-source file changed after export, or a source renamed in the manifest, read as it was."""
+  _, path = _export(tmp_path)
+  file = export.source_prompt_path(str(tmp_path / "export"), NAMES[1], 40)
+  saved = open(file, "rb").read()
+  with open(file, "wb") as f:  # the name has no .npy: np.save on the path would write another file
+    np.save(f, np.zeros((4, 5), np.float32))
+  relative = os.path.relpath(file, str(tmp_path / "export"))
+  with pytest.raises(ValueError, match=f"Prompt export file {relative} in .*export is corrupted: sha256"):
+    export.load_prompts(path)
+  os.remove(file)
+  with pytest.raises(FileNotFoundError, match=f"is missing {relative}, which its manifest.json lists"):
+    export.load_prompts(path, verify=False)
+  open(file, "wb").write(saved)
+  manifest_path = os.path.join(path, "manifest.json")
+  manifest = json.loads(open(manifest_path).read())
+  manifest["sources"][0]["name"] = "renamed"
+  open(manifest_path, "w").write(json.dumps(manifest))
+  with pytest.raises(ValueError, match=r"Prompt export manifest .*manifest.json was edited after it was written"):
+    export.load_prompts(path, verify=False)
+
+
 def test_reexport_of_a_step_replaces_it(tmp_path):
   _export(tmp_path, step=5)
   twice, _ = _export(tmp_path, step=5, table=np.full((3, 4, 5), 2.0, np.float32))

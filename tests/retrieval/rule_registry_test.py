@@ -77,15 +77,17 @@ def test_a_registered_rule_is_evaluated_and_its_settings_guard_the_resume(last_r
       pass
 
   monkeypatch.setattr("rospr_jax.library.store.Library.open", classmethod(lambda cls, *a, **k: FakeLibrary()))
-  (tmp_path / "manifest.json").write_text("{}")
+  (tmp_path / "library").mkdir()
+  (tmp_path / "library" / "manifest.json").write_text("{}")
   monkeypatch.setattr(evaluate_command.targets_lib, "resolve_target_tasks", lambda *a: [])
   with pytest.raises(ValueError, match="stop here"):
-    evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path), targets=[], methods=["LAST"],
-                         library_dir=str(tmp_path), retriever_checkpoint="/r",
+    evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path / "out"), targets=["x"],
+                         methods=["LAST"], library_dir=str(tmp_path / "library"), retriever_checkpoint="/r",
                          selection=selection.SelectionConfig(top_k=4))
   assert seen["top_k"] == 4 and "num_prompts" not in seen and "eps" not in seen  # LAST reads top_k only
   with pytest.raises(ValueError, match=r"Unknown method 'NOPE'; known: \['RoSPr', .*'LAST'\]"):
-    evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path), targets=[], methods=["NOPE"])
+    evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path / "out"), targets=["x"],
+                         methods=["NOPE"])
 
 
 def test_a_rule_cannot_take_an_existing_name_or_an_unknown_setting():

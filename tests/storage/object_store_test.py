@@ -92,7 +92,7 @@ def test_library_and_selection_at_a_url_match_local_ones(object_store, tmp_path,
       assert object_store.cat_file(f"gs://bucket/lib/{name}") == local[name], name
 
   assert build.main(["--out", "gs://bucket/lib", *library]) == 2  # refused before any work
-  assert "gs://bucket/lib exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
+  assert "--out gs://bucket/lib already holds a rospr_library; pass --overwrite" in capsys.readouterr().err
   assert build.main(["--out", "gs://bucket/lib", "--overwrite", *library]) == 0
 
   query = ["--queries", str(tmp_path / "q.jsonl"), "--num-neighbors", "3", *flags]

@@ -10,6 +10,7 @@ from rospr_jax.commands import tasks as inspect_cli
 from rospr_jax.data import bigbench
 from rospr_jax.data import bigbench_sources
 from rospr_jax.data import prompted
+from rospr_jax.library import sources
 from rospr_tasks import inspect
 
 COPA_EXERCISE_INPUT = ("Exercise: choose the most plausible alternative.\n\n"
@@ -133,8 +134,10 @@ def test_queries_file_holds_inputs_and_choices_without_labels(registry, with_dat
   assert f"wrote 2 queries of super_glue_copa_exercise (validation) to {out}" in capsys.readouterr().out
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   task, _ = inspect.find(registry, "super_glue_copa_exercise")
-  expected = [{"text": ex.inputs, "choices": list(ex.answer_choices)} for ex in task.examples("validation")]
-  assert rows == expected and all(set(r) == {"text", "choices"} for r in rows)  # no label, no target
+  expected = [{"text": ex.inputs, "choices": list(ex.answer_choices), "target": "super_glue_copa_exercise"}
+              for ex in task.examples("validation")]
+  assert rows == expected and all(set(r) == {"text", "choices", "target"} for r in rows)  # no label
+  assert {q.target for q in sources.read_queries(str(out))} == {"super_glue_copa_exercise"}  # what retrieve checks
   # At a URL: the same bytes, one object written whole.
   assert inspect_cli.main(["--show", "super_glue_copa_exercise", "--split", "validation",
                            "--queries", "gs://queries-bucket/q.jsonl"]) == 0
