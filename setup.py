@@ -36,6 +36,11 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
+    # `rospr plan --topology v4-8` compiles for Cloud TPU slices on any machine (no TPU needed) with
+    # libtpu, as jax[tpu] pins it for this jax (684 MB). An extra, not a default: the GPU image and a
+    # TPU VM (which brings its own libtpu) do not need it; scripts/setup.sh installs it, so CI tests the
+    # plan. Without a TPU on the machine, `rospr` keeps JAX from starting it (rospr_jax/platforms.py).
+    "tpu": ["jax[tpu]==0.10.2"],
     # Reference comparisons: the CPU build of torch that lies on disk, and Hugging Face's T5.
     "test": [
         "pytest>=8",

@@ -13,8 +13,8 @@ Shapes: B 32 / inputs 256 / targets 16 and B 8 / 512 / 64 with a 100-token promp
 dtype, dropout 0.1 as the peer (the trainer's "auto" dropout keys: JAX's CUDA threefry kernel on GPUs,
 RngBitGenerator elsewhere; masks shared along the length as in T5X;
 `--per_element_dropout` draws one per element as the peer does), prompt table in float32, Adafactor
-(lr 0.3) per prompt, state donated, remat "minimal" as the trainer's default (T0_3B at B 32 saves about 13.5 GiB of
-activations instead of 69 GiB). FLOPs per step = 2 x forward FLOPs at inputs P + T (only input gradients
+(lr 0.3) per prompt, state donated, remat "minimal" as the trainer's default (T0_3B at B 32, data-parallel on a
+v4-8: 3.72 GiB of temporaries per chip instead of 8.79 GiB without remat, `rospr plan`). FLOPs per step = 2 x forward FLOPs at inputs P + T (only input gradients
 are computed, no weight gradients), counted by `bench/common.py` (model FLOPs: the ~1% that remat
 "minimal" recomputes is not counted, so TFLOP/s are comparable with the peer's). Tokens/s counts prompt,
 input and target positions, as the peer does. "joint 32" trains a table of 32 prompts with the batch

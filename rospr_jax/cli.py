@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from rospr_jax import distributed, preemption, supervisor
+from rospr_jax import distributed, platforms, preemption, supervisor
 
 COMMANDS = {
     # name: one-line help; the command's module is rospr_jax.commands.<name with "_" for "-">.
@@ -21,6 +21,7 @@ COMMANDS = {
     "build-library": "embed source instances and build the search index",
     "retrieve": "select prompts for target tasks from a library",
     "evaluate": "zero-shot rank classification with and without prompts (gin-configured)",
+    "plan": "compile a run's steps for a TPU slice (or here) ahead of time: memory per device, time",
     "demo": "the offline end-to-end run on the generated task family and a tiny model",
 }
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rospr: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
     return 2
   prog = f"rospr {name}"
+  platforms.skip_absent_tpu()  # before JAX starts: libtpu installed on a machine without a TPU
   try:
     launch = distributed.launch_settings()
     if launch is not None and not supervisor.supervised():  # the command runs in a watched child

@@ -42,8 +42,10 @@ def _installed_gin_dirs() -> tuple[str, ...]:
 GIN_DIRS = _installed_gin_dirs()
 
 
-def parse_args(argv: list[str], prog: str, doc: str, example_file: str) -> tuple[argparse.Namespace, list[str]]:
-  """Splits `--gin.NAME=VALUE` bindings from the other flags; returns (flags, bindings)."""
+def parse_args(argv: list[str], prog: str, doc: str, example_file: str,
+               add_arguments=None) -> tuple[argparse.Namespace, list[str]]:
+  """Splits `--gin.NAME=VALUE` bindings from the other flags; returns (flags, bindings).
+  `add_arguments(parser)` adds a command's own flags."""
   summary, _, details = doc.strip().partition("\n\n")  # --help prints each part once
   parser = argparse.ArgumentParser(prog=prog, description=summary,
                                    formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -52,6 +54,8 @@ def parse_args(argv: list[str], prog: str, doc: str, example_file: str) -> tuple
   parser.add_argument("--gin_bindings", action="append", default=[], help="gin binding (repeatable)")
   parser.add_argument("--gin_search_paths", default="", help="comma-separated directories for gin files")
   parser.add_argument("--log_level", default="INFO", help="Python logging level")
+  if add_arguments is not None:
+    add_arguments(parser)
   bindings, rest = [], []
   for arg in argv:
     if arg.startswith("--gin."):
@@ -85,8 +89,9 @@ def setup_logging(level: str) -> None:
   logging.getLogger("absl").setLevel(logging.WARNING)
 
 
-def parse_gin(files: list[str], bindings: list[str], search_paths: list[str]) -> None:
-  """Parses gin files and bindings from a clean slate, strictly (see the module docstring).
+def parse_gin(files: list[str], bindings: list[str], search_paths: list[str], *, required: bool = True) -> None:
+  """Parses gin files and bindings from a clean slate, strictly (see the module docstring); with
+  `required=False`, `%gin.REQUIRED` values left unset are allowed (`rospr plan` reads no data).
 
   Raises OSError (a missing file) or ValueError (every other problem, naming the flag); the config is
   finalized (locked) on success.
@@ -105,7 +110,10 @@ def parse_gin(files: list[str], bindings: list[str], search_paths: list[str]) ->
       _parse_bindings(bindings)
     except (AttributeError, NameError, ImportError) as e:  # gin-config's "no such module/attribute"
       raise ValueError(str(e)) from e  # (with the file and line) for a selector or an import
-  _check_required()
+  if required:
+    _check_required()
+  else:
+    _leave_required_unset()
   gin.finalize()
 
 
@@ -247,13 +255,13 @@ def _parse_bindings(bindings: list[str]) -> None:
     raise ValueError(f"{_flag(lines[int(where[1]) - 1])}: {message[:where.start()]}") from None
 
 
-def _check_required() -> None:
-  """Reports every `%gin.REQUIRED` left unset at once (gin-config's finalize hook stops at the first)."""
+def _unset_required() -> tuple[list[str], list[str]]:
+  """(macros, parameters) bound to `%gin.REQUIRED`; none where gin-config lacks the internals read."""
   config = getattr(gin.config, "_CONFIG", None)
   reference = getattr(gin.config, "ConfigurableReference", None)
   retrieve = getattr(gin.config, "_retrieve_constant", None)
   if not isinstance(config, dict) or reference is None or retrieve is None:
-    return  # a gin-config without these internals: finalize() reports the first one
+    return [], []  # a gin-config without these internals: finalize() reports the first one
   macros, parameters = [], []
   for (scope, selector), values in config.items():
     for name, value in values.items():
@@ -263,6 +271,18 @@ def _check_required() -> None:
           macros.append(scope)
         else:
           parameters.append(f"{scope}/{selector}.{name}" if scope else f"{selector}.{name}")
+  return macros, parameters
+
+
+def _leave_required_unset() -> None:
+  """Binds every `%gin.REQUIRED` left unset to None (a command that reads none of them)."""
+  macros, parameters = _unset_required()
+  gin.parse_config([f"{name} = None" for name in macros + parameters])
+
+
+def _check_required() -> None:
+  """Reports every `%gin.REQUIRED` left unset at once (gin-config's finalize hook stops at the first)."""
+  macros, parameters = _unset_required()
   problems = []
   if macros:
     macros.sort()

@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Layers, lowest first. A package may import its own layer's package and the layers below; compute
 # packages (COMPUTE) never import data, tasks, seqio or TensorFlow.
 LAYERS = (
-    ("rospr_jax.supervisor",),
+    ("rospr_jax.supervisor", "rospr_jax.platforms"),
     ("rospr_jax.storage", "rospr_jax.distributed", "rospr_jax.multihost", "rospr_jax.preemption"),
     ("rospr_jax.model",),
     ("rospr_jax.tokenization",),
@@ -22,13 +22,14 @@ LAYERS = (
     ("rospr_jax.prompt", "rospr_jax.library", "rospr_jax.data", "rospr_jax.eval"),
     ("rospr_jax.retrieval",),
     ("rospr_jax.pipeline",),
+    ("rospr_jax.plan",),
     ("rospr_tasks",),
     ("rospr_jax.gin_cli",),
     ("rospr_jax.commands",),
     ("rospr_jax.cli",),
 )
 COMPUTE = ("rospr_jax.model", "rospr_jax.tokenization", "rospr_jax.backbone", "rospr_jax.prompt",
-           "rospr_jax.library", "rospr_jax.retrieval", "rospr_jax.eval", "rospr_jax.pipeline")
+           "rospr_jax.library", "rospr_jax.retrieval", "rospr_jax.eval", "rospr_jax.pipeline", "rospr_jax.plan")
 # One-way flow between the steps, beyond what the layers say: retrieval gets VAR's predictions as a
 # callable (made by eval, handed over by the pipeline) and never imports eval; eval scores what it is
 # given and never imports retrieval or the library. `rospr_jax.pipeline` composes them.

@@ -58,6 +58,7 @@ SUBSTITUTIONS = [  # (README text, what runs instead); {tmp} and {ckpt} are fill
 APPENDED = {
     "train-prompts": ["--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=48", "--gin.TARGET_LENGTH=8",
                       "--gin.PROMPT_LENGTH=4", "--gin_bindings=trainer.train.summaries = False"],
+    "plan": ["--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=48", "--gin.TARGET_LENGTH=8", "--gin.PROMPT_LENGTH=4"],
     "evaluate": [f"--gin.TARGETS=['{RTE}']", "--gin.NUM_QUERIES=4", "--gin.NUM_NEIGHBORS=2",
                  "--gin.NUM_PROMPTS=2", "--gin.TOP_K=2", "--gin.BATCH_SIZE=4"],
 }
@@ -139,10 +140,12 @@ def test_the_readme_rospr_commands_run_as_written_in_order(world):
     ran.append((name, done.stdout))
   names = [name for name, _ in ran]
   assert names == ["score", "convert", "train-prompts", "build-library", "evaluate", "tasks", "retrieve",
-                   "train-prompts", "build-library", "evaluate"], names
+                   "plan", "train-prompts", "build-library", "evaluate"], names
   scores = json.loads(dict(ran)["score"])
   assert scores["choices"] == ["yes", "no"] and len(scores["scores"]) == 2 and scores["prediction"] in (0, 1)
   assert (tmp / "t0_3b_t5x").is_dir()
+  plan = json.loads((tmp / "runs" / "plan.json").read_text())  # the tiny checkpoint's train step on a v4-8
+  assert plan["devices"] == 4 and plan["fits"] and plan["steps"][0]["shapes"]["batch_size"] == 8
   assert (tmp / "runs" / "library" / "manifest.json").is_file()
   results = json.loads(next((tmp / "runs" / "eval").rglob("results.json")).read_text())
   assert {r["target"] for r in results["per_template"]} == {RTE}

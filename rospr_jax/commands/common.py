@@ -81,27 +81,30 @@ def gin_error_line(error: BaseException) -> str:
 
 def run_gin_command(argv: list[str], *, prog: str, doc: str, example_file: str,
                     run: Callable[[], Any],
-                    failures: tuple[tuple[type[BaseException], int], ...] = ((OSError, 2), (ValueError, 2))
-                    ) -> tuple[int, Any]:
+                    failures: tuple[tuple[type[BaseException], int], ...] = ((OSError, 2), (ValueError, 2)),
+                    required: bool = True, add_arguments=None) -> tuple[int, Any]:
   """Parses `--gin_file` / `--gin.MACRO=VALUE` flags, then calls the gin-configured `run()`.
 
   Args:
     failures: (exception type, exit code) pairs reported as one line instead of a traceback.
+    required: refuse `%gin.REQUIRED` values left unset (`rospr plan` needs none of them).
+    add_arguments: `add_arguments(parser)` adds the command's own flags; `run(flags)` then gets them.
 
   Returns (exit code, what `run` returned, or None when it failed or was preempted: one line and
   `preemption.EXIT_CODE`). Gin is cleared afterwards, so no binding outlives the command.
   """
   import gin  # pylint: disable=g-import-not-at-top
   from rospr_jax import gin_cli  # pylint: disable=g-import-not-at-top
-  args, bindings = gin_cli.parse_args(argv, prog, doc, example_file)
+  args, bindings = gin_cli.parse_args(argv, prog, doc, example_file, add_arguments)
   gin_cli.setup_logging(args.log_level)
   try:
-    gin_cli.parse_gin(args.gin_file, bindings, [p for p in args.gin_search_paths.split(",") if p])
+    gin_cli.parse_gin(args.gin_file, bindings, [p for p in args.gin_search_paths.split(",") if p],
+                      required=required)
   except (OSError, SyntaxError, ValueError) as e:
     gin.clear_config()
     return error(prog, f"gin config error: {gin_error_line(e)}"), None
   try:
-    return 0, run()
+    return 0, run() if add_arguments is None else run(args)
   except preemption.Preempted as e:  # stopped at the point every process agreed on, saved there
     _say(prog, str(e).split(GIN_CALL_NOTE)[0])
     return preemption.EXIT_CODE, None

@@ -165,6 +165,7 @@ def _evaluator(backbone, *, rules, methods, library_dir, settings_library, retri
   tokenizer = backbone.tokenizer()
   mesh = None
   if jax.device_count() > 1:
+    partitioning.check_partitions(config, num_partitions, jax.device_count())
     mesh = partitioning.make_mesh(num_partitions)
     params = partitioning.shard_params(params, backbone.model.abstract_params(), mesh)
   embedder = library = None

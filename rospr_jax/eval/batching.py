@@ -15,7 +15,6 @@ from typing import Iterator, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
 from rospr_jax.eval.scoring import score_choices
 from rospr_jax.model import PromptedBackbone
@@ -135,6 +134,12 @@ def _on_mesh(value: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
                                       lambda index: value[index])
 
 
+def scoring_step(model: PromptedBackbone, mesh: jax.sharding.Mesh | None) -> partitioning.MeshStep:
+  """The scoring step `score_examples` calls: `step(params, inputs [B, T], targets [B, C, L], prompt
+  [B, P, H] or None) -> [B, C]` scores, under the mesh's logical axis rules (`step.lower` for a plan)."""
+  return partitioning.MeshStep(score_choices, mesh, model=model)
+
+
 def score_examples(params, model: PromptedBackbone, examples: Sequence[RankExample], *,
                    prompts: jax.Array | np.ndarray | None = None, batch_size: int = 32,
                    max_input_length: int = T0_INPUT_LENGTH, max_target_length: int = T0_TARGET_LENGTH,
@@ -176,10 +181,7 @@ def score_examples(params, model: PromptedBackbone, examples: Sequence[RankExamp
       targets = _on_mesh(batch.targets, mesh)
       if prompt is not None:
         prompt = _on_mesh(np.asarray(prompt), mesh)
-      with mesh, nn.logical_axis_rules(partitioning.STANDARD_RULES):
-        scores = score_choices(params, inputs, targets, prompt, model=model)
-    else:
-      scores = score_choices(params, inputs, targets, prompt, model=model)
+    scores = scoring_step(model, mesh)(params, inputs, targets, prompt)
     if not scores.is_fully_addressable:  # a mesh over several processes: gather every row
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       scores = multihost_utils.process_allgather(scores, tiled=True)

@@ -71,6 +71,14 @@ def _open(path: str | os.PathLike) -> tuple[T5Config, Iterator[tuple[str, np.nda
   return (open_hf if detect_format(path) == "hf" else open_t5x)(path)
 
 
+def read_config(path: str | os.PathLike) -> T5Config:
+  """The checked config of a checkpoint of either format, reading no weights (`rospr plan`)."""
+  config, tensors = _open(path)
+  if hasattr(tensors, "close"):  # a generator: nothing was read
+    tensors.close()
+  return config
+
+
 WEIGHTS_FINGERPRINT = "weights_fingerprint"  # the key of a saved checkpoint's manifest.json
 
 

@@ -6,7 +6,8 @@ Parameters and activations carry logical axis names; these rules map them onto a
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -27,6 +28,18 @@ STANDARD_RULES: LogicalRules = (
     ("prompt", None),
     ("prompt_embed", None),
 )
+
+
+def check_partitions(config, num_partitions: int, num_devices: int) -> None:
+  """Refuses, in one line naming NUM_PARTITIONS and the dimension, a model-parallel split the rules
+  cannot make evenly (the devices, or the heads, feed-forward width or vocabulary split over `model`)."""
+  if num_devices % num_partitions:
+    raise ValueError(f"NUM_PARTITIONS {num_partitions} does not divide the {num_devices} devices.")
+  dims = {"heads (num_heads)": config.num_heads, "feed-forward width (mlp_dim)": config.mlp_dim,
+          "vocabulary (vocab_size)": config.vocab_size}
+  for what, size in dims.items():
+    if size % num_partitions:
+      raise ValueError(f"NUM_PARTITIONS {num_partitions} does not divide the model's {what}, {size}.")
 
 
 def make_mesh(num_partitions: int = 1, devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
@@ -55,11 +68,44 @@ def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 2) -> jax.sharding.Named
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data", *([None] * (ndim - 1))))
 
 
-def memory_limit() -> tuple[int, str]:
-  """(bytes, what they are) one computation of this process can use at most: the first local device's
-  `bytes_limit`, or, on a backend without memory stats (the CPU), the host's physical memory."""
+class MeshStep:
+  """A jitted function as a run calls it: under its mesh and the logical axis rules (or plainly on one
+  device without a mesh), with its static keyword arguments bound. `lower(*abstract)` lowers the very
+  same function in the same context, so a plan compiles what the run executes.
+
+  Attributes:
+    jitted: the `jax.jit` object called; mesh: the data x model mesh or None; rules: logical axis rules.
+  """
+
+  def __init__(self, jitted: Callable, mesh: jax.sharding.Mesh | None, rules: LogicalRules = STANDARD_RULES,
+               **static: Any):
+    self.jitted, self.mesh, self.rules, self.static = jitted, mesh, rules, static
+
+  def _scope(self):
+    if self.mesh is None:
+      return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(self.mesh)
+    stack.enter_context(nn.logical_axis_rules(self.rules))
+    return stack
+
+  def __call__(self, *args):
+    with self._scope():
+      return self.jitted(*args, **self.static)
+
+  def lower(self, *args):
+    """The lowered program for (possibly abstract, `jax.ShapeDtypeStruct`) arguments."""
+    with self._scope():
+      return self.jitted.lower(*args, **self.static)
+
+
+def memory_limit(device: jax.Device | None = None) -> tuple[int, str]:
+  """(bytes, what they are) one computation of this process can use at most: the `bytes_limit` of
+  `device` (default: the first local device), or, on a backend without memory stats (the CPU), the
+  host's physical memory."""
   import os  # pylint: disable=g-import-not-at-top
-  device = jax.local_devices()[0]  # this process's own: another process's has no memory stats here
+  if device is None:
+    device = jax.local_devices()[0]  # this process's own: another process's has no memory stats here
   try:
     stats = device.memory_stats()
   except Exception:  # noqa: BLE001 - a backend without memory stats: the host's memory bounds it

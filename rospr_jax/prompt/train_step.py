@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import linen as nn
 
 from rospr_jax.model import PromptedBackbone
 from rospr_jax.model import partitioning
@@ -218,26 +217,26 @@ _jitted_train_step = _jit_train_step()
 
 def make_train_step(model: PromptedBackbone, optimizer: optax.GradientTransformation, *,
                     mesh: jax.sharding.Mesh | None = None,
-                    rules: partitioning.LogicalRules = partitioning.STANDARD_RULES) -> Callable:
+                    rules: partitioning.LogicalRules = partitioning.STANDARD_RULES) -> partitioning.MeshStep:
   """The jitted `step(state, params, batch, rng) -> (state, metrics)`; `state` is donated.
 
   `model` (a hashable `PromptedBackbone`, e.g. `Backbone.model`) and `optimizer` are static: steps made
   with equal ones share a compilation. With a `mesh`, call it on a state placed by `place_state` and a
   batch placed by `place_batch`; the logical axis rules apply while it traces (the prompt table and
-  optimizer state stay replicated).
+  optimizer state stay replicated). `step.lower(state, params, batch, rng)` lowers the same program
+  for abstract arguments (`rospr plan`).
   """
   if mesh is None:
-    return functools.partial(_jitted_train_step, model=model, optimizer=optimizer)
-  # The new state and the metrics come out replicated, as the state went in: left to XLA's sharding
-  # propagation, the prompt table can come out split over `model` (seen with dropout on).
-  jitted = functools.partial(_jit_train_step(out_shardings=replicated(mesh)), model=model,
-                             optimizer=optimizer)
+    return partitioning.MeshStep(_jitted_train_step, None, model=model, optimizer=optimizer)
+  return partitioning.MeshStep(_mesh_train_step(mesh), mesh, rules, model=model, optimizer=optimizer)
 
-  def step(state, params, batch, rng):
-    with mesh, nn.logical_axis_rules(rules):
-      return jitted(state, params, batch, rng)
 
-  return step
+@functools.lru_cache(maxsize=8)
+def _mesh_train_step(mesh: jax.sharding.Mesh) -> Callable:
+  """The jitted step of a mesh: the new state and the metrics come out replicated, as the state went
+  in (left to XLA's sharding propagation, the prompt table can come out split over `model`, seen with
+  dropout on). One per mesh, so the steps of a mesh share a compilation."""
+  return _jit_train_step(out_shardings=replicated(mesh))
 
 
 def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:

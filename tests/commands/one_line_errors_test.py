@@ -33,6 +33,8 @@ CASES = {
     "evaluate": ([*TINY_RUN, "--gin_file=eval/bigbench_targets.gin", "--gin.OUTPUT_DIR='{tmp}/eval'"],
                  "TARGETS names BIG-bench tasks: BIG-bench is not configured"),
     "demo": (["--quick", "--output_dir", "memory://demo"], "memory:// objects vanish when the process ends"),
+    "plan": ([*TINY_RUN, "--gin_file=prompt_tuning/train_jsonl.gin", "--topology", "v9-8"],
+             "unknown topology 'v9-8'; use one of local, v3-8"),
 }
 
 
