@@ -43,13 +43,14 @@ from rospr_jax.eval import report
 from rospr_jax.library import build as library_build
 from rospr_jax.library import embed, sources as sources_lib
 from rospr_jax.model import get_config, model_for, multitask, save_hf
-from rospr_jax.pipeline import evaluate
+from rospr_jax.pipeline import evaluate, methods as methods_lib
 from rospr_jax.prompt import input_pipeline, trainer
 from rospr_jax.retrieval.selection import SelectionConfig
 from rospr_jax.tokenization import Tokenizer
 
-RANDOM = "Random"
-METHODS = (evaluate.CHANCE, evaluate.HARD_PROMPT, "RoSPr", "INTER", "VAR", "INTER+VAR", RANDOM, evaluate.ORACLE)
+# chance, the default methods (T0 and the paper's rules), then the reference rows Random and the oracle.
+METHODS = (methods_lib.CHANCE.name, *evaluate.default_methods(), methods_lib.RANDOM.name,
+           methods_lib.ORACLE.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,11 +258,12 @@ def _run_in(output_dir: str, settings: DemoSettings, final_dir: str) -> dict:
                                            progress=logging.info)
   summary = report.write_report(output_dir, records, retrieval=evaluate.retrieval_frequencies(selections),
                                 extra={"selections": selections}, sources=library.source_names,
+                                ticks=methods_lib.reference_ticks(),
                                 title="Held-out targets of the generated family")
   lap("evaluate")
 
-  methods = [m for m in settings.methods if m != evaluate.CHANCE]
-  rows = demo_analysis.per_target(records, selections, targets, methods, evaluate.ORACLE)
+  methods = [m for m in settings.methods if methods_lib.get(m).needs_backbone]  # chance scores no example
+  rows = demo_analysis.per_target(records, selections, targets, methods)
   pooled = demo_analysis.pooled(rows, methods)
   facts = {"parameters": frozen.config.num_parameters(), "vocab_size": frozen.config.vocab_size,
            "backbone_templates": len(generated.backbone_templates()), "targets": len(targets),

@@ -14,6 +14,7 @@ import numpy as np
 
 from rospr_jax.data.generated import Template
 from rospr_jax.eval.metrics import wilson
+from rospr_jax.pipeline import methods as methods_lib
 
 KIND_LABELS = {"format": "new formats", "cross": "new formats, other skills' sources only",
                "template": "known formats, new wording", "all": "all targets"}
@@ -34,8 +35,10 @@ def _shares(template: Template, names: Sequence[str], freqs: Sequence[float]) ->
 
 
 def per_target(records: Sequence[Mapping[str, Any]], selections: Mapping[str, Mapping[str, Any]],
-               targets: Sequence[tuple[str, Template]], methods: Sequence[str], oracle: str) -> list[dict]:
-  """One row per target: accuracies, RoSPr's source and its relation, prompt accuracy by relation."""
+               targets: Sequence[tuple[str, Template]], methods: Sequence[str],
+               oracle: str = methods_lib.ORACLE.name, retrieved: str = methods_lib.ROSPR.name) -> list[dict]:
+  """One row per target: accuracies, the source `retrieved` (RoSPr) chose and its relation, and the
+  accuracy of every prompt by relation (from `oracle`'s per-prompt scores)."""
   accuracy = {(r["target"], r["method"]): r["accuracy"] for r in records}
   examples = {r["target"]: r["examples"] for r in records}
   rows = []
@@ -43,12 +46,12 @@ def per_target(records: Sequence[Mapping[str, Any]], selections: Mapping[str, Ma
     name, chosen = template.name, selections.get(template.name, {})
     row = {"target": name, "kind": kind, "examples": examples[name],
            "accuracy": {m: accuracy[name, m] for m in methods if (name, m) in accuracy}}
-    if "RoSPr" in chosen:
-      source = Template.from_name(chosen["RoSPr"]["names"][0])
+    if retrieved in chosen:
+      source = Template.from_name(chosen[retrieved]["names"][0])
       row.update(rospr_source=source.name, rospr_same_skill=source.skill == template.skill,
                  rospr_same_format=source.format == template.format)
       row["neighbours_same_skill"], row["neighbours_same_format"] = _shares(
-          template, chosen["RoSPr"]["names"], chosen["RoSPr"]["freqs"])
+          template, chosen[retrieved]["names"], chosen[retrieved]["freqs"])
     if oracle in chosen:
       groups: dict[str, list[float]] = {}
       for source_name, a in zip(chosen[oracle]["names"], chosen[oracle]["accuracies"]):
@@ -88,7 +91,8 @@ def pooled(rows: Sequence[dict], methods: Sequence[str]) -> dict[str, dict]:
   return out
 
 
-def verdict(pooled_rows: Mapping[str, dict], reference: str = "T0", method: str = "RoSPr") -> str:
+def verdict(pooled_rows: Mapping[str, dict], reference: str = methods_lib.HARD_PROMPT.name,
+            method: str = methods_lib.ROSPR.name) -> str:
   """Whether `method`'s pooled accuracy lies above, inside or below `reference`'s 95% interval."""
   entry = pooled_rows["all"]
   if method not in entry["accuracy"] or reference not in entry["accuracy"]:

@@ -34,7 +34,7 @@ import numpy as np
 from rospr_jax import multihost, storage
 from rospr_jax.storage import copies
 from rospr_jax.commands import common, targets as targets_lib
-from rospr_jax.retrieval.selection import SelectionConfig, rule_of_label
+from rospr_jax.retrieval.selection import SelectionConfig
 
 # rospr_jax.pipeline.evaluate (JAX) is imported where it is used: --help and flag errors answer at once.
 
@@ -82,13 +82,13 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     if writes:  # what a killed run left: temporaries
       storage.remove_leftovers(output_dir, recursive=True)
     methods = default_methods() if methods is None else methods
-    rules = _rules_of(methods)
+    chosen = _methods_of(methods)
     backbone = backbone() if callable(backbone) else backbone
-    evaluator = _evaluator(backbone, rules=rules, methods=methods, library_dir=library_dir,
+    evaluator = _evaluator(backbone, methods=chosen, library_dir=library_dir,
                            settings_library=settings_library, retriever_checkpoint=retriever_checkpoint,
                            retriever_dtype=retriever_dtype, selection=selection, batch_size=batch_size,
                            seed=seed, num_partitions=num_partitions)
-    settings = _run_settings(backbone, evaluator, rules, data_dir=data_dir, split=split,
+    settings = _run_settings(backbone, evaluator, chosen, data_dir=data_dir, split=split,
                              max_examples=max_examples, seed=seed, library_dir=library_dir,
                              settings_library=settings_library)
     _check_resumable(output_dir, settings)
@@ -147,20 +147,20 @@ def _check_counts(*, batch_size, num_partitions, max_examples) -> None:
     raise ValueError("; ".join(bad) + ".")
 
 
-def _rules_of(methods) -> list:
-  """The selection rules among `methods` (an unknown method is refused, naming the known ones)."""
-  from rospr_jax.pipeline.evaluate import CHANCE, HARD_PROMPT, ORACLE  # pylint: disable=g-import-not-at-top
-  return [rule_of_label(m) for m in methods if m not in (HARD_PROMPT, CHANCE, ORACLE)]
+def _methods_of(names) -> list:
+  """The `pipeline.methods.Method` of each name (an unknown one is refused, naming the known ones)."""
+  from rospr_jax.pipeline import methods as methods_lib  # pylint: disable=g-import-not-at-top
+  return [methods_lib.get(name) for name in names]
 
 
-def _evaluator(backbone, *, rules, methods, library_dir, settings_library, retriever_checkpoint,
+def _evaluator(backbone, *, methods, library_dir, settings_library, retriever_checkpoint,
                retriever_dtype, selection, batch_size, seed, num_partitions):
   """The `Evaluator`, complete: the backbone (sharded over a mesh of every device when there are
   several) and, when a method needs it, the library with its retriever, checked before any scoring."""
   import jax  # pylint: disable=g-import-not-at-top
   from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
   from rospr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
-  from rospr_jax.pipeline.evaluate import ORACLE, Evaluator  # pylint: disable=g-import-not-at-top
+  from rospr_jax.pipeline.evaluate import Evaluator  # pylint: disable=g-import-not-at-top
   config, params = backbone.config, backbone.params
   tokenizer = backbone.tokenizer()
   mesh = None
@@ -169,9 +169,10 @@ def _evaluator(backbone, *, rules, methods, library_dir, settings_library, retri
     mesh = partitioning.make_mesh(num_partitions)
     params = partitioning.shard_params(params, backbone.model.abstract_params(), mesh)
   embedder = library = None
-  if rules or ORACLE in methods:
+  needing = [method.name for method in methods if method.needs_library]
+  if needing:
     if not library_dir or not retriever_checkpoint:
-      raise ValueError("Methods other than T0 need LIBRARY_DIR and RETRIEVER_CHECKPOINT.")
+      raise ValueError(f"The methods {needing} need LIBRARY_DIR and RETRIEVER_CHECKPOINT.")
     dtype = retriever_dtype or store.recorded_retriever_dtype(library_dir)
     embedder = embed.load_embedder(retriever_checkpoint, dtype=dtype, mesh=embed.local_data_mesh())
     tokenizer.check_fits(embedder.config.vocab_size, f"the retriever {retriever_checkpoint}")
@@ -184,7 +185,7 @@ def _evaluator(backbone, *, rules, methods, library_dir, settings_library, retri
                    progress_bars=True)
 
 
-def _run_settings(backbone, evaluator, rules, *, data_dir, split, max_examples, seed, library_dir,
+def _run_settings(backbone, evaluator, methods, *, data_dir, split, max_examples, seed, library_dir,
                   settings_library) -> dict:
   """What a record's accuracy depends on (`run.json`): a record scored otherwise is not resumed."""
   from rospr_jax.library import store  # pylint: disable=g-import-not-at-top
@@ -195,8 +196,8 @@ def _run_settings(backbone, evaluator, rules, *, data_dir, split, max_examples, 
               "attention_impl": config.attention_impl,
               "data_dir": storage.absolute(data_dir)}
   if evaluator.library is not None:
-    # Q and N, and the settings the evaluated rules declare: a record scored otherwise is not resumed.
-    read = ["num_queries", "num_neighbors"] + sorted({f for rule in rules for f in rule.settings})
+    # Q and N, and the settings the evaluated methods declare: a record scored otherwise is not resumed.
+    read = ["num_queries", "num_neighbors"] + sorted({f for method in methods for f in method.settings})
     settings.update(library=settings_library,
                     library_manifest=storage.sha256_file(os.path.join(library_dir, store.MANIFEST)),
                     retriever=evaluator.embedder.fingerprint,
@@ -216,9 +217,11 @@ def _write_report(output_dir, records, selections, evaluator, backbone, *, pream
                   write_config) -> dict:
   """results.json, results.md and the plots (and gin's operative config): process 0 only."""
   from rospr_jax.eval import report  # pylint: disable=g-import-not-at-top
+  from rospr_jax.pipeline import methods as methods_lib  # pylint: disable=g-import-not-at-top
   from rospr_jax.pipeline.evaluate import retrieval_frequencies  # pylint: disable=g-import-not-at-top
   retrieval = retrieval_frequencies(selections) if selections else None
   summary = report.write_report(output_dir, records, retrieval=retrieval, preamble=preamble,
+                                ticks=methods_lib.reference_ticks(),
                                 sources=evaluator.library.source_names if evaluator.library else None,
                                 extra={"selections": selections,
                                        "checkpoint": backbone.description.get("checkpoint"),

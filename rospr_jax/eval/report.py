@@ -18,9 +18,6 @@ from typing import Any, Mapping, Sequence
 from rospr_jax import storage
 from rospr_jax.eval import metrics
 
-CHANCE = "chance"  # the reference row of a uniform guess (`evaluate.CHANCE`): drawn as a tick, not a bar
-
-
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
   """T0's summary per method: mean and median over templates per dataset, averaged over datasets.
 
@@ -108,24 +105,26 @@ def truncation_note(records: Sequence[Mapping[str, Any]]) -> str:
           + ", ".join(f"{name} {n} of {examples}" for name, (n, examples) in cut.items()) + ".")
 
 
-def plot_accuracy(summary: Mapping[str, Any], path: str, title: str = "Accuracy per dataset") -> None:
-  """Grouped bars: accuracy (mean over templates) per dataset, one bar per method; the `chance` row
-  (a uniform guess, no model) is drawn as a black tick over each group, not as a bar."""
+def plot_accuracy(summary: Mapping[str, Any], path: str, title: str = "Accuracy per dataset",
+                  ticks: Sequence[str] = ()) -> None:
+  """Grouped bars: accuracy (mean over templates) per dataset, one bar per method; the rows named in
+  `ticks` (a reference of no model, such as chance: `pipeline.methods.reference_ticks()`) are drawn
+  as a black tick over each group, not as a bar."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   import numpy as np
   datasets = summary["datasets"]
-  methods = [m for m in summary["methods"] if m != CHANCE]
+  methods = [m for m in summary["methods"] if m not in ticks]
   width = 0.8 / max(1, len(methods))
   positions = np.arange(len(datasets))
   fig, ax = plt.subplots(figsize=(max(7, 0.95 * len(datasets) + 3.5), 5))
   for i, method in enumerate(methods):
     values = [100 * summary["mean"][method].get(d, np.nan) for d in datasets]
     ax.bar(positions + (i - (len(methods) - 1) / 2) * width, values, width, label=method)
-  if CHANCE in summary["methods"]:
-    chance = [100 * summary["mean"][CHANCE].get(d, np.nan) for d in datasets]
-    ax.hlines(chance, positions - 0.45, positions + 0.45, colors="black", linewidths=2, label="chance")
+  for tick in (m for m in summary["methods"] if m in ticks):
+    values = [100 * summary["mean"][tick].get(d, np.nan) for d in datasets]
+    ax.hlines(values, positions - 0.45, positions + 0.45, colors="black", linewidths=2, label=tick)
   ax.set_xticks(positions)
   n = summary.get("examples", {})
   ax.set_xticklabels([f"{name}\n(n={n[d]})" if d in n else name
@@ -198,9 +197,11 @@ REPORT_FILES = ("results.json", "results.md", "accuracy.png", "retrieval.png")
 def write_report(out_dir: str, records: Sequence[Mapping[str, Any]], *,
                  retrieval: Mapping[str, Mapping[str, float]] | None = None,
                  extra: Mapping[str, Any] | None = None, preamble: str = "",
-                 sources: Sequence[str] | None = None, title: str = "") -> dict[str, Any]:
+                 sources: Sequence[str] | None = None, title: str = "", ticks: Sequence[str] = ()
+                 ) -> dict[str, Any]:
   """Writes accuracy.png, retrieval.png (with `retrieval`; an older one goes when there is none),
-  results.md and, last, results.json to `out_dir` (local or a URL).
+  results.md and, last, results.json to `out_dir` (local or a URL); `ticks`: the rows accuracy.png
+  draws as ticks, not bars (`plot_accuracy`).
 
   Everything is rendered first, in a scratch folder: a failure there (a full disk) changes nothing
   in `out_dir`. Then the old results.json goes, the files are written whole, and the new results.json
@@ -223,7 +224,7 @@ def write_report(out_dir: str, records: Sequence[Mapping[str, Any]], *,
     name = "accuracy.png"
     try:
       plot_accuracy(summary, os.path.join(scratch, name),
-                    title=f"{title + ': ' if title else ''}accuracy per dataset and method")
+                    title=f"{title + ': ' if title else ''}accuracy per dataset and method", ticks=ticks)
       if retrieval:
         name = "retrieval.png"
         plot_retrieval_heatmap(retrieval, os.path.join(scratch, name), sources=sources,

@@ -12,12 +12,14 @@ saved prompt. Each (target, method) record is written as it is scored (`eval.rec
 scores only the pairs without one. A preemption (SIGTERM, SIGINT: `rospr_jax.preemption`) stops the
 evaluation once the record in progress is written, at the record every process agrees on.
 
+Every method is an object of `rospr_jax.pipeline.methods` (the hard prompt alone, each selection
+rule, the oracle, chance), which says what it needs and how it predicts a target's examples given this
+evaluator (its scorer `Evaluator.score`, library and settings); the evaluator dispatches through them.
 Two reference rows are evaluated when asked for (METHODS), never by default: `Random` (a selection
 rule, `selection.random_prompt`: one library prompt drawn uniformly, seeded per target) and
-`Oracle (labels)`, the upper bound of choosing one library prompt: every library prompt is scored on
-the target's examples WITH their labels and the most accurate one is taken (the first on a tie). The
-oracle is no selection rule (it needs the labels and the scorer), so it lives here; its record is
-`oracle.json` (every source's accuracy) beside its `prompt.npy`.
+`Oracle (labels)`, the upper bound of choosing one library prompt (`methods.oracle`): every library
+prompt is scored on the target's examples WITH their labels and the most accurate one is taken (the
+first on a tie); its record is `oracle.json` (every source's accuracy) beside its `prompt.npy`.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rospr_jax import preemption, storage
-from rospr_jax.eval import batching, records as records_lib, report
+from rospr_jax import preemption
+from rospr_jax.eval import batching, records as records_lib
 from rospr_jax.eval.batching import RankExample, score_examples
 from rospr_jax.eval.metrics import accuracy_of, chance_accuracy
 from rospr_jax.eval.records import RECORDS_DIR, Target
 from rospr_jax.eval.var import make_predict_choices
 from rospr_jax.library import sources as sources_lib
+from rospr_jax.pipeline import methods as methods_lib
 from rospr_jax.retrieval import retrieve
 from rospr_jax.retrieval import selection as selection_lib
 
@@ -43,24 +46,24 @@ __all__ = ["CHANCE", "HARD_PROMPT", "METHODS", "ORACLE", "ORACLE_FILE", "RECORDS
            "accuracy_of", "all_methods", "chance_accuracy", "default_methods", "load_oracle", "oracle_choice",
            "retrieval_frequencies", "selection_dir"]
 
-HARD_PROMPT = "T0"  # The hard prompt alone: the frozen backbone without a soft prompt.
-CHANCE = report.CHANCE  # Expected accuracy of a uniform random guess: a reference row, no model involved.
-# The best single library prompt for the target, chosen with the target's labels: a reference row (the
-# upper bound of single-prompt selection), never a zero-shot result.
-ORACLE = "Oracle (labels)"
-ORACLE_FILE = "oracle.json"
+# The methods' names (`rospr_jax.pipeline.methods`, where they are defined), reachable here too.
+HARD_PROMPT = methods_lib.HARD_PROMPT.name  # the hard prompt alone
+CHANCE = methods_lib.CHANCE.name  # a uniform random guess: a reference row, no model involved
+ORACLE = methods_lib.ORACLE.name  # the best library prompt chosen with the labels: a reference row
+ORACLE_FILE = methods_lib.ORACLE_FILE
+load_oracle, oracle_choice = methods_lib.load_oracle, methods_lib.oracle_choice
 
 
 def all_methods() -> tuple[str, ...]:
-  """Every method: the hard prompt alone, the oracle, chance, then every selection rule by its label
-  (the reference rule Random first, then the paper's rules)."""
-  return (HARD_PROMPT, ORACLE, CHANCE) + tuple(rule.label for rule in selection_lib.RULES.values())
+  """Every method's name (`methods.all_methods()`): the hard prompt alone, the oracle, chance, then
+  every selection rule by its label (the reference rule Random first, then the paper's rules)."""
+  return methods_lib.names(methods_lib.all_methods())
 
 
 def default_methods() -> tuple[str, ...]:
   """The methods run when none are named: the hard prompt alone and every rule but the reference rows
   (no oracle, no Random)."""
-  return (HARD_PROMPT,) + tuple(r.label for r in selection_lib.RULES.values() if not r.reference)
+  return methods_lib.names(methods_lib.default_methods())
 
 
 METHODS = default_methods()  # the built-in ones; `default_methods()` also lists rules registered later
@@ -69,35 +72,6 @@ METHODS = default_methods()  # the built-in ones; `default_methods()` also lists
 def selection_dir(selections_dir: str, target: str, method: str) -> str:
   """Where the selection (or the oracle's record) of `method` for `target` is saved."""
   return os.path.join(selections_dir, records_lib.path_name(target), records_lib.path_name(method))
-
-
-def oracle_choice(accuracies: Sequence[float]) -> int:
-  """The oracle's pick: the index of the highest accuracy, the first on a tie."""
-  values = np.asarray(accuracies, np.float64)
-  if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
-    raise ValueError(f"The oracle needs one finite accuracy per library prompt; got {values.tolist()}.")
-  return int(np.argmax(values))
-
-
-def load_oracle(directory: str) -> tuple[dict, np.ndarray]:
-  """Reads an oracle's record and prompt: ({"rule": "oracle", "accuracies", "chosen", ...}, [P, H])."""
-  paths_ = [os.path.join(directory, name) for name in (ORACLE_FILE, retrieve.PROMPT_FILE)]
-  for path in paths_:
-    if not storage.as_path(path).is_file():
-      raise FileNotFoundError(f"Oracle directory {directory} is missing {os.path.basename(path)}.")
-  return storage.read_json(paths_[0], "Oracle record"), storage.load_npy(paths_[1])
-
-
-def _selection_files(method: str) -> tuple[str, str]:
-  """The files of a saved selection (or oracle record) of `method`; records carry their sha256."""
-  return (ORACLE_FILE if method == ORACLE else retrieve.SELECTION_FILE, retrieve.PROMPT_FILE)
-
-
-def _saved_selection(directory: str, method: str) -> dict:
-  """The selection dict a (resumed) method saved in `directory`."""
-  if method == ORACLE:
-    return load_oracle(directory)[0]
-  return retrieve.load_selection(directory)[0].to_dict()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +102,10 @@ class Evaluator:
   max_input_length: int = batching.T0_INPUT_LENGTH
   progress_bars: bool = False
 
-  def _score(self, examples: Sequence[RankExample], prompt, description: str | None = None
-             ) -> list[np.ndarray]:
+  def score(self, examples: Sequence[RankExample], prompt, description: str | None = None
+            ) -> list[np.ndarray]:
+    """The scores [choices] of each example under `prompt` ([P, H]; [S, P, H] indexed by each example's
+    prompt_id; None: the hard prompt alone), with a progress bar named `description` if asked for."""
     return score_examples(self.params, self.model, examples, prompts=prompt, batch_size=self.batch_size,
                           max_input_length=self.max_input_length, mesh=self.mesh,
                           progress=description if self.progress_bars else None)
@@ -160,72 +136,14 @@ class Evaluator:
     predict_choices.num_choices = [len(q.choices) for q in queries]
     return embeddings, predict_choices
 
-  def _select(self, target: Target, method: str, retrieval) -> tuple[selection_lib.Selection, np.ndarray]:
-    """The selection of a rule's method for `target` and its (interpolated) prompt [P, H]."""
-    embeddings, predict_choices = retrieval
-    config, rule = self.selection, selection_lib.rule_of_label(method)
-    return retrieve.retrieve_prompt(
-        self.library, embeddings, rule.name, num_neighbors=config.num_neighbors,
-        num_prompts=config.num_prompts, top_k=config.top_k, eps=config.eps,
-        predict_choices=predict_choices, num_choices=predict_choices.num_choices,
-        random_seed=config.random_seed, params={"target": target.name, "seed": self.seed})
-
   def oracle(self, target: Target, examples: Sequence[RankExample] | None = None
              ) -> tuple[dict, np.ndarray]:
-    """The best single library prompt for `target`, chosen WITH its labels (a reference row).
+    """The oracle's record and chosen prompt for `target` (`methods.oracle`)."""
+    return methods_lib.oracle(self, target, self.tokenize(target) if examples is None else examples)
 
-    Every library prompt scores all the target's examples (one batched pass, the prompt table indexed
-    per example); the highest accuracy wins, the first source on a tie.
-
-    Returns:
-      ({"rule": "oracle", "uses_labels": True, "candidates": [S] source ids, "names": [S],
-        "accuracies": [S], "chosen": [best], "weights": [1.0], "accuracy": the best one,
-        "predictions": [E] the chosen prompt's choice per example, "params": {"target": ...}},
-       the chosen prompt [P, H]).
-    """
-    if self.library is None:
-      raise ValueError(f"{ORACLE} scores every prompt of a library: it needs one (LIBRARY_DIR).")
-    examples = self.tokenize(target) if examples is None else examples
-    table = np.asarray(self.library.prompts())  # [S, P, H]
-    names = list(self.library.source_names)
-    batch = [dataclasses.replace(ex, prompt_id=s) for s in range(len(table)) for ex in examples]
-    scores = self._score(batch, table, f"{target.name} {ORACLE} ({len(table)} prompts)")
-    size = len(examples)
-    accuracies = [accuracy_of(scores[s * size:(s + 1) * size], target.is_correct,
-                              f"{target.name} {ORACLE} (source {names[s]})") for s in range(len(table))]
-    best = oracle_choice(accuracies)
-    predictions = [int(np.argmax(s)) for s in scores[best * size:(best + 1) * size]]
-    record = {"rule": "oracle", "uses_labels": True, "candidates": list(range(len(table))),
-              "names": names, "accuracies": accuracies, "chosen": [best], "weights": [1.0],
-              "accuracy": accuracies[best], "predictions": predictions,
-              "params": {"target": target.name, "library": self.library.name}}
-    return record, table[best]
-
-  def _score_method(self, target: Target, method: str, examples: Sequence[RankExample], retrieval,
-                    where: str | None) -> tuple[dict | None, list[int]]:
-    """Scores `method` on `target` (saving its selection in `where`, if given): (the selection dict,
-    None for the hard prompt; the predicted choice of each example, the first best on a tie)."""
-    if method == ORACLE:
-      # Scored per library prompt inside: its accuracy is the best of those (of the saved prompt).
-      chosen, prompt = self.oracle(target, examples)
-      if where:
-        storage.save_npy(os.path.join(where, retrieve.PROMPT_FILE), prompt)
-        storage.write_json(os.path.join(where, ORACLE_FILE), chosen)
-      return chosen, chosen["predictions"]
-    chosen = prompt = None
-    if method != HARD_PROMPT:
-      selected, prompt = self._select(target, method, retrieval)
-      if where:
-        retrieve.save_selection(where, selected, prompt)
-        selected, prompt = retrieve.load_selection(where)  # Evaluate exactly what was saved.
-      chosen = selected.to_dict()
-    scores = self._score(examples, prompt, f"{target.name} {method}")
-    accuracy_of(scores, target.is_correct, f"{target.name} {method}")  # refuses NaN or infinite scores
-    return chosen, [int(np.argmax(s)) for s in scores]
-
-  def _evaluate_target(self, target: Target, methods: Sequence[str], resumed: dict, selections_dir,
-                       records_dir, say: Callable[[str], None], scored: Callable[[], None] = lambda: None
-                       ) -> tuple[list[dict], dict[str, dict]]:
+  def _evaluate_target(self, target: Target, methods: Sequence[methods_lib.Method], resumed: dict,
+                       selections_dir, records_dir, say: Callable[[str], None],
+                       scored: Callable[[], None] = lambda: None) -> tuple[list[dict], dict[str, dict]]:
     """One target under every method, in order: (its records, {method: selection dict}); `scored()`
     is called once each new record is written."""
     examples = self.tokenize(target)
@@ -233,40 +151,48 @@ class Evaluator:
     retrieval = None  # the queries' embeddings and VAR's predictions, made once for all rules
     records, selections = [], {}
     for method in methods:
-      record = records_lib.new_record(target, method, len(examples), truncated)
-      if method == CHANCE:
-        records.append({**record, "accuracy": chance_accuracy(target.is_correct)})
+      record = records_lib.new_record(target, method.name, len(examples), truncated)
+      if not method.needs_backbone:
+        records.append({**record, "accuracy": method.expected(target)})
         continue
-      where = selection_dir(selections_dir, target.name, method) if selections_dir else None
-      if (target.name, method) in resumed:
-        accuracy = resumed[target.name, method]  # checked: correct / examples
+      where = (selection_dir(selections_dir, target.name, method.name)
+               if selections_dir and method.saves_selection else None)
+      if (target.name, method.name) in resumed:
+        accuracy = resumed[target.name, method.name]  # checked: correct / examples
         records.append({**record, "accuracy": accuracy, "correct": round(accuracy * len(examples))})
-        if where and method != HARD_PROMPT:
-          selections[method] = _saved_selection(where, method)
-        say(f"{target.name} {method}: {100 * records[-1]['accuracy']:.2f}% (resumed)")
+        if where:
+          selections[method.name] = method.load_saved(where)
+        say(f"{target.name} {method.name}: {100 * accuracy:.2f}% (resumed)")
         continue
-      if method not in (HARD_PROMPT, ORACLE) and retrieval is None:
+      if method.retrieves and retrieval is None:
         retrieval = self._retrieval(target)
-      chosen, predictions = self._score_method(target, method, examples, retrieval, where)
+      chosen, predictions = method.predict(self, target, examples, retrieval, where)
       if chosen is not None:
-        selections[method] = chosen
-      full = {**record, **records_lib.scored(target, predictions)}
-      if where and method != HARD_PROMPT:
-        full["selection_sha256"] = records_lib.files_sha256(where, _selection_files(method))
-      records_lib.write_record(records_dir, full)
-      records.append({k: v for k, v in full.items()
-                      if k not in ("predictions", "predictions_sha256", "selection_sha256")})
-      notes = [f"{target.skipped} skipped by the template"] * bool(target.skipped) + [
-          f"{truncated} inputs cut to {self.max_input_length} tokens"] * bool(truncated)
-      notes = f" ({'; '.join(notes)})" if notes else ""
-      say(f"{target.name} {method}: {100 * full['accuracy']:.2f}% on {len(examples)} examples{notes}")
+        selections[method.name] = chosen
+      records.append(self._write_record(target, method, record, predictions, where, records_dir, say))
       scored()
     return records, selections
+
+  def _write_record(self, target: Target, method: methods_lib.Method, record: dict, predictions,
+                    where: str | None, records_dir, say: Callable[[str], None]) -> dict:
+    """Writes the scored record of `method` on `target` (with its selection's sha256 when saved in
+    `where`) and says its accuracy; returns the record without its predictions and digests."""
+    examples = record["examples"]
+    full = {**record, **records_lib.scored(target, predictions)}
+    if where:
+      full["selection_sha256"] = records_lib.files_sha256(where, method.files())
+    records_lib.write_record(records_dir, full)
+    truncated = record["truncated_inputs"]
+    notes = [f"{target.skipped} skipped by the template"] * bool(target.skipped) + [
+        f"{truncated} inputs cut to {self.max_input_length} tokens"] * bool(truncated)
+    notes = f" ({'; '.join(notes)})" if notes else ""
+    say(f"{target.name} {method.name}: {100 * full['accuracy']:.2f}% on {examples} examples{notes}")
+    return {k: v for k, v in full.items() if k not in ("predictions", "predictions_sha256", "selection_sha256")}
 
   def evaluate(self, targets: Sequence[Target], methods: Sequence[str] | None = None, *,
                selections_dir: str | None = None, records_dir: str | None = None,
                progress: Callable[[str], None] | None = None) -> tuple[list[dict], dict[str, dict]]:
-    """Scores every target under every method.
+    """Scores every target under every method (names; None: `default_methods()`).
 
     With `records_dir`, each (target, method) record is written there as soon as it is scored, and the
     pairs already there are not scored again (a killed run resumes; their selections are read back
@@ -275,18 +201,15 @@ class Evaluator:
     Returns:
       records: one {"method", "dataset", "template", "target", "accuracy", "correct", "examples",
         "skipped", "truncated_inputs", "target_digest"} per pair (the written record also holds the predictions);
-      selections: {target name: {method: selection dict}} for the retrieval methods.
+      selections: {target name: {method: selection dict}} for the methods that select a prompt.
     """
-    known = all_methods()
-    methods_ = default_methods() if methods is None else tuple(methods)
-    unknown = [m for m in methods_ if m not in known]
-    if unknown:
-      raise ValueError(f"Unknown methods {unknown}; known: {list(known)}.")
+    methods_ = _methods_named(methods)
+    by_name = {m.name: m for m in methods_}
     records, selections = [], {}
-    pairs = [(t, m) for t in targets for m in methods_ if m != CHANCE]
+    pairs = [(t, m.name) for t in targets for m in methods_ if m.needs_backbone]
     resumed = records_lib.read_records(
         records_dir, pairs, lambda target, method: selection_dir(selections_dir, target, method)
-        if selections_dir and method != HARD_PROMPT else None)
+        if selections_dir and by_name[method].saves_selection else None)
     scored = _preemption_check(len(pairs), len(resumed))
     for number, target in enumerate(targets, 1):
       position = f"target {number} of {len(targets)}"
@@ -297,6 +220,17 @@ class Evaluator:
       if chosen:
         selections.setdefault(target.name, {}).update(chosen)
     return records, selections
+
+
+def _methods_named(methods: Sequence[str] | None) -> tuple[methods_lib.Method, ...]:
+  """The methods of these names (None: the default ones); unknown names are refused, naming the known."""
+  if methods is None:
+    return methods_lib.default_methods()
+  known = {m.name: m for m in methods_lib.all_methods()}
+  unknown = [m for m in methods if m not in known]
+  if unknown:
+    raise ValueError(f"Unknown methods {unknown}; known: {list(known)}.")
+  return tuple(known[m] for m in methods)
 
 
 def _preemption_check(total: int, resumed: int) -> Callable[[], None]:
@@ -312,8 +246,10 @@ def _preemption_check(total: int, resumed: int) -> Callable[[], None]:
   return scored
 
 
-def retrieval_frequencies(selections: dict[str, dict], method: str = "RoSPr") -> dict[str, dict[str, int]]:
-  """{target: {source name: freq}} of one method's selections (for the retrieval heatmap)."""
+def retrieval_frequencies(selections: dict[str, dict], method: str = methods_lib.ROSPR.name
+                          ) -> dict[str, dict[str, int]]:
+  """{target: {source name: freq}} of one method's selections (RoSPr's by default: the retrieval
+  heatmap)."""
   out = {}
   for target, by_method in selections.items():
     if method in by_method:

@@ -26,7 +26,8 @@ numbers the rules rank by (freq, VAR's variance, the Random draw) and the interp
   whatever the neighbours; the generator is seeded by (`SelectionConfig.random_seed`, the target's
   name), so a target gets the same prompt in any run and in any order of targets. Not evaluated unless
   asked for. (The oracle, the best single prompt chosen with the target's labels, is no rule: it
-  needs the labels and the scorer, so it lives in `rospr_jax/pipeline/evaluate.py`.)
+  needs the labels and the scorer, so it is a method of `rospr_jax/pipeline/methods.py`, where each
+  rule is a method too, named by its label.)
 
 The rules that rank-classify the queries (VAR, INTER+VAR) take the predictions as a callable
 (`PredictChoices`) that the caller makes from the backbone (`rospr_jax.eval.var`) and hands in:

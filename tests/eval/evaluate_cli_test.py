@@ -143,7 +143,7 @@ def test_an_output_dir_at_a_url_matches_a_local_one_and_resumes_on_a_fresh_machi
   """OUTPUT_DIR, LIBRARY_DIR, CHECKPOINT and VOCABULARY on an object store: each record is written
   there as it is scored, and a rerun on a machine with nothing local resumes from the URL and writes
   the report a local run writes."""
-  from rospr_jax.pipeline import evaluate as evaluate_lib
+  from rospr_jax.pipeline import methods as methods_lib
   assert _evaluate(artifacts, tmp_path / "local") == 0
   local = json.loads((tmp_path / "local" / "results.json").read_text())
   checkpoint, library, vocab = artifacts
@@ -153,7 +153,7 @@ def test_an_output_dir_at_a_url_matches_a_local_one_and_resumes_on_a_fresh_machi
   at_urls = ("gs://evaluate-bucket/t0", "gs://evaluate-bucket/library", "gs://evaluate-bucket/spiece.model")
   url = "gs://evaluate-bucket/eval"
   monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "machine1"))
-  real, calls = evaluate_lib.accuracy_of, []
+  real, calls = methods_lib.accuracy_of, []
 
   def preempted_at_the_third_record(*args, **kwargs):
     calls.append(1)
@@ -162,7 +162,7 @@ def test_an_output_dir_at_a_url_matches_a_local_one_and_resumes_on_a_fresh_machi
     return real(*args, **kwargs)
 
   with monkeypatch.context() as patch:
-    patch.setattr(evaluate_lib, "accuracy_of", preempted_at_the_third_record)
+    patch.setattr(methods_lib, "accuracy_of", preempted_at_the_third_record)  # the methods' scoring
     assert _evaluate(at_urls, url) == 2
   assert "simulated preemption" in capsys.readouterr().err
   assert sorted(p.split("eval/", 1)[1] for p in object_store.find(f"{url}/records")) == [

@@ -108,8 +108,8 @@ def test_a_rerun_resumes_from_the_records_and_scores_only_what_is_missing(setup,
                                                records_dir=records_dir)
   (tmp_path / "records" / "weather_target" / "RoSPr.json").unlink()
   calls = []
-  score = evaluate.Evaluator._score  # the Evaluator is frozen: patched on its class for this test
-  monkeypatch.setattr(evaluate.Evaluator, "_score", lambda self, examples, prompt, *rest:
+  score = evaluate.Evaluator.score  # the Evaluator is frozen: patched on its class for this test
+  monkeypatch.setattr(evaluate.Evaluator, "score", lambda self, examples, prompt, *rest:
                       calls.append(prompt) or score(self, examples, prompt, *rest))
   again, again_selections = evaluator.evaluate([target], methods, selections_dir=selections_dir,
                                                records_dir=records_dir)

@@ -148,7 +148,7 @@ def test_the_reference_rows_resume_without_scoring_again(setup, tmp_path, monkey
   records_dir, selections_dir = str(tmp_path / "records"), str(tmp_path / "selections")
   first, first_selections = evaluator.evaluate(targets, methods, selections_dir=selections_dir,
                                                records_dir=records_dir)
-  monkeypatch.setattr(evaluate.Evaluator, "_score", lambda *a, **k: pytest.fail("scored a resumed pair"))
+  monkeypatch.setattr(evaluate.Evaluator, "score", lambda *a, **k: pytest.fail("scored a resumed pair"))
   again, again_selections = evaluator.evaluate(targets, methods, selections_dir=selections_dir,
                                                records_dir=records_dir)
   assert again == first and again_selections == first_selections

@@ -77,7 +77,7 @@ def _captured_figure(monkeypatch):
 def test_accuracy_plot_draws_chance_as_a_tick_with_title_and_labels(monkeypatch):
   figures = _captured_figure(monkeypatch)
   records = RECORDS + [dict(r, method="chance", accuracy=0.5) for r in RECORDS if r["method"] == "T0"]
-  report.plot_accuracy(report.summarize(records), "unused.png", title="Held-out")
+  report.plot_accuracy(report.summarize(records), "unused.png", title="Held-out", ticks=("chance",))
   (ax,) = figures[0].axes
   assert len(ax.containers) == 2  # bars for T0 and RoSPr only
   assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["RoSPr", "T0", "chance"]
