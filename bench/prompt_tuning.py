@@ -79,11 +79,11 @@ def compile_step(config, params, state, data, rng_impl):
   the step's jaxpr).
 
   `params` may be abstract (`jax.ShapeDtypeStruct` leaves): nothing runs."""
-  # The training code's jitted step (a partial).
+  # The training code's jitted step (a `partitioning.MeshStep`).
   jitted = make_train_step(model_for(config), default_optimizer())
   key = dropout_key(0, rng_impl)
   start = time.perf_counter()
-  traced = jitted.func.trace(state, params, data, key, **jitted.keywords)
+  traced = jitted.trace(state, params, data, key)
   lowered = traced.lower()
   lowered_s = time.perf_counter() - start
   step = lowered.compile()

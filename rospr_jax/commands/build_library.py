@@ -119,8 +119,9 @@ def main(argv: list[str]) -> int:
     storage.require_local_args(args, urls=("out", "prompts", "retriever", *inputs))
     common.check_path_kinds(args, files=inputs, folders=("out", "retriever"))
     storage.as_path(args.out, "--out", output=True)  # a bucket out of reach is named before any work
-    common.check_output(args, "out", kind=store.KIND, inputs=("prompts", "retriever", *inputs),
-                        overwrite=args.overwrite)
+    if multihost.is_writer():  # process 0 alone writes (and sees the destination)
+      common.check_output(args, "out", kind=store.KIND, inputs=("prompts", "retriever", *inputs),
+                          overwrite=args.overwrite)
     copies.local_copies_of_args(args, inputs)
     writes = multihost.is_writer()  # every process embeds its share of each batch; process 0 writes
     args.prompts = copies.local_copy(args.prompts, "--prompts")

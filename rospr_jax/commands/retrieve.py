@@ -74,8 +74,9 @@ def main(argv: list[str]) -> int:
     storage.require_local_args(args, urls=("library", "out", "queries", "vocab", "retriever", "backbone"))
     storage.as_path(args.out, "--out", output=True)  # a bucket out of reach is named before any work
     common.check_path_kinds(args, files=("queries", "vocab"), folders=("library", "out", "retriever", "backbone"))
-    common.check_output(args, "out", kind=retrieve.SELECTION_KIND, overwrite=args.overwrite,
-                        inputs=("library", "queries", "vocab", "retriever", "backbone"))
+    if multihost.is_writer():  # process 0 alone writes (and sees the destination)
+      common.check_output(args, "out", kind=retrieve.SELECTION_KIND, overwrite=args.overwrite,
+                          inputs=("library", "queries", "vocab", "retriever", "backbone"))
     copies.local_copies_of_args(args, ("queries", "vocab"))
     rule = selection.get_rule(args.rule)
     config = selection.SelectionConfig(**{f.name: getattr(args, f.name)

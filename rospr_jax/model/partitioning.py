@@ -93,6 +93,11 @@ class MeshStep:
     with self._scope():
       return self.jitted(*args, **self.static)
 
+  def trace(self, *args):
+    """The traced program (its `.jaxpr`; `.lower()`) for (possibly abstract) arguments."""
+    with self._scope():
+      return self.jitted.trace(*args, **self.static)
+
   def lower(self, *args):
     """The lowered program for (possibly abstract, `jax.ShapeDtypeStruct`) arguments."""
     with self._scope():

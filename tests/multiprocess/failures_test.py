@@ -92,10 +92,11 @@ def test_a_worker_that_fails_alone_stops_the_others_with_its_message(rospr, tmp_
        "--instances", tmp_path / "all.jsonl", "--source-names", tmp_path / "names.txt",
        "--random-retriever", "tiny", "--vocab", vocab, "--n", "4", "--index", "exact"]), timeout=120)
   assert [w.code for w in workers] == [2, 1], describe(workers)
-  assert workers[0].err.strip().splitlines()[-1].startswith("rospr build-library: Library directory")
+  refusal = f"--out {tmp_path / 'library'} holds files that are not a rospr_library (keep.txt)"
+  assert workers[0].err.strip().splitlines()[-1].startswith(f"rospr build-library: {refusal}")
   # The survivor's one rospr line (the runtime may print a gRPC "CANCELLED" line after it as it goes).
   (last,) = [l for l in workers[1].err.strip().splitlines() if l.startswith("rospr build-library:")]
-  assert last.startswith("rospr build-library: process 0 of 2 stopped (exit code 2: Library directory")
+  assert last.startswith(f"rospr build-library: process 0 of 2 stopped (exit code 2: {refusal}")
   assert last.endswith("stopping process 1 too.")
   assert (tmp_path / "library" / "keep.txt").read_text() == "not a library"
 
