@@ -164,11 +164,9 @@ def run(output_dir: str, settings: DemoSettings = DemoSettings(), *, overwrite: 
     return _run_in(local, settings, final_dir=output_dir)
 
 
-def check_output_dir(output_dir: str, *, overwrite: bool) -> None:
-  """Refuses, before any work, an `--output_dir` the demo may not write: a folder of other files (or an
-  earlier demo's output without `overwrite`), a file, a link, the working folder, `memory://`, or a
-  local folder whose parent cannot be written."""
-  storage.check_destination(output_dir, "--output_dir", kind=KIND, overwrite=overwrite)
+def check_parent_writable(output_dir: str) -> None:
+  """Refuses, before any work, a local `--output_dir` whose parent cannot be written (the destination
+  itself is checked by `run`'s `storage.output_folder` before any work too)."""
   if storage.is_url(output_dir):
     return
   parent = os.path.dirname(os.path.abspath(output_dir.removeprefix("file://")))
@@ -307,7 +305,7 @@ def main(argv: list[str]) -> int:
   settings = QUICK if args.quick else DemoSettings()
   start = time.perf_counter()
   try:
-    check_output_dir(args.output_dir, overwrite=args.overwrite)  # before any work
+    check_parent_writable(args.output_dir)
     result = run(args.output_dir, settings, overwrite=args.overwrite)
   except ValueError as e:
     return common.error("rospr demo", e)
