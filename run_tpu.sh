@@ -19,8 +19,9 @@
 #   --no-install           skip copying and installing the package (reuse what the workers have)
 #   --delete-after         delete the VM when the command ends
 # Everything after `--` is passed to `rospr` on every worker. The repository (this working tree,
-# tracked files) is copied to ~/rospr-jax on each worker and installed with `pip install -e .` (which
-# brings the bucket drivers, gcsfs and s3fs) plus jax[tpu]; `jax.distributed.initialize()` runs on
+# tracked files) is copied to ~/rospr-jax on each worker and installed into a new venv there with
+# `pip install -c constraints.txt -e '.[tpu]'` (the tested stack: jax[tpu] 0.10.2 and its libtpu; the
+# package brings the bucket drivers, gcsfs and s3fs); `jax.distributed.initialize()` runs on
 # every worker when ROSPR_MULTIHOST=1, which this script sets for slices with more than one host.
 # ROSPR_INIT_TIMEOUT, ROSPR_HEARTBEAT_TIMEOUT and ROSPR_SHUTDOWN_TIMEOUT (seconds; see
 # rospr_jax/distributed.py), when set here, reach every worker.
@@ -71,7 +72,7 @@ if [[ $INSTALL -eq 1 ]]; then
   "${GCLOUD[@]}" ssh "$NAME" "${COMMON[@]}" --worker=all --command "
     set -e; rm -rf ~/rospr-jax && mkdir -p ~/rospr-jax && tar -xzf ~/rospr-jax.tar.gz -C ~/rospr-jax
     cd ~/rospr-jax && python3 -m venv .venv && .venv/bin/pip install -q -U pip
-    .venv/bin/pip install -q -e . 'jax[tpu]==0.10.2' && .venv/bin/rospr fetch"
+    .venv/bin/pip install -q -c constraints.txt -e '.[tpu]' && .venv/bin/rospr fetch"
 fi
 
 if [[ ${#MOUNTS[@]} -gt 0 ]]; then

@@ -113,16 +113,16 @@ def rows_to_examples(idx: np.ndarray, inputs: np.ndarray,
 
 
 def make_score_fn(params, model: PromptedBackbone, prompt: jax.Array | np.ndarray | None = None, *,
-                  batch_size: int = 32, mesh: jax.sharding.Mesh | None = None,
+                  batch_size: int = 32, partitioner=None,
                   progress: str | None = None) -> ScoreFn:
   """A `score_fn` for `seqio.Evaluator.evaluate` over `RankFeatureConverter` rows.
 
   Args:
-    params: model parameters (placed on `mesh` when one is given).
+    params: model parameters (placed by `partitioner` when one is given).
     model: the backbone (`PromptedBackbone`, e.g. `Backbone.model`).
     prompt: None (hard prompt alone) or a soft prompt [P, H] prepended to every input.
     batch_size: examples (not rows) per scorer batch; a multiple of the mesh's `data` axis.
-    mesh: optional data x model mesh.
+    partitioner: an optional `rospr_jax.model.partitioning.Partitioner` (its data x model mesh).
     progress: a progress-bar description, or None.
 
   Returns:
@@ -153,7 +153,7 @@ def make_score_fn(params, model: PromptedBackbone, prompt: jax.Array | np.ndarra
     scores = score_examples(params, model, examples, prompts=prompt, batch_size=batch_size,
                             max_input_length=length_bucket(inputs.shape[1]),
                             max_target_length=length_bucket(targets.shape[1]),
-                            mesh=mesh, progress=progress)
+                            partitioner=partitioner, progress=progress)
     return [(p, float(scores[k][c])) for p, (k, c) in zip(positions, slots)]
 
   return score_fn
@@ -181,7 +181,7 @@ def _num_rows(task_name: str, split: str, max_examples: int) -> int:
 
 def evaluate_task_with_seqio(task_name: str, params, model: PromptedBackbone, *, vocabulary: str,
                              prompt: jax.Array | np.ndarray | None = None, split: str | None = None,
-                             batch_size: int = 32, mesh: jax.sharding.Mesh | None = None,
+                             batch_size: int = 32, partitioner=None,
                              max_examples: int | None = None,
                              sequence_length: Mapping[str, int] | None = None,
                              return_scores: bool = False, progress: bool = False) -> dict[str, dict]:
@@ -197,7 +197,7 @@ def evaluate_task_with_seqio(task_name: str, params, model: PromptedBackbone, *,
       spiece.model or the one given); a task that tokenizes with another is refused, naming both.
     prompt: None or a soft prompt [P, H] for every input.
     split: the split for every task (default: each rospr task's evaluation split).
-    batch_size, mesh: as in `make_score_fn`.
+    batch_size, partitioner: as in `make_score_fn`.
     max_examples: evaluate only the first examples of each task (all their choices).
     sequence_length: SeqIO's {"inputs": T, "targets": L} limits (default `T0_SEQUENCE_LENGTH`, T0's
       and `rospr evaluate`'s: inputs cut to their first 1024 tokens, targets to 255 plus EOS).
@@ -238,7 +238,7 @@ def evaluate_task_with_seqio(task_name: str, params, model: PromptedBackbone, *,
                                 async_compute_metrics=False)
     if int(evaluator.cached_task_datasets[task.name].cardinality()) == 0:
       raise ValueError(f"task {task.name!r} has no rank-classification rows on split {task_split!r}")
-    score_fn = make_score_fn(params, model, prompt, batch_size=batch_size, mesh=mesh,
+    score_fn = make_score_fn(params, model, prompt, batch_size=batch_size, partitioner=partitioner,
                              progress=task.name if progress else None)
     metrics, outputs = evaluator.evaluate(compute_metrics=True, score_fn=score_fn)
     scores = outputs[task.name][seqio.metrics.ModelOutputType.SCORE]

@@ -62,6 +62,8 @@ def _known_flags() -> set[str]:
                               check=True).stdout)
   helps.append(subprocess.run([sys.executable, str(ROOT / "bench" / "prompt_tuning.py"), "--help"],
                               capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+  helps.append(subprocess.run([sys.executable, str(ROOT / "bench" / "tpu_plan.py"), "--help"],
+                              capture_output=True, text=True, check=True, cwd=ROOT).stdout)
   return {flag for text in helps for flag in re.findall(r"(?<![\w-])--([a-z][a-z0-9_-]*)", text)}
 
 

@@ -20,7 +20,7 @@ Flags appended (gin takes the last binding): train-prompts gets short lengths an
 The fenced blocks that set up and test (`scripts/setup.sh`, pytest) are what `.ci/run` runs; the
 demo is `tests/commands/demo_test.py` on a shrunk configuration; the Python snippet is run by
 `tests/tasks/seqio_vocabulary_test.py`; `run_tpu.sh` by `tests/run_tpu_test.py`; the SLURM job's
-variables by `tests/multiprocess/` (`ELSEWHERE`).
+variables by `tests/multiprocess/`; `bench/tpu_plan.py` by `tests/bench/tpu_plan_test.py` (`ELSEWHERE`).
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ ELSEWHERE = {
     "srun ./worker.sh ": "tests/multiprocess/ (a SLURM job's processes are what its fixture starts)",
     "rospr fetch --bigbench ": "tests/data/bigbench_sources_test.py (each form on files the test writes in "
                                "that form; `github` without network: one line)",
+    "python bench/tpu_plan.py": "tests/bench/tpu_plan_test.py (its cells' `rospr plan` lines, the table from "
+                                "the kept plans; a T0-sized compile takes minutes)",
 }
 
 

@@ -101,13 +101,14 @@ def test_creates_the_vm_installs_and_runs_the_command_on_every_worker(fake_cloud
   assert all("--worker=all" in c for c in calls if c[3] in ("scp", "ssh"))
   install = calls[4][calls[4].index("--command") + 1]
   assert "pip install" in install and "rospr fetch" in install
+  assert "-c constraints.txt -e '.[tpu]'" in install  # the tested stack, jax[tpu] and its libtpu
   assert subprocess.run(["bash", "-n", "-c", install]).returncode == 0
 
   with tarfile.open(state / "worker0" / "rospr-jax.tar.gz") as archive:
     names = set(archive.getnames())
   tracked = subprocess.run(["git", "-C", REPO, "ls-files"], capture_output=True, text=True,
                            check=True).stdout.split()
-  assert set(tracked) <= names and "setup.py" in names
+  assert set(tracked) <= names and "setup.py" in names and "constraints.txt" in names
   assert not any(n.startswith(".venv") for n in names)
 
   runs = _lines(state / "rospr.jsonl")

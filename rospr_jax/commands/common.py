@@ -141,8 +141,9 @@ def add_retriever_arguments(parser: argparse.ArgumentParser, *, backbone_flag: s
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                       help="Activation dtype of the retriever" + (
                           f" and of {backbone_flag} (VAR)." if backbone_flag else "."))
-  parser.add_argument("--max-length", type=positive_int, default=512, help="Input tokens kept per text.")
-  parser.add_argument("--tokens-per-batch", type=positive_int, default=65_536,
+  parser.add_argument("--max-length", type=positive_int, default=512,  # embed.DEFAULT_MAX_LENGTH (no JAX here)
+                      help="Input tokens kept per text.")
+  parser.add_argument("--tokens-per-batch", type=positive_int, default=65_536,  # embed.DEFAULT_TOKENS_PER_BATCH
                       help="Padded tokens per embedding batch.")
 
 
@@ -155,7 +156,8 @@ def embedder_from_args(args):
   embedder = embed.load_embedder(args.retriever, random_size=args.random_retriever,
                                  seed=args.retriever_seed, min_vocab_size=tokenizer.vocab_size,
                                  dtype=args.dtype, max_length=args.max_length,
-                                 tokens_per_batch=args.tokens_per_batch, mesh=embed.data_mesh())
+                                 tokens_per_batch=args.tokens_per_batch,
+                                 partitioner=embed.data_partitioner())
   tokenizer.check_fits(embedder.config.vocab_size, "the retriever")
   return embedder, tokenizer
 

@@ -45,7 +45,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
         library_dir: str | None = None, retriever_checkpoint: str | None = None,
         retriever_dtype: str | None = None, data_dir: str | None = None, split: str | None = None,
         max_examples: int | None = None, selection: SelectionConfig = SelectionConfig(),
-        batch_size: int = 32, seed: int = 0, num_partitions: int = 1, preamble: str = "",
+        batch_size: int = 32, seed: int = 0, partitioner: Any = None, preamble: str = "",
         write_config: bool = False) -> dict:
   """Evaluates `targets` with `backbone` and writes the report to `output_dir`.
 
@@ -56,6 +56,8 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
       `pipeline.evaluate.default_methods()`; `pipeline.evaluate.all_methods()` lists them all).
     retriever_dtype: the retriever's compute dtype (None: the one the library was built with).
     selection: Q, N, N', K and eps of the selection rules.
+    partitioner: lays the backbone and the scoring batches out on the devices
+      (`model.partitioning.Partitioner`: NUM_PARTITIONS; default: one partition).
     write_config: also write gin's operative config to `<output_dir>/config.gin` (the command does).
     The rest: see gin/eval/base.gin.
   """
@@ -65,7 +67,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
   _check_settings(targets=targets, methods=methods, seed=seed, paths={
       "OUTPUT_DIR": output_dir, "DATA_DIR": data_dir, "LIBRARY_DIR": library_dir,
       "RETRIEVER_CHECKPOINT": retriever_checkpoint, "RETRIEVER_DTYPE": retriever_dtype, "SPLIT": split})
-  _check_counts(batch_size=batch_size, num_partitions=num_partitions, max_examples=max_examples)
+  _check_counts(batch_size=batch_size, max_examples=max_examples)
   # Targets first: one that cannot be read (BIG-bench not configured, a dataset missing) is refused
   # before the library is copied or the backbone loaded, and no target is skipped.
   task_list = targets_lib.resolve_target_tasks(targets, data_dir)
@@ -87,7 +89,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     evaluator = _evaluator(backbone, methods=chosen, library_dir=library_dir,
                            settings_library=settings_library, retriever_checkpoint=retriever_checkpoint,
                            retriever_dtype=retriever_dtype, selection=selection, batch_size=batch_size,
-                           seed=seed, num_partitions=num_partitions)
+                           seed=seed, partitioner=partitioner)
     settings = _run_settings(backbone, evaluator, chosen, data_dir=data_dir, split=split,
                              max_examples=max_examples, seed=seed, library_dir=library_dir,
                              settings_library=settings_library)
@@ -137,9 +139,9 @@ def _check_settings(*, targets, methods, seed, paths: dict) -> None:
     raise ValueError("; ".join(bad) + ".")
 
 
-def _check_counts(*, batch_size, num_partitions, max_examples) -> None:
-  """BATCH_SIZE, NUM_PARTITIONS and MAX_EXAMPLES (when given) are integers >= 1."""
-  counts = {"BATCH_SIZE": batch_size, "NUM_PARTITIONS": num_partitions,
+def _check_counts(*, batch_size, max_examples) -> None:
+  """BATCH_SIZE and MAX_EXAMPLES (when given) are integers >= 1 (NUM_PARTITIONS: the Partitioner)."""
+  counts = {"BATCH_SIZE": batch_size,
             **({} if max_examples is None else {"MAX_EXAMPLES": max_examples})}
   bad = [f"{macro} must be an integer >= 1, not {value!r}" for macro, value in counts.items()
          if isinstance(value, bool) or not isinstance(value, int) or value < 1]
@@ -154,34 +156,34 @@ def _methods_of(names) -> list:
 
 
 def _evaluator(backbone, *, methods, library_dir, settings_library, retriever_checkpoint,
-               retriever_dtype, selection, batch_size, seed, num_partitions):
-  """The `Evaluator`, complete: the backbone (sharded over a mesh of every device when there are
-  several) and, when a method needs it, the library with its retriever, checked before any scoring."""
-  import jax  # pylint: disable=g-import-not-at-top
+               retriever_dtype, selection, batch_size, seed, partitioner):
+  """The `Evaluator`, complete: the backbone (laid out by the partitioner over every device when there
+  are several) and, when a method needs it, the library with its retriever, checked before any scoring."""
   from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
   from rospr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
   from rospr_jax.pipeline.evaluate import Evaluator  # pylint: disable=g-import-not-at-top
   config, params = backbone.config, backbone.params
   tokenizer = backbone.tokenizer()
-  mesh = None
-  if jax.device_count() > 1:
-    partitioning.check_partitions(config, num_partitions, jax.device_count())
-    mesh = partitioning.make_mesh(num_partitions)
-    params = partitioning.shard_params(params, backbone.model.abstract_params(), mesh)
+  partitioner = partitioner or partitioning.Partitioner()
+  if partitioner.uses_mesh:  # a split the rules cannot make: one line naming NUM_PARTITIONS
+    partitioner.check(config)
+    params = partitioner.shard_params(params, backbone.model.abstract_params())
+  else:
+    partitioner = None
   embedder = library = None
   needing = [method.name for method in methods if method.needs_library]
   if needing:
     if not library_dir or not retriever_checkpoint:
       raise ValueError(f"The methods {needing} need LIBRARY_DIR and RETRIEVER_CHECKPOINT.")
     dtype = retriever_dtype or store.recorded_retriever_dtype(library_dir)
-    embedder = embed.load_embedder(retriever_checkpoint, dtype=dtype, mesh=embed.local_data_mesh())
+    embedder = embed.load_embedder(retriever_checkpoint, dtype=dtype, partitioner=embed.local_data_partitioner())
     tokenizer.check_fits(embedder.config.vocab_size, f"the retriever {retriever_checkpoint}")
     library = store.Library.open(library_dir, retriever=embedder.fingerprint, dim=embedder.dim,
                                  name=settings_library)
     library.check_prompts_fit(backbone.fingerprint, config.emb_dim)  # before any scoring
     library.check_num_neighbors(selection.num_neighbors, "NUM_NEIGHBORS")
   return Evaluator(params=params, model=backbone.model, tokenizer=tokenizer, library=library,
-                   embedder=embedder, selection=selection, batch_size=batch_size, mesh=mesh, seed=seed,
+                   embedder=embedder, selection=selection, batch_size=batch_size, partitioner=partitioner, seed=seed,
                    progress_bars=True)
 
 

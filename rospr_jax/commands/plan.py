@@ -10,16 +10,20 @@ It takes the gin model and run files of `rospr train-prompts` and `rospr evaluat
 the model file's size, or from the checkpoint's config alone). A training run file plans the prompt
 training step (BATCH_SIZE, INPUT_LENGTH, TARGET_LENGTH, PROMPT_LENGTH, SOURCES, DROPOUT_RATE,
 REMAT_POLICY, NUM_PARTITIONS, the optimizer); an evaluation run file the encode-once scoring step at
-its BATCH_SIZE and T0's largest bucket (inputs of 1024 tokens, 2 choices of 256 tokens per row). Each
-step is the run's own jitted function, lowered for abstract parameters carrying the run's shardings
-and compiled by the target's compiler (libtpu for a TPU topology: `pip install 'rospr-jax[tpu]'`).
+its BATCH_SIZE and T0's largest bucket (inputs of 1024 tokens, 2 choices of 256 tokens per row), and
+the library's embedding step (the retriever's encoder, RETRIEVER_CHECKPOINT's shape or else the
+`small` one, at build-library's batch: 128 texts of 512 tokens). Each step is the run's own jitted
+function, laid out by the run's own partitioner (`partitioning.Partitioner`, NUM_PARTITIONS), lowered
+for abstract parameters carrying its shardings and compiled by the target's compiler (libtpu for a
+TPU topology: `pip install 'rospr-jax[tpu]'`).
 
 --topology: a Cloud TPU slice (v3-8, v4-8, v4-32, v5p-8, v5litepod-8, v6e-8, ...), a topology such as
 v4:2x2x1, or `local` (this process's devices: on a TPU VM or a GPU the compile the run will do).
 Prints a markdown table (arguments, temporaries, outputs and their total per device against the
 chip's HBM, TFLOPs and seconds per step: the TPU compiler's optimum when positive and plausible, else
-a bound at the chip's peak, saying which), the training hours for TRAIN_STEPS, and a one-line
-verdict; --out writes the plan as JSON. A step that does not fit is compiled again with the obvious
+a bound at the chip's peak, saying which), the training hours for TRAIN_STEPS, the evaluation hours
+for the TARGETS' examples (`commands.workload`: counted, or the stated held-out sizes; --eval_examples
+gives a count) with the METHODS, and a one-line verdict; --out writes the plan as JSON. A step that does not fit is compiled again with the obvious
 remedies (NUM_PARTITIONS doubled up to 8, a stronger REMAT_POLICY, half the BATCH_SIZE; --no_search
 skips them) and the verdict names the first that fits. Exit 2 when a step does not fit (the verdict
 says by how much) or on bad input.
@@ -48,6 +52,10 @@ def _add_arguments(parser) -> None:
                       help="v3-8, v4-8, v4-32, v5p-8, v5litepod-8, v6e-8, ..., a topology such as v4:2x2x1, "
                            "or local")
   parser.add_argument("--out", default=None, help="write the plan as JSON to this file")
+  parser.add_argument("--eval_examples", type=common.positive_int, default=None,
+                      help="evaluation examples to project the hours for (default: counted from TARGETS)")
+  parser.add_argument("--library_texts", type=common.positive_int, default=None,
+                      help="library texts to project the embedding hours for (default: none projected)")
   parser.add_argument("--no_search", action="store_true",
                       help="when a step does not fit, do not try the remedies (more NUM_PARTITIONS, a stronger "
                            "REMAT_POLICY, half the BATCH_SIZE; one compile each)")
@@ -124,6 +132,49 @@ def _scoring_shapes(evaluate: dict, prompt_length: int):
                              prompt_length=prompt_length)
 
 
+def _embedding_settings(evaluate: dict):
+  """The retriever's embedding step at build-library's batch: RETRIEVER_CHECKPOINT's shape (its config
+  alone) or else the `small` one, weights in float32 computed in RETRIEVER_DTYPE (default float32)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from rospr_jax.library import embed  # pylint: disable=g-import-not-at-top
+  from rospr_jax.model import checkpoints, get_config  # pylint: disable=g-import-not-at-top
+  from rospr_jax.plan import planner, steps  # pylint: disable=g-import-not-at-top
+  dtype = jnp.dtype(evaluate.get("retriever_dtype") or "float32")
+  checkpoint = evaluate.get("retriever_checkpoint")
+  if checkpoint:
+    config, source = checkpoints.read_config(checkpoint), f"RETRIEVER_CHECKPOINT {checkpoint}"
+  else:
+    config, source = get_config("small"), "the small shape (no RETRIEVER_CHECKPOINT given)"
+  config = config.replace(dtype=dtype, param_dtype=jnp.float32)
+  length = embed.DEFAULT_MAX_LENGTH
+  rows = max(1, embed.DEFAULT_TOKENS_PER_BATCH // length)
+  return planner.EmbeddingSettings(config, steps.EmbeddingShapes(batch_size=rows, input_length=length),
+                                   source=f"{source}, {jnp.dtype(dtype).name}")
+
+
+def _partitioner(train: dict, evaluate: dict):
+  """The run's `Partitioner`, as its run file binds it (`partitioner = @partitioning.Partitioner()`)."""
+  from rospr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
+  reference = (train or evaluate).get("partitioner")
+  if reference is None:
+    return partitioning.Partitioner()
+  return _call(reference) if hasattr(reference, "scoped_configurable_fn") else reference
+
+
+def _workload(evaluate: dict, flags):
+  from rospr_jax.commands import workload  # pylint: disable=g-import-not-at-top
+  if flags.eval_examples:
+    rows = flags.eval_examples * -(-SCORING_CHOICES // workload.CHOICES_PER_ROW)
+    return workload.Workload(rows=rows, examples=flags.eval_examples, how="--eval_examples")
+  return workload.evaluation_workload(evaluate.get("targets"), max_examples=evaluate.get("max_examples"))
+
+
+def _methods(evaluate: dict) -> int:
+  from rospr_jax.pipeline.evaluate import default_methods  # pylint: disable=g-import-not-at-top
+  methods = evaluate.get("methods")
+  return len(methods) if isinstance(methods, (list, tuple)) else len(default_methods())
+
+
 def run(flags) -> dict:
   """Plans the configured steps for `flags.topology`; returns the plan (as written to --out)."""
   from rospr_jax.plan import planner, report, targets  # pylint: disable=g-import-not-at-top
@@ -132,30 +183,39 @@ def run(flags) -> dict:
   train, evaluate = _bindings(TRAIN), _bindings(EVALUATE)
   if not train and not evaluate:
     raise ValueError("no run file: give prompt_tuning/train_*.gin (the training step) and / or "
-                     "eval/*_targets.gin (the scoring step).")
+                     "eval/*_targets.gin (the scoring and embedding steps).")
   config = _config()
+  partitioner = _partitioner(train, evaluate)
   target = targets.resolve(flags.topology)
   train_settings = _train_settings(train) if train else None
   prompt_length = train_settings.shapes.prompt_length if train_settings else prompts.DEFAULT_LENGTH
-  num_partitions = (train or evaluate).get("num_partitions", 1)
   scoring = _scoring_shapes(evaluate, prompt_length) if evaluate else None
-  costs = planner.plan(config, target, num_partitions=num_partitions, train=train_settings, scoring=scoring)
+  embedding = _embedding_settings(evaluate) if evaluate else None
+  costs = planner.plan(config, target, partitioner=partitioner, train=train_settings, scoring=scoring,
+                       embedding=embedding)
   remedies = {}
   for cost in costs if not flags.no_search else ():
-    if not cost.fits:
-      found = remedies_lib.find_remedy(config, target, cost, num_partitions=num_partitions, train=train_settings,
+    if not cost.fits and cost.step in ("train", "scoring"):
+      found = remedies_lib.find_remedy(config, target, cost, partitioner=partitioner, train=train_settings,
                                        scoring=scoring)
       remedies[cost.step] = (found.describe() if found else
                              "none of NUM_PARTITIONS up to 8, a stronger REMAT_POLICY or half the BATCH_SIZE "
                              "(three times) fits")
   verdict = report.verdict(costs, target, remedies)
-  notes = report.projections(costs, target, train_steps=train.get("num_steps") if train else None)
+  evaluation = _workload(evaluate, flags) if evaluate else None
+  methods = _methods(evaluate) if evaluate else None
+  notes = report.projections(costs, target, train_steps=train.get("num_steps") if train else None,
+                             evaluation=evaluation, methods=methods, library_texts=flags.library_texts,
+                             partitioner=partitioner)
   print(report.markdown(costs, target))
   print("\n".join(["", *notes, ""]) if notes else "")
   print(verdict)
   result = {"topology": flags.topology, "devices": len(target.devices), "hosts": target.hosts,
-            "device_kind": target.devices[0].device_kind, "model": str(config), "steps": [c.as_dict() for c in costs],
+            "device_kind": target.devices[0].device_kind, "model": str(config),
+            "num_partitions": partitioner.num_partitions, "steps": [c.as_dict() for c in costs],
             "fits": all(c.fits for c in costs), "notes": notes, "remedies": remedies, "verdict": verdict}
+  if evaluation is not None:
+    result["eval_examples"] = {**evaluation.as_dict(), "methods": methods}
   if flags.out:
     from rospr_jax import storage  # pylint: disable=g-import-not-at-top
     storage.write_json(flags.out, result, indent=1)

@@ -19,6 +19,7 @@ import numpy as np
 from rospr_jax.eval.scoring import score_choices
 from rospr_jax.model import PromptedBackbone
 from rospr_jax.model import partitioning
+from rospr_jax.model import memory_check
 
 # T0's evaluation lengths: inputs cut to their first 1024 tokens, answer choices to 255 plus EOS.
 T0_INPUT_LENGTH = 1024
@@ -128,35 +129,36 @@ def _check_batch_fits(config, groups: dict, batch_size: int, prompt_length: int)
                        f"more than the {limit / 2**30:,.1f} GiB of {where}; lower BATCH_SIZE.")
 
 
-def _on_mesh(value: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
+def _on_mesh(value: np.ndarray, partitioner: partitioning.Partitioner) -> jax.Array:
   """A host batch [B, ...] split over the mesh's `data` axis, built from each process's own rows."""
-  return jax.make_array_from_callback(value.shape, partitioning.batch_sharding(mesh, value.ndim),
-                                      lambda index: value[index])
+  return partitioner.place(value, partitioner.batch_sharding(value.ndim))
 
 
-def scoring_step(model: PromptedBackbone, mesh: jax.sharding.Mesh | None) -> partitioning.MeshStep:
+def scoring_step(model: PromptedBackbone, partitioner: partitioning.Partitioner | None) -> partitioning.MeshStep:
   """The scoring step `score_examples` calls: `step(params, inputs [B, T], targets [B, C, L], prompt
-  [B, P, H] or None) -> [B, C]` scores, under the mesh's logical axis rules (`step.lower` for a plan)."""
-  return partitioning.MeshStep(score_choices, mesh, model=model)
+  [B, P, H] or None) -> [B, C]` scores, in the partitioner's scope (`step.lower` for a plan)."""
+  return partitioning.MeshStep(score_choices, partitioner, model=model)
 
 
 def score_examples(params, model: PromptedBackbone, examples: Sequence[RankExample], *,
                    prompts: jax.Array | np.ndarray | None = None, batch_size: int = 32,
                    max_input_length: int = T0_INPUT_LENGTH, max_target_length: int = T0_TARGET_LENGTH,
-                   max_decoder_tokens: int = 512, mesh: jax.sharding.Mesh | None = None,
+                   max_decoder_tokens: int = 512, partitioner: partitioning.Partitioner | None = None,
                    progress: str | None = None) -> list[np.ndarray]:
   """Scores every example's choices with the encode-once scorer.
 
   Args:
-    params: model parameters (already placed on `mesh` when one is given).
+    params: model parameters (already placed by `partitioner` when one is given).
     model: the backbone (`PromptedBackbone`, e.g. `Backbone.model`) that scores.
     examples: the examples; `prompt_id` indexes `prompts`.
     prompts: None (no soft prompt), [P, H] for every example, or a table [S, P, H].
     batch_size: rows per batch, at most the rows there are, rounded up to a multiple of the mesh's
       `data` axis (the padding rows are never counted); refused, naming BATCH_SIZE, when one batch
-      cannot fit this process's device memory (`scoring_memory_lower_bound`).
+      cannot fit this process's device memory (`scoring_memory_lower_bound`; on an accelerator, each
+      batch shape's compiled step against the device's memory, `model.memory_check`, before it first runs).
     max_decoder_tokens: choice slots x target length of one row at most (see `choices_per_row`).
-    mesh: optional data x model mesh; batches are sharded over `data`.
+    partitioner: the backbone's layout (`partitioning.Partitioner`), or None on one device; batches are
+      split over its mesh's `data` axis.
     progress: a description for a tqdm progress bar, or None for none.
 
   Returns:
@@ -167,21 +169,28 @@ def score_examples(params, model: PromptedBackbone, examples: Sequence[RankExamp
     table = table[None]  # [1, P, H]
   results = [np.empty(len(ex.choices), np.float32) for ex in examples]
   groups = _groups(examples, max_input_length, max_target_length, max_decoder_tokens)
+  requested = batch_size
   batch_size = min(batch_size, max(1, sum(map(len, groups.values()))))  # never more rows than there are
-  if mesh is not None:
-    batch_size = -(-batch_size // mesh.shape["data"]) * mesh.shape["data"]
+  if partitioner is not None:
+    batch_size = -(-batch_size // partitioner.data_size) * partitioner.data_size
   _check_batch_fits(model.config, groups, batch_size, 0 if table is None else table.shape[1])
   batches = _batches(examples, groups, batch_size)
   bar = tqdm(total=len(examples), desc=progress, unit="ex") if progress and tqdm else None
   for batch in batches:
     prompt = None if table is None else table[jnp.asarray(batch.prompt_ids)]  # [B, P, H]
     inputs, targets = jnp.asarray(batch.inputs), jnp.asarray(batch.targets)
-    if mesh is not None:  # each process fills its own devices' rows (all hold the same batch)
-      inputs = _on_mesh(batch.inputs, mesh)
-      targets = _on_mesh(batch.targets, mesh)
+    if partitioner is not None:  # each process fills its own devices' rows (all hold the same batch)
+      inputs = _on_mesh(batch.inputs, partitioner)
+      targets = _on_mesh(batch.targets, partitioner)
       if prompt is not None:
-        prompt = _on_mesh(np.asarray(prompt), mesh)
-    scores = scoring_step(model, mesh)(params, inputs, targets, prompt)
+        prompt = _on_mesh(np.asarray(prompt), partitioner)
+    step = scoring_step(model, partitioner)
+    memory_check.check_compiled_step(step, (params, inputs, targets, prompt), what=(
+        f"A scoring batch ({batch_size} rows of {inputs.shape[1]} input and {targets.shape[1]} x "
+        f"{targets.shape[2]} answer tokens)"), remedy=(
+        f"lower BATCH_SIZE ({requested}) or raise NUM_PARTITIONS "
+        f"({1 if partitioner is None else partitioner.num_partitions})"))
+    scores = step(params, inputs, targets, prompt)
     if not scores.is_fully_addressable:  # a mesh over several processes: gather every row
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       scores = multihost_utils.process_allgather(scores, tiled=True)

@@ -27,7 +27,7 @@ PredictChoices = Callable[[Sequence[int]], list[list[int]]]
 
 
 def make_predict_choices(params, model, queries: Sequence[RankQuery], prompts: np.ndarray,
-                         tokenizer, *, batch_size: int = 32, mesh=None) -> PredictChoices:
+                         tokenizer, *, batch_size: int = 32, partitioner=None) -> PredictChoices:
   """The K candidate prompts on the Q queries in one batched pass.
 
   Args:
@@ -36,7 +36,7 @@ def make_predict_choices(params, model, queries: Sequence[RankQuery], prompts: n
     prompts: [S, P, H] the library's prompt table.
     tokenizer: `rospr_jax.tokenization.Tokenizer` (inputs without EOS, choices with EOS).
     batch_size: examples per scoring batch.
-    mesh: the mesh `params` are placed on, if any (`score_examples`).
+    partitioner: the `Partitioner` that placed `params`, if any (`score_examples`).
 
   Returns:
     predict_choices(ids [K]) -> [K] lists [Q] of argmax choice positions (first on a tie).
@@ -53,7 +53,8 @@ def make_predict_choices(params, model, queries: Sequence[RankQuery], prompts: n
   def predict_choices(ids):
     examples = [RankExample(inputs[q], choices[q], prompt_id=int(s))
                 for s in ids for q in range(len(queries))]
-    scores = score_examples(params, model, examples, prompts=prompts, batch_size=batch_size, mesh=mesh)
+    scores = score_examples(params, model, examples, prompts=prompts, batch_size=batch_size,
+                             partitioner=partitioner)
     bad = sorted({int(ids[i // len(queries)]) for i, s in enumerate(scores) if not np.all(np.isfinite(s))})
     if bad:
       raise FloatingPointError(f"VAR: the queries' choice scores under prompts {bad[:10]} are NaN or "

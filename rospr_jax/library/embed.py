@@ -4,9 +4,10 @@ Texts arrive as token ids (inputs are tokenized without EOS, as T0 does). They a
 grouped into a few padded lengths (powers of two up to `max_length`) and run in jitted batches of a
 fixed number of rows per bucket (about `tokens_per_batch` tokens), so a library of any size compiles
 once per bucket. Padding never changes an embedding: the encoder masks padded keys and the mean skips
-padded positions. With a mesh, each batch is split over the mesh's `data` axis (parameters
-replicated), so all local accelerators embed at once; the embeddings are those of one device. A
-mesh over several processes (`data_mesh`) splits each batch over all of them and gathers the rows.
+padded positions. With a partitioner (one partition: data parallel), each batch is split over its
+mesh's `data` axis (parameters replicated), so all local accelerators embed at once; the embeddings
+are those of one device. A partitioner over several processes (`data_partitioner`) splits each batch
+over all of them and gathers the rows.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from flax import linen as nn
 
 from rospr_jax.model import PromptedBackbone, T5Config, model_for, partitioning
 
+# Input tokens kept per text, and padded tokens per batch (build-library's --max-length, --tokens-per-batch).
+DEFAULT_MAX_LENGTH = 512
+DEFAULT_TOKENS_PER_BATCH = 65_536
 # The parameters an embedding depends on: the token embedding and the encoder stack.
-_ENCODER_PREFIXES = ("token_embedder", "encoder")
+ENCODER_PREFIXES = ("token_embedder", "encoder")
 
 
 def bucket_lengths(max_length: int, min_bucket: int = 16) -> list[int]:
@@ -54,7 +58,7 @@ def retriever_fingerprint(config: T5Config, params) -> str:
   digest = hashlib.sha256()
   digest.update(json.dumps(config.inference_fields(), sort_keys=True).encode())
   flat = _flatten(nn.unbox(params))
-  used = sorted(name for name in flat if name.split("/")[0] in _ENCODER_PREFIXES)
+  used = sorted(name for name in flat if name.split("/")[0] in ENCODER_PREFIXES)
   if not used:
     raise ValueError(f"The retriever parameters have no token_embedder or encoder entries "
                      f"(found: {sorted(flat)[:8]}).")
@@ -77,12 +81,19 @@ def mean_encoder_states(params, tokens: jax.Array, *, model: PromptedBackbone) -
   return model.pooled_encoding(params, tokens)
 
 
+def embedding_step(model: PromptedBackbone) -> partitioning.MeshStep:
+  """The step `Embedder.embed` calls: `step(params, tokens [B, T]) -> [B, H]` (`mean_encoder_states`,
+  outside any mesh scope: the parameters are replicated, the batch split by its sharding); `step.lower`
+  for a plan."""
+  return partitioning.MeshStep(mean_encoder_states, None, model=model)
+
+
 class Embedder:
   """Embeds token sequences with a T5 encoder (the retriever)."""
 
-  def __init__(self, model: PromptedBackbone, params, *, max_length: int = 512,
-               tokens_per_batch: int = 65_536, min_bucket: int = 16,
-               mesh: jax.sharding.Mesh | None = None):
+  def __init__(self, model: PromptedBackbone, params, *, max_length: int = DEFAULT_MAX_LENGTH,
+               tokens_per_batch: int = DEFAULT_TOKENS_PER_BATCH, min_bucket: int = 16,
+               partitioner: partitioning.Partitioner | None = None):
     """Args:
       model: the retriever's model (`PromptedBackbone`; `model.config` its config).
       params: its parameters (only token_embedder and encoder are used).
@@ -90,19 +101,21 @@ class Embedder:
       tokens_per_batch: rows per batch = max(1, tokens_per_batch // bucket length), rounded up to a
         multiple of the mesh's `data` axis.
       min_bucket: the smallest padded length.
-      mesh: a `data` x `model` mesh to split batches over: this host's devices (`local_data_mesh`)
-        or every process's (`data_mesh`, all processes then embed the same texts); None: one device.
+      partitioner: a data-parallel `Partitioner` to split batches over: this host's devices
+        (`local_data_partitioner`) or every process's (`data_partitioner`, all processes then embed the
+        same texts); None: one device.
     """
     self.model, self.config = model, model.config
-    self.params = {k: v for k, v in nn.unbox(params).items() if k in _ENCODER_PREFIXES}
-    self.mesh = mesh
+    self.params = {k: v for k, v in nn.unbox(params).items() if k in ENCODER_PREFIXES}
+    self.partitioner = partitioner
+    self.step = embedding_step(self.model)
     self.buckets = bucket_lengths(max_length, min(min_bucket, max_length))
     self.max_length = max_length
     self.tokens_per_batch = tokens_per_batch
     self.fingerprint = retriever_fingerprint(self.config, self.params)
     self.truncated = 0  # inputs cut to max_length so far
-    if mesh is not None:
-      self.params = jax.device_put(self.params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    if partitioner is not None:
+      self.params = jax.device_put(self.params, partitioner.replicated)
 
   @property
   def dim(self) -> int:
@@ -115,7 +128,7 @@ class Embedder:
 
   def rows_per_batch(self, bucket: int) -> int:
     rows = max(1, self.tokens_per_batch // bucket)
-    data = 1 if self.mesh is None else self.mesh.shape["data"]
+    data = 1 if self.partitioner is None else self.partitioner.data_size
     return -(-rows // data) * data
 
   def embed(self, sequences: Sequence[Sequence[int]], normalize: bool = True) -> np.ndarray:
@@ -149,12 +162,11 @@ class Embedder:
             raise ValueError(f"Sequence {int(i)} holds token id {bad}; ids must be in [1, "
                              f"{self.config.vocab_size}) (0 is padding).")
           tokens[r, :len(seq)] = seq
-        if self.mesh is None:
+        if self.partitioner is None:
           batch = jnp.asarray(tokens)
         else:  # each process fills its own devices' rows (every process holds the same tokens)
-          batch = jax.make_array_from_callback(tokens.shape, partitioning.batch_sharding(self.mesh),
-                                               lambda index: tokens[index])
-        means = mean_encoder_states(self.params, batch, model=self.model)
+          batch = self.partitioner.place(tokens, self.partitioner.batch_sharding(2))
+        means = self.step(self.params, batch)
         if not means.is_fully_addressable:  # a mesh over several processes: gather every row
           from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
           means = multihost_utils.process_allgather(means, tiled=True)
@@ -186,7 +198,7 @@ def load_embedder(checkpoint: str | None = None, *, random_size: str | None = No
 
   Random weights (`random_size`, e.g. "tiny") serve the offline demo and tests; only the encoder is
   initialized, with at least `min_vocab_size` embeddings (the vocabulary's size). `kwargs` go to
-  `Embedder` (max_length, tokens_per_batch, min_bucket, mesh).
+  `Embedder` (max_length, tokens_per_batch, min_bucket, partitioner).
   """
   if (checkpoint is None) == (random_size is None):
     raise ValueError("Give exactly one of a retriever checkpoint and a random retriever size.")
@@ -203,13 +215,13 @@ def load_embedder(checkpoint: str | None = None, *, random_size: str | None = No
   return Embedder(model_for(config.replace(dtype=compute_dtype)), params, **kwargs)
 
 
-def data_mesh() -> jax.sharding.Mesh | None:
-  """A data-parallel mesh over the devices of every process when there are several, else None: with
-  several processes each embeds its share of every batch (all of them embed the same texts)."""
-  return partitioning.make_mesh(1) if jax.device_count() > 1 else None
+def data_partitioner() -> partitioning.Partitioner | None:
+  """A data-parallel partitioner over the devices of every process when there are several, else None:
+  with several processes each embeds its share of every batch (all of them embed the same texts)."""
+  return partitioning.Partitioner(1) if jax.device_count() > 1 else None
 
 
-def local_data_mesh() -> jax.sharding.Mesh | None:
-  """A data-parallel mesh over this host's devices when it has several, else None."""
+def local_data_partitioner() -> partitioning.Partitioner | None:
+  """A data-parallel partitioner over this host's devices when it has several, else None."""
   devices = jax.local_devices()
-  return partitioning.make_mesh(1, devices) if len(devices) > 1 else None
+  return partitioning.Partitioner(1, devices=devices) if len(devices) > 1 else None

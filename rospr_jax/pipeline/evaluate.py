@@ -85,7 +85,7 @@ class Evaluator:
     library: an opened `rospr_jax.library.store.Library` (retrieval methods and the oracle only).
     embedder: the library's retriever (`rospr_jax.library.embed.Embedder`; retrieval methods only).
     selection: Q, N, N', K and eps (`rospr_jax.retrieval.selection.SelectionConfig`).
-    batch_size, mesh: scoring batch size and optional device mesh.
+    batch_size, partitioner: scoring batch size and the backbone's layout (`Partitioner`; None: one device).
     seed: query sampling seed.
     max_input_length: inputs keep their first this many tokens.
     progress_bars: show a tqdm bar while each (target, method) is scored.
@@ -97,7 +97,7 @@ class Evaluator:
   embedder: Any = None
   selection: selection_lib.SelectionConfig = selection_lib.SelectionConfig()
   batch_size: int = 32
-  mesh: Any = None
+  partitioner: Any = None
   seed: int = 0
   max_input_length: int = batching.T0_INPUT_LENGTH
   progress_bars: bool = False
@@ -107,7 +107,7 @@ class Evaluator:
     """The scores [choices] of each example under `prompt` ([P, H]; [S, P, H] indexed by each example's
     prompt_id; None: the hard prompt alone), with a progress bar named `description` if asked for."""
     return score_examples(self.params, self.model, examples, prompts=prompt, batch_size=self.batch_size,
-                          max_input_length=self.max_input_length, mesh=self.mesh,
+                          max_input_length=self.max_input_length, partitioner=self.partitioner,
                           progress=description if self.progress_bars else None)
 
   def tokenize(self, target: Target) -> list[RankExample]:
@@ -124,7 +124,8 @@ class Evaluator:
     queries = [sources_lib.Query(target.inputs[i], target.choices[i]) for i in picked]
     embeddings = self.embedder.embed_texts([q.text for q in queries], self.tokenizer.encode_input)
     predict = make_predict_choices(self.params, self.model, queries, self.library.prompts(),
-                                   self.tokenizer, batch_size=self.batch_size, mesh=self.mesh)
+                                   self.tokenizer, batch_size=self.batch_size,
+                                   partitioner=self.partitioner)
     cache: dict[tuple[int, ...], Any] = {}
 
     def predict_choices(ids):

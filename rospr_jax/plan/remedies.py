@@ -33,19 +33,21 @@ class Remedy:
     return f"{self.macro} {value} fits ({report.size(self.cost.total)} per device)"
 
 
-def _candidates(config: T5Config, target: Target, num_partitions: int, train, scoring):
+def _candidates(config: T5Config, target: Target, partitioner: partitioning.Partitioner, train, scoring):
   """(macro, value, plan keyword arguments) in the order they are tried."""
+  num_partitions = partitioner.num_partitions
   partitions = num_partitions * 2
   while partitions <= MAX_PARTITIONS:
+    more = dataclasses.replace(partitioner, num_partitions=partitions)
     try:
-      partitioning.check_partitions(config, partitions, len(target.devices))
+      more.for_devices(target.devices).check(config)
     except ValueError:
       break
-    yield "NUM_PARTITIONS", partitions, {"num_partitions": partitions, "train": train, "scoring": scoring}
+    yield "NUM_PARTITIONS", partitions, {"partitioner": more, "train": train, "scoring": scoring}
     partitions *= 2
   if train is not None and train.remat_policy in REMAT_ORDER:
     for policy in REMAT_ORDER[REMAT_ORDER.index(train.remat_policy) + 1:]:
-      yield "REMAT_POLICY", policy, {"num_partitions": num_partitions,
+      yield "REMAT_POLICY", policy, {"partitioner": partitioner,
                                      "train": dataclasses.replace(train, remat_policy=policy)}
   data = len(target.devices) // num_partitions
   shapes = train.shapes if train is not None else scoring
@@ -54,17 +56,20 @@ def _candidates(config: T5Config, target: Target, num_partitions: int, train, sc
     if batch < data or batch % data:
       break
     halved = dataclasses.replace(shapes, batch_size=batch)
-    yield "BATCH_SIZE", batch, ({"num_partitions": num_partitions, "train": dataclasses.replace(train, shapes=halved)}
-                                if train is not None else {"num_partitions": num_partitions, "scoring": halved})
+    yield "BATCH_SIZE", batch, ({"partitioner": partitioner, "train": dataclasses.replace(train, shapes=halved)}
+                                if train is not None else {"partitioner": partitioner, "scoring": halved})
     batch //= 2
 
 
-def find_remedy(config: T5Config, target: Target, cost: report.StepCost, *, num_partitions: int,
+def find_remedy(config: T5Config, target: Target, cost: report.StepCost, *, partitioner: partitioning.Partitioner,
                 train: planner.TrainSettings | None, scoring: steps.ScoringShapes | None) -> Remedy | None:
-  """The first remedy that makes the step of `cost` (which does not fit) fit, or None."""
+  """The first remedy that makes the step of `cost` (a training or scoring step that does not fit)
+  fit, or None."""
+  if cost.step not in ("train", "scoring"):
+    return None
   train = train if cost.step == "train" else None
   scoring = scoring if cost.step == "scoring" else None
-  for macro, value, kwargs in _candidates(config, target, num_partitions, train, scoring):
+  for macro, value, kwargs in _candidates(config, target, partitioner, train, scoring):
     tried, = planner.plan(config, target, **kwargs)
     if tried.fits:
       return Remedy(macro, value, tried)

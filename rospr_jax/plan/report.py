@@ -22,7 +22,7 @@ class StepCost:
   """One compiled step on one device of a target (bytes, FLOPs, seconds).
 
   Attributes:
-    step: "train" or "scoring"; shapes: its shapes (B, T, L, ...) and settings.
+    step: "train", "scoring" or "embed"; shapes: its shapes (B, T, L, ...) and settings.
     arguments, temporaries, outputs, aliased, code: memory_analysis's bytes per device; aliased are
       outputs written into donated arguments (counted once).
     hbm: the bytes one device holds; hbm_source: where that figure comes from.
@@ -149,7 +149,8 @@ def verdict(costs: list[StepCost], target: Target, remedies: dict[str, str] | No
 
 
 REMEDIES = {"train": "lower BATCH_SIZE or INPUT_LENGTH, raise NUM_PARTITIONS, or set REMAT_POLICY 'minimal' / 'full'",
-            "scoring": "lower BATCH_SIZE or raise NUM_PARTITIONS"}
+            "scoring": "lower BATCH_SIZE or raise NUM_PARTITIONS",
+            "embed": "lower build-library's --tokens-per-batch or --max-length"}
 
 
 def size(nbytes: int) -> str:
@@ -157,18 +158,48 @@ def size(nbytes: int) -> str:
   return f"{nbytes / GIB:.2f} GiB" if nbytes >= GIB else f"{nbytes / 2**20:.2f} MiB"
 
 
-def projections(costs: list[StepCost], target: Target, *, train_steps: int | None) -> list[str]:
-  """Lines on what the steps mean for the run: the training time of `train_steps` at the estimate (a
-  lower bound: the estimate is the compiler's optimum or the chip's peak), and on a multi-host slice
-  the rows each host feeds."""
+def _rows_per_host(cost: StepCost, target: Target, partitioner) -> str:
+  """The rows of the step's batch each host's devices hold (by the run's layout over the slice; the
+  embedding step is data parallel), one number when every host holds as many."""
+  from rospr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
+  layout = partitioner if partitioner is not None and cost.step != "embed" else partitioning.Partitioner(1)
+  rows = sorted(set(layout.for_devices(target.devices).rows_per_host(cost.shapes["batch_size"]).values()))
+  return str(rows[0]) if len(rows) == 1 else " / ".join(map(str, rows))
+
+
+def projections(costs: list[StepCost], target: Target, *, train_steps: int | None,
+                evaluation=None, methods: int | None = None, library_texts: int | None = None,
+                partitioner=None) -> list[str]:
+  """Lines on what the steps mean for the run, each a lower bound at the step's estimate (the compiler's
+  optimum or the chip's peak) and at `UTILIZATION` of it: the training time of `train_steps`; the
+  evaluation time of `evaluation` (a `workload.Workload`: its rows, at the largest bucket's step, an
+  upper bound per row) scored by `methods` methods; the library's embedding of `library_texts` texts
+  (at the largest bucket); on a multi-host slice, the rows each host feeds (by `partitioner`, the run's
+  layout; default one model partition)."""
   lines = []
-  train = next((c for c in costs if c.step == "train" and c.seconds), None)
+  by_step = {c.step: c for c in costs if c.seconds}
+  train = by_step.get("train")
   if train is not None and train_steps:
     hours = train_steps * train.seconds / 3600
     lines.append(f"train: TRAIN_STEPS {train_steps:,} x {train.seconds:.3g} s = {hours:,.2f} h at least "
                  f"({train.seconds_source}); {hours / UTILIZATION:,.2f} h at {UTILIZATION:.0%} of it")
+  scoring = by_step.get("scoring")
+  if scoring is not None and evaluation is not None and evaluation.rows and methods:
+    batches = math.ceil(evaluation.rows / scoring.shapes["batch_size"]) * methods
+    hours = batches * scoring.seconds / 3600
+    lines.append(f"evaluate: {evaluation.examples:,} examples in {evaluation.rows:,} rows ({evaluation.how}) x "
+                 f"{methods} methods = {batches:,} batches of {scoring.shapes['batch_size']} x {scoring.seconds:.3g} s "
+                 f"= {hours:,.2f} h at least ({scoring.seconds_source}; every row at the largest bucket); "
+                 f"{hours / UTILIZATION:,.2f} h at {UTILIZATION:.0%} of it")
+  embed = by_step.get("embed")
+  if embed is not None and library_texts:
+    batches = math.ceil(library_texts / embed.shapes["batch_size"])
+    hours = batches * embed.seconds / 3600
+    lines.append(f"embed: {library_texts:,} library texts = {batches:,} batches of {embed.shapes['batch_size']} x "
+                 f"{embed.seconds:.3g} s = {hours:,.3f} h at least ({embed.seconds_source}; every text at "
+                 f"{embed.shapes['input_length']} tokens); {hours / UTILIZATION:,.3f} h at {UTILIZATION:.0%} of it")
   if target.hosts > 1:
-    rows = ", ".join(f"{c.step} {c.shapes['batch_size'] // target.hosts}" for c in costs)
+    rows = ", ".join(f"{c.step} {_rows_per_host(c, target, partitioner)}" for c in costs)
     lines.append(f"{target.name} has {target.hosts} hosts: the command runs on every host (run_tpu.sh "
                  f"does it), each feeding its share of every batch (rows per host: {rows})")
   return lines

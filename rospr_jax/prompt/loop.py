@@ -1,12 +1,15 @@
 """`PromptTrainer`: the training loop of one prompt table, handed everything it uses (T5X's split).
 
-The gin entry point `trainer.train` assembles the pieces (run folder and lock, data, backbone, mesh,
-checkpointer, initial or restored state) and hands them to a `PromptTrainer`, which only steps,
+The gin entry point `trainer.train` assembles the pieces (run folder and lock, data, backbone,
+partitioner, checkpointer, initial or restored state) and hands them to a `PromptTrainer`, which only steps,
 logs, checkpoints and exports:
 
-    trainer = PromptTrainer(model, params, optimizer, mesh=mesh, checkpointer=checkpointer,
+    trainer = PromptTrainer(model, params, optimizer, partitioner=partitioner, checkpointer=checkpointer,
                             exporter=exporter, settings=LoopSettings(...), run_facts=run_facts)
     state = trainer.fit(state, batches, last_saved=latest)
+
+On an accelerator the first step is compiled before it runs and refused, naming the macros, when it
+needs more memory than the device has (`model.memory_check`); it then runs from that compilation.
 
 Every `log_every` steps a T5X-style line `[step] loss=... steps/s=... seqs/s=... tokens/s=...` is
 logged and written as summaries (`loss`, `timing/*`): loss is the mean over the sources in each batch
@@ -32,6 +35,7 @@ import optax
 
 from rospr_jax import multihost, preemption
 from rospr_jax.model import partitioning
+from rospr_jax.model import memory_check
 from rospr_jax.prompt.checkpointing import Checkpointer
 from rospr_jax.prompt.input_pipeline import BatchIterator
 from rospr_jax.prompt.train_step import PromptTrainState, dropout_key, make_train_step, place_batch
@@ -73,22 +77,26 @@ class PromptTrainer:
   Args:
     model: the backbone (`PromptedBackbone`; its config holds the dtype, attention kernel, dropout and
       remat policy of the step).
-    params: the frozen backbone parameters, placed (sharded over `mesh`, or on the device).
+    params: the frozen backbone parameters, placed (sharded by `partitioner`, or on the device).
     optimizer: the optax transformation applied to each prompt separately.
-    mesh: the data x model mesh, or None on one device.
+    partitioner: the run's `partitioning.Partitioner` (its data x model mesh), or None on one device.
     checkpointer: where checkpoints go (`Checkpointer`); `checkpoint_shown` names them in messages.
     exporter: `exporter(step, host_state)` writes the prompt export of `step` (called on process 0).
     run_facts: what each checkpoint records beside the state (the resume check reads it back).
     writer: a clu metric writer for summaries, or None.
+    memory_remedy: what to change (the macros and their values) when, on an accelerator, the compiled
+      step needs more memory than the device has (`model.memory_check`: checked before the first step).
   """
 
-  def __init__(self, model, params, optimizer: optax.GradientTransformation, *, mesh, checkpointer: Checkpointer,
+  def __init__(self, model, params, optimizer: optax.GradientTransformation, *,
+               partitioner: partitioning.Partitioner | None, checkpointer: Checkpointer,
                exporter: Callable[[int, PromptTrainState], None], settings: LoopSettings, run_facts: dict,
-               checkpoint_shown: str, writer: Any = None):
-    self.params, self.mesh, self.settings = params, mesh, settings
+               checkpoint_shown: str, writer: Any = None, memory_remedy: str | None = None):
+    self.params, self.partitioner, self.settings = params, partitioner, settings
+    self.memory_remedy = memory_remedy or f"lower BATCH_SIZE ({settings.batch_size})"
     self.checkpointer, self.checkpoint_shown = checkpointer, checkpoint_shown
     self.exporter, self.run_facts, self.writer = exporter, run_facts, writer
-    self.step_fn = make_train_step(model, optimizer, mesh=mesh)
+    self.step_fn = make_train_step(model, optimizer, partitioner=partitioner)
 
   def save(self, state: PromptTrainState, done: int, position: int, *, checkpoint: bool, export: bool) -> None:
     """Exports first (as prompt-tuning does: a run killed in between resumes from an earlier checkpoint
@@ -112,7 +120,11 @@ class PromptTrainer:
     for step in range(start, s.num_steps):
       host_batch = next(batches)
       tokens += int((host_batch["inputs"] > 0).sum() + (host_batch["targets"] > 0).sum())
-      state, metrics = self.step_fn(state, self.params, place_batch(host_batch, self.mesh), rng)
+      batch = place_batch(host_batch, self.partitioner)
+      if step == start:  # on an accelerator, its compiled memory against the device's, before it runs
+        memory_check.check_compiled_step(self.step_fn, (state, self.params, batch, rng), what="One training step",
+                                  remedy=self.memory_remedy)
+      state, metrics = self.step_fn(state, self.params, batch, rng)
       pending.append(metrics)
       done = step + 1
       # Every process asks at every step, with the global step (JAX's service tracks the last one asked,

@@ -216,19 +216,18 @@ _jitted_train_step = _jit_train_step()
 
 
 def make_train_step(model: PromptedBackbone, optimizer: optax.GradientTransformation, *,
-                    mesh: jax.sharding.Mesh | None = None,
-                    rules: partitioning.LogicalRules = partitioning.STANDARD_RULES) -> partitioning.MeshStep:
+                    partitioner: partitioning.Partitioner | None = None) -> partitioning.MeshStep:
   """The jitted `step(state, params, batch, rng) -> (state, metrics)`; `state` is donated.
 
   `model` (a hashable `PromptedBackbone`, e.g. `Backbone.model`) and `optimizer` are static: steps made
-  with equal ones share a compilation. With a `mesh`, call it on a state placed by `place_state` and a
-  batch placed by `place_batch`; the logical axis rules apply while it traces (the prompt table and
-  optimizer state stay replicated). `step.lower(state, params, batch, rng)` lowers the same program
-  for abstract arguments (`rospr plan`).
+  with equal ones share a compilation. With a `partitioner`, call it on a state placed by `place_state`
+  and a batch placed by `place_batch`; its mesh and logical axis rules apply while it traces (the prompt
+  table and optimizer state stay replicated). `step.lower(state, params, batch, rng)` lowers the same
+  program for abstract arguments (`rospr plan`).
   """
-  if mesh is None:
+  if partitioner is None:
     return partitioning.MeshStep(_jitted_train_step, None, model=model, optimizer=optimizer)
-  return partitioning.MeshStep(_mesh_train_step(mesh), mesh, rules, model=model, optimizer=optimizer)
+  return partitioning.MeshStep(_mesh_train_step(partitioner.mesh), partitioner, model=model, optimizer=optimizer)
 
 
 @functools.lru_cache(maxsize=8)
@@ -236,34 +235,24 @@ def _mesh_train_step(mesh: jax.sharding.Mesh) -> Callable:
   """The jitted step of a mesh: the new state and the metrics come out replicated, as the state went
   in (left to XLA's sharding propagation, the prompt table can come out split over `model`, seen with
   dropout on). One per mesh, so the steps of a mesh share a compilation."""
-  return _jit_train_step(out_shardings=replicated(mesh))
+  return _jit_train_step(out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
 
-def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+def place_state(state: PromptTrainState, partitioner: partitioning.Partitioner) -> PromptTrainState:
+  """Replicates the prompt table and optimizer state over the partitioner's mesh."""
+  return jax.tree.map(lambda x: partitioner.place(x, partitioner.replicated), jax.device_get(state))
 
 
-def _global_array(value, sharding: jax.sharding.Sharding) -> Array:
-  """A global array from a host value every process holds in full (each process fills its own shards,
-  so this also works with several hosts)."""
-  value = np.asarray(value)
-  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+def place_batch(batch: dict[str, np.ndarray], partitioner: partitioning.Partitioner | None) -> Batch:
+  """Puts a numpy batch on the devices: split over `data` with a partitioner, else on the default device.
 
-
-def place_state(state: PromptTrainState, mesh: jax.sharding.Mesh) -> PromptTrainState:
-  """Replicates the prompt table and optimizer state over `mesh`."""
-  return jax.tree.map(lambda x: _global_array(x, replicated(mesh)), jax.device_get(state))
-
-
-def place_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh | None) -> Batch:
-  """Puts a numpy batch on the devices: sharded over `data` with a mesh, else on the default device.
-
-  With a mesh every process passes the same global batch (the batch iterator is deterministic).
+  With a partitioner every process passes the same global batch (the batch iterator is deterministic)
+  and places only its own devices' rows.
   """
-  if mesh is None:
+  if partitioner is None:
     return {k: jnp.asarray(v) for k, v in batch.items()}
-  data = mesh.shape["data"]
+  data = partitioner.data_size
   size = len(batch["source_ids"])
   if size % data:
     raise ValueError(f"Batch size {size} is not a multiple of the mesh's data axis ({data} devices).")
-  return {k: _global_array(v, partitioning.batch_sharding(mesh, np.ndim(v))) for k, v in batch.items()}
+  return {k: partitioner.place(v, partitioner.batch_sharding(np.ndim(v))) for k, v in batch.items()}

@@ -170,7 +170,7 @@ def _summary_writer(logdir: str, enabled: bool):
 _MACROS = {"num_steps": "TRAIN_STEPS", "batch_size": "BATCH_SIZE", "input_length": "INPUT_LENGTH",
            "target_length": "TARGET_LENGTH", "prompt_length": "PROMPT_LENGTH",
            "checkpoint_every": "CHECKPOINT_EVERY", "export_every": "EXPORT_EVERY", "log_every": "LOG_EVERY",
-           "num_partitions": "NUM_PARTITIONS", "dropout_rate": "DROPOUT_RATE"}
+           "dropout_rate": "DROPOUT_RATE"}
 
 
 def _check_settings(dropout_rate, **counts) -> None:
@@ -261,7 +261,8 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
           dropout_rate: float = 0.1, remat_policy: str = "minimal", seed: int = 0,
           checkpoint_every: int = 1000,
           keep_checkpoints: int | None = 3, export_every: int | None = None, log_every: int = 100,
-          num_partitions: int = 1, use_mesh: bool | None = None, summaries: bool = True,
+          partitioner: partitioning.Partitioner | None = None, use_mesh: bool | None = None,
+          summaries: bool = True,
           dropout_rng_impl: str | None = "auto") -> TrainResult:
   """Trains one soft prompt per source; see the module docstring for what is written.
 
@@ -287,8 +288,9 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
     keep_checkpoints: newest checkpoints kept (None: all).
     export_every: steps between exports (default: at each checkpoint).
     log_every: steps between log lines and summaries.
-    num_partitions: model-parallel partitions of the mesh (the rest is data parallel).
-    use_mesh: run under a data x model mesh over all devices (default: when there is more than one).
+    partitioner: lays the run out on the devices (`partitioning.Partitioner`: NUM_PARTITIONS
+      model-parallel partitions, the rest data parallel; default: one partition).
+    use_mesh: run on the partitioner's mesh (default: when there are several devices or partitions).
     summaries: write TensorBoard summaries under <model_dir>/train.
     dropout_rng_impl: PRNG of the dropout masks (`train_step.dropout_key`: "auto" = JAX's CUDA
       threefry kernel on GPUs, XLA's RngBitGenerator elsewhere).
@@ -300,7 +302,7 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
   _check_settings(num_steps=num_steps, batch_size=batch_size, input_length=input_length,
                   target_length=target_length, prompt_length=prompt_length,
                   checkpoint_every=checkpoint_every, export_every=export_every, log_every=log_every,
-                  num_partitions=num_partitions, dropout_rate=dropout_rate)
+                  dropout_rate=dropout_rate)
   transformation, optimizer_facts = resolve(optimizer)
   _check_learning_rate(optimizer_facts.get("learning_rate"))
   model_dir = storage.absolute(storage.as_path(model_dir, "model_dir", output=True))
@@ -317,7 +319,7 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
                prompt_init if prompt_init is not None else PromptInit(), prompt_length=prompt_length,
                input_length=input_length, target_length=target_length, dropout_rate=dropout_rate,
                remat_policy=remat_policy, keep_checkpoints=keep_checkpoints,
-               num_partitions=num_partitions, use_mesh=use_mesh, summaries=summaries)
+               partitioner=partitioner or partitioning.Partitioner(), use_mesh=use_mesh, summaries=summaries)
     return run.train()
 
 
@@ -340,7 +342,7 @@ class _Run:
 
   def __init__(self, model_dir, data, backbone, settings: LoopSettings, optimizer_facts: dict,
                optimizer, prompt_init, *, prompt_length, input_length, target_length, dropout_rate,
-               remat_policy, keep_checkpoints, num_partitions, use_mesh, summaries):
+               remat_policy, keep_checkpoints, partitioner, use_mesh, summaries):
     self.model_dir = model_dir
     self.data, self.backbone, self.settings, self.optimizer = data, backbone, settings, optimizer
     self.optimizer_facts, self.prompt_init, self.summaries = optimizer_facts, prompt_init, summaries
@@ -352,14 +354,18 @@ class _Run:
     check_same_vocabulary(data.vocabulary, backbone.vocabulary, "The training examples")
     data.check_token_ids(self.config.vocab_size)
     self.names = list(data.names)
-    use_mesh = jax.device_count() > 1 or num_partitions > 1 if use_mesh is None else use_mesh
+    use_mesh = partitioner.uses_mesh if use_mesh is None else use_mesh
     if use_mesh:  # a split the rules cannot make: one line naming NUM_PARTITIONS and the dimension
-      partitioning.check_partitions(self.config, num_partitions, jax.device_count())
-    self.mesh = partitioning.make_mesh(num_partitions) if use_mesh else None
+      partitioner.check(self.config)
+    self.partitioner = partitioner if use_mesh else None
     self.model = model_for(self.config)
     self.boxed = self.model.abstract_params()  # logical axes
-    self.params = (partitioning.shard_params(backbone.params, self.boxed, self.mesh) if self.mesh is not None
+    self.params = (partitioner.shard_params(backbone.params, self.boxed) if use_mesh
                    else jax.device_put(backbone.params))
+    self.memory_remedy = (
+        f"lower BATCH_SIZE ({settings.batch_size}), INPUT_LENGTH ({input_length}), TARGET_LENGTH "
+        f"({target_length}) or PROMPT_LENGTH ({prompt_length}), raise NUM_PARTITIONS "
+        f"({partitioner.num_partitions}), or set REMAT_POLICY 'full' (now {remat_policy!r})")
     if multihost.is_writer():  # under the run lock: no live run writes here
       remove_leftovers(self.model_dir)
     self.checkpointer = Checkpointer(os.path.join(self.model_dir, "checkpoints"), keep=keep_checkpoints)
@@ -388,7 +394,7 @@ class _Run:
         raise ValueError(f"{self.ckpt_shown} holds checkpoint {latest}, past num_steps = "
                          f"{self.settings.num_steps}: give TRAIN_STEPS >= {latest} to continue, or a new model_dir.")
       state, position = _restore(self.checkpointer, latest, self.run_facts, self.optimizer, self.ckpt_shown)
-    state = jax.device_put(state) if self.mesh is None else place_state(state, self.mesh)
+    state = jax.device_put(state) if self.partitioner is None else place_state(state, self.partitioner)
     return state, position, latest, seeds
 
   def _write_run_info(self, state, latest: int | None) -> None:
@@ -399,7 +405,8 @@ class _Run:
     storage.write_text(os.path.join(self.model_dir, "config.gin" if first else f"config-{latest}.gin"),
                          gin.operative_config_str())
     storage.write_text(os.path.join(self.model_dir, "model-info.txt"),
-                         _model_info(self.config, self.params, self.boxed, state, self.mesh))
+                         _model_info(self.config, self.params, self.boxed, state,
+                                     None if self.partitioner is None else self.partitioner.mesh))
 
   def _exporter(self, seeds: list[int]) -> Callable[[int, PromptTrainState], None]:
     export_dir, source_examples = os.path.join(self.model_dir, "export"), self.data.counts().tolist()
@@ -423,9 +430,10 @@ class _Run:
                             target_length=self.target_length, seed=self.settings.seed, position=position)
     self._write_run_info(state, latest)
     writer = _summary_writer(os.path.join(self.model_dir, "train"), self.summaries)
-    loop = PromptTrainer(self.model, self.params, self.optimizer, mesh=self.mesh, checkpointer=self.checkpointer,
-                         exporter=self._exporter(seeds), settings=self.settings, run_facts=self.run_facts,
-                         checkpoint_shown=self.ckpt_shown, writer=writer)
+    loop = PromptTrainer(self.model, self.params, self.optimizer, partitioner=self.partitioner,
+                         checkpointer=self.checkpointer, exporter=self._exporter(seeds), settings=self.settings,
+                         run_facts=self.run_facts, checkpoint_shown=self.ckpt_shown, writer=writer,
+                         memory_remedy=self.memory_remedy)
     try:
       state = loop.fit(state, batches, last_saved=latest)
     finally:

@@ -181,3 +181,15 @@ def test_an_output_dir_at_a_url_matches_a_local_one_and_resumes_on_a_fresh_machi
   assert json.loads(object_store.cat_file(f"{url}/run.json"))["vocabulary"] == at_urls[2]
   for name in ("results.md", "accuracy.png", "retrieval.png", "config.gin", "run.json"):
     assert object_store.size(f"{url}/{name}") > 0, name
+
+
+def test_evaluate_refuses_a_scoring_step_over_the_device_memory(artifacts, tmp_path, capsys, monkeypatch):
+  """On an accelerator (faked: its bytes_limit 1 MiB) the scoring step is compiled before it first runs
+  and refused in one line naming BATCH_SIZE and NUM_PARTITIONS, exit 2 (`model.memory_check`)."""
+  from rospr_jax.model import memory_check  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(memory_check, "accelerator_memory", lambda: (2**20, "a faked device"))
+  assert _evaluate(artifacts, tmp_path / "eval") == 2
+  line = capsys.readouterr().err.strip().splitlines()[-1]
+  assert line.startswith("rospr evaluate: error: A scoring batch (8 rows of ")  # BATCH_SIZE 4 over 8 devices
+  assert line.endswith("of a faked device; lower BATCH_SIZE (4) or raise NUM_PARTITIONS (1) (`rospr plan` tries them).")
+  assert not (tmp_path / "eval" / "results.json").exists()

@@ -142,10 +142,10 @@ def test_sharded_scoring_equals_single_device(num_partitions):
   params = init_params(config, jax.random.PRNGKey(0))
   examples = _random_examples(6, 12, max_input_length=8, choice_counts=(2,))  # one bucket: one compile
   expected = score_examples(params, model_for(config), examples, batch_size=8)
-  mesh = partitioning.make_mesh(num_partitions)
+  partitioner = partitioning.Partitioner(num_partitions)
   boxed = init_params(config, jax.random.PRNGKey(0), boxed=True)
-  sharded = partitioning.shard_params(params, boxed, mesh)
-  got = score_examples(sharded, model_for(config), examples, batch_size=8, mesh=mesh)
+  sharded = partitioner.shard_params(params, boxed)
+  got = score_examples(sharded, model_for(config), examples, batch_size=8, partitioner=partitioner)
   for a, b in zip(got, expected):
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
 

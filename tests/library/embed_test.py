@@ -96,12 +96,13 @@ def test_fingerprint_tracks_encoder_weights_only(tiny):
 
 def test_data_parallel_embedding_equals_one_device(tiny):
   config, params = tiny
-  mesh = embed.local_data_mesh()
-  assert mesh is not None and mesh.shape["data"] == 8  # conftest: 8 simulated devices
+  partitioner = embed.local_data_partitioner()
+  assert partitioner is not None and partitioner.data_size == 8  # conftest: 8 simulated devices
   rng = np.random.default_rng(5)
   sequences = [list(rng.integers(3, config.vocab_size, n)) for n in (3, 40, 17, 9, 64, 1, 33, 12, 50, 5, 28)]
   single = embed.Embedder(model_for(config), params, max_length=64, tokens_per_batch=100)
-  parallel = embed.Embedder(model_for(config), params, max_length=64, tokens_per_batch=100, mesh=mesh)
+  parallel = embed.Embedder(model_for(config), params, max_length=64, tokens_per_batch=100,
+                            partitioner=partitioner)
   assert [parallel.rows_per_batch(b) for b in (16, 64)] == [8, 8]  # 6 and 1 rounded up to 8
   assert single.fingerprint == parallel.fingerprint
   np.testing.assert_allclose(parallel.embed(sequences), single.embed(sequences), rtol=1e-5, atol=1e-6)

@@ -13,11 +13,14 @@ import pytest
 
 from rospr_jax.commands import plan as plan_command
 from rospr_jax.eval import batching
+from rospr_jax.library import embed
 from rospr_jax.model import get_config, model_for, partitioning
 from rospr_jax.plan import planner, remedies, report, steps, targets
+from rospr_jax.commands import workload
 from rospr_jax.prompt.train_step import default_optimizer, make_train_step
 
 TINY = get_config("tiny")
+ONE = partitioning.Partitioner(1)  # NUM_PARTITIONS 1 (a plan lays it over its target's devices)
 needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                                   reason="libtpu is not installed (the `tpu` extra, scripts/setup.sh)")
 
@@ -28,35 +31,48 @@ def _train(batch_size: int) -> planner.TrainSettings:
   return planner.TrainSettings(shapes, dropout_rate=0.1, remat_policy="minimal", optimizer=default_optimizer())
 
 
+EMBEDDING = planner.EmbeddingSettings(TINY, steps.EmbeddingShapes(batch_size=6, input_length=32), source="tiny")
+
+
 @needs_libtpu
 def test_tpu_plan_compiles_for_the_topology_and_its_memory_grows_with_the_batch():
   target = targets.resolve("v4-8")
   assert len(target.devices) == 4 and target.devices[0].platform == "tpu" and target.hosts == 1
-  small, = planner.plan(TINY, target, num_partitions=1, scoring=steps.ScoringShapes(8, 64, 2, 16, 4))
-  large, = planner.plan(TINY, target, num_partitions=1, scoring=steps.ScoringShapes(128, 64, 2, 16, 4))
+  small, embedding = planner.plan(TINY, target, partitioner=ONE, scoring=steps.ScoringShapes(8, 64, 2, 16, 4),
+                                  embedding=EMBEDDING)
+  large, = planner.plan(TINY, target, partitioner=ONE, scoring=steps.ScoringShapes(128, 64, 2, 16, 4))
   assert small.fits and large.fits and small.hbm == 32 * 2**30
   # The batch (inputs [B, 64], targets [B, 2, 16], prompts [B, 4, 64] float32) is an argument split over
   # the 4 devices: a quarter of the 120 more rows at least (TPU layouts pad to tiles).
   assert large.arguments - small.arguments >= 120 * (64 + 32 + 4 * 64) * 4 // 4
   assert large.total > small.total and large.temporaries >= small.temporaries
   assert small.flops and large.flops > 8 * small.flops and large.seconds > small.seconds > 0
+  # The library's embedding step (`Embedder`'s) at the build batch, rounded up to the 4 chips, the
+  # retriever's encoder (float32 here) whole on every chip.
+  assert embedding.step == "embed" and embedding.fits and embedding.shapes["batch_size"] == 8  # 6 -> 8
+  assert embedding.shapes["retriever"] == "tiny" and embedding.flops and embedding.seconds > 0
+  encoder = sum(x.size * x.dtype.itemsize for name, tree in model_for(TINY).abstract_params().items()
+                if name in embed.ENCODER_PREFIXES for x in jax.tree.leaves(tree))
+  assert embedding.arguments >= encoder
 
 
-def test_plan_lowers_the_run_own_steps_on_the_run_mesh():
-  """The steps lowered are the ones `PromptTrainer` and `score_examples` call: same jitted functions,
-  mesh, rules and static arguments (a copy would compile something else than what runs)."""
-  devices = jax.devices()[:4]
-  mesh = partitioning.make_mesh(2, devices)
+def test_plan_lowers_the_run_own_steps_with_the_run_partitioner():
+  """The steps lowered are the ones `PromptTrainer`, `score_examples` and `Embedder` call: same jitted
+  functions, partitioner (mesh, rules) and static arguments (a copy would compile something else than
+  what runs)."""
+  partitioner = partitioning.Partitioner(2, devices=jax.devices()[:4])
   model, optimizer = model_for(TINY), default_optimizer()
-  train, lowered = steps.lower_train_step(model, optimizer, mesh, _train(4).shapes, "unsafe_rbg")
-  run_train = make_train_step(model, optimizer, mesh=mesh)
-  assert train.jitted is run_train.jitted and train.mesh is mesh and train.static == run_train.static
-  assert train.rules == partitioning.STANDARD_RULES
-  score, _ = steps.lower_scoring_step(model, mesh, steps.ScoringShapes(4, 16, 2, 8, 4))
-  run_score = batching.scoring_step(model, mesh)
+  train, lowered = steps.lower_train_step(model, optimizer, partitioner, _train(4).shapes, "unsafe_rbg")
+  run_train = make_train_step(model, optimizer, partitioner=partitioner)
+  assert train.jitted is run_train.jitted and train.partitioner is partitioner and train.static == run_train.static
+  assert train.rules == partitioning.STANDARD_RULES and dict(train.mesh.shape) == {"data": 2, "model": 2}
+  score, _ = steps.lower_scoring_step(model, partitioner, steps.ScoringShapes(4, 16, 2, 8, 4))
+  run_score = batching.scoring_step(model, partitioner)
   assert score.jitted is run_score.jitted is batching.score_choices and score.static == run_score.static
+  embedding, _ = steps.lower_embedding_step(model, partitioner, steps.EmbeddingShapes(4, 16))
+  assert embedding.jitted is embed.mean_encoder_states and embedding.static == embed.embedding_step(model).static
   # The backbone's arguments carry the rules' shardings: a feed-forward kernel [H, F] split over `model`.
-  wi = steps.abstract_params(model, mesh)["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
+  wi = steps.abstract_params(model, partitioner)["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
   assert wi.sharding.spec == jax.sharding.PartitionSpec(None, "model")
   (state, params, _, _), _ = lowered.args_info
   assert state.step.donated and not params["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"].donated
@@ -64,9 +80,8 @@ def test_plan_lowers_the_run_own_steps_on_the_run_mesh():
 
 def test_local_plan_agrees_with_the_cpu_compile():
   shapes = steps.ScoringShapes(16, 32, 2, 8, 4)
-  cost, = planner.plan(TINY, targets.resolve("local"), num_partitions=2, scoring=shapes)
-  mesh = partitioning.make_mesh(2, jax.devices())
-  memory = steps.lower_scoring_step(model_for(TINY), mesh, shapes)[1].compile().memory_analysis()
+  cost, = planner.plan(TINY, targets.resolve("local"), partitioner=partitioning.Partitioner(2), scoring=shapes)
+  memory = steps.lower_scoring_step(model_for(TINY), partitioning.Partitioner(2), shapes)[1].compile().memory_analysis()
   assert (cost.arguments, cost.temporaries, cost.outputs) == (
       memory.argument_size_in_bytes, memory.temp_size_in_bytes, memory.output_size_in_bytes)
   assert cost.hbm_source == "this host's memory" and cost.fits and cost.shapes["num_partitions"] == 2
@@ -146,14 +161,19 @@ def test_help_names_the_topology_flag():
 def test_a_step_over_the_hbm_is_refused_naming_the_batch():
   """The TPU compiler refuses a program over the device's HBM; the plan says so, with the bytes."""
   target = targets.resolve("v5litepod-1")
-  too_big, = planner.plan(TINY, target, num_partitions=1, scoring=steps.ScoringShapes(4096, 1024, 2, 256, 4))
+  too_big, = planner.plan(TINY, target, partitioner=ONE, scoring=steps.ScoringShapes(4096, 1024, 2, 256, 4))
   assert not too_big.fits and too_big.refused and too_big.required > 16 * 2**30
   line = report.verdict([too_big], target)
   assert line.startswith("does not fit: the scoring step needs at least ") and "lower BATCH_SIZE" in line
 
 
+class _Device:  # what the rows per host read of a device
+  def __init__(self, process_index: int):
+    self.process_index = process_index
+
+
 def test_projections_give_the_training_hours_and_the_rows_per_host():
-  target = targets.Target("v4-32", [None] * 16, targets.CHIPS["v4"], 4)
+  target = targets.Target("v4-32", [_Device(i // 4) for i in range(16)], targets.CHIPS["v4"], 4)
   cost = report.StepCost("train", {"batch_size": 64}, arguments=0, temporaries=0, outputs=0, aliased=0, code=0,
                          hbm=1, hbm_source="", flops=1.0, bytes_accessed=1.0, seconds=0.36,
                          seconds_source="compiler optimum", compile_seconds=1.0)
@@ -184,7 +204,7 @@ def test_a_step_that_does_not_fit_names_the_remedy_that_fits():
   refused = report.StepCost("scoring", {}, arguments=0, temporaries=0, outputs=0, aliased=0, code=0,
                             hbm=16 * 2**30, hbm_source="TPU v5e HBM", flops=None, bytes_accessed=None, seconds=None,
                             seconds_source="", compile_seconds=1.0, refused="RESOURCE_EXHAUSTED", required=21 * 2**30)
-  found = remedies.find_remedy(TINY, target, refused, num_partitions=1, train=None, scoring=shapes)
+  found = remedies.find_remedy(TINY, target, refused, partitioner=ONE, train=None, scoring=shapes)
   assert (found.macro, found.value) == ("BATCH_SIZE", 512) and found.cost.fits
   assert found.cost.shapes["batch_size"] == 512 and found.describe().startswith("BATCH_SIZE 512 fits (")
   line = report.verdict([refused], target, {"scoring": found.describe()})
@@ -196,7 +216,7 @@ def test_remedies_are_tried_in_order():
   """More model partitions first (those that divide the model), then a stronger remat, then half the batch."""
   target = targets.Target("v4-8", list(range(8)), targets.CHIPS["v4"], 1)
   train = _train(32)
-  tried = [(macro, value) for macro, value, _ in remedies._candidates(TINY, target, 1, train, None)]  # pylint: disable=protected-access
+  tried = [(macro, value) for macro, value, _ in remedies._candidates(TINY, target, ONE, train, None)]  # pylint: disable=protected-access
   assert tried == [("NUM_PARTITIONS", 2), ("NUM_PARTITIONS", 4), ("REMAT_POLICY", "full"), ("BATCH_SIZE", 16),
                    ("BATCH_SIZE", 8)]
 
@@ -212,14 +232,74 @@ def test_backbone_bytes_per_device_are_the_split_the_rules_promise(num_partition
   for leaf in jax.tree.leaves(model.abstract_params(), is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)):
     nbytes = leaf.value.size * leaf.value.dtype.itemsize
     expected += nbytes // num_partitions if split_axes & set(leaf.names) else nbytes
-  mesh = partitioning.make_mesh(num_partitions, jax.devices())
-  assert steps.per_device_bytes(steps.abstract_params(model, mesh)) == expected
-  assert expected < steps.per_device_bytes(steps.abstract_params(model, partitioning.make_mesh(1, jax.devices())))
+  assert steps.per_device_bytes(steps.abstract_params(model, partitioning.Partitioner(num_partitions))) == expected
+  assert expected < steps.per_device_bytes(steps.abstract_params(model, ONE))
 
 
 def test_arguments_over_the_hbm_are_refused_without_compiling():
   chip = targets.Chip("a small chip", 2**20, 1e12, 1e11, "default")  # 1 MiB: the tiny backbone is more
-  cost, = planner.plan(TINY, targets.Target("small-8", jax.devices(), chip, 1), num_partitions=1, train=_train(8))
+  cost, = planner.plan(TINY, targets.Target("small-8", jax.devices(), chip, 1), partitioner=ONE, train=_train(8))
   assert not cost.fits and cost.compile_seconds == 0.0 and cost.required > 2**20
   assert cost.refused.startswith("not compiled: its arguments alone (backbone, state, batch) hold ")
   assert "| no (not compiled) |" in report.markdown([cost], targets.Target("small-8", jax.devices(), chip, 1))
+
+
+@needs_libtpu
+def test_multi_host_slice_compiles_the_global_program_and_says_the_rows_per_host():
+  target = targets.resolve("v4-16")  # 8 chips on 2 hosts
+  assert len(target.devices) == 8 and target.hosts == 2
+  assert partitioning.Partitioner(2).for_devices(target.devices).rows_per_host(32) == {0: 16, 1: 16}
+  cost, = planner.plan(TINY, target, partitioner=partitioning.Partitioner(2), scoring=steps.ScoringShapes(32, 64, 2, 16, 4))
+  assert cost.fits and cost.shapes["num_partitions"] == 2
+  line, = report.projections([cost], target, train_steps=None, partitioner=partitioning.Partitioner(2))
+  assert line.startswith("v4-16 has 2 hosts: the command runs on every host (run_tpu.sh does it)")
+  assert line.endswith("(rows per host: scoring 16)")
+
+
+def test_workload_counts_the_held_out_targets_from_the_stated_sizes():
+  every = workload.evaluation_workload(["held_out"])
+  assert (every.examples, every.rows) == (116_088, 205_096)  # 3-choice ANLI / CB and 4-choice HellaSwag: 2 rows
+  assert every.how.startswith("held_out: the published validation sizes")
+  rte = workload.evaluation_workload(["super_glue_rte_GPT_3_style"])
+  assert (rte.examples, rte.rows) == (277, 277)
+  capped = workload.evaluation_workload(["held_out"], max_examples=100)
+  assert capped.examples == 100 * 116 - (100 - 56) * 15 and "MAX_EXAMPLES 100" in capped.how
+  generated = workload.evaluation_workload(["generated"])
+  assert generated.examples > 0 and generated.rows == generated.examples and generated.how == "generated: counted"
+
+
+def test_projections_give_the_evaluation_and_library_hours():
+  target = targets.Target("v4-8", [None] * 4, targets.CHIPS["v4"], 1)
+
+  def cost(step, batch, seconds, **shapes):
+    return report.StepCost(step, {"batch_size": batch, **shapes}, arguments=0, temporaries=0, outputs=0, aliased=0,
+                           code=0, hbm=1, hbm_source="", flops=1.0, bytes_accessed=1.0, seconds=seconds,
+                           seconds_source="compiler optimum", compile_seconds=1.0)
+
+  evaluation = workload.Workload(rows=64_000, examples=50_000, how="stated")
+  scoring, embedding = report.projections(
+      [cost("scoring", 64, 0.18), cost("embed", 128, 0.05, input_length=512)], target, train_steps=None,
+      evaluation=evaluation, methods=5, library_texts=128_000)
+  # 1,000 batches per method x 5 methods x 0.18 s = 900 s.
+  assert scoring.startswith("evaluate: 50,000 examples in 64,000 rows (stated) x 5 methods = 5,000 batches of 64 x "
+                            "0.18 s = 0.25 h at least (compiler optimum; every row at the largest bucket); 0.50 h")
+  assert embedding.startswith("embed: 128,000 library texts = 1,000 batches of 128 x 0.05 s = 0.014 h at least")
+
+
+def test_plan_command_plans_evaluation_with_its_embedding_step_and_hours(tmp_path, capsys, monkeypatch):
+  """An evaluation run file plans the scoring step and the library's embedding step, with the hours
+  for the examples given (in this process; the partitioner comes from the run file's gin binding). The
+  steps compile for this process's 8 CPU devices, taken for v4 chips (their peaks give the seconds):
+  a TPU compile of T0's largest bucket takes a minute on 2 busy cores, the CPU's seconds."""
+  monkeypatch.setattr(targets, "resolve", lambda name: targets.Target(name, jax.devices(), targets.CHIPS["v4"], 1))
+  out = tmp_path / "plan.json"
+  code = plan_command.main(["--gin_file=models/tiny.gin", "--gin_file=eval/held_out_targets.gin", "--topology",
+                            "local", "--gin.BATCH_SIZE=8", "--gin.NUM_PARTITIONS=2", "--eval_examples", "1000",
+                            "--library_texts", "3000", "--out", str(out)])
+  assert code == 0, capsys.readouterr().err
+  plan = json.loads(out.read_text())
+  assert [s["step"] for s in plan["steps"]] == ["scoring", "embed"] and plan["num_partitions"] == 2
+  assert plan["steps"][0]["shapes"]["num_partitions"] == 2 and plan["steps"][1]["shapes"]["batch_size"] == 128
+  assert plan["eval_examples"] == {"rows": 1000, "examples": 1000, "how": "--eval_examples", "methods": 5}
+  assert plan["notes"][0].startswith("evaluate: 1,000 examples in 1,000 rows (--eval_examples) x 5 methods = 625 batches")
+  assert plan["notes"][1].startswith("embed: 3,000 library texts = 24 batches of 128 x ")

@@ -148,15 +148,15 @@ def test_sharded_step_equals_single_device_step(config, params, examples, num_pa
     single, single_metrics = step(single, jax.device_put(params), place_batch(batch, None),
                                   dropout_key(i, key_impl))
 
-  mesh = partitioning.make_mesh(num_partitions)
+  partitioner = partitioning.Partitioner(num_partitions)
   boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0), boxed=True))
-  sharded_params = partitioning.shard_params(params, boxed, mesh)
+  sharded_params = partitioner.shard_params(params, boxed)
   kernel = sharded_params["decoder"]["logits_dense"]["kernel"]
   assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "model")
-  sharded_step = make_train_step(model_for(config), ADAFACTOR, mesh=mesh)
-  sharded = place_state(init_state(table, ADAFACTOR), mesh)
+  sharded_step = make_train_step(model_for(config), ADAFACTOR, partitioner=partitioner)
+  sharded = place_state(init_state(table, ADAFACTOR), partitioner)
   for i, batch in enumerate(batches):
-    placed = place_batch(batch, mesh)
+    placed = place_batch(batch, partitioner)
     assert placed["inputs"].sharding.spec == jax.sharding.PartitionSpec("data", None)
     sharded, sharded_metrics = sharded_step(sharded, sharded_params, placed, dropout_key(i, key_impl))
   assert sharded.prompts.sharding.is_fully_replicated
@@ -165,12 +165,12 @@ def test_sharded_step_equals_single_device_step(config, params, examples, num_pa
 
 
 def test_batch_not_divisible_by_data_axis_is_refused():
-  mesh = partitioning.make_mesh(2)  # 4 x 2 over the 8 simulated devices
+  partitioner = partitioning.Partitioner(2)  # 4 x 2 over the 8 simulated devices
   batch = {"inputs": np.ones((6, 4), np.int32), "targets": np.ones((6, 2), np.int32),
            "source_ids": np.zeros(6, np.int32)}
   with pytest.raises(ValueError,
                      match=r"Batch size 6 is not a multiple of the mesh's data axis \(4 devices\)"):
-    place_batch(batch, mesh)
+    place_batch(batch, partitioner)
 
 
 def test_non_finite_is_flagged(config, params, examples):

@@ -8,12 +8,14 @@ import dataclasses
 import os
 import re
 
+import jax
 import numpy as np
 import pytest
 
 from rospr_jax.commands import evaluate as evaluate_command
 from rospr_jax.commands import retrieve as retrieve_command
 from rospr_jax.eval import report
+from rospr_jax.model import partitioning
 from rospr_jax.pipeline import evaluate
 from rospr_jax.retrieval import selection
 
@@ -54,7 +56,7 @@ def test_a_registered_rule_is_evaluated_and_its_settings_guard_the_resume(last_r
     raise ValueError("stop here")
 
   monkeypatch.setattr(evaluate_command, "_check_resumable", fake_check)
-  monkeypatch.setattr("jax.device_count", lambda: 1)  # no mesh for the fake backbone
+  one_device = partitioning.Partitioner(1, devices=jax.devices()[:1])  # no mesh for the fake backbone
 
   class FakeEmbedder:
     dim, fingerprint = 8, "f" * 16
@@ -83,7 +85,7 @@ def test_a_registered_rule_is_evaluated_and_its_settings_guard_the_resume(last_r
   with pytest.raises(ValueError, match="stop here"):
     evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path / "out"), targets=["x"],
                          methods=["LAST"], library_dir=str(tmp_path / "library"), retriever_checkpoint="/r",
-                         selection=selection.SelectionConfig(top_k=4))
+                         selection=selection.SelectionConfig(top_k=4), partitioner=one_device)
   assert seen["top_k"] == 4 and "num_prompts" not in seen and "eps" not in seen  # LAST reads top_k only
   with pytest.raises(ValueError, match=r"Unknown method 'NOPE'; known: \['RoSPr', .*'LAST'\]"):
     evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path / "out"), targets=["x"],

@@ -156,12 +156,12 @@ def test_held_out_mixture_with_prompt_agrees_with_direct_path(registry, with_rte
 @pytest.mark.parametrize("num_partitions", [2])
 def test_sharded_equals_single_device(registry, with_rte, rte_seqio, params, config, model, prompt,
                                       num_partitions):
-  mesh = partitioning.make_mesh(num_partitions)  # 8 simulated devices: data 4 x model 2
+  partitioner = partitioning.Partitioner(num_partitions)  # 8 simulated devices: data 4 x model 2
   boxed = init_params(config, jax.random.PRNGKey(0), boxed=True)
-  sharded = partitioning.shard_params(params, boxed, mesh)
+  sharded = partitioner.shard_params(params, boxed)
   got = seqio_eval.evaluate_task_with_seqio(RTE_MIXTURE, sharded, model, vocabulary=_vocab(), prompt=prompt,
                                             batch_size=8,
-                                            mesh=mesh, return_scores=True)
+                                            partitioner=partitioner, return_scores=True)
   for name in RTE_TASKS:
     np.testing.assert_allclose(got[name]["scores"], rte_seqio[name]["scores"], rtol=1e-5, atol=1e-5)
     assert got[name]["accuracy"] == rte_seqio[name]["accuracy"]
