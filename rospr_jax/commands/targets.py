@@ -6,6 +6,7 @@ Shared by `rospr evaluate` and `rospr demo`; the evaluator itself takes only ren
 from __future__ import annotations
 
 import logging
+import zlib
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -100,3 +101,41 @@ def _load_group(name: str, data_dir: str | None) -> list:
       raise ValueError(f"TARGETS names BIG-bench tasks: {e}; or leave them out of TARGETS "
                        "(eval/held_out_targets.gin).") from None
   return prompted.held_out_target_tasks(archives.promptsource_templates_dir(), data_dir)
+
+
+TRAIN_SPLIT = "train"
+
+
+def labelled_examples(task, target: Target, k: int, seed: int, evaluated_split: str | None = None):
+  """A seeded draw of `k` labelled examples of `task`'s training split for the fine-tuned methods
+  (`pipeline.fine_tuning.LabelledExamples`), never from the evaluated split: a task evaluated on its
+  training split or on all its examples (BIG-bench's "all"), or without a training split, gets none,
+  with the reason; an example of the training split whose input is among the evaluated ones
+  (`target.inputs`) is left out and counted. The draw is a seeded permutation of the split's
+  positions (the first k kept, so a smaller k takes a prefix of a larger one's draw).
+  """
+  from rospr_jax.pipeline.fine_tuning import LabelledExamples  # pylint: disable=g-import-not-at-top
+  evaluated = evaluated_split or task.eval_split
+  if evaluated in (TRAIN_SPLIT, "all") or TRAIN_SPLIT not in task.splits:
+    what = (f"is evaluated on its {evaluated!r} split, which holds its training examples"
+            if TRAIN_SPLIT in task.splits or evaluated == "all" else f"has no training split (its splits: {list(task.splits)})")
+    return LabelledExamples(None, seed=seed, reason=f"{task.name} {what}: no labelled examples apart from the evaluated ones")
+  count = task.count(TRAIN_SPLIT)
+  if not count:
+    return LabelledExamples(None, seed=seed, reason=f"{task.name}: its {TRAIN_SPLIT} split is not on disk")
+  order = np.random.default_rng([seed, zlib.crc32(task.name.encode("utf-8"))]).permutation(count)
+  evaluated_inputs, kept, excluded = set(target.inputs), {}, 0
+  for start in range(0, count, 4 * k):  # render the draw's positions a chunk at a time
+    chunk = [int(i) for i in order[start:start + 4 * k]]
+    rendered = {ex.idx: ex for ex in task.examples(TRAIN_SPLIT, positions=set(chunk)) if ex.answer_choices}
+    for i in chunk:
+      if i in rendered and rendered[i].inputs in evaluated_inputs:
+        excluded += 1
+      elif i in rendered and len(kept) < k:
+        kept[i] = rendered[i]
+    if len(kept) == k:
+      break
+  examples = list(kept.values())
+  return LabelledExamples(TRAIN_SPLIT, tuple(kept), tuple(ex.inputs for ex in examples),
+                          tuple(tuple(ex.answer_choices) for ex in examples),
+                          tuple(tuple(bool(c) for c in ex.is_correct) for ex in examples), seed, excluded)

@@ -37,7 +37,7 @@ from rospr_jax.eval.metrics import accuracy_of, chance_accuracy
 from rospr_jax.eval.records import RECORDS_DIR, Target
 from rospr_jax.eval.var import make_predict_choices
 from rospr_jax.library import sources as sources_lib
-from rospr_jax.pipeline import methods as methods_lib
+from rospr_jax.pipeline import fine_tuning, methods as methods_lib
 from rospr_jax.retrieval import retrieve
 from rospr_jax.retrieval import selection as selection_lib
 
@@ -89,6 +89,9 @@ class Evaluator:
     seed: query sampling seed.
     max_input_length: inputs keep their first this many tokens.
     progress_bars: show a tqdm bar while each (target, method) is scored.
+    multitask_prompt: [P, H] the multitask prompt of the method 'MT prompt' (MT_PROMPT), or None.
+    labelled: {target name: `fine_tuning.LabelledExamples`} of the fine-tuned methods, or None.
+    fine_tune: how they train (`fine_tuning.FineTuneConfig`).
   """
   params: Any
   model: Any
@@ -101,6 +104,9 @@ class Evaluator:
   seed: int = 0
   max_input_length: int = batching.T0_INPUT_LENGTH
   progress_bars: bool = False
+  multitask_prompt: Any = None
+  labelled: Any = None
+  fine_tune: fine_tuning.FineTuneConfig = fine_tuning.FineTuneConfig()
 
   def score(self, examples: Sequence[RankExample], prompt, description: str | None = None
             ) -> list[np.ndarray]:
@@ -141,11 +147,21 @@ class Evaluator:
     """The oracle's record and chosen prompt for `target` (`methods.oracle`)."""
     return methods_lib.oracle(self, target, self.tokenize(target) if examples is None else examples)
 
+  def _prepare(self, targets: Sequence[Target], methods: Sequence[methods_lib.Method], resumed: dict) -> dict:
+    """What the methods with a `prepare` make before any target is scored (each `prepare` once, for
+    every method sharing it): {(target, method): what its `predict` gets, or a `methods.NotScored`}."""
+    prepared = {}
+    for prepare in dict.fromkeys(m.prepare for m in methods if m.prepare):
+      prepared.update(prepare(self, targets, [m for m in methods if m.prepare is prepare], resumed))
+    return prepared
+
   def _evaluate_target(self, target: Target, methods: Sequence[methods_lib.Method], resumed: dict,
                        selections_dir, records_dir, say: Callable[[str], None],
-                       scored: Callable[[], None] = lambda: None) -> tuple[list[dict], dict[str, dict]]:
+                       scored: Callable[[], None] = lambda: None, prepared: dict | None = None
+                       ) -> tuple[list[dict], dict[str, dict]]:
     """One target under every method, in order: (its records, {method: selection dict}); `scored()`
-    is called once each new record is written."""
+    is called once each new record is written. A pair `prepared` marks `NotScored` gets no record: its
+    selection dict says why ({"not_scored": reason})."""
     examples = self.tokenize(target)
     truncated = batching.truncated_inputs(examples, self.max_input_length)
     retrieval = None  # the queries' embeddings and VAR's predictions, made once for all rules
@@ -164,9 +180,15 @@ class Evaluator:
           selections[method.name] = method.load_saved(where)
         say(f"{target.name} {method.name}: {100 * accuracy:.2f}% (resumed)")
         continue
+      context = (prepared or {}).get((target.name, method.name))
+      if isinstance(context, methods_lib.NotScored):
+        selections[method.name] = {"not_scored": context.reason}
+        say(f"{target.name} {method.name}: not scored ({context.reason})")
+        continue
       if method.retrieves and retrieval is None:
         retrieval = self._retrieval(target)
-      chosen, predictions = method.predict(self, target, examples, retrieval, where)
+      chosen, predictions = method.predict(self, target, examples, retrieval if context is None else context,
+                                           where)
       if chosen is not None:
         selections[method.name] = chosen
       records.append(self._write_record(target, method, record, predictions, where, records_dir, say))
@@ -211,11 +233,12 @@ class Evaluator:
         records_dir, pairs, lambda target, method: selection_dir(selections_dir, target, method)
         if selections_dir and by_name[method].saves_selection else None)
     scored = _preemption_check(len(pairs), len(resumed))
+    prepared = self._prepare(targets, methods_, resumed)
     for number, target in enumerate(targets, 1):
       position = f"target {number} of {len(targets)}"
       say = (lambda message, at=position: progress(f"{at}: {message}")) if progress else (lambda _: None)
       target_records, chosen = self._evaluate_target(target, methods_, resumed, selections_dir, records_dir,
-                                                      say, scored)
+                                                      say, scored, prepared)
       records.extend(target_records)
       if chosen:
         selections.setdefault(target.name, {}).update(chosen)
@@ -227,10 +250,10 @@ def _methods_named(methods: Sequence[str] | None) -> tuple[methods_lib.Method, .
   if methods is None:
     return methods_lib.default_methods()
   known = {m.name: m for m in methods_lib.all_methods()}
-  unknown = [m for m in methods if m not in known]
+  unknown = [m for m in methods if m not in known and not methods_lib.is_method(m)]
   if unknown:
     raise ValueError(f"Unknown methods {unknown}; known: {list(known)}.")
-  return tuple(known[m] for m in methods)
+  return tuple(known[m] if m in known else methods_lib.get(m) for m in methods)
 
 
 def _preemption_check(total: int, resumed: int) -> Callable[[], None]:

@@ -43,7 +43,7 @@ from rospr_jax.model import partitioning
 from rospr_jax.prompt import export as export_lib
 from rospr_jax.prompt import prompts as prompts_lib
 from rospr_jax.prompt.checkpointing import CheckpointMismatchError, Checkpointer
-from rospr_jax.prompt.input_pipeline import BatchIterator, SourceExamples
+from rospr_jax.prompt.input_pipeline import BatchIterator, SourceExamples, as_one_source
 from rospr_jax.prompt.optimizers import OptimizerSpec, flat_facts, resolve
 from rospr_jax.prompt.loop import LoopSettings, PromptTrainer, check_step_fits
 from rospr_jax.prompt.train_step import PromptTrainState, init_state, place_state
@@ -262,7 +262,7 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
           checkpoint_every: int = 1000,
           keep_checkpoints: int | None = 3, export_every: int | None = None, log_every: int = 100,
           num_partitions: int = 1, use_mesh: bool | None = None, summaries: bool = True,
-          dropout_rng_impl: str | None = "auto") -> TrainResult:
+          dropout_rng_impl: str | None = "auto", multitask: bool = False) -> TrainResult:
   """Trains one soft prompt per source; see the module docstring for what is written.
 
   Args:
@@ -292,6 +292,9 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
     summaries: write TensorBoard summaries under <model_dir>/train.
     dropout_rng_impl: PRNG of the dropout masks (`train_step.dropout_key`: "auto" = JAX's CUDA
       threefry kernel on GPUs, XLA's RngBitGenerator elsewhere).
+    multitask: train one prompt on the union of the sources (`input_pipeline.as_one_source`: the same
+      batches, every example training the one source "multitask"); its export is an ordinary one of
+      one prompt, which `rospr evaluate` takes as the method 'MT prompt' (MT_PROMPT).
 
   Returns:
     The final state (on the host), source names, step, export directory and checkpoint directory.
@@ -312,6 +315,7 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
   with storage.run_lock(model_dir, "train-prompts", "MODEL_DIR") if multihost.is_writer() else contextlib.nullcontext():
     data = examples() if callable(examples) else examples
     data.check_every_source_has_examples()
+    data = as_one_source(data) if multitask else data
     backbone = backbone() if callable(backbone) else backbone
     run = _Run(model_dir, data, backbone, settings, optimizer_facts, transformation,
                prompt_init if prompt_init is not None else PromptInit(), prompt_length=prompt_length,
@@ -407,6 +411,7 @@ class _Run:
              "batch_size": self.settings.batch_size, "input_length": self.input_length,
              "target_length": self.target_length, "dropout_rate": self.config.dropout_rate,
              "num_steps": self.settings.num_steps, "backbone": self.backbone.description,
+             **({"multitask_of": self.data.merged_from} if self.data.merged_from else {}),
              "optimizer": self.optimizer_facts, "learning_rate": self.optimizer_facts.get("learning_rate"),
              "versions": {"jax": jax.__version__, "optax": optax.__version__}}
 
