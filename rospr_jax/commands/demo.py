@@ -12,7 +12,9 @@ vocabulary the committed offline one. Writes `report.md`, `demo.json`, `results.
 3. Soft prompts: one per source template, all trained jointly with the backbone frozen.
 4. Library: n instances per source embedded by the backbone's encoder (the retriever), ScaNN index.
 5. Evaluation of the held-out targets: the hard prompt alone (T0), RoSPr, INTER, VAR, INTER+VAR, a
-   random library prompt and the oracle (labels: an upper bound), with Wilson 95% intervals.
+   random library prompt, the oracle (labels: an upper bound) and the baselines: one multitask prompt
+   trained on every source (`MT prompt`), and prompts fine-tuned on 16 labelled training examples of
+   each target, from RoSPr's prompt and from the default initializer; with Wilson 95% intervals.
 6. Report: the tables, retrieval quality (does the retrieved source share the target's skill, its
    answer format?) and the paper's factor analysis in miniature (`demo_analysis.py`).
 
@@ -44,13 +46,17 @@ from rospr_jax.library import build as library_build
 from rospr_jax.library import embed, sources as sources_lib
 from rospr_jax.model import get_config, model_for, multitask, save_hf
 from rospr_jax.pipeline import evaluate, methods as methods_lib
+from rospr_jax.pipeline.labelled import FineTuneConfig
 from rospr_jax.prompt import input_pipeline, trainer
 from rospr_jax.retrieval.selection import SelectionConfig
 from rospr_jax.tokenization import Tokenizer
 
-# chance, the default methods (T0 and the paper's rules), then the reference rows Random and the oracle.
+# chance, the default methods (T0 and the paper's rules), the reference rows Random and the oracle, then
+# the baselines: the multitask prompt and the prompts fine-tuned on 16 labels (from RoSPr's, and not).
+FINE_TUNE_LABELS = 16
 METHODS = (methods_lib.CHANCE.name, *evaluate.default_methods(), methods_lib.RANDOM.name,
-           methods_lib.ORACLE.name)
+           methods_lib.ORACLE.name, methods_lib.MULTITASK.name,
+           *(methods_lib.fine_tuned(FINE_TUNE_LABELS, from_rospr).name for from_rospr in (True, False)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +71,8 @@ class DemoSettings:
   backbone_learning_rate: float = 3e-3
   prompt_length: int = 16          # P
   prompt_steps: int = 4000
+  multitask_steps: int = 1000      # the multitask prompt's steps (of batch_size examples of every source)
+  fine_tune: FineTuneConfig = FineTuneConfig(epochs=20, batch_size=32)
   library_n: int = 32              # instances per source in the library
   selection: SelectionConfig = SelectionConfig(num_queries=16, num_neighbors=8, num_prompts=3, top_k=5)
   methods: tuple[str, ...] = METHODS
@@ -72,7 +80,8 @@ class DemoSettings:
 
 
 QUICK = DemoSettings(train_per_source=64, eval_examples=24, backbone_steps=60, prompt_steps=40, library_n=8,
-                     selection=SelectionConfig(num_queries=8, num_neighbors=4, num_prompts=2, top_k=3))
+                     selection=SelectionConfig(num_queries=8, num_neighbors=4, num_prompts=2, top_k=3),
+                     multitask_steps=10, fine_tune=FineTuneConfig(epochs=2, batch_size=32))
 
 
 def _examples(templates, tokenizer, settings: DemoSettings, names=None) -> input_pipeline.SourceExamples:
@@ -126,9 +135,12 @@ not use; such a source, in other wordings, is what RoSPr should retrieve. "Cross
 new format that only other skills' sources share; "template" targets ask one in a format T0 knows, in a
 wording no source has. `Oracle (labels)` picks the best library prompt with the target's labels: an
 upper bound, not a zero-shot method. `Random` is a seeded random library prompt; `chance` a uniform
-guess.
+guess. `MT prompt` is one prompt trained on the union of the sources ({settings.multitask_steps} steps of
+the per-source prompts' batches), the same for every target; `Fine-tuned (16 labels, ...)` are prompts
+tuned on 16 labelled examples of each target's training split (never its test examples), from RoSPr's
+prompt or from the default initializer, all trained jointly ({settings.fine_tune.epochs} epochs).
 
-**What the intervals show.** {facts['verdict']} {facts['factor_sentence']}
+**What the intervals show.** {facts['verdict']} {facts['baselines']} {facts['factor_sentence']}
 
 **The paper's setting.** With the T0_3B checkpoint (Hugging Face `bigscience/T0_3B`, downloaded on a
 machine with network access) and the P3 source datasets in `$ROSPR_DATA_DIR`:
@@ -187,10 +199,12 @@ def _generate(sources, targets, tokenizer, settings: DemoSettings):
 
 
 def _train_prompts(model_dir: str, data: input_pipeline.SourceExamples, frozen: Backbone,
-                   settings: DemoSettings) -> np.ndarray:
-  """One soft prompt per source of `data`, trained jointly on the frozen backbone; [S, P, H] float32."""
-  result = trainer.train(model_dir=model_dir, examples=data, backbone=frozen,
-                         num_steps=settings.prompt_steps, prompt_length=settings.prompt_length,
+                   settings: DemoSettings, multitask: bool = False) -> np.ndarray:
+  """One soft prompt per source of `data`, trained jointly on the frozen backbone, [S, P, H] float32;
+  with `multitask`, one prompt trained on all of them ([1, P, H], `settings.multitask_steps`)."""
+  result = trainer.train(model_dir=model_dir, examples=data, backbone=frozen, multitask=multitask,
+                         num_steps=settings.multitask_steps if multitask else settings.prompt_steps,
+                         prompt_length=settings.prompt_length,
                          batch_size=settings.batch_size, input_length=settings.input_length,
                          target_length=settings.target_length, dropout_rate=0.0,
                          remat_policy="none",  # the tiny model fits; recomputing costs 1.2x on the CPU
@@ -212,6 +226,30 @@ def _build_library(directory: str, sources, prompt_table: np.ndarray, frozen: Ba
       prompts_backbone=frozen.fingerprint, name=name)
 
 
+def _evaluate(output_dir: str, frozen: Backbone, tokenizer: Tokenizer, retrieval, held_out, targets,
+              multitask_prompt: np.ndarray, settings: DemoSettings) -> tuple[list, dict, dict]:
+  """Every method of `settings` on the held-out targets (`retrieval`: the library and its retriever;
+  the fine-tuned methods draw their labelled examples from each target's training split), and the
+  report (results.*, plots); returns (records, selections, summary)."""
+  library, embedder = retrieval
+  labelled = {target.name: targets_lib.labelled_examples(generated.GeneratedTask(template, settings.seed), target,
+                                                         FINE_TUNE_LABELS, settings.fine_tune.seed)
+              for (_, template), target in zip(targets, held_out)}
+  evaluator = evaluate.Evaluator(params=frozen.params, model=frozen.model, tokenizer=tokenizer,
+                                 library=library, embedder=embedder, selection=settings.selection,
+                                 batch_size=64, seed=settings.seed, max_input_length=128,
+                                 multitask_prompt=multitask_prompt, labelled=labelled,
+                                 fine_tune=settings.fine_tune)
+  records, selections = evaluator.evaluate(held_out, settings.methods,
+                                           selections_dir=os.path.join(output_dir, "selections"),
+                                           progress=logging.info)
+  summary = report.write_report(output_dir, records, retrieval=evaluate.retrieval_frequencies(selections),
+                                extra={"selections": selections}, sources=library.source_names,
+                                ticks=methods_lib.reference_ticks(),
+                                title="Held-out targets of the generated family")
+  return records, selections, summary
+
+
 def _run_in(output_dir: str, settings: DemoSettings, final_dir: str) -> dict:
   """The demo's steps, written into `output_dir`, the folder that becomes `final_dir` when it is
   committed (records and reports name the library where it will be)."""
@@ -223,7 +261,7 @@ def _run_in(output_dir: str, settings: DemoSettings, final_dir: str) -> dict:
     now = time.perf_counter()
     timings[step] = round(now - clock, 1)
     clock = now
-    logging.info("demo: %s done in %.0f s (stage %d of 6)", step, timings[step], len(timings))
+    logging.info("demo: %s done in %.0f s (stage %d of 7)", step, timings[step], len(timings))
 
   vocab_path = vocabulary.offline_vocabulary_path()
   tokenizer = Tokenizer(vocab_path)
@@ -241,6 +279,9 @@ def _run_in(output_dir: str, settings: DemoSettings, final_dir: str) -> dict:
   frozen = load_backbone(backbone_dir, dtype="float32")  # what every command loads from this folder
   prompt_table = _train_prompts(os.path.join(output_dir, "prompts"), data, frozen, settings)  # [S, P, H]
   lap("train soft prompts")
+  multitask_prompt = _train_prompts(os.path.join(output_dir, "mt_prompt"), data, frozen, settings,
+                                    multitask=True)[0]  # [P, H]
+  lap("train the multitask prompt")
 
   embedder = embed.Embedder(frozen.model, frozen.params, max_length=settings.input_length)
   library, library_report = _build_library(os.path.join(output_dir, "library"), sources, prompt_table, frozen,
@@ -248,16 +289,8 @@ def _run_in(output_dir: str, settings: DemoSettings, final_dir: str) -> dict:
                                            name=f"{storage.absolute(final_dir)}/library")
   lap("build library")
 
-  evaluator = evaluate.Evaluator(params=frozen.params, model=frozen.model, tokenizer=tokenizer,
-                                 library=library, embedder=embedder, selection=settings.selection,
-                                 batch_size=64, seed=settings.seed, max_input_length=128)
-  records, selections = evaluator.evaluate(held_out, settings.methods,
-                                           selections_dir=os.path.join(output_dir, "selections"),
-                                           progress=logging.info)
-  summary = report.write_report(output_dir, records, retrieval=evaluate.retrieval_frequencies(selections),
-                                extra={"selections": selections}, sources=library.source_names,
-                                ticks=methods_lib.reference_ticks(),
-                                title="Held-out targets of the generated family")
+  records, selections, summary = _evaluate(output_dir, frozen, tokenizer, (library, embedder), held_out,
+                                            targets, multitask_prompt, settings)
   lap("evaluate")
 
   methods = [m for m in settings.methods if methods_lib.get(m).needs_backbone]  # chance scores no example
@@ -268,6 +301,7 @@ def _run_in(output_dir: str, settings: DemoSettings, final_dir: str) -> dict:
            "training_examples": len(data.examples), "sources": [t.name for t in sources],
            "backbone_final_loss": float(np.mean(losses[-50:])), "library": library_report,
            "settings": dataclasses.asdict(settings), "verdict": demo_analysis.verdict(pooled),
+           "baselines": demo_analysis.baselines_sentence(pooled),
            "factor_sentence": demo_analysis.factor_sentence(pooled)}
   lap("report")
   facts["timings_s"] = timings
@@ -317,6 +351,7 @@ def main(argv: list[str]) -> int:
   print("  pooled over held-out targets: " + ", ".join(
       f"{m} {demo_analysis.cell(a, entry['examples'])}" for m, a in entry["accuracy"].items()))
   print("  " + demo_analysis.verdict(result["pooled"]))
+  print("  " + demo_analysis.baselines_sentence(result["pooled"]))
   return 0
 
 

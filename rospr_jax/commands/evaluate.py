@@ -23,6 +23,8 @@ N of M: records saved; rerun the same command to resume.` and exit code 75.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -46,7 +48,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
         retriever_dtype: str | None = None, data_dir: str | None = None, split: str | None = None,
         max_examples: int | None = None, selection: SelectionConfig = SelectionConfig(),
         batch_size: int = 32, seed: int = 0, num_partitions: int = 1, preamble: str = "",
-        write_config: bool = False) -> dict:
+        write_config: bool = False, multitask_prompt: str | None = None, fine_tune: Any = None) -> dict:
   """Evaluates `targets` with `backbone` and writes the report to `output_dir`.
 
   Args:
@@ -57,6 +59,8 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     retriever_dtype: the retriever's compute dtype (None: the one the library was built with).
     selection: Q, N, N', K and eps of the selection rules.
     write_config: also write gin's operative config to `<output_dir>/config.gin` (the command does).
+    multitask_prompt: the export (or [P, H] .npy) of the method 'MT prompt' (MT_PROMPT).
+    fine_tune: how the fine-tuned methods train (`pipeline.labelled.FineTuneConfig`; None: defaults).
     The rest: see gin/eval/base.gin.
   """
   from rospr_jax.eval import report  # pylint: disable=g-import-not-at-top
@@ -64,7 +68,8 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
 
   _check_settings(targets=targets, methods=methods, seed=seed, paths={
       "OUTPUT_DIR": output_dir, "DATA_DIR": data_dir, "LIBRARY_DIR": library_dir,
-      "RETRIEVER_CHECKPOINT": retriever_checkpoint, "RETRIEVER_DTYPE": retriever_dtype, "SPLIT": split})
+      "RETRIEVER_CHECKPOINT": retriever_checkpoint, "RETRIEVER_DTYPE": retriever_dtype, "SPLIT": split,
+      "MT_PROMPT": multitask_prompt})
   _check_counts(batch_size=batch_size, num_partitions=num_partitions, max_examples=max_examples)
   # Targets first: one that cannot be read (BIG-bench not configured, a dataset missing) is refused
   # before the library is copied or the backbone loaded, and no target is skipped.
@@ -83,6 +88,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
       storage.remove_leftovers(output_dir, recursive=True)
     methods = default_methods() if methods is None else methods
     chosen = _methods_of(methods)
+    _check_baseline_inputs(chosen, multitask_prompt)
     backbone = backbone() if callable(backbone) else backbone
     evaluator = _evaluator(backbone, methods=chosen, library_dir=library_dir,
                            settings_library=settings_library, retriever_checkpoint=retriever_checkpoint,
@@ -91,7 +97,9 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
     settings = _run_settings(backbone, evaluator, chosen, data_dir=data_dir, split=split,
                              max_examples=max_examples, seed=seed, library_dir=library_dir,
                              settings_library=settings_library)
-    _check_resumable(output_dir, settings)
+    evaluator, baseline_settings = _with_baselines(evaluator, chosen, backbone, multitask_prompt, fine_tune,
+                                                   tasks=task_list, targets=target_list, split=split)
+    _check_resumable(output_dir, {**settings, **baseline_settings})
     logging.info("Evaluating %d targets x %d methods", len(target_list), len(methods))
     records, selections = _evaluate(evaluator, target_list, methods, output_dir, writes)
     if writes:
@@ -185,6 +193,51 @@ def _evaluator(backbone, *, methods, library_dir, settings_library, retriever_ch
                    progress_bars=True)
 
 
+def _check_baseline_inputs(methods, multitask_prompt) -> None:
+  """A method that scores with the multitask prompt needs MT_PROMPT (before the backbone loads)."""
+  needing = [method.name for method in methods if method.needs_multitask_prompt]
+  if needing and not multitask_prompt:
+    raise ValueError(f"The methods {needing} need MT_PROMPT: the prompt export of rospr train-prompts run "
+                     "with MULTITASK = True (MODEL_DIR/export).")
+
+
+def _load_multitask_prompt(path: str, backbone) -> np.ndarray:
+  """The one prompt [P, H] of MT_PROMPT: a prompt export of one prompt (trained on this backbone) or a
+  [P, H] / [1, P, H] .npy; anything else is refused naming MT_PROMPT."""
+  from rospr_jax.prompt import export  # pylint: disable=g-import-not-at-top
+  table = export.load_prompt_table(copies.local_copy(path, "MT_PROMPT"), "MT_PROMPT")
+  prompts = table.prompts if table.prompts.ndim == 3 else table.prompts[None]
+  if prompts.shape[0] != 1 or prompts.shape[2] != backbone.config.emb_dim:
+    raise ValueError(f"MT_PROMPT {path} holds prompts of shape {list(prompts.shape)}; the multitask prompt is "
+                     f"one [P, {backbone.config.emb_dim}] prompt (train-prompts with MULTITASK = True).")
+  if table.backbone_fingerprint not in (None, backbone.fingerprint):
+    raise ValueError(f"MT_PROMPT {path} was trained on backbone {table.backbone_fingerprint}, not on the one "
+                     f"evaluated ({backbone.fingerprint}).")
+  return np.asarray(prompts[0], np.float32)
+
+
+def _with_baselines(evaluator, methods, backbone, multitask_prompt, fine_tune, *, tasks, targets, split):
+  """The evaluator given what the baselines read (the multitask prompt; each target's labelled
+  training examples, drawn for the largest k asked for), and the settings their records depend on."""
+  from rospr_jax.pipeline.labelled import FineTuneConfig  # pylint: disable=g-import-not-at-top
+  fine_tune = fine_tune or FineTuneConfig()
+  settings, changes = {}, {}
+  if any(method.needs_multitask_prompt for method in methods):
+    changes["multitask_prompt"] = _load_multitask_prompt(multitask_prompt, backbone)
+    settings.update(mt_prompt=storage.absolute(multitask_prompt),
+                    mt_prompt_sha256=hashlib.sha256(changes["multitask_prompt"].tobytes()).hexdigest())
+  ks = [method.fine_tune[0] for method in methods if method.fine_tune]
+  if ks:
+    changes["labelled"] = {target.name: targets_lib.labelled_examples(task, target, max(ks), fine_tune.seed, split)
+                           for task, target in zip(tasks, targets)}
+    changes["fine_tune"] = fine_tune
+    settings["fine_tune"] = dataclasses.asdict(fine_tune)
+    for target, labelled in changes["labelled"].items():
+      if labelled.reason:
+        logging.warning("Fine-tuned methods skip %s: %s.", target, labelled.reason)
+  return dataclasses.replace(evaluator, **changes), settings
+
+
 def _run_settings(backbone, evaluator, methods, *, data_dir, split, max_examples, seed, library_dir,
                   settings_library) -> dict:
   """What a record's accuracy depends on (`run.json`): a record scored otherwise is not resumed."""
@@ -220,6 +273,7 @@ def _write_report(output_dir, records, selections, evaluator, backbone, *, pream
   from rospr_jax.pipeline import methods as methods_lib  # pylint: disable=g-import-not-at-top
   from rospr_jax.pipeline.evaluate import retrieval_frequencies  # pylint: disable=g-import-not-at-top
   retrieval = retrieval_frequencies(selections) if selections else None
+  preamble = "\n\n".join(p for p in (preamble, methods_lib.not_scored_note(selections)) if p)
   summary = report.write_report(output_dir, records, retrieval=retrieval, preamble=preamble,
                                 ticks=methods_lib.reference_ticks(),
                                 sources=evaluator.library.source_names if evaluator.library else None,

@@ -114,7 +114,7 @@ def labelled_examples(task, target: Target, k: int, seed: int, evaluated_split: 
   (`target.inputs`) is left out and counted. The draw is a seeded permutation of the split's
   positions (the first k kept, so a smaller k takes a prefix of a larger one's draw).
   """
-  from rospr_jax.pipeline.fine_tuning import LabelledExamples  # pylint: disable=g-import-not-at-top
+  from rospr_jax.pipeline.labelled import LabelledExamples  # pylint: disable=g-import-not-at-top
   evaluated = evaluated_split or task.eval_split
   if evaluated in (TRAIN_SPLIT, "all") or TRAIN_SPLIT not in task.splits:
     what = (f"is evaluated on its {evaluated!r} split, which holds its training examples"

@@ -176,6 +176,13 @@ def is_method(name: str) -> bool:
   return True
 
 
+def not_scored_note(selections: dict[str, dict]) -> str:
+  """A line naming each (target, method) pair that was not scored and why ("" when every pair was)."""
+  pairs = [f"{method} on {target} ({chosen['not_scored']})" for target, by_method in selections.items()
+           for method, chosen in by_method.items() if isinstance(chosen, dict) and "not_scored" in chosen]
+  return "Not scored, for want of labelled examples apart from the evaluated ones: " + "; ".join(pairs) + "." if pairs else ""
+
+
 def reference_ticks() -> tuple[str, ...]:
   """The rows the accuracy plot draws as a tick over each dataset, not as a bar: those of no model."""
   return tuple(m.name for m in all_methods() if not m.needs_backbone)
