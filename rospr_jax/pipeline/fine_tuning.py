@@ -78,18 +78,18 @@ def train_jointly(evaluator, plans: Sequence[Plan], config: FineTuneConfig, leng
   """Tunes every plan's prompt in one run on the evaluator's frozen backbone; returns [S, P, H].
 
   Raises:
-    ValueError: a setting that cannot work (a batch the mesh cannot split, a step that cannot fit).
+    ValueError: a setting that cannot work (a batch size below 1, a step that cannot fit the device).
     FloatingPointError: a loss or prompt became NaN or infinite (naming the prompts' targets).
   """
   data = training_examples(plans, evaluator.tokenizer)
   model = model_for(evaluator.model.config.replace(dropout_rate=0.0))
   input_length = min(max(len(ex.inputs) for ex in data.examples), evaluator.max_input_length)
   target_length = max(len(ex.targets) for ex in data.examples)
+  if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
+    raise ValueError(f"FINE_TUNE_BATCH_SIZE must be an integer >= 1, not {config.batch_size!r}.")
   data_axis = 1 if evaluator.mesh is None else evaluator.mesh.shape["data"]
-  if config.batch_size < 1 or config.batch_size % data_axis:
-    raise ValueError(f"FINE_TUNE_BATCH_SIZE must be a multiple >= 1 of the mesh's {data_axis} data devices, "
-                     f"not {config.batch_size}.")
-  check_step_fits(model.config, batch_size=config.batch_size, input_length=input_length,
+  rows = -(-config.batch_size // data_axis) * data_axis  # padded with empty rows for the mesh's data axis
+  check_step_fits(model.config, batch_size=rows, input_length=input_length,
                   target_length=target_length, prompt_length=length)
   batches = BatchIterator(data, batch_size=config.batch_size, input_length=input_length,
                           target_length=target_length, seed=config.seed)
@@ -100,13 +100,20 @@ def train_jointly(evaluator, plans: Sequence[Plan], config: FineTuneConfig, leng
   rng = dropout_key(config.seed)
   finite = []
   for position in range(num_steps(config, len(data.examples))):
-    state, metrics = step(state, evaluator.params, place_batch(batches.batch_at(position), evaluator.mesh), rng)
+    batch = padded(batches.batch_at(position), rows)
+    state, metrics = step(state, evaluator.params, place_batch(batch, evaluator.mesh), rng)
     finite.append(metrics["finite"])
   table = np.asarray(jax.device_get(state.prompts), np.float32)
   if not all(bool(f) for f in jax.device_get(finite)) or not np.all(np.isfinite(table)):
     raise FloatingPointError(f"Fine-tuning the prompts of {sorted({p.target for p in plans})} gave a NaN or "
                              "infinite loss or prompt; lower FINE_TUNE_LEARNING_RATE.")
   return table
+
+
+def padded(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+  """`batch` with empty rows appended up to `rows` (no target token: the step ignores them)."""
+  extra = rows - len(batch["source_ids"])
+  return {k: np.concatenate([v, np.zeros((extra, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
 
 
 def num_steps(config: FineTuneConfig, examples: int) -> int:

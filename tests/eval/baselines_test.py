@@ -6,6 +6,7 @@ through the `Evaluator` and a rerun resumes them."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import jax
@@ -111,3 +112,30 @@ def test_both_rows_score_and_a_rerun_resumes_them(setup, tmp_path, monkeypatch):
   monkeypatch.setattr(fine_tuning, "train_jointly", lambda *a, **k: pytest.fail("trained resumed prompts"))
   again, again_selections = evaluator.evaluate(targets, names, **kwargs)
   assert again == records and again_selections == selections
+
+
+def _evaluate_command(tiny_model, output_dir, *extra) -> list[str]:
+  return ["evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/generated_targets.gin",
+          f"--gin.CHECKPOINT='{tiny_model.checkpoint}'", f"--gin.OUTPUT_DIR='{output_dir}'",
+          f"--gin.VOCABULARY='{tiny_model.vocab}'", "--gin.TARGETS=['generated_animal_truefalse_f0']",
+          "--gin.MAX_EXAMPLES=6", "--gin.BATCH_SIZE=4", "--gin.FINE_TUNE_EPOCHS=1", "--gin.FINE_TUNE_BATCH_SIZE=4",
+          "--gin.FINE_TUNE_PROMPT_LENGTH=3", *extra]
+
+
+def test_evaluate_takes_both_baselines_by_gin_macros(tiny_model, tmp_path, capsys):
+  from rospr_jax import cli  # pylint: disable=g-import-not-at-top
+  prompt = np.full((3, tiny_model.config.emb_dim), 0.1, np.float32)
+  np.save(tmp_path / "mt.npy", prompt)
+  methods = "--gin.METHODS=['MT prompt', 'Fine-tuned (2 labels)']"
+  assert cli.main(_evaluate_command(tiny_model, tmp_path / "none", methods)) == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+      "rospr evaluate: error: The methods ['MT prompt'] need MT_PROMPT: the prompt export of rospr train-prompts")
+  out = tmp_path / "eval"
+  assert cli.main(_evaluate_command(tiny_model, out, methods, f"--gin.MT_PROMPT='{tmp_path / 'mt.npy'}'")) == 0
+  results = json.loads((out / "results.json").read_text())
+  assert results["summary"]["methods"] == ["MT prompt", "Fine-tuned (2 labels)"]
+  tuned = results["selections"]["generated_animal_truefalse_f0"]["Fine-tuned (2 labels)"]
+  assert tuned["k"] == 2 and tuned["split"] == "train" and len(tuned["ids"]) == 2
+  assert "| Fine-tuned (2 labels) |" in (out / "results.md").read_text()
+  run = json.loads((out / "run.json").read_text())
+  assert run["fine_tune"]["epochs"] == 1 and run["mt_prompt"] == str(tmp_path / "mt.npy")
