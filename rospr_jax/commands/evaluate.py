@@ -1,7 +1,10 @@
 """`rospr evaluate`: zero-shot rank classification of target (dataset, template) pairs, with the hard
 prompt alone (T0) and with the prompts RoSPr, INTER, VAR and INTER+VAR retrieve from a library; on
 request (METHODS) also the reference rows 'Random' (a seeded random library prompt) and
-'Oracle (labels)' (the best library prompt chosen with the target's labels: an upper bound).
+'Oracle (labels)' (the best library prompt chosen with the target's labels: an upper bound), and the
+baselines 'MT prompt' (one prompt trained on every source: MT_PROMPT names its export) and
+'Fine-tuned (k labels, from RoSPr)' / 'Fine-tuned (k labels)' (prompts tuned on k labelled examples of
+each target's training split: FINE_TUNE_*).
 
     rospr evaluate --gin_file=models/t0_3b.gin --gin_file=eval/bigbench_targets.gin \\
         --gin.CHECKPOINT="'/ckpt/T0_3B'" --gin.LIBRARY_DIR="'/runs/library'" \\
