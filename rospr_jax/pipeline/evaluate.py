@@ -20,6 +20,10 @@ rule, `selection.random_prompt`: one library prompt drawn uniformly, seeded per 
 `Oracle (labels)`, the upper bound of choosing one library prompt (`methods.oracle`): every library
 prompt is scored on the target's examples WITH their labels and the most accurate one is taken (the
 first on a tie); its record is `oracle.json` (every source's accuracy) beside its `prompt.npy`.
+The baselines score the same way: `MT prompt` with `multitask_prompt`, and the fine-tuned prompts,
+which a method's `prepare` trains for every target at once before any target is scored
+(`_prepare`; `rospr_jax.pipeline.fine_tuning`); a pair it cannot score (`methods.NotScored`) gets
+no record, and its selection says why.
 """
 
 from __future__ import annotations
