@@ -91,7 +91,7 @@ def run(*, backbone: Any, output_dir: str, targets: Sequence[str], methods: Sequ
       storage.remove_leftovers(output_dir, recursive=True)
     methods = default_methods() if methods is None else methods
     chosen = _methods_of(methods)
-    _check_baseline_inputs(chosen, multitask_prompt)
+    _check_baseline_inputs(chosen, multitask_prompt, fine_tune)
     backbone = backbone() if callable(backbone) else backbone
     evaluator = _evaluator(backbone, methods=chosen, library_dir=library_dir,
                            settings_library=settings_library, retriever_checkpoint=retriever_checkpoint,
@@ -196,12 +196,24 @@ def _evaluator(backbone, *, methods, library_dir, settings_library, retriever_ch
                    progress_bars=True)
 
 
-def _check_baseline_inputs(methods, multitask_prompt) -> None:
-  """A method that scores with the multitask prompt needs MT_PROMPT (before the backbone loads)."""
+def _check_baseline_inputs(methods, multitask_prompt, fine_tune) -> None:
+  """Before the backbone loads: a method that scores with the multitask prompt needs MT_PROMPT, and
+  the fine-tuned methods' FINE_TUNE_* settings must make sense (counts >= 1, a finite learning rate > 0)."""
   needing = [method.name for method in methods if method.needs_multitask_prompt]
   if needing and not multitask_prompt:
     raise ValueError(f"The methods {needing} need MT_PROMPT: the prompt export of rospr train-prompts run "
                      "with MULTITASK = True (MODEL_DIR/export).")
+  if fine_tune is None or not any(method.fine_tune for method in methods):
+    return
+  counts = {"FINE_TUNE_SEED": (fine_tune.seed, 0), "FINE_TUNE_EPOCHS": (fine_tune.epochs, 1),
+            "FINE_TUNE_BATCH_SIZE": (fine_tune.batch_size, 1), "FINE_TUNE_PROMPT_LENGTH": (fine_tune.prompt_length, 1)}
+  bad = [f"{macro} must be an integer >= {least}, not {value!r}" for macro, (value, least) in counts.items()
+         if isinstance(value, bool) or not isinstance(value, int) or value < least]
+  rate = fine_tune.learning_rate
+  if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < float("inf"):
+    bad.append(f"FINE_TUNE_LEARNING_RATE must be a finite number > 0, not {rate!r}")
+  if bad:
+    raise ValueError("; ".join(bad) + ".")
 
 
 def _load_multitask_prompt(path: str, backbone) -> np.ndarray:

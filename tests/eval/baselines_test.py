@@ -130,6 +130,11 @@ def test_evaluate_takes_both_baselines_by_gin_macros(tiny_model, tmp_path, capsy
   assert cli.main(_evaluate_command(tiny_model, tmp_path / "none", methods)) == 2
   assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
       "rospr evaluate: error: The methods ['MT prompt'] need MT_PROMPT: the prompt export of rospr train-prompts")
+  assert cli.main(_evaluate_command(tiny_model, tmp_path / "none", methods, "--gin.MT_PROMPT='x.npy'",
+                                   "--gin.FINE_TUNE_EPOCHS=0", "--gin.FINE_TUNE_LEARNING_RATE=-1.0")) == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      "rospr evaluate: error: FINE_TUNE_EPOCHS must be an integer >= 1, not 0; FINE_TUNE_LEARNING_RATE must be "
+      "a finite number > 0, not -1.0.")
   out = tmp_path / "eval"
   assert cli.main(_evaluate_command(tiny_model, out, methods, f"--gin.MT_PROMPT='{tmp_path / 'mt.npy'}'")) == 0
   results = json.loads((out / "results.json").read_text())
