@@ -105,6 +105,9 @@ def test_both_rows_score_and_a_rerun_resumes_them(setup, tmp_path, monkeypatch):
   assert (tuned["k"], tuned["seed"], tuned["ids"], tuned["split"]) == (2, 0, [5, 0], "train")
   assert tuned["start"]["from"] == "RoSPr" and tuned["steps"] == 2  # ceil(2 epochs x 4 examples / 4)
   assert selections["food_t"][FROM_DEFAULT] == {"not_scored": "food_t has no training split"}
+  assert methods.not_scored_note(selections) == (
+      "Not scored, for want of labelled examples apart from the evaluated ones: "
+      f"{FROM_ROSPR} on food_t (food_t has no training split); {FROM_DEFAULT} on food_t (food_t has no training split).")
   prompt = storage.load_npy(str(tmp_path / "selections" / "weather_t" / "Fine-tuned__2_labels_" / "prompt.npy"))
   assert prompt.shape == (4, evaluator.model.config.emb_dim)
 
