@@ -327,9 +327,14 @@ def _check_resumable(output_dir: str, settings: dict) -> None:
 
 def main(argv: list[str]) -> int:
   import gin  # pylint: disable=g-import-not-at-top
-
+  from rospr_jax import gin_cli  # pylint: disable=g-import-not-at-top
+  example_file = "eval/bigbench_targets.gin"
+  gin_cli.parse_args(argv, PROG, __doc__, example_file)  # --help and flag errors answer before JAX loads
+  # The baselines train and load prompts (rospr_jax.prompt, whose optimizers are gin configurables):
+  # registered before gin parses the files and locks its config.
+  from rospr_jax.prompt import optimizers  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   code, summary = common.run_gin_command(
-      argv, prog=PROG, doc=__doc__, example_file="eval/bigbench_targets.gin",
+      argv, prog=PROG, doc=__doc__, example_file=example_file,
       run=lambda: gin.get_configurable(run)(write_config=True),
       failures=((FloatingPointError, 1), (OSError, 2), (ValueError, 2)))
   if code == 0:
