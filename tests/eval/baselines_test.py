@@ -46,7 +46,7 @@ def setup(tmp_path_factory, tiny_model):
   library, _ = build.build_library(str(tmp_path_factory.mktemp("lib") / "library"), sources, prompts,
                                    embedder, tokenizer.encode_input, n=4, index="exact")
   targets = [evaluate.Target("weather_t", "weather", "t", *_examples("weather", 1, 6)),
-             evaluate.Target("food_t", "food", "t", *_examples("food", 2, 4))]
+             evaluate.Target("food_t", "food", "t", *_examples("food", 2, 6))]
   train = _examples("weather", 3, 3)
   labelled = {"weather_t": fine_tuning.LabelledExamples("train", (5, 0, 2), *train, seed=0),
               "food_t": fine_tuning.LabelledExamples(None, reason="food_t has no training split")}
@@ -98,7 +98,7 @@ def test_both_rows_score_and_a_rerun_resumes_them(setup, tmp_path, monkeypatch):
   assert [(r["target"], r["method"]) for r in records] == [(t.name, n) for t in targets for n in names][:4]
   for target in targets:  # MT prompt: the one prompt, scored on every target
     scores = score_examples(evaluator.params, evaluator.model, evaluator.tokenize(target),
-                            prompts=evaluator.multitask_prompt, batch_size=3)
+                            prompts=evaluator.multitask_prompt, batch_size=8)
     (row,) = [r for r in records if r["target"] == target.name and r["method"] == "MT prompt"]
     assert row["accuracy"] == pytest.approx(evaluate.accuracy_of(scores, target.is_correct))
   tuned = selections["weather_t"][FROM_ROSPR]
