@@ -133,11 +133,11 @@ def main(argv: list[str]) -> int:
     embedder, tokenizer = common.embedder_from_args(args)
     config = search.ScannConfig(mode=args.scann_mode, num_leaves=args.num_leaves,
                                 num_leaves_to_search=args.leaves_to_search, reorder=args.reorder)
-    _, report = build.build_library(out, sources, prompts, embedder, tokenizer.encode_input,
-                                    n=args.n, seed=args.seed, index=args.index, scann_config=config,
-                                    shard_rows=args.shard_rows, overwrite=args.overwrite,
-                                    extra={"argv": list(argv)}, prompts_backbone=trained_on,
-                                    write=writes)
+    _, report = build.build_library(
+        out, sources, prompts, embedder, tokenizer.encode_input, draw=build.DrawConfig(args.n, args.seed),
+        index=build.IndexConfig(args.index, config),
+        output=build.OutputConfig(shard_rows=args.shard_rows, overwrite=args.overwrite, write=writes),
+        extra={"argv": list(argv)}, prompts_backbone=trained_on)
     if common.wait_for_process_zero(PROG, f"wrote the library {out}"):
       return 0
   except (ValueError, OSError) as e:

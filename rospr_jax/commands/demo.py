@@ -47,7 +47,7 @@ from rospr_jax.library import embed, sources as sources_lib
 from rospr_jax.model import get_config, model_for, multitask, save_hf
 from rospr_jax.pipeline import evaluate, methods as methods_lib
 from rospr_jax.pipeline.labelled import FineTuneConfig
-from rospr_jax.prompt import input_pipeline, trainer
+from rospr_jax.prompt import configs, input_pipeline, trainer
 from rospr_jax.retrieval.selection import SelectionConfig
 from rospr_jax.tokenization import Tokenizer
 
@@ -202,14 +202,15 @@ def _train_prompts(model_dir: str, data: input_pipeline.SourceExamples, frozen: 
                    settings: DemoSettings, multitask: bool = False) -> np.ndarray:
   """One soft prompt per source of `data`, trained jointly on the frozen backbone, [S, P, H] float32;
   with `multitask`, one prompt trained on all of them ([1, P, H], `settings.multitask_steps`)."""
-  result = trainer.train(model_dir=model_dir, examples=data, backbone=frozen, multitask=multitask,
-                         num_steps=settings.multitask_steps if multitask else settings.prompt_steps,
-                         prompt_length=settings.prompt_length,
-                         batch_size=settings.batch_size, input_length=settings.input_length,
-                         target_length=settings.target_length, dropout_rate=0.0,
-                         remat_policy="none",  # the tiny model fits; recomputing costs 1.2x on the CPU
-                         seed=settings.seed, checkpoint_every=settings.prompt_steps, log_every=200,
-                         summaries=False)
+  result = trainer.train(
+      model_dir=model_dir, examples=data, backbone=frozen, multitask=multitask,
+      loop=configs.LoopConfig(num_steps=settings.multitask_steps if multitask else settings.prompt_steps,
+                              log_every=200, seed=settings.seed, summaries=False),
+      shapes=configs.ShapeConfig(batch_size=settings.batch_size, input_length=settings.input_length,
+                                 target_length=settings.target_length, prompt_length=settings.prompt_length),
+      # the tiny model fits; recomputing costs 1.2x on the CPU
+      step=configs.StepConfig(dropout_rate=0.0, remat_policy="none"),
+      checkpointing=configs.CheckpointConfig(checkpoint_every=settings.prompt_steps))
   return np.asarray(result.state.prompts, np.float32)  # [S, P, H]
 
 
@@ -222,8 +223,8 @@ def _build_library(directory: str, sources, prompt_table: np.ndarray, frozen: Ba
       t, settings.seed, {"train": settings.train_per_source}).examples("train")]) for t in sources]
   return library_build.build_library(
       directory, library_sources, prompt_table, embedder,
-      tokenizer.encode_input, n=settings.library_n, seed=settings.seed, overwrite=True,
-      prompts_backbone=frozen.fingerprint, name=name)
+      tokenizer.encode_input, draw=library_build.DrawConfig(settings.library_n, settings.seed),
+      output=library_build.OutputConfig(overwrite=True, name=name), prompts_backbone=frozen.fingerprint)
 
 
 def _evaluate(output_dir: str, frozen: Backbone, tokenizer: Tokenizer, retrieval, held_out, targets,

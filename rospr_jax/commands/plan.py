@@ -38,6 +38,7 @@ EXAMPLE_FILE = "prompt_tuning/train_seqio.gin"
 TRAIN = "rospr_jax.prompt.trainer.train"
 EVALUATE = "rospr_jax.commands.evaluate.run"
 BACKBONE = "rospr_jax.backbone.load_backbone"
+LOOP = "rospr_jax.prompt.configs.LoopConfig"  # read, not made: TRAIN_STEPS may be left unset
 # evaluate's largest bucket: batching.T0_INPUT_LENGTH inputs, max_decoder_tokens (512) answer tokens
 # per row as 2 choices of T0_TARGET_LENGTH.
 SCORING_CHOICES = 2
@@ -98,28 +99,41 @@ def _config():
                                                             attention_impl=attention)
 
 
+def _config_of(bindings: dict, name: str, default: Any) -> Any:
+  """The config object a run file binds parameter `name` to (`@configs.ShapeConfig()`: made with its
+  bindings, so checked), or `default`."""
+  reference = bindings.get(name)
+  return _call(reference) if hasattr(reference, "scoped_configurable_fn") else (reference or default)
+
+
 def _train_settings(train: dict):
   from rospr_jax.plan import planner, steps  # pylint: disable=g-import-not-at-top
-  from rospr_jax.prompt import optimizers, prompts  # pylint: disable=g-import-not-at-top
+  from rospr_jax.prompt import configs, optimizers  # pylint: disable=g-import-not-at-top
   from rospr_jax.prompt.train_step import default_optimizer  # pylint: disable=g-import-not-at-top
   sources = _resolve(_bindings("rospr_tasks.seqio_input.seqio_sources").get("tasks"))
   optimizer = train.get("optimizer")
   transformation = (default_optimizer() if optimizer is None else
                     optimizers.resolve(_call(optimizer) if hasattr(optimizer, "scoped_configurable_fn")
                                        else optimizer)[0])
-  shapes = steps.TrainShapes(batch_size=train.get("batch_size", 32), input_length=train.get("input_length", 512),
-                             target_length=train.get("target_length", 64),
-                             prompt_length=train.get("prompt_length", prompts.DEFAULT_LENGTH),
+  shape, step = _config_of(train, "shapes", configs.ShapeConfig()), _config_of(train, "step", configs.StepConfig())
+  shapes = steps.TrainShapes(batch_size=shape.batch_size, input_length=shape.input_length,
+                             target_length=shape.target_length, prompt_length=shape.prompt_length,
                              num_sources=len(sources) if isinstance(sources, (list, tuple)) and sources else 1)
-  return planner.TrainSettings(shapes, dropout_rate=train.get("dropout_rate", 0.1),
-                               remat_policy=train.get("remat_policy", "minimal"), optimizer=transformation,
-                               rng_impl=train.get("dropout_rng_impl", "auto"))
+  return planner.TrainSettings(shapes, dropout_rate=step.dropout_rate, remat_policy=step.remat_policy,
+                               optimizer=transformation, rng_impl=step.dropout_rng_impl), step.num_partitions
+
+
+def _scoring(evaluate: dict) -> tuple[int, int]:
+  """(BATCH_SIZE, NUM_PARTITIONS) of evaluate's `ScoringConfig` (its defaults when the run file binds none)."""
+  from rospr_jax.commands.evaluate import ScoringConfig  # pylint: disable=g-import-not-at-top
+  scoring = _config_of(evaluate, "scoring", ScoringConfig())
+  return scoring.batch_size, scoring.num_partitions
 
 
 def _scoring_shapes(evaluate: dict, prompt_length: int):
   from rospr_jax.eval import batching  # pylint: disable=g-import-not-at-top
   from rospr_jax.plan import steps  # pylint: disable=g-import-not-at-top
-  return steps.ScoringShapes(batch_size=evaluate.get("batch_size", 32), input_length=batching.T0_INPUT_LENGTH,
+  return steps.ScoringShapes(batch_size=_scoring(evaluate)[0], input_length=batching.T0_INPUT_LENGTH,
                              choices=SCORING_CHOICES, target_length=batching.T0_TARGET_LENGTH,
                              prompt_length=prompt_length)
 
@@ -135,9 +149,8 @@ def run(flags) -> dict:
                      "eval/*_targets.gin (the scoring step).")
   config = _config()
   target = targets.resolve(flags.topology)
-  train_settings = _train_settings(train) if train else None
+  train_settings, num_partitions = _train_settings(train) if train else (None, _scoring(evaluate)[1])
   prompt_length = train_settings.shapes.prompt_length if train_settings else prompts.DEFAULT_LENGTH
-  num_partitions = (train or evaluate).get("num_partitions", 1)
   scoring = _scoring_shapes(evaluate, prompt_length) if evaluate else None
   costs = planner.plan(config, target, num_partitions=num_partitions, train=train_settings, scoring=scoring)
   remedies = {}
@@ -149,7 +162,7 @@ def run(flags) -> dict:
                              "none of NUM_PARTITIONS up to 8, a stronger REMAT_POLICY or half the BATCH_SIZE "
                              "(three times) fits")
   verdict = report.verdict(costs, target, remedies)
-  notes = report.projections(costs, target, train_steps=train.get("num_steps") if train else None)
+  notes = report.projections(costs, target, train_steps=_bindings(LOOP).get("num_steps") if train else None)
   print(report.markdown(costs, target))
   print("\n".join(["", *notes, ""]) if notes else "")
   print(verdict)

@@ -105,7 +105,7 @@ def scoring_memory_lower_bound(config, *, batch_size: int, input_length: int, de
   tokens per row: the host batch (int32 [B, S] and [B, D]), the encoder's position bias [1, A, S, S],
   the states [B, S + D, H] of one layer and, with einsum attention, one layer's attention weights
   [B, A, Tq, Tk], the encoder's [S, S] or the decoder's [D, D + S], the larger. A lower bound, as
-  `prompt.loop.step_memory_lower_bound` for training."""
+  `prompt.train_step.step_memory_lower_bound` for training."""
   s, d = input_length, decoder_tokens
   itemsize = np.dtype(config.dtype).itemsize
   host_batch = 4 * batch_size * (s + d)

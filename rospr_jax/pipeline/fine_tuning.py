@@ -27,8 +27,7 @@ import numpy as np
 from rospr_jax.model import model_for
 from rospr_jax.prompt import optimizers, prompts as prompts_lib
 from rospr_jax.prompt.input_pipeline import BatchIterator, Example, SourceExamples
-from rospr_jax.prompt.loop import check_step_fits
-from rospr_jax.prompt.train_step import dropout_key, init_state, make_train_step, place_batch, place_state
+from rospr_jax.prompt.train_step import check_step_fits, dropout_key, init_state, make_train_step, place_batch, place_state
 from rospr_jax.pipeline.labelled import FineTuneConfig, LabelledExamples
 
 __all__ = ["FILE", "FineTuneConfig", "LabelledExamples", "Plan", "initial_table", "num_steps", "record",
@@ -85,8 +84,6 @@ def train_jointly(evaluator, plans: Sequence[Plan], config: FineTuneConfig, leng
   model = model_for(evaluator.model.config.replace(dropout_rate=0.0))
   input_length = min(max(len(ex.inputs) for ex in data.examples), evaluator.max_input_length)
   target_length = max(len(ex.targets) for ex in data.examples)
-  if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
-    raise ValueError(f"FINE_TUNE_BATCH_SIZE must be an integer >= 1, not {config.batch_size!r}.")
   data_axis = 1 if evaluator.mesh is None else evaluator.mesh.shape["data"]
   rows = -(-config.batch_size // data_axis) * data_axis  # padded with empty rows for the mesh's data axis
   check_step_fits(model.config, batch_size=rows, input_length=input_length,

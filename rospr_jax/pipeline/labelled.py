@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from rospr_jax.config_fields import NON_NEGATIVE, POSITIVE, check_fields, positive_number, setting
+
 
 @dataclasses.dataclass(frozen=True)
 class FineTuneConfig:
@@ -18,11 +20,14 @@ class FineTuneConfig:
     learning_rate: Adafactor's (Lester et al.'s optimizer, as train-prompts').
     prompt_length: P of a prompt started from the default initializer when no library gives one.
   """
-  seed: int = 0
-  epochs: int = 20
-  batch_size: int = 32
-  learning_rate: float = 0.3
-  prompt_length: int = 100  # prompts.DEFAULT_LENGTH
+  seed: int = setting("FINE_TUNE_SEED", 0, NON_NEGATIVE)
+  epochs: int = setting("FINE_TUNE_EPOCHS", 20, POSITIVE)
+  batch_size: int = setting("FINE_TUNE_BATCH_SIZE", 32, POSITIVE)
+  learning_rate: float = setting("FINE_TUNE_LEARNING_RATE", 0.3, positive_number)
+  prompt_length: int = setting("FINE_TUNE_PROMPT_LENGTH", 100, POSITIVE)  # prompts.DEFAULT_LENGTH
+
+  def __post_init__(self):
+    check_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)

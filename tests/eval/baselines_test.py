@@ -44,7 +44,8 @@ def setup(tmp_path_factory, tiny_model):
   prompts = 4 * np.asarray(jax.random.normal(jax.random.PRNGKey(1), (3, 4, tiny_model.config.emb_dim)), np.float32)
   embedder = embed.Embedder(tiny_model.model, tiny_model.params, max_length=32)
   library, _ = build.build_library(str(tmp_path_factory.mktemp("lib") / "library"), sources, prompts,
-                                   embedder, tokenizer.encode_input, n=4, index="exact")
+                                   embedder, tokenizer.encode_input, draw=build.DrawConfig(n=4),
+                                   index=build.IndexConfig("exact"))
   targets = [evaluate.Target("weather_t", "weather", "t", *_examples("weather", 1, 6)),
              evaluate.Target("food_t", "food", "t", *_examples("food", 2, 6))]
   train = _examples("weather", 3, 3)
@@ -136,8 +137,8 @@ def test_evaluate_takes_both_baselines_by_gin_macros(tiny_model, tmp_path, capsy
   assert cli.main(_evaluate_command(tiny_model, tmp_path / "none", methods, "--gin.MT_PROMPT='x.npy'",
                                    "--gin.FINE_TUNE_EPOCHS=0", "--gin.FINE_TUNE_LEARNING_RATE=-1.0")) == 2
   assert capsys.readouterr().err.strip().splitlines()[-1] == (
-      "rospr evaluate: error: FINE_TUNE_EPOCHS must be an integer >= 1, not 0; FINE_TUNE_LEARNING_RATE must be "
-      "a finite number > 0, not -1.0.")
+      "rospr evaluate: error: epochs (FINE_TUNE_EPOCHS) must be an integer >= 1, not 0; learning_rate "
+      "(FINE_TUNE_LEARNING_RATE) must be a finite number > 0, not -1.0.")
   out = tmp_path / "eval"
   assert cli.main(_evaluate_command(tiny_model, out, methods, f"--gin.MT_PROMPT='{tmp_path / 'mt.npy'}'")) == 0
   results = json.loads((out / "results.json").read_text())

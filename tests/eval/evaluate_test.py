@@ -45,7 +45,8 @@ def setup(tmp_path_factory, tiny_model):
   prompts = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (3, 4, config.emb_dim)), np.float32)
   embedder = embed.Embedder(tiny_model.model, params, max_length=64)
   library, _ = build.build_library(str(tmp_path_factory.mktemp("lib") / "library"), sources, prompts,
-                                   embedder, tokenizer.encode_input, n=8, index="exact")
+                                   embedder, tokenizer.encode_input, draw=build.DrawConfig(8),
+                                   index=build.IndexConfig("exact"))
   target = evaluate.Target(
       name="weather_target", dataset="weather", template="t",
       inputs=tuple(" ".join(rng.permutation(TOPICS["weather"].split())) for _ in range(6)),

@@ -49,7 +49,8 @@ def setup(tmp_path_factory, tiny_model):
                            np.float32)
   embedder = embed.Embedder(tiny_model.model, params, max_length=64)
   library, _ = build.build_library(str(tmp_path_factory.mktemp("lib") / "library"), sources, prompts,
-                                   embedder, tokenizer.encode_input, n=6, index="exact")
+                                   embedder, tokenizer.encode_input, draw=build.DrawConfig(6),
+                                   index=build.IndexConfig("exact"))
   evaluator = evaluate.Evaluator(params=params, model=tiny_model.model, tokenizer=tokenizer, library=library,
                                  embedder=embedder, batch_size=8,
                                  selection=SelectionConfig(num_queries=4, num_neighbors=3, top_k=3))
@@ -113,7 +114,7 @@ def test_random_is_seeded_per_target_and_uniform_over_the_whole_library():
   assert chosen.rule == "random" and chosen.weights == (1.0,)
   with pytest.raises(ValueError, match="library has 1 sources"):
     selection.select("random", neighbors, sims, num_sources=1)
-  with pytest.raises(ValueError, match="random_seed must be an integer >= 0"):
+  with pytest.raises(ValueError, match=r"random_seed \(RANDOM_SEED\) must be an integer >= 0, not -1"):
     SelectionConfig(random_seed=-1)
 
 
@@ -165,8 +166,8 @@ def cli_artifacts(tmp_path_factory, tiny_model):
   sources = [sources_lib.SourceTexts(name, [" ".join(rng.permutation(TOPICS[name].split())) for _ in range(4)])
              for name in ("animals", "numbers", "music")]
   prompts = 8 * rng.normal(size=(3, 3, config.emb_dim)).astype(np.float32)
-  build.build_library(str(root / "library"), sources, prompts, embedder, tokenizer.encode_input, n=4,
-                      index="exact")
+  build.build_library(str(root / "library"), sources, prompts, embedder, tokenizer.encode_input,
+                      draw=build.DrawConfig(4), index=build.IndexConfig("exact"))
   return checkpoint, str(root / "library"), vocab
 
 

@@ -13,7 +13,8 @@ RUN = dict(num_steps=3, batch_size=8, input_length=16, target_length=4, prompt_l
            dropout_rate=0.0, use_mesh=False, summaries=False)
 
 
-def test_the_multitask_prompt_is_one_prompt_whose_batches_hold_every_source(tmp_path, config, params, examples):
+def test_the_multitask_prompt_is_one_prompt_whose_batches_hold_every_source(tmp_path, config, params, examples,
+                                                                            run_configs):
   data = examples(3, 30, seed=2)
   merged = as_one_source(data)
   assert merged.names == ["multitask"] and merged.merged_from == ["s0", "s1", "s2"]
@@ -31,7 +32,8 @@ def test_the_multitask_prompt_is_one_prompt_whose_batches_hold_every_source(tmp_
   assert seen == {0, 1, 2}
 
   backbone = Backbone(config, params, fingerprint="0123456789abcdef", description={"test": True})
-  result = trainer.train(model_dir=str(tmp_path / "mt"), examples=data, backbone=backbone, multitask=True, **RUN)
+  result = trainer.train(model_dir=str(tmp_path / "mt"), examples=data, backbone=backbone, multitask=True,
+                         **run_configs(**RUN))
   assert result.names == ["multitask"] and result.state.prompts.shape == (1, 3, config.emb_dim)
   assert int(result.state.source_steps[0]) == 3  # every batch trains the one prompt
   table = export.load_prompt_table(result.export_dir, "MT_PROMPT")
