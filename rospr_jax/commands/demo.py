@@ -40,6 +40,7 @@ from rospr_jax.commands import common, demo_analysis
 from rospr_jax.commands import targets as targets_lib
 from rospr_jax.data import archives, generated, vocabulary
 from rospr_jax.eval import report
+from rospr_jax.eval.batching import Scorer
 from rospr_jax.library import build as library_build
 from rospr_jax.library import embed, sources as sources_lib
 from rospr_jax.model import get_config, model_for, multitask, save_hf
@@ -248,9 +249,9 @@ def _run_in(output_dir: str, settings: DemoSettings, final_dir: str) -> dict:
                                            name=f"{storage.absolute(final_dir)}/library")
   lap("build library")
 
-  evaluator = evaluate.Evaluator(params=frozen.params, model=frozen.model, tokenizer=tokenizer,
-                                 library=library, embedder=embedder, selection=settings.selection,
-                                 batch_size=64, seed=settings.seed, max_input_length=128)
+  scorer = Scorer(frozen.params, frozen.model, batch_size=64, max_input_length=128)
+  evaluator = evaluate.Evaluator(scorer, tokenizer, evaluate.retriever_for(
+      library, embedder, tokenizer, scorer, settings.selection, settings.seed))
   records, selections = evaluator.evaluate(held_out, settings.methods,
                                            selections_dir=os.path.join(output_dir, "selections"),
                                            progress=logging.info)

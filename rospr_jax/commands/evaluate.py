@@ -160,7 +160,8 @@ def _evaluator(backbone, *, methods, library_dir, settings_library, retriever_ch
   import jax  # pylint: disable=g-import-not-at-top
   from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
   from rospr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
-  from rospr_jax.pipeline.evaluate import Evaluator  # pylint: disable=g-import-not-at-top
+  from rospr_jax.eval.batching import Scorer  # pylint: disable=g-import-not-at-top
+  from rospr_jax.pipeline.evaluate import Evaluator, retriever_for  # pylint: disable=g-import-not-at-top
   config, params = backbone.config, backbone.params
   tokenizer = backbone.tokenizer()
   mesh = None
@@ -168,7 +169,8 @@ def _evaluator(backbone, *, methods, library_dir, settings_library, retriever_ch
     partitioning.check_partitions(config, num_partitions, jax.device_count())
     mesh = partitioning.make_mesh(num_partitions)
     params = partitioning.shard_params(params, backbone.model.abstract_params(), mesh)
-  embedder = library = None
+  scorer = Scorer(params, backbone.model, batch_size=batch_size, mesh=mesh, progress_bars=True)
+  retriever = None
   needing = [method.name for method in methods if method.needs_library]
   if needing:
     if not library_dir or not retriever_checkpoint:
@@ -180,9 +182,8 @@ def _evaluator(backbone, *, methods, library_dir, settings_library, retriever_ch
                                  name=settings_library)
     library.check_prompts_fit(backbone.fingerprint, config.emb_dim)  # before any scoring
     library.check_num_neighbors(selection.num_neighbors, "NUM_NEIGHBORS")
-  return Evaluator(params=params, model=backbone.model, tokenizer=tokenizer, library=library,
-                   embedder=embedder, selection=selection, batch_size=batch_size, mesh=mesh, seed=seed,
-                   progress_bars=True)
+    retriever = retriever_for(library, embedder, tokenizer, scorer, selection, seed)
+  return Evaluator(scorer, tokenizer, retriever)
 
 
 def _run_settings(backbone, evaluator, methods, *, data_dir, split, max_examples, seed, library_dir,
@@ -200,7 +201,7 @@ def _run_settings(backbone, evaluator, methods, *, data_dir, split, max_examples
     read = ["num_queries", "num_neighbors"] + sorted({f for method in methods for f in method.settings})
     settings.update(library=settings_library,
                     library_manifest=storage.sha256_file(os.path.join(library_dir, store.MANIFEST)),
-                    retriever=evaluator.embedder.fingerprint,
+                    retriever=evaluator.library.retriever_fingerprint,
                     **{f: getattr(selection, f) for f in read})
   return settings
 
