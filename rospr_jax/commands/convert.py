@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
   from rospr_jax.model.t5x_checkpoint import flatten  # pylint: disable=g-import-not-at-top
   target_format = _format_named(parser, args.format)
   try:
-    storage.require_local_args(args, flags={"source": "--from", "dest": "--to"}, urls=("dest", "source"))
+    common.require_local_args(args, flags={"source": "--from", "dest": "--to"}, urls=("dest", "source"))
     given, args.source = args.source, copies.local_copy(args.source, "--from")  # a URL: a local copy
     # --to is a folder artifact: written into a temporary folder, committed by its manifest (an existing
     # folder there is refused before the checkpoint is read).

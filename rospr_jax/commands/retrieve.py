@@ -39,6 +39,11 @@ SELECTION_HELP = {"num_queries": "Q: target inputs embedded as queries.",
                   "random_seed": "Seed of the random rule's draw (with --target's name)."}
 
 
+# The path flags: the queries and the vocabulary are read through local copies, the folders where they are.
+OUTPUT = common.FolderCommand("out", retrieve.SELECTION_KIND, files=("queries", "vocab"),
+                              folders=("library", "retriever", "backbone"))
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
   parser.add_argument("--library", required=True, help="Library directory (rospr build-library).")
@@ -85,13 +90,7 @@ def main(argv: list[str]) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
-    storage.require_local_args(args, urls=("library", "out", "queries", "vocab", "retriever", "backbone"))
-    storage.as_path(args.out, "--out", output=True)  # a bucket out of reach is named before any work
-    common.check_path_kinds(args, files=("queries", "vocab"), folders=("library", "out", "retriever", "backbone"))
-    if multihost.is_writer():  # process 0 alone writes (and sees the destination)
-      common.check_output(args, "out", kind=retrieve.SELECTION_KIND, overwrite=args.overwrite,
-                          inputs=("library", "queries", "vocab", "retriever", "backbone"))
-    copies.local_copies_of_args(args, ("queries", "vocab"))
+    common.prepare_folder_command(args, OUTPUT, overwrite=args.overwrite)
     rule = selection.get_rule(args.rule)
     config = selection.SelectionConfig(**{f.name: getattr(args, f.name)
                                           for f in dataclasses.fields(selection.SelectionConfig)})
