@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from rospr_jax import storage
-from rospr_jax.storage import copies
 from rospr_jax.model.config import T5Config
 from rospr_jax.model import formats
 from rospr_jax.model import hf_checkpoint, t5x_checkpoint  # the built-in formats, registered on import
@@ -129,14 +128,15 @@ def load_checkpoint(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[
   """Loads a Hugging Face or T5X checkpoint, streaming tensors into place and casting them on the way.
 
   Args:
-    path: a Hugging Face T5 directory, or a T5X checkpoint (`checkpoint` file, `checkpoint_<step>`
-      directory, or the model directory holding them: the latest step is taken).
+    path: a local Hugging Face T5 directory, or a T5X checkpoint (`checkpoint` file, `checkpoint_<step>`
+      directory, or the model directory holding them: the latest step is taken), or a checkpoint of any
+      registered format. A checkpoint at a URL is made local by the command that reads it
+      (`backbone.load_backbone`, `rospr convert`), once.
     dtype: dtype of the returned parameters (None keeps each stored dtype).
 
   Returns:
     (config with `param_dtype` set to `dtype` when given, nested dict of numpy arrays with T5X names).
   """
-  path = copies.local_copy(path, "checkpoint")  # a URL: read from a local copy
   config, tensors = _open(path)
   return _with_dtype(config, dtype), collect(tensors, dtype)
 
@@ -151,7 +151,6 @@ def load_fingerprinted(path: str | os.PathLike, dtype: Any = jnp.float32) -> tup
   Returns:
     (config, params) as `load_checkpoint` returns them, and the checkpoint's fingerprint.
   """
-  path = copies.local_copy(path, "checkpoint")
   fingerprint, remember = _cached_fingerprint(path)
   config, tensors = _open(path)
   if fingerprint is not None:
@@ -187,7 +186,6 @@ def checkpoint_fingerprint(path: str | os.PathLike) -> str:
   into a new MODEL_DIR; or give an old export's table as a bare `.npy` to `rospr build-library
   --prompts`, which records no backbone), build the library again, evaluate into a new OUTPUT_DIR.
   """
-  path = copies.local_copy(path, "checkpoint")
   fingerprint, remember = _cached_fingerprint(path)
   if fingerprint is None:
     config, tensors = _open(path)
