@@ -42,6 +42,7 @@ from rospr_jax.commands import common, demo_analysis
 from rospr_jax.commands import targets as targets_lib
 from rospr_jax.data import archives, generated, vocabulary
 from rospr_jax.eval import report
+from rospr_jax.eval.batching import Scorer
 from rospr_jax.library import build as library_build
 from rospr_jax.library import embed, sources as sources_lib
 from rospr_jax.model import get_config, model_for, multitask, save_hf
@@ -236,11 +237,10 @@ def _evaluate(output_dir: str, frozen: Backbone, tokenizer: Tokenizer, retrieval
   labelled = {target.name: targets_lib.labelled_examples(generated.GeneratedTask(template, settings.seed), target,
                                                          FINE_TUNE_LABELS, settings.fine_tune.seed)
               for (_, template), target in zip(targets, held_out)}
-  evaluator = evaluate.Evaluator(params=frozen.params, model=frozen.model, tokenizer=tokenizer,
-                                 library=library, embedder=embedder, selection=settings.selection,
-                                 batch_size=64, seed=settings.seed, max_input_length=128,
-                                 multitask_prompt=multitask_prompt, labelled=labelled,
-                                 fine_tune=settings.fine_tune)
+  scorer = Scorer(frozen.params, frozen.model, batch_size=64, max_input_length=128)
+  evaluator = evaluate.Evaluator(scorer, tokenizer, evaluate.retriever_for(
+      library, embedder, tokenizer, scorer, settings.selection, settings.seed),
+      multitask_prompt=multitask_prompt, labelled=labelled, fine_tune=settings.fine_tune)
   records, selections = evaluator.evaluate(held_out, settings.methods,
                                            selections_dir=os.path.join(output_dir, "selections"),
                                            progress=logging.info)

@@ -175,7 +175,8 @@ def _evaluator(backbone, methods, library: LibraryConfig, library_dir: str | Non
   import jax  # pylint: disable=g-import-not-at-top
   from rospr_jax.library import embed, store  # pylint: disable=g-import-not-at-top
   from rospr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
-  from rospr_jax.pipeline.evaluate import Evaluator  # pylint: disable=g-import-not-at-top
+  from rospr_jax.eval.batching import Scorer  # pylint: disable=g-import-not-at-top
+  from rospr_jax.pipeline.evaluate import Evaluator, retriever_for  # pylint: disable=g-import-not-at-top
   config, params = backbone.config, backbone.params
   tokenizer = backbone.tokenizer()
   mesh = None
@@ -183,7 +184,8 @@ def _evaluator(backbone, methods, library: LibraryConfig, library_dir: str | Non
     partitioning.check_partitions(config, scoring.num_partitions, jax.device_count())
     mesh = partitioning.make_mesh(scoring.num_partitions)
     params = partitioning.shard_params(params, backbone.model.abstract_params(), mesh)
-  embedder = opened = None
+  scorer = Scorer(params, backbone.model, batch_size=scoring.batch_size, mesh=mesh, progress_bars=True)
+  retriever = None
   needing = [method.name for method in methods if method.needs_library]
   if needing:
     if not library_dir or not library.retriever_checkpoint:
@@ -195,9 +197,8 @@ def _evaluator(backbone, methods, library: LibraryConfig, library_dir: str | Non
                                 name=storage.absolute(library.library_dir))
     opened.check_prompts_fit(backbone.fingerprint, config.emb_dim)  # before any scoring
     opened.check_num_neighbors(selection.num_neighbors, "NUM_NEIGHBORS")
-  return Evaluator(params=params, model=backbone.model, tokenizer=tokenizer, library=opened,
-                   embedder=embedder, selection=selection, batch_size=scoring.batch_size, mesh=mesh, seed=seed,
-                   progress_bars=True)
+    retriever = retriever_for(opened, embedder, tokenizer, scorer, selection, seed)
+  return Evaluator(scorer, tokenizer, retriever)
 
 
 def _check_baseline_inputs(methods, baselines: BaselineConfig) -> None:
@@ -258,7 +259,7 @@ def _run_settings(backbone, evaluator, methods, targets: TargetConfig, library: 
     read = ["num_queries", "num_neighbors"] + sorted({f for method in methods for f in method.settings})
     settings.update(library=storage.absolute(library.library_dir),
                     library_manifest=storage.sha256_file(os.path.join(library_dir, store.MANIFEST)),
-                    retriever=evaluator.embedder.fingerprint,
+                    retriever=evaluator.library.retriever_fingerprint,
                     **{f: getattr(selection, f) for f in read})
   return settings
 

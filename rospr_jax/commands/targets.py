@@ -14,9 +14,6 @@ import numpy as np
 if TYPE_CHECKING:  # imported where it is used: it loads JAX, which `rospr evaluate --help` does not need
   from rospr_jax.eval.records import Target
 
-TARGET_GROUPS = ("generated", "held_out", "bigbench")
-
-
 def target_from_task(task, split: str | None = None, *, max_examples: int | None = None,
                      seed: int = 0) -> Target:
   """Reads a `rospr_jax.data.prompted` task's evaluation split into a `Target`.
@@ -54,53 +51,45 @@ def target_from_task(task, split: str | None = None, *, max_examples: int | None
 def resolve_target_tasks(specs: Sequence[str], data_dir: str | None = None) -> list:
   """Target tasks from group names and task names.
 
-  Groups: "generated" (the generated family's held-out targets: no data needed), "held_out" (the 11
-  held-out datasets' original-task templates: promptsource templates and DATA_DIR) and "bigbench" (the
-  14 BIG-bench tasks: a configured BIG-bench source). A task name loads only the group its name
-  belongs to, so a named held-out target never needs BIG-bench.
+  Groups, one per task family (`rospr_jax.data.families`): "generated" (the generated family's
+  held-out targets: no data needed), "held_out" (the 11 held-out datasets' original-task templates:
+  promptsource templates and DATA_DIR) and "bigbench" (the 14 BIG-bench tasks: a configured BIG-bench
+  source), and any family registered there. A task name loads only the family its name belongs to, so
+  a named held-out target never needs BIG-bench.
   """
+  from rospr_jax.data import families  # pylint: disable=g-import-not-at-top
   if isinstance(specs, str):
     raise ValueError(f"TARGETS must be a list of groups or task names, e.g. ['{specs}'], not the "
                      f"string {specs!r}.")
   loaded: dict[str, list] = {}
 
-  def group(name):
-    if name not in loaded:
-      loaded[name] = _load_group(name, data_dir)
-    return loaded[name]
+  def targets_of(family):
+    if family.name not in loaded:
+      loaded[family.name] = _family_targets(family, data_dir)
+    return loaded[family.name]
 
   tasks = []
   for spec in specs:
-    if spec in TARGET_GROUPS:
-      tasks.extend(group(spec))
+    if spec in families.groups():
+      tasks.extend(targets_of(families.of_group(spec)))
       continue
-    name = _group_of(spec)
-    matches = [t for t in group(name) if t.name == spec]
+    matches = [t for t in targets_of(families.of_task(spec)) if t.name == spec]
     if not matches:
-      raise ValueError(f"Unknown target {spec!r}: give {list(TARGET_GROUPS)} or a task name from "
+      raise ValueError(f"Unknown target {spec!r}: give {list(families.groups())} or a task name from "
                        "`rospr tasks`.")
     tasks.extend(matches)
   return tasks
 
 
-def _group_of(task_name: str) -> str:
-  from rospr_jax.data import generated  # pylint: disable=g-import-not-at-top
-  if task_name.startswith(generated.GROUP + "_"):
-    return "generated"
-  return "bigbench" if task_name.startswith("bigbench_") else "held_out"
-
-
-def _load_group(name: str, data_dir: str | None) -> list:
-  from rospr_jax.data import archives, bigbench, generated, prompted  # pylint: disable=g-import-not-at-top
-  if name == "generated":
-    return generated.target_tasks()
-  if name == "bigbench":
-    try:
-      return prompted.bigbench_target_tasks(bigbench.BigBenchStore())
-    except FileNotFoundError as e:  # no source configured: refused before any work, never skipped
-      raise ValueError(f"TARGETS names BIG-bench tasks: {e}; or leave them out of TARGETS "
-                       "(eval/held_out_targets.gin).") from None
-  return prompted.held_out_target_tasks(archives.promptsource_templates_dir(), data_dir)
+def _family_targets(family, data_dir: str | None) -> list:
+  """A family's targets; a family whose data is missing is refused before any work, never skipped
+  (with its hint, where it has one)."""
+  if family.targets_hint is None:
+    return family.targets(data_dir)
+  try:
+    return family.targets(data_dir)
+  except FileNotFoundError as e:
+    raise ValueError(family.targets_hint.format(error=e)) from None
 
 
 TRAIN_SPLIT = "train"

@@ -81,10 +81,10 @@ def train_jointly(evaluator, plans: Sequence[Plan], config: FineTuneConfig, leng
     FloatingPointError: a loss or prompt became NaN or infinite (naming the prompts' targets).
   """
   data = training_examples(plans, evaluator.tokenizer)
-  model = model_for(evaluator.model.config.replace(dropout_rate=0.0))
+  model = model_for(evaluator.score_fn.model.config.replace(dropout_rate=0.0))
   input_length = min(max(len(ex.inputs) for ex in data.examples), evaluator.max_input_length)
   target_length = max(len(ex.targets) for ex in data.examples)
-  data_axis = 1 if evaluator.mesh is None else evaluator.mesh.shape["data"]
+  data_axis = 1 if evaluator.score_fn.mesh is None else evaluator.score_fn.mesh.shape["data"]
   rows = -(-config.batch_size // data_axis) * data_axis  # padded with empty rows for the mesh's data axis
   check_step_fits(model.config, batch_size=rows, input_length=input_length,
                   target_length=target_length, prompt_length=length)
@@ -92,13 +92,13 @@ def train_jointly(evaluator, plans: Sequence[Plan], config: FineTuneConfig, leng
                           target_length=target_length, seed=config.seed)
   optimizer = optimizers.Adafactor(learning_rate=config.learning_rate).build()
   state = init_state(initial_table(plans, length, model.config.emb_dim, config.seed), optimizer)
-  state = jax.device_put(state) if evaluator.mesh is None else place_state(state, evaluator.mesh)
-  step = make_train_step(model, optimizer, mesh=evaluator.mesh)
+  state = jax.device_put(state) if evaluator.score_fn.mesh is None else place_state(state, evaluator.score_fn.mesh)
+  step = make_train_step(model, optimizer, mesh=evaluator.score_fn.mesh)
   rng = dropout_key(config.seed)
   finite = []
   for position in range(num_steps(config, len(data.examples))):
     batch = padded(batches.batch_at(position), rows)
-    state, metrics = step(state, evaluator.params, place_batch(batch, evaluator.mesh), rng)
+    state, metrics = step(state, evaluator.score_fn.params, place_batch(batch, evaluator.score_fn.mesh), rng)
     finite.append(metrics["finite"])
   table = np.asarray(jax.device_get(state.prompts), np.float32)
   if not all(bool(f) for f in jax.device_get(finite)) or not np.all(np.isfinite(table)):

@@ -52,8 +52,8 @@ ORACLE_FILE = "oracle.json"
 
 # predict(evaluator, target, examples [E] RankExample, retrieval, where) -> (the selection dict, None
 # when the method selects nothing; the predicted choice of each example, the first best on a tie).
-# `retrieval` is the evaluator's (query embeddings, VAR predictions) for methods that retrieve, else
-# None; `where` the folder the method saves its selection in, or None.
+# `retrieval` is the evaluator's `retrieve.TargetQueries` (embedded, with VAR's predictions) for
+# methods that retrieve, else None; `where` the folder the method saves its selection in, or None.
 Predict = Callable[[Any, Target, Sequence[Any], Any, str | None], tuple[dict | None, list[int]]]
 # prepare(evaluator, targets, methods sharing it, resumed {(target, method): accuracy}) ->
 # {(target name, method name): what that method's `predict` gets for the target (in place of
@@ -78,7 +78,7 @@ class Method:
     expected: the accuracy of a method that scores nothing, from the target alone (chance): no record
       is written for it and it is never resumed. None for a scored method.
     default: evaluated when METHODS names none (the reference rows are not).
-    retrieves: it needs the target's queries embedded and VAR's predictions (`Evaluator._retrieval`).
+    retrieves: it needs the target's queries embedded and VAR's predictions (`Evaluator.queries`).
     needs_library: it reads the library (LIBRARY_DIR and RETRIEVER_CHECKPOINT).
     needs_labels: it reads the target's labels to choose its prompt (a reference row, an upper bound).
     settings: the `SelectionConfig` fields it reads besides Q and N (they guard a resume).
@@ -202,16 +202,11 @@ def _hard_prompt_predictions(evaluator, target: Target, examples, retrieval, whe
   return None, _predictions(evaluator, target, examples, None, f"{target.name} {HARD_PROMPT.name}")
 
 
-def _select(evaluator, target: Target, rule: selection_lib.Rule, retrieval
+def _select(evaluator, target: Target, rule: selection_lib.Rule, queries: retrieve.TargetQueries
             ) -> tuple[selection_lib.Selection, np.ndarray]:
   """The selection of `rule` for `target` and its (interpolated) prompt [P, H]."""
-  embeddings, predict_choices = retrieval
-  config = evaluator.selection
-  return retrieve.retrieve_prompt(
-      evaluator.library, embeddings, rule.name, num_neighbors=config.num_neighbors,
-      num_prompts=config.num_prompts, top_k=config.top_k, eps=config.eps,
-      predict_choices=predict_choices, num_choices=predict_choices.num_choices,
-      random_seed=config.random_seed, params={"target": target.name, "seed": evaluator.seed})
+  retriever = evaluator.retriever
+  return retriever.select(queries, rule.name, {"target": target.name, "seed": retriever.seed})
 
 
 def _rule_predictions(rule: selection_lib.Rule, evaluator, target: Target, examples, retrieval, where):
@@ -339,7 +334,7 @@ def _fine_tuning_plan(evaluator, target: Target, method: Method) -> fine_tuning.
   k, from_rospr = method.fine_tune
   start = None
   if from_rospr:
-    _, start = _select(evaluator, target, selection_lib.get_rule("rospr"), evaluator._retrieval(target))
+    _, start = _select(evaluator, target, selection_lib.get_rule("rospr"), evaluator.queries(target))
   return fine_tuning.Plan(f"{target.name}|{method.name}", target.name, evaluator.labelled[target.name], k, start)
 
 

@@ -16,7 +16,7 @@ import pytest
 from rospr_jax import storage, tokenization
 from rospr_jax.commands import targets as targets_lib
 from rospr_jax.data import generated
-from rospr_jax.eval.batching import score_examples
+from rospr_jax.eval.batching import Scorer, score_examples
 from rospr_jax.library import build, embed, sources as sources_lib
 from rospr_jax.pipeline import evaluate, fine_tuning, methods
 from rospr_jax.retrieval.selection import SelectionConfig
@@ -51,9 +51,10 @@ def setup(tmp_path_factory, tiny_model):
   train = _examples("weather", 3, 3)
   labelled = {"weather_t": fine_tuning.LabelledExamples("train", (5, 0, 2), *train, seed=0),
               "food_t": fine_tuning.LabelledExamples(None, reason="food_t has no training split")}
+  scorer = Scorer(tiny_model.params, tiny_model.model, batch_size=8)
   evaluator = evaluate.Evaluator(
-      params=tiny_model.params, model=tiny_model.model, tokenizer=tokenizer, library=library, embedder=embedder,
-      batch_size=8, selection=SelectionConfig(num_queries=3, num_neighbors=2, top_k=2),
+      scorer, tokenizer, evaluate.retriever_for(library, embedder, tokenizer, scorer,
+                                                SelectionConfig(num_queries=3, num_neighbors=2, top_k=2)),
       multitask_prompt=prompts.mean(0), labelled=labelled,
       fine_tune=fine_tuning.FineTuneConfig(epochs=2, batch_size=4, prompt_length=4))
   return evaluator, targets
@@ -98,7 +99,7 @@ def test_both_rows_score_and_a_rerun_resumes_them(setup, tmp_path, monkeypatch):
   records, selections = evaluator.evaluate(targets, names, **kwargs)
   assert [(r["target"], r["method"]) for r in records] == [(t.name, n) for t in targets for n in names][:4]
   for target in targets:  # MT prompt: the one prompt, scored on every target
-    scores = score_examples(evaluator.params, evaluator.model, evaluator.tokenize(target),
+    scores = score_examples(evaluator.score_fn.params, evaluator.score_fn.model, evaluator.tokenize(target),
                             prompts=evaluator.multitask_prompt, batch_size=8)
     (row,) = [r for r in records if r["target"] == target.name and r["method"] == "MT prompt"]
     assert row["accuracy"] == pytest.approx(evaluate.accuracy_of(scores, target.is_correct))
@@ -110,7 +111,7 @@ def test_both_rows_score_and_a_rerun_resumes_them(setup, tmp_path, monkeypatch):
       "Not scored, for want of labelled examples apart from the evaluated ones: "
       f"{FROM_ROSPR} on food_t (food_t has no training split); {FROM_DEFAULT} on food_t (food_t has no training split).")
   prompt = storage.load_npy(str(tmp_path / "selections" / "weather_t" / "Fine-tuned__2_labels_" / "prompt.npy"))
-  assert prompt.shape == (4, evaluator.model.config.emb_dim)
+  assert prompt.shape == (4, evaluator.score_fn.model.config.emb_dim)
 
   monkeypatch.setattr(evaluate.Evaluator, "score", lambda *a, **k: pytest.fail("scored a resumed pair"))
   monkeypatch.setattr(fine_tuning, "train_jointly", lambda *a, **k: pytest.fail("trained resumed prompts"))

@@ -4,6 +4,7 @@ the order); neither runs unless asked for, and both go through `rospr evaluate`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from rospr_jax import cli, tokenization
-from rospr_jax.eval.batching import score_examples
+from rospr_jax.eval.batching import Scorer, score_examples
 from rospr_jax.library import build, embed, sources as sources_lib
 from rospr_jax.pipeline import evaluate
 from rospr_jax.retrieval import retrieve, selection
@@ -51,9 +52,9 @@ def setup(tmp_path_factory, tiny_model):
   library, _ = build.build_library(str(tmp_path_factory.mktemp("lib") / "library"), sources, prompts,
                                    embedder, tokenizer.encode_input, draw=build.DrawConfig(6),
                                    index=build.IndexConfig("exact"))
-  evaluator = evaluate.Evaluator(params=params, model=tiny_model.model, tokenizer=tokenizer, library=library,
-                                 embedder=embedder, batch_size=8,
-                                 selection=SelectionConfig(num_queries=4, num_neighbors=3, top_k=3))
+  scorer = Scorer(params, tiny_model.model, batch_size=8)
+  evaluator = evaluate.Evaluator(scorer, tokenizer, evaluate.retriever_for(
+      library, embedder, tokenizer, scorer, SelectionConfig(num_queries=4, num_neighbors=3, top_k=3)))
   return evaluator, [_target("weather_t", "weather", 1), _target("food_t", "food", 2, size=12)]
 
 
@@ -72,7 +73,7 @@ def test_the_oracle_is_the_best_single_prompt_by_brute_force(setup, tmp_path):
   for target in targets:
     examples = evaluator.tokenize(target)
     # Brute force: every prompt alone, its own scoring pass.
-    alone = [evaluate.accuracy_of(score_examples(evaluator.params, evaluator.model, examples,
+    alone = [evaluate.accuracy_of(score_examples(evaluator.score_fn.params, evaluator.score_fn.model, examples,
                                                  prompts=table[s], batch_size=3), target.is_correct)
              for s in range(len(table))]
     assert len(set(alone)) > 1, "the prompts must disagree for this check to mean anything"
@@ -129,14 +130,14 @@ def test_random_in_the_evaluation_is_reproducible_and_independent_of_target_orde
     assert chosen["params"]["num_sources"] == 6 and chosen["params"]["target"] == target.name
   picks = set()
   for seed in range(8):
-    other = evaluate.Evaluator(**{**evaluator.__dict__,
-                                  "selection": SelectionConfig(num_queries=4, num_neighbors=3, random_seed=seed)})
+    other = dataclasses.replace(evaluator, retriever=dataclasses.replace(
+        evaluator.retriever, config=SelectionConfig(num_queries=4, num_neighbors=3, random_seed=seed)))
     records, chosen = other.evaluate(targets[:1], ["Random"], selections_dir=str(tmp_path / str(seed)))
     picks.add(chosen[targets[0].name]["Random"]["chosen"][0])
     # The accuracy is that of the drawn prompt, read back from the saved selection.
     saved, prompt = retrieve.load_selection(str(tmp_path / str(seed) / targets[0].name / "Random"))
     np.testing.assert_array_equal(prompt, evaluator.library.prompts()[saved.chosen[0]])
-    alone = evaluate.accuracy_of(score_examples(evaluator.params, evaluator.model,
+    alone = evaluate.accuracy_of(score_examples(evaluator.score_fn.params, evaluator.score_fn.model,
                                                 evaluator.tokenize(targets[0]), prompts=prompt, batch_size=8),
                                  targets[0].is_correct)
     assert records[0]["accuracy"] == pytest.approx(alone)

@@ -71,6 +71,8 @@ def test_a_registered_rule_is_evaluated_and_its_settings_guard_the_resume(last_r
 
   monkeypatch.setattr("rospr_jax.library.embed.load_embedder", lambda *a, **k: FakeEmbedder())
   class FakeLibrary:
+    retriever_fingerprint = FakeEmbedder.fingerprint  # Library.open checks it is the embedder's
+
     def check_prompts_fit(self, *args):
       pass
 
