@@ -48,7 +48,7 @@ def test_flags_that_read_local_files_only_refuse_urls_with_the_mounted_path():
 
 def test_a_scheme_without_a_driver_is_named_before_any_work(tmp_path):
   from rospr_jax.backbone import load_backbone
-  from rospr_jax.commands import demo
+  from rospr_jax.commands import demo_run as demo
   with pytest.raises(ValueError, match="checkpoint nosuch://b/T0_3B: nosuch:// is not served here"):
     load_backbone("nosuch://b/T0_3B")  # where a checkpoint at a URL is made local
   with pytest.raises(ValueError, match="--output_dir nosuch://b/demo: nosuch:// is not served here"):
