@@ -24,7 +24,7 @@ LOG=$OUT/log.txt
 SIZE=${SIZE:-xl}
 BUDGET=${BUDGET:-560}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
-export TF_CPP_MIN_LOG_LEVEL=2 JAX_COMPILATION_CACHE_DIR=/tmp/rospr_jax_cache
+export TF_CPP_MIN_LOG_LEVEL=2 JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/rospr_jax_cache}
 section() { echo; echo "== $* ($(date +%T), ${SECONDS}s of ${BUDGET}s used)"; }
 limit() {  # limit CAP: a section's timeout, at most CAP and what is left of the budget
   local left=$(( BUDGET - SECONDS )); echo $(( left < $1 ? (left > 1 ? left : 1) : $1 ))

@@ -142,7 +142,7 @@ def build_bigbench_library(directory: str, n: int, seed: int) -> None:
                                  min_vocab_size=tokenizer.vocab_size)
   _, report = build.build_library(
       directory, srcs, np.zeros((len(srcs), 1, embedder.dim), np.float32), embedder,
-      tokenizer.encode_input, n=n, seed=seed, extra={"built_by": "bench/search.py"})
+      tokenizer.encode_input, draw=build.DrawConfig(n, seed), extra={"built_by": "bench/search.py"})
   print(json.dumps(report), flush=True)
 
 

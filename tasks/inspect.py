@@ -83,8 +83,9 @@ def show(task: prompted.PromptedTask, rank: bool, split: str, n: int, out=None) 
         mark = "*" if ok else " "
         row = f"  idx [{ex.idx}, {c}]" if rank else ""
         print(f"  {mark} choice {c}: {choice}{row}", file=out)
-  if task.report.num_failed:
-    print(f"--- failures\n{task.report.summary()}", file=out)
+  report = getattr(task, "report", None)  # a task that renders nothing from files (generated) has none
+  if report is not None and report.num_failed:
+    print(f"--- failures\n{report.summary()}", file=out)
 
 
 def write_queries(task: prompted.PromptedTask, split: str, path: str) -> int:

@@ -19,38 +19,30 @@ Mixtures:
 
 `SOURCES` and `TARGETS` map task names to their `rospr_jax.data.prompted` tasks (no TensorFlow needed
 to iterate them). Registration reads only templates.yaml files and BIG-bench's index; examples are
-read when a dataset is requested. A part whose data is missing (promptsource not fetched, no BIG-bench
-source configured) is not registered and `STATUS` says why and how to provide it; the generated family
-is always registered.
+read when a dataset is requested. Each family of tasks (`rospr_jax.data.families`: the generated
+one, promptsource's, BIG-bench's, any registered there) gives its tasks and mixtures; a family whose data
+is missing (promptsource not fetched, no BIG-bench source configured) is not registered and `STATUS`
+says why and how to provide it; the generated family is always registered.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 
 import seqio
 import tensorflow as tf
 
-from rospr_jax.data import archives
 from rospr_jax.data import bigbench
-from rospr_jax.data import bigbench_sources
 from rospr_jax.data import catalog
-from rospr_jax.data import generated
+from rospr_jax.data import families
 from rospr_jax.data import prompted
 from rospr_tasks import preprocessors
 from rospr_tasks import vocab
 
 logger = logging.getLogger(__name__)
 
-T0_TRAIN_MIXTURE = "rospr_t0_train"
-BIGBENCH_SOURCES_MIXTURE = "rospr_bigbench_sources"
-HELD_OUT_MIXTURE = "rospr_held_out_score_eval"
-BIGBENCH_TARGETS_MIXTURE = "rospr_bigbench_targets_score_eval"
-TARGETS_MIXTURE = "rospr_targets_score_eval"
-GENERATED_SOURCES_MIXTURE = "rospr_generated_sources"
-GENERATED_TARGETS_MIXTURE = "rospr_generated_targets_score_eval"
+TARGETS_MIXTURE = "rospr_targets_score_eval"  # every target of the paper's table (`paper_targets`)
 
 SOURCES: dict[str, prompted.PromptedTask] = {}
 TARGETS: dict[str, prompted.PromptedTask] = {}
@@ -116,72 +108,41 @@ def _add_mixture(name: str, tasks_and_rates: list[tuple[str, float]]) -> None:
     seqio.MixtureRegistry.add(name, tasks_and_rates)
 
 
-def register_promptsource(templates_dir: os.PathLike) -> None:
-  sources = prompted.t0_source_tasks(templates_dir)
-  per_dataset = {}
-  for task in sources:
-    per_dataset[task.spec.key] = per_dataset.get(task.spec.key, 0) + 1
-  rates = []
+def register_family(family: families.TaskFamily) -> None:
+  """Registers a family's sources, targets and their mixtures (`rospr_jax.data.families`)."""
+  sources = family.sources()
   for task in sources:
     SOURCES[task.name] = task
     _add_both(task)
-    if task.name not in catalog.T0_MIXTURE_EXCLUDED_TASKS:
-      rates.append((task.name, float(task.spec.mixture_cap(per_dataset[task.spec.key]))))
-  _add_mixture(T0_TRAIN_MIXTURE, rates)
-  targets = prompted.held_out_target_tasks(templates_dir)
+  _add_mixture(family.source_mixture, family.source_rates(sources))
+  targets = family.targets(None)
   for task in targets:
     TARGETS[task.name] = task
     _add_both(task)
-  _add_mixture(HELD_OUT_MIXTURE, [(t.name + catalog.SCORE_EVAL_SUFFIX, 1.0) for t in targets])
+  _add_mixture(family.target_mixture, [(t.name + catalog.SCORE_EVAL_SUFFIX, 1.0) for t in targets])
 
 
 def register_bigbench(store: bigbench.BigBenchStore) -> None:
-  targets = prompted.bigbench_target_tasks(store)
-  for task in targets:
-    TARGETS[task.name] = task
-    _add_both(task)
-  _add_mixture(BIGBENCH_TARGETS_MIXTURE, [(t.name + catalog.SCORE_EVAL_SUFFIX, 1.0) for t in targets])
-  rates = []
-  for task in prompted.bigbench_source_tasks(store):
-    SOURCES[task.name] = task
-    _add_both(task)
-    n = task.num_examples()
-    rates.append((task.name, float(min(n - max(int(0.2 * n), bigbench.MIN_VALIDATION_EXAMPLES),
-                                       catalog.MAX_EXAMPLES_PER_DATASET))))
-  _add_mixture(BIGBENCH_SOURCES_MIXTURE, [(name, rate) for name, rate in rates if rate > 0])
-
-
-def register_generated() -> None:
-  sources = [generated.GeneratedTask(t) for t in generated.source_templates()]
-  targets = generated.target_tasks()
-  for mapping, tasks in ((SOURCES, sources), (TARGETS, targets)):
-    for task in tasks:
-      mapping[task.name] = task
-      _add_both(task)
-  _add_mixture(GENERATED_SOURCES_MIXTURE, [(t.name, 1.0) for t in sources])
-  _add_mixture(GENERATED_TARGETS_MIXTURE, [(t.name + catalog.SCORE_EVAL_SUFFIX, 1.0) for t in targets])
+  """BIG-bench's family registered from `store` (the tests' checkout)."""
+  register_family(families.bigbench_family(store))
 
 
 def register_all() -> dict[str, str]:
-  """Registers what the cache allows; returns STATUS ({part: "registered" or why not})."""
-  for part, register in (("generated", register_generated),
-                         ("promptsource", lambda: register_promptsource(archives.promptsource_templates_dir())),
-                         ("bigbench", lambda: register_bigbench(bigbench.BigBenchStore()))):
-    if STATUS.get(part) == "registered":
+  """Registers every family the cache allows; returns STATUS ({family: "registered" or why not})."""
+  for family in families.FAMILIES.values():
+    if STATUS.get(family.name) == "registered":
       continue
     try:
-      if part == "bigbench" and not bigbench_sources.bigbench_configured():
-        raise FileNotFoundError(bigbench_sources.NOT_CONFIGURED)
-      register()
-      STATUS[part] = "registered"
-    except (FileNotFoundError, ValueError, OSError) as e:  # a part's data missing or refused: say why
-      if STATUS.get(part) != str(e):  # say it once per cause, not on every retry
-        logger.warning("rospr_tasks: %s tasks not registered: %s", part, e)
-      STATUS[part] = str(e)
-  held_out = MIXTURES.get(HELD_OUT_MIXTURE, [])
-  bb = MIXTURES.get(BIGBENCH_TARGETS_MIXTURE, [])
-  if held_out and bb:
-    _add_mixture(TARGETS_MIXTURE, [(t, 1.0) for t in held_out + bb])
+      family.check()
+      register_family(family)
+      STATUS[family.name] = "registered"
+    except (FileNotFoundError, ValueError, OSError) as e:  # a family's data missing or refused: say why
+      if STATUS.get(family.name) != str(e):  # say it once per cause, not on every retry
+        logger.warning("rospr_tasks: %s tasks not registered: %s", family.name, e)
+      STATUS[family.name] = str(e)
+  paper = [MIXTURES.get(f.target_mixture, []) for f in families.FAMILIES.values() if f.paper_targets]
+  if paper and all(paper):
+    _add_mixture(TARGETS_MIXTURE, [(t, 1.0) for members in paper for t in members])
   return dict(STATUS)
 
 

@@ -218,35 +218,49 @@ def evaluate_task_with_seqio(task_name: str, params, model: PromptedBackbone, *,
   task_or_mixture = registry.get_task(task_name)
   check_same_vocabulary(vocab.task_vocabulary_file(task_or_mixture), vocabulary,
                         f"The SeqIO task {task_name!r}'s examples")
-  tasks = seqio.get_subtasks(task_or_mixture)
   results = {}
-  for task in tasks:
-    if split is not None:
-      task_split = split
-    else:
-      prompted = _prompted_task(task.name)
-      if prompted is None:
-        raise ValueError(f"{task.name!r} is not a rospr task: pass split= to evaluate it")
-      task_split = prompted.eval_split
-    if task_split not in task.splits or not task.score_metric_fns:
-      raise ValueError(f"task {task.name!r} cannot be rank-classified on split {task_split!r} "
-                       f"(splits {list(task.splits)}, score metrics {len(task.score_metric_fns)})")
+  for task in seqio.get_subtasks(task_or_mixture):
+    task_split = _task_split(task, split)
     num_rows = None if max_examples is None else _num_rows(task.name, task_split, max_examples)
-    evaluator = seqio.Evaluator(task.name, RankFeatureConverter(), eval_split=task_split,
-                                sequence_length=dict(sequence_length or T0_SEQUENCE_LENGTH),
-                                num_examples=num_rows,
-                                async_compute_metrics=False)
-    if int(evaluator.cached_task_datasets[task.name].cardinality()) == 0:
-      raise ValueError(f"task {task.name!r} has no rank-classification rows on split {task_split!r}")
     score_fn = make_score_fn(params, model, prompt, batch_size=batch_size, partitioner=partitioner,
                              progress=task.name if progress else None)
-    metrics, outputs = evaluator.evaluate(compute_metrics=True, score_fn=score_fn)
-    scores = outputs[task.name][seqio.metrics.ModelOutputType.SCORE]
-    entry = dict(metrics.result()[task.name])
-    entry.update(split=task_split, rows=len(scores))
-    if return_scores:
-      entry["scores"] = np.asarray(scores, np.float64)
-      entry["idx"] = np.stack([row[IDX_FEATURE] for row in evaluator.cached_task_datasets[task.name]
-                               .as_numpy_iterator()]).reshape(-1, 2)
-    results[task.name] = entry
+    results[task.name] = _evaluate_task(task, task_split, score_fn, num_rows=num_rows,
+                                        sequence_length=sequence_length, return_scores=return_scores)
   return results
+
+
+def _task_split(task: seqio.Task, split: str | None) -> str:
+  """The split `task` is scored on (`split`, or its rospr task's evaluation split), refused when the
+  task lacks it or a score metric."""
+  if split is not None:
+    task_split = split
+  else:
+    prompted = _prompted_task(task.name)
+    if prompted is None:
+      raise ValueError(f"{task.name!r} is not a rospr task: pass split= to evaluate it")
+    task_split = prompted.eval_split
+  if task_split not in task.splits or not task.score_metric_fns:
+    raise ValueError(f"task {task.name!r} cannot be rank-classified on split {task_split!r} "
+                     f"(splits {list(task.splits)}, score metrics {len(task.score_metric_fns)})")
+  return task_split
+
+
+def _evaluate_task(task: seqio.Task, task_split: str, score_fn, *, num_rows: int | None,
+                   sequence_length: Mapping[str, int] | None, return_scores: bool) -> dict:
+  """One task's `seqio.Evaluator` run with `score_fn`: its metrics, split and rows (and scores [N] and
+  idx [N, 2] when `return_scores`)."""
+  evaluator = seqio.Evaluator(task.name, RankFeatureConverter(), eval_split=task_split,
+                              sequence_length=dict(sequence_length or T0_SEQUENCE_LENGTH),
+                              num_examples=num_rows,
+                              async_compute_metrics=False)
+  if int(evaluator.cached_task_datasets[task.name].cardinality()) == 0:
+    raise ValueError(f"task {task.name!r} has no rank-classification rows on split {task_split!r}")
+  metrics, outputs = evaluator.evaluate(compute_metrics=True, score_fn=score_fn)
+  scores = outputs[task.name][seqio.metrics.ModelOutputType.SCORE]
+  entry = dict(metrics.result()[task.name])
+  entry.update(split=task_split, rows=len(scores))
+  if return_scores:
+    entry["scores"] = np.asarray(scores, np.float64)
+    entry["idx"] = np.stack([row[IDX_FEATURE] for row in evaluator.cached_task_datasets[task.name]
+                             .as_numpy_iterator()]).reshape(-1, 2)
+  return entry

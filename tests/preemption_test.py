@@ -15,7 +15,7 @@ import time
 import pytest
 
 from rospr_jax import cli, preemption
-from rospr_jax.prompt import loop
+from rospr_jax.prompt import trainer
 from rospr_jax.pipeline import evaluate as pipeline
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompt"))
@@ -57,8 +57,8 @@ def _signalling(function, call: int, signum: int):
 
 def _signal_in_step(monkeypatch, step: int, signum: int) -> None:
   """The `step`-th training step of the run sends `signum` to this process before it computes."""
-  real = loop.make_train_step
-  monkeypatch.setattr(loop, "make_train_step", lambda *a, **k: _signalling(real(*a, **k), step, signum))
+  real = trainer.make_train_step
+  monkeypatch.setattr(trainer, "make_train_step", lambda *a, **k: _signalling(real(*a, **k), step, signum))
 
 
 def files(folder) -> dict[str, bytes]:

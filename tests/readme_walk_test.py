@@ -57,7 +57,7 @@ SUBSTITUTIONS = [  # (README text, what runs instead); {tmp} and {ckpt} are fill
 ]
 APPENDED = {
     "train-prompts": ["--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=48", "--gin.TARGET_LENGTH=8",
-                      "--gin.PROMPT_LENGTH=4", "--gin_bindings=trainer.train.summaries = False"],
+                      "--gin.PROMPT_LENGTH=4", "--gin_bindings=configs.LoopConfig.summaries = False"],
     "plan": ["--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=48", "--gin.TARGET_LENGTH=8", "--gin.PROMPT_LENGTH=4"],
     "evaluate": [f"--gin.TARGETS=['{RTE}']", "--gin.NUM_QUERIES=4", "--gin.NUM_NEIGHBORS=2",
                  "--gin.NUM_PROMPTS=2", "--gin.TOP_K=2", "--gin.BATCH_SIZE=4"],

@@ -86,6 +86,11 @@ def _read_sources(args, bound: sources_lib.TextBound | None = None
   return sources, table, trained_on
 
 
+# The path flags: the files are read through local copies, the retriever and the prompts where they are.
+OUTPUT = common.FolderCommand("out", store.KIND, files=("source", "instances", "source_names", "vocab"),
+                              folders=("retriever",), others=("prompts",))
+
+
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
   parser.add_argument("--out", required=True, help="The library directory to write.")
@@ -115,14 +120,7 @@ def main(argv: list[str]) -> int:
   from rospr_jax.library import build  # pylint: disable=g-import-not-at-top  (loads JAX)
   args.n = build.DEFAULT_N if args.n is None else args.n
   try:
-    inputs = ("source", "instances", "source_names", "vocab")  # files: a URL is read into a local copy
-    storage.require_local_args(args, urls=("out", "prompts", "retriever", *inputs))
-    common.check_path_kinds(args, files=inputs, folders=("out", "retriever"))
-    storage.as_path(args.out, "--out", output=True)  # a bucket out of reach is named before any work
-    if multihost.is_writer():  # process 0 alone writes (and sees the destination)
-      common.check_output(args, "out", kind=store.KIND, inputs=("prompts", "retriever", *inputs),
-                          overwrite=args.overwrite)
-    copies.local_copies_of_args(args, inputs)
+    common.prepare_folder_command(args, OUTPUT, overwrite=args.overwrite)
     writes = multihost.is_writer()  # every process embeds its share of each batch; process 0 writes
     args.prompts = copies.local_copy(args.prompts, "--prompts")
     out = storage.absolute(args.out)  # a killed build's temporary folder, if any, goes first
@@ -133,11 +131,11 @@ def main(argv: list[str]) -> int:
     embedder, tokenizer = common.embedder_from_args(args)
     config = search.ScannConfig(mode=args.scann_mode, num_leaves=args.num_leaves,
                                 num_leaves_to_search=args.leaves_to_search, reorder=args.reorder)
-    _, report = build.build_library(out, sources, prompts, embedder, tokenizer.encode_input,
-                                    n=args.n, seed=args.seed, index=args.index, scann_config=config,
-                                    shard_rows=args.shard_rows, overwrite=args.overwrite,
-                                    extra={"argv": list(argv)}, prompts_backbone=trained_on,
-                                    write=writes)
+    _, report = build.build_library(
+        out, sources, prompts, embedder, tokenizer.encode_input, draw=build.DrawConfig(args.n, args.seed),
+        index=build.IndexConfig(args.index, config),
+        output=build.OutputConfig(shard_rows=args.shard_rows, overwrite=args.overwrite, write=writes),
+        extra={"argv": list(argv)}, prompts_backbone=trained_on)
     if common.wait_for_process_zero(PROG, f"wrote the library {out}"):
       return 0
   except (ValueError, OSError) as e:

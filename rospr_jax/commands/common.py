@@ -9,6 +9,7 @@ line, also exit code 2 (tests/commands/one_line_errors_test.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import re
 import sys
@@ -34,6 +35,43 @@ def error(prog: str, message: Any) -> int:
   _say(prog, message)
   distributed.note_error(str(message))  # what the other processes of a multi-process run report
   return 2
+
+
+def require_local_args(args: argparse.Namespace, flags: dict[str, str] | None = None, *,
+                       urls: tuple[str, ...] = ()) -> None:
+  """Refuses the URLs among a command's string arguments but those whose dest is in `urls` (a
+  `NAME=FILE` value is checked after the `=`), naming the flag (`flags` maps a dest to the flag typed)
+  and how to mount the bucket: these files are opened by code that reads local files only."""
+  from rospr_jax import storage  # pylint: disable=g-import-not-at-top
+  for name, value in vars(args).items():
+    for item in value if isinstance(value, (list, tuple)) and name not in urls else [value]:
+      if not isinstance(item, str) or name in urls:
+        continue
+      scheme = storage.is_url(item) or item.startswith("file://")
+      text = item.split("=", 1)[1] if "=" in item and not scheme else item
+      if storage.is_url(text):
+        bucket, rest = text.split("://", 1)[1].split("/", 1)[0], text.split("://", 1)[1]
+        flag = (flags or {}).get(name, f"--{name.replace('_', '-')}")
+        raise ValueError(f"{flag} {text!r} is a URL; this flag reads local or mounted paths. Mount the "
+                         f"bucket (run_tpu.sh --mount {bucket}, or gcsfuse --implicit-dirs {bucket} "
+                         f"/gcs/{bucket}) and pass /gcs/{rest}.")
+
+
+def local_copies_of_args(args: argparse.Namespace, dests: tuple[str, ...]) -> None:
+  """Replaces each URL among the file arguments `dests` of `args` (a `NAME=URL` value after its `=`)
+  with its checked local copy (`storage.copies.local_copy`), naming the flag when there is nothing at
+  the URL: the edge of a command, where its inputs are made local once."""
+  from rospr_jax.storage import copies  # pylint: disable=g-import-not-at-top
+
+  def local(value: str, flag: str) -> str:
+    name, sep, rest = value.partition("=") if "=" in value and "://" not in value.split("=", 1)[0] else ("", "", value)
+    return name + sep + copies.local_copy(rest, flag)
+  for dest in dests:
+    value, flag = getattr(args, dest, None), f"--{dest.replace('_', '-')}"
+    if isinstance(value, str):
+      setattr(args, dest, local(value, flag))
+    elif isinstance(value, list):
+      setattr(args, dest, [local(v, flag) if isinstance(v, str) else v for v in value])
 
 
 def check_path_kinds(args, *, files: tuple[str, ...] = (), folders: tuple[str, ...] = ()) -> None:
@@ -66,6 +104,38 @@ def check_output(args, dest: str, *, kind: str, inputs: tuple[str, ...] = (), ov
         paths.append(value.rpartition("=")[2] if name == "source" else value)
   storage.check_destination(getattr(args, dest), f"--{dest.replace('_', '-')}", kind=kind,
                             overwrite=overwrite, inputs=paths)
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderCommand:
+  """The path flags of a command that writes one folder artifact (build-library, retrieve), by dest.
+
+  Attributes:
+    out: the output folder's dest ("out"); it may be a URL (written there, manifest last).
+    kind: the artifact's manifest kind (what `--overwrite` may replace).
+    files: input files, each checked to be no folder; one at a URL is read through a local copy.
+    folders: input folders, each checked to be no file; read where they are (URLs included).
+    others: other inputs that may be URLs, read where they are (a file or a folder).
+  """
+  out: str
+  kind: str
+  files: tuple[str, ...] = ()
+  folders: tuple[str, ...] = ()
+  others: tuple[str, ...] = ()
+
+
+def prepare_folder_command(args: argparse.Namespace, command: FolderCommand, *, overwrite: bool) -> None:
+  """The preamble of a folder-writing command, before any work: URLs refused where a flag reads local
+  files only, a bucket out of reach named, path kinds checked, the destination checked on process 0
+  (the one that writes and sees it), and the input files made local once, at the command's edge."""
+  from rospr_jax import storage  # pylint: disable=g-import-not-at-top
+  inputs = (*command.others, *command.folders, *command.files)
+  require_local_args(args, urls=(command.out, *inputs))
+  check_path_kinds(args, files=command.files, folders=(command.out, *command.folders))
+  storage.as_path(getattr(args, command.out), f"--{command.out}", output=True)
+  if multihost.is_writer():
+    check_output(args, command.out, kind=command.kind, inputs=inputs, overwrite=overwrite)
+  local_copies_of_args(args, command.files)
 
 
 def gin_error_line(error: BaseException) -> str:

@@ -3,7 +3,8 @@
   rospr convert --from bigscience-T0_3B --to t0_3b_t5x --format t5x
   rospr convert --from t0_3b_t5x --to t0_3b_hf --format hf --max-shard-size 2GB
 
-Tensors keep their stored dtype unless `--dtype` says otherwise, so a round trip returns identical
+A format is any registered one (`rospr_jax.model.formats`; the built-in hf and t5x): the command
+reads and writes through the registry and names no format itself. Tensors keep their stored dtype unless `--dtype` says otherwise, so a round trip returns identical
 tensors. A Hugging Face source's tokenizer files are copied to a Hugging Face destination, and the
 source's SentencePiece model to either (into `checkpoint_<step>` for T5X), so that `rospr score` and
 the other loaders find it without --vocab.
@@ -43,9 +44,10 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--from", dest="source", metavar="DIR", required=True,
                       help="Hugging Face directory, or T5X model / checkpoint_<step> directory")
   parser.add_argument("--to", dest="dest", metavar="DIR", required=True,
-                      help="hf: the directory to create; t5x: the model directory that receives "
-                           "checkpoint_<step>")
-  parser.add_argument("--format", choices=("hf", "t5x"), required=True, help="format to write")
+                      help="the directory to create (a format that records steps: the model directory "
+                           "that receives checkpoint_<step>)")
+  parser.add_argument("--format", required=True, metavar="FORMAT",
+                      help="format to write: a registered checkpoint format (built in: hf, t5x)")
   parser.add_argument("--dtype", choices=tuple(_DTYPES), default="keep",
                       help="dtype of the written tensors (default: keep the stored ones)")
   parser.add_argument("--step", type=int, default=0, help="step number of the T5X checkpoint written")
@@ -55,44 +57,48 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _format_named(parser: argparse.ArgumentParser, name: str):
+  """The registered format `name`; another is refused as argparse refuses a choice (usage, exit 2)."""
+  from rospr_jax.model import formats  # pylint: disable=g-import-not-at-top
+  if name not in formats.FORMATS:
+    parser.error(f"argument --format: invalid choice: {name!r} (choose from "
+                 f"{', '.join(map(repr, formats.FORMATS))})")
+  return formats.FORMATS[name]
+
+
 def main(argv: list[str] | None = None) -> int:
-  args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+  parser = _parser()
+  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   # JAX loads after the flags are parsed: --help and flag errors answer at once.
   from rospr_jax import tokenization  # pylint: disable=g-import-not-at-top
-  from rospr_jax.model.checkpoints import (detect_format, load_checkpoint,  # pylint: disable=g-import-not-at-top
-                                           params_fingerprint, save_hf, save_t5x)
-  from rospr_jax.model import hf_checkpoint, t5x_checkpoint  # pylint: disable=g-import-not-at-top
-  from rospr_jax.model.hf_checkpoint import DEFAULT_MAX_SHARD_BYTES, TOKENIZER_FILES  # pylint: disable=g-import-not-at-top
+  from rospr_jax.model import formats  # pylint: disable=g-import-not-at-top
+  from rospr_jax.model.checkpoints import (format_of, load_checkpoint,  # pylint: disable=g-import-not-at-top
+                                           params_fingerprint, write_checkpoint)
   from rospr_jax.model.t5x_checkpoint import flatten  # pylint: disable=g-import-not-at-top
+  target_format = _format_named(parser, args.format)
   try:
-    storage.require_local_args(args, flags={"source": "--from", "dest": "--to"}, urls=("dest", "source"))
+    common.require_local_args(args, flags={"source": "--from", "dest": "--to"}, urls=("dest", "source"))
     given, args.source = args.source, copies.local_copy(args.source, "--from")  # a URL: a local copy
     # --to is a folder artifact: written into a temporary folder, committed by its manifest (an existing
     # folder there is refused before the checkpoint is read).
     dest = storage.absolute(args.dest)  # a killed conversion's temporary folder, if any, goes first
     storage.remove_leftovers(os.path.dirname(dest), names=[os.path.basename(dest)])
-    kind = hf_checkpoint.KIND if args.format == "hf" else t5x_checkpoint.KIND
-    with storage.output_folder(args.dest, "--to", kind=kind, overwrite_flag=None, inputs=[args.source]) as dest_dir:
-      source_format = detect_format(args.source)
+    with storage.output_folder(args.dest, "--to", kind=target_format.kind, overwrite_flag=None,
+                               inputs=[args.source]) as dest_dir:
+      source_format = format_of(args.source).name
       config, params = load_checkpoint(args.source, _DTYPES[args.dtype])
       # The source's SentencePiece model goes along, so the result loads without --vocab.
       spm = tokenization.find_sentencepiece_model(args.source, required=False)
       fingerprint = params_fingerprint(config, params)  # the written files' (no second read)
-      if args.format == "hf":
-        extra = ([Path(args.source) / name for name in TOKENIZER_FILES
-                  if (Path(args.source) / name).is_file()] if source_format == "hf" else [])
-        extra += [Path(spm)] if spm and Path(spm).name not in {f.name for f in extra} else []
-        written = save_hf(dest_dir, config, params, args.max_shard_size or DEFAULT_MAX_SHARD_BYTES,
-                          extra_files=extra, fingerprint=fingerprint)
-      else:
-        written = save_t5x(dest_dir, config, params, step=args.step, extra_files=[spm] if spm else [],
-                           fingerprint=fingerprint)
+      options = formats.WriteOptions(Path(args.source), Path(spm) if spm else None, args.step,
+                                     args.max_shard_size)
+      written = write_checkpoint(target_format.name, dest_dir, config, params, options, fingerprint)
       inside = os.path.relpath(written, dest_dir)  # what the user reads: the committed folder
       written = storage.absolute(args.dest).rstrip("/") + ("" if inside == "." else f"/{inside}")
   except (ValueError, OSError, ImportError) as e:  # a full disk names the destination
     return common.error("rospr convert", f"error: {storage.with_path(e, args.dest)}")
   count = sum(a.size for a in flatten(params).values())
-  print(f"converted {given} ({source_format}) -> {written} ({args.format}): {count:,} parameters, "
+  print(f"converted {given} ({source_format}) -> {written} ({target_format.name}): {count:,} parameters, "
         f"fingerprint {fingerprint}")
   return 0
 

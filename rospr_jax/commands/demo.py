@@ -12,7 +12,9 @@ vocabulary the committed offline one. Writes `report.md`, `demo.json`, `results.
 3. Soft prompts: one per source template, all trained jointly with the backbone frozen.
 4. Library: n instances per source embedded by the backbone's encoder (the retriever), ScaNN index.
 5. Evaluation of the held-out targets: the hard prompt alone (T0), RoSPr, INTER, VAR, INTER+VAR, a
-   random library prompt and the oracle (labels: an upper bound), with Wilson 95% intervals.
+   random library prompt, the oracle (labels: an upper bound) and the baselines: one multitask prompt
+   trained on every source (`MT prompt`), and prompts fine-tuned on 16 labelled training examples of
+   each target, from RoSPr's prompt and from the default initializer; with Wilson 95% intervals.
 6. Report: the tables, retrieval quality (does the retrieved source share the target's skill, its
    answer format?) and the paper's factor analysis in miniature (`demo_analysis.py`).
 
@@ -23,268 +25,12 @@ scorer, report); this module only wires them together with small settings.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import logging
 import os
-import shutil
 import sys
 import time
 
-import jax
-import numpy as np
-
-from rospr_jax import storage
-from rospr_jax.backbone import Backbone, load_backbone
-from rospr_jax.commands import common, demo_analysis
-from rospr_jax.commands import targets as targets_lib
-from rospr_jax.data import archives, generated, vocabulary
-from rospr_jax.eval import report
-from rospr_jax.library import build as library_build
-from rospr_jax.library import embed, sources as sources_lib
-from rospr_jax.model import get_config, model_for, multitask, save_hf
-from rospr_jax.pipeline import evaluate, methods as methods_lib
-from rospr_jax.prompt import input_pipeline, trainer
-from rospr_jax.retrieval.selection import SelectionConfig
-from rospr_jax.tokenization import Tokenizer
-
-# chance, the default methods (T0 and the paper's rules), then the reference rows Random and the oracle.
-METHODS = (methods_lib.CHANCE.name, *evaluate.default_methods(), methods_lib.RANDOM.name,
-           methods_lib.ORACLE.name)
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoSettings:
-  """Sizes of the offline run (its measured time: bench/RESULTS.md, "Method")."""
-  train_per_source: int = 200      # training examples per template (backbone and prompts)
-  eval_examples: int = 100         # test examples per held-out target
-  input_length: int = 48           # T of training batches
-  target_length: int = 4           # L of training batches
-  batch_size: int = 32
-  backbone_steps: int = 600
-  backbone_learning_rate: float = 3e-3
-  prompt_length: int = 16          # P
-  prompt_steps: int = 4000
-  library_n: int = 32              # instances per source in the library
-  selection: SelectionConfig = SelectionConfig(num_queries=16, num_neighbors=8, num_prompts=3, top_k=5)
-  methods: tuple[str, ...] = METHODS
-  seed: int = 0
-
-
-QUICK = DemoSettings(train_per_source=64, eval_examples=24, backbone_steps=60, prompt_steps=40, library_n=8,
-                     selection=SelectionConfig(num_queries=8, num_neighbors=4, num_prompts=2, top_k=3))
-
-
-def _examples(templates, tokenizer, settings: DemoSettings, names=None) -> input_pipeline.SourceExamples:
-  """Tokenized (input without EOS, target with EOS) train examples of `templates`, source ids by
-  position in `names` (default: the templates themselves)."""
-  names = names or [t.name for t in templates]
-  out = []
-  for template in templates:
-    task = generated.GeneratedTask(template, settings.seed, {"train": settings.train_per_source})
-    for ex in task.examples("train"):
-      out.append(input_pipeline.Example(names.index(template.name) if template.name in names else 0,
-                                        tokenizer.encode_input(ex.inputs), tokenizer.encode_target(ex.targets)))
-  return input_pipeline.SourceExamples(list(names), out)
-
-
-def train_stand_in_backbone(backbone_dir: str, data: input_pipeline.SourceExamples, vocab_path: str, *,
-                            steps: int, learning_rate: float, batch_size: int, input_length: int,
-                            target_length: int, seed: int) -> list[float]:
-  """The offline stand-in for T0: a tiny T5 multitask-trained on every weight with `data`, saved as a
-  Hugging Face checkpoint with `vocab_path` as its spiece.model (what every command then loads).
-
-  Returns:
-    the loss of every step.
-  """
-  vocab_size = -(-Tokenizer(vocab_path).vocab_size // 128) * 128  # embeddings padded as T5's are
-  config = get_config("tiny", vocab_size=vocab_size)
-  batches = input_pipeline.BatchIterator(data, batch_size=batch_size, input_length=input_length,
-                                         target_length=target_length, seed=seed)
-  params, losses = multitask.train_backbone(model_for(config), batches, steps=steps,
-                                            learning_rate=learning_rate, seed=seed)
-  save_hf(backbone_dir, config, params)
-  shutil.copyfile(vocab_path, os.path.join(backbone_dir, "spiece.model"))
-  return losses
-
-
-def _explanation(settings: DemoSettings, timings: dict, facts: dict) -> str:
-  rows = "\n".join(f"| {step} | {seconds:.0f} |" for step, seconds in timings.items())
-  return f"""# rospr-jax offline demo
-
-Everything here ran offline on this machine's CPU ({os.cpu_count()} cores, JAX {jax.__version__}) in
-{sum(timings.values()) / 60:.1f} minutes, on the project's generated task family (`rospr_jax/data/generated.py`):
-a tiny T0-like backbone ({facts['parameters'] / 1e6:.2f}M parameters, vocabulary {facts['vocab_size']}) trained on
-{facts['backbone_templates']} templates (every skill, answer formats {', '.join(generated.BACKBONE_FORMATS)}),
-one {settings.prompt_length}-token soft prompt for each of {len(facts['sources'])} source templates, a library of
-{settings.library_n} instances per source, and retrieval for each of {facts['targets']} held-out targets from
-{settings.selection.num_queries} unlabeled inputs.
-
-**The setting.** "Format" targets ask a skill in an answer format ({', '.join(generated.NEW_FORMATS)}) that the
-stand-in T0 was never trained on, in a wording (frame) that the sources of that skill and format do
-not use; such a source, in other wordings, is what RoSPr should retrieve. "Cross" targets ask one in a
-new format that only other skills' sources share; "template" targets ask one in a format T0 knows, in a
-wording no source has. `Oracle (labels)` picks the best library prompt with the target's labels: an
-upper bound, not a zero-shot method. `Random` is a seeded random library prompt; `chance` a uniform
-guess.
-
-**What the intervals show.** {facts['verdict']} {facts['factor_sentence']}
-
-**The paper's setting.** With the T0_3B checkpoint (Hugging Face `bigscience/T0_3B`, downloaded on a
-machine with network access) and the P3 source datasets in `$ROSPR_DATA_DIR`:
-
-```bash
-rospr train-prompts --gin_file=models/t0_3b.gin --gin_file=prompt_tuning/train_seqio.gin \\
-  --gin.CHECKPOINT="'/ckpt/T0_3B'" --gin.MODEL_DIR="'/runs/prompts'" \\
-  --gin.SOURCES="['rospr_t0_train']" --gin.EXAMPLES_PER_SOURCE=5000 --gin.TRAIN_STEPS=20000
-rospr build-library --out /runs/library --prompts /runs/prompts/export --tasks rospr_t0_train \\
-  --n 100 --retriever /ckpt/retriever --vocab /ckpt/T0_3B/spiece.model
-rospr evaluate --gin_file=models/t0_3b.gin --gin_file=eval/paper.gin --gin.CHECKPOINT="'/ckpt/T0_3B'" \\
-  --gin.LIBRARY_DIR="'/runs/library'" --gin.RETRIEVER_CHECKPOINT="'/ckpt/retriever'" \\
-  --gin.OUTPUT_DIR="'/runs/eval'" --gin.DATA_DIR="'/data/p3'"
-```
-
-| step | seconds |
-|---|---|
-{rows}
-"""
-
-
-KIND = "rospr_demo"  # the manifest's "kind" of the demo's output folder
-
-
-def run(output_dir: str, settings: DemoSettings = DemoSettings(), *, overwrite: bool = False) -> dict:
-  """Runs the whole offline pipeline into `output_dir` (a folder or a URL: a folder artifact, committed
-  when the run succeeds; an earlier demo's output is replaced only with `overwrite`, anything else
-  there is refused before any work); returns {"summary", "pooled", "per_target"}."""
-  if not storage.is_url(output_dir):  # what a killed demo left beside it
-    final = storage.absolute(output_dir)
-    storage.remove_leftovers(os.path.dirname(final), names=[os.path.basename(final)])
-  with storage.output_folder(output_dir, "--output_dir", kind=KIND, overwrite=overwrite) as local:
-    return _run_in(local, settings, final_dir=output_dir)
-
-
-def check_parent_writable(output_dir: str) -> None:
-  """Refuses, before any work, a local `--output_dir` whose parent cannot be written (the destination
-  itself is checked by `run`'s `storage.output_folder` before any work too)."""
-  if storage.is_url(output_dir):
-    return
-  parent = os.path.dirname(os.path.abspath(output_dir.removeprefix("file://")))
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if not os.access(parent, os.W_OK | os.X_OK):
-    raise ValueError(f"--output_dir {output_dir}: {parent} cannot be written (permission denied); give a "
-                     "folder you can write.")
-
-
-def _generate(sources, targets, tokenizer, settings: DemoSettings):
-  """(the sources' training examples, the stand-in T0's, the held-out targets to evaluate)."""
-  held_out = [targets_lib.target_from_task(generated.GeneratedTask(t, settings.seed),
-                                           max_examples=settings.eval_examples, seed=settings.seed)
-              for _, t in targets]
-  return (_examples(sources, tokenizer, settings), _examples(generated.backbone_templates(), tokenizer, settings),
-          held_out)
-
-
-def _train_prompts(model_dir: str, data: input_pipeline.SourceExamples, frozen: Backbone,
-                   settings: DemoSettings) -> np.ndarray:
-  """One soft prompt per source of `data`, trained jointly on the frozen backbone; [S, P, H] float32."""
-  result = trainer.train(model_dir=model_dir, examples=data, backbone=frozen,
-                         num_steps=settings.prompt_steps, prompt_length=settings.prompt_length,
-                         batch_size=settings.batch_size, input_length=settings.input_length,
-                         target_length=settings.target_length, dropout_rate=0.0,
-                         remat_policy="none",  # the tiny model fits; recomputing costs 1.2x on the CPU
-                         seed=settings.seed, checkpoint_every=settings.prompt_steps, log_every=200,
-                         summaries=False)
-  return np.asarray(result.state.prompts, np.float32)  # [S, P, H]
-
-
-def _build_library(directory: str, sources, prompt_table: np.ndarray, frozen: Backbone,
-                   embedder: embed.Embedder, tokenizer: Tokenizer, settings: DemoSettings, name: str):
-  """The library of `settings.library_n` training inputs per source template ([S, P, H] `prompt_table`
-  row s the prompt of sources[s]), embedded by `embedder` and called `name` in records; returns (the
-  library, its build report)."""
-  library_sources = [sources_lib.SourceTexts(t.name, [ex.inputs for ex in generated.GeneratedTask(
-      t, settings.seed, {"train": settings.train_per_source}).examples("train")]) for t in sources]
-  return library_build.build_library(
-      directory, library_sources, prompt_table, embedder,
-      tokenizer.encode_input, n=settings.library_n, seed=settings.seed, overwrite=True,
-      prompts_backbone=frozen.fingerprint, name=name)
-
-
-def _run_in(output_dir: str, settings: DemoSettings, final_dir: str) -> dict:
-  """The demo's steps, written into `output_dir`, the folder that becomes `final_dir` when it is
-  committed (records and reports name the library where it will be)."""
-  timings: dict[str, float] = {}
-  clock = time.perf_counter()
-
-  def lap(step: str) -> None:
-    nonlocal clock
-    now = time.perf_counter()
-    timings[step] = round(now - clock, 1)
-    clock = now
-    logging.info("demo: %s done in %.0f s (stage %d of 6)", step, timings[step], len(timings))
-
-  vocab_path = vocabulary.offline_vocabulary_path()
-  tokenizer = Tokenizer(vocab_path)
-  sources, targets = generated.source_templates(), generated.target_templates()
-  data, seen, held_out = _generate(sources, targets, tokenizer, settings)
-  lap("generate data")
-
-  backbone_dir = os.path.join(output_dir, "backbone")
-  losses = train_stand_in_backbone(backbone_dir, seen, vocab_path, steps=settings.backbone_steps,
-                                   learning_rate=settings.backbone_learning_rate,
-                                   batch_size=settings.batch_size, input_length=settings.input_length,
-                                   target_length=settings.target_length, seed=settings.seed)
-  lap("train backbone")
-
-  frozen = load_backbone(backbone_dir, dtype="float32")  # what every command loads from this folder
-  prompt_table = _train_prompts(os.path.join(output_dir, "prompts"), data, frozen, settings)  # [S, P, H]
-  lap("train soft prompts")
-
-  embedder = embed.Embedder(frozen.model, frozen.params, max_length=settings.input_length)
-  library, library_report = _build_library(os.path.join(output_dir, "library"), sources, prompt_table, frozen,
-                                           embedder, tokenizer, settings,
-                                           name=f"{storage.absolute(final_dir)}/library")
-  lap("build library")
-
-  evaluator = evaluate.Evaluator(params=frozen.params, model=frozen.model, tokenizer=tokenizer,
-                                 library=library, embedder=embedder, selection=settings.selection,
-                                 batch_size=64, seed=settings.seed, max_input_length=128)
-  records, selections = evaluator.evaluate(held_out, settings.methods,
-                                           selections_dir=os.path.join(output_dir, "selections"),
-                                           progress=logging.info)
-  summary = report.write_report(output_dir, records, retrieval=evaluate.retrieval_frequencies(selections),
-                                extra={"selections": selections}, sources=library.source_names,
-                                ticks=methods_lib.reference_ticks(),
-                                title="Held-out targets of the generated family")
-  lap("evaluate")
-
-  methods = [m for m in settings.methods if methods_lib.get(m).needs_backbone]  # chance scores no example
-  rows = demo_analysis.per_target(records, selections, targets, methods)
-  pooled = demo_analysis.pooled(rows, methods)
-  facts = {"parameters": frozen.config.num_parameters(), "vocab_size": frozen.config.vocab_size,
-           "backbone_templates": len(generated.backbone_templates()), "targets": len(targets),
-           "training_examples": len(data.examples), "sources": [t.name for t in sources],
-           "backbone_final_loss": float(np.mean(losses[-50:])), "library": library_report,
-           "settings": dataclasses.asdict(settings), "verdict": demo_analysis.verdict(pooled),
-           "factor_sentence": demo_analysis.factor_sentence(pooled)}
-  lap("report")
-  facts["timings_s"] = timings
-  return _write_report(output_dir, settings, facts, rows, pooled, summary, methods)
-
-
-def _write_report(output_dir: str, settings: DemoSettings, facts: dict, rows: list, pooled: dict, summary: dict,
-                  methods: list) -> dict:
-  """report.md (the explanation, the method tables, the paper-style table, the plots) and demo.json."""
-  sections = [_explanation(settings, facts["timings_s"], facts), "## Held-out targets",
-              demo_analysis.markdown(rows, pooled, methods),
-              "Per skill (datasets as columns, as the paper's tables):", report.markdown_table(summary),
-              "![accuracy](accuracy.png)\n\n![retrieval](retrieval.png)"]
-  storage.write_text(os.path.join(output_dir, "report.md"), "\n\n".join(sections) + "\n")
-  storage.write_text(os.path.join(output_dir, "demo.json"), json.dumps(
-      {"facts": facts, "per_target": rows, "pooled": pooled, "summary": summary}, indent=1, default=str))
-  return {"summary": summary, "pooled": pooled, "per_target": rows}
+# Everything else (JAX, the steps in `demo_run`) is imported once the flags are parsed: `--help` and
+# flag errors answer at once.
 
 
 def main(argv: list[str]) -> int:
@@ -297,7 +43,11 @@ def main(argv: list[str]) -> int:
                       help="a much smaller run that checks the pipeline (no figures worth reading)")
   parser.add_argument("--log_level", default="INFO")
   args = parser.parse_args(argv)
-  from rospr_jax import gin_cli  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from rospr_jax import gin_cli, storage  # pylint: disable=g-import-not-at-top
+  from rospr_jax.commands import common, demo_analysis  # pylint: disable=g-import-not-at-top
+  from rospr_jax.commands.demo_run import QUICK, DemoSettings, check_parent_writable, run  # pylint: disable=g-import-not-at-top
+  from rospr_jax.data import archives  # pylint: disable=g-import-not-at-top
   gin_cli.setup_logging(args.log_level)
   # Compiled programs are cached across runs (the demo compiles a few dozen shapes).
   jax.config.update("jax_compilation_cache_dir", str(archives.cache_dir() / "jax_compilation_cache"))
@@ -317,6 +67,7 @@ def main(argv: list[str]) -> int:
   print("  pooled over held-out targets: " + ", ".join(
       f"{m} {demo_analysis.cell(a, entry['examples'])}" for m, a in entry["accuracy"].items()))
   print("  " + demo_analysis.verdict(result["pooled"]))
+  print("  " + demo_analysis.baselines_sentence(result["pooled"]))
   return 0
 
 

@@ -104,6 +104,27 @@ def verdict(pooled_rows: Mapping[str, dict], reference: str = methods_lib.HARD_P
           f"alone), {where} {reference}'s 95% interval [{100 * low:.1f}, {100 * high:.1f}].")
 
 
+def baselines_sentence(pooled_rows: Mapping[str, dict], method: str = methods_lib.ROSPR.name) -> str:
+  """Where `method` (RoSPr) stands, pooled, against each baseline evaluated: the multitask prompt shared
+  by every target and the prompts fine-tuned on labelled examples (above, inside or below its 95%
+  interval), whatever the intervals show."""
+  entry = pooled_rows["all"]
+  evaluated = [methods_lib.get(name) for name in entry["accuracy"]]
+  baselines = [m.name for m in evaluated if m.needs_multitask_prompt or m.fine_tune]
+  if method not in entry["accuracy"] or not baselines:
+    return "No baseline (a shared multitask prompt, label fine-tuning) was evaluated beside it."
+  a = entry["accuracy"][method]
+  parts = []
+  for name in baselines:
+    low, high = entry["interval"][name]
+    where = "above" if a > high else "below" if a < low else "inside"
+    parts.append(f"{where} {name}'s interval ({100 * entry['accuracy'][name]:.1f}% [{100 * low:.1f}, "
+                 f"{100 * high:.1f}])")
+  return (f"Against the baselines, {method}'s pooled {100 * a:.1f}% lies " + "; ".join(parts) + ". A shared "
+          "prompt uses every source's labels, the fine-tuned prompts the target's own; "
+          f"{method} uses neither.")
+
+
 def factor_sentence(pooled_rows: Mapping[str, dict]) -> str:
   relation = pooled_rows["all"]["prompt_accuracy_by_relation"]
   skill_only, format_only = relation.get("same skill, other format"), relation.get("other skill, same format")
@@ -141,7 +162,7 @@ def markdown(rows: Sequence[dict], pooled_rows: Mapping[str, dict], methods: Seq
                    for k, e in pooled_rows.items()])
   return "\n\n".join([
       "Accuracy (%) with Wilson 95% intervals per target:", per,
-      "Pooled over targets:", pool, verdict(pooled_rows),
+      "Pooled over targets:", pool, verdict(pooled_rows), baselines_sentence(pooled_rows),
       "Retrieval quality (share of targets whose RoSPr source, and share of the queries' neighbours, "
       "that have the target's skill / answer format):", quality,
       "Factor analysis: mean accuracy (%) of the library prompts grouped by their relation to the target "

@@ -13,9 +13,9 @@ REMAT_POLICY, NUM_PARTITIONS, the optimizer); an evaluation run file the encode-
 its BATCH_SIZE and T0's largest bucket (inputs of 1024 tokens, 2 choices of 256 tokens per row), and
 the library's embedding step (the retriever's encoder, RETRIEVER_CHECKPOINT's shape or else the
 `small` one, at build-library's batch: 128 texts of 512 tokens). Each step is the run's own jitted
-function, laid out by the run's own partitioner (`partitioning.Partitioner`, NUM_PARTITIONS), lowered
-for abstract parameters carrying its shardings and compiled by the target's compiler (libtpu for a
-TPU topology: `pip install 'rospr-jax[tpu]'`).
+function, laid out by the run's own partitioner (`partitioning.Partitioner`, from NUM_PARTITIONS as the
+command builds it), lowered for abstract parameters carrying its shardings and compiled by the
+target's compiler (libtpu for a TPU topology: `pip install 'rospr-jax[tpu]'`).
 
 --topology: a Cloud TPU slice (v3-8, v4-8, v4-32, v5p-8, v5litepod-8, v6e-8, ...), a topology such as
 v4:2x2x1, or `local` (this process's devices: on a TPU VM or a GPU the compile the run will do).
@@ -23,7 +23,8 @@ Prints a markdown table (arguments, temporaries, outputs and their total per dev
 chip's HBM, TFLOPs and seconds per step: the TPU compiler's optimum when positive and plausible, else
 a bound at the chip's peak, saying which), the training hours for TRAIN_STEPS, the evaluation hours
 for the TARGETS' examples (`commands.workload`: counted, or the stated held-out sizes; --eval_examples
-gives a count) with the METHODS, and a one-line verdict; --out writes the plan as JSON. A step that does not fit is compiled again with the obvious
+gives a count) with the METHODS, and a one-line verdict; --out writes the plan as JSON. On a
+multi-host slice the global program is compiled, and the rows each host feeds are said. A step that does not fit is compiled again with the obvious
 remedies (NUM_PARTITIONS doubled up to 8, a stronger REMAT_POLICY, half the BATCH_SIZE; --no_search
 skips them) and the verdict names the first that fits. Exit 2 when a step does not fit (the verdict
 says by how much) or on bad input.
@@ -42,6 +43,9 @@ EXAMPLE_FILE = "prompt_tuning/train_seqio.gin"
 TRAIN = "rospr_jax.prompt.trainer.train"
 EVALUATE = "rospr_jax.commands.evaluate.run"
 BACKBONE = "rospr_jax.backbone.load_backbone"
+LOOP = "rospr_jax.prompt.configs.LoopConfig"  # read, not made: TRAIN_STEPS may be left unset
+TARGETS = "rospr_jax.commands.evaluate.TargetConfig"  # read, not made: TARGETS may be left unset
+LIBRARY = "rospr_jax.commands.evaluate.LibraryConfig"
 # evaluate's largest bucket: batching.T0_INPUT_LENGTH inputs, max_decoder_tokens (512) answer tokens
 # per row as 2 choices of T0_TARGET_LENGTH.
 SCORING_CHOICES = 2
@@ -106,41 +110,54 @@ def _config():
                                                             attention_impl=attention)
 
 
+def _config_of(bindings: dict, name: str, default: Any) -> Any:
+  """The config object a run file binds parameter `name` to (`@configs.ShapeConfig()`: made with its
+  bindings, so checked), or `default`."""
+  reference = bindings.get(name)
+  return _call(reference) if hasattr(reference, "scoped_configurable_fn") else (reference or default)
+
+
 def _train_settings(train: dict):
   from rospr_jax.plan import planner, steps  # pylint: disable=g-import-not-at-top
-  from rospr_jax.prompt import optimizers, prompts  # pylint: disable=g-import-not-at-top
+  from rospr_jax.prompt import configs, optimizers  # pylint: disable=g-import-not-at-top
   from rospr_jax.prompt.train_step import default_optimizer  # pylint: disable=g-import-not-at-top
   sources = _resolve(_bindings("rospr_tasks.seqio_input.seqio_sources").get("tasks"))
   optimizer = train.get("optimizer")
   transformation = (default_optimizer() if optimizer is None else
                     optimizers.resolve(_call(optimizer) if hasattr(optimizer, "scoped_configurable_fn")
                                        else optimizer)[0])
-  shapes = steps.TrainShapes(batch_size=train.get("batch_size", 32), input_length=train.get("input_length", 512),
-                             target_length=train.get("target_length", 64),
-                             prompt_length=train.get("prompt_length", prompts.DEFAULT_LENGTH),
+  shape, step = _config_of(train, "shapes", configs.ShapeConfig()), _config_of(train, "step", configs.StepConfig())
+  shapes = steps.TrainShapes(batch_size=shape.batch_size, input_length=shape.input_length,
+                             target_length=shape.target_length, prompt_length=shape.prompt_length,
                              num_sources=len(sources) if isinstance(sources, (list, tuple)) and sources else 1)
-  return planner.TrainSettings(shapes, dropout_rate=train.get("dropout_rate", 0.1),
-                               remat_policy=train.get("remat_policy", "minimal"), optimizer=transformation,
-                               rng_impl=train.get("dropout_rng_impl", "auto"))
+  return planner.TrainSettings(shapes, dropout_rate=step.dropout_rate, remat_policy=step.remat_policy,
+                               optimizer=transformation, rng_impl=step.dropout_rng_impl), step.partitioner()
+
+
+def _scoring_config(evaluate: dict):
+  """evaluate's `ScoringConfig` (BATCH_SIZE, NUM_PARTITIONS; its defaults when the run file binds none)."""
+  from rospr_jax.commands.evaluate import ScoringConfig  # pylint: disable=g-import-not-at-top
+  return _config_of(evaluate, "scoring", ScoringConfig())
 
 
 def _scoring_shapes(evaluate: dict, prompt_length: int):
   from rospr_jax.eval import batching  # pylint: disable=g-import-not-at-top
   from rospr_jax.plan import steps  # pylint: disable=g-import-not-at-top
-  return steps.ScoringShapes(batch_size=evaluate.get("batch_size", 32), input_length=batching.T0_INPUT_LENGTH,
+  return steps.ScoringShapes(batch_size=_scoring_config(evaluate).batch_size, input_length=batching.T0_INPUT_LENGTH,
                              choices=SCORING_CHOICES, target_length=batching.T0_TARGET_LENGTH,
                              prompt_length=prompt_length)
 
 
-def _embedding_settings(evaluate: dict):
+def _embedding_settings():
   """The retriever's embedding step at build-library's batch: RETRIEVER_CHECKPOINT's shape (its config
   alone) or else the `small` one, weights in float32 computed in RETRIEVER_DTYPE (default float32)."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from rospr_jax.library import embed  # pylint: disable=g-import-not-at-top
   from rospr_jax.model import checkpoints, get_config  # pylint: disable=g-import-not-at-top
   from rospr_jax.plan import planner, steps  # pylint: disable=g-import-not-at-top
-  dtype = jnp.dtype(evaluate.get("retriever_dtype") or "float32")
-  checkpoint = evaluate.get("retriever_checkpoint")
+  library = _bindings(LIBRARY)
+  dtype = jnp.dtype(library.get("retriever_dtype") or "float32")
+  checkpoint = library.get("retriever_checkpoint")
   if checkpoint:
     config, source = checkpoints.read_config(checkpoint), f"RETRIEVER_CHECKPOINT {checkpoint}"
   else:
@@ -152,21 +169,14 @@ def _embedding_settings(evaluate: dict):
                                    source=f"{source}, {jnp.dtype(dtype).name}")
 
 
-def _partitioner(train: dict, evaluate: dict):
-  """The run's `Partitioner`, as its run file binds it (`partitioner = @partitioning.Partitioner()`)."""
-  from rospr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
-  reference = (train or evaluate).get("partitioner")
-  if reference is None:
-    return partitioning.Partitioner()
-  return _call(reference) if hasattr(reference, "scoped_configurable_fn") else reference
-
-
-def _workload(evaluate: dict, flags):
+def _workload(flags):
+  """The evaluation rows to project: --eval_examples, or those of TARGETS (MAX_EXAMPLES each)."""
   from rospr_jax.commands import workload  # pylint: disable=g-import-not-at-top
   if flags.eval_examples:
     rows = flags.eval_examples * -(-SCORING_CHOICES // workload.CHOICES_PER_ROW)
     return workload.Workload(rows=rows, examples=flags.eval_examples, how="--eval_examples")
-  return workload.evaluation_workload(evaluate.get("targets"), max_examples=evaluate.get("max_examples"))
+  targets = _bindings(TARGETS)
+  return workload.evaluation_workload(targets.get("targets"), max_examples=targets.get("max_examples"))
 
 
 def _methods(evaluate: dict) -> int:
@@ -185,12 +195,13 @@ def run(flags) -> dict:
     raise ValueError("no run file: give prompt_tuning/train_*.gin (the training step) and / or "
                      "eval/*_targets.gin (the scoring and embedding steps).")
   config = _config()
-  partitioner = _partitioner(train, evaluate)
+  # The partitioner the command builds (StepConfig's, or ScoringConfig's): laid over the target's devices.
+  train_settings, partitioner = (_train_settings(train) if train else
+                                 (None, _scoring_config(evaluate).partitioner()))
   target = targets.resolve(flags.topology)
-  train_settings = _train_settings(train) if train else None
   prompt_length = train_settings.shapes.prompt_length if train_settings else prompts.DEFAULT_LENGTH
   scoring = _scoring_shapes(evaluate, prompt_length) if evaluate else None
-  embedding = _embedding_settings(evaluate) if evaluate else None
+  embedding = _embedding_settings() if evaluate else None
   costs = planner.plan(config, target, partitioner=partitioner, train=train_settings, scoring=scoring,
                        embedding=embedding)
   remedies = {}
@@ -202,9 +213,9 @@ def run(flags) -> dict:
                              "none of NUM_PARTITIONS up to 8, a stronger REMAT_POLICY or half the BATCH_SIZE "
                              "(three times) fits")
   verdict = report.verdict(costs, target, remedies)
-  evaluation = _workload(evaluate, flags) if evaluate else None
+  evaluation = _workload(flags) if evaluate else None
   methods = _methods(evaluate) if evaluate else None
-  notes = report.projections(costs, target, train_steps=train.get("num_steps") if train else None,
+  notes = report.projections(costs, target, train_steps=_bindings(LOOP).get("num_steps") if train else None,
                              evaluation=evaluation, methods=methods, library_texts=flags.library_texts,
                              partitioner=partitioner)
   print(report.markdown(costs, target))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 
@@ -36,6 +37,11 @@ SELECTION_HELP = {"num_queries": "Q: target inputs embedded as queries.",
                   "top_k": "K: candidates VAR scores.",
                   "eps": "VAR's eps.",
                   "random_seed": "Seed of the random rule's draw (with --target's name)."}
+
+
+# The path flags: the queries and the vocabulary are read through local copies, the folders where they are.
+OUTPUT = common.FolderCommand("out", retrieve.SELECTION_KIND, files=("queries", "vocab"),
+                              folders=("library", "retriever", "backbone"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,17 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _var_predictor(args: argparse.Namespace, library: store.Library):
+  """VAR's predictor (`eval.var.make_predict_choices`): the --backbone scores the queries under the
+  library's prompts (refused before any scoring when they were trained for another backbone)."""
+  from rospr_jax.backbone import load_backbone  # pylint: disable=g-import-not-at-top
+  from rospr_jax.eval.batching import Scorer  # pylint: disable=g-import-not-at-top
+  from rospr_jax.eval.var import make_predict_choices  # pylint: disable=g-import-not-at-top
+  backbone = load_backbone(args.backbone, dtype=args.dtype, vocabulary=args.vocab)
+  library.check_prompts_fit(backbone.fingerprint, backbone.config.emb_dim)
+  return functools.partial(make_predict_choices, scorer=Scorer(backbone.params, backbone.model,
+                                                               batch_size=args.batch_size),
+                           prompts=library.prompts(), tokenizer=backbone.tokenizer())
+
+
 def main(argv: list[str]) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
-    storage.require_local_args(args, urls=("library", "out", "queries", "vocab", "retriever", "backbone"))
-    storage.as_path(args.out, "--out", output=True)  # a bucket out of reach is named before any work
-    common.check_path_kinds(args, files=("queries", "vocab"), folders=("library", "out", "retriever", "backbone"))
-    if multihost.is_writer():  # process 0 alone writes (and sees the destination)
-      common.check_output(args, "out", kind=retrieve.SELECTION_KIND, overwrite=args.overwrite,
-                          inputs=("library", "queries", "vocab", "retriever", "backbone"))
-    copies.local_copies_of_args(args, ("queries", "vocab"))
+    common.prepare_folder_command(args, OUTPUT, overwrite=args.overwrite)
     rule = selection.get_rule(args.rule)
     config = selection.SelectionConfig(**{f.name: getattr(args, f.name)
                                           for f in dataclasses.fields(selection.SelectionConfig)})
@@ -90,25 +103,13 @@ def main(argv: list[str]) -> int:
     library.check_num_neighbors(config.num_neighbors, "--num-neighbors")
     queries = sources_lib.read_queries(args.queries, args.target)  # a file of another target is refused
     target = args.target or next((q.target for q in queries if q.target), None)
-    picked = retrieve.sample_queries(len(queries), config.num_queries, args.seed)
-    queries = [queries[i] for i in picked]
-    predict_choices = num_choices = None
-    if rule.needs_backbone:
-      from rospr_jax.backbone import load_backbone  # pylint: disable=g-import-not-at-top
-      from rospr_jax.eval.var import make_predict_choices  # pylint: disable=g-import-not-at-top
-      backbone = load_backbone(args.backbone, dtype=args.dtype, vocabulary=args.vocab)
-      library.check_prompts_fit(backbone.fingerprint, backbone.config.emb_dim)
-      predict_choices = make_predict_choices(backbone.params, backbone.model, queries, library.prompts(),
-                                             backbone.tokenizer(), batch_size=args.batch_size)
-      num_choices = [len(q.choices) for q in queries]
-    query_embeddings = embedder.embed_texts([q.text for q in queries], tokenizer.encode_input)
-    chosen, prompt = retrieve.retrieve_prompt(
-        library, query_embeddings, rule.name, num_neighbors=config.num_neighbors,
-        num_prompts=config.num_prompts, top_k=config.top_k, eps=config.eps,
-        predict_choices=predict_choices, num_choices=num_choices, random_seed=config.random_seed,
-        searcher=args.searcher,
-        params={"target": target, "queries_file": args.queries, "query_seed": args.seed,
-                "query_indices": picked.tolist()})
+    predictor = _var_predictor(args, library) if rule.needs_backbone else None
+    retriever = retrieve.Retriever(library, functools.partial(embedder.embed_texts, tokenize=tokenizer.encode_input),
+                                   config, args.seed, predictor, searcher=args.searcher)
+    sampled = retriever.queries(queries)
+    chosen, prompt = retriever.select(sampled, rule.name, {
+        "target": target, "queries_file": args.queries, "query_seed": args.seed,
+        "query_indices": sampled.indices.tolist()})
     # Every process embeds its share of the queries (and VAR scores them on its own devices, alike);
     # process 0 writes.
     if multihost.is_writer():

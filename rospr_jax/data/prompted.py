@@ -56,7 +56,8 @@ class PromptedExample:
 class PromptedTask(abc.ABC):
   """Base class: a named task whose examples come from one template or one BIG-bench task.
 
-  `report` (a RenderReport or a bigbench.LoadReport) has `num_failed` and `summary()`.
+  `report` (a RenderReport or a bigbench.LoadReport), where a task has one (a task rendered from
+  files), has `num_failed` and `summary()`.
   """
 
   name: str

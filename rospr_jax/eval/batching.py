@@ -106,7 +106,7 @@ def scoring_memory_lower_bound(config, *, batch_size: int, input_length: int, de
   tokens per row: the host batch (int32 [B, S] and [B, D]), the encoder's position bias [1, A, S, S],
   the states [B, S + D, H] of one layer and, with einsum attention, one layer's attention weights
   [B, A, Tq, Tk], the encoder's [S, S] or the decoder's [D, D + S], the larger. A lower bound, as
-  `prompt.loop.step_memory_lower_bound` for training."""
+  `prompt.train_step.step_memory_lower_bound` for training."""
   s, d = input_length, decoder_tokens
   itemsize = np.dtype(config.dtype).itemsize
   host_batch = 4 * batch_size * (s + d)
@@ -230,3 +230,32 @@ def _groups(examples: Sequence[RankExample], max_input_length: int, max_target_l
     logging.warning("%d of %d examples were truncated to inputs %d / targets %d tokens.", truncated,
                     len(examples), max_input_length, max_target_length)
   return groups
+
+
+@dataclasses.dataclass(frozen=True)
+class Scorer:
+  """The encode-once scorer bound to one frozen backbone: what an evaluator and VAR are handed (as t5x's
+  evaluator is handed its `score_fn`), so that neither calls the model itself.
+
+  Attributes:
+    params, model: the backbone (already placed by `partitioner` when one is given) and its
+      `PromptedBackbone`.
+    batch_size, partitioner: rows per scoring batch and the backbone's layout (`partitioning.Partitioner`;
+      None: one device) (`score_examples`).
+    max_input_length: inputs keep their first this many tokens.
+    progress_bars: show a tqdm bar named by the caller's description while scoring.
+  """
+  params: object
+  model: PromptedBackbone
+  batch_size: int = 32
+  partitioner: partitioning.Partitioner | None = None
+  max_input_length: int = T0_INPUT_LENGTH
+  progress_bars: bool = False
+
+  def __call__(self, examples: Sequence[RankExample], prompts=None, description: str | None = None
+               ) -> list[np.ndarray]:
+    """One float32 array [C_i] per example under `prompts` (None, [P, H], or [S, P, H] indexed by each
+    example's prompt_id), with a progress bar named `description` when bars are asked for."""
+    return score_examples(self.params, self.model, examples, prompts=prompts, batch_size=self.batch_size,
+                          max_input_length=self.max_input_length, partitioner=self.partitioner,
+                          progress=description if self.progress_bars else None)

@@ -9,11 +9,12 @@ library or of retrieval (a query is anything with `.text` and `.choices`, as `li
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from rospr_jax.eval.batching import RankExample, score_examples
+from rospr_jax.eval.batching import T0_INPUT_LENGTH, RankExample, Scorer
 
 
 class RankQuery(Protocol):
@@ -26,17 +27,17 @@ class RankQuery(Protocol):
 PredictChoices = Callable[[Sequence[int]], list[list[int]]]
 
 
-def make_predict_choices(params, model, queries: Sequence[RankQuery], prompts: np.ndarray,
-                         tokenizer, *, batch_size: int = 32, partitioner=None) -> PredictChoices:
+def make_predict_choices(queries: Sequence[RankQuery], *, scorer: Scorer, prompts: np.ndarray,
+                         tokenizer) -> PredictChoices:
   """The K candidate prompts on the Q queries in one batched pass.
 
   Args:
-    params, model: the backbone (T0, a `PromptedBackbone`) the prompts were trained for.
     queries: [Q] queries with their answer choices.
+    scorer: the backbone (T0) the prompts were trained for, bound to its scoring batch size and layout;
+      VAR reads whole queries (T0's input length) without progress bars, in `rospr retrieve` and in
+      the evaluation alike.
     prompts: [S, P, H] the library's prompt table.
     tokenizer: `rospr_jax.tokenization.Tokenizer` (inputs without EOS, choices with EOS).
-    batch_size: examples per scoring batch.
-    partitioner: the `Partitioner` that placed `params`, if any (`score_examples`).
 
   Returns:
     predict_choices(ids [K]) -> [K] lists [Q] of argmax choice positions (first on a tie).
@@ -44,17 +45,17 @@ def make_predict_choices(params, model, queries: Sequence[RankQuery], prompts: n
   missing = [i for i, q in enumerate(queries) if not q.choices]
   if missing:
     raise ValueError(f"VAR needs the answer choices of every query; queries {missing[:10]} have none.")
-  if prompts.shape[-1] != model.config.emb_dim:
+  if prompts.shape[-1] != scorer.model.config.emb_dim:
     raise ValueError(f"The library's prompts have H = {prompts.shape[-1]}; the backbone has "
-                     f"H = {model.config.emb_dim}.")
+                     f"H = {scorer.model.config.emb_dim}.")
+  score = dataclasses.replace(scorer, max_input_length=T0_INPUT_LENGTH, progress_bars=False)
   inputs = [tokenizer.encode_input(q.text) for q in queries]
   choices = [[tokenizer.encode_target(c) for c in q.choices] for q in queries]
 
   def predict_choices(ids):
     examples = [RankExample(inputs[q], choices[q], prompt_id=int(s))
                 for s in ids for q in range(len(queries))]
-    scores = score_examples(params, model, examples, prompts=prompts, batch_size=batch_size,
-                             partitioner=partitioner)
+    scores = score(examples, prompts)
     bad = sorted({int(ids[i // len(queries)]) for i, s in enumerate(scores) if not np.all(np.isfinite(s))})
     if bad:
       raise FloatingPointError(f"VAR: the queries' choice scores under prompts {bad[:10]} are NaN or "

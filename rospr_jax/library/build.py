@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from rospr_jax.config_fields import POSITIVE, check_fields, one_of, setting
 from rospr_jax.library import embed as embed_lib
 from rospr_jax.library import search, sources as sources_lib, store
 from rospr_jax.library import writer as writer_lib
@@ -39,14 +40,58 @@ class _EmbedOnly:
     self.num_rows += len(texts)
 
 
+@dataclasses.dataclass(frozen=True)
+class DrawConfig:
+  """How instances are drawn: `n` per source (all of a source's texts when it has fewer; blank texts
+  are left out of the draw and counted in the report), seeded by `seed` (each source draws with
+  `sources.source_seed(seed, name)`)."""
+  n: int = setting("--n", DEFAULT_N, POSITIVE)
+  seed: int = 0
+
+  def __post_init__(self):
+    check_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig:
+  """The search index (`writer_lib.LibraryWriter.finish`): "scann" (built with `scann`) or "exact"
+  (none: exact search), and its default number of neighbours `k`."""
+  kind: str = setting("--index", "scann", one_of(*store.INDEX_KINDS))
+  scann: search.ScannConfig = search.ScannConfig()
+  k: int = setting(None, 10, POSITIVE)
+
+  def __post_init__(self):
+    check_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+  """How the library is written.
+
+  Attributes:
+    shard_rows: rows per embeddings shard.
+    chunk_texts: texts embedded at a time (across sources, so small sources share batches).
+    overwrite: replace an existing library.
+    name: what records and the report call the library (default: the directory): the path it will
+      have when the directory is inside a folder artifact still being written.
+    write: False on the processes of a multi-process run that only embed their share of each batch
+      (the embedder's mesh spans them all) while process 0 writes: nothing is written.
+  """
+  shard_rows: int = setting("--shard-rows", 262_144, POSITIVE)
+  chunk_texts: int = setting(None, DEFAULT_CHUNK_TEXTS, POSITIVE)
+  overwrite: bool = False
+  name: str | None = None
+  write: bool = True
+
+  def __post_init__(self):
+    check_fields(self)
+
+
 def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], prompts,
                   embedder: embed_lib.Embedder, tokenize: Callable[[str], Sequence[int]], *,
-                  n: int = DEFAULT_N, seed: int = 0, index: str = "scann",
-                  scann_config: search.ScannConfig = search.ScannConfig(), k: int = 10,
-                  shard_rows: int = 262_144, chunk_texts: int = DEFAULT_CHUNK_TEXTS,
-                  overwrite: bool = False, extra: dict | None = None,
-                  prompts_backbone: str | None = None, name: str | None = None,
-                  write: bool = True) -> tuple[store.Library | None, dict]:
+                  draw: DrawConfig = DrawConfig(), index: IndexConfig = IndexConfig(),
+                  output: OutputConfig = OutputConfig(), extra: dict | None = None,
+                  prompts_backbone: str | None = None) -> tuple[store.Library | None, dict]:
   """Builds a library directory.
 
   Args:
@@ -55,54 +100,45 @@ def build_library(directory: str, sources: Sequence[sources_lib.SourceTexts], pr
     prompts: [S, P, H] prompt table.
     embedder: the retriever.
     tokenize: text -> token ids without EOS.
-    n: instances drawn per source (all of a source's texts when it has fewer); blank texts are
-      left out of the draw and counted in the report.
-    seed: the draw's seed (each source draws with `sources.source_seed(seed, name)`).
-    index, scann_config, k: the search index (see `writer_lib.LibraryWriter.finish`).
-    shard_rows: rows per embeddings shard.
-    chunk_texts: texts embedded at a time (across sources, so small sources share batches).
-    overwrite: replace an existing library.
+    draw, index, output: how instances are drawn, the search index, how the library is written.
     extra: more facts for the manifest.
     prompts_backbone: fingerprint of the backbone the prompts were trained on (recorded; an
       evaluation with another backbone is refused).
-    name: what records and the report call the library (default: `directory`): the path it will
-      have when `directory` is inside a folder artifact still being written.
-    write: False on the processes of a multi-process run that only embed their share of each batch
-      (the embedder's mesh spans them all) while process 0 writes: nothing is written, and the
-      library returned is None.
 
   Returns:
     (the opened library, a report: rows, sources short of n, blank texts skipped, truncated
-    inputs, the index and its recall on the library's own rows, seconds).
+    inputs, the index and its recall on the library's own rows, seconds); the library is None when
+    `output.write` is False.
   """
   start = time.time()
   short, blank = {}, {}
   truncated_before = embedder.truncated
-  writer = _EmbedOnly() if not write else _library_writer(
-      directory, sources, prompts, embedder, n=n, seed=seed, shard_rows=shard_rows, overwrite=overwrite,
-      extra=extra, prompts_backbone=prompts_backbone)
+  writer = _EmbedOnly() if not output.write else _library_writer(
+      directory, sources, prompts, embedder, draw=draw, output=output, extra=extra,
+      prompts_backbone=prompts_backbone)
   with writer:
-    _embed_in_chunks(writer, embedder, tokenize, _drawn_texts(sources, n, seed, short, blank), chunk_texts)
-    if not write:
+    _embed_in_chunks(writer, embedder, tokenize, _drawn_texts(sources, draw.n, draw.seed, short, blank),
+                     output.chunk_texts)
+    if not output.write:
       return None, {"rows": writer.num_rows, "truncated_inputs": embedder.truncated - truncated_before,
                     "seconds": round(time.time() - start, 2)}
-    library = writer.finish(index=index, scann_config=scann_config, k=k)
-  library.name = name or library.name
+    library = writer.finish(index=index.kind, scann_config=index.scann, k=index.k)
+  library.name = output.name or library.name
   truncated = embedder.truncated - truncated_before
-  return library, _report(library, len(sources), n, short, blank, truncated, start)
+  return library, _report(library, len(sources), draw.n, short, blank, truncated, start)
 
 
 def _library_writer(directory: str, sources: Sequence[sources_lib.SourceTexts], prompts,
-                    embedder: embed_lib.Embedder, *, n: int, seed: int, shard_rows: int, overwrite: bool,
+                    embedder: embed_lib.Embedder, *, draw: DrawConfig, output: OutputConfig,
                     extra: dict | None, prompts_backbone: str | None) -> writer_lib.LibraryWriter:
   """The writer of the library directory: the sources' facts, the [S, P, H] prompts, the retriever."""
-  infos = [store.SourceInfo(s.name, n=n, seed=seed, prompt_file=s.prompt_file,
+  infos = [store.SourceInfo(s.name, n=draw.n, seed=draw.seed, prompt_file=s.prompt_file,
                             prompt_file_sha256=s.prompt_file_sha256) for s in sources]
   return writer_lib.LibraryWriter(
       directory, sources=infos, prompts=prompts, dim=embedder.dim,
       retriever=store.Retriever(embedder.fingerprint, embedder.description()),
-      shard_rows=shard_rows, overwrite=overwrite, prompts_backbone=prompts_backbone,
-      extra={"n": n, "seed": seed, **(extra or {})})
+      shard_rows=output.shard_rows, overwrite=output.overwrite, prompts_backbone=prompts_backbone,
+      extra={"n": draw.n, "seed": draw.seed, **(extra or {})})
 
 
 def _drawn_texts(sources: Sequence[sources_lib.SourceTexts], n: int, seed: int, short: dict[str, int],

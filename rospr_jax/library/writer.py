@@ -168,6 +168,18 @@ class LibraryWriter:
     if empty:
       raise ValueError(f"Sources without any instance in the library: {empty}.")
     np.save(os.path.join(self.tmp, PROMPTS), self.prompts)
+    index_record = self._write_index(index, scann_config, k, recall_queries, seed)
+    storage.write_manifest(self.tmp, storage.with_facts_sha256(self._manifest(index_record)))
+    storage.check_destination(self.directory, "Library", kind=KIND, overwrite=self.overwrite)  # again: it
+    # may have been written while this one was built
+    storage.commit_folder(self.tmp, self.directory, "Library", KIND)
+    self._done = True
+    return Library.open(copies.local_copy(self.directory, "Library"), verify=False, name=self.directory)
+
+  def _write_index(self, index: str, scann_config: search.ScannConfig, k: int, recall_queries: int,
+                   seed: int) -> dict:
+    """Builds and writes the search index of the written shards (none for "exact"); returns the
+    manifest's index record (kind, settings, files' sha256, recall)."""
     index_record = {"kind": index, "settings": {}, "files": {}}
     if index == "scann":
       shards = [np.load(os.path.join(self.tmp, s["files"]["embeddings"]), mmap_mode="r")
@@ -185,7 +197,11 @@ class LibraryWriter:
       index_record["files"] = {
           f"{INDEX_DIR}/{name}": storage.sha256_file(os.path.join(index_dir, name))
           for name in sorted(os.listdir(index_dir))}
-    manifest = {
+    return index_record
+
+  def _manifest(self, index_record: dict) -> dict:
+    """The library's manifest: the retriever, metric, sources, prompts, shards and index."""
+    return {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
         "retriever": {"fingerprint": self.retriever.fingerprint,
@@ -211,12 +227,6 @@ class LibraryWriter:
         "index": index_record,
         "extra": self.extra,
     }
-    storage.write_manifest(self.tmp, storage.with_facts_sha256(manifest))
-    storage.check_destination(self.directory, "Library", kind=KIND, overwrite=self.overwrite)  # again: it
-    # may have been written while this one was built
-    storage.commit_folder(self.tmp, self.directory, "Library", KIND)
-    self._done = True
-    return Library.open(copies.local_copy(self.directory, "Library"), verify=False, name=self.directory)
 
 
 def self_recall(searcher, shards: Sequence[np.ndarray], database: np.ndarray, metric: str, k: int,

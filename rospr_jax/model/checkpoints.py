@@ -6,13 +6,15 @@
   save_hf("out/hf", config, params); save_t5x("out/t5x", config, params, step=0)
 
 `params` is a nested dict of host numpy arrays with T5X names (docs/design.md, "The model");
-`jax.device_put(params, shardings)` places them. The format readers live in `hf_checkpoint.py` and
-`t5x_checkpoint.py`; both stream `(T5X name, tensor as stored)` pairs through `param_tree.collect`,
-where the fingerprint hashes each tensor before it is cast.
+`jax.device_put(params, shardings)` places them. The formats are registered (`formats.py`) by the
+modules that read and write them, `hf_checkpoint.py` and `t5x_checkpoint.py` (imported here: a new
+format is one more such module); each streams `(T5X name, tensor as stored)` pairs through
+`param_tree.collect`, where the fingerprint hashes each tensor before it is cast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,15 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from rospr_jax import storage
-from rospr_jax.storage import copies
 from rospr_jax.model.config import T5Config
-from rospr_jax.model import hf_checkpoint, t5x_checkpoint
-from rospr_jax.model.hf_checkpoint import CONFIG_FILE, hf_weight_files, open_hf
+from rospr_jax.model import formats
+from rospr_jax.model import hf_checkpoint, t5x_checkpoint  # the built-in formats, registered on import
 from rospr_jax.model.param_tree import Params, collect, flatten
-from rospr_jax.model.t5x_checkpoint import CHECKPOINT_FILE, open_t5x, resolve_checkpoint_file
 
 __all__ = ["checkpoint_fingerprint", "detect_format", "load_checkpoint", "load_fingerprinted",
-           "params_fingerprint", "save_hf", "save_t5x"]
+           "params_fingerprint", "save_hf", "save_t5x", "write_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,23 +52,18 @@ _RACY_NS = 2_000_000_000
 _LOG_BYTES = 1_000_000_000  # Hashing a checkpoint larger than this is logged.
 
 
+format_of = formats.format_of  # the registered format of a checkpoint (`formats.CheckpointFormat`)
+
+
 def detect_format(path: str | os.PathLike) -> str:
-  """"hf" for a directory with config.json, "t5x" for a T5X checkpoint (file, step dir or model dir)."""
-  path = Path(path)
-  if not path.exists():
-    raise FileNotFoundError(f"{path}: no such checkpoint.")
-  if path.is_dir() and (path / CONFIG_FILE).is_file():
-    return "hf"
-  if path.is_file() and path.name != CHECKPOINT_FILE:
-    raise ValueError(f"{path}: expected a checkpoint directory (Hugging Face: config.json + weights; "
-                     f"T5X: checkpoint_<step>/{CHECKPOINT_FILE}), got a file.")
-  resolve_checkpoint_file(path)  # Raises a clear error when this is no T5X checkpoint either.
-  return "t5x"
+  """The name of the registered format of the checkpoint at `path` ("hf" for a directory with
+  config.json, "t5x" for a T5X checkpoint: file, step dir or model dir); see `formats.format_of`."""
+  return formats.format_of(path).name
 
 
 def _open(path: str | os.PathLike) -> tuple[T5Config, Iterator[tuple[str, np.ndarray]]]:
-  """The checked config and the stream of (T5X name, tensor as stored) of either format."""
-  return (open_hf if detect_format(path) == "hf" else open_t5x)(path)
+  """The checked config and the stream of (T5X name, tensor as stored) of any registered format."""
+  return formats.format_of(path).open(Path(path))
 
 
 def read_config(path: str | os.PathLike) -> T5Config:
@@ -98,10 +93,19 @@ def save_t5x(path: str | os.PathLike, config: T5Config, params: Params, *args,
   return t5x_checkpoint.save_t5x(path, config, params, *args, manifest_facts=facts, **kwargs)
 
 
+def write_checkpoint(format_name: str, path: str | os.PathLike, config: T5Config, params: Params,
+                     options: formats.WriteOptions, fingerprint: str | None = None) -> Path:
+  """Writes `params` in the registered format `format_name` (`rospr convert`), its manifest.json
+  recording the weights' fingerprint (as `save_hf`); returns the written checkpoint's folder."""
+  facts = {**options.manifest_facts, WEIGHTS_FINGERPRINT: fingerprint or params_fingerprint(config, params)}
+  return formats.get(format_name).write(Path(path), config, params,
+                                        dataclasses.replace(options, manifest_facts=facts))
+
+
 def _check_recorded(path: str | os.PathLike, fingerprint: str) -> str:
   """`fingerprint` of the checkpoint at `path`, refused (ValueError, naming the manifest) when the
   manifest.json its writer left records another: a weight file changed or was damaged since."""
-  folder = Path(path) if detect_format(path) == "hf" else resolve_checkpoint_file(path).parent
+  folder = formats.format_of(path).folder(Path(path))
   manifest = folder / storage.MANIFEST
   if not manifest.is_file():
     return fingerprint  # a checkpoint this project did not write (the hub's T0)
@@ -124,14 +128,15 @@ def load_checkpoint(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[
   """Loads a Hugging Face or T5X checkpoint, streaming tensors into place and casting them on the way.
 
   Args:
-    path: a Hugging Face T5 directory, or a T5X checkpoint (`checkpoint` file, `checkpoint_<step>`
-      directory, or the model directory holding them: the latest step is taken).
+    path: a local Hugging Face T5 directory, or a T5X checkpoint (`checkpoint` file, `checkpoint_<step>`
+      directory, or the model directory holding them: the latest step is taken), or a checkpoint of any
+      registered format. A checkpoint at a URL is made local by the command that reads it
+      (`backbone.load_backbone`, `rospr convert`), once.
     dtype: dtype of the returned parameters (None keeps each stored dtype).
 
   Returns:
     (config with `param_dtype` set to `dtype` when given, nested dict of numpy arrays with T5X names).
   """
-  path = copies.local_copy(path, "checkpoint")  # a URL: read from a local copy
   config, tensors = _open(path)
   return _with_dtype(config, dtype), collect(tensors, dtype)
 
@@ -146,7 +151,6 @@ def load_fingerprinted(path: str | os.PathLike, dtype: Any = jnp.float32) -> tup
   Returns:
     (config, params) as `load_checkpoint` returns them, and the checkpoint's fingerprint.
   """
-  path = copies.local_copy(path, "checkpoint")
   fingerprint, remember = _cached_fingerprint(path)
   config, tensors = _open(path)
   if fingerprint is not None:
@@ -182,7 +186,6 @@ def checkpoint_fingerprint(path: str | os.PathLike) -> str:
   into a new MODEL_DIR; or give an old export's table as a bare `.npy` to `rospr build-library
   --prompts`, which records no backbone), build the library again, evaluate into a new OUTPUT_DIR.
   """
-  path = copies.local_copy(path, "checkpoint")
   fingerprint, remember = _cached_fingerprint(path)
   if fingerprint is None:
     config, tensors = _open(path)
@@ -273,12 +276,8 @@ def _checkpoint_files(path: str | os.PathLike) -> tuple[str, dict[str, list]]:
   """The real path of the checkpoint's folder, and {file: [real path, size, mtime_ns, ctime_ns, inode,
   device]} of the files it is read from (Hugging Face: config.json, the weight files and their index;
   T5X: every file of `checkpoint_<step>`), relative to the folder."""
-  if detect_format(path) == "hf":
-    root = Path(path)
-    files = [root / CONFIG_FILE, *hf_weight_files(root)]
-  else:
-    root = resolve_checkpoint_file(path).parent
-    files = [f for f in root.rglob("*") if f.is_file()]
+  checkpoint_format = formats.format_of(path)
+  root, files = checkpoint_format.folder(Path(path)), checkpoint_format.files(Path(path))
   state = {}
   for file in files:
     # ctime changes on every write (and on os.utime), and users cannot set it: an in-place edit that

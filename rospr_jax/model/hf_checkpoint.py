@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from rospr_jax import storage
+from rospr_jax.model import formats
 from rospr_jax.model.config import T5Config
 from rospr_jax.model.hf_config import CONFIG_FILE, config_from_hf, config_to_hf, read_hf_config
 from rospr_jax.model.hf_names import alias_shapes, hf_names
@@ -166,3 +167,33 @@ def save_hf(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any]
       extra = Path(extra)
       (tmp / extra.name).write_bytes(extra.read_bytes())
   return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The format, registered (`formats.py`).
+
+
+def _recognizes(path: Path) -> bool:
+  return path.is_dir() and (path / CONFIG_FILE).is_file()
+
+
+def _weights_of(path: Path) -> list[Path]:
+  """The files its weights are read from: config.json, the weight files and their index."""
+  return [path / CONFIG_FILE, *hf_weight_files(path)]
+
+
+def _write(path: Path, config: T5Config, params: Mapping[str, Any], options: formats.WriteOptions) -> Path:
+  """`rospr convert --format hf`: a Hugging Face source's tokenizer files and the SentencePiece model
+  go along."""
+  source = Path(options.source)
+  extra = [source / name for name in TOKENIZER_FILES if (source / name).is_file()] if _recognizes(source) else []
+  if options.vocabulary and Path(options.vocabulary).name not in {f.name for f in extra}:
+    extra.append(Path(options.vocabulary))
+  return save_hf(path, config, params, options.max_shard_bytes or DEFAULT_MAX_SHARD_BYTES, extra_files=extra,
+                 manifest_facts=dict(options.manifest_facts))
+
+
+FORMAT = formats.register(formats.CheckpointFormat(
+    name="hf", kind=KIND, layout="Hugging Face: config.json + weights", destination="the directory to create",
+    recognizes=_recognizes, missing=f"not a Hugging Face checkpoint: no `{CONFIG_FILE}`", open=open_hf,
+    folder=Path, files=_weights_of, write=_write))

@@ -5,7 +5,7 @@ donated arguments, code) exceeds the device's `memory_stats()["bytes_limit"]`.
 
 The step then runs from the same compilation (JAX caches it: the first step does not compile again).
 On the CPU, whose devices report no memory, the shape lower bounds guard instead
-(`prompt.loop.check_step_fits`, `eval.batching.scoring_memory_lower_bound`). Tests replace
+(`prompt.train_step.check_step_fits`, `eval.batching.scoring_memory_lower_bound`). Tests replace
 `accelerator_memory` to fake a device's limit.
 """
 

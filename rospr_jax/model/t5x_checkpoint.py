@@ -33,6 +33,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from rospr_jax import storage
+from rospr_jax.model import formats
 from rospr_jax.model.config import T5Config
 # Re-exported: callers import the tree's helpers from here too.
 from rospr_jax.model.param_tree import (Params, as_numpy_dtype, cast, collect, flatten,  # noqa: F401
@@ -361,3 +362,40 @@ def save_t5x(path: str | os.PathLike, config: T5Config, params: Mapping[str, Any
     for extra in map(Path, extra_files):
       (tmp / extra.name).write_bytes(extra.read_bytes())
   return final
+
+
+# ---------------------------------------------------------------------------------------------------
+# The format, registered (`formats.py`).
+
+
+def _recognizes(path: Path) -> bool:
+  """A `checkpoint` file, or a folder holding one (or `checkpoint_<step>/checkpoint`, or the Orbax
+  layout, which `resolve_checkpoint_file` refuses by name)."""
+  if path.is_file():
+    return path.name == CHECKPOINT_FILE
+  if (path / "state").is_dir():
+    return True
+  try:
+    resolve_checkpoint_file(path)
+  except (FileNotFoundError, ValueError):
+    return False
+  return True
+
+
+def _folder(path: Path) -> Path:
+  return resolve_checkpoint_file(path).parent
+
+
+def _write(path: Path, config: T5Config, params: Mapping[str, Any], options: formats.WriteOptions) -> Path:
+  """`rospr convert --format t5x`: `path/checkpoint_<step>`, the SentencePiece model inside it."""
+  return save_t5x(path, config, params, step=options.step,
+                  extra_files=[options.vocabulary] if options.vocabulary else [],
+                  manifest_facts=dict(options.manifest_facts))
+
+
+FORMAT = formats.register(formats.CheckpointFormat(
+    name="t5x", kind=KIND, layout=f"T5X: checkpoint_<step>/{CHECKPOINT_FILE}",
+    destination="the model directory that receives checkpoint_<step>", recognizes=_recognizes,
+    missing=f"not a T5X checkpoint: no `{CHECKPOINT_FILE}` file and no `checkpoint_<step>/{CHECKPOINT_FILE}` inside",
+    open=open_t5x, folder=_folder, files=lambda path: [f for f in _folder(path).rglob("*") if f.is_file()],
+    write=_write))

@@ -20,6 +20,10 @@ rule, `selection.random_prompt`: one library prompt drawn uniformly, seeded per 
 `Oracle (labels)`, the upper bound of choosing one library prompt (`methods.oracle`): every library
 prompt is scored on the target's examples WITH their labels and the most accurate one is taken (the
 first on a tie); its record is `oracle.json` (every source's accuracy) beside its `prompt.npy`.
+The baselines score the same way: `MT prompt` with `multitask_prompt`, and the fine-tuned prompts,
+which a method's `prepare` trains for every target at once before any target is scored
+(`_prepare`; `rospr_jax.pipeline.fine_tuning`); a pair it cannot score (`methods.NotScored`) gets
+no record, and its selection says why.
 """
 
 from __future__ import annotations
@@ -32,19 +36,19 @@ import numpy as np
 
 from rospr_jax import preemption
 from rospr_jax.eval import batching, records as records_lib
-from rospr_jax.eval.batching import RankExample, score_examples
+from rospr_jax.eval.batching import RankExample
 from rospr_jax.eval.metrics import accuracy_of, chance_accuracy
 from rospr_jax.eval.records import RECORDS_DIR, Target
 from rospr_jax.eval.var import make_predict_choices
 from rospr_jax.library import sources as sources_lib
-from rospr_jax.pipeline import methods as methods_lib
+from rospr_jax.pipeline import fine_tuning, methods as methods_lib
 from rospr_jax.retrieval import retrieve
 from rospr_jax.retrieval import selection as selection_lib
 
 # Names of the evaluation's other layers, reachable here too (`evaluate.Target`, ...).
 __all__ = ["CHANCE", "HARD_PROMPT", "METHODS", "ORACLE", "ORACLE_FILE", "RECORDS_DIR", "Evaluator", "Target",
            "accuracy_of", "all_methods", "chance_accuracy", "default_methods", "load_oracle", "oracle_choice",
-           "retrieval_frequencies", "selection_dir"]
+           "retrieval_frequencies", "retriever_for", "selection_dir"]
 
 # The methods' names (`rospr_jax.pipeline.methods`, where they are defined), reachable here too.
 HARD_PROMPT = methods_lib.HARD_PROMPT.name  # the hard prompt alone
@@ -74,79 +78,96 @@ def selection_dir(selections_dir: str, target: str, method: str) -> str:
   return os.path.join(selections_dir, records_lib.path_name(target), records_lib.path_name(method))
 
 
+def retriever_for(library, embedder, tokenizer, scorer: batching.Scorer,
+                  selection: selection_lib.SelectionConfig = selection_lib.SelectionConfig(),
+                  seed: int = 0) -> retrieve.Retriever:
+  """The evaluation's `Retriever` over `library`: queries embedded by `embedder` (the library's
+  retriever, `library.embed.Embedder`) through `tokenizer`, VAR's predictions made by `scorer` (the
+  evaluated backbone) under the library's prompts, the query draw seeded by `seed`."""
+  def embed(texts: Sequence[str]) -> np.ndarray:  # [Q] -> [Q, D]
+    return embedder.embed_texts(texts, tokenizer.encode_input)
+
+  def predictor(queries: Sequence[sources_lib.Query]) -> selection_lib.PredictChoices:
+    return make_predict_choices(queries, scorer=scorer, prompts=library.prompts(), tokenizer=tokenizer)
+
+  return retrieve.Retriever(library, embed, selection, seed, predictor)
+
+
 @dataclasses.dataclass(frozen=True)
 class Evaluator:
-  """Everything the methods need, given at construction: the backbone, its tokenizer, and (for the
-  retrieval methods and the oracle) a library.
+  """Everything the methods need, given at construction: the scorer, the tokenizer, and (for the
+  retrieval methods and the oracle) the library's retriever.
 
   Attributes:
-    params, model: the frozen backbone (T0) and its `PromptedBackbone` (`Backbone.model`).
+    score_fn: the encode-once scorer bound to the frozen backbone (`eval.batching.Scorer`): the
+      evaluator never calls the model itself (t5x's evaluator is handed its `score_fn` alike).
     tokenizer: `rospr_jax.tokenization.Tokenizer`.
-    library: an opened `rospr_jax.library.store.Library` (retrieval methods and the oracle only).
-    embedder: the library's retriever (`rospr_jax.library.embed.Embedder`; retrieval methods only).
-    selection: Q, N, N', K and eps (`rospr_jax.retrieval.selection.SelectionConfig`).
-    batch_size, partitioner: scoring batch size and the backbone's layout (`Partitioner`; None: one device).
-    seed: query sampling seed.
-    max_input_length: inputs keep their first this many tokens.
-    progress_bars: show a tqdm bar while each (target, method) is scored.
+    retriever: the `retrieval.retrieve.Retriever` of an opened library (`retriever_for`; retrieval
+      methods and the oracle only): the library, Q, N, N', K, eps and the query seed.
+    multitask_prompt: [P, H] the multitask prompt of the method 'MT prompt' (MT_PROMPT), or None.
+    labelled: {target name: `fine_tuning.LabelledExamples`} of the fine-tuned methods, or None.
+    fine_tune: how they train (`fine_tuning.FineTuneConfig`).
   """
-  params: Any
-  model: Any
+  score_fn: batching.Scorer
   tokenizer: Any
-  library: Any = None
-  embedder: Any = None
-  selection: selection_lib.SelectionConfig = selection_lib.SelectionConfig()
-  batch_size: int = 32
-  partitioner: Any = None
-  seed: int = 0
-  max_input_length: int = batching.T0_INPUT_LENGTH
-  progress_bars: bool = False
+  retriever: retrieve.Retriever | None = None
+  multitask_prompt: Any = None
+  labelled: Any = None
+  fine_tune: fine_tuning.FineTuneConfig = fine_tuning.FineTuneConfig()
+
+  @property
+  def library(self):
+    """The opened `rospr_jax.library.store.Library` (None without a retriever)."""
+    return self.retriever.library if self.retriever else None
+
+  @property
+  def selection(self) -> selection_lib.SelectionConfig:
+    """The retrieval's settings (`SelectionConfig`; the defaults without a retriever)."""
+    return self.retriever.config if self.retriever else selection_lib.SelectionConfig()
+
+  @property
+  def max_input_length(self) -> int:
+    return self.score_fn.max_input_length
 
   def score(self, examples: Sequence[RankExample], prompt, description: str | None = None
             ) -> list[np.ndarray]:
     """The scores [choices] of each example under `prompt` ([P, H]; [S, P, H] indexed by each example's
     prompt_id; None: the hard prompt alone), with a progress bar named `description` if asked for."""
-    return score_examples(self.params, self.model, examples, prompts=prompt, batch_size=self.batch_size,
-                          max_input_length=self.max_input_length, partitioner=self.partitioner,
-                          progress=description if self.progress_bars else None)
+    return self.score_fn(examples, prompt, description)
 
   def tokenize(self, target: Target) -> list[RankExample]:
     encode_in, encode_out = self.tokenizer.encode_input, self.tokenizer.encode_target
     return [RankExample(encode_in(text), [encode_out(c) for c in choices])
             for text, choices in zip(target.inputs, target.choices)]
 
-  def _retrieval(self, target: Target) -> tuple[np.ndarray, Callable]:
-    """Query embeddings [Q, D] and a memoized VAR rank classification for `target`."""
-    if self.library is None or self.embedder is None:
+  def queries(self, target: Target) -> retrieve.TargetQueries:
+    """The target's Q sampled queries, embedded, with VAR's memoized predictions (every rule's input)."""
+    if self.retriever is None:
       raise ValueError("Retrieval methods need a library and its retriever (LIBRARY_DIR and "
                        "RETRIEVER_CHECKPOINT).")
-    picked = retrieve.sample_queries(len(target.inputs), self.selection.num_queries, self.seed)
-    queries = [sources_lib.Query(target.inputs[i], target.choices[i]) for i in picked]
-    embeddings = self.embedder.embed_texts([q.text for q in queries], self.tokenizer.encode_input)
-    predict = make_predict_choices(self.params, self.model, queries, self.library.prompts(),
-                                   self.tokenizer, batch_size=self.batch_size,
-                                   partitioner=self.partitioner)
-    cache: dict[tuple[int, ...], Any] = {}
-
-    def predict_choices(ids):
-      key = tuple(int(i) for i in ids)
-      if key not in cache:
-        cache[key] = predict(list(key))
-      return cache[key]
-
-    predict_choices.num_choices = [len(q.choices) for q in queries]
-    return embeddings, predict_choices
+    return self.retriever.queries([sources_lib.Query(text, choices)
+                                   for text, choices in zip(target.inputs, target.choices)])
 
   def oracle(self, target: Target, examples: Sequence[RankExample] | None = None
              ) -> tuple[dict, np.ndarray]:
     """The oracle's record and chosen prompt for `target` (`methods.oracle`)."""
     return methods_lib.oracle(self, target, self.tokenize(target) if examples is None else examples)
 
+  def _prepare(self, targets: Sequence[Target], methods: Sequence[methods_lib.Method], resumed: dict) -> dict:
+    """What the methods with a `prepare` make before any target is scored (each `prepare` once, for
+    every method sharing it): {(target, method): what its `predict` gets, or a `methods.NotScored`}."""
+    prepared = {}
+    for prepare in dict.fromkeys(m.prepare for m in methods if m.prepare):
+      prepared.update(prepare(self, targets, [m for m in methods if m.prepare is prepare], resumed))
+    return prepared
+
   def _evaluate_target(self, target: Target, methods: Sequence[methods_lib.Method], resumed: dict,
                        selections_dir, records_dir, say: Callable[[str], None],
-                       scored: Callable[[], None] = lambda: None) -> tuple[list[dict], dict[str, dict]]:
+                       scored: Callable[[], None] = lambda: None, prepared: dict | None = None
+                       ) -> tuple[list[dict], dict[str, dict]]:
     """One target under every method, in order: (its records, {method: selection dict}); `scored()`
-    is called once each new record is written."""
+    is called once each new record is written. A pair `prepared` marks `NotScored` gets no record: its
+    selection dict says why ({"not_scored": reason})."""
     examples = self.tokenize(target)
     truncated = batching.truncated_inputs(examples, self.max_input_length)
     retrieval = None  # the queries' embeddings and VAR's predictions, made once for all rules
@@ -165,9 +186,15 @@ class Evaluator:
           selections[method.name] = method.load_saved(where)
         say(f"{target.name} {method.name}: {100 * accuracy:.2f}% (resumed)")
         continue
+      context = (prepared or {}).get((target.name, method.name))
+      if isinstance(context, methods_lib.NotScored):
+        selections[method.name] = {"not_scored": context.reason}
+        say(f"{target.name} {method.name}: not scored ({context.reason})")
+        continue
       if method.retrieves and retrieval is None:
-        retrieval = self._retrieval(target)
-      chosen, predictions = method.predict(self, target, examples, retrieval, where)
+        retrieval = self.queries(target)
+      chosen, predictions = method.predict(self, target, examples, retrieval if context is None else context,
+                                           where)
       if chosen is not None:
         selections[method.name] = chosen
       records.append(self._write_record(target, method, record, predictions, where, records_dir, say))
@@ -212,11 +239,12 @@ class Evaluator:
         records_dir, pairs, lambda target, method: selection_dir(selections_dir, target, method)
         if selections_dir and by_name[method].saves_selection else None)
     scored = _preemption_check(len(pairs), len(resumed))
+    prepared = self._prepare(targets, methods_, resumed)
     for number, target in enumerate(targets, 1):
       position = f"target {number} of {len(targets)}"
       say = (lambda message, at=position: progress(f"{at}: {message}")) if progress else (lambda _: None)
       target_records, chosen = self._evaluate_target(target, methods_, resumed, selections_dir, records_dir,
-                                                      say, scored)
+                                                      say, scored, prepared)
       records.extend(target_records)
       if chosen:
         selections.setdefault(target.name, {}).update(chosen)
@@ -228,10 +256,10 @@ def _methods_named(methods: Sequence[str] | None) -> tuple[methods_lib.Method, .
   if methods is None:
     return methods_lib.default_methods()
   known = {m.name: m for m in methods_lib.all_methods()}
-  unknown = [m for m in methods if m not in known]
+  unknown = [m for m in methods if m not in known and not methods_lib.is_method(m)]
   if unknown:
     raise ValueError(f"Unknown methods {unknown}; known: {list(known)}.")
-  return tuple(known[m] for m in methods)
+  return tuple(known[m] if m in known else methods_lib.get(m) for m in methods)
 
 
 def _preemption_check(total: int, resumed: int) -> Callable[[], None]:

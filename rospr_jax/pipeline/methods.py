@@ -16,6 +16,15 @@ library and settings: `rospr_jax.pipeline.evaluate`), which dispatches through t
   Its record is `oracle.json` (every source's accuracy) beside its `prompt.npy`.
 - `chance` (`CHANCE`): the expected accuracy of a uniform random guess, from the target alone (no
   model, no record): drawn as a tick in the accuracy plot (`reference_ticks`).
+- `MT prompt` (`MULTITASK`): one soft prompt trained on the union of every source (train-prompts with
+  MULTITASK = True), the same prompt for every target: is retrieval better than one shared prompt
+  trained on the same data?
+- `Fine-tuned (k labels, from RoSPr)` and `Fine-tuned (k labels)` (`fine_tuned(k, from_rospr)`; k = 16
+  and 32 registered, any k by its name): a prompt tuned on k labelled examples of the target's
+  training split, started from RoSPr's prompt or from the default initializer
+  (`rospr_jax.pipeline.fine_tuning`); the prompts of every target train jointly in one run, before
+  the targets are scored (`Method.prepare`). A target without a training split apart from the
+  evaluated one is not scored (`NotScored`, its reason recorded among the selections).
 
 A new method is one `register(Method(...))` here (after the built-ins, before the rules in
 `all_methods()`); the evaluation, `rospr evaluate`'s checks and the report follow from its fields.
@@ -25,7 +34,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
+import re
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -33,6 +44,7 @@ import numpy as np
 from rospr_jax import storage
 from rospr_jax.eval.metrics import accuracy_of, chance_accuracy
 from rospr_jax.eval.records import Target
+from rospr_jax.pipeline import fine_tuning
 from rospr_jax.retrieval import retrieve
 from rospr_jax.retrieval import selection as selection_lib
 
@@ -40,9 +52,19 @@ ORACLE_FILE = "oracle.json"
 
 # predict(evaluator, target, examples [E] RankExample, retrieval, where) -> (the selection dict, None
 # when the method selects nothing; the predicted choice of each example, the first best on a tie).
-# `retrieval` is the evaluator's (query embeddings, VAR predictions) for methods that retrieve, else
-# None; `where` the folder the method saves its selection in, or None.
+# `retrieval` is the evaluator's `retrieve.TargetQueries` (embedded, with VAR's predictions) for
+# methods that retrieve, else None; `where` the folder the method saves its selection in, or None.
 Predict = Callable[[Any, Target, Sequence[Any], Any, str | None], tuple[dict | None, list[int]]]
+# prepare(evaluator, targets, methods sharing it, resumed {(target, method): accuracy}) ->
+# {(target name, method name): what that method's `predict` gets for the target (in place of
+# `retrieval`), or a `NotScored`}: work done once for every target before any is scored.
+Prepare = Callable[[Any, Sequence[Target], Sequence[Any], dict], dict]
+
+
+@dataclasses.dataclass(frozen=True)
+class NotScored:
+  """A (target, method) pair that cannot be scored, and why (recorded, never a silent gap)."""
+  reason: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +78,16 @@ class Method:
     expected: the accuracy of a method that scores nothing, from the target alone (chance): no record
       is written for it and it is never resumed. None for a scored method.
     default: evaluated when METHODS names none (the reference rows are not).
-    retrieves: it needs the target's queries embedded and VAR's predictions (`Evaluator._retrieval`).
+    retrieves: it needs the target's queries embedded and VAR's predictions (`Evaluator.queries`).
     needs_library: it reads the library (LIBRARY_DIR and RETRIEVER_CHECKPOINT).
     needs_labels: it reads the target's labels to choose its prompt (a reference row, an upper bound).
     settings: the `SelectionConfig` fields it reads besides Q and N (they guard a resume).
     record_file: the record saved beside `prompt.npy` in its selection folder; None: it saves none.
     load_saved: reads the selection dict back from that folder (a resumed pair).
+    needs_multitask_prompt: it scores with the multitask prompt (`Evaluator.multitask_prompt`, MT_PROMPT).
+    fine_tune: (k, from RoSPr) of a fine-tuned prompt, which reads the targets' labelled training
+      examples (`Evaluator.labelled`); None for the others.
+    prepare: the `Prepare` run once, for every method sharing it, before the targets are scored.
   """
   name: str
   predict: Predict | None
@@ -73,6 +99,9 @@ class Method:
   settings: tuple[str, ...] = ()
   record_file: str | None = None
   load_saved: Callable[[str], dict] | None = None
+  needs_multitask_prompt: bool = False
+  fine_tune: tuple[int, bool] | None = None
+  prepare: Prepare | None = None
 
   @property
   def needs_backbone(self) -> bool:
@@ -128,10 +157,30 @@ def names(methods: Sequence[Method]) -> tuple[str, ...]:
 
 
 def get(name: str) -> Method:
-  """The method named `name`; an unknown name is refused, naming the known rules."""
+  """The method named `name` (a fine-tuned one with any k); an unknown name is refused, naming the
+  known rules."""
   if name in METHODS:
     return METHODS[name]
+  match = _FINE_TUNED_NAME.fullmatch(name)
+  if match and int(match[1]) >= 1:
+    return fine_tuned(int(match[1]), bool(match[2]))
   return rule_method(selection_lib.rule_of_label(name))
+
+
+def is_method(name: str) -> bool:
+  """Whether `name` names a method (a registered one, a rule's label, or a fine-tuned one of any k)."""
+  try:
+    get(name)
+  except ValueError:
+    return False
+  return True
+
+
+def not_scored_note(selections: dict[str, dict]) -> str:
+  """A line naming each (target, method) pair that was not scored and why ("" when every pair was)."""
+  pairs = [f"{method} on {target} ({chosen['not_scored']})" for target, by_method in selections.items()
+           for method, chosen in by_method.items() if isinstance(chosen, dict) and "not_scored" in chosen]
+  return "Not scored, for want of labelled examples apart from the evaluated ones: " + "; ".join(pairs) + "." if pairs else ""
 
 
 def reference_ticks() -> tuple[str, ...]:
@@ -153,16 +202,11 @@ def _hard_prompt_predictions(evaluator, target: Target, examples, retrieval, whe
   return None, _predictions(evaluator, target, examples, None, f"{target.name} {HARD_PROMPT.name}")
 
 
-def _select(evaluator, target: Target, rule: selection_lib.Rule, retrieval
+def _select(evaluator, target: Target, rule: selection_lib.Rule, queries: retrieve.TargetQueries
             ) -> tuple[selection_lib.Selection, np.ndarray]:
   """The selection of `rule` for `target` and its (interpolated) prompt [P, H]."""
-  embeddings, predict_choices = retrieval
-  config = evaluator.selection
-  return retrieve.retrieve_prompt(
-      evaluator.library, embeddings, rule.name, num_neighbors=config.num_neighbors,
-      num_prompts=config.num_prompts, top_k=config.top_k, eps=config.eps,
-      predict_choices=predict_choices, num_choices=predict_choices.num_choices,
-      random_seed=config.random_seed, params={"target": target.name, "seed": evaluator.seed})
+  retriever = evaluator.retriever
+  return retriever.select(queries, rule.name, {"target": target.name, "seed": retriever.seed})
 
 
 def _rule_predictions(rule: selection_lib.Rule, evaluator, target: Target, examples, retrieval, where):
@@ -236,6 +280,91 @@ def _oracle_predictions(evaluator, target: Target, examples, retrieval, where):
   return chosen, chosen["predictions"]
 
 
+def _multitask_predictions(evaluator, target: Target, examples, retrieval, where):
+  """MT prompt: the examples scored with the one multitask prompt [P, H]; it selects nothing."""
+  del retrieval, where
+  if evaluator.multitask_prompt is None:
+    raise ValueError(f"The method {MULTITASK.name!r} needs a multitask prompt export (MT_PROMPT).")
+  return None, _predictions(evaluator, target, examples, evaluator.multitask_prompt,
+                            f"{target.name} {MULTITASK.name}")
+
+
+_FINE_TUNED_NAME = re.compile(r"Fine-tuned \((\d+) labels(, from RoSPr)?\)")
+
+
+def fine_tuned(k: int, from_rospr: bool) -> Method:
+  """The method of a prompt tuned on k labelled training examples of each target, started from
+  RoSPr's prompt or from the default initializer (`pipeline.fine_tuning`)."""
+  name = f"Fine-tuned ({k} labels{', from ' + ROSPR.name if from_rospr else ''})"
+  return Method(name, functools.partial(_fine_tuned_predictions, name), needs_library=from_rospr,
+                needs_labels=True, settings=ROSPR.settings if from_rospr else (), record_file=fine_tuning.FILE,
+                load_saved=_load_fine_tuned, fine_tune=(k, from_rospr), prepare=_prepare_fine_tuning)
+
+
+def _load_fine_tuned(directory: str) -> dict:
+  return storage.read_json(os.path.join(directory, fine_tuning.FILE), "Fine-tuned prompt record")
+
+
+def _fine_tuned_predictions(name: str, evaluator, target: Target, examples, tuned, where):
+  """A fine-tuned prompt (`tuned`: (record, [P, H]) from `_prepare_fine_tuning`), saved in `where` and
+  read back: exactly what was saved is scored."""
+  chosen, prompt = tuned
+  if where:
+    storage.save_npy(os.path.join(where, retrieve.PROMPT_FILE), prompt)
+    storage.write_json(os.path.join(where, fine_tuning.FILE), chosen)
+    prompt = storage.load_npy(os.path.join(where, retrieve.PROMPT_FILE))
+  return chosen, _predictions(evaluator, target, examples, prompt, f"{target.name} {name}")
+
+
+def _not_scored(evaluator, target: Target, method: Method) -> NotScored | None:
+  """Why `method` cannot tune a prompt for `target` (no labelled examples apart from the evaluated
+  ones, or fewer than k), or None."""
+  k = method.fine_tune[0]
+  labelled = (evaluator.labelled or {}).get(target.name)
+  if labelled is None or labelled.reason:
+    return NotScored(labelled.reason if labelled else f"{target.name}: no labelled training examples were read")
+  if len(labelled.ids) < k:
+    return NotScored(f"{target.name}: its {labelled.split} split has {len(labelled.ids)} labelled examples "
+                     f"apart from the evaluated ones, fewer than k = {k}")
+  return None
+
+
+def _fine_tuning_plan(evaluator, target: Target, method: Method) -> fine_tuning.Plan:
+  """What `method` tunes for `target`: its first k labelled examples, from RoSPr's prompt or not."""
+  k, from_rospr = method.fine_tune
+  start = None
+  if from_rospr:
+    _, start = _select(evaluator, target, selection_lib.get_rule("rospr"), evaluator.queries(target))
+  return fine_tuning.Plan(f"{target.name}|{method.name}", target.name, evaluator.labelled[target.name], k, start)
+
+
+def _prepare_fine_tuning(evaluator, targets: Sequence[Target], methods: Sequence[Method], resumed: dict) -> dict:
+  """Tunes the prompts of every (target, fine-tuned method) in one run (`fine_tuning.train_jointly`),
+  unless every pair that can be scored was scored already; returns {(target, method): (record,
+  [P, H]) or NotScored}."""
+  out, scorable = {}, []
+  for target in targets:
+    for method in methods:
+      reason = _not_scored(evaluator, target, method)
+      if reason:
+        out[target.name, method.name] = reason
+      else:
+        scorable.append((target, method))
+  if all((t.name, m.name) in resumed for t, m in scorable):
+    return out
+  plans = {(t.name, m.name): _fine_tuning_plan(evaluator, t, m) for t, m in scorable}
+  config, library = evaluator.fine_tune, evaluator.library
+  length = library.prompts().shape[1] if library is not None else config.prompt_length
+  table = fine_tuning.train_jointly(evaluator, list(plans.values()), config, length)
+  steps = fine_tuning.num_steps(config, sum(p.k for p in plans.values()))
+  for (key, plan), prompt in zip(plans.items(), table):
+    start = ({"from": ROSPR.name, "prompt_sha256": hashlib.sha256(np.ascontiguousarray(
+        plan.start, np.float32).tobytes()).hexdigest()} if plan.start is not None else
+             {"from": "default initializer (random uniform, scale 0.5)", "seed": config.seed})
+    out[key] = (fine_tuning.record(plan, config, steps, start), prompt)
+  return out
+
+
 # The order of `all_methods()`: the hard prompt alone, the oracle, chance, then the rules.
 HARD_PROMPT = register(Method("T0", _hard_prompt_predictions, default=True))
 ORACLE = register(Method("Oracle (labels)", _oracle_predictions, needs_library=True, needs_labels=True,
@@ -244,3 +373,8 @@ CHANCE = register(Method("chance", None, expected=lambda target: chance_accuracy
 # The rules' methods the demo and its analysis name (their names are the rules' labels).
 ROSPR = rule_method(selection_lib.get_rule("rospr"))
 RANDOM = rule_method(selection_lib.get_rule("random"))
+# The baselines (reference rows, evaluated when METHODS names them): one multitask prompt, and prompts
+# fine-tuned on k labelled training examples of each target (k = 16 and 32 listed; any k by name).
+MULTITASK = register(Method("MT prompt", _multitask_predictions, needs_multitask_prompt=True))
+FINE_TUNE_LABELS = (16, 32)
+FINE_TUNED = tuple(register(fine_tuned(k, from_rospr)) for k in FINE_TUNE_LABELS for from_rospr in (True, False))

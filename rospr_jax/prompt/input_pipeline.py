@@ -49,6 +49,7 @@ class SourceExamples:
   names: list[str]
   examples: list[Example]
   vocabulary: str | None = None  # the SentencePiece model the ids come from, when known
+  merged_from: list[str] | None = None  # the sources `as_one_source` mapped to the one source, if it did
 
   def __post_init__(self):
     if len(set(self.names)) != len(self.names):
@@ -92,6 +93,21 @@ class SourceExamples:
     empty = [n for n, c in zip(self.names, self.counts()) if c == 0]
     if empty:
       raise ValueError(f"Sources without training examples: {empty}.")
+
+
+MULTITASK_SOURCE = "multitask"  # the one source of a multitask prompt run
+
+
+def as_one_source(data: SourceExamples, name: str = MULTITASK_SOURCE) -> SourceExamples:
+  """Every example of `data` mapped to one source `name`: the multitask prompt (SPoT's multi-task
+  source prompt, ATTEMPT's shared prompt), trained on the union of the sources.
+
+  The examples and their order are kept, so the batch stream (`BatchIterator`: a function of the
+  examples, the seed and the position) is the one per-source prompts see, each source in the same
+  proportion; only the prompt each example trains changes. `merged_from` lists the sources merged.
+  """
+  examples = [Example(0, ex.inputs, ex.targets) for ex in data.examples]
+  return SourceExamples([name], examples, data.vocabulary, merged_from=list(data.names))
 
 
 def _fit(ids: Sequence[int], length: int, keep_eos: bool) -> tuple[np.ndarray, bool]:

@@ -1,12 +1,15 @@
 """`PromptTrainer`: the training loop of one prompt table, handed everything it uses (T5X's split).
 
 The gin entry point `trainer.train` assembles the pieces (run folder and lock, data, backbone,
-partitioner, checkpointer, initial or restored state) and hands them to a `PromptTrainer`, which only steps,
-logs, checkpoints and exports:
+partitioner, checkpointer, initial or restored state) and hands them to a `PromptTrainer`, which only
+steps, logs, checkpoints and exports:
 
-    trainer = PromptTrainer(model, params, optimizer, partitioner=partitioner, checkpointer=checkpointer,
-                            exporter=exporter, settings=LoopSettings(...), run_facts=run_facts)
+    trainer = PromptTrainer(make_train_step(model, optimizer, partitioner=partitioner), params, rng,
+                            partitioner=partitioner, checkpointer=checkpointer, exporter=exporter,
+                            loop=LoopConfig(...), checkpointing=CheckpointConfig(...), run_facts=run_facts)
     state = trainer.fit(state, batches, last_saved=latest)
+
+`tests/prompt/loop_test.py` runs it with a fake step, checkpointer and exporter.
 
 On an accelerator the first step is compiled before it runs and refused, naming the macros, when it
 needs more memory than the device has (`model.memory_check`); it then runs from that compilation.
@@ -24,39 +27,24 @@ Vocabulary: S sources, P prompt length, H model dim, B batch, T input length, L 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import Any, Callable
 
 import jax
 import numpy as np
-import optax
 
 from rospr_jax import multihost, preemption
-from rospr_jax.model import partitioning
 from rospr_jax.model import memory_check
-from rospr_jax.prompt.checkpointing import Checkpointer
+from rospr_jax.prompt.configs import CheckpointConfig, LoopConfig
 from rospr_jax.prompt.input_pipeline import BatchIterator
-from rospr_jax.prompt.train_step import PromptTrainState, dropout_key, make_train_step, place_batch
+from rospr_jax.prompt.train_step import PromptTrainState, place_batch
 
 logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
   """The loss or a prompt became NaN or infinite; the run stopped without saving anything newer."""
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopSettings:
-  """How long to train and how often to log, checkpoint and export (the last step always saves)."""
-  num_steps: int
-  batch_size: int
-  checkpoint_every: int
-  export_every: int
-  log_every: int
-  seed: int
-  dropout_rng_impl: str | None = "auto"
 
 
 def _raise_if_non_finite(values: list[dict], done: int, last_saved: int | None, ckpt_dir: str) -> None:
@@ -71,32 +59,37 @@ def _raise_if_non_finite(values: list[dict], done: int, last_saved: int | None, 
           f"good checkpoint is {good}; lower the learning rate or check the data of that step's sources.")
 
 
+# step_fn(state, params, batch, rng) -> (state, metrics): `train_step.make_train_step`'s step.
+StepFn = Callable[[PromptTrainState, Any, dict, jax.Array], tuple[PromptTrainState, dict]]
+
+
 class PromptTrainer:
   """Steps a replicated `PromptTrainState` over a frozen backbone, logging, checkpointing and exporting.
 
   Args:
-    model: the backbone (`PromptedBackbone`; its config holds the dtype, attention kernel, dropout and
-      remat policy of the step).
+    step_fn: one training step (`train_step.make_train_step(model, optimizer, partitioner=partitioner)`).
     params: the frozen backbone parameters, placed (sharded by `partitioner`, or on the device).
-    optimizer: the optax transformation applied to each prompt separately.
-    partitioner: the run's `partitioning.Partitioner` (its data x model mesh), or None on one device.
-    checkpointer: where checkpoints go (`Checkpointer`); `checkpoint_shown` names them in messages.
+    rng: the dropout key of every step (`train_step.dropout_key`).
+    partitioner: the run's `partitioning.Partitioner` (its data x model mesh batches are placed on), or
+      None on one device.
+    checkpointer: where checkpoints go (`checkpointing.Checkpointer`: `save(step, state, run)` and
+      `directory`, which messages name).
     exporter: `exporter(step, host_state)` writes the prompt export of `step` (called on process 0).
+    loop, checkpointing: how long to train; how often to log, checkpoint and export.
     run_facts: what each checkpoint records beside the state (the resume check reads it back).
     writer: a clu metric writer for summaries, or None.
     memory_remedy: what to change (the macros and their values) when, on an accelerator, the compiled
       step needs more memory than the device has (`model.memory_check`: checked before the first step).
   """
 
-  def __init__(self, model, params, optimizer: optax.GradientTransformation, *,
-               partitioner: partitioning.Partitioner | None, checkpointer: Checkpointer,
-               exporter: Callable[[int, PromptTrainState], None], settings: LoopSettings, run_facts: dict,
-               checkpoint_shown: str, writer: Any = None, memory_remedy: str | None = None):
-    self.params, self.partitioner, self.settings = params, partitioner, settings
-    self.memory_remedy = memory_remedy or f"lower BATCH_SIZE ({settings.batch_size})"
-    self.checkpointer, self.checkpoint_shown = checkpointer, checkpoint_shown
-    self.exporter, self.run_facts, self.writer = exporter, run_facts, writer
-    self.step_fn = make_train_step(model, optimizer, partitioner=partitioner)
+  def __init__(self, step_fn: StepFn, params, rng: jax.Array, *, partitioner, checkpointer,
+               exporter: Callable[[int, PromptTrainState], None], loop: LoopConfig,
+               checkpointing: CheckpointConfig, run_facts: dict, writer: Any = None,
+               memory_remedy: str = "lower BATCH_SIZE or raise NUM_PARTITIONS"):
+    self.step_fn, self.params, self.rng, self.partitioner = step_fn, params, rng, partitioner
+    self.memory_remedy = memory_remedy
+    self.loop, self.checkpointing = loop, checkpointing
+    self.checkpointer, self.exporter, self.run_facts, self.writer = checkpointer, exporter, run_facts, writer
 
   def save(self, state: PromptTrainState, done: int, position: int, *, checkpoint: bool, export: bool) -> None:
     """Exports first (as prompt-tuning does: a run killed in between resumes from an earlier checkpoint
@@ -106,100 +99,66 @@ class PromptTrainer:
     if checkpoint:
       self.checkpointer.save(done, state, {**self.run_facts, "position": position})
       if multihost.is_writer():
-        logger.info("Saved checkpoint %d to %s.", done, self.checkpoint_shown)
+        logger.info("Saved checkpoint %d to %s.", done, self.checkpointer.directory)
+
+  def _due(self, done: int, preempted: bool) -> tuple[bool, bool]:
+    """(checkpoint, export) after step `done`: at their intervals, at the last step, and a checkpoint
+    (only) at a preemption."""
+    last = done == self.loop.num_steps
+    return (done % self.checkpointing.checkpoint_every == 0 or last or preempted,
+            done % self.checkpointing.export_interval == 0 or last)
 
   def fit(self, state: PromptTrainState, batches: BatchIterator, *, last_saved: int | None) -> PromptTrainState:
-    """Trains from `state.step` to `settings.num_steps`; returns the final (device) state."""
-    s = self.settings
-    rng = dropout_key(s.seed, s.dropout_rng_impl)
+    """Trains from `state.step` to `loop.num_steps`; returns the final (device) state."""
     start = int(jax.device_get(state.step))
     pending: list[dict] = []
-    tokens = 0
+    counts = [0, 0]  # sequences and non-padding tokens since the last log line
     last_time, last_step = time.perf_counter(), start
     noticed = preemption.begin(start)  # a preemption notice before the first step: stop after it
-    for step in range(start, s.num_steps):
+    for step in range(start, self.loop.num_steps):
       host_batch = next(batches)
-      tokens += int((host_batch["inputs"] > 0).sum() + (host_batch["targets"] > 0).sum())
+      counts[0] += len(host_batch["inputs"])
+      counts[1] += int((host_batch["inputs"] > 0).sum() + (host_batch["targets"] > 0).sum())
       batch = place_batch(host_batch, self.partitioner)
       if step == start:  # on an accelerator, its compiled memory against the device's, before it runs
-        memory_check.check_compiled_step(self.step_fn, (state, self.params, batch, rng), what="One training step",
-                                  remedy=self.memory_remedy)
-      state, metrics = self.step_fn(state, self.params, batch, rng)
+        memory_check.check_compiled_step(self.step_fn, (state, self.params, batch, self.rng),
+                                         what="One training step", remedy=self.memory_remedy)
+      state, metrics = self.step_fn(state, self.params, batch, self.rng)
       pending.append(metrics)
       done = step + 1
       # Every process asks at every step, with the global step (JAX's service tracks the last one asked,
       # as orbax asks too); the last step saves and ends anyway.
-      preempted = (preemption.reached(done) or noticed) and done < s.num_steps
-      saving = (done % s.checkpoint_every == 0 or done % s.export_every == 0 or done == s.num_steps
-                or preempted)
+      preempted = (preemption.reached(done) or noticed) and done < self.loop.num_steps
+      checkpoint, export = self._due(done, preempted)
+      logging_due = done % self.loop.log_every == 0 or checkpoint or export
       if step == start:  # compilation: reported apart, and kept out of the throughput figures
         jax.block_until_ready(state.prompts)
         logger.info("Step %d compiled and ran in %.1f s.", done, time.perf_counter() - last_time)
-        if not (done % s.log_every == 0 or saving):
-          last_time, last_step, tokens = time.perf_counter(), done, 0
-      if done % s.log_every == 0 or saving:
+        if not logging_due:
+          last_time, last_step, counts = time.perf_counter(), done, [0, 0]
+      if logging_due:
         values = jax.device_get(pending)
-        _raise_if_non_finite(values, done, last_saved, self.checkpoint_shown)
-        self._log(values, done, done - last_step, max(time.perf_counter() - last_time, 1e-9), tokens)
-        pending, tokens = [], 0
+        _raise_if_non_finite(values, done, last_saved, self.checkpointer.directory)
+        self._log(values, done, done - last_step, max(time.perf_counter() - last_time, 1e-9), counts)
+        pending, counts = [], [0, 0]
         last_time, last_step = time.perf_counter(), done
-      if saving:
-        checkpoint = done % s.checkpoint_every == 0 or done == s.num_steps or preempted
-        self.save(state, done, batches.position, checkpoint=checkpoint,
-                  export=done % s.export_every == 0 or done == s.num_steps)
+      if checkpoint or export:
+        self.save(state, done, batches.position, checkpoint=checkpoint, export=export)
         last_saved = done if checkpoint else last_saved
         last_time = time.perf_counter()
       if preempted:
         preemption.stop(f"step {done}", "checkpoint saved")
     return state
 
-  def _log(self, values: list[dict], done: int, steps: int, elapsed: float, tokens: int) -> None:
+  def _log(self, values: list[dict], done: int, steps: int, elapsed: float, counts: list[int]) -> None:
     loss = float(np.mean([m["loss"] for m in values]))
     scalars = {"loss": loss, "num_sources_per_batch": float(np.mean([m["num_sources"] for m in values])),
                "timing/steps_per_second": steps / elapsed,
-               "timing/seqs_per_second": steps * self.settings.batch_size / elapsed,
-               "timing/tokens_per_second": tokens / elapsed}
+               "timing/seqs_per_second": counts[0] / elapsed,
+               "timing/tokens_per_second": counts[1] / elapsed}
     logger.info("[%d] loss=%.4f sources/batch=%.1f steps/s=%.3g seqs/s=%.4g tokens/s=%.4g", done, loss,
                 scalars["num_sources_per_batch"], scalars["timing/steps_per_second"],
                 scalars["timing/seqs_per_second"], scalars["timing/tokens_per_second"])
     if self.writer is not None:
       self.writer.write_scalars(done, scalars)
       self.writer.flush()
-
-
-def step_memory_lower_bound(config, *, batch_size: int, input_length: int, target_length: int,
-                            prompt_length: int) -> int:
-  """Bytes one training step needs at the least, from the shapes alone (before anything is allocated
-  or compiled), with S = PROMPT_LENGTH + INPUT_LENGTH encoder and T = TARGET_LENGTH decoder positions:
-
-  - on the host, the batch (inputs and targets, int32, twice) and the decoder's causal layout, a
-    [T, T] bool array (`t5._choice_self_attention_layout`);
-  - on the device, the relative position biases of both stacks, [1, A, S, S] and [1, A, T, T]
-    (every attention implementation builds them), the states [B, S + T, H] of one layer, and, with
-    einsum attention, one layer's largest attention weights [B, A, Tq, Tk] twice (the weights and
-    their gradient in the backward pass): the encoder's [S, S] or the decoder's [T, T] and [T, S].
-
-  A lower bound whatever the remat policy and whatever XLA fuses: these exist at once, so a step over
-  it cannot run; a step under it may still not fit (XLA decides)."""
-  s, t = prompt_length + input_length, target_length
-  itemsize = np.dtype(config.dtype).itemsize
-  host = 2 * 4 * batch_size * (input_length + target_length) + t * t
-  biases = itemsize * config.num_heads * (s * s + t * t)
-  states = itemsize * batch_size * (s + t) * config.emb_dim
-  weights = 0
-  if config.attention_impl == "einsum":
-    weights = 2 * itemsize * batch_size * config.num_heads * max(s * s, t * t + t * s)
-  return host + biases + states + weights
-
-
-def check_step_fits(config, **shapes) -> None:
-  """Refuses, naming the gin macros, a step whose lower bound exceeds the memory of this process's device
-  (`partitioning.memory_limit`): such a run was killed by the kernel after a while, printing nothing."""
-  need = step_memory_lower_bound(config, **shapes)
-  limit, where = partitioning.memory_limit()
-  if need > limit:
-    raise ValueError(
-        f"One training step needs at least {need / 2**30:,.1f} GiB (BATCH_SIZE {shapes['batch_size']} rows of "
-        f"PROMPT_LENGTH {shapes['prompt_length']} + INPUT_LENGTH {shapes['input_length']} input and "
-        f"TARGET_LENGTH {shapes['target_length']} target tokens), more than the {limit / 2**30:,.1f} GiB of "
-        f"{where}; lower BATCH_SIZE, INPUT_LENGTH, TARGET_LENGTH or PROMPT_LENGTH.")

@@ -18,6 +18,9 @@ each alone on its share of every batch. Rows without any target token are paddin
 
 Vocabulary: B batch, T input length, L target length, P prompt length, H model dim, S sources,
 K distinct sources in a batch, V vocabulary.
+
+Beside the step, the memory it needs at the least (`step_memory_lower_bound`), from the shapes alone:
+`check_step_fits` refuses a run whose step cannot fit before anything is allocated.
 """
 
 from __future__ import annotations
@@ -228,6 +231,44 @@ def make_train_step(model: PromptedBackbone, optimizer: optax.GradientTransforma
   if partitioner is None:
     return partitioning.MeshStep(_jitted_train_step, None, model=model, optimizer=optimizer)
   return partitioning.MeshStep(_mesh_train_step(partitioner.mesh), partitioner, model=model, optimizer=optimizer)
+
+
+def step_memory_lower_bound(config, *, batch_size: int, input_length: int, target_length: int,
+                            prompt_length: int) -> int:
+  """Bytes one training step needs at the least, from the shapes alone (before anything is allocated
+  or compiled), with S = PROMPT_LENGTH + INPUT_LENGTH encoder and T = TARGET_LENGTH decoder positions:
+
+  - on the host, the batch (inputs and targets, int32, twice) and the decoder's causal layout, a
+    [T, T] bool array (`t5._choice_self_attention_layout`);
+  - on the device, the relative position biases of both stacks, [1, A, S, S] and [1, A, T, T]
+    (every attention implementation builds them), the states [B, S + T, H] of one layer, and, with
+    einsum attention, one layer's largest attention weights [B, A, Tq, Tk] twice (the weights and
+    their gradient in the backward pass): the encoder's [S, S] or the decoder's [T, T] and [T, S].
+
+  A lower bound whatever the remat policy and whatever XLA fuses: these exist at once, so a step over
+  it cannot run; a step under it may still not fit (XLA decides)."""
+  s, t = prompt_length + input_length, target_length
+  itemsize = np.dtype(config.dtype).itemsize
+  host = 2 * 4 * batch_size * (input_length + target_length) + t * t
+  biases = itemsize * config.num_heads * (s * s + t * t)
+  states = itemsize * batch_size * (s + t) * config.emb_dim
+  weights = 0
+  if config.attention_impl == "einsum":
+    weights = 2 * itemsize * batch_size * config.num_heads * max(s * s, t * t + t * s)
+  return host + biases + states + weights
+
+
+def check_step_fits(config, **shapes) -> None:
+  """Refuses, naming the gin macros, a step whose lower bound exceeds the memory of this process's device
+  (`partitioning.memory_limit`): such a run was killed by the kernel after a while, printing nothing."""
+  need = step_memory_lower_bound(config, **shapes)
+  limit, where = partitioning.memory_limit()
+  if need > limit:
+    raise ValueError(
+        f"One training step needs at least {need / 2**30:,.1f} GiB (BATCH_SIZE {shapes['batch_size']} rows of "
+        f"PROMPT_LENGTH {shapes['prompt_length']} + INPUT_LENGTH {shapes['input_length']} input and "
+        f"TARGET_LENGTH {shapes['target_length']} target tokens), more than the {limit / 2**30:,.1f} GiB of "
+        f"{where}; lower BATCH_SIZE, INPUT_LENGTH, TARGET_LENGTH or PROMPT_LENGTH.")
 
 
 @functools.lru_cache(maxsize=8)

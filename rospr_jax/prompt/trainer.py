@@ -1,6 +1,7 @@
 """The gin entry point of prompt tuning: `train(...)` assembles a run, `loop.PromptTrainer` trains it.
 
-`train(...)` (gin: gin/prompt_tuning/*.gin; `rospr train-prompts`) checks the settings, holds the run
+`train(...)` (gin: gin/prompt_tuning/*.gin; `rospr train-prompts`) takes the run's settings as checked
+config objects (`configs.py`), holds the run
 folder and its lock, loads data and backbone, checks that a step can fit and the weights are finite,
 places the backbone on the mesh, opens the checkpointer, starts or restores the state, and hands them
 to a `PromptTrainer`. One run trains one soft prompt per source on a frozen backbone:
@@ -13,8 +14,9 @@ to a `PromptTrainer`. One run trains one soft prompt per source on a frozen back
     <model_dir>/train/                 TensorBoard summaries (when clu and TensorFlow import)
 
 A run that finds checkpoints in its model_dir resumes from the newest one (same sources, shapes, seed,
-batch size, examples, dropout, optimizer settings and backbone, or it refuses naming the difference;
-what killed runs left is removed first, by name) and continues the same batch stream, so it ends with
+batch size, examples, dropout, optimizer settings and backbone, or it refuses naming the difference:
+`Checkpointer.restore`; what killed runs left is removed first, by name, and orbax sweeps its own
+temporaries) and continues the same batch stream, so it ends with
 the prompts an uninterrupted run would have (a non-finite loss: `loop.NonFiniteLossError`).
 
 Vocabulary: S sources, P prompt length, H model dim, B batch, T input length, L target length.
@@ -26,8 +28,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
-import shutil
 from typing import Any, Callable, Sequence
 
 import gin
@@ -38,15 +38,18 @@ import optax
 from flax import linen as nn
 
 from rospr_jax import multihost, storage
+from rospr_jax.config_fields import positive_number, problem, refuse
 from rospr_jax.model import EOS_ID, T5Config, model_for
 from rospr_jax.model import partitioning
 from rospr_jax.prompt import export as export_lib
 from rospr_jax.prompt import prompts as prompts_lib
-from rospr_jax.prompt.checkpointing import CheckpointMismatchError, Checkpointer
-from rospr_jax.prompt.input_pipeline import BatchIterator, SourceExamples
+from rospr_jax.prompt.checkpointing import Checkpointer
+from rospr_jax.prompt.configs import CheckpointConfig, LoopConfig, ShapeConfig, StepConfig
+from rospr_jax.prompt.input_pipeline import BatchIterator, SourceExamples, as_one_source
 from rospr_jax.prompt.optimizers import OptimizerSpec, flat_facts, resolve
-from rospr_jax.prompt.loop import LoopSettings, PromptTrainer, check_step_fits
-from rospr_jax.prompt.train_step import PromptTrainState, init_state, place_state
+from rospr_jax.prompt.loop import PromptTrainer
+from rospr_jax.prompt.train_step import (PromptTrainState, check_step_fits, dropout_key, init_state,
+                                         make_train_step, place_state)
 from rospr_jax.tokenization import check_same_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -166,161 +169,11 @@ def _summary_writer(logdir: str, enabled: bool):
     return None
 
 
-# The gin macros of `train`'s settings, for messages (gin/prompt_tuning/base.gin).
-_MACROS = {"num_steps": "TRAIN_STEPS", "batch_size": "BATCH_SIZE", "input_length": "INPUT_LENGTH",
-           "target_length": "TARGET_LENGTH", "prompt_length": "PROMPT_LENGTH",
-           "checkpoint_every": "CHECKPOINT_EVERY", "export_every": "EXPORT_EVERY", "log_every": "LOG_EVERY",
-           "dropout_rate": "DROPOUT_RATE"}
-
-
-def _check_settings(dropout_rate, **counts) -> None:
-  """Refuses meaningless settings before anything is loaded: counts must be integers >= 1 and the
-  dropout rate in [0, 1) (at 1 every unit is dropped and nothing can be learned)."""
-  problems = [f"{name} ({_MACROS[name]}) must be an integer >= 1, not {value!r}"
-              for name, value in counts.items()
-              if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1]
-  if isinstance(dropout_rate, bool) or not isinstance(dropout_rate, (int, float)) or not 0 <= dropout_rate < 1:
-    problems.append(f"dropout_rate (DROPOUT_RATE) must be a number in [0, 1), not {dropout_rate!r}")
-  if problems:
-    raise ValueError("; ".join(problems) + ".")
-
-
 def _check_learning_rate(learning_rate: Any) -> None:
   """A constant learning rate must be a finite number > 0 (a negative one climbs the loss; a schedule,
-  recorded as a dict, is the schedule's business)."""
-  if isinstance(learning_rate, (bool, str)) or (isinstance(learning_rate, (int, float)) and
-                                                not 0 < learning_rate < float("inf")):
-    raise ValueError(f"learning_rate (LEARNING_RATE) must be a finite number > 0, not {learning_rate!r}.")
-
-
-_ORBAX_TMP = re.compile(r"^\d+\.orbax-checkpoint-tmp(-\d+)?$")
-
-
-def remove_leftovers(model_dir: str) -> list[str]:
-  """Removes what killed runs left in `model_dir` (the caller holds its run lock): this project's
-  temporaries of dead writers (`storage.remove_leftovers`) and orbax's unfinished checkpoints
-  `checkpoints/<step>.orbax-checkpoint-tmp-*`; logs each path removed."""
-  removed = storage.remove_leftovers(model_dir, recursive=True)
-  checkpoints = os.path.join(model_dir, "checkpoints")
-  entries = os.listdir(checkpoints) if os.path.isdir(checkpoints) else []
-  unfinished = sorted(os.path.join(checkpoints, entry) for entry in entries if _ORBAX_TMP.match(entry))
-  for path in unfinished:
-    shutil.rmtree(path, ignore_errors=True)
-  if unfinished:
-    logger.warning("Removed %d unfinished checkpoints of an interrupted run: %s", len(unfinished),
-                   ", ".join(unfinished))
-  return removed + unfinished
-
-
-def _check_resume(run: dict, expected: dict, where: str) -> None:
-  diff = {k: (run.get(k), v) for k, v in expected.items() if run.get(k) != v}
-  if diff:
-    details = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
-    raise ValueError(f"Cannot resume from {where}: the run differs ({details}). Use a new model_dir.")
-
-
-def _check_recorded_facts(checkpointer: Checkpointer, step: int, run_facts: dict, where: str) -> None:
-  """Refuses naming the difference when the run facts of checkpoint `step` (orbax's JSON item
-  `<step>/run/metadata`) differ from this run's; does nothing when they cannot be read."""
-  try:
-    run = storage.read_json(os.path.join(checkpointer.directory, str(step), "run", "metadata"))
-  except (OSError, ValueError):
-    return
-  if isinstance(run, dict):
-    _check_resume(run, run_facts, where)
-
-
-def _restore(checkpointer: Checkpointer, step: int, run_facts: dict, optimizer, shown: str):
-  """Restores checkpoint `step` (host arrays) after checking it belongs to this run; messages name the
-  checkpoint folder `shown`.
-
-  Returns:
-    (state, data position).
-  """
-  num_sources, prompt_length, dim = run_facts["prompt_shape"]
-  abstract = jax.eval_shape(lambda table: init_state(table, optimizer),
-                            jax.ShapeDtypeStruct((num_sources, prompt_length, dim), jnp.float32))
-  where = f"checkpoint {step} in {shown}"
-  try:
-    state, run = checkpointer.restore(step, abstract)
-  except CheckpointMismatchError as e:
-    _check_recorded_facts(checkpointer, step, run_facts, where)  # another optimizer: say which
-    raise ValueError(f"Cannot restore {where}: it is damaged, or does not fit prompts of shape "
-                     f"{run_facts['prompt_shape']} and this optimizer's state ({e}).") from e
-  _check_resume(run, run_facts, where)
-  logger.info("Resuming from %s (data position %d).", where, run["position"])
-  return state, int(run["position"])
-
-
-@gin.configurable
-def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbone: Any = gin.REQUIRED,
-          num_steps: int = gin.REQUIRED, prompt_length: int = prompts_lib.DEFAULT_LENGTH,
-          prompt_init: PromptInit | None = None,
-          optimizer: OptimizerSpec | optax.GradientTransformation | None = None,
-          batch_size: int = 32, input_length: int = 512, target_length: int = 64,
-          dropout_rate: float = 0.1, remat_policy: str = "minimal", seed: int = 0,
-          checkpoint_every: int = 1000,
-          keep_checkpoints: int | None = 3, export_every: int | None = None, log_every: int = 100,
-          partitioner: partitioning.Partitioner | None = None, use_mesh: bool | None = None,
-          summaries: bool = True,
-          dropout_rng_impl: str | None = "auto") -> TrainResult:
-  """Trains one soft prompt per source; see the module docstring for what is written.
-
-  Args:
-    model_dir: the run directory.
-    examples: a `SourceExamples`, or a callable returning one (e.g. `seqio_input.seqio_sources`).
-    backbone: a `rospr_jax.backbone.Backbone` (its config carries the dtype and the attention
-      kernel), or a callable returning one (e.g. `rospr_jax.backbone.load_backbone`).
-    num_steps: total training steps (a resumed run continues up to it).
-    prompt_length: P.
-    prompt_init: how prompts start (default: random uniform, scale 0.5).
-    optimizer: how each prompt is updated, separately: an `optimizers.OptimizerSpec` (recorded; default
-      `optimizers.Adafactor()`) or an optax transformation (recorded as unrecorded).
-    batch_size, input_length, target_length: B, T, L of every batch.
-    dropout_rate: the backbone's dropout while training (T5X's masks, shared along the length:
-      `T5Config.dropout_broadcast_dims`).
-    remat_policy: activations recomputed in the backward pass (`T5Config.remat_policy`). With "minimal"
-      T0_3B's batch-32 step (inputs 256 + 100 prompt tokens, targets 16) compiles for a v4-8 to 3.72 GiB
-      of temporaries per chip instead of 8.79 GiB (`rospr plan`), for under 1% more FLOPs; "none" is
-      faster where memory allows (the tiny model's CPU step: 1.2x faster).
-    seed: seeds the prompt initialization, the data order and dropout.
-    checkpoint_every: steps between orbax checkpoints (the last step is always saved).
-    keep_checkpoints: newest checkpoints kept (None: all).
-    export_every: steps between exports (default: at each checkpoint).
-    log_every: steps between log lines and summaries.
-    partitioner: lays the run out on the devices (`partitioning.Partitioner`: NUM_PARTITIONS
-      model-parallel partitions, the rest data parallel; default: one partition).
-    use_mesh: run on the partitioner's mesh (default: when there are several devices or partitions).
-    summaries: write TensorBoard summaries under <model_dir>/train.
-    dropout_rng_impl: PRNG of the dropout masks (`train_step.dropout_key`: "auto" = JAX's CUDA
-      threefry kernel on GPUs, XLA's RngBitGenerator elsewhere).
-
-  Returns:
-    The final state (on the host), source names, step, export directory and checkpoint directory.
-  """
-  export_every = checkpoint_every if export_every is None else export_every
-  _check_settings(num_steps=num_steps, batch_size=batch_size, input_length=input_length,
-                  target_length=target_length, prompt_length=prompt_length,
-                  checkpoint_every=checkpoint_every, export_every=export_every, log_every=log_every,
-                  dropout_rate=dropout_rate)
-  transformation, optimizer_facts = resolve(optimizer)
-  _check_learning_rate(optimizer_facts.get("learning_rate"))
-  model_dir = storage.absolute(storage.as_path(model_dir, "model_dir", output=True))
-  settings = LoopSettings(num_steps=num_steps, batch_size=batch_size, checkpoint_every=checkpoint_every,
-                          export_every=export_every, log_every=log_every, seed=seed,
-                          dropout_rng_impl=dropout_rng_impl)
-  # MODEL_DIR is used in place, local or at a URL (orbax writes and commits each checkpoint there, and
-  # a rerun on any machine resumes from the last one). Process 0 alone writes, holding the run lock.
-  with storage.run_lock(model_dir, "train-prompts", "MODEL_DIR") if multihost.is_writer() else contextlib.nullcontext():
-    data = examples() if callable(examples) else examples
-    data.check_every_source_has_examples()
-    backbone = backbone() if callable(backbone) else backbone
-    run = _Run(model_dir, data, backbone, settings, optimizer_facts, transformation,
-               prompt_init if prompt_init is not None else PromptInit(), prompt_length=prompt_length,
-               input_length=input_length, target_length=target_length, dropout_rate=dropout_rate,
-               remat_policy=remat_policy, keep_checkpoints=keep_checkpoints,
-               partitioner=partitioner or partitioning.Partitioner(), use_mesh=use_mesh, summaries=summaries)
-    return run.train()
+  recorded as a dict, is the schedule's business; None: an optax transformation, unrecorded)."""
+  if learning_rate is not None and not isinstance(learning_rate, dict):
+    refuse([problem("learning_rate", "LEARNING_RATE", learning_rate, positive_number)])
 
 
 def _check_finite_weights(backbone) -> None:
@@ -335,118 +188,189 @@ def _check_finite_weights(backbone) -> None:
                      f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); nothing was trained.")
 
 
-class _Run:
-  """One segment of a run, assembled by `train` under its run folder and lock: the backbone placed on
-  the mesh, the checkpointer, the initial or restored state; `train()` hands them to a
-  `PromptTrainer` and reports the result."""
+@gin.configurable
+def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbone: Any = gin.REQUIRED,
+          loop: LoopConfig = gin.REQUIRED, shapes: ShapeConfig = ShapeConfig(), step: StepConfig = StepConfig(),
+          checkpointing: CheckpointConfig = CheckpointConfig(), prompt_init: PromptInit | None = None,
+          optimizer: OptimizerSpec | optax.GradientTransformation | None = None,
+          multitask: bool = False) -> TrainResult:
+  """Trains one soft prompt per source; see the module docstring for what is written.
 
-  def __init__(self, model_dir, data, backbone, settings: LoopSettings, optimizer_facts: dict,
-               optimizer, prompt_init, *, prompt_length, input_length, target_length, dropout_rate,
-               remat_policy, keep_checkpoints, partitioner, use_mesh, summaries):
-    self.model_dir = model_dir
-    self.data, self.backbone, self.settings, self.optimizer = data, backbone, settings, optimizer
-    self.optimizer_facts, self.prompt_init, self.summaries = optimizer_facts, prompt_init, summaries
-    self.prompt_length, self.input_length, self.target_length = prompt_length, input_length, target_length
-    self.config = backbone.config.replace(dropout_rate=dropout_rate, remat_policy=remat_policy)
-    check_step_fits(self.config, batch_size=settings.batch_size, input_length=input_length,
-                    target_length=target_length, prompt_length=prompt_length)
-    _check_finite_weights(backbone)
-    check_same_vocabulary(data.vocabulary, backbone.vocabulary, "The training examples")
-    data.check_token_ids(self.config.vocab_size)
-    self.names = list(data.names)
-    use_mesh = partitioner.uses_mesh if use_mesh is None else use_mesh
-    if use_mesh:  # a split the rules cannot make: one line naming NUM_PARTITIONS and the dimension
-      partitioner.check(self.config)
-    self.partitioner = partitioner if use_mesh else None
-    self.model = model_for(self.config)
-    self.boxed = self.model.abstract_params()  # logical axes
-    self.params = (partitioner.shard_params(backbone.params, self.boxed) if use_mesh
-                   else jax.device_put(backbone.params))
-    self.memory_remedy = (
-        f"lower BATCH_SIZE ({settings.batch_size}), INPUT_LENGTH ({input_length}), TARGET_LENGTH "
-        f"({target_length}) or PROMPT_LENGTH ({prompt_length}), raise NUM_PARTITIONS "
-        f"({partitioner.num_partitions}), or set REMAT_POLICY 'full' (now {remat_policy!r})")
-    if multihost.is_writer():  # under the run lock: no live run writes here
-      remove_leftovers(self.model_dir)
-    self.checkpointer = Checkpointer(os.path.join(self.model_dir, "checkpoints"), keep=keep_checkpoints)
-    self.ckpt_shown = self.checkpointer.directory
-    self.run_facts = {
-        "sources": self.names, "prompt_shape": [len(self.names), prompt_length, self.config.emb_dim],
-        "seed": settings.seed, "batch_size": settings.batch_size, "input_length": input_length,
-        "target_length": target_length, "backbone_fingerprint": backbone.fingerprint, "examples": data.digest(),
-        "dropout_rate": dropout_rate, **flat_facts("optimizer", optimizer_facts)}
-    multihost.check_same_on_every_process(
-        {**self.run_facts, "num_steps": settings.num_steps, "checkpoint_every": settings.checkpoint_every,
-         "export_every": settings.export_every, "log_every": settings.log_every}, "train-prompts")
+  Args:
+    model_dir: the run directory.
+    examples: a `SourceExamples`, or a callable returning one (e.g. `seqio_input.seqio_sources`).
+    backbone: a `rospr_jax.backbone.Backbone` (its config carries the dtype and the attention
+      kernel), or a callable returning one (e.g. `rospr_jax.backbone.load_backbone`).
+    loop, shapes, step, checkpointing: the run's settings (`configs`), each checked when it was made.
+    prompt_init: how prompts start (default: random uniform, scale 0.5).
+    optimizer: how each prompt is updated, separately: an `optimizers.OptimizerSpec` (recorded; default
+      `optimizers.Adafactor()`) or an optax transformation (recorded as unrecorded).
+    multitask: train one prompt on the union of the sources (`input_pipeline.as_one_source`: the same
+      batches, every example training the one source "multitask"); its export is an ordinary one of
+      one prompt, which `rospr evaluate` takes as the method 'MT prompt' (MT_PROMPT).
 
-  def initial_state(self) -> tuple[PromptTrainState, int, int | None, list[int]]:
-    """(state placed for the step, data position, the checkpoint resumed from or None, source seeds)."""
-    seeds = [prompts_lib.source_seed(n) for n in self.names]
-    latest = self.checkpointer.latest_step()  # process 0's: all resume alike
-    if latest is None:
-      initializer_for = self.prompt_init.initializers(self.model.embedding_table(self.backbone.params), self.data,
-                                                      self.prompt_length)
-      table, seeds = prompts_lib.initial_table(self.names, self.prompt_length, self.config.emb_dim,
-                                               self.settings.seed, initializer_for)
-      state, position = init_state(table, self.optimizer), 0
-    else:
-      if latest > self.settings.num_steps:
-        raise ValueError(f"{self.ckpt_shown} holds checkpoint {latest}, past num_steps = "
-                         f"{self.settings.num_steps}: give TRAIN_STEPS >= {latest} to continue, or a new model_dir.")
-      state, position = _restore(self.checkpointer, latest, self.run_facts, self.optimizer, self.ckpt_shown)
-    state = jax.device_put(state) if self.partitioner is None else place_state(state, self.partitioner)
-    return state, position, latest, seeds
+  Returns:
+    The final state (on the host), source names, step, export directory and checkpoint directory.
+  """
+  transformation, optimizer_facts = resolve(optimizer)
+  _check_learning_rate(optimizer_facts.get("learning_rate"))
+  model_dir = storage.absolute(storage.as_path(model_dir, "model_dir", output=True))
+  settings = _Settings(shapes, step, loop, checkpointing, prompt_init or PromptInit(), optimizer_facts)
+  # MODEL_DIR is used in place, local or at a URL (orbax writes and commits each checkpoint there, and
+  # a rerun on any machine resumes from the last one). Process 0 alone writes, holding the run lock.
+  with storage.run_lock(model_dir, "train-prompts", "MODEL_DIR") if multihost.is_writer() else contextlib.nullcontext():
+    data = examples() if callable(examples) else examples
+    data.check_every_source_has_examples()
+    data = as_one_source(data) if multitask else data
+    backbone = backbone() if callable(backbone) else backbone
+    return _train_segment(model_dir, data, backbone, settings, transformation)
 
-  def _write_run_info(self, state, latest: int | None) -> None:
-    """config.gin (the first segment's; a resumed one writes config-<its first step>.gin), model-info.txt."""
-    if not multihost.is_writer():
-      return
-    first = latest is None or not storage.as_path(self.model_dir, "model_dir").joinpath("config.gin").exists()
-    storage.write_text(os.path.join(self.model_dir, "config.gin" if first else f"config-{latest}.gin"),
-                         gin.operative_config_str())
-    storage.write_text(os.path.join(self.model_dir, "model-info.txt"),
-                         _model_info(self.config, self.params, self.boxed, state,
-                                     None if self.partitioner is None else self.partitioner.mesh))
 
-  def _exporter(self, seeds: list[int]) -> Callable[[int, PromptTrainState], None]:
-    export_dir, source_examples = os.path.join(self.model_dir, "export"), self.data.counts().tolist()
-    extra = {"seed": self.settings.seed, "prompt_init": dataclasses.asdict(self.prompt_init),
-             "batch_size": self.settings.batch_size, "input_length": self.input_length,
-             "target_length": self.target_length, "dropout_rate": self.config.dropout_rate,
-             "num_steps": self.settings.num_steps, "backbone": self.backbone.description,
-             "optimizer": self.optimizer_facts, "learning_rate": self.optimizer_facts.get("learning_rate"),
-             "versions": {"jax": jax.__version__, "optax": optax.__version__}}
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+  """What `train` was given, checked: the configs, how prompts start and the optimizer's facts."""
+  shapes: ShapeConfig
+  step: StepConfig
+  loop: LoopConfig
+  checkpointing: CheckpointConfig
+  prompt_init: PromptInit
+  optimizer_facts: dict
 
-    def export(done: int, host: PromptTrainState) -> None:
-      table = export_lib.export_prompts(
-          export_dir, host.prompts, self.names, done, backbone_fingerprint=self.backbone.fingerprint, seeds=seeds,
-          source_steps=host.source_steps.tolist(), source_examples=source_examples, extra=extra)
-      logger.info("Exported prompts of step %d to %s.", done, table)
-    return export
 
-  def train(self) -> TrainResult:
-    state, position, latest, seeds = self.initial_state()
-    batches = BatchIterator(self.data, batch_size=self.settings.batch_size, input_length=self.input_length,
-                            target_length=self.target_length, seed=self.settings.seed, position=position)
-    self._write_run_info(state, latest)
-    writer = _summary_writer(os.path.join(self.model_dir, "train"), self.summaries)
-    loop = PromptTrainer(self.model, self.params, self.optimizer, partitioner=self.partitioner,
-                         checkpointer=self.checkpointer, exporter=self._exporter(seeds), settings=self.settings,
-                         run_facts=self.run_facts, checkpoint_shown=self.ckpt_shown, writer=writer,
-                         memory_remedy=self.memory_remedy)
-    try:
-      state = loop.fit(state, batches, last_saved=latest)
-    finally:
-      if writer is not None:
-        writer.close()
-      self.checkpointer.close()
-    # The other processes end only once process 0 has exported: a failure there stops them too.
-    multihost.barrier("train-prompts: exported")
-    export_dir, ckpt_dir = os.path.join(self.model_dir, "export"), self.checkpointer.directory
-    num_steps = self.settings.num_steps
-    if latest is None:
-      logger.info("Trained %d steps from scratch; exports in %s.", num_steps, export_dir)
-    else:
-      logger.info("Resumed from step %d, trained %d more steps to %d; exports in %s.", latest,
-                  num_steps - latest, num_steps, export_dir)
-    return TrainResult(jax.device_get(state), self.names, num_steps, export_dir, ckpt_dir, resumed_from=latest)
+def _train_segment(model_dir: str, data: SourceExamples, backbone, settings: _Settings,
+                   optimizer: optax.GradientTransformation) -> TrainResult:
+  """One segment of a run, under its run folder and lock: the backbone laid out by the run's
+  partitioner, the checkpointer, the initial or restored state, handed to a `PromptTrainer`; reports the
+  result."""
+  loop, step = settings.loop, settings.step
+  config = backbone.config.replace(dropout_rate=step.dropout_rate, remat_policy=step.remat_policy)
+  _check_inputs(data, backbone, config, settings.shapes)
+  model, partitioner = model_for(config), _partitioner(config, step)
+  params = (partitioner.shard_params(backbone.params, model.abstract_params()) if partitioner is not None
+            else jax.device_put(backbone.params))
+  run_facts = _run_facts(data, backbone, settings)
+  if multihost.is_writer():  # under the run lock: no live run writes here (orbax sweeps its own)
+    storage.remove_leftovers(model_dir, recursive=True)
+  checkpointer = Checkpointer(os.path.join(model_dir, "checkpoints"), keep=settings.checkpointing.keep_checkpoints)
+  state, position, latest, seeds = _initial_state(checkpointer, model, backbone.params, data, settings,
+                                                  run_facts, optimizer)
+  state = jax.device_put(state) if partitioner is None else place_state(state, partitioner)
+  _write_run_info(model_dir, config, params, model, state, None if partitioner is None else partitioner.mesh,
+                  latest)
+  batches = BatchIterator(data, batch_size=settings.shapes.batch_size, input_length=settings.shapes.input_length,
+                          target_length=settings.shapes.target_length, seed=loop.seed, position=position)
+  writer = _summary_writer(os.path.join(model_dir, "train"), loop.summaries)
+  shapes = settings.shapes
+  remedy = (f"lower BATCH_SIZE ({shapes.batch_size}), INPUT_LENGTH ({shapes.input_length}), TARGET_LENGTH "
+            f"({shapes.target_length}) or PROMPT_LENGTH ({shapes.prompt_length}), raise NUM_PARTITIONS "
+            f"({step.num_partitions}), or set REMAT_POLICY 'full' (now {step.remat_policy!r})")
+  trainer = PromptTrainer(make_train_step(model, optimizer, partitioner=partitioner), params,
+                          dropout_key(loop.seed, step.dropout_rng_impl), partitioner=partitioner,
+                          checkpointer=checkpointer, exporter=_exporter(model_dir, data, backbone, settings, seeds),
+                          loop=loop, checkpointing=settings.checkpointing, run_facts=run_facts, writer=writer,
+                          memory_remedy=remedy)
+  try:
+    state = trainer.fit(state, batches, last_saved=latest)
+  finally:
+    if writer is not None:
+      writer.close()
+    checkpointer.close()
+  # The other processes end only once process 0 has exported: a failure there stops them too.
+  multihost.barrier("train-prompts: exported")
+  export_dir = os.path.join(model_dir, "export")
+  if latest is None:
+    logger.info("Trained %d steps from scratch; exports in %s.", loop.num_steps, export_dir)
+  else:
+    logger.info("Resumed from step %d, trained %d more steps to %d; exports in %s.", latest,
+                loop.num_steps - latest, loop.num_steps, export_dir)
+  return TrainResult(jax.device_get(state), list(data.names), loop.num_steps, export_dir, checkpointer.directory,
+                     resumed_from=latest)
+
+
+def _check_inputs(data: SourceExamples, backbone, config: T5Config, shapes: ShapeConfig) -> None:
+  """Refuses, before anything is placed, a step that cannot fit, non-finite weights, and examples of
+  another vocabulary or with token ids past the model's."""
+  check_step_fits(config, **dataclasses.asdict(shapes))
+  _check_finite_weights(backbone)
+  check_same_vocabulary(data.vocabulary, backbone.vocabulary, "The training examples")
+  data.check_token_ids(config.vocab_size)
+
+
+def _partitioner(config: T5Config, step: StepConfig) -> partitioning.Partitioner | None:
+  """The run's partitioner over every device (`step.partitioner()`), or None (one device and no model
+  parallelism, or `step.use_mesh` False); a split the rules cannot make is refused naming NUM_PARTITIONS."""
+  partitioner = step.partitioner()
+  use_mesh = partitioner.uses_mesh if step.use_mesh is None else step.use_mesh
+  if not use_mesh:
+    return None
+  partitioner.check(config)
+  return partitioner
+
+
+def _run_facts(data: SourceExamples, backbone, settings: _Settings) -> dict:
+  """What every checkpoint records and a resume must match; the same on every process (checked)."""
+  shapes, loop = settings.shapes, settings.loop
+  facts = {"sources": list(data.names), "prompt_shape": [len(data.names), shapes.prompt_length,
+                                                         backbone.config.emb_dim],
+           "seed": loop.seed, "batch_size": shapes.batch_size, "input_length": shapes.input_length,
+           "target_length": shapes.target_length, "backbone_fingerprint": backbone.fingerprint,
+           "examples": data.digest(), "dropout_rate": settings.step.dropout_rate,
+           **flat_facts("optimizer", settings.optimizer_facts)}
+  multihost.check_same_on_every_process(
+      {**facts, "num_steps": loop.num_steps, "checkpoint_every": settings.checkpointing.checkpoint_every,
+       "export_every": settings.checkpointing.export_interval, "log_every": loop.log_every}, "train-prompts")
+  return facts
+
+
+def _initial_state(checkpointer: Checkpointer, model, params, data: SourceExamples, settings: _Settings,
+                   run_facts: dict, optimizer) -> tuple[PromptTrainState, int, int | None, list[int]]:
+  """(host state, data position, the checkpoint resumed from or None, source seeds): initialized, or
+  restored from the newest checkpoint after `Checkpointer.restore` checked it belongs to this run."""
+  names, prompt_length, dim = list(data.names), settings.shapes.prompt_length, run_facts["prompt_shape"][2]
+  seeds = [prompts_lib.source_seed(n) for n in names]
+  latest = checkpointer.latest_step()  # process 0's: all resume alike
+  if latest is None:
+    initializer_for = settings.prompt_init.initializers(model.embedding_table(params), data, prompt_length)
+    table, seeds = prompts_lib.initial_table(names, prompt_length, dim, settings.loop.seed, initializer_for)
+    return init_state(table, optimizer), 0, None, seeds
+  if latest > settings.loop.num_steps:
+    raise ValueError(f"{checkpointer.directory} holds checkpoint {latest}, past num_steps = "
+                     f"{settings.loop.num_steps}: give TRAIN_STEPS >= {latest} to continue, or a new model_dir.")
+  abstract = jax.eval_shape(lambda table: init_state(table, optimizer),
+                            jax.ShapeDtypeStruct((len(names), prompt_length, dim), jnp.float32))
+  state, run = checkpointer.restore(latest, abstract, run_facts)
+  logger.info("Resuming from checkpoint %d in %s (data position %d).", latest, checkpointer.directory,
+              run["position"])
+  return state, int(run["position"]), latest, seeds
+
+
+def _write_run_info(model_dir: str, config: T5Config, params, model, state, mesh, latest: int | None) -> None:
+  """config.gin (the first segment's; a resumed one writes config-<its first step>.gin), model-info.txt."""
+  if not multihost.is_writer():
+    return
+  first = latest is None or not storage.as_path(model_dir, "model_dir").joinpath("config.gin").exists()
+  storage.write_text(os.path.join(model_dir, "config.gin" if first else f"config-{latest}.gin"),
+                     gin.operative_config_str())
+  storage.write_text(os.path.join(model_dir, "model-info.txt"),
+                     _model_info(config, params, model.abstract_params(), state, mesh))
+
+
+def _exporter(model_dir: str, data: SourceExamples, backbone, settings: _Settings,
+              seeds: list[int]) -> Callable[[int, PromptTrainState], None]:
+  """`export(step, host_state)`: the prompt export of a step, with the run's settings in its manifest."""
+  export_dir, source_examples, names = os.path.join(model_dir, "export"), data.counts().tolist(), list(data.names)
+  shapes, facts = settings.shapes, settings.optimizer_facts
+  extra = {"seed": settings.loop.seed, "prompt_init": dataclasses.asdict(settings.prompt_init),
+           "batch_size": shapes.batch_size, "input_length": shapes.input_length,
+           "target_length": shapes.target_length, "dropout_rate": settings.step.dropout_rate,
+           "num_steps": settings.loop.num_steps, "backbone": backbone.description,
+           **({"multitask_of": data.merged_from} if data.merged_from else {}),
+           "optimizer": facts, "learning_rate": facts.get("learning_rate"),
+           "versions": {"jax": jax.__version__, "optax": optax.__version__}}
+
+  def export(done: int, host: PromptTrainState) -> None:
+    table = export_lib.export_prompts(
+        export_dir, host.prompts, names, done, backbone_fingerprint=backbone.fingerprint, seeds=seeds,
+        source_steps=host.source_steps.tolist(), source_examples=source_examples, extra=extra)
+    logger.info("Exported prompts of step %d to %s.", done, table)
+  return export

@@ -1,15 +1,21 @@
-"""From a target's query embeddings to a selection and its (interpolated) prompt.
+"""From a target's unlabeled inputs to a selection and its (interpolated) prompt: the `Retriever`.
 
     library = store.Library.open(library_dir, retriever=embedder.fingerprint, dim=embedder.dim)
-    queries = embedder.embed_texts([texts[i] for i in sample_queries(len(texts), 32, seed)], tok)
-    selection, prompt = retrieve_prompt(library, queries, "inter", num_neighbors=10)
+    retriever = Retriever(library, functools.partial(embedder.embed_texts, tokenize=tok.encode_input),
+                          SelectionConfig(num_neighbors=10))
+    queries = retriever.queries(target_queries)  # Q sampled (seeded), embedded once
+    selection, prompt = retriever.select(queries, "inter", {"target": name})
 
-The same function serves the `rospr retrieve` command, the evaluation and the demo.
+The same `Retriever` serves the `rospr retrieve` command, the evaluation and the demo: it samples the
+queries, embeds them, memoizes VAR's predictions (made by a `predictor` its caller hands it: retrieval
+never scores) and applies every rule to the same neighbours.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -18,7 +24,6 @@ from rospr_jax.library import store
 from rospr_jax.retrieval import selection as selection_lib
 
 DEFAULT_NUM_QUERIES = selection_lib.SelectionConfig.num_queries  # Q
-DEFAULT_NUM_NEIGHBORS = selection_lib.SelectionConfig.num_neighbors  # N
 SELECTION_FILE = "selection.json"
 PROMPT_FILE = "prompt.npy"
 SELECTION_KIND = "rospr_selection"  # the manifest's "kind" of `rospr retrieve --out`
@@ -39,12 +44,10 @@ def sample_queries(num_inputs: int, num_queries: int = DEFAULT_NUM_QUERIES,
   return np.sort(rng.choice(num_inputs, size=min(num_queries, num_inputs), replace=False))
 
 
-def retrieve_prompt(library: store.Library, query_embeddings, rule: str, *,
-                    num_neighbors: int = DEFAULT_NUM_NEIGHBORS,
-                    num_prompts: int = selection_lib.DEFAULT_NUM_PROMPTS,
-                    top_k: int = selection_lib.DEFAULT_TOP_K, eps: float = selection_lib.DEFAULT_EPS,
-                    predict_choices: selection_lib.PredictChoices | None = None, num_choices=None,
-                    random_seed: int = selection_lib.DEFAULT_RANDOM_SEED, searcher: str = "auto",
+def retrieve_prompt(library: store.Library, query_embeddings, rule: str,
+                    config: selection_lib.SelectionConfig = selection_lib.SelectionConfig(), *,
+                    predict_choices: selection_lib.PredictChoices | None = None,
+                    num_choices: Sequence[int] | None = None, searcher: str = "auto",
                     params: dict | None = None):
   """Searches the library with the queries and applies a selection rule.
 
@@ -52,25 +55,92 @@ def retrieve_prompt(library: store.Library, query_embeddings, rule: str, *,
     library: an opened library.
     query_embeddings: [Q, D] embeddings of the target's queries (the library's retriever).
     rule: the name of a rule of `selection.RULES`.
-    num_neighbors: N neighbours per query.
-    num_prompts, top_k, eps, predict_choices, num_choices, random_seed: see `selection.select` (the
-      Random row draws from all the library's sources, seeded by `random_seed` and `params["target"]`).
+    config: N neighbours per query and the rules' settings (`selection.select`; the Random row draws
+      from all the library's sources, seeded by `config.random_seed` and `params["target"]`).
+    predict_choices, num_choices: VAR's predictions and the [Q] choice counts (`selection.select`).
     searcher: "auto" (the library's index), "scann" or "exact".
     params: facts recorded in the selection (e.g. the target's name and the query seed).
 
   Returns:
     (Selection with names filled in, prompt [P, H] = sum_i weights[i] * prompts[chosen[i]]).
   """
-  sources, sims = library.neighbors(query_embeddings, num_neighbors, kind=searcher)  # [Q, N] each
-  chosen = selection_lib.select(rule, sources, sims, num_prompts=num_prompts, top_k=top_k, eps=eps,
-                                predict_choices=predict_choices, num_choices=num_choices,
-                                random_seed=random_seed, num_sources=len(library.source_names),
+  sources, sims = library.neighbors(query_embeddings, config.num_neighbors, kind=searcher)  # [Q, N] each
+  chosen = selection_lib.select(rule, sources, sims, num_prompts=config.num_prompts, top_k=config.top_k,
+                                eps=config.eps, predict_choices=predict_choices, num_choices=num_choices,
+                                random_seed=config.random_seed, num_sources=len(library.source_names),
                                 target=(params or {}).get("target"))
   record = {"library": library.name, "searcher": searcher, **chosen.params, **(params or {})}
-  chosen = selection_lib.Selection.from_dict({**chosen.to_dict(), "params": record})
-  chosen = chosen.with_names(library.source_names)
+  chosen = dataclasses.replace(chosen, params=record).with_names(library.source_names)
   prompt = selection_lib.interpolate(library.prompts(), chosen.chosen, chosen.weights)
   return chosen, prompt
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetQueries:
+  """A target's Q sampled queries, embedded once, with VAR's memoized predictions: what every rule reads.
+
+  Attributes:
+    indices: [Q] sorted indices of the sampled queries among the target's inputs.
+    embeddings: [Q, D] their embeddings (the library's retriever).
+    predict_choices: VAR's predictions on them (`selection.PredictChoices`, each candidate list scored
+      once), or None when no predictor was given.
+    num_choices: [Q] answer choices per query (VAR's), or None with no predictor.
+  """
+  indices: np.ndarray
+  embeddings: np.ndarray
+  predict_choices: selection_lib.PredictChoices | None
+  num_choices: tuple[int, ...] | None
+
+
+def _memoized(predict: selection_lib.PredictChoices) -> selection_lib.PredictChoices:
+  """`predict` scoring each list of candidate ids once (VAR and INTER+VAR share K candidates)."""
+  cache: dict[tuple[int, ...], Any] = {}
+
+  def predict_choices(ids):
+    key = tuple(int(i) for i in ids)
+    if key not in cache:
+      cache[key] = predict(list(key))
+    return cache[key]
+  return predict_choices
+
+
+@dataclasses.dataclass(frozen=True)
+class Retriever:
+  """Retrieval for one library: queries sampled and embedded, then any rule applied to them.
+
+  Attributes:
+    library: an opened `store.Library`.
+    embed: texts [Q] -> [Q, D] embeddings with the library's retriever (`Embedder.embed_texts` bound
+      to the tokenizer).
+    config: Q, N and the rules' settings (`selection.SelectionConfig`), taken whole.
+    seed: the query draw's seed (`sample_queries`).
+    predictor: queries [Q] (with `.text` and `.choices`) -> VAR's `PredictChoices` under the library's
+      prompts (`eval.var.make_predict_choices` bound to a scorer); None: rules that need the backbone
+      are refused.
+    searcher: "auto" (the library's index), "scann" or "exact".
+  """
+  library: store.Library
+  embed: Callable[[Sequence[str]], np.ndarray]
+  config: selection_lib.SelectionConfig = selection_lib.SelectionConfig()
+  seed: int = 0
+  predictor: Callable[[Sequence[Any]], selection_lib.PredictChoices] | None = None
+  searcher: str = "auto"
+
+  def queries(self, queries: Sequence[Any]) -> TargetQueries:
+    """Samples Q of a target's `queries` (anything with `.text`, and `.choices` for VAR) and embeds them."""
+    picked = sample_queries(len(queries), self.config.num_queries, self.seed)
+    sampled = [queries[i] for i in picked]
+    predict = None if self.predictor is None else _memoized(self.predictor(sampled))  # refuses bad queries
+    num_choices = None if predict is None else tuple(len(q.choices) for q in sampled)
+    return TargetQueries(picked, self.embed([q.text for q in sampled]), predict, num_choices)
+
+  def select(self, queries: TargetQueries, rule: str, params: dict | None = None
+             ) -> tuple[selection_lib.Selection, np.ndarray]:
+    """The selection of `rule` (a name of `selection.RULES`) from the sampled queries, recording
+    `params`, and its (interpolated) prompt [P, H] (`retrieve_prompt`)."""
+    return retrieve_prompt(self.library, queries.embeddings, rule, self.config,
+                           predict_choices=queries.predict_choices, num_choices=queries.num_choices,
+                           searcher=self.searcher, params=params)
 
 
 def save_selection(directory: str, chosen: selection_lib.Selection, prompt: np.ndarray) -> None:

@@ -43,6 +43,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from rospr_jax.config_fields import NON_NEGATIVE, POSITIVE, check_fields, positive_number, setting
 from rospr_jax.retrieval import scores
 # The numbers of the rules, re-exported: `selection.frequencies`, `selection.var_scores`, ...
 from rospr_jax.retrieval.scores import (Frequencies, check_count as _check_count, frequencies, interpolate,
@@ -62,23 +63,15 @@ class SelectionConfig:
     eps: eps of VAR's score_s = freq(s) / (var_s + eps).
     random_seed: seeds the Random reference row (with each target's name: `random_source`).
   """
-  num_queries: int = 32
-  num_neighbors: int = 10
-  num_prompts: int = 3
-  top_k: int = 10
-  eps: float = scores.DEFAULT_EPS
-  random_seed: int = scores.DEFAULT_RANDOM_SEED
+  num_queries: int = setting("NUM_QUERIES", 32, POSITIVE)
+  num_neighbors: int = setting("NUM_NEIGHBORS", 10, POSITIVE)
+  num_prompts: int = setting("NUM_PROMPTS", 3, POSITIVE)
+  top_k: int = setting("TOP_K", 10, POSITIVE)
+  eps: float = setting("VAR_EPS", scores.DEFAULT_EPS, positive_number)
+  random_seed: int = setting("RANDOM_SEED", scores.DEFAULT_RANDOM_SEED, NON_NEGATIVE)
 
   def __post_init__(self):
-    for field in ("num_queries", "num_neighbors", "num_prompts", "top_k"):
-      value = getattr(self, field)
-      if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{field} ({field.upper()}) must be an integer >= 1; got {value!r}.")
-    if not isinstance(self.eps, (int, float)) or not np.isfinite(self.eps) or self.eps <= 0:
-      raise ValueError(f"eps (EPS) must be a positive number; got {self.eps!r}.")
-    seed = self.random_seed
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-      raise ValueError(f"random_seed must be an integer >= 0; got {seed!r}.")
+    check_fields(self)
 
 
 DEFAULT_NUM_PROMPTS = SelectionConfig.num_prompts

@@ -114,17 +114,3 @@ def local_copy(path: storage.PathLike, what: str) -> str:
 
   folder = _cached(copy, fill)
   return os.path.join(folder, source.name) if single else folder
-
-
-def local_copies_of_args(args, dests: tuple[str, ...]) -> None:
-  """Replaces each URL among the file arguments `dests` of `args` (a `NAME=URL` value after its `=`)
-  with its local copy, naming the flag when there is nothing at the URL."""
-  def local(value: str, flag: str) -> str:
-    name, sep, rest = value.partition("=") if "=" in value and "://" not in value.split("=", 1)[0] else ("", "", value)
-    return name + sep + local_copy(rest, flag)
-  for dest in dests:
-    value, flag = getattr(args, dest, None), f"--{dest.replace('_', '-')}"
-    if isinstance(value, str):
-      setattr(args, dest, local(value, flag))
-    elif isinstance(value, list):
-      setattr(args, dest, [local(v, flag) if isinstance(v, str) else v for v in value])

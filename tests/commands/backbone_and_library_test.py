@@ -54,7 +54,7 @@ def test_a_library_built_like_the_demo_is_accepted_by_retrieve_and_evaluate(chec
   prompts = np.random.default_rng(1).normal(size=(2, 3, backbone.config.emb_dim)).astype(np.float32)
   library = tmp_path / "library"
   build.build_library(str(library), _sources(), prompts, embed.Embedder(backbone.model, backbone.params),
-                      tokenizer.encode_input, n=6, index="exact")
+                      tokenizer.encode_input, draw=build.DrawConfig(6), index=build.IndexConfig("exact"))
   queries = tmp_path / "q.jsonl"
   queries.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["print the list", "how are you"]))
   assert cli.main(["retrieve", "--library", str(library), "--queries", str(queries), "--out",

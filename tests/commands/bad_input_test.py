@@ -20,7 +20,7 @@ def _argv(examples, model_dir, steps, checkpoint_every):
   return ["--gin_file=models/tiny.gin", "--gin_file=prompt_tuning/train_jsonl.gin",
           f"--gin.EXAMPLES_FILE='{examples}'", f"--gin.MODEL_DIR='{model_dir}'", f"--gin.TRAIN_STEPS={steps}",
           "--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=16", "--gin.TARGET_LENGTH=4", "--gin.PROMPT_LENGTH=4",
-          f"--gin.CHECKPOINT_EVERY={checkpoint_every}", "--gin_bindings=trainer.train.summaries = False"]
+          f"--gin.CHECKPOINT_EVERY={checkpoint_every}", "--gin_bindings=configs.LoopConfig.summaries = False"]
 
 
 def _rospr(*argv, cwd) -> tuple[int, str]:
@@ -167,7 +167,7 @@ def test_evaluate_refuses_more_neighbours_than_the_library_has_before_scoring(tm
   sources = [sources_lib.SourceTexts(name, [f"{name} text {i}" for i in range(3)]) for name in ("a", "b")]
   prompts = np.zeros((2, 3, tiny_model.config.emb_dim), np.float32)
   build.build_library(str(tmp_path / "library"), sources, prompts, embedder, Tokenizer(tiny_model.vocab).encode_input,
-                      n=3, index="exact")
+                      draw=build.DrawConfig(3), index=build.IndexConfig("exact"))
   code, line = _rospr(
       "evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/generated_targets.gin",
       f"--gin.CHECKPOINT='{tiny_model.checkpoint}'", f"--gin.OUTPUT_DIR='{tmp_path / 'eval'}'",
@@ -228,7 +228,8 @@ def test_a_library_and_a_prompt_export_given_for_each_other_are_named_as_what_th
   embedder = embed.load_embedder(tiny_model.checkpoint, max_length=16)
   build.build_library(str(tmp_path / "library"), [sources_lib.SourceTexts(n, [f"{n} text {i}" for i in range(3)])
                                                   for n in ("a", "b")],
-                      table, embedder, Tokenizer(tiny_model.vocab).encode_input, n=3, index="exact")
+                      table, embedder, Tokenizer(tiny_model.vocab).encode_input, draw=build.DrawConfig(3),
+                      index=build.IndexConfig("exact"))
   (tmp_path / "q.jsonl").write_text(json.dumps({"text": "a text"}) + "\n")
   (tmp_path / "all.jsonl").write_text("".join(json.dumps({"source": s, "text": f"{s} text"}) + "\n" for s in "ab"))
   before = _files(tmp_path)
@@ -300,7 +301,7 @@ def test_a_count_below_one_names_the_flag_or_the_macro_the_user_typed(tmp_path, 
   code, line = _rospr("evaluate", "--gin_file=models/checkpoint.gin", "--gin_file=eval/generated_targets.gin",
                       f"--gin.CHECKPOINT='{tiny_model.checkpoint}'", f"--gin.OUTPUT_DIR='{tmp_path / 'eval'}'",
                       "--gin.NUM_NEIGHBORS=0", cwd=tmp_path)
-  assert code == 2 and "num_neighbors (NUM_NEIGHBORS) must be an integer >= 1; got 0" in line, line
+  assert code == 2 and "num_neighbors (NUM_NEIGHBORS) must be an integer >= 1, not 0" in line, line
   assert not (tmp_path / "eval").exists() and not (tmp_path / "sel").exists()
 
 
@@ -311,16 +312,15 @@ def test_evaluate_macros_of_the_wrong_type_are_one_line_naming_each_macro(tmp_pa
   base = ["evaluate", "--gin_file=models/tiny.gin", "--gin_file=eval/generated_targets.gin",
           f"--gin.OUTPUT_DIR='{tmp_path / 'eval'}'"]
   code, line = _rospr(*base, "--gin.METHODS=5", "--gin.TARGETS=5", "--gin.SEED='a'", "--gin.DATA_DIR=5", cwd=ROOT)
-  assert (code, line) == (2, "rospr evaluate: error: TARGETS must be a list of groups or task names, e.g. "
-                             "['held_out'], not 5; METHODS must be None or a list of method names, e.g. ['T0', "
-                             "'RoSPr'], not 5; SEED must be an integer >= 0 (it seeds the draw of MAX_EXAMPLES and "
-                             "of the queries), not 'a'; DATA_DIR must be None or a string, not 5."), line
-  cases = {"--gin.METHODS=[]": "METHODS is empty: nothing would be evaluated; give None or a list of method names, "
-                               "e.g. ['T0', 'RoSPr'].",
-           "--gin.TARGETS=None": "TARGETS must be a list of groups or task names, e.g. ['held_out'], not None.",
-           "--gin.METHODS='T0'": "METHODS must be None or a list of method names, e.g. ['T0'], not the string 'T0'.",
-           "--gin.SEED=-1": "SEED must be an integer >= 0 (it seeds the draw of MAX_EXAMPLES and of the queries), "
-                            "not -1."}
+  assert (code, line) == (2, "rospr evaluate: error: targets (TARGETS) must be a non-empty list of names, e.g. "
+                             "['held_out'], not 5; data_dir (DATA_DIR) must be None or a string, not 5; seed (SEED) "
+                             "must be an integer >= 0, not 'a'."), line
+  methods = "must be None or a non-empty list of names, e.g. ['T0', 'RoSPr']"
+  cases = {"--gin.METHODS=[]": f"methods (METHODS) {methods}, not [].",
+           "--gin.METHODS=5": f"methods (METHODS) {methods}, not 5.",
+           "--gin.TARGETS=None": "targets (TARGETS) must be a non-empty list of names, e.g. ['held_out'], not None.",
+           "--gin.METHODS='T0'": f"methods (METHODS) {methods}, not 'T0'.",
+           "--gin.SEED=-1": "seed (SEED) must be an integer >= 0, not -1."}
   for flag, says in cases.items():
     code, err = run_rospr([*base, flag], capsys)
     assert (code, err) == (2, f"rospr evaluate: error: {says}\n"), flag

@@ -31,7 +31,8 @@ def test_quick_demo_runs_end_to_end_and_publishes_its_report(tmp_path):
   assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == (
       f"rospr demo: --output_dir {url} already holds a rospr_demo; pass --overwrite to replace it."), again.stderr
   assert "Demo finished in" in done.stdout and "pooled over held-out targets: T0 " in done.stdout
-  for stage in ("generate data", "train backbone", "train soft prompts", "build library", "evaluate"):
+  for stage in ("generate data", "train backbone", "train soft prompts", "train the multitask prompt",
+                "build library", "evaluate"):
     assert f"demo: {stage} done in" in done.stderr  # progress per stage
   listed = storage.read_manifest(published, "demo output")["files"]  # committed whole, manifest last
   assert {"report.md", "demo.json", "library/manifest.json"} <= set(listed)
@@ -45,14 +46,18 @@ def test_quick_demo_runs_end_to_end_and_publishes_its_report(tmp_path):
   assert len(rows) == 12 and {r["kind"] for r in rows} == {"format", "cross", "template"}
   assert saved["pooled"]["all"]["examples"] == 12 * 24
   for row in rows:  # every method scored every target, each accuracy k / 24
-    assert set(row["accuracy"]) == {"T0", "RoSPr", "INTER", "VAR", "INTER+VAR", "Random", "Oracle (labels)"}
+    assert set(row["accuracy"]) == {"T0", "RoSPr", "INTER", "VAR", "INTER+VAR", "Random", "Oracle (labels)",
+                                    "MT prompt", "Fine-tuned (16 labels, from RoSPr)", "Fine-tuned (16 labels)"}
     for accuracy in row["accuracy"].values():
       assert abs(accuracy * 24 - round(accuracy * 24)) < 1e-9
     assert row["accuracy"]["Oracle (labels)"] >= max(row["accuracy"]["RoSPr"], row["accuracy"]["Random"]) - 1e-9
   assert saved["facts"]["verdict"] == demo_analysis.verdict(saved["pooled"])
+  assert saved["facts"]["baselines"] == demo_analysis.baselines_sentence(saved["pooled"])
+  assert "Against the baselines, RoSPr's pooled" in report and "MT prompt's interval" in report
   # The library is named where it was published, not the temporary folder it was built in.
   selections = json.loads((published / "results.json").read_text())["selections"]
-  named = {chosen["params"]["library"] for target in selections.values() for chosen in target.values()}
+  named = {chosen["params"]["library"] for target in selections.values() for chosen in target.values()
+           if "library" in chosen["params"]}
   assert named == {saved["facts"]["library"]["library"]} == {str(published / "library")}  # file:// is local
   assert (published / "accuracy.png").stat().st_size > 0 and (published / "retrieval.png").stat().st_size > 0
   assert (published / "backbone" / "spiece.model").exists()

@@ -143,10 +143,10 @@ def test_prompts_of_another_backbone_are_refused_before_anything_is_scored(world
 
 def test_meaningless_evaluation_settings_are_refused_before_the_backbone_loads(world, tmp_path, capsys):
   root, checkpoint, _ = world
-  argv = _evaluate_argv(checkpoint, tmp_path / "eval", root / "data", "--gin.MAX_EXAMPLES=0", "--gin.BATCH_SIZE=0")
-  assert cli.main(argv) == 2
-  assert capsys.readouterr().err == ("rospr evaluate: error: BATCH_SIZE must be an integer >= 1, not 0; "
-                                     "MAX_EXAMPLES must be an integer >= 1, not 0.\n")
+  for flag, says in {"--gin.MAX_EXAMPLES=0": "max_examples (MAX_EXAMPLES) must be None or an integer >= 1, not 0.",
+                     "--gin.BATCH_SIZE=0": "batch_size (BATCH_SIZE) must be an integer >= 1, not 0."}.items():
+    assert cli.main(_evaluate_argv(checkpoint, tmp_path / "eval", root / "data", flag)) == 2
+    assert capsys.readouterr().err == f"rospr evaluate: error: {says}\n"
   assert not (tmp_path / "eval").exists()
 
 
@@ -207,7 +207,8 @@ def test_an_edited_selection_is_refused_by_its_record(world, tmp_path, capsys):
              for name in ("a", "b", "c")]
   prompts = np.random.default_rng(0).normal(size=(3, 2, config.emb_dim)).astype(np.float32)
   build.build_library(str(tmp_path / "library"), sources, prompts, embedder,
-                      tokenization.Tokenizer(vocabulary.offline_vocabulary_path()).encode_input, n=3, index="exact")
+                      tokenization.Tokenizer(vocabulary.offline_vocabulary_path()).encode_input,
+                      draw=build.DrawConfig(3), index=build.IndexConfig("exact"))
   out = tmp_path / "eval"
   argv = _evaluate_argv(checkpoint, out, root / "data", "--gin.METHODS=['INTER']",
                         f"--gin.LIBRARY_DIR='{tmp_path / 'library'}'", f"--gin.RETRIEVER_CHECKPOINT='{checkpoint}'",

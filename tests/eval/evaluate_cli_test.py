@@ -29,8 +29,8 @@ def artifacts(tmp_path_factory, tiny_model):
              for name, text in [("code", "def return print for while loop list if else python"),
                                 ("talk", "hello how are you today fine thanks and you friend")]]
   prompts = rng.normal(size=(2, 3, config.emb_dim)).astype(np.float32)
-  build.build_library(str(root / "library"), sources, prompts, embedder, tokenizer.encode_input, n=6,
-                      index="exact")
+  build.build_library(str(root / "library"), sources, prompts, embedder, tokenizer.encode_input,
+                      draw=build.DrawConfig(6), index=build.IndexConfig("exact"))
   return checkpoint, str(root / "library"), vocab
 
 

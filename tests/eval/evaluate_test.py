@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rospr_jax import tokenization
+from rospr_jax.eval.batching import Scorer
 from rospr_jax.eval.scoring import score_choices_naive
 from rospr_jax.library import build, embed, sources as sources_lib
 from rospr_jax.pipeline import evaluate
@@ -45,16 +46,17 @@ def setup(tmp_path_factory, tiny_model):
   prompts = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (3, 4, config.emb_dim)), np.float32)
   embedder = embed.Embedder(tiny_model.model, params, max_length=64)
   library, _ = build.build_library(str(tmp_path_factory.mktemp("lib") / "library"), sources, prompts,
-                                   embedder, tokenizer.encode_input, n=8, index="exact")
+                                   embedder, tokenizer.encode_input, draw=build.DrawConfig(8),
+                                   index=build.IndexConfig("exact"))
   target = evaluate.Target(
       name="weather_target", dataset="weather", template="t",
       inputs=tuple(" ".join(rng.permutation(TOPICS["weather"].split())) for _ in range(6)),
       choices=tuple(("rain", "snow", "sun") if i % 2 else ("yes", "no") for i in range(6)),
       is_correct=tuple((True, False, False) if i % 2 else (False, True) for i in range(6)))
-  evaluator = evaluate.Evaluator(params=params, model=tiny_model.model, tokenizer=tokenizer, library=library,
-                                 embedder=embedder, batch_size=4,
-                                 selection=SelectionConfig(num_queries=4, num_neighbors=3, num_prompts=2,
-                                                           top_k=3))
+  scorer = Scorer(params, tiny_model.model, batch_size=4)
+  evaluator = evaluate.Evaluator(scorer, tokenizer, evaluate.retriever_for(
+      library, embedder, tokenizer, scorer, SelectionConfig(num_queries=4, num_neighbors=3, num_prompts=2,
+                                                            top_k=3)))
   return evaluator, target
 
 
@@ -79,9 +81,9 @@ def test_selection_records_feed_the_evaluation_exactly(setup, tmp_path):
       inputs = jnp.asarray([example.inputs], jnp.int32)
       width = max(len(c) for c in example.choices)
       targets = jnp.asarray([[list(c) + [0] * (width - len(c)) for c in example.choices]], jnp.int32)
-      scores.append(np.asarray(score_choices_naive(evaluator.params, inputs, targets,
+      scores.append(np.asarray(score_choices_naive(evaluator.score_fn.params, inputs, targets,
                                                    None if prompt is None else jnp.asarray(prompt),
-                                                   model=evaluator.model))[0])
+                                                   model=evaluator.score_fn.model))[0])
     expected = np.mean([np.argmax(s) == flags.index(True) for s, flags in zip(scores, target.is_correct)])
     assert record["accuracy"] == pytest.approx(expected)
 

@@ -11,6 +11,7 @@ import pytest
 
 from rospr_jax import storage, tokenization
 from rospr_jax.eval import report
+from rospr_jax.eval.batching import Scorer
 from rospr_jax.pipeline import evaluate, methods
 from rospr_jax.retrieval import retrieve
 
@@ -41,8 +42,8 @@ def worst():
 @pytest.fixture(scope="module")
 def evaluator_and_target(tiny_model):
   """An evaluator with no library (the hard prompt and WORST need none) and one 6-example target."""
-  evaluator = evaluate.Evaluator(params=tiny_model.params, model=tiny_model.model,
-                                 tokenizer=tokenization.Tokenizer(tiny_model.vocab), batch_size=4)
+  evaluator = evaluate.Evaluator(Scorer(tiny_model.params, tiny_model.model, batch_size=4),
+                                 tokenization.Tokenizer(tiny_model.vocab))
   target = evaluate.Target(
       name="pets_target", dataset="pets", template="t",
       inputs=tuple(f"is the {animal} a pet" for animal in ("cat", "dog", "cow", "fish", "lion", "horse")),

@@ -4,6 +4,7 @@ the order); neither runs unless asked for, and both go through `rospr evaluate`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from rospr_jax import cli, tokenization
-from rospr_jax.eval.batching import score_examples
+from rospr_jax.eval.batching import Scorer, score_examples
 from rospr_jax.library import build, embed, sources as sources_lib
 from rospr_jax.pipeline import evaluate
 from rospr_jax.retrieval import retrieve, selection
@@ -49,10 +50,11 @@ def setup(tmp_path_factory, tiny_model):
                            np.float32)
   embedder = embed.Embedder(tiny_model.model, params, max_length=64)
   library, _ = build.build_library(str(tmp_path_factory.mktemp("lib") / "library"), sources, prompts,
-                                   embedder, tokenizer.encode_input, n=6, index="exact")
-  evaluator = evaluate.Evaluator(params=params, model=tiny_model.model, tokenizer=tokenizer, library=library,
-                                 embedder=embedder, batch_size=8,
-                                 selection=SelectionConfig(num_queries=4, num_neighbors=3, top_k=3))
+                                   embedder, tokenizer.encode_input, draw=build.DrawConfig(6),
+                                   index=build.IndexConfig("exact"))
+  scorer = Scorer(params, tiny_model.model, batch_size=8)
+  evaluator = evaluate.Evaluator(scorer, tokenizer, evaluate.retriever_for(
+      library, embedder, tokenizer, scorer, SelectionConfig(num_queries=4, num_neighbors=3, top_k=3)))
   return evaluator, [_target("weather_t", "weather", 1), _target("food_t", "food", 2, size=12)]
 
 
@@ -71,7 +73,7 @@ def test_the_oracle_is_the_best_single_prompt_by_brute_force(setup, tmp_path):
   for target in targets:
     examples = evaluator.tokenize(target)
     # Brute force: every prompt alone, its own scoring pass.
-    alone = [evaluate.accuracy_of(score_examples(evaluator.params, evaluator.model, examples,
+    alone = [evaluate.accuracy_of(score_examples(evaluator.score_fn.params, evaluator.score_fn.model, examples,
                                                  prompts=table[s], batch_size=3), target.is_correct)
              for s in range(len(table))]
     assert len(set(alone)) > 1, "the prompts must disagree for this check to mean anything"
@@ -113,7 +115,7 @@ def test_random_is_seeded_per_target_and_uniform_over_the_whole_library():
   assert chosen.rule == "random" and chosen.weights == (1.0,)
   with pytest.raises(ValueError, match="library has 1 sources"):
     selection.select("random", neighbors, sims, num_sources=1)
-  with pytest.raises(ValueError, match="random_seed must be an integer >= 0"):
+  with pytest.raises(ValueError, match=r"random_seed \(RANDOM_SEED\) must be an integer >= 0, not -1"):
     SelectionConfig(random_seed=-1)
 
 
@@ -128,14 +130,14 @@ def test_random_in_the_evaluation_is_reproducible_and_independent_of_target_orde
     assert chosen["params"]["num_sources"] == 6 and chosen["params"]["target"] == target.name
   picks = set()
   for seed in range(8):
-    other = evaluate.Evaluator(**{**evaluator.__dict__,
-                                  "selection": SelectionConfig(num_queries=4, num_neighbors=3, random_seed=seed)})
+    other = dataclasses.replace(evaluator, retriever=dataclasses.replace(
+        evaluator.retriever, config=SelectionConfig(num_queries=4, num_neighbors=3, random_seed=seed)))
     records, chosen = other.evaluate(targets[:1], ["Random"], selections_dir=str(tmp_path / str(seed)))
     picks.add(chosen[targets[0].name]["Random"]["chosen"][0])
     # The accuracy is that of the drawn prompt, read back from the saved selection.
     saved, prompt = retrieve.load_selection(str(tmp_path / str(seed) / targets[0].name / "Random"))
     np.testing.assert_array_equal(prompt, evaluator.library.prompts()[saved.chosen[0]])
-    alone = evaluate.accuracy_of(score_examples(evaluator.params, evaluator.model,
+    alone = evaluate.accuracy_of(score_examples(evaluator.score_fn.params, evaluator.score_fn.model,
                                                 evaluator.tokenize(targets[0]), prompts=prompt, batch_size=8),
                                  targets[0].is_correct)
     assert records[0]["accuracy"] == pytest.approx(alone)
@@ -165,8 +167,8 @@ def cli_artifacts(tmp_path_factory, tiny_model):
   sources = [sources_lib.SourceTexts(name, [" ".join(rng.permutation(TOPICS[name].split())) for _ in range(4)])
              for name in ("animals", "numbers", "music")]
   prompts = 8 * rng.normal(size=(3, 3, config.emb_dim)).astype(np.float32)
-  build.build_library(str(root / "library"), sources, prompts, embedder, tokenizer.encode_input, n=4,
-                      index="exact")
+  build.build_library(str(root / "library"), sources, prompts, embedder, tokenizer.encode_input,
+                      draw=build.DrawConfig(4), index=build.IndexConfig("exact"))
   return checkpoint, str(root / "library"), vocab
 
 

@@ -40,8 +40,9 @@ def test_build_library_chunks_across_sources(tmp_path, embedder):
           sources.SourceTexts("b", [f"beta beta {i}" for i in range(3)] + ["", "  "]),
           sources.SourceTexts("c", [f"gamma {i} gamma" for i in range(9)])]
   prompts = np.zeros((3, 2, 64), np.float32)
-  lib, report = build.build_library(str(tmp_path / "lib"), srcs, prompts, embedder, _tokenize, n=5,
-                                    seed=3, index="exact", shard_rows=4, chunk_texts=4)
+  lib, report = build.build_library(str(tmp_path / "lib"), srcs, prompts, embedder, _tokenize,
+                                    draw=build.DrawConfig(n=5, seed=3), index=build.IndexConfig("exact"),
+                                    output=build.OutputConfig(shard_rows=4, chunk_texts=4))
   assert report["rows"] == 13 and report["sources_short_of_n"] == {"b": 3}
   assert report["blank_texts_skipped"] == {"b": 2}
   assert [s["n"] for s in lib.manifest["sources"]] == [5, 3, 5]
@@ -66,7 +67,8 @@ def test_random_retriever_covers_the_vocabulary(embedder):
 def test_source_without_text_is_refused(tmp_path, embedder):
   with pytest.raises(ValueError, match="Source 'e' has no non-blank text"):
     build.build_library(str(tmp_path / "lib"), [sources.SourceTexts("e", [" "])],
-                        np.zeros((1, 1, 64), np.float32), embedder, _tokenize, index="exact")
+                        np.zeros((1, 1, 64), np.float32), embedder, _tokenize,
+                        index=build.IndexConfig("exact"))
   assert not (tmp_path / "lib").exists()
 
 

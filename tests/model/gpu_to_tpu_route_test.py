@@ -46,7 +46,8 @@ def test_a_library_built_on_the_hf_checkpoint_evaluates_on_its_t5x_copy(tiny_mod
   prompts = rng.normal(size=(2, 3, tiny_model.config.emb_dim)).astype(np.float32)
   library = str(tmp_path / "library")
   build.build_library(library, sources, prompts, embed.load_embedder(hf, max_length=64),
-                      tokenization.Tokenizer(vocab).encode_input, n=6, index="exact",
+                      tokenization.Tokenizer(vocab).encode_input, draw=build.DrawConfig(6),
+                      index=build.IndexConfig("exact"),
                       prompts_backbone=trained_on)
 
   # Before v3 fingerprints this was refused: "holds prompts trained on backbone <HF files>; this run's

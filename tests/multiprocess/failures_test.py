@@ -59,7 +59,8 @@ def _stops_with_one_line(rospr, workers, victim, within=30):
 
 
 def test_a_worker_killed_while_the_others_compile_is_named_within_30_s_by_default(rospr, tmp_path):
-  workers = _train_until(rospr, tmp_path, "compile", ROSPR_HEARTBEAT_TIMEOUT="")  # the default, 20 s
+  # the default heartbeat timeout, 20 s; no compilation cache, so that step 1 compiles for seconds
+  workers = _train_until(rospr, tmp_path, "compile", ROSPR_HEARTBEAT_TIMEOUT="", JAX_COMPILATION_CACHE_DIR="")
   line = _stops_with_one_line(rospr, workers, victim=1)
   assert "(no heartbeat for ROSPR_HEARTBEAT_TIMEOUT=20 s: killed, out of memory" in line
 

@@ -49,3 +49,22 @@ def clean_gin():
   gin.clear_config()
   yield
   gin.clear_config()
+
+
+def _run_configs(**flat) -> dict:
+  """`trainer.train`'s config objects from flat settings, each the field of one config class
+  (`num_steps=2, batch_size=8, dropout_rate=0.0` -> loop=, shapes=, step=, checkpointing=)."""
+  import dataclasses
+  from rospr_jax.prompt import configs
+  groups = {"loop": configs.LoopConfig, "shapes": configs.ShapeConfig, "step": configs.StepConfig,
+            "checkpointing": configs.CheckpointConfig}
+  fields = {key: {f.name for f in dataclasses.fields(kind)} for key, kind in groups.items()}
+  unknown = set(flat) - set().union(*fields.values())
+  assert not unknown, f"no config has the fields {unknown}"
+  return {key: kind(**{k: v for k, v in flat.items() if k in fields[key]}) for key, kind in groups.items()}
+
+
+@pytest.fixture
+def run_configs():
+  """The function `run_configs(**flat settings)` -> `trainer.train`'s loop, shapes, step, checkpointing."""
+  return _run_configs

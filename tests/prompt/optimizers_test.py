@@ -92,21 +92,23 @@ def test_an_optax_transformation_given_in_python_is_recorded_as_unrecorded():
   assert optimizers.resolve(adam) == (adam, optimizers.UNRECORDED)
 
 
-def test_a_resume_with_an_edited_or_added_setting_is_refused_naming_it(tmp_path, config, params, examples):
+def test_a_resume_with_an_edited_or_added_setting_is_refused_naming_it(tmp_path, config, params, examples,
+                                                                       run_configs):
   backbone = Backbone(config, params, fingerprint="0123456789abcdef", description={"test": True})
-  settings = dict(RUN, examples=examples(3, 30, seed=1), backbone=backbone, checkpoint_every=2)
+  settings = dict(run_configs(**dict(RUN, checkpoint_every=2)), examples=examples(3, 30, seed=1), backbone=backbone)
+  four_steps = dict(settings, **run_configs(**dict(RUN, checkpoint_every=2, num_steps=4)))
   first = trainer.train(model_dir=str(tmp_path), optimizer=optimizers.Adafactor(), **settings)
   assert first.step == 2
   with pytest.raises(ValueError, match=r"Cannot resume from checkpoint 2 .*optimizer\.decay_rate: checkpoint "
                                        r"0\.8, now 0\.5"):
     trainer.train(model_dir=str(tmp_path), optimizer=optimizers.Adafactor(decay_rate=0.5),
-                  **dict(settings, num_steps=4))
+                  **four_steps)
   # A setting the checkpoint did not record (its optimizer state differs too): named all the same.
   with pytest.raises(ValueError, match=r"Cannot resume from checkpoint 2 .*optimizer\.momentum: checkpoint "
                                        r"None, now 0\.9"):
     trainer.train(model_dir=str(tmp_path), optimizer=optimizers.Adafactor(momentum=0.9),
-                  **dict(settings, num_steps=4))
+                  **four_steps)
   with pytest.raises(ValueError, match=r"optimizer: checkpoint 'optax\.adafactor', now 'unrecorded"):
-    trainer.train(model_dir=str(tmp_path), optimizer=default_optimizer(), **dict(settings, num_steps=4))
-  resumed = trainer.train(model_dir=str(tmp_path), **dict(settings, num_steps=4))  # None: the default
+    trainer.train(model_dir=str(tmp_path), optimizer=default_optimizer(), **four_steps)
+  resumed = trainer.train(model_dir=str(tmp_path), **four_steps)  # None: the default
   assert resumed.step == 4 and bool(jnp.all(jnp.isfinite(resumed.state.prompts)))

@@ -30,7 +30,7 @@ def _argv(examples, model_dir, steps, checkpoint_every):
           "--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=16", "--gin.TARGET_LENGTH=4", "--gin.PROMPT_LENGTH=4",
           f"--gin.CHECKPOINT_EVERY={checkpoint_every}", "--gin.LOG_EVERY=2",
           "--gin.PROMPT_INIT='sampled_vocab'",
-          "--gin_bindings=trainer.train.summaries = False"]
+          "--gin_bindings=configs.LoopConfig.summaries = False"]
 
 
 @pytest.mark.slow
@@ -38,7 +38,7 @@ def test_run_writes_config_checkpoints_exports_and_summaries(tmp_path, capsys):
   examples = tmp_path / "ex.jsonl"
   _write_examples(examples)
   argv = _argv(examples, tmp_path / "run", 4, 2)
-  argv[-1] = "--gin_bindings=trainer.train.summaries = True"
+  argv[-1] = "--gin_bindings=configs.LoopConfig.summaries = True"
   assert train.main(argv) == 0
   assert "Trained 3 prompts for 4 steps" in capsys.readouterr().out
   run = tmp_path / "run"

@@ -27,7 +27,7 @@ def test_seqio_run_file_trains_one_prompt_per_registered_task(tmp_path, capsys):
           f"--gin.CHECKPOINT='{checkpoint}'", "--gin_bindings=backbone.load_backbone.size = None",
           f"--gin.MODEL_DIR='{run}'", f"--gin.SOURCES={SOURCES}", "--gin.EXAMPLES_PER_SOURCE=8",
           "--gin.TRAIN_STEPS=2", "--gin.CHECKPOINT_EVERY=2", "--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=48",
-          "--gin.TARGET_LENGTH=8", "--gin.PROMPT_LENGTH=4", "--gin_bindings=trainer.train.summaries = False"]
+          "--gin.TARGET_LENGTH=8", "--gin.PROMPT_LENGTH=4", "--gin_bindings=configs.LoopConfig.summaries = False"]
   assert train.main(argv) == 0
   assert "Trained 2 prompts for 2 steps" in capsys.readouterr().out
   loaded = export.load_prompts(str(run / "export"), expected_sources=SOURCES)

@@ -212,7 +212,7 @@ def test_auto_dropout_key_draws_with_the_cuda_threefry_kernel_on_gpus(monkeypatc
 
 def test_the_step_memory_lower_bound_by_hand():
   from rospr_jax.model import get_config
-  from rospr_jax.prompt.loop import step_memory_lower_bound
+  from rospr_jax.prompt.train_step import step_memory_lower_bound
   config = get_config("tiny")  # H 64, 4 heads, float32
   # B 2, P 3, I 5 (S 8), T 4: host 2 * 4 * B (I + T) + T^2 bool; biases 4 A (S^2 + T^2); states 4 B (S + T) H;
   # einsum weights twice, the larger of the encoder's S^2 and the decoder's T^2 + T S: 2 * 4 B A * 64.

@@ -34,10 +34,12 @@ def _tree_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, backbone, examples, monkeypatch, caplog):
+def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, backbone, examples, monkeypatch, caplog,
+                                                         run_configs):
   """A crash between checkpoints (a SIGKILLed process with dropout on: train_cli_test.py)."""
   data = examples(3, 30, seed=1)
-  settings = dict(RUN, examples=data, backbone=backbone, checkpoint_every=4)
+  flat = dict(RUN, checkpoint_every=4)
+  settings = dict(run_configs(**flat), examples=data, backbone=backbone)
   with caplog.at_level("INFO", logger="rospr_jax.prompt"):  # the trainer and its loop
     whole = trainer.train(model_dir=str(tmp_path / "whole"), **settings)
   logged = [r.getMessage() for r in caplog.records]
@@ -81,22 +83,24 @@ def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, backbone, exa
                                        r"now '[0-9a-f]{16}'"):
     trainer.train(model_dir=str(tmp_path / "whole"), **dict(settings, examples=shuffled))
   with pytest.raises(ValueError, match=r"Cannot resume .*dropout_rate: checkpoint 0.0, now 0.3"):
-    trainer.train(model_dir=str(tmp_path / "whole"), **dict(settings, dropout_rate=0.3))
+    trainer.train(model_dir=str(tmp_path / "whole"), **dict(settings, **run_configs(**dict(flat, dropout_rate=0.3))))
   with pytest.raises(ValueError, match=r"holds checkpoint 10, past num_steps = 6: give TRAIN_STEPS >= 10"):
-    trainer.train(model_dir=str(tmp_path / "whole"), **dict(settings, num_steps=6))
+    trainer.train(model_dir=str(tmp_path / "whole"), **dict(settings, **run_configs(**dict(flat, num_steps=6))))
 
 
-def test_a_model_dir_that_would_not_persist_is_refused_and_file_urls_are_local(tmp_path, backbone, examples):
+def test_a_model_dir_that_would_not_persist_is_refused_and_file_urls_are_local(tmp_path, backbone, examples,
+                                                                              run_configs):
   """MODEL_DIR is used in place (orbax writes each checkpoint there, at a bucket through epath): a
   scheme whose objects vanish with the process is refused before any work; file:// is a local path."""
-  settings = dict(RUN, examples=examples(2, 10, seed=1), backbone=backbone, num_steps=2, checkpoint_every=2)
+  settings = dict(run_configs(**dict(RUN, num_steps=2, checkpoint_every=2)), examples=examples(2, 10, seed=1),
+                  backbone=backbone)
   with pytest.raises(ValueError, match=r"^model_dir memory://b/run: memory:// objects vanish when the process "):
     trainer.train(model_dir="memory://b/run", **settings)
   result = trainer.train(model_dir=f"file://{tmp_path}/run", **settings)
   assert result.checkpoint_dir == f"{tmp_path}/run/checkpoints" and (tmp_path / "run" / "checkpoints" / "2").is_dir()
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, backbone, examples):
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, backbone, examples, run_configs):
   data = examples(1, 20, seed=2)
   # The learning rate turns NaN at the 7th update: the prompt becomes NaN at step 7.
   optimizer = optax.sgd(lambda count: jnp.where(count >= 6, jnp.nan, 0.1))
@@ -104,19 +108,19 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, back
                      match=r"at step 7: training stopped. The last good checkpoint is step 5 in "
                            r".*checkpoints"):
     trainer.train(model_dir=str(tmp_path), examples=data, backbone=backbone, optimizer=optimizer,
-                  **dict(RUN, checkpoint_every=5, log_every=100))
+                  **run_configs(**dict(RUN, checkpoint_every=5, log_every=100)))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["5"]
   assert export.export_steps(str(tmp_path / "export")) == [5]
   assert np.isfinite(export.load_prompts(str(tmp_path / "export")).prompts).all()
 
 
-def test_backbone_from_a_checkpoint_is_the_checkpoint(tmp_path, config, params, examples):
+def test_backbone_from_a_checkpoint_is_the_checkpoint(tmp_path, config, params, examples, run_configs):
   path = checkpoints.save_hf(tmp_path / "hf", config, params)
   loaded = load_backbone(str(path), dtype="float32")
   _tree_equal(loaded.params, params)  # every frozen weight is the checkpoint's, none fell back to random
   assert loaded.fingerprint == checkpoints.checkpoint_fingerprint(path)
   result = trainer.train(model_dir=str(tmp_path / "run"), examples=examples(3, 24), backbone=loaded,
-                         **dict(RUN, num_steps=2, checkpoint_every=2))
+                         **run_configs(**dict(RUN, num_steps=2, checkpoint_every=2)))
   _tree_equal(loaded.params, params)
   assert export.load_prompts(result.export_dir).manifest["backbone_fingerprint"] == loaded.fingerprint
   with pytest.raises(ValueError, match=r"is not the 'tiny' shape: .* differ in \{'vocab_size': \(64, 512\), "
@@ -145,7 +149,7 @@ def test_prompt_init_from_data_and_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_tuned_prompt_beats_no_prompt_on_held_out_examples(tmp_path):
+def test_tuned_prompt_beats_no_prompt_on_held_out_examples(tmp_path, run_configs):
   """A random tiny backbone, a rule visible in the input (tokens 10-59: answer A, 60-109: answer B):
   without a prompt rank classification is at chance; a tuned prompt makes the model follow the rule."""
   answers = [[200, 1], [201, 1]]
@@ -163,10 +167,10 @@ def test_tuned_prompt_beats_no_prompt_on_held_out_examples(tmp_path):
   # schedule (any optax schedule can be bound in gin) settles.
   optimizer = optax.adafactor(optax.cosine_decay_schedule(0.3, 200), decay_rate=0.8,
                               multiply_by_parameter_scale=False)
-  result = trainer.train(model_dir=str(tmp_path), examples=data, backbone=backbone, num_steps=200,
-                         optimizer=optimizer, batch_size=32, input_length=12, target_length=2,
-                         prompt_length=10, dropout_rate=0.0, checkpoint_every=200, log_every=50,
-                         use_mesh=False, summaries=False)
+  result = trainer.train(model_dir=str(tmp_path), examples=data, backbone=backbone, optimizer=optimizer,
+                         **run_configs(num_steps=200, batch_size=32, input_length=12, target_length=2,
+                                       prompt_length=10, dropout_rate=0.0, checkpoint_every=200, log_every=50,
+                                       use_mesh=False, summaries=False))
   prompts = export.load_prompts(result.export_dir, expected_fingerprint=backbone.fingerprint).prompts
 
   def accuracy(table):

@@ -12,10 +12,10 @@ import jax
 import numpy as np
 import pytest
 
+from rospr_jax import config_fields
 from rospr_jax.commands import evaluate as evaluate_command
 from rospr_jax.commands import retrieve as retrieve_command
 from rospr_jax.eval import report
-from rospr_jax.model import partitioning
 from rospr_jax.pipeline import evaluate
 from rospr_jax.retrieval import selection
 
@@ -56,7 +56,8 @@ def test_a_registered_rule_is_evaluated_and_its_settings_guard_the_resume(last_r
     raise ValueError("stop here")
 
   monkeypatch.setattr(evaluate_command, "_check_resumable", fake_check)
-  one_device = partitioning.Partitioner(1, devices=jax.devices()[:1])  # no mesh for the fake backbone
+  one_device = jax.devices()[:1]  # no mesh for the fake backbone (its Partitioner sees one device)
+  monkeypatch.setattr("jax.devices", lambda *args, **kwargs: one_device)
 
   class FakeEmbedder:
     dim, fingerprint = 8, "f" * 16
@@ -72,6 +73,8 @@ def test_a_registered_rule_is_evaluated_and_its_settings_guard_the_resume(last_r
 
   monkeypatch.setattr("rospr_jax.library.embed.load_embedder", lambda *a, **k: FakeEmbedder())
   class FakeLibrary:
+    retriever_fingerprint = FakeEmbedder.fingerprint  # Library.open checks it is the embedder's
+
     def check_prompts_fit(self, *args):
       pass
 
@@ -83,13 +86,14 @@ def test_a_registered_rule_is_evaluated_and_its_settings_guard_the_resume(last_r
   (tmp_path / "library" / "manifest.json").write_text("{}")
   monkeypatch.setattr(evaluate_command.targets_lib, "resolve_target_tasks", lambda *a: [])
   with pytest.raises(ValueError, match="stop here"):
-    evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path / "out"), targets=["x"],
-                         methods=["LAST"], library_dir=str(tmp_path / "library"), retriever_checkpoint="/r",
-                         selection=selection.SelectionConfig(top_k=4), partitioner=one_device)
+    evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path / "out"),
+                         targets=evaluate_command.TargetConfig(["x"]), methods=["LAST"],
+                         library=evaluate_command.LibraryConfig(str(tmp_path / "library"), "/r"),
+                         selection=selection.SelectionConfig(top_k=4))
   assert seen["top_k"] == 4 and "num_prompts" not in seen and "eps" not in seen  # LAST reads top_k only
   with pytest.raises(ValueError, match=r"Unknown method 'NOPE'; known: \['RoSPr', .*'LAST'\]"):
-    evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path / "out"), targets=["x"],
-                         methods=["NOPE"])
+    evaluate_command.run(backbone=FakeBackbone(), output_dir=str(tmp_path / "out"),
+                         targets=evaluate_command.TargetConfig(["x"]), methods=["NOPE"])
 
 
 def test_a_rule_cannot_take_an_existing_name_or_an_unknown_setting():
@@ -102,8 +106,9 @@ def test_a_rule_cannot_take_an_existing_name_or_an_unknown_setting():
 def test_defaults_are_typed_once_and_the_gin_macros_agree():
   config = selection.SelectionConfig()
   text = open(os.path.join(os.path.dirname(__file__), "..", "..", "gin", "eval", "base.gin")).read()
-  macros = {"NUM_QUERIES": config.num_queries, "NUM_NEIGHBORS": config.num_neighbors,
-            "NUM_PROMPTS": config.num_prompts, "TOP_K": config.top_k, "VAR_EPS": config.eps}
+  macros = {config_fields.macro(selection.SelectionConfig, f.name): getattr(config, f.name)
+            for f in dataclasses.fields(config)}
+  assert set(macros) == {"NUM_QUERIES", "NUM_NEIGHBORS", "NUM_PROMPTS", "TOP_K", "VAR_EPS", "RANDOM_SEED"}
   for macro, value in macros.items():
     (written,) = re.findall(rf"^{macro} = (\S+)$", text, re.MULTILINE)
     assert float(written) == value, macro
@@ -111,5 +116,6 @@ def test_defaults_are_typed_once_and_the_gin_macros_agree():
       ["--library", "l", "--queries", "q", "--out", "o", "--random-retriever", "tiny", "--vocab", "v"])
   assert selection.SelectionConfig(**{f.name: getattr(args, f.name)
                                       for f in dataclasses.fields(config)}) == config
-  with pytest.raises(ValueError, match=r"top_k \(TOP_K\) must be an integer >= 1; got 0"):
-    selection.SelectionConfig(top_k=0)
+  with pytest.raises(ValueError, match=r"^top_k \(TOP_K\) must be an integer >= 1, not 0; eps \(VAR_EPS\) must be a "
+                                       r"finite number > 0, not 0\.0\.$"):
+    selection.SelectionConfig(top_k=0, eps=0.0)

@@ -96,7 +96,7 @@ def test_held_out_queries_retrieve_their_source(world):
     neighbor_sources, _ = lib.neighbors(queries, 10)
     top1_hits += int((neighbor_sources[:, 0] == s).sum())
     top1_total += len(texts)
-    chosen, prompt = retrieve.retrieve_prompt(lib, queries, "rospr", num_neighbors=10)
+    chosen, prompt = retrieve.retrieve_prompt(lib, queries, "rospr", selection.SelectionConfig(num_neighbors=10))
     correct_sources += chosen.chosen == (s,)
     np.testing.assert_array_equal(prompt, lib.prompts()[chosen.chosen[0]])
   print(f"topic retrieval: RoSPr top choice correct for {correct_sources}/{len(held_out)} sources; "

@@ -10,6 +10,7 @@ from flax import linen as nn
 from rospr_jax.eval.scoring import score_choices_naive
 from rospr_jax.library.sources import Query
 from rospr_jax.model import T5, T5Config, model_for
+from rospr_jax.eval.batching import Scorer
 from rospr_jax.eval.var import make_predict_choices
 from rospr_jax.retrieval import selection
 
@@ -38,8 +39,8 @@ def test_predict_choices_equals_naive_scoring():
   queries = [Query("a b c d", ("yes", "no")), Query("e f g", ("yes", "no", "maybe")),
              Query("h i j k l", ("no", "maybe yes")), Query("m", ("maybe", "yes", "no"))]
   tokenizer = WordTokenizer()
-  predict = make_predict_choices(params, MODEL, queries, prompts, tokenizer,
-                                            batch_size=4)
+  predict = make_predict_choices(queries, scorer=Scorer(params, MODEL, batch_size=4), prompts=prompts,
+                                 tokenizer=tokenizer)
   got = predict([2, 0])
   # Reference: every (query, choice) pair through the whole model, all queries padded by hand into
   # one [Q, T] / [Q, C, L] batch (an absent choice is an all-padding row and scores -inf).
@@ -64,8 +65,8 @@ def test_predict_choices_equals_naive_scoring():
 def test_predict_choices_refuses_queries_without_choices():
   import pytest
   with pytest.raises(ValueError, match=r"queries \[1\] have none"):
-    make_predict_choices({}, MODEL, [Query("a", ("yes",)), Query("b")],
-                                    np.zeros((1, 2, 16), np.float32), WordTokenizer())
+    make_predict_choices([Query("a", ("yes",)), Query("b")], scorer=Scorer({}, MODEL),
+                         prompts=np.zeros((1, 2, 16), np.float32), tokenizer=WordTokenizer())
   with pytest.raises(ValueError, match="prompts have H = 8; the backbone has H = 16"):
-    make_predict_choices({}, MODEL, [Query("a", ("yes",))],
-                                    np.zeros((1, 2, 8), np.float32), WordTokenizer())
+    make_predict_choices([Query("a", ("yes",))], scorer=Scorer({}, MODEL),
+                         prompts=np.zeros((1, 2, 8), np.float32), tokenizer=WordTokenizer())

@@ -103,7 +103,7 @@ def _train(examples, model_dir, steps: int) -> list[str]:
   return ["train-prompts", "--gin_file=models/tiny.gin", "--gin_file=prompt_tuning/train_jsonl.gin",
           f"--gin.EXAMPLES_FILE='{examples}'", f"--gin.MODEL_DIR='{model_dir}'", f"--gin.TRAIN_STEPS={steps}",
           "--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=16", "--gin.TARGET_LENGTH=4", "--gin.PROMPT_LENGTH=4",
-          "--gin.CHECKPOINT_EVERY=2", "--gin_bindings=trainer.train.summaries = False"]
+          "--gin.CHECKPOINT_EVERY=2", "--gin_bindings=configs.LoopConfig.summaries = False"]
 
 
 def test_a_model_dir_at_an_emulated_gs_bucket_checkpoints_and_resumes_as_a_local_one(object_store, tmp_path,

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from rospr_jax import multihost, storage
+from rospr_jax.commands import common
 from rospr_jax.storage import copies
 
 
@@ -37,19 +38,19 @@ def _files(folder) -> dict:
 
 def test_flags_that_read_local_files_only_refuse_urls_with_the_mounted_path():
   ok = argparse.Namespace(out="/gcs/b/lib", source=["copa=/data/copa.jsonl"], n=100, target="rte:GPT-3 style")
-  storage.require_local_args(ok)
+  common.require_local_args(ok)
   with pytest.raises(ValueError, match="--source 'gs://b/copa.jsonl' is a URL.*gcsfuse --implicit-dirs b"):
-    storage.require_local_args(argparse.Namespace(out="/x", source=["copa=gs://b/copa.jsonl"]))
+    common.require_local_args(argparse.Namespace(out="/x", source=["copa=gs://b/copa.jsonl"]))
   with pytest.raises(ValueError, match="--shard-dir 'gs://b' is a URL"):
-    storage.require_local_args(argparse.Namespace(shard_dir="gs://b"))
-  storage.require_local_args(argparse.Namespace(shard_dir="gs://b"), urls=("shard_dir",))
+    common.require_local_args(argparse.Namespace(shard_dir="gs://b"))
+  common.require_local_args(argparse.Namespace(shard_dir="gs://b"), urls=("shard_dir",))
 
 
 def test_a_scheme_without_a_driver_is_named_before_any_work(tmp_path):
-  from rospr_jax.commands import demo
-  from rospr_jax.model import checkpoints
+  from rospr_jax.backbone import load_backbone
+  from rospr_jax.commands import demo_run as demo
   with pytest.raises(ValueError, match="checkpoint nosuch://b/T0_3B: nosuch:// is not served here"):
-    checkpoints.load_checkpoint("nosuch://b/T0_3B")
+    load_backbone("nosuch://b/T0_3B")  # where a checkpoint at a URL is made local
   with pytest.raises(ValueError, match="--output_dir nosuch://b/demo: nosuch:// is not served here"):
     demo.run("nosuch://b/demo")
   assert not os.path.exists("nosuch:")
