@@ -16,7 +16,7 @@ import pytest
 
 from rospr_jax import cli, preemption
 from rospr_jax.prompt import trainer
-from rospr_jax.pipeline import evaluate as pipeline
+from rospr_jax.eval import batching
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompt"))
 from train_cli_test import _argv as _train_argv, _write_examples  # noqa: E402
@@ -151,7 +151,7 @@ def test_evaluate_finishes_the_record_in_progress_then_stops_and_resumes_to_the_
   argv = _evaluate_argv(tiny_model.checkpoint, tmp_path / "eval")
   with monkeypatch.context() as patch:
     # One scoring per T0 record: the signal comes while record `record` is scored.
-    patch.setattr(pipeline, "score_examples", _signalling(pipeline.score_examples, record, signal.SIGTERM))
+    patch.setattr(batching, "score_examples", _signalling(batching.score_examples, record, signal.SIGTERM))
     code, err = _rospr(argv, capsys)
   said = f"SIGTERM while scoring record {record}:\n{err[-3000:]}"
   assert code == 75, said
