@@ -177,24 +177,7 @@ def score_examples(params, model: PromptedBackbone, examples: Sequence[RankExamp
   batches = _batches(examples, groups, batch_size)
   bar = tqdm(total=len(examples), desc=progress, unit="ex") if progress and tqdm else None
   for batch in batches:
-    prompt = None if table is None else table[jnp.asarray(batch.prompt_ids)]  # [B, P, H]
-    inputs, targets = jnp.asarray(batch.inputs), jnp.asarray(batch.targets)
-    if partitioner is not None:  # each process fills its own devices' rows (all hold the same batch)
-      inputs = _on_mesh(batch.inputs, partitioner)
-      targets = _on_mesh(batch.targets, partitioner)
-      if prompt is not None:
-        prompt = _on_mesh(np.asarray(prompt), partitioner)
-    step = scoring_step(model, partitioner)
-    memory_check.check_compiled_step(step, (params, inputs, targets, prompt), what=(
-        f"A scoring batch ({batch_size} rows of {inputs.shape[1]} input and {targets.shape[1]} x "
-        f"{targets.shape[2]} answer tokens)"), remedy=(
-        f"lower BATCH_SIZE ({requested}) or raise NUM_PARTITIONS "
-        f"({1 if partitioner is None else partitioner.num_partitions})"))
-    scores = step(params, inputs, targets, prompt)
-    if not scores.is_fully_addressable:  # a mesh over several processes: gather every row
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      scores = multihost_utils.process_allgather(scores, tiled=True)
-    scores = np.asarray(scores)
+    scores = _score_batch(params, model, batch, table, partitioner, requested)
     for row, (i, offset) in enumerate(zip(batch.indices, batch.offsets)):
       if i >= 0:
         count = min(batch.targets.shape[1], len(examples[i].choices) - offset)
@@ -204,6 +187,30 @@ def score_examples(params, model: PromptedBackbone, examples: Sequence[RankExamp
   if bar is not None:
     bar.close()
   return results
+
+
+def _score_batch(params, model: PromptedBackbone, batch, table, partitioner, requested: int) -> np.ndarray:
+  """[B, C] scores of one `_batches` batch (`table`: [S, P, H] prompts or None), every row on this host;
+  the compiled step is checked against the device's memory before it first runs (`requested`: the
+  BATCH_SIZE the user set, for the message)."""
+  prompt = None if table is None else table[jnp.asarray(batch.prompt_ids)]  # [B, P, H]
+  inputs, targets = jnp.asarray(batch.inputs), jnp.asarray(batch.targets)
+  if partitioner is not None:  # each process fills its own devices' rows (all hold the same batch)
+    inputs = _on_mesh(batch.inputs, partitioner)
+    targets = _on_mesh(batch.targets, partitioner)
+    if prompt is not None:
+      prompt = _on_mesh(np.asarray(prompt), partitioner)
+  step = scoring_step(model, partitioner)
+  memory_check.check_compiled_step(step, (params, inputs, targets, prompt), what=(
+      f"A scoring batch ({inputs.shape[0]} rows of {inputs.shape[1]} input and {targets.shape[1]} x "
+      f"{targets.shape[2]} answer tokens)"), remedy=(
+      f"lower BATCH_SIZE ({requested}) or raise NUM_PARTITIONS "
+      f"({1 if partitioner is None else partitioner.num_partitions})"))
+  scores = step(params, inputs, targets, prompt)
+  if not scores.is_fully_addressable:  # a mesh over several processes: gather every row
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    scores = multihost_utils.process_allgather(scores, tiled=True)
+  return np.asarray(scores)
 
 
 def truncated_inputs(examples: Sequence[RankExample], max_input_length: int) -> int:
