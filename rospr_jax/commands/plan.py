@@ -173,7 +173,7 @@ def _workload(flags):
   """The evaluation rows to project: --eval_examples, or those of TARGETS (MAX_EXAMPLES each)."""
   from rospr_jax.commands import workload  # pylint: disable=g-import-not-at-top
   if flags.eval_examples:
-    rows = flags.eval_examples * -(-SCORING_CHOICES // workload.CHOICES_PER_ROW)
+    rows = workload.scoring_rows(flags.eval_examples, SCORING_CHOICES)
     return workload.Workload(rows=rows, examples=flags.eval_examples, how="--eval_examples")
   targets = _bindings(TARGETS)
   return workload.evaluation_workload(targets.get("targets"), max_examples=targets.get("max_examples"))

@@ -27,7 +27,6 @@ HELD_OUT = {
     "hellaswag": (10042, 4, 4), "story_cloze_2016": (1871, 5, 2), "winogrande_winogrande_xl": (1267, 5, 2),
     "super_glue_wsc.fixed": (104, 10, 2), "super_glue_wic": (638, 10, 2),
 }
-CHOICES_PER_ROW = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +40,11 @@ class Workload:
     return dataclasses.asdict(self)
 
 
-def _rows(examples: int, choices: int) -> int:
-  return examples * math.ceil(choices / CHOICES_PER_ROW)
+def scoring_rows(examples: int, choices: int) -> int:
+  """Scoring rows of `examples` examples of `choices` answer choices each, at T0's largest bucket."""
+  from rospr_jax.eval import batching  # pylint: disable=g-import-not-at-top
+  per_row = batching.choices_per_row(choices, batching.T0_TARGET_LENGTH, batching.DEFAULT_MAX_DECODER_TOKENS)
+  return examples * math.ceil(choices / per_row)
 
 
 def _held_out(names: Sequence[str] | None, max_examples: int | None) -> tuple[int, int]:
@@ -53,7 +55,7 @@ def _held_out(names: Sequence[str] | None, max_examples: int | None) -> tuple[in
     per_template = count if max_examples is None else min(count, max_examples)
     per_target = templates if names is None else sum(n.startswith(name) for n in names)
     examples += per_template * per_target
-    rows += _rows(per_template, choices) * per_target
+    rows += scoring_rows(per_template, choices) * per_target
   return rows, examples
 
 
@@ -66,7 +68,7 @@ def _counted(tasks, max_examples: int | None) -> tuple[int, int]:
         break
       if ex.answer_choices:
         kept += 1
-        rows += _rows(1, len(ex.answer_choices))
+        rows += scoring_rows(1, len(ex.answer_choices))
     examples += kept
   return rows, examples
 

@@ -24,6 +24,7 @@ from rospr_jax.model import memory_check
 # T0's evaluation lengths: inputs cut to their first 1024 tokens, answer choices to 255 plus EOS.
 T0_INPUT_LENGTH = 1024
 T0_TARGET_LENGTH = 256
+DEFAULT_MAX_DECODER_TOKENS = 512  # choice slots x target length of one row, at most
 
 try:
   from tqdm.auto import tqdm
@@ -69,7 +70,8 @@ def choices_per_row(num_choices: int, target_length: int, max_decoder_tokens: in
 
 
 def make_batches(examples: Sequence[RankExample], batch_size: int, *, max_input_length: int = T0_INPUT_LENGTH,
-                 max_target_length: int = T0_TARGET_LENGTH, max_decoder_tokens: int = 512) -> Iterator[Batch]:
+                 max_target_length: int = T0_TARGET_LENGTH,
+                 max_decoder_tokens: int = DEFAULT_MAX_DECODER_TOKENS) -> Iterator[Batch]:
   """Groups examples by bucketed shape and yields fixed-size, zero-padded batches.
 
   A row holds one example's input and up to `choices_per_row` of its choices; examples with more
@@ -143,7 +145,8 @@ def scoring_step(model: PromptedBackbone, partitioner: partitioning.Partitioner 
 def score_examples(params, model: PromptedBackbone, examples: Sequence[RankExample], *,
                    prompts: jax.Array | np.ndarray | None = None, batch_size: int = 32,
                    max_input_length: int = T0_INPUT_LENGTH, max_target_length: int = T0_TARGET_LENGTH,
-                   max_decoder_tokens: int = 512, partitioner: partitioning.Partitioner | None = None,
+                   max_decoder_tokens: int = DEFAULT_MAX_DECODER_TOKENS,
+                   partitioner: partitioning.Partitioner | None = None,
                    progress: str | None = None) -> list[np.ndarray]:
   """Scores every example's choices with the encode-once scorer.
 
