@@ -6,6 +6,7 @@ of `rospr_jax.storage`, which re-exports these names."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -137,13 +138,7 @@ def commit_folder(tmp: str, final: PathLike, what: str, kind: str, facts: dict |
   os.chmod(tmp, 0o777 & ~umask())
   try:
     if not is_url(final):
-      aside = None
-      if os.path.lexists(target):
-        aside = tempfile.mkdtemp(prefix=tmp_prefix(target.name), dir=os.fspath(target.parent))
-        os.replace(target, aside)  # onto the empty folder just made: atomic
-      os.replace(tmp, target)
-      if aside:
-        shutil.rmtree(aside, ignore_errors=True)
+      _replace_local(tmp, target)
       return
     if target.exists():
       _decommit(target, kind)
@@ -156,6 +151,37 @@ def commit_folder(tmp: str, final: PathLike, what: str, kind: str, facts: dict |
     if with_path(e, final) is e:
       raise
     raise with_path(e, final) from e
+
+
+def _replace_local(tmp: str, target: Path) -> None:
+  """Renames the folder `tmp` to `target`, an older `target` first renamed aside (onto an empty folder
+  of this process's temporary name: atomic) and removed after. Another process committing the same
+  artifact at once (two builds of one store) may rename its folder into place between the two renames:
+  that one is moved aside in turn, so the last rename wins and both commits succeed."""
+  asides = []
+  try:
+    for _ in range(_COMMIT_ATTEMPTS):
+      if os.path.lexists(target):
+        aside = tempfile.mkdtemp(prefix=tmp_prefix(target.name), dir=os.fspath(target.parent))
+        asides.append(aside)
+        try:
+          os.replace(target, aside)
+        except FileNotFoundError:  # another process moved it first
+          pass
+      try:
+        os.replace(tmp, target)
+        return
+      except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):  # not another commit arriving first
+          raise
+    raise OSError(errno.EBUSY, f"other processes kept committing it; {_COMMIT_ATTEMPTS} renames failed",
+                  os.fspath(target))
+  finally:
+    for aside in asides:
+      shutil.rmtree(aside, ignore_errors=True)
+
+
+_COMMIT_ATTEMPTS = 20
 
 
 @contextlib.contextmanager

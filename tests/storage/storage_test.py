@@ -246,3 +246,21 @@ def test_a_run_folder_is_claimed_by_its_kind_and_resumed_only_by_it(tmp_path):
     with storage.run_lock(tmp_path / "mine", "evaluate", "OUTPUT_DIR"):
       pass
   assert sorted(os.listdir(tmp_path / "mine")) == ["thesis.tex"]  # not even a lock file
+
+
+def test_a_commit_landing_between_our_two_renames_is_moved_aside_and_the_last_rename_wins(tmp_path, monkeypatch):
+  from rospr_jax.storage import folders  # pylint: disable=g-import-not-at-top
+  final, theirs, ours = tmp_path / "store", tmp_path / "theirs", tmp_path / "ours"
+  for folder in (theirs, ours):
+    folder.mkdir()
+    (folder / "x").write_text(folder.name)
+  real, landed = os.replace, []
+
+  def replace(src, dst):
+    if os.fspath(src) == os.fspath(ours) and not landed:  # another process's commit lands first
+      landed.append(real(theirs, final))
+    return real(src, dst)
+  monkeypatch.setattr(folders.os, "replace", replace)
+  folders._replace_local(str(ours), final)  # pylint: disable=protected-access
+  assert landed and (final / "x").read_text() == "ours"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # theirs moved aside, then removed
