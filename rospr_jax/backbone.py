@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 
 from rospr_jax import storage, tokenization
-from rospr_jax.storage import copies
 from rospr_jax.model import (PromptedBackbone, T5Config, get_config, init_params, load_fingerprinted,
                              model_for)
 from rospr_jax.model.config import ATTENTION_IMPLEMENTATIONS
@@ -111,10 +110,8 @@ def load_backbone(checkpoint: str | None = None, *, size: str | None = None, dty
     fingerprint = hashlib.sha256(f"random-init {size} seed={seed}".encode()).hexdigest()[:16]
     description = {"random_init": size, "seed": seed, "dtype": name}
   else:
-    # A checkpoint or vocabulary at a URL is read from a local copy; what records name is the URL.
-    given, given_vocabulary = os.fspath(checkpoint), vocabulary
-    checkpoint = copies.local_copy(given, "checkpoint")
-    vocabulary = vocabulary and copies.local_copy(vocabulary, "vocabulary")
+    storage.require_local(checkpoint, "CHECKPOINT", "load_backbone")
+    storage.require_local(vocabulary, "VOCABULARY", "load_backbone")
     # The fingerprint is of the stored tensors (hashed before the cast), whatever `dtype` is.
     config, params, fingerprint = load_fingerprinted(checkpoint, compute)
     config = config.replace(dtype=compute, param_dtype=compute, attention_impl=attention)
@@ -123,15 +120,16 @@ def load_backbone(checkpoint: str | None = None, *, size: str | None = None, dty
       diff = {f: (getattr(config, f), getattr(expected, f)) for f in SHAPE_FIELDS
               if getattr(config, f) != getattr(expected, f)}
       if diff:
-        raise ValueError(f"{checkpoint} is not the {size!r} shape: (checkpoint, {size}) differ in {diff}.")
-    description = {"checkpoint": storage.absolute(given), "dtype": name}
-    copied = os.path.abspath(checkpoint) != storage.absolute(given)  # a URL's local copy: name the URL
+        raise ValueError(f"{storage.absolute(checkpoint)} is not the {size!r} shape: (checkpoint, {size}) "
+                         f"differ in {diff}.")
+    # Records name what was given: a local copy (`storage.copies.LocalCopy`) by its URL.
+    description = {"checkpoint": storage.absolute(checkpoint), "dtype": name}
     if vocabulary is None:
       vocabulary = tokenization.find_sentencepiece_model(checkpoint, required=False)
-      if vocabulary and copied:
-        description["vocabulary"] = f"{given.rstrip('/')}/{os.path.relpath(vocabulary, checkpoint)}"
-    elif os.path.abspath(vocabulary) != storage.absolute(given_vocabulary):
-      description["vocabulary"] = os.fspath(given_vocabulary)
+      if vocabulary and storage.is_url(description["checkpoint"]):
+        description["vocabulary"] = f"{description['checkpoint'].rstrip('/')}/{os.path.relpath(vocabulary, checkpoint)}"
+    elif storage.absolute(vocabulary) != os.path.abspath(vocabulary):
+      description["vocabulary"] = storage.absolute(vocabulary)
   backbone = Backbone(config, params, fingerprint, description,
                       os.path.abspath(vocabulary) if vocabulary else None)
   if vocabulary is not None:

@@ -25,7 +25,6 @@ import sys
 import numpy as np
 
 from rospr_jax import multihost, storage
-from rospr_jax.storage import copies
 from rospr_jax.commands import common
 from rospr_jax.library import search, sources as sources_lib, store  # no JAX: --help answers at once
 
@@ -86,7 +85,7 @@ def _read_sources(args, bound: sources_lib.TextBound | None = None
   return sources, table, trained_on
 
 
-# The path flags: the files are read through local copies, the retriever and the prompts where they are.
+# The path flags (each read through its local copy when at a URL).
 OUTPUT = common.FolderCommand("out", store.KIND, files=("source", "instances", "source_names", "vocab"),
                               folders=("retriever",), others=("prompts",))
 
@@ -122,7 +121,6 @@ def main(argv: list[str]) -> int:
   try:
     common.prepare_folder_command(args, OUTPUT, overwrite=args.overwrite)
     writes = multihost.is_writer()  # every process embeds its share of each batch; process 0 writes
-    args.prompts = copies.local_copy(args.prompts, "--prompts")
     out = storage.absolute(args.out)  # a killed build's temporary folder, if any, goes first
     if writes:
       storage.remove_leftovers(os.path.dirname(out), names=[os.path.basename(out)])

@@ -65,7 +65,7 @@ def local_copies_of_args(args: argparse.Namespace, dests: tuple[str, ...]) -> No
 
   def local(value: str, flag: str) -> str:
     name, sep, rest = value.partition("=") if "=" in value and "://" not in value.split("=", 1)[0] else ("", "", value)
-    return name + sep + copies.local_copy(rest, flag)
+    return name + sep + copies.local_copy(rest, flag) if sep else copies.local_copy(rest, flag)
   for dest in dests:
     value, flag = getattr(args, dest, None), f"--{dest.replace('_', '-')}"
     if isinstance(value, str):
@@ -113,9 +113,10 @@ class FolderCommand:
   Attributes:
     out: the output folder's dest ("out"); it may be a URL (written there, manifest last).
     kind: the artifact's manifest kind (what `--overwrite` may replace).
-    files: input files, each checked to be no folder; one at a URL is read through a local copy.
-    folders: input folders, each checked to be no file; read where they are (URLs included).
-    others: other inputs that may be URLs, read where they are (a file or a folder).
+    files: input files, each checked to be no folder.
+    folders: input folders, each checked to be no file.
+    others: other inputs (a file or a folder).
+  Every input at a URL is read through its checked local copy, made by the command's preamble.
   """
   out: str
   kind: str
@@ -127,7 +128,7 @@ class FolderCommand:
 def prepare_folder_command(args: argparse.Namespace, command: FolderCommand, *, overwrite: bool) -> None:
   """The preamble of a folder-writing command, before any work: URLs refused where a flag reads local
   files only, a bucket out of reach named, path kinds checked, the destination checked on process 0
-  (the one that writes and sees it), and the input files made local once, at the command's edge."""
+  (the one that writes and sees it), and the inputs made local once, at the command's edge."""
   from rospr_jax import storage  # pylint: disable=g-import-not-at-top
   inputs = (*command.others, *command.folders, *command.files)
   require_local_args(args, urls=(command.out, *inputs))
@@ -135,7 +136,7 @@ def prepare_folder_command(args: argparse.Namespace, command: FolderCommand, *, 
   storage.as_path(getattr(args, command.out), f"--{command.out}", output=True)
   if multihost.is_writer():
     check_output(args, command.out, kind=command.kind, inputs=inputs, overwrite=overwrite)
-  local_copies_of_args(args, command.files)
+  local_copies_of_args(args, inputs)
 
 
 def gin_error_line(error: BaseException) -> str:

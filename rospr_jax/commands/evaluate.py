@@ -197,8 +197,8 @@ def _evaluator(backbone, methods, library: LibraryConfig, library_dir: str | Non
     if not library_dir or not library.retriever_checkpoint:
       raise ValueError(f"The methods {needing} need LIBRARY_DIR and RETRIEVER_CHECKPOINT.")
     dtype = library.retriever_dtype or store.recorded_retriever_dtype(library_dir)
-    embedder = embed.load_embedder(library.retriever_checkpoint, dtype=dtype,
-                                   partitioner=embed.local_data_partitioner())
+    retriever_checkpoint = copies.local_copy(library.retriever_checkpoint, "RETRIEVER_CHECKPOINT")  # a URL's copy
+    embedder = embed.load_embedder(retriever_checkpoint, dtype=dtype, partitioner=embed.local_data_partitioner())
     tokenizer.check_fits(embedder.config.vocab_size, f"the retriever {library.retriever_checkpoint}")
     opened = store.Library.open(library_dir, retriever=embedder.fingerprint, dim=embedder.dim,
                                 name=storage.absolute(library.library_dir))

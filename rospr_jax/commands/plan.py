@@ -66,12 +66,15 @@ def _add_arguments(parser) -> None:
 
 
 def _resolve(value: Any) -> Any:
-  """A gin value with its macros followed; None for `%gin.REQUIRED` left unset."""
+  """A gin value with its macros followed, and the path a local copy would be made of (the plan reads
+  a checkpoint's config where it is); None for `%gin.REQUIRED` left unset."""
   import gin  # pylint: disable=g-import-not-at-top
   while isinstance(value, gin.config.ConfigurableReference):
     configurable = value.configurable
     if configurable.module == "gin" and configurable.name == "macro":
       value = gin.query_parameter("%" + value.scoped_selector.rsplit("/", 1)[0])
+    elif configurable.module == "rospr_jax.storage.copies" and configurable.name == "local_copy":
+      value = gin.query_parameter(value.scoped_selector + ".path")
     elif configurable.name == "REQUIRED":
       return None
     else:

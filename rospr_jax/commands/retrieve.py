@@ -21,7 +21,6 @@ import json
 import sys
 
 from rospr_jax import multihost, storage
-from rospr_jax.storage import copies
 from rospr_jax.commands import common
 from rospr_jax.library import sources as sources_lib, store
 from rospr_jax.retrieval import retrieve, selection
@@ -39,7 +38,7 @@ SELECTION_HELP = {"num_queries": "Q: target inputs embedded as queries.",
                   "random_seed": "Seed of the random rule's draw (with --target's name)."}
 
 
-# The path flags: the queries and the vocabulary are read through local copies, the folders where they are.
+# The path flags (each read through its local copy when at a URL).
 OUTPUT = common.FolderCommand("out", retrieve.SELECTION_KIND, files=("queries", "vocab"),
                               folders=("library", "retriever", "backbone"))
 
@@ -97,7 +96,7 @@ def main(argv: list[str]) -> int:
     if rule.needs_backbone and not args.backbone:
       raise ValueError(f"--rule {args.rule} rank-classifies the queries: give --backbone.")
     embedder, tokenizer = common.embedder_from_args(args)
-    library = store.Library.open(copies.local_copy(args.library, "--library"), dim=embedder.dim,
+    library = store.Library.open(args.library, dim=embedder.dim,
                                  retriever=embedder.fingerprint, verify=not args.no_verify,
                                  name=storage.absolute(args.library))
     library.check_num_neighbors(config.num_neighbors, "--num-neighbors")

@@ -51,6 +51,7 @@ def main(argv: list[str]) -> int:
   from rospr_jax.backbone import load_backbone  # pylint: disable=g-import-not-at-top  (heavy imports after parsing)
   from rospr_jax.eval.batching import RankExample, score_examples  # pylint: disable=g-import-not-at-top
   try:
+    common.local_copies_of_args(args, ("checkpoint", "vocab"))  # a URL: read through its local copy
     backbone = load_backbone(args.checkpoint, dtype=args.dtype, vocabulary=args.vocab)
     tokenizer = backbone.tokenizer()
   except (OSError, ValueError) as e:

@@ -11,7 +11,7 @@ A split of a dataset is looked for, in this order:
 4. the Hugging Face hub through `datasets.load_dataset`, only when the `datasets` package is importable
    and `ROSPR_HF_HUB=1` (never by default: a missing dataset must fail fast, not wait on the network).
 
-`data_dir` is `$ROSPR_DATA_DIR`, else `<cache>/data`; it may be a URL (1. and 2. then read local copies). A split found nowhere raises
+`data_dir` is `$ROSPR_DATA_DIR`, else `<cache>/data`; it may be a URL (1. and 2. are then read where they are, object by object). A split found nowhere raises
 `DatasetNotFoundError` at once, naming the dataset, the paths tried and how to provide it.
 TFDS records are mapped to the Hugging Face field names and values the promptsource templates read.
 """
@@ -28,7 +28,6 @@ import pathlib
 from typing import Any, Iterator
 
 from rospr_jax import storage
-from rospr_jax.storage import copies
 from rospr_jax.data import archives
 from rospr_jax.data import tfds_records
 
@@ -50,16 +49,15 @@ class SplitLocation:
   """Where one split of one dataset lives."""
 
   kind: str  # "jsonl", "arrow", "tfds" or "hub"
-  path: pathlib.Path | None
+  path: storage.Path | pathlib.Path | None  # a URL's path too: read where it is
   dataset: str
   subset: str | None
   split: str
-  source: str | None = None  # the URL a local copy (`path`) was read from
 
 
 def locate(dataset: str, subset: str | None, split: str, root: os.PathLike | None = None) -> SplitLocation:
   """Finds a split (see the module docstring for the order). A data_dir at a URL (`gs://b/p3`) is read
-  through local copies of the split's object or arrow folder (`storage.copies.local_copy`).
+  where it is, as local files are.
 
   Raises:
     DatasetNotFoundError: nothing holds the split.
@@ -69,9 +67,9 @@ def locate(dataset: str, subset: str | None, split: str, root: os.PathLike | Non
   folder = storage.as_path(base, "DATA_DIR").joinpath(*parts)
   jsonl, arrow_dir = folder / f"{split}.jsonl", folder / split
   if jsonl.is_file():
-    return _located("jsonl", jsonl, dataset, subset, split)
+    return SplitLocation("jsonl", jsonl, dataset, subset, split)
   if arrow_dir.is_dir() and any(arrow_dir.glob("*.arrow")):
-    return _located("arrow", arrow_dir, dataset, subset, split)
+    return SplitLocation("arrow", arrow_dir, dataset, subset, split)
   tfds_split = tfds_records.locate(dataset, subset, split)
   if tfds_split is not None:
     return SplitLocation("tfds", tfds_split.folder, dataset, subset, split)
@@ -87,23 +85,15 @@ def locate(dataset: str, subset: str | None, split: str, root: os.PathLike | Non
       f"to download {name} from the Hugging Face hub.")
 
 
-def _located(kind: str, path: storage.Path, dataset: str, subset: str | None, split: str) -> SplitLocation:
-  """The split at `path`, read through its local copy when `path` is a URL (`source` names the URL)."""
-  local = copies.local_copy(path, "DATA_DIR")
-  source = None if local == os.fspath(path) else os.fspath(path)
-  return SplitLocation(kind, pathlib.Path(local), dataset, subset, split, source=source)
+def _iter_jsonl(path: storage.Path) -> Iterator[dict[str, Any]]:
+  """The records of a JSON-lines file (errors name it and the line)."""
+  return (record for _, record in _iter_jsonl_lines(path))
 
 
-def _iter_jsonl(path: pathlib.Path, shown: str | os.PathLike | None = None) -> Iterator[dict[str, Any]]:
-  """The records of a JSON-lines file; errors name `shown` (the URL of a local copy), else `path`."""
-  return (record for _, record in _iter_jsonl_lines(path, shown))
-
-
-def _iter_jsonl_lines(path: pathlib.Path, shown: str | os.PathLike | None = None
-                      ) -> Iterator[tuple[int, dict[str, Any]]]:
+def _iter_jsonl_lines(path: storage.Path) -> Iterator[tuple[int, dict[str, Any]]]:
   """(line number, record) of a JSON-lines file (blank lines skipped)."""
-  shown = shown or path
-  for line_no, line in storage.text_lines(path, shown):
+  shown = os.fspath(path)
+  for line_no, line in storage.text_lines(path):
     if not line.strip():
       continue
     try:
@@ -116,26 +106,30 @@ def _iter_jsonl_lines(path: pathlib.Path, shown: str | os.PathLike | None = None
     yield line_no, record
 
 
-def _arrow_files(folder: pathlib.Path) -> list[pathlib.Path]:
+def _arrow_files(folder: storage.Path) -> list[storage.Path]:
   state = folder / "state.json"
   if state.is_file():
-    with open(state) as f:
-      names = [d["filename"] for d in json.load(f).get("_data_files", [])]
+    names = [d["filename"] for d in storage.read_json(state).get("_data_files", [])]
     if names:
       return [folder / n for n in names]
   return sorted(folder.glob("*.arrow"))
 
 
-def _iter_arrow(folder: pathlib.Path) -> Iterator[dict[str, Any]]:
+def _arrow_batches(path: storage.Path) -> Iterator[Any]:
+  """The record batches of one arrow stream file: memory-mapped when local, streamed from a URL."""
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  opened = storage.as_path(path).open("rb") if storage.is_url(path) else pa.memory_map(os.fspath(path))
+  try:
+    with opened as source:
+      yield from pa.ipc.open_stream(source)
+  except pa.ArrowInvalid as e:
+    raise ValueError(f"{os.fspath(path)}: not a Hugging Face arrow file ({e})") from e
+
+
+def _iter_arrow(folder: storage.Path) -> Iterator[dict[str, Any]]:
   for path in _arrow_files(folder):
-    try:
-      with pa.memory_map(str(path)) as source:
-        reader = pa.ipc.open_stream(source)
-        for batch in reader:
-          yield from batch.to_pylist()
-    except pa.ArrowInvalid as e:
-      raise ValueError(f"{path}: not a Hugging Face arrow file ({e})") from e
+    for batch in _arrow_batches(path):
+      yield from batch.to_pylist()
 
 
 def _iter_hub(loc: SplitLocation) -> Iterator[dict[str, Any]]:
@@ -153,7 +147,7 @@ def iter_records(dataset: str, subset: str | None, split: str,
   """
   loc = locate(dataset, subset, split, root)
   if loc.kind == "jsonl":
-    return _iter_jsonl(loc.path, loc.source)
+    return _iter_jsonl(loc.path)
   if loc.kind == "arrow":
     return _iter_arrow(loc.path)
   if loc.kind == "tfds":
@@ -163,16 +157,14 @@ def iter_records(dataset: str, subset: str | None, split: str,
 
 def iter_located(dataset: str, subset: str | None, split: str,
                  root: os.PathLike | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
-  """`iter_records` with where each example is, for messages: "<file>: line N" (JSON lines: the
-  file, or the URL it was copied from), "<folder>: row N" (arrow), "<folder>: example N" (TFDS) or
+  """`iter_records` with where each example is, for messages: "<file>: line N" (JSON lines, a URL
+  included), "<folder>: row N" (arrow), "<folder>: example N" (TFDS) or
   "<dataset> split <split>: example N" (the hub); N counts from 1 for lines and from 0 otherwise.
   """
   loc = locate(dataset, subset, split, root)
   if loc.kind == "jsonl":
-    shown = loc.source or loc.path
-    return ((f"{shown}: line {n}", record) for n, record in _iter_jsonl_lines(loc.path, shown))
-  name = f"{dataset}{'/' + subset if subset else ''} split {split}" if loc.kind == "hub" else (
-      loc.source or loc.path)
+    return ((f"{os.fspath(loc.path)}: line {n}", record) for n, record in _iter_jsonl_lines(loc.path))
+  name = f"{dataset}{'/' + subset if subset else ''} split {split}" if loc.kind == "hub" else os.fspath(loc.path)
   unit = "row" if loc.kind == "arrow" else "example"
   return ((f"{name}: {unit} {i}", record)
           for i, record in enumerate(iter_records(dataset, subset, split, root)))
@@ -187,13 +179,22 @@ class SplitCount:
   bad_lines: tuple[int, ...] = ()
 
 
+def _file_version(path: storage.Path) -> tuple[int, int]:
+  """(size, modification time) of a file: in nanoseconds when local, as the store keeps it at a URL."""
+  if storage.is_url(path):
+    stat = path.stat()
+    return stat.length, stat.mtime
+  stat = os.stat(path)
+  return stat.st_size, stat.st_mtime_ns
+
+
 @functools.lru_cache(maxsize=256)
-def _count_jsonl(path: str, size: int, mtime_ns: int) -> tuple[int, tuple[int, ...]]:
+def _count_jsonl(path: str, size: int, mtime: int) -> tuple[int, tuple[int, ...]]:
   """(good lines, bad line numbers) of a JSON-lines file; cached per file version (size, mtime), as
   every template of a dataset counts the same file."""
-  del size, mtime_ns  # part of the cache key only
+  del size, mtime  # part of the cache key only
   good, bad = 0, []
-  with open(path, "rb") as f:
+  with storage.as_path(path).open("rb") as f:
     for line_no, raw in enumerate(f, start=1):
       if not raw.strip():
         continue
@@ -215,15 +216,10 @@ def count_split(dataset: str, subset: str | None, split: str, root: os.PathLike 
   except DatasetNotFoundError:
     return None
   if loc.kind == "jsonl":
-    stat = loc.path.stat()
-    good, bad = _count_jsonl(str(loc.path), stat.st_size, stat.st_mtime_ns)
+    good, bad = _count_jsonl(os.fspath(loc.path), *_file_version(loc.path))
     return SplitCount(loc, good, bad)
   if loc.kind == "arrow":
-    import pyarrow as pa  # pylint: disable=g-import-not-at-top
-    rows = 0
-    for path in _arrow_files(loc.path):
-      with pa.memory_map(str(path)) as source:
-        rows += sum(batch.num_rows for batch in pa.ipc.open_stream(source))
+    rows = sum(batch.num_rows for path in _arrow_files(loc.path) for batch in _arrow_batches(path))
     return SplitCount(loc, rows)
   if loc.kind == "tfds":
     examples = tfds_records.count(tfds_records.locate(dataset, subset, split))

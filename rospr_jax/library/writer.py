@@ -18,7 +18,6 @@ from rospr_jax import storage
 from rospr_jax.library import search
 from rospr_jax.library.store import (FORMAT_VERSION, INDEX_DIR, INDEX_KINDS, KIND, MANIFEST, PROMPTS, Library,
                                      Retriever, SourceInfo, sha256_array)
-from rospr_jax.storage import copies
 
 
 class LibraryWriter:
@@ -157,7 +156,7 @@ class LibraryWriter:
       seed: seed of that sample.
 
     Returns:
-      The opened library.
+      The written library (at a URL: searched through `Library.open` of its local copy).
     """
     if index not in INDEX_KINDS:
       raise ValueError(f"Unknown index kind {index!r}; known kinds: {list(INDEX_KINDS)}.")
@@ -172,9 +171,10 @@ class LibraryWriter:
     storage.write_manifest(self.tmp, storage.with_facts_sha256(self._manifest(index_record)))
     storage.check_destination(self.directory, "Library", kind=KIND, overwrite=self.overwrite)  # again: it
     # may have been written while this one was built
+    manifest = storage.read_manifest(self.tmp, "Library")  # as written: its files were hashed as written
     storage.commit_folder(self.tmp, self.directory, "Library", KIND)
     self._done = True
-    return Library.open(copies.local_copy(self.directory, "Library"), verify=False, name=self.directory)
+    return Library(storage.absolute(self.directory), manifest, name=self.directory)
 
   def _write_index(self, index: str, scann_config: search.ScannConfig, k: int, recall_queries: int,
                    seed: int) -> dict:

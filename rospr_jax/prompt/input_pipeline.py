@@ -23,13 +23,11 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from rospr_jax import storage
-from rospr_jax.storage import copies
 from rospr_jax.model.config import EOS_ID
 
 logger = logging.getLogger(__name__)
@@ -196,15 +194,14 @@ def read_jsonl(path: str, vocabulary: str | None = None,
   the SentencePiece model `vocabulary` (inputs without EOS, targets with EOS). Sources are numbered in
   order of first appearance unless `sources` fixes the list (then a line naming another is an error).
   """
-  local = copies.local_copy(path, "The examples file")  # a URL (gs://...): a local copy of the object
-  vocabulary = vocabulary and copies.local_copy(vocabulary, "The vocabulary")
-  if not os.path.isfile(local):
+  storage.require_local(vocabulary, "VOCABULARY", "read_jsonl")  # the run file hands it a local copy
+  if not storage.as_path(path, "EXAMPLES_FILE").is_file():  # read where it is, a URL (gs://...) too
     raise FileNotFoundError(f"Examples file not found: {path}")
   tokenizer = None
   names: list[str] = list(sources or [])
   index = {n: i for i, n in enumerate(names)}
   examples = []
-  for line_no, line in storage.text_lines(local, path):
+  for line_no, line in storage.text_lines(path):
     if not line.strip():
       continue
     where = f"{path}:{line_no}"

@@ -22,7 +22,8 @@ their kind (`claim_run_folder`) and resumed only by the same command. Run folder
 checkpoint itself and every record is one file; one run at a time holds a local run folder (`run_lock`,
 a `filelock`). Temporary names carry their writer's host and pid, so `remove_leftovers` removes those of
 killed writers only. Inputs at URLs that compute code must open as local files (a library's ScaNN
-index, a checkpoint) are read through checked copies under `$ROSPR_REMOTE_CACHE` (`local_copy`).
+index, a checkpoint) are read through checked copies under `$ROSPR_REMOTE_CACHE` (`copies.local_copy`),
+made at the edge of each command; everything else is read where it is.
 """
 
 from __future__ import annotations
@@ -76,10 +77,21 @@ def as_path(path: PathLike, what: str = "path", *, output: bool = False) -> Path
 
 
 def absolute(path: PathLike | None) -> str | None:
-  """What records and messages name: a URL as given, a local path made absolute (None stays None)."""
+  """What records and messages name: a URL as given, a local copy of one by that URL
+  (`copies.LocalCopy`), a local path made absolute (None stays None)."""
   if path is None:
     return None
+  if getattr(path, "origin", None):
+    return path.origin
   return os.fspath(path) if is_url(path) else os.path.abspath(os.fspath(path).removeprefix("file://"))
+
+
+def require_local(path: PathLike | None, setting: str, reader: str) -> None:
+  """Refuses a URL given to `reader`, which opens local files only: the commands and the run files
+  hand it a local copy, made at their edge (`copies.local_copy`); `setting` names what gave the URL."""
+  if is_url(path):
+    raise ValueError(f"{reader} reads local files; {setting} {os.fspath(path)} is a URL: give it through "
+                     f"the {setting} setting of a command or run file, or pass storage.copies.local_copy().")
 
 
 # Files written whole and read with named errors (`files.py`), manifests (`manifests.py`), destinations

@@ -7,6 +7,11 @@ is filled in a temporary sibling and renamed into place, with a stamp of its fil
 beside it: a copy edited, truncated or emptied since (by hand, by a full disk) is dropped and fetched
 again from its intact source, with a line saying so. What the artifact's own manifest lists is checked
 by its reader (sha256), as for any local folder.
+
+Copies are made at the edge of each command, once: by the command modules for their flags and gin
+settings, and by the model and data gin files for CHECKPOINT and VOCABULARY (`@<name>/copies.local_copy()`,
+called when the loader is, after the run's cheaper checks). What they hand inward is a `LocalCopy`: a
+local path that remembers the URL it copies, which records and messages name (`storage.absolute`).
 """
 
 from __future__ import annotations
@@ -87,9 +92,27 @@ def _cached(copy: str, fill: Callable[[str], None]) -> str:
   return copy
 
 
-def local_copy(path: storage.PathLike, what: str) -> str:
-  """`path` itself when local; for a URL, a checked local copy of the object or of every object under
-  the folder (FileNotFoundError naming `what` when there is neither)."""
+class LocalCopy(str):
+  """The local path of a copy of the object or folder at the URL `origin`: opened as the local path it
+  is, named by its `origin` in records and messages (`storage.absolute`)."""
+
+  origin: str
+
+  def __new__(cls, local: str, origin: str) -> "LocalCopy":
+    copy = super().__new__(cls, local)
+    copy.origin = origin
+    return copy
+
+  def __reduce__(self):  # copied and pickled with its origin (gin copies the values it binds)
+    return LocalCopy, (str(self), self.origin)
+
+
+def local_copy(path: storage.PathLike | None, what: str) -> str | None:
+  """`path` itself when local (None stays None); for a URL, a checked local copy of the object or of
+  every object under the folder, as a `LocalCopy` (FileNotFoundError naming `what` when there is
+  neither)."""
+  if path is None or isinstance(path, LocalCopy):
+    return path
   if not storage.is_url(path):
     return os.fspath(path).removeprefix("file://")
   source = storage.as_path(path, what)
@@ -113,4 +136,4 @@ def local_copy(path: storage.PathLike, what: str) -> str:
     logging.info("%s %s: copied %d objects to %s", what, path, len(listing), copy)
 
   folder = _cached(copy, fill)
-  return os.path.join(folder, source.name) if single else folder
+  return LocalCopy(os.path.join(folder, source.name) if single else folder, os.fspath(path))

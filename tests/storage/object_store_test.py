@@ -47,10 +47,18 @@ def test_flags_that_read_local_files_only_refuse_urls_with_the_mounted_path():
 
 
 def test_a_scheme_without_a_driver_is_named_before_any_work(tmp_path):
+  import gin
+  from rospr_jax import gin_cli
   from rospr_jax.backbone import load_backbone
   from rospr_jax.commands import demo_run as demo
-  with pytest.raises(ValueError, match="checkpoint nosuch://b/T0_3B: nosuch:// is not served here"):
-    load_backbone("nosuch://b/T0_3B")  # where a checkpoint at a URL is made local
+  gin_cli.parse_gin(["models/tiny.gin"], ["CHECKPOINT = 'nosuch://b/T0_3B'"], [])
+  try:  # the model file's edge makes the checkpoint local when the backbone loads
+    with pytest.raises(ValueError, match="CHECKPOINT nosuch://b/T0_3B: nosuch:// is not served here"):
+      load_backbone()
+  finally:
+    gin.clear_config()
+  with pytest.raises(ValueError, match="load_backbone reads local files; CHECKPOINT nosuch://b/T0_3B is a URL"):
+    load_backbone("nosuch://b/T0_3B")  # called by hand, past the edges: refused, naming the setting
   with pytest.raises(ValueError, match="--output_dir nosuch://b/demo: nosuch:// is not served here"):
     demo.run("nosuch://b/demo")
   assert not os.path.exists("nosuch:")
