@@ -89,14 +89,16 @@ def archive_path(spec: ArchiveSpec, cache: pathlib.Path | None = None) -> pathli
   return (cache or cache_dir()) / "archives" / spec.filename
 
 
+CACHE = storage.ManifestKind("Data cache", CACHE_KIND, required=("sha256",), rebuild="Run `rospr fetch`.")
+
+
 @contextlib.contextmanager
-def _staged_dir(final: pathlib.Path, manifest: dict) -> Iterator[pathlib.Path]:
-  """A temporary folder beside `final`; when the block ends without error, `manifest` is written into
-  it as manifest.json and it replaces `final`. On error it is removed."""
+def _staged_dir(final: pathlib.Path, facts: dict) -> Iterator[pathlib.Path]:
+  """A temporary folder beside `final`; when the block ends without error, a manifest of `facts`
+  listing every file is written into it and it replaces `final`. On error it is removed."""
   with storage.output_folder(final, "The cache folder", kind=CACHE_KIND, overwrite=True) as tmp:
-    tmp = pathlib.Path(tmp)
-    yield tmp
-    storage.write_manifest(tmp, {**manifest, "kind": CACHE_KIND})
+    yield pathlib.Path(tmp)
+    CACHE.manifest(facts, storage.listing(tmp)).write(tmp)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -160,16 +162,17 @@ def fetch_archive(spec: ArchiveSpec, cache: pathlib.Path | None = None,
 # promptsource: templates.yaml files (and templates.py, the reference implementation tests load).
 
 
-def _manifest_ok(folder: pathlib.Path, spec: ArchiveSpec) -> bool:
-  """Whether `folder` was extracted whole from `spec`'s archive (a cache: anything else is rebuilt)."""
+def _manifest_ok(folder: pathlib.Path, spec: ArchiveSpec, verify: bool = False) -> bool:
+  """Whether `folder` was extracted whole from `spec`'s archive (a cache: anything else is rebuilt):
+  its manifest, and the files it lists (their sha256 too with `verify`)."""
   if not (folder / storage.MANIFEST).exists():
     return False
   try:
-    manifest = storage.read_manifest(folder, "Data cache", required=("sha256",))
-  except ValueError as e:
+    manifest = CACHE.read(folder, verify=verify)
+  except (FileNotFoundError, ValueError) as e:
     print(f"rospr fetch: {e} Extracting it again.", file=sys.stderr)
     return False
-  return manifest["sha256"] == spec.sha256
+  return manifest.facts["sha256"] == spec.sha256
 
 
 def extract_promptsource(archive: pathlib.Path, cache: pathlib.Path | None = None) -> pathlib.Path:
@@ -229,7 +232,8 @@ def promptsource_templates_dir(cache: pathlib.Path | None = None) -> pathlib.Pat
 
 def fetch_all(cache: pathlib.Path | None = None, download: Downloader | None = None,
               force: bool = False, log: Callable[[str], None] = print) -> dict[str, str]:
-  """Fetches the archives and prepares their cached forms; does nothing that is already done.
+  """Fetches the archives and prepares their cached forms; does nothing that is already done (a prepared
+  folder whose files differ from the sha256 its manifest lists is prepared again).
 
   Returns:
     {archive file name: sha256}.
@@ -241,7 +245,7 @@ def fetch_all(cache: pathlib.Path | None = None, download: Downloader | None = N
     start = time.time()
     path = fetch_archive(spec, cache, download)
     log(f"{spec.filename}: sha256 {spec.sha256} ok ({path})")
-    if force or not _manifest_ok(folder, spec):
+    if force or not _manifest_ok(folder, spec, verify=True):
       build(path, cache)
       log(f"  prepared {folder} in {time.time() - start:.0f} s")
     else:

@@ -399,19 +399,29 @@ def write_store(cache: pathlib.Path, parsed: Parsed, reference: bytes | None, so
       (tmp / "json_task.py").write_bytes(reference)
     index = json.dumps({"source": source, "tasks": tasks}, indent=1).encode("utf-8")
     (tmp / "index.json").write_bytes(index)
-    manifest = {"kind": STORE_KIND, "format_version": FORMAT_VERSION, "source": source,
-                "files": {f"{rel}/task.json": _sha256(raw) for rel, (_, raw) in parsed.items()},
-                "index_sha256": _sha256(index), **(extra or {}),
-                **({"json_task_py_sha256": _sha256(reference)} if reference is not None else {})}
-    storage.write_manifest(tmp, manifest)
+    facts = {"source": source, "files": {f"{rel}/task.json": _sha256(raw) for rel, (_, raw) in parsed.items()},
+             "index_sha256": _sha256(index), **(extra or {}),
+             **({"json_task_py_sha256": _sha256(reference)} if reference is not None else {})}
+    STORE.manifest(facts).write(tmp)
   return final
 
 
+def _listed_files(facts: dict) -> dict[str, str]:
+  """{name: sha256} of the store's files its manifest lists: index.json and json_task.py (the task
+  files in tasks.zip, its "files", are checked one by one as they are read: `bigbench.BigBenchStore`)."""
+  return {"index.json": facts["index_sha256"],
+          **({"json_task.py": facts["json_task_py_sha256"]} if "json_task_py_sha256" in facts else {})}
+
+
+STORE = storage.ManifestKind("BIG-bench store", STORE_KIND, required=("source", "files", "index_sha256"),
+                             format_version=FORMAT_VERSION, listed=_listed_files,
+                             rebuild="Rebuild it: rospr fetch --bigbench SOURCE --force.")
+
+
 def read_store_manifest(folder: pathlib.Path) -> dict:
-  """The checked manifest of a store (FileNotFoundError if absent, ValueError if damaged)."""
-  return storage.read_manifest(folder, "BIG-bench store", required=("source", "files", "index_sha256"),
-                                 kind=STORE_KIND, format_version=FORMAT_VERSION,
-                                 rebuild="Rebuild it: rospr fetch --bigbench SOURCE --force.")
+  """The checked facts of a store's manifest, index.json and json_task.py checked against their sha256
+  (FileNotFoundError if absent, ValueError if damaged)."""
+  return STORE.read(folder).facts
 
 
 def _recorded(cache: pathlib.Path) -> dict:

@@ -14,8 +14,8 @@ memory stays bounded however many rows come; the index is built from the written
 written into a temporary sibling directory that is renamed into place at the end, so a reader never
 sees a half-written library (the storage rule: committed by its manifest, written last). The reader checks the manifest against what the caller expects (format
 version, dimension, retriever fingerprint, metric), every file against its recorded size, shape and
-sha256, and the manifest's own facts (source names, metric, ...) against the digest it records
-(`storage.check_facts`), and names what differs.
+sha256, and the manifest's own facts (source names, metric, ...) against the digest it records (all
+but the shapes through `LIBRARY`, the library's `storage.ManifestKind`), and names what differs.
 """
 
 from __future__ import annotations
@@ -89,6 +89,19 @@ _REQUIRED_KEYS = ("format_version", "retriever", "metric", "dim", "num_rows", "s
                   "shards", "index")
 
 
+def _listed_files(facts: dict) -> dict[str, str]:
+  """{relative path: sha256} of every file a library's manifest lists: the prompt table, each shard's
+  files and the index's."""
+  files = {facts["prompts"]["file"]: facts["prompts"]["sha256"]}
+  for shard in facts["shards"]:
+    files.update({relative: shard["sha256"][key] for key, relative in shard["files"].items()})
+  return {**files, **facts["index"]["files"]}
+
+
+LIBRARY = storage.ManifestKind("Library", KIND, required=_REQUIRED_KEYS, format_version=FORMAT_VERSION,
+                               rebuild="Rebuild the library.", listed=_listed_files)
+
+
 class Library:
   """A library directory opened for reading; construct with `Library.open`."""
 
@@ -117,9 +130,7 @@ class Library:
       ValueError: the manifest or a file does not match (the message names which and how).
     """
     directory = os.path.abspath(directory)
-    manifest = storage.read_manifest(directory, "Library", required=_REQUIRED_KEYS, kind=KIND,
-                                       format_version=FORMAT_VERSION, rebuild="Rebuild the library.")
-    storage.check_facts(manifest, os.path.join(directory, MANIFEST), "Library", "Rebuild the library.")
+    manifest = LIBRARY.read(directory, verify=verify).facts  # every listed file's presence and sha256
     if dim is not None and manifest["dim"] != dim:
       raise ValueError(f"Library {directory} holds embeddings of dimension {manifest['dim']}; "
                        f"the retriever produces dimension {dim}.")
@@ -139,10 +150,7 @@ class Library:
   # ---- checks ----
 
   def _file(self, relative: str) -> str:
-    return storage.listed_file(self.directory, relative, "Library")
-
-  def _check_sha(self, relative: str, expected: str, verify: bool):
-    storage.check_listed_file(self.directory, relative, expected, "Library", verify=verify)
+    return os.path.join(self.directory, relative)
 
   def _load_npy(self, relative: str, mmap: bool = True) -> np.ndarray:
     try:
@@ -151,9 +159,10 @@ class Library:
       raise ValueError(f"Library file {relative} in {self.directory} is corrupted: {e}.") from e
 
   def _check_files(self, verify: bool):
+    """Checks what the files hold against the manifest (shapes, rows, each prompt's checksum); their
+    presence and sha256 were checked by `LIBRARY.read`."""
     m = self.manifest
     prompts = m["prompts"]
-    self._check_sha(prompts["file"], prompts["sha256"], verify)
     table = self._load_npy(prompts["file"])
     if list(table.shape) != prompts["shape"] or table.shape[0] != len(m["sources"]):
       raise ValueError(f"Library file {prompts['file']} in {self.directory} has shape "
@@ -166,8 +175,6 @@ class Library:
                            f"{s['id']} of {prompts['file']}) differs from the manifest's checksum.")
     total = 0
     for shard in m["shards"]:
-      for key, relative in shard["files"].items():
-        self._check_sha(relative, shard["sha256"][key], verify)
       emb = self._load_npy(shard["files"]["embeddings"])
       ids = self._load_npy(shard["files"]["sources"])
       if emb.shape != (shard["rows"], m["dim"]) or emb.dtype != np.float32:
@@ -186,8 +193,6 @@ class Library:
       if counts[s["id"]] != s["n"]:
         raise ValueError(f"Library {self.directory}: source {s['name']!r} has {counts[s['id']]} "
                          f"rows; the manifest says {s['n']}.")
-    for relative, expected in m["index"]["files"].items():
-      self._check_sha(relative, expected, verify)
 
   # ---- contents ----
 

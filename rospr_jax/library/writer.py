@@ -16,7 +16,7 @@ import numpy as np
 
 from rospr_jax import storage
 from rospr_jax.library import search
-from rospr_jax.library.store import (FORMAT_VERSION, INDEX_DIR, INDEX_KINDS, KIND, MANIFEST, PROMPTS, Library,
+from rospr_jax.library.store import (INDEX_DIR, INDEX_KINDS, KIND, LIBRARY, MANIFEST, PROMPTS, Library,
                                      Retriever, SourceInfo, sha256_array)
 
 
@@ -168,7 +168,7 @@ class LibraryWriter:
       raise ValueError(f"Sources without any instance in the library: {empty}.")
     np.save(os.path.join(self.tmp, PROMPTS), self.prompts)
     index_record = self._write_index(index, scann_config, k, recall_queries, seed)
-    storage.write_manifest(self.tmp, storage.with_facts_sha256(self._manifest(index_record)))
+    LIBRARY.manifest(self._manifest(index_record)).write(self.tmp)
     storage.check_destination(self.directory, "Library", kind=KIND, overwrite=self.overwrite)  # again: it
     # may have been written while this one was built
     manifest = storage.read_manifest(self.tmp, "Library")  # as written: its files were hashed as written
@@ -200,10 +200,8 @@ class LibraryWriter:
     return index_record
 
   def _manifest(self, index_record: dict) -> dict:
-    """The library's manifest: the retriever, metric, sources, prompts, shards and index."""
+    """The facts of the library's manifest: the retriever, metric, sources, prompts, shards and index."""
     return {
-        "kind": KIND,
-        "format_version": FORMAT_VERSION,
         "retriever": {"fingerprint": self.retriever.fingerprint,
                       "description": self.retriever.description},
         "metric": self.metric,

@@ -104,13 +104,16 @@ def write_checkpoint(format_name: str, path: str | os.PathLike, config: T5Config
 
 def _check_recorded(path: str | os.PathLike, fingerprint: str) -> str:
   """`fingerprint` of the checkpoint at `path`, refused (ValueError, naming the manifest) when the
-  manifest.json its writer left records another: a weight file changed or was damaged since."""
-  folder = formats.format_of(path).folder(Path(path))
+  manifest.json its writer left records another: a weight file changed or was damaged since. That
+  manifest is read as any folder artifact's (its kind, its facts' digest, its files' presence: their
+  bytes are what `fingerprint` hashes)."""
+  checkpoint_format = formats.format_of(path)
+  folder = checkpoint_format.folder(Path(path))
   manifest = folder / storage.MANIFEST
   if not manifest.is_file():
     return fingerprint  # a checkpoint this project did not write (the hub's T0)
-  recorded = storage.read_json(manifest, "Checkpoint manifest")
-  recorded = recorded.get(WEIGHTS_FINGERPRINT) if isinstance(recorded, dict) else None
+  recorded = storage.ManifestKind("Checkpoint", checkpoint_format.kind).read(folder, verify=False)
+  recorded = recorded.facts.get(WEIGHTS_FINGERPRINT)
   if recorded is not None and recorded != fingerprint:
     raise ValueError(f"Checkpoint {path}: its weights have fingerprint {fingerprint}, not the {recorded} "
                      f"that {manifest} recorded when they were written: a weight file was changed or "

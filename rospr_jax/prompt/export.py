@@ -13,8 +13,9 @@ Layout under an export directory (S sources, P prompt length, H model dim):
 followed by '-' and the name's CRC-32 (8 hex digits), so it is unique and stable. Every directory is
 written under a temporary name and renamed; the table directory is renamed last, so a table whose
 manifest exists has all its per-source files. `load_prompts` checks a table and every per-source file
-against the sha256 its manifest records, the manifest's facts against their digest (`facts_sha256`),
-and all against what the caller expects (backbone fingerprint, sources), and names what differs.
+against the sha256 its manifest records and the manifest's facts against their digest (`EXPORT`, the
+export's `storage.ManifestKind`), and all against what the caller expects (backbone fingerprint,
+sources), and names what differs.
 """
 
 from __future__ import annotations
@@ -94,8 +95,6 @@ def export_prompts(export_dir: str, prompts, names: Sequence[str], step: int, *,
     })
   final = os.path.join(export_dir, f"checkpoint_{step}")
   manifest = {
-      "format_version": FORMAT_VERSION,
-      "kind": KIND,
       "step": int(step),
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "backbone_fingerprint": backbone_fingerprint,
@@ -108,13 +107,25 @@ def export_prompts(export_dir: str, prompts, names: Sequence[str], step: int, *,
   with storage.output_folder(final, "Prompt export", kind=KIND, overwrite=True) as tmp:
     storage.save_npy(os.path.join(tmp, TABLE), table)
     manifest["prompts"]["sha256"] = storage.sha256_file(os.path.join(tmp, TABLE))
-    storage.write_manifest(tmp, storage.with_facts_sha256(manifest))
+    EXPORT.manifest(manifest).write(tmp)
   return final
+
+
+def _listed_files(facts: dict) -> dict[str, str]:
+  """{path relative to the table's folder: sha256} of the files a table's manifest lists: the table,
+  and prompt-tuning's per-source files (beside that folder, under the export root)."""
+  return {facts["prompts"]["file"]: facts["prompts"].get("sha256"),
+          **{f"../{source['file']}": source["sha256"] for source in facts["sources"]}}
+
+
+EXPORT = storage.ManifestKind(
+    "Prompt export", KIND, required=("format_version", "kind", "step", "backbone_fingerprint", "prompts", "sources"),
+    format_version=FORMAT_VERSION, rebuild="Export the prompts again (rospr train-prompts).", listed=_listed_files)
 
 
 @dataclasses.dataclass(frozen=True)
 class PromptExport:
-  """A checked prompt table: `prompts` [S, P, H], row s = `names[s]`, and its manifest."""
+  """A checked prompt table: `prompts` [S, P, H], row s = `names[s]`, and its manifest's facts."""
   directory: str
   prompts: np.ndarray
   manifest: dict
@@ -163,7 +174,7 @@ def load_prompts(path: str, *, expected_fingerprint: str | None = None,
     path: a table directory (`checkpoint_<step>`), its manifest.json, or an export root (latest step).
     expected_fingerprint: the backbone the prompts will be used with; a different one is refused.
     expected_sources: source names the caller needs, in order; a different list is refused.
-    verify: check the table's sha256 against the manifest.
+    verify: check the sha256 of the table and of every per-source file against the manifest.
 
   Raises:
     FileNotFoundError: nothing to read. ValueError: the manifest and the files or the expectations
@@ -171,11 +182,7 @@ def load_prompts(path: str, *, expected_fingerprint: str | None = None,
   """
   directory = _resolve(path)
   manifest_path = os.path.join(directory, MANIFEST)
-  manifest = storage.read_manifest(
-      directory, "Prompt export", kind=KIND, format_version=FORMAT_VERSION,
-      required=("format_version", "kind", "step", "backbone_fingerprint", "prompts", "sources"),
-      rebuild="Export the prompts again with this version (rospr train-prompts).")
-  storage.check_facts(manifest, manifest_path, "Prompt export", "Export the prompts again (rospr train-prompts).")
+  manifest = EXPORT.read(directory, verify=verify).facts  # the table's and per-source files' sha256
   if expected_fingerprint is not None and manifest["backbone_fingerprint"] != expected_fingerprint:
     raise ValueError(f"{manifest_path}: prompts were trained on backbone {manifest['backbone_fingerprint']}, "
                      f"not on the expected backbone {expected_fingerprint}.")
@@ -184,11 +191,7 @@ def load_prompts(path: str, *, expected_fingerprint: str | None = None,
     absent = [n for n in expected_sources if n not in names]
     raise ValueError(f"{manifest_path}: sources differ from the expected ones (absent: {absent}; "
                      f"manifest has {len(names)}, expected {len(expected_sources)} in this order).")
-  table_path = storage.check_listed_file(directory, manifest["prompts"]["file"],
-                                          manifest["prompts"].get("sha256"), "Prompt export", verify=verify)
-  for source in manifest["sources"]:  # prompt-tuning's per-source files, relative to the export root
-    storage.check_listed_file(os.path.dirname(directory), source["file"], source["sha256"], "Prompt export",
-                              verify=verify)
+  table_path = os.path.join(directory, manifest["prompts"]["file"])
   table = np.load(table_path, allow_pickle=False)
   if list(table.shape) != list(manifest["prompts"]["shape"]) or table.shape[0] != len(names):
     raise ValueError(f"{table_path} has shape {list(table.shape)}; {manifest_path} says "

@@ -9,7 +9,8 @@ unreachable bucket is refused naming the flag or setting that gave it.
 **The storage rule.** A file is written whole: locally into a temporary sibling renamed into place, on
 an object store as one object (an object write is atomic there). A folder artifact (a prompt export, a
 library, a converted checkpoint, the demo's output) is committed by its `manifest.json`, written last,
-which lists its files with their sha256 (`read_manifest` / `check_listed_file` check them on read):
+which lists its files with their sha256 (one type, `Manifest`, for every kind; its kind's `ManifestKind.read`
+checks the manifest and those files on read):
 `output_folder` yields a temporary folder beside it, and locally renames the finished folder into place;
 on an object store it uploads the files and then the manifest (there is no rename). A command writes
 only a new or empty folder, or replaces an artifact of its own kind (its manifest's `kind`) when told
@@ -101,8 +102,7 @@ def require_local(path: PathLike | None, setting: str, reader: str) -> None:
 from rospr_jax.storage.files import (atomic_file, decode_line, load_npy, read_json, save_npy, sha256_file,
                                      text_lines, tmp_prefix, umask, with_path, write_bytes, write_json,
                                      write_text)
-from rospr_jax.storage.manifests import (FACTS_KEY, check_facts, check_listed_file, facts_sha256, listed_file,
-                                         read_manifest, with_facts_sha256, write_manifest)
-from rospr_jax.storage.folders import (check_destination, commit_folder, folder_listing, new_folder,
+from rospr_jax.storage.manifests import FACTS_KEY, Manifest, ManifestKind, facts_sha256
+from rospr_jax.storage.folders import (check_destination, commit_folder, folder_listing, listing, new_folder,
                                        output_folder, recorded_kind, writable_folder)
 from rospr_jax.storage.runs import claim_run_folder, remove_leftovers, run_kind, run_lock

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 
 from rospr_jax.storage import INCOMPLETE, MANIFEST, Path, PathLike, as_path, is_url
 from rospr_jax.storage.files import read_json, sha256_file, tmp_prefix, umask, with_path, write_json
-from rospr_jax.storage.manifests import write_manifest
+from rospr_jax.storage.manifests import Manifest
 
 
 def _files_of(folder: str) -> list[str]:
@@ -23,6 +23,12 @@ def _files_of(folder: str) -> list[str]:
   names = sorted(os.path.relpath(os.path.join(base, n), folder).replace(os.sep, "/")
                  for base, _, files in os.walk(folder) for n in files)
   return [n for n in names if n != MANIFEST] + [n for n in names if n == MANIFEST]
+
+
+def listing(folder: str) -> dict[str, str]:
+  """{relative name: sha256} of every file under the local `folder` but its manifest: what the
+  manifest of a folder artifact lists."""
+  return {n: sha256_file(os.path.join(folder, n)) for n in _files_of(folder) if n != MANIFEST}
 
 
 def folder_listing(folder: Path, limit: int = 3) -> str:
@@ -124,16 +130,15 @@ def new_folder(final: PathLike, what: str, *, kind: str, overwrite: bool = False
 
 def commit_folder(tmp: str, final: PathLike, what: str, kind: str, facts: dict | None = None) -> None:
   """Makes the finished local folder `tmp` the folder artifact `final` of `kind`: its manifest written
-  last (one listing every file's sha256, `kind` and `facts`, when the writer wrote none). Locally an
-  older `final` is renamed aside (a temporary name of this process, which `remove_leftovers` sweeps if
+  last (a `Manifest` of `kind` listing every file's sha256, with `facts`, when the writer wrote none).
+  Locally an older `final` is renamed aside (a temporary name of this process, which `remove_leftovers` sweeps if
   it is killed) and `tmp` renamed into place, so `final` is always the old artifact or the new one; at
   a URL the old folder is decommitted (its manifest removed first) and the files uploaded, the
   manifest last."""
   target = as_path(final, what, output=True)
   names = _files_of(tmp)
   if MANIFEST not in names:
-    write_manifest(tmp, {"files": {n: sha256_file(os.path.join(tmp, n)) for n in names}, **(facts or {}),
-                         "kind": kind})
+    Manifest(kind, dict(facts or {}), listing(tmp)).write(tmp)
     names.append(MANIFEST)
   os.chmod(tmp, 0o777 & ~umask())
   try:

@@ -1,105 +1,183 @@
-"""Folder artifacts' manifests: `manifest.json`, written last, commits a folder; its facts' digest and
-its files' sha256s are checked on read. Part of `rospr_jax.storage`, which re-exports these names."""
+"""Folder artifacts' manifests: one type, `Manifest`, that every kind of folder artifact writes (its
+`manifest.json`, written last, commits the folder) and reads back through its `ManifestKind`, which
+checks the folder, the manifest's kind, keys, format version and facts' digest, and the files it lists
+(presence, sha256). Part of `rospr_jax.storage`, which re-exports these names."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-from typing import Sequence
+from typing import Any, Callable, Mapping
 
-from rospr_jax.storage import INCOMPLETE, MANIFEST, PathLike, as_path
+from rospr_jax.storage import INCOMPLETE, MANIFEST, Path, PathLike, as_path
 from rospr_jax.storage.files import read_json, sha256_file, write_json
 
-
-# --- Folder artifacts: committed by manifest.json, written last ------------------------------------------
-
-
-def write_manifest(directory: PathLike, manifest: dict) -> None:
-  """Writes `directory`/manifest.json whole: the last file of a folder artifact, which commits it."""
-  write_json(as_path(directory) / MANIFEST, manifest, indent=1, sort_keys=True)
+FACTS_KEY = "facts_sha256"  # a manifest's digest of its own facts (`facts_sha256`)
+_OWN_KEYS = ("kind", "format_version", FACTS_KEY)  # the keys of a manifest that are not a kind's facts
 
 
-FACTS_KEY = "facts_sha256"  # a manifest's digest of its own facts (`with_facts_sha256`)
-
-
-def facts_sha256(manifest: dict) -> str:
-  """sha256 of a manifest's facts: every key but FACTS_KEY, as JSON with sorted keys (of the facts as
-  they read back from JSON: a tuple is a list, a number key a string, as in the written manifest)."""
-  facts = json.loads(json.dumps({k: v for k, v in manifest.items() if k != FACTS_KEY}))
+def facts_sha256(record: Mapping[str, Any]) -> str:
+  """sha256 of a manifest's facts: every key of its JSON `record` but FACTS_KEY, as JSON with sorted
+  keys (of the facts as they read back from JSON: a tuple is a list, a number key a string)."""
+  facts = json.loads(json.dumps({k: v for k, v in record.items() if k != FACTS_KEY}))
   return hashlib.sha256(json.dumps(facts, sort_keys=True, ensure_ascii=True).encode("ascii")).hexdigest()
 
 
-def with_facts_sha256(manifest: dict) -> dict:
-  """`manifest` with the digest of its facts (FACTS_KEY), which `check_facts` compares on read: the
-  sha256s of a manifest protect its files, this protects what it says (source names, a metric, ...)."""
-  return {**manifest, FACTS_KEY: facts_sha256(manifest)}
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+  """The manifest of a folder artifact, as written to (and read from) its `manifest.json`.
 
-
-def check_facts(manifest: dict, path: PathLike, what: str, rebuild: str) -> None:
-  """Refuses a manifest whose facts differ from the digest it records (edited after it was written),
-  naming it. A manifest without one (written before digests were recorded) passes."""
-  recorded = manifest.get(FACTS_KEY)
-  if recorded is not None and recorded != (got := facts_sha256(manifest)):
-    raise ValueError(f"{what} manifest {os.fspath(path)} was edited after it was written: its facts have sha256 "
-                     f"{got[:16]}..., not the {str(recorded)[:16]}... it records. {rebuild}")
-
-
-def read_manifest(directory: PathLike, what: str, *, required: Sequence[str] = (), kind: str | None = None,
-                  format_version: int | None = None, rebuild: str = "Rebuild it.") -> dict:
-  """The checked manifest of the folder artifact `directory` (`what` names it in messages).
-
-  Raises:
-    FileNotFoundError: the folder or its manifest is missing (a folder without one was never
-      committed). ValueError: the manifest does not parse, is of another `kind` (a manifest without
-      one passes unless "kind" is `required`: artifacts written before kinds were recorded), lacks a
-      `required` key, or is of another `format_version` (`rebuild` says what to do); each message names
-      the manifest file.
+  Attributes:
+    kind: the artifact's kind ("rospr_library", ...; None in manifests written before kinds were).
+    facts: what the kind records (a library's sources, shards, metric, ...): every key of the JSON but
+      "kind", "format_version", FACTS_KEY and, unless the kind lists its files itself, "files".
+    files: {path relative to the folder: sha256} of the files it lists under "files" (a kind that
+      records its files within its facts, `ManifestKind.listed`, has none here).
+    format_version: the kind's layout version, None for kinds without one.
   """
-  folder = as_path(directory, what)
-  path = folder / MANIFEST
-  if not folder.is_dir():
-    raise FileNotFoundError(f"{what} directory {directory} does not exist.")
-  if not path.is_file():
-    inner = sorted(p.parent.name for p in folder.glob(f"*/{MANIFEST}"))
-    if inner:  # the parent of folder artifacts (a prompt export's checkpoint_<step>/, ...)
-      raise FileNotFoundError(f"{what} {directory} has no {MANIFEST} of its own; it holds the folder "
-                              f"artifacts {', '.join(inner[:3])}{', ...' if len(inner) > 3 else ''}: give "
-                              f"the folder of a {what.lower()}.")
-    raise FileNotFoundError(f"{what} {directory} has no {MANIFEST}: it was never completed (its writer "
-                            "stopped, or is replacing it); write it again.")
-  manifest = read_json(path, f"{what} manifest")
-  if not isinstance(manifest, dict):
-    raise ValueError(f"{what} manifest {path} holds a JSON {type(manifest).__name__}, not an object.")
-  if manifest.get(INCOMPLETE):
-    raise FileNotFoundError(f"{what} {directory} was never completed (its writer stopped while replacing "
-                            "it); write it again.")
-  found = manifest.get("kind")  # None: written before kinds were recorded, unless "kind" is required
-  if kind is not None and found != kind and (found is not None or "kind" in required):
-    raise ValueError(f"{directory} is not a {what.lower()}: its manifest {path} is of kind {found!r}, "
-                     f"not {kind!r}.")
-  missing = [k for k in required if k not in manifest]
-  if missing:
-    raise ValueError(f"{what} manifest {path} lacks the keys {missing}.")
-  if format_version is not None and manifest.get("format_version") != format_version:
-    raise ValueError(f"{what} manifest {path} has format version {manifest.get('format_version')}; this "
-                     f"reader reads version {format_version}. {rebuild}")
-  return manifest
+
+  kind: str | None
+  facts: Mapping[str, Any]
+  files: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  format_version: int | None = None
+
+  def record(self) -> dict[str, Any]:
+    """The JSON object of manifest.json: the facts, the files, kind and version, and the facts' digest."""
+    clash = sorted(k for k in self.facts if k in _OWN_KEYS or (self.files and k == "files"))
+    if clash:
+      raise ValueError(f"A manifest's facts may not hold its own keys {clash}.")
+    record = dict(self.facts)
+    if self.files:
+      record["files"] = dict(self.files)
+    if self.kind is not None:
+      record["kind"] = self.kind
+    if self.format_version is not None:
+      record["format_version"] = self.format_version
+    return {**record, FACTS_KEY: facts_sha256(record)}
+
+  def write(self, directory: PathLike) -> None:
+    """Writes `directory`/manifest.json whole, the digest of its facts included: the last file of a
+    folder artifact, which commits it (`folders.commit_folder` uploads it last)."""
+    write_json(as_path(directory) / MANIFEST, self.record(), indent=1, sort_keys=True)
 
 
-def listed_file(directory: PathLike, relative: str, what: str) -> str:
-  """The path of a file the manifest of `directory` lists; FileNotFoundError naming both if absent."""
-  path = as_path(directory) / relative
-  if not path.is_file():
-    raise FileNotFoundError(f"{what} {os.fspath(directory)} is missing {relative}, which its {MANIFEST} lists.")
-  return os.fspath(path)
+def _located(directory: PathLike, relative: str) -> tuple[Path, str]:
+  """(the folder, the path in it) of a listed file; "../" leads out of `directory` (a prompt export's
+  per-source files lie beside its table's folder)."""
+  root = as_path(directory)
+  while relative.startswith("../"):
+    root, relative = root.parent, relative[3:]
+  return root, relative
 
 
-def check_listed_file(directory: PathLike, relative: str, sha256: str | None, what: str, *,
-                      verify: bool = True) -> str:
-  """`listed_file`, and (with `verify`) its sha256 compared with the manifest's."""
-  path = listed_file(directory, relative, what)
-  if verify and (actual := sha256_file(path)) != sha256:
-    raise ValueError(f"{what} file {relative} in {os.fspath(directory)} is corrupted: sha256 "
-                     f"{actual[:16]}... differs from the manifest's {str(sha256)[:16]}....")
-  return path
+@dataclasses.dataclass(frozen=True)
+class ManifestKind:
+  """What one kind of folder artifact declares of its manifests; `read` checks one against it.
+
+  Attributes:
+    what: names the artifact in messages ("Library", "Prompt export", ...).
+    kind: the "kind" its manifests record (None: any; a manifest without one passes unless "kind" is
+      `required`: artifacts written before kinds were recorded).
+    required: keys every manifest of it holds.
+    format_version: the layout version this code reads and writes (None: unversioned).
+    rebuild: what to do about a refused one ("Rebuild the library.").
+    listed: {path relative to the folder: sha256} of the files from the facts, for a kind that records
+      them there (None: the manifest's "files").
+  """
+
+  what: str
+  kind: str | None = None
+  required: tuple[str, ...] = ()
+  format_version: int | None = None
+  rebuild: str = "Rebuild it."
+  listed: Callable[[Mapping[str, Any]], Mapping[str, str]] | None = None
+
+  def manifest(self, facts: Mapping[str, Any], files: Mapping[str, str] | None = None) -> Manifest:
+    """A manifest of this kind recording `facts` (and listing `files`), to `write`."""
+    return Manifest(self.kind, dict(facts), dict(files or {}), self.format_version)
+
+  def files(self, manifest: Manifest) -> dict[str, str]:
+    """{relative path: sha256} of every file `manifest` lists."""
+    return dict(self.listed(manifest.facts) if self.listed is not None else manifest.files)
+
+  def read(self, directory: PathLike, *, verify: bool = True) -> Manifest:
+    """The checked manifest of the folder artifact `directory`.
+
+    Args:
+      directory: the artifact's folder (local or at a URL).
+      verify: compare every listed file's sha256 with the manifest's (reads every byte once); without,
+        listed files are only checked to exist.
+
+    Raises:
+      FileNotFoundError: the folder, its manifest or a listed file is missing (a folder without a
+        manifest was never committed). ValueError: the manifest does not parse, is of another kind,
+        lacks a required key, is of another format version, was edited after it was written (its facts
+        differ from their digest), or a listed file differs from its sha256; each message names the
+        manifest or the file, and says what to do (`rebuild`).
+    """
+    record = self._record(directory)
+    path = os.path.join(os.fspath(directory), MANIFEST)
+    self._check_record(record, directory, path)
+    own_files = self.listed is None
+    manifest = Manifest(record.get("kind"), {k: v for k, v in record.items()
+                                             if k not in _OWN_KEYS and not (own_files and k == "files")},
+                        record.get("files", {}) if own_files else {}, record.get("format_version"))
+    for relative, sha256 in self.files(manifest).items():
+      self._check_file(directory, relative, sha256, verify)
+    return manifest
+
+  def _record(self, directory: PathLike) -> dict[str, Any]:
+    """The JSON object of `directory`'s manifest; refuses a missing folder or manifest, one that does
+    not parse or is not an object, and the mark of a replace that never completed."""
+    what = self.what
+    folder = as_path(directory, what)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+      raise FileNotFoundError(f"{what} directory {directory} does not exist.")
+    if not path.is_file():
+      inner = sorted(p.parent.name for p in folder.glob(f"*/{MANIFEST}"))
+      if inner:  # the parent of folder artifacts (a prompt export's checkpoint_<step>/, ...)
+        raise FileNotFoundError(f"{what} {directory} has no {MANIFEST} of its own; it holds the folder "
+                                f"artifacts {', '.join(inner[:3])}{', ...' if len(inner) > 3 else ''}: give "
+                                f"the folder of a {what.lower()}.")
+      raise FileNotFoundError(f"{what} {directory} has no {MANIFEST}: it was never completed (its writer "
+                              "stopped, or is replacing it); write it again.")
+    record = read_json(path, f"{what} manifest")
+    if not isinstance(record, dict):
+      raise ValueError(f"{what} manifest {path} holds a JSON {type(record).__name__}, not an object.")
+    if record.get(INCOMPLETE):
+      raise FileNotFoundError(f"{what} {directory} was never completed (its writer stopped while replacing "
+                              "it); write it again.")
+    return record
+
+  def _check_record(self, record: dict[str, Any], directory: PathLike, path: str) -> None:
+    """Refuses a manifest of another kind, without a required key, of another format version, or whose
+    facts differ from the digest it records (a manifest without one, written before digests were
+    recorded, passes)."""
+    what, found = self.what, record.get("kind")
+    if self.kind is not None and found != self.kind and (found is not None or "kind" in self.required):
+      raise ValueError(f"{directory} is not a {what.lower()}: its manifest {path} is of kind {found!r}, "
+                       f"not {self.kind!r}.")
+    missing = [k for k in self.required if k not in record]
+    if missing:
+      raise ValueError(f"{what} manifest {path} lacks the keys {missing}.")
+    if self.format_version is not None and record.get("format_version") != self.format_version:
+      raise ValueError(f"{what} manifest {path} has format version {record.get('format_version')}; this "
+                       f"reader reads version {self.format_version}. {self.rebuild}")
+    recorded = record.get(FACTS_KEY)
+    if recorded is not None and recorded != (got := facts_sha256(record)):
+      raise ValueError(f"{what} manifest {path} was edited after it was written: its facts have sha256 "
+                       f"{got[:16]}..., not the {str(recorded)[:16]}... it records. {self.rebuild}")
+
+  def _check_file(self, directory: PathLike, relative: str, sha256: str | None, verify: bool) -> None:
+    """Refuses a listed file that is missing or (with `verify`) differs from its sha256, naming it."""
+    root, relative = _located(directory, relative)
+    path = root / relative
+    if not path.is_file():
+      raise FileNotFoundError(f"{self.what} {os.fspath(root)} is missing {relative}, which its {MANIFEST} "
+                              f"lists. {self.rebuild}")
+    if verify and (actual := sha256_file(path)) != sha256:
+      raise ValueError(f"{self.what} file {relative} in {os.fspath(root)} is corrupted: sha256 "
+                       f"{actual[:16]}... differs from the manifest's {str(sha256)[:16]}.... {self.rebuild}")

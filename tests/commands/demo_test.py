@@ -34,7 +34,7 @@ def test_quick_demo_runs_end_to_end_and_publishes_its_report(tmp_path):
   for stage in ("generate data", "train backbone", "train soft prompts", "train the multitask prompt",
                 "build library", "evaluate"):
     assert f"demo: {stage} done in" in done.stderr  # progress per stage
-  listed = storage.read_manifest(published, "demo output")["files"]  # committed whole, manifest last
+  listed = storage.ManifestKind("demo output").read(published).files  # committed whole, manifest last
   assert {"report.md", "demo.json", "library/manifest.json"} <= set(listed)
 
   report = (published / "report.md").read_text()

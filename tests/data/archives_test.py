@@ -132,7 +132,7 @@ def test_build_bigbench_store_from_an_sdist(tmp_path, monkeypatch):
   assert store.task_names() == ["container", "simple"]
   assert [e.subtask for e in store.examples("container")] == ["one", "two"]
   assert (folder / "json_task.py").exists()
-  manifest = storage.read_manifest(folder, "store")
+  manifest = bigbench_sources.read_store_manifest(folder)
   assert manifest["source"]["form"] == "sdist" and manifest["source"]["sha256"] == archives.BIGBENCH.sha256
   assert manifest["files"]["simple/task.json"] == hashlib.sha256(json.dumps(mc).encode()).hexdigest()
 

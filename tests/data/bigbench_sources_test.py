@@ -163,7 +163,8 @@ def test_a_tampered_file_is_refused_naming_it(bigbench_checkout, tmp_path):
                                        r"manifest records [0-9a-f]{16}\.\.\."):
     store.examples("novel_concepts")
   (folder / "index.json").write_text((folder / "index.json").read_text().replace('"num_examples": 32', '"num_examples": 33'))
-  with pytest.raises(ValueError, match=r"index.json has sha256 .* refusing it"):
+  with pytest.raises(ValueError, match=r"BIG-bench store file index.json in .* is corrupted: sha256 [0-9a-f]{16}\.\.\. "
+                                       r"differs from the manifest's [0-9a-f]{16}\.\.\.\. Rebuild it: rospr fetch"):
     bigbench.BigBenchStore(folder)
 
 

@@ -46,7 +46,7 @@ def _edit_manifest(directory, edit, digest=True):
   manifest = store.read_manifest(str(directory))
   edit(manifest)
   with open(os.path.join(directory, store.MANIFEST), "w") as f:
-    json.dump(storage.with_facts_sha256(manifest) if digest else manifest, f)
+    json.dump({**manifest, storage.FACTS_KEY: storage.facts_sha256(manifest)} if digest else manifest, f)
 
 
 @pytest.mark.parametrize("edit", [lambda m: m["sources"][0].update(name="z"), lambda m: m.update(metric="dot")],
@@ -78,7 +78,7 @@ def test_round_trip(tmp_path):
   m = lib.manifest
   assert [s["n"] for s in m["sources"]] == [5, 5, 4]
   assert m["sources"][0]["prompt_file"] == "prompts/a.npy"
-  assert m["format_version"] == store.FORMAT_VERSION and m["num_rows"] == 14
+  assert m["num_rows"] == 14 and store.read_manifest(str(tmp_path / "lib"))["format_version"] == store.FORMAT_VERSION
   # Neighbours of a row's own embedding: the row itself first, reported as its source.
   source_ids, sims = lib.neighbors(embeddings[[0, 7]], 3)
   assert source_ids[:, 0].tolist() == [ids[0], ids[7]]

@@ -143,7 +143,7 @@ def test_a_file_url_is_the_local_folder_and_an_existing_one_is_refused(hf_dirs, 
   assert f"-> {tmp_path / 'bucket' / 't5x'}/checkpoint_7 (t5x)" in done.stdout and f"fingerprint {fingerprint}" in done.stdout
   files = lambda root: {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
   assert files(tmp_path / "bucket" / "t5x") == files(tmp_path / "local")
-  assert storage.read_manifest(tmp_path / "local", "checkpoint")["files"]
+  assert storage.ManifestKind("checkpoint").read(tmp_path / "local").files
   again = run("--to", url)
   assert again.returncode == 2 and "Traceback" not in again.stderr
   assert f"rospr convert: error: --to {url} already holds a rospr_t5x_checkpoint; give a new or empty folder" in again.stderr

@@ -41,9 +41,9 @@ def test_the_storage_rule_at_either_emulated_bucket(object_store, tmp_path, monk
   with storage.output_folder(f"{scheme}://bucket/lib", "Library", kind="test_library") as tmp:
     os.makedirs(os.path.join(tmp, "shards"))
     storage.save_npy(os.path.join(tmp, "shards", "a.npy"), np.arange(3))
-  manifest = storage.read_manifest(f"{scheme}://bucket/lib", "Library")
+  library = storage.ManifestKind("Library", "test_library")
+  assert library.read(f"{scheme}://bucket/lib").files.keys() == {"shards/a.npy"}  # present, sha256 checked
   assert sorted(object_store.find("bucket/lib")) == ["bucket/lib/manifest.json", "bucket/lib/shards/a.npy"]
-  storage.check_listed_file(f"{scheme}://bucket/lib", "shards/a.npy", manifest["files"]["shards/a.npy"], "Library")
   copy = copies.local_copy(f"{scheme}://bucket/lib", "--library")
   assert np.load(os.path.join(copy, "shards", "a.npy")).tolist() == [0, 1, 2]
   storage.write_json(f"{scheme}://bucket/run/records/T0.json", {"accuracy": 1.0})
@@ -51,8 +51,7 @@ def test_the_storage_rule_at_either_emulated_bucket(object_store, tmp_path, monk
   assert backend.listing(f"{scheme}://bucket/run/records/T0.json").keys() == {"T0.json"}
   object_store.pipe_file("bucket/lib/shards/a.npy", b"\x93NUMPY damaged")
   with pytest.raises(ValueError, match=r"Library file shards/a.npy in .*bucket/lib is corrupted"):
-    storage.check_listed_file(f"{scheme}://bucket/lib", "shards/a.npy", manifest["files"]["shards/a.npy"],
-                              "Library")
+    library.read(f"{scheme}://bucket/lib")
   assert copies.local_copy(f"{scheme}://bucket/lib", "--library") != copy  # a new version: a new copy
 
 

@@ -1,18 +1,28 @@
-"""The one checked-manifest idiom: prompt exports, libraries and the data cache read their folders
-through `storage.read_manifest` / `check_listed_file`, so a damaged folder of any kind is refused
-with the same kind of message (the artifact, the file, what is wrong)."""
+"""The one manifest type: every folder artifact writes a `storage.Manifest` and its kind's
+`storage.ManifestKind` reads it back, so a damaged folder of any kind (library, prompt export, data
+cache, BIG-bench store, a generic commit such as a written checkpoint) is refused with the same
+message: the artifact, the manifest or the file, what is wrong and what to do."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import tarfile
 
 import numpy as np
 import pytest
 
 from rospr_jax import storage
 from rospr_jax.data import archives
+from rospr_jax.data import bigbench
+from rospr_jax.data import bigbench_sources
+from rospr_jax.library import store
+from rospr_jax.library import writer as writer_lib
 from rospr_jax.prompt import export
+
+THING = storage.ManifestKind("Thing", "thing", required=("a",), format_version=2, rebuild="Redo it.")
 
 
 def _folder(tmp_path, manifest) -> str:
@@ -24,56 +34,155 @@ def _folder(tmp_path, manifest) -> str:
   return str(directory)
 
 
-def test_read_manifest_names_the_folder_the_file_and_the_problem(tmp_path):
+def _thing(tmp_path) -> tuple[str, dict]:
+  """A committed folder of THING (data.bin, sub/more.bin listed) and its manifest's JSON."""
+  directory = _folder(tmp_path, None)
+  os.makedirs(os.path.join(directory, "sub"))
+  open(os.path.join(directory, "sub", "more.bin"), "wb").write(b"more")
+  THING.manifest({"a": [1, 2], "b": {"c": "d"}}, storage.listing(directory)).write(directory)
+  return directory, json.loads(open(os.path.join(directory, "manifest.json")).read())
+
+
+def test_a_manifest_round_trips_with_its_facts_digest_and_files(tmp_path):
+  directory, record = _thing(tmp_path)
+  files = {"data.bin": hashlib.sha256(b"abc").hexdigest(), "sub/more.bin": hashlib.sha256(b"more").hexdigest()}
+  facts = {"a": [1, 2], "b": {"c": "d"}, "files": files, "kind": "thing", "format_version": 2}
+  digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()  # JSON, keys sorted
+  assert record == {**facts, "facts_sha256": digest}
+  assert THING.read(directory) == storage.Manifest("thing", {"a": [1, 2], "b": {"c": "d"}}, files, 2)
+  assert sorted(os.listdir(directory)) == ["data.bin", "manifest.json", "sub"]  # written whole, no temporary
+
+
+def test_an_edited_fact_is_refused_naming_the_manifest(tmp_path):
+  directory, record = _thing(tmp_path)
+  storage.write_json(os.path.join(directory, "manifest.json"), {**record, "a": [1, 3]})
+  for verify in (True, False):
+    with pytest.raises(ValueError, match=r"^Thing manifest .*artifact/manifest.json was edited after it was written: "
+                                         r"its facts have sha256 [0-9a-f]{16}\.\.\., not the "
+                                         rf"{record['facts_sha256'][:16]}\.\.\. it records\. Redo it\.$"):
+      THING.read(directory, verify=verify)
+
+
+def test_a_tampered_listed_file_is_refused_naming_it_unless_not_verified(tmp_path):
+  directory, record = _thing(tmp_path)
+  open(os.path.join(directory, "sub", "more.bin"), "wb").write(b"mode")
+  with pytest.raises(ValueError, match=r"^Thing file sub/more.bin in .*artifact is corrupted: sha256 "
+                                       rf"{hashlib.sha256(b'mode').hexdigest()[:16]}\.\.\. differs from the "
+                                       rf"manifest's {record['files']['sub/more.bin'][:16]}\.\.\.\. Redo it\.$"):
+    THING.read(directory)
+  assert THING.read(directory, verify=False).files == record["files"]  # presence only
+
+
+def test_a_missing_listed_file_is_refused_verified_or_not(tmp_path):
+  directory, _ = _thing(tmp_path)
+  os.remove(os.path.join(directory, "sub", "more.bin"))
+  for verify in (True, False):
+    with pytest.raises(FileNotFoundError, match=r"^Thing .*artifact is missing sub/more.bin, which its "
+                                                r"manifest.json lists\. Redo it\.$"):
+      THING.read(directory, verify=verify)
+
+
+def test_a_manifest_of_another_kind_is_refused(tmp_path):
+  directory, _ = _thing(tmp_path)
+  with pytest.raises(ValueError, match=r"^.*artifact is not a library: its manifest .*manifest.json is of kind "
+                                       r"'thing', not 'rospr_library'\.$"):
+    store.LIBRARY.read(directory)
+
+
+def test_a_missing_folder_or_manifest_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"^Thing directory .*nowhere does not exist\.$"):
-    storage.read_manifest(tmp_path / "nowhere", "Thing")
+    THING.read(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match=r"^Thing .*artifact has no manifest.json: it was never completed"):
-    storage.read_manifest(_folder(tmp_path, None), "Thing")
+    THING.read(_folder(tmp_path, None))
 
 
-@pytest.mark.parametrize("text, kwargs, message", [
-    ('{"a": 1,', {}, r"Thing manifest .*manifest.json is not valid JSON \(Expecting .* at line 1 column 9\)"),
-    ("[1, 2]", {}, r"Thing manifest .*manifest.json holds a JSON list, not an object"),
-    ('{"a": 1}', {"required": ("a", "b", "c")}, r"manifest.json lacks the keys \['b', 'c'\]"),
-    ('{"kind": "x"}', {"kind": "y"}, r"manifest.json is of kind 'x', not 'y'"),
-    ('{"format_version": 3}', {"format_version": 1, "rebuild": "Redo it."},
-     r"manifest.json has format version 3; this reader reads version 1\. Redo it\.$"),
+@pytest.mark.parametrize("text, message", [
+    ('{"a": 1,', r"Thing manifest .*manifest.json is not valid JSON \(Expecting .* at line 1 column 9\)"),
+    ("[1, 2]", r"Thing manifest .*manifest.json holds a JSON list, not an object"),
+    ('{"kind": "thing", "format_version": 2}', r"manifest.json lacks the keys \['a'\]"),
+    ('{"kind": "x", "a": 1}', r"manifest.json is of kind 'x', not 'thing'"),
+    ('{"format_version": 3, "a": 1}', r"manifest.json has format version 3; this reader reads version 2\. Redo it\.$"),
 ])
-def test_read_manifest_refuses_a_damaged_manifest(tmp_path, text, kwargs, message):
+def test_a_damaged_manifest_is_refused(tmp_path, text, message):
   with pytest.raises(ValueError, match=message):
-    storage.read_manifest(_folder(tmp_path, text), "Thing", **kwargs)
+    THING.read(_folder(tmp_path, text))
 
 
-def test_listed_files_are_checked_for_presence_and_sha256(tmp_path):
-  directory = _folder(tmp_path, {})
-  good = storage.sha256_file(os.path.join(directory, "data.bin"))
-  assert storage.check_listed_file(directory, "data.bin", good, "Thing").endswith("data.bin")
-  with pytest.raises(ValueError, match=r"Thing file data.bin in .* is corrupted: sha256 ba7816bf8f01cfea\.\.\. "
-                                       r"differs from the manifest's 0000000000000000\.\.\."):
-    storage.check_listed_file(directory, "data.bin", "0" * 64, "Thing")
-  storage.check_listed_file(directory, "data.bin", "0" * 64, "Thing", verify=False)  # presence only
-  with pytest.raises(FileNotFoundError, match=r"Thing .*artifact is missing gone.bin, which its manifest.json lists"):
-    storage.check_listed_file(directory, "gone.bin", good, "Thing", verify=False)
+def test_facts_may_not_hold_the_manifests_own_keys():
+  with pytest.raises(ValueError, match=r"facts may not hold its own keys \['facts_sha256', 'kind'\]"):
+    storage.Manifest("thing", {"kind": "x", "facts_sha256": "0"}).record()
 
 
-def test_write_manifest_round_trips_and_is_written_whole(tmp_path):
-  directory = tmp_path / "d"
-  directory.mkdir()
-  storage.write_manifest(directory, {"b": 1, "a": [1, 2]})
-  assert storage.read_manifest(directory, "Thing", required=("a", "b")) == {"a": [1, 2], "b": 1}
-  assert [p.name for p in directory.iterdir()] == ["manifest.json"]  # no temporary left beside it
+# --- Each kind's own reader refuses its tampered manifest -------------------------------------------------
 
 
-def test_a_prompt_export_is_read_through_the_same_checks(tmp_path):
-  table = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
-  final = export.export_prompts(str(tmp_path / "export"), table, ["a", "b"], step=5, backbone_fingerprint="f",
-                                 seeds=[1, 2], source_steps=[5, 5])
-  manifest = json.loads(open(os.path.join(final, "manifest.json")).read())
-  manifest["format_version"] = 99
-  storage.write_json(os.path.join(final, "manifest.json"), manifest)
-  with pytest.raises(ValueError, match=r"Prompt export manifest .* has format version 99; this reader reads "
-                                       r"version \d+\. Export the prompts again"):
-    export.load_prompts(final)
+def _library(tmp_path):
+  """A three-row exact library; its reader."""
+  sources = [store.SourceInfo("a", n=2, seed=1), store.SourceInfo("b", n=1, seed=1)]
+  with writer_lib.LibraryWriter(str(tmp_path / "lib"), sources=sources, prompts=np.ones((2, 2, 4), np.float32),
+                                dim=3, retriever=store.Retriever("f" * 64, {"size": "tiny"})) as writer:
+    writer.add(np.eye(3, dtype=np.float32), np.array([0, 1, 0]), ["x", "y", "z"])
+    writer.finish(index="exact")
+  return tmp_path / "lib", lambda: store.Library.open(str(tmp_path / "lib"))
+
+
+def _prompt_export(tmp_path):
+  """A two-source prompt export; its reader."""
+  final = export.export_prompts(str(tmp_path / "export"), np.zeros((2, 3, 4), np.float32), ["a", "b"], step=5,
+                                backbone_fingerprint="f", seeds=[1, 2], source_steps=[5, 5])
+  return final, lambda: export.load_prompts(final)
+
+
+def _data_cache(tmp_path):
+  """An extracted promptsource archive of one template file; its reader."""
+  buffer = io.BytesIO()
+  with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    data = b"dataset: imdb\ntemplates: {}\n"
+    member = tarfile.TarInfo("promptsource-0.2.3/promptsource/templates/imdb/templates.yaml")
+    member.size = len(data)
+    tar.addfile(member, io.BytesIO(data))
+  (tmp_path / "ps.tar.gz").write_bytes(buffer.getvalue())
+  folder = archives.extract_promptsource(tmp_path / "ps.tar.gz", tmp_path)
+  return folder, lambda: archives.promptsource_dir(tmp_path)
+
+
+def _bigbench_store(tmp_path):
+  """A BIG-bench store of one multiple-choice task; its reader."""
+  task = {"metrics": ["multiple_choice_grade"], "examples": [{"input": "q", "target_scores": {"y": 1, "n": 0}}]}
+  raw = json.dumps(task).encode()
+  folder = bigbench_sources.write_store(tmp_path, {"t": (task, raw)}, None, {"form": "checkout", "key": "k"})
+  return folder, lambda: bigbench.BigBenchStore(folder)
+
+
+def _checkpoint(tmp_path):
+  """A tiny Hugging Face checkpoint (a generic commit: its files, `kind` and the weights' fingerprint);
+  its fingerprinted reader."""
+  from rospr_jax.model import checkpoints, get_config  # pylint: disable=g-import-not-at-top
+  from rospr_jax.model.param_tree import param_shapes, unflatten  # pylint: disable=g-import-not-at-top
+  config = get_config("tiny")
+  params = unflatten({name: np.zeros(shape, np.float32) for name, shape in param_shapes(config).items()})
+  folder = checkpoints.save_hf(tmp_path / "ckpt", config, params)
+  return folder, lambda: checkpoints.checkpoint_fingerprint(folder)
+
+
+@pytest.mark.parametrize("build, key, error, message", [
+    (_library, "metric", ValueError, "Library manifest"),
+    (_prompt_export, "step", ValueError, "Prompt export manifest"),
+    (_data_cache, "archive", FileNotFoundError, "promptsource templates are not in the cache"),
+    (_bigbench_store, "source", ValueError, "BIG-bench store manifest"),
+    (_checkpoint, "weights_fingerprint", ValueError, "Checkpoint manifest"),
+], ids=["library", "prompt_export", "data_cache", "bigbench_store", "checkpoint"])
+def test_every_kind_reads_and_refuses_its_tampered_manifest(tmp_path, capsys, build, key, error, message):
+  folder, read = build(tmp_path)
+  read()  # as written: accepted
+  path = os.path.join(folder, "manifest.json")
+  record = json.loads(open(path).read())
+  assert record["facts_sha256"] == storage.facts_sha256(record)  # every kind records its facts' digest
+  storage.write_json(path, {**record, key: "edited"})
+  with pytest.raises(error, match=message) as raised:
+    read()
+  said = str(raised.value) + capsys.readouterr().err  # the data cache says why on stderr, and rebuilds
+  assert f"manifest {path} was edited after it was written" in said
 
 
 def test_a_damaged_data_cache_manifest_is_rebuilt_not_trusted(tmp_path, capsys):
@@ -83,7 +192,7 @@ def test_a_damaged_data_cache_manifest_is_rebuilt_not_trusted(tmp_path, capsys):
   assert not archives._manifest_ok(folder, archives.PROMPTSOURCE)
   err = capsys.readouterr().err
   assert "Data cache manifest" in err and "manifest.json is not valid JSON" in err and "Extracting it again" in err
-  (folder / "manifest.json").write_text(json.dumps({"sha256": archives.PROMPTSOURCE.sha256}))
+  (folder / "manifest.json").write_text(json.dumps({"sha256": archives.PROMPTSOURCE.sha256}))  # before kinds
   assert archives._manifest_ok(folder, archives.PROMPTSOURCE)
   (folder / "manifest.json").write_text(json.dumps({"sha256": "0" * 64}))
   assert not archives._manifest_ok(folder, archives.PROMPTSOURCE)

@@ -63,8 +63,11 @@ def test_a_folder_is_committed_by_its_manifest_and_replaced_only_when_asked(tmp_
   final = tmp_path / "lib"
   with storage.output_folder(final, "Library", kind="test_library") as tmp:
     open(os.path.join(tmp, "v"), "w").write("1")
-  manifest = storage.read_manifest(final, "Library")  # written for a writer that wrote none
-  assert manifest == {"files": {"v": hashlib.sha256(b"1").hexdigest()}, "kind": "test_library"}
+  manifest = storage.ManifestKind("Library", "test_library").read(final)  # written for a writer that wrote none
+  assert manifest == storage.Manifest("test_library", {}, {"v": hashlib.sha256(b"1").hexdigest()})
+  facts = {"files": {"v": hashlib.sha256(b"1").hexdigest()}, "kind": "test_library"}  # and their digest
+  digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+  assert json.loads((final / "manifest.json").read_text()) == {**facts, "facts_sha256": digest}
   with pytest.raises(FileExistsError, match=f"Library {final} already holds a test_library; pass --overwrite"):
     with storage.output_folder(final, "Library", kind="test_library"):
       pass
@@ -84,7 +87,7 @@ def test_a_folder_without_its_manifest_is_refused_as_never_completed(tmp_path):
   (tmp_path / "lib" / "v").write_text("1")
   with pytest.raises(FileNotFoundError, match=f"Library {tmp_path / 'lib'} has no manifest.json: it was "
                                               "never completed"):
-    storage.read_manifest(tmp_path / "lib", "Library")
+    storage.ManifestKind("Library").read(tmp_path / "lib")
 
 
 def test_sha256_file_is_hashlibs(tmp_path):
@@ -180,7 +183,7 @@ def test_on_an_object_store_the_files_go_first_and_the_manifest_last(object_stor
       for name in ("b.npy", "shards/a.npy"):
         storage.save_npy(os.path.join(tmp, name), np.arange(3))
   assert order == ["b.npy", "a.npy", "manifest.json"]
-  assert sorted(storage.read_manifest("gs://bucket/lib", "Library")["files"]) == ["b.npy", "shards/a.npy"]
+  assert sorted(storage.ManifestKind("Library").read("gs://bucket/lib").files) == ["b.npy", "shards/a.npy"]
   assert storage.load_npy("gs://bucket/lib/shards/a.npy").tolist() == [0, 1, 2]
   # A replace stopped after the old manifest went (no rename exists there) leaves a folder readers refuse
   # and the next writer of its kind replaces.
@@ -195,10 +198,10 @@ def test_on_an_object_store_the_files_go_first_and_the_manifest_last(object_stor
       with storage.output_folder("gs://bucket/lib", "Library", kind="test_library", overwrite=True) as tmp:
         open(os.path.join(tmp, "c.txt"), "w").write("c")
   with pytest.raises(FileNotFoundError, match=r"^Library (directory )?gs://bucket/lib (does not exist|has no manifest.json|was never completed)"):
-    storage.read_manifest("gs://bucket/lib", "Library")
+    storage.ManifestKind("Library").read("gs://bucket/lib")
   with storage.output_folder("gs://bucket/lib", "Library", kind="test_library", overwrite=True) as tmp:  # the next writer
     open(os.path.join(tmp, "c.txt"), "w").write("c")
-  assert list(storage.read_manifest("gs://bucket/lib", "Library")["files"]) == ["c.txt"]
+  assert list(storage.ManifestKind("Library").read("gs://bucket/lib").files) == ["c.txt"]
   storage.write_json("gs://bucket/run/records/T0.json", {"accuracy": 1.0})
   assert storage.read_json("gs://bucket/run/records/T0.json") == {"accuracy": 1.0}
   assert [n for n, _ in storage.text_lines("gs://bucket/run/records/T0.json")] == [1]
