@@ -23,25 +23,24 @@ Vocabulary: S sources, P prompt length, H model dim, B batch, T input length, L 
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import logging
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import gin
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import linen as nn
 
 from rospr_jax import multihost, storage
 from rospr_jax.config_fields import positive_number, problem, refuse
-from rospr_jax.model import EOS_ID, T5Config, model_for
+from rospr_jax.model import T5Config, model_for
 from rospr_jax.model import partitioning
 from rospr_jax.prompt import export as export_lib
+from rospr_jax.prompt import prompt_init as init_lib
 from rospr_jax.prompt import prompts as prompts_lib
 from rospr_jax.prompt.checkpointing import Checkpointer
 from rospr_jax.prompt.configs import CheckpointConfig, LoopConfig, ShapeConfig, StepConfig
@@ -53,83 +52,6 @@ from rospr_jax.prompt.train_step import (PromptTrainState, check_step_fits, drop
 from rospr_jax.tokenization import check_same_vocabulary
 
 logger = logging.getLogger(__name__)
-
-
-def most_frequent_targets(data: SourceExamples, source_id: int, limit: int) -> list[list[int]]:
-  """The `limit` most frequent target sequences of a source (EOS and padding removed), ties by first
-  appearance: the class labels of a classification source."""
-  counts: collections.Counter = collections.Counter()
-  for ex in data.examples:
-    if ex.source_id == source_id:
-      label = tuple(int(t) for t in ex.targets if int(t) not in (0, EOS_ID))
-      if label:
-        counts[label] += 1
-  return [list(label) for label, _ in counts.most_common(limit)]
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class PromptInit:
-  """How the prompts start.
-
-  Attributes:
-    method: "random_uniform" (U[-scale, scale)), "sampled_vocab" (rows of the `population_size` most
-      frequent token embeddings), "class_labels" (mean sub-token embedding of each class label, then
-      sampled vocabulary; the labels are `class_labels` texts tokenized with `vocabulary`, or else each
-      source's most frequent training targets), or "file" (`file`: a [P, H] or [S, P, H] `.npy`, or a
-      prompt export whose rows are taken by source name).
-  """
-  method: str = "random_uniform"
-  scale: float = 0.5
-  population_size: int = prompts_lib.DEFAULT_POPULATION
-  class_labels: Sequence[str] | None = None
-  vocabulary: str | None = None
-  file: str | None = None
-
-  METHODS = ("random_uniform", "sampled_vocab", "class_labels", "file")
-
-  def initializers(self, embeddings, data: SourceExamples,
-                   length: int) -> Callable[[int], prompts_lib.Initializer]:
-    """Returns `initializer_for(source_id)`; `embeddings` [V, H] is the backbone's token table."""
-    if self.method == "random_uniform":
-      init = prompts_lib.random_uniform(self.scale)
-      return lambda s: init
-    embeddings = np.asarray(embeddings, np.float32)
-    vocab = prompts_lib.from_sample_of_embeddings(embeddings, self.population_size)
-    if self.method == "sampled_vocab":
-      return lambda s: vocab
-    if self.method == "class_labels":
-      if self.class_labels is not None:
-        if self.vocabulary is None:
-          raise ValueError("PromptInit: class_labels texts need a SentencePiece `vocabulary` to tokenize.")
-        from rospr_jax.tokenization import Tokenizer
-        tokenizer = Tokenizer(self.vocabulary)
-        shared = prompts_lib.from_class_labels(
-            embeddings, [tokenizer.encode_input(t) for t in self.class_labels], vocab)
-        return lambda s: shared
-      return lambda s: prompts_lib.from_class_labels(
-          embeddings, most_frequent_targets(data, s, length), vocab)
-    if self.method == "file":
-      return self._file_initializers(data)
-    raise ValueError(f"PromptInit.method {self.method!r} is not one of {self.METHODS}.")
-
-  def _file_initializers(self, data: SourceExamples) -> Callable[[int], prompts_lib.Initializer]:
-    if self.file is None:
-      raise ValueError("PromptInit.method 'file' needs PromptInit.file.")
-    table = export_lib.load_prompt_table(self.file, "PromptInit.file")
-    value = table.prompts
-    if table.names is not None:
-      rows = {name: value[i] for i, name in enumerate(table.names)}
-      missing = [n for n in data.names if n not in rows]
-      if missing:
-        raise ValueError(f"{self.file}: no prompt for sources {missing}.")
-      return lambda s: prompts_lib.from_array(rows[data.names[s]])
-    if value.ndim == 2:
-      return lambda s: prompts_lib.from_file(self.file)
-    if value.ndim == 3 and value.shape[0] == len(data.names):
-      return lambda s: prompts_lib.from_array(value[s])
-    raise ValueError(f"{self.file}: shape {value.shape} is neither [P, H] nor [S, P, H] with "
-                     f"S = {len(data.names)} sources.")
 
 
 @dataclasses.dataclass
@@ -191,7 +113,8 @@ def _check_finite_weights(backbone) -> None:
 @gin.configurable
 def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbone: Any = gin.REQUIRED,
           loop: LoopConfig = gin.REQUIRED, shapes: ShapeConfig = ShapeConfig(), step: StepConfig = StepConfig(),
-          checkpointing: CheckpointConfig = CheckpointConfig(), prompt_init: PromptInit | None = None,
+          checkpointing: CheckpointConfig = CheckpointConfig(),
+          prompt_init: init_lib.PromptInitializer | str | None = None,
           optimizer: OptimizerSpec | optax.GradientTransformation | None = None,
           multitask: bool = False) -> TrainResult:
   """Trains one soft prompt per source; see the module docstring for what is written.
@@ -202,7 +125,8 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
     backbone: a `rospr_jax.backbone.Backbone` (its config carries the dtype and the attention
       kernel), or a callable returning one (e.g. `rospr_jax.backbone.load_backbone`).
     loop, shapes, step, checkpointing: the run's settings (`configs`), each checked when it was made.
-    prompt_init: how prompts start (default: random uniform, scale 0.5).
+    prompt_init: how prompts start (PROMPT_INIT): a `prompt_init.PromptInitializer`, or the name of one,
+      made as gin configures it (None: 'random_uniform'); an unknown name is refused naming PROMPT_INIT.
     optimizer: how each prompt is updated, separately: an `optimizers.OptimizerSpec` (recorded; default
       `optimizers.Adafactor()`) or an optax transformation (recorded as unrecorded).
     multitask: train one prompt on the union of the sources (`input_pipeline.as_one_source`: the same
@@ -215,7 +139,8 @@ def train(*, model_dir: str = gin.REQUIRED, examples: Any = gin.REQUIRED, backbo
   transformation, optimizer_facts = resolve(optimizer)
   _check_learning_rate(optimizer_facts.get("learning_rate"))
   model_dir = storage.absolute(storage.as_path(model_dir, "model_dir", output=True))
-  settings = _Settings(shapes, step, loop, checkpointing, prompt_init or PromptInit(), optimizer_facts)
+  settings = _Settings(shapes, step, loop, checkpointing, init_lib.resolve(prompt_init),
+                       optimizer_facts)
   # MODEL_DIR is used in place, local or at a URL (orbax writes and commits each checkpoint there, and
   # a rerun on any machine resumes from the last one). Process 0 alone writes, holding the run lock.
   with storage.run_lock(model_dir, "train-prompts", "MODEL_DIR") if multihost.is_writer() else contextlib.nullcontext():
@@ -233,7 +158,7 @@ class _Settings:
   step: StepConfig
   loop: LoopConfig
   checkpointing: CheckpointConfig
-  prompt_init: PromptInit
+  prompt_init: init_lib.PromptInitializer
   optimizer_facts: dict
 
 
@@ -360,7 +285,7 @@ def _exporter(model_dir: str, data: SourceExamples, backbone, settings: _Setting
   """`export(step, host_state)`: the prompt export of a step, with the run's settings in its manifest."""
   export_dir, source_examples, names = os.path.join(model_dir, "export"), data.counts().tolist(), list(data.names)
   shapes, facts = settings.shapes, settings.optimizer_facts
-  extra = {"seed": settings.loop.seed, "prompt_init": dataclasses.asdict(settings.prompt_init),
+  extra = {"seed": settings.loop.seed, "prompt_init": settings.prompt_init.record(),
            "batch_size": shapes.batch_size, "input_length": shapes.input_length,
            "target_length": shapes.target_length, "dropout_rate": settings.step.dropout_rate,
            "num_steps": settings.loop.num_steps, "backbone": backbone.description,

@@ -44,11 +44,14 @@ def test_run_writes_config_checkpoints_exports_and_summaries(tmp_path, capsys):
   run = tmp_path / "run"
   config = (run / "config.gin").read_text()
   assert "TRAIN_STEPS = 4" in config and "optimizers.Adafactor.learning_rate = %LEARNING_RATE" in config
-  assert "trainer.PromptInit.method = %PROMPT_INIT" in config and "PROMPT_INIT = 'sampled_vocab'" in config
+  assert "trainer.train.prompt_init = %PROMPT_INIT" in config and "PROMPT_INIT = 'sampled_vocab'" in config
+  assert "prompt_init.SampledVocab.population_size = 5000" in config  # the class PROMPT_INIT named, as bound
   assert "mesh: {'data': 8, 'model': 1}" in (run / "model-info.txt").read_text()  # 8 simulated devices
   loaded = export.load_prompts(str(run / "export"), expected_sources=["alpha", "beta", "gamma"])
   assert loaded.step == 4 and loaded.prompts.shape == (3, 4, 64)
   assert loaded.manifest["backbone"] == {"random_init": "tiny", "seed": 0, "dtype": "float32"}
+  assert loaded.manifest["prompt_init"] == {"method": "sampled_vocab", "scale": 0.5, "population_size": 5000,
+                                            "class_labels": None, "vocabulary": None, "file": None}
   assert sorted(os.listdir(run / "checkpoints")) == ["2", "4"]
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(run / "train"))
 

@@ -1,5 +1,5 @@
 """The training loop: resume equals uninterrupted, non-finite stops, checkpoint backbones, a prompt that
-helps, and prompt initialization from a run's data."""
+helps (prompt initialization: prompt_init_test.py)."""
 
 from __future__ import annotations
 
@@ -126,26 +126,6 @@ def test_backbone_from_a_checkpoint_is_the_checkpoint(tmp_path, config, params, 
   with pytest.raises(ValueError, match=r"is not the 'tiny' shape: .* differ in \{'vocab_size': \(64, 512\), "
                                        r"'emb_dim': \(32, 64\)"):
     load_backbone(str(path), size="tiny", dtype="float32")
-
-
-def test_prompt_init_from_data_and_files(tmp_path):
-  table = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
-  data = SourceExamples(["a", "b"], [Example(0, [3], [7, 1]), Example(0, [3], [5, 6, 1]),
-                                     Example(0, [4], [7, 1]), Example(1, [3], [9, 1])])
-  assert trainer.most_frequent_targets(data, 0, 5) == [[7], [5, 6]]
-  init = trainer.PromptInit(method="class_labels").initializers(table, data, length=3)
-  prompt_a = np.asarray(init(0)(jax.random.PRNGKey(0), (3, 4)))
-  np.testing.assert_allclose(prompt_a[0], table[7])
-  np.testing.assert_allclose(prompt_a[1], (table[5] + table[6]) / 2)
-  np.testing.assert_allclose(np.asarray(init(1)(jax.random.PRNGKey(0), (3, 4)))[0], table[9])
-
-  exported = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
-  export.export_prompts(str(tmp_path / "ex"), exported[::-1], ["b", "a"], 1, backbone_fingerprint="f",
-                        seeds=[0, 0], source_steps=[1, 1])
-  from_export = trainer.PromptInit(method="file", file=str(tmp_path / "ex")).initializers(table, data, 3)
-  np.testing.assert_array_equal(np.asarray(from_export(0)(None, (3, 4))), exported[0])  # by name, not row
-  with pytest.raises(ValueError, match=r"PromptInit.method 'bogus' is not one of"):
-    trainer.PromptInit(method="bogus").initializers(table, data, 3)
 
 
 @pytest.mark.slow
