@@ -171,10 +171,10 @@ class LibraryWriter:
     LIBRARY.manifest(self._manifest(index_record)).write(self.tmp)
     storage.check_destination(self.directory, "Library", kind=KIND, overwrite=self.overwrite)  # again: it
     # may have been written while this one was built
-    manifest = storage.read_manifest(self.tmp, "Library")  # as written: its files were hashed as written
+    facts = LIBRARY.read(self.tmp, verify=False).facts  # as written: its files were hashed as written
     storage.commit_folder(self.tmp, self.directory, "Library", KIND)
     self._done = True
-    return Library(storage.absolute(self.directory), manifest, name=self.directory)
+    return Library(storage.absolute(self.directory), facts, name=self.directory)
 
   def _write_index(self, index: str, scann_config: search.ScannConfig, k: int, recall_queries: int,
                    seed: int) -> dict:
