@@ -248,8 +248,8 @@ class Scorer:
   evaluator is handed its `score_fn`), so that neither calls the model itself.
 
   Attributes:
-    params, model: the backbone (already placed by `partitioner` when one is given) and its
-      `PromptedBackbone`.
+    params, model: the backbone (already placed by `partitioner` when one is given; else placed on the
+      default device here, once) and its `PromptedBackbone`.
     batch_size, partitioner: rows per scoring batch and the backbone's layout (`partitioning.Partitioner`;
       None: one device) (`score_examples`).
     max_input_length: inputs keep their first this many tokens.
@@ -261,6 +261,11 @@ class Scorer:
   partitioner: partitioning.Partitioner | None = None
   max_input_length: int = T0_INPUT_LENGTH
   progress_bars: bool = False
+
+  def __post_init__(self):
+    if self.partitioner is None:  # on the one device once: host arrays (a checkpoint's weights, read
+      # as numpy) would otherwise be copied to the device again by every scoring batch
+      object.__setattr__(self, "params", jax.device_put(self.params))
 
   def __call__(self, examples: Sequence[RankExample], prompts=None, description: str | None = None
                ) -> list[np.ndarray]:

@@ -216,3 +216,17 @@ def test_long_inputs_keep_their_first_tokens_and_long_choices_keep_their_eos():
   assert batch.inputs[0].tolist() == long_input[:32]
   assert batch.targets[0, 0].tolist() == list(range(100, 115)) + [1]
   assert batch.targets[0, 1].tolist()[:2] == [7, 1] and not batch.targets[0, 1, 2:].any()
+
+
+def test_a_scorer_places_host_weights_on_the_device_once_and_scores_as_they_do(params):
+  """A checkpoint's weights are read as numpy arrays: the scorer puts them on the device when it is
+  made, so no scoring batch copies them again, and its scores are those of the host arrays."""
+  host = jax.tree.map(np.asarray, params)
+  scorer = batching.Scorer(host, MODEL, batch_size=4)
+  device = jax.devices()[0]
+  assert all(isinstance(leaf, jax.Array) and leaf.devices() == {device}
+             for leaf in jax.tree.leaves(scorer.params))
+  examples = _random_examples(7, 5)
+  expected = batching.score_examples(host, MODEL, examples, batch_size=4)
+  for got, want in zip(scorer(examples), expected):
+    np.testing.assert_array_equal(got, want)
