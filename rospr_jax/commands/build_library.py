@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
 import numpy as np
@@ -86,8 +85,9 @@ def _read_sources(args, bound: sources_lib.TextBound | None = None
 
 
 # The path flags (each read through its local copy when at a URL).
-OUTPUT = common.FolderCommand("out", store.KIND, files=("source", "instances", "source_names", "vocab"),
-                              folders=("retriever",), others=("prompts",))
+OUTPUT = common.FolderCommand("out", store.KIND, "the library",
+                              files=("source", "instances", "source_names", "vocab"), folders=("retriever",),
+                              others=("prompts",), named=("source",))
 
 
 def main(argv: list[str]) -> int:
@@ -118,28 +118,24 @@ def main(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   from rospr_jax.library import build  # pylint: disable=g-import-not-at-top  (loads JAX)
   args.n = build.DEFAULT_N if args.n is None else args.n
-  try:
-    common.prepare_folder_command(args, OUTPUT, overwrite=args.overwrite)
-    writes = multihost.is_writer()  # every process embeds its share of each batch; process 0 writes
-    out = storage.absolute(args.out)  # a killed build's temporary folder, if any, goes first
-    if writes:
-      storage.remove_leftovers(os.path.dirname(out), names=[os.path.basename(out)])
-    bound = sources_lib.TextBound.for_tokens(args.max_length)  # a text's characters past it are never held
-    sources, prompts, trained_on = _read_sources(args, bound)
-    embedder, tokenizer = common.embedder_from_args(args)
-    config = search.ScannConfig(mode=args.scann_mode, num_leaves=args.num_leaves,
-                                num_leaves_to_search=args.leaves_to_search, reorder=args.reorder)
-    _, report = build.build_library(
-        out, sources, prompts, embedder, tokenizer.encode_input, draw=build.DrawConfig(args.n, args.seed),
-        index=build.IndexConfig(args.index, config),
-        output=build.OutputConfig(shard_rows=args.shard_rows, overwrite=args.overwrite, write=writes),
-        extra={"argv": list(argv)}, prompts_backbone=trained_on)
-    if common.wait_for_process_zero(PROG, f"wrote the library {out}"):
-      return 0
-  except (ValueError, OSError) as e:
-    return common.error(PROG, storage.with_path(e, args.out))  # a full disk names the library
-  print(json.dumps({**report, "texts_cut_at_read": bound.cut}))
-  return 0
+  return OUTPUT.run(PROG, args, lambda: _build(args, argv), overwrite=args.overwrite)
+
+
+def _build(args: argparse.Namespace, argv: list[str]) -> str:
+  """Every process embeds its share of each batch; process 0 writes the library. Returns the report."""
+  from rospr_jax.library import build  # pylint: disable=g-import-not-at-top  (loads JAX)
+  bound = sources_lib.TextBound.for_tokens(args.max_length)  # a text's characters past it are never held
+  sources, prompts, trained_on = _read_sources(args, bound)
+  embedder, tokenizer = common.embedder_from_args(args)
+  config = search.ScannConfig(mode=args.scann_mode, num_leaves=args.num_leaves,
+                              num_leaves_to_search=args.leaves_to_search, reorder=args.reorder)
+  _, report = build.build_library(
+      storage.absolute(args.out), sources, prompts, embedder, tokenizer.encode_input,
+      draw=build.DrawConfig(args.n, args.seed), index=build.IndexConfig(args.index, config),
+      output=build.OutputConfig(shard_rows=args.shard_rows, overwrite=args.overwrite,
+                                write=multihost.is_writer()),
+      extra={"argv": list(argv)}, prompts_backbone=trained_on)
+  return json.dumps({**report, "texts_cut_at_read": bound.cut})
 
 
 if __name__ == "__main__":

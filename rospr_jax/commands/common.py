@@ -13,7 +13,8 @@ import dataclasses
 import logging
 import re
 import sys
-from typing import Any, Callable
+import os
+from typing import Any, Callable, Iterator, Mapping
 
 
 from rospr_jax import distributed, multihost, preemption
@@ -57,86 +58,133 @@ def require_local_args(args: argparse.Namespace, flags: dict[str, str] | None = 
                          f"/gcs/{bucket}) and pass /gcs/{rest}.")
 
 
-def local_copies_of_args(args: argparse.Namespace, dests: tuple[str, ...]) -> None:
-  """Replaces each URL among the file arguments `dests` of `args` (a `NAME=URL` value after its `=`)
-  with its checked local copy (`storage.copies.local_copy`), naming the flag when there is nothing at
-  the URL: the edge of a command, where its inputs are made local once."""
+def _flag(dest: str, flags: Mapping[str, str] | None = None) -> str:
+  """The flag a user typed for the argparse `dest` (`flags` maps those that differ: "source" -> "--from")."""
+  return (flags or {}).get(dest, f"--{dest.replace('_', '-')}")
+
+
+def _split_named(value: str) -> tuple[str, str]:
+  """("NAME=", "FILE") of a `NAME=FILE` value (`--source copa=gs://b/copa.jsonl`), ("", value) of a path."""
+  name, sep, rest = value.partition("=")
+  return (name + sep, rest) if sep and "://" not in name else ("", value)
+
+
+def _values(args: argparse.Namespace, dest: str) -> list:
+  values = getattr(args, dest, None)
+  return list(values) if isinstance(values, (list, tuple)) else [values]
+
+
+def local_copies_of_args(args: argparse.Namespace, dests: tuple[str, ...], flags: Mapping[str, str] | None = None,
+                         named: tuple[str, ...] = ()) -> None:
+  """Replaces each URL among the path arguments `dests` of `args` (of a `NAME=URL` value of a `named`
+  dest, the URL after its `=`) with its checked local copy (`storage.copies.local_copy`, a `LocalCopy`
+  that records name by its URL), naming the flag when there is nothing at the URL: the edge of a
+  command, where its inputs are made local once."""
   from rospr_jax.storage import copies  # pylint: disable=g-import-not-at-top
 
-  def local(value: str, flag: str) -> str:
-    name, sep, rest = value.partition("=") if "=" in value and "://" not in value.split("=", 1)[0] else ("", "", value)
-    return name + sep + copies.local_copy(rest, flag) if sep else copies.local_copy(rest, flag)
+  def local(value, dest: str):
+    if not isinstance(value, str):
+      return value
+    name, path = _split_named(value) if dest in named else ("", value)
+    copy = copies.local_copy(path, _flag(dest, flags))
+    return name + copy if name else copy
   for dest in dests:
-    value, flag = getattr(args, dest, None), f"--{dest.replace('_', '-')}"
-    if isinstance(value, str):
-      setattr(args, dest, local(value, flag))
-    elif isinstance(value, list):
-      setattr(args, dest, [local(v, flag) if isinstance(v, str) else v for v in value])
-
-
-def check_path_kinds(args, *, files: tuple[str, ...] = (), folders: tuple[str, ...] = ()) -> None:
-  """Refuses, naming the flag, a local path of the wrong kind among `args`' `files` (read as files) and
-  `folders` (written as folders), before any work: Python's own "[Errno 21] Is a directory" or
-  "[Errno 17] File exists" names neither the flag nor what was expected. Absent paths and URLs pass
-  (the readers and writers say what is missing)."""
-  import os  # pylint: disable=g-import-not-at-top
-  for dests, wrong, expected in ((files, os.path.isdir, "a file"), (folders, os.path.isfile, "a folder")):
-    for dest in dests:
-      values = getattr(args, dest, None)
-      for value in values if isinstance(values, list) else [values]:
-        path = value.rpartition("=")[2] if isinstance(value, str) and dest == "source" else value
-        if isinstance(path, str) and "://" not in path and wrong(path):
-          raise ValueError(f"--{dest.replace('_', '-')} {path} is {'a folder' if expected == 'a file' else 'a file'}; "
-                           f"give {expected}.")
-
-
-def check_output(args, dest: str, *, kind: str, inputs: tuple[str, ...] = (), overwrite: bool = False) -> None:
-  """Refuses, before any work, the output folder of flag `dest` when the command may not write there
-  (`storage.check_destination`: a folder of the user's, a link, the working folder or one above it, a
-  folder holding one of the paths of the `inputs` flags, an artifact of its own `kind` without
-  `--overwrite`)."""
-  from rospr_jax import storage  # pylint: disable=g-import-not-at-top
-  paths = []
-  for name in inputs:
-    values = getattr(args, name, None)
-    for value in values if isinstance(values, (list, tuple)) else [values]:
-      if isinstance(value, str):
-        paths.append(value.rpartition("=")[2] if name == "source" else value)
-  storage.check_destination(getattr(args, dest), f"--{dest.replace('_', '-')}", kind=kind,
-                            overwrite=overwrite, inputs=paths)
+    value = getattr(args, dest, None)
+    if isinstance(value, list):
+      setattr(args, dest, [local(v, dest) for v in value])
+    elif value is not None:
+      setattr(args, dest, local(value, dest))
 
 
 @dataclasses.dataclass(frozen=True)
 class FolderCommand:
-  """The path flags of a command that writes one folder artifact (build-library, retrieve), by dest.
+  """The path flags of a command that writes one folder artifact (build-library, retrieve, convert),
+  by argparse dest, and the frame every such command runs in (`run`).
 
   Attributes:
     out: the output folder's dest ("out"); it may be a URL (written there, manifest last).
     kind: the artifact's manifest kind (what `--overwrite` may replace).
+    artifact: what the other processes say process 0 wrote ("the library").
     files: input files, each checked to be no folder.
     folders: input folders, each checked to be no file.
     others: other inputs (a file or a folder).
-  Every input at a URL is read through its checked local copy, made by the command's preamble.
+    named: the dests among the inputs whose values are `NAME=FILE`.
+    flags: the flags typed for dests that differ from `--<dest>` ({"source": "--from"}).
+    overwrite_flag: the flag that lets it replace an artifact of its kind (None: it never does).
+  Every input at a URL is read through its checked local copy, made by `prepare`.
   """
   out: str
   kind: str
+  artifact: str
   files: tuple[str, ...] = ()
   folders: tuple[str, ...] = ()
   others: tuple[str, ...] = ()
+  named: tuple[str, ...] = ()
+  flags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  overwrite_flag: str | None = "--overwrite"
 
+  @property
+  def inputs(self) -> tuple[str, ...]:
+    return (*self.others, *self.folders, *self.files)
 
-def prepare_folder_command(args: argparse.Namespace, command: FolderCommand, *, overwrite: bool) -> None:
-  """The preamble of a folder-writing command, before any work: URLs refused where a flag reads local
-  files only, a bucket out of reach named, path kinds checked, the destination checked on process 0
-  (the one that writes and sees it), and the inputs made local once, at the command's edge."""
-  from rospr_jax import storage  # pylint: disable=g-import-not-at-top
-  inputs = (*command.others, *command.folders, *command.files)
-  require_local_args(args, urls=(command.out, *inputs))
-  check_path_kinds(args, files=command.files, folders=(command.out, *command.folders))
-  storage.as_path(getattr(args, command.out), f"--{command.out}", output=True)
-  if multihost.is_writer():
-    check_output(args, command.out, kind=command.kind, inputs=inputs, overwrite=overwrite)
-  local_copies_of_args(args, inputs)
+  def paths(self, args: argparse.Namespace, dests: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """(flag, path) of every string value of `dests` (a `NAME=FILE` value's FILE)."""
+    for dest in dests:
+      for value in _values(args, dest):
+        if isinstance(value, str):
+          yield _flag(dest, self.flags), _split_named(value)[1] if dest in self.named else value
+
+  def check_path_kinds(self, args: argparse.Namespace) -> None:
+    """Refuses, naming the flag, a local input file that is a folder, or an input or output folder that
+    is a file, before any work: Python's own "[Errno 21] Is a directory" or "[Errno 17] File exists"
+    names neither the flag nor what was expected. Absent paths and URLs pass (the readers and writers
+    say what is missing)."""
+    import os  # pylint: disable=g-import-not-at-top
+    for dests, wrong, expected in ((self.files, os.path.isdir, "a file"),
+                                   ((self.out, *self.folders), os.path.isfile, "a folder")):
+      for flag, path in self.paths(args, dests):
+        if "://" not in path and wrong(path):
+          raise ValueError(f"{flag} {path} is {'a folder' if expected == 'a file' else 'a file'}; give {expected}.")
+
+  def prepare(self, args: argparse.Namespace, *, overwrite: bool) -> None:
+    """The preamble, before any work: URLs refused where a flag reads local files only, a bucket out of
+    reach named, path kinds checked; on process 0 (the one that writes and sees it) the destination
+    checked (`storage.check_destination`: a folder of the user's, a link, the working folder or one
+    above it, a folder holding an input, an artifact of its own kind without `--overwrite`) and what a
+    killed writer of it left beside it removed; the inputs made local once, at the command's edge."""
+    from rospr_jax import storage  # pylint: disable=g-import-not-at-top
+    require_local_args(args, dict(self.flags), urls=(self.out, *self.inputs))
+    self.check_path_kinds(args)
+    out_flag = _flag(self.out, self.flags)
+    out = getattr(args, self.out)
+    storage.as_path(out, out_flag, output=True)
+    if multihost.is_writer():
+      storage.check_destination(out, out_flag, kind=self.kind, overwrite=overwrite,
+                                overwrite_flag=self.overwrite_flag, inputs=[path for _, path in self.paths(args, self.inputs)])
+      final = storage.absolute(out)  # a killed writer's temporary folder, if any, goes first
+      storage.remove_leftovers(os.path.dirname(final), names=[os.path.basename(final)])
+    local_copies_of_args(args, self.inputs, self.flags, self.named)
+
+  def run(self, prog: str, args: argparse.Namespace, work: Callable[[], str], *, overwrite: bool = False,
+          failures: tuple[tuple[type[BaseException], int], ...] = ()) -> int:
+    """Runs a folder-writing command: `prepare`, then `work()` (every process computes its share,
+    process 0 writes) returning what process 0 prints; the other processes wait for process 0 and
+    say so. Bad input, a failure of `failures` ((exception type, exit code), besides ValueError and
+    OSError: 2) or a full disk is one line naming the output; the exit code."""
+    from rospr_jax import storage  # pylint: disable=g-import-not-at-top
+    failures = (*failures, (ValueError, 2), (OSError, 2))
+    out = getattr(args, self.out)
+    try:
+      self.prepare(args, overwrite=overwrite)
+      printed = work()
+      if wait_for_process_zero(prog, f"wrote {self.artifact} {storage.absolute(out)}"):
+        return 0
+    except tuple(kind for kind, _ in failures) as e:
+      code = next(code for kind, code in failures if isinstance(e, kind))
+      error(prog, storage.with_path(e, out))  # a full disk names the output
+      return code
+    print(printed)
+    return 0
 
 
 def gin_error_line(error: BaseException) -> str:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from rospr_jax import storage
 from rospr_jax.commands import common
-from rospr_jax.storage import copies
 
 _DTYPES = {"keep": None, "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -69,38 +68,38 @@ def _format_named(parser: argparse.ArgumentParser, name: str):
 def main(argv: list[str] | None = None) -> int:
   parser = _parser()
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-  # JAX loads after the flags are parsed: --help and flag errors answer at once.
+  # JAX loads after the flags are parsed (in _convert): --help and flag errors answer at once.
+  target_format = _format_named(parser, args.format)
+  # --to is a folder artifact: written into a temporary folder, committed by its manifest (an existing
+  # folder there is refused before the checkpoint is read); a --from URL is read through a local copy.
+  output = common.FolderCommand("dest", target_format.kind, "the checkpoint", folders=("source",),
+                                flags={"source": "--from", "dest": "--to"}, overwrite_flag=None)
+  given = args.source
+  return output.run("rospr convert", args, lambda: _convert(args, given, target_format),
+                    failures=((ImportError, 2),))
+
+
+def _convert(args: argparse.Namespace, given: str, target_format) -> str:
+  """Reads --from (its local copy) and writes --to in `target_format`; returns the line printed."""
   from rospr_jax import tokenization  # pylint: disable=g-import-not-at-top
   from rospr_jax.model import formats  # pylint: disable=g-import-not-at-top
   from rospr_jax.model.checkpoints import (format_of, load_checkpoint,  # pylint: disable=g-import-not-at-top
                                            params_fingerprint, write_checkpoint)
   from rospr_jax.model.t5x_checkpoint import flatten  # pylint: disable=g-import-not-at-top
-  target_format = _format_named(parser, args.format)
-  try:
-    common.require_local_args(args, flags={"source": "--from", "dest": "--to"}, urls=("dest", "source"))
-    given, args.source = args.source, copies.local_copy(args.source, "--from")  # a URL: a local copy
-    # --to is a folder artifact: written into a temporary folder, committed by its manifest (an existing
-    # folder there is refused before the checkpoint is read).
-    dest = storage.absolute(args.dest)  # a killed conversion's temporary folder, if any, goes first
-    storage.remove_leftovers(os.path.dirname(dest), names=[os.path.basename(dest)])
-    with storage.output_folder(args.dest, "--to", kind=target_format.kind, overwrite_flag=None,
-                               inputs=[args.source]) as dest_dir:
-      source_format = format_of(args.source).name
-      config, params = load_checkpoint(args.source, _DTYPES[args.dtype])
-      # The source's SentencePiece model goes along, so the result loads without --vocab.
-      spm = tokenization.find_sentencepiece_model(args.source, required=False)
-      fingerprint = params_fingerprint(config, params)  # the written files' (no second read)
-      options = formats.WriteOptions(Path(args.source), Path(spm) if spm else None, args.step,
-                                     args.max_shard_size)
-      written = write_checkpoint(target_format.name, dest_dir, config, params, options, fingerprint)
-      inside = os.path.relpath(written, dest_dir)  # what the user reads: the committed folder
-      written = storage.absolute(args.dest).rstrip("/") + ("" if inside == "." else f"/{inside}")
-  except (ValueError, OSError, ImportError) as e:  # a full disk names the destination
-    return common.error("rospr convert", f"error: {storage.with_path(e, args.dest)}")
+  with storage.output_folder(args.dest, "--to", kind=target_format.kind, overwrite_flag=None,
+                             inputs=[args.source]) as dest_dir:
+    source_format = format_of(args.source).name
+    config, params = load_checkpoint(args.source, _DTYPES[args.dtype])
+    # The source's SentencePiece model goes along, so the result loads without --vocab.
+    spm = tokenization.find_sentencepiece_model(args.source, required=False)
+    fingerprint = params_fingerprint(config, params)  # the written files' (no second read)
+    options = formats.WriteOptions(Path(args.source), Path(spm) if spm else None, args.step, args.max_shard_size)
+    written = write_checkpoint(target_format.name, dest_dir, config, params, options, fingerprint)
+    inside = os.path.relpath(written, dest_dir)  # what the user reads: the committed folder
+    written = storage.absolute(args.dest).rstrip("/") + ("" if inside == "." else f"/{inside}")
   count = sum(a.size for a in flatten(params).values())
-  print(f"converted {given} ({source_format}) -> {written} ({target_format.name}): {count:,} parameters, "
-        f"fingerprint {fingerprint}")
-  return 0
+  return (f"converted {given} ({source_format}) -> {written} ({target_format.name}): {count:,} parameters, "
+          f"fingerprint {fingerprint}")
 
 
 if __name__ == "__main__":

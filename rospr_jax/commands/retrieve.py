@@ -39,7 +39,7 @@ SELECTION_HELP = {"num_queries": "Q: target inputs embedded as queries.",
 
 
 # The path flags (each read through its local copy when at a URL).
-OUTPUT = common.FolderCommand("out", retrieve.SELECTION_KIND, files=("queries", "vocab"),
+OUTPUT = common.FolderCommand("out", retrieve.SELECTION_KIND, "the selection", files=("queries", "vocab"),
                               folders=("library", "retriever", "backbone"))
 
 
@@ -88,44 +88,38 @@ def _var_predictor(args: argparse.Namespace, library: store.Library):
 def main(argv: list[str]) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
-  try:
-    common.prepare_folder_command(args, OUTPUT, overwrite=args.overwrite)
-    rule = selection.get_rule(args.rule)
-    config = selection.SelectionConfig(**{f.name: getattr(args, f.name)
-                                          for f in dataclasses.fields(selection.SelectionConfig)})
-    if rule.needs_backbone and not args.backbone:
-      raise ValueError(f"--rule {args.rule} rank-classifies the queries: give --backbone.")
-    embedder, tokenizer = common.embedder_from_args(args)
-    library = store.Library.open(args.library, dim=embedder.dim,
-                                 retriever=embedder.fingerprint, verify=not args.no_verify,
-                                 name=storage.absolute(args.library))
-    library.check_num_neighbors(config.num_neighbors, "--num-neighbors")
-    queries = sources_lib.read_queries(args.queries, args.target)  # a file of another target is refused
-    target = args.target or next((q.target for q in queries if q.target), None)
-    predictor = _var_predictor(args, library) if rule.needs_backbone else None
-    retriever = retrieve.Retriever(library, functools.partial(embedder.embed_texts, tokenize=tokenizer.encode_input),
-                                   config, args.seed, predictor, searcher=args.searcher)
-    sampled = retriever.queries(queries)
-    chosen, prompt = retriever.select(sampled, rule.name, {
-        "target": target, "queries_file": args.queries, "query_seed": args.seed,
-        "query_indices": sampled.indices.tolist()})
-    # Every process embeds its share of the queries (and VAR scores them on its own devices, alike);
-    # process 0 writes.
-    if multihost.is_writer():
-      with storage.output_folder(args.out, "--out", kind=retrieve.SELECTION_KIND,
-                                 overwrite=args.overwrite) as out:
-        retrieve.save_selection(out, chosen, prompt)
-    if common.wait_for_process_zero(PROG, f"wrote the selection to {args.out}"):
-      return 0
-  except FloatingPointError as e:  # VAR's scores are not finite: the backbone or the prompts
-    common.error(PROG, e)
-    return 1
-  except (ValueError, OSError) as e:
-    return common.error(PROG, e)
+  # VAR's scores not finite (the backbone or the prompts): exit 1.
+  return OUTPUT.run(PROG, args, lambda: _retrieve(args), overwrite=args.overwrite,
+                    failures=((FloatingPointError, 1),))
+
+
+def _retrieve(args: argparse.Namespace) -> str:
+  """Every process embeds its share of the queries (and VAR scores them on its own devices, alike);
+  process 0 writes the selection. Returns the rule's choice, as JSON."""
+  rule = selection.get_rule(args.rule)
+  config = selection.SelectionConfig(**{f.name: getattr(args, f.name)
+                                        for f in dataclasses.fields(selection.SelectionConfig)})
+  if rule.needs_backbone and not args.backbone:
+    raise ValueError(f"--rule {args.rule} rank-classifies the queries: give --backbone.")
+  embedder, tokenizer = common.embedder_from_args(args)
+  library = store.Library.open(args.library, dim=embedder.dim, retriever=embedder.fingerprint,
+                               verify=not args.no_verify, name=storage.absolute(args.library))
+  library.check_num_neighbors(config.num_neighbors, "--num-neighbors")
+  queries = sources_lib.read_queries(args.queries, args.target)  # a file of another target is refused
+  target = args.target or next((q.target for q in queries if q.target), None)
+  predictor = _var_predictor(args, library) if rule.needs_backbone else None
+  retriever = retrieve.Retriever(library, functools.partial(embedder.embed_texts, tokenize=tokenizer.encode_input),
+                                 config, args.seed, predictor, searcher=args.searcher)
+  sampled = retriever.queries(queries)
+  chosen, prompt = retriever.select(sampled, rule.name, {
+      "target": target, "queries_file": args.queries, "query_seed": args.seed,
+      "query_indices": sampled.indices.tolist()})
+  if multihost.is_writer():
+    with storage.output_folder(args.out, "--out", kind=retrieve.SELECTION_KIND, overwrite=args.overwrite) as out:
+      retrieve.save_selection(out, chosen, prompt)
   names = [chosen.names[chosen.candidates.index(i)] for i in chosen.chosen]
-  print(json.dumps({"rule": chosen.rule, "chosen": list(chosen.chosen), "names": names,
-                    "weights": list(chosen.weights), "out": args.out}))
-  return 0
+  return json.dumps({"rule": chosen.rule, "chosen": list(chosen.chosen), "names": names,
+                     "weights": list(chosen.weights), "out": args.out})
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def test_convert_on_a_full_disk_waits_for_its_writes_leaves_nothing_and_names_th
   patch = f"from rospr_jax.model import t5x_checkpoint\ndef full(*a):\n  {ENOSPC}\nt5x_checkpoint._write_zarr = full"
   done = _rospr(["convert", "--from", checkpoint, "--to", dest, "--format", "t5x"], patch)
   assert done.returncode == 2
-  assert _no_traceback(done) == (f"rospr convert: error: [Errno 28] No space left on device: "
+  assert _no_traceback(done) == (f"rospr convert: [Errno 28] No space left on device: "
                                  f"'{dest / 'checkpoint_0'}'")
   assert f"Removed 1 leftovers of interrupted runs (their writers are gone): {stale}" in done.stderr
   assert os.listdir(dest) == []
