@@ -19,8 +19,8 @@ are computed, no weight gradients), counted by `bench/common.py` (model FLOPs: t
 "minimal" recomputes is not counted, so TFLOP/s are comparable with the peer's). Tokens/s counts prompt,
 input and target positions, as the peer does. "joint 32" trains a table of 32 prompts with the batch
 spread over them (one example per prompt at B 32): the same total batch as the single prompt. Imports
-only the compute core (no gin, TensorFlow or orbax). `--compile_only` compiles the step for abstract
-parameters (no weights in memory: the T0_3B shape fits a CPU) and prints the seconds to trace and to
+only the compute core and gin-config (which `rospr_jax.prompt.optimizers` imports; no TensorFlow or
+orbax). `--compile_only` compiles the step for abstract parameters (no weights in memory: the T0_3B shape fits a CPU) and prints the seconds to trace and to
 compile and the random draws in the step (`random_bits` in its jaxpr; remat redraws them in the
 backward pass), the figure that drove compilation time with dropout on.
 """
