@@ -16,7 +16,7 @@ import numpy as np
 
 from rospr_jax import storage
 from rospr_jax.library import search
-from rospr_jax.library.store import (INDEX_DIR, INDEX_KINDS, KIND, LIBRARY, MANIFEST, PROMPTS, Library,
+from rospr_jax.library.store import (INDEX_DIR, INDEX_KINDS, KIND, LIBRARY, PROMPTS, Library,
                                      Retriever, SourceInfo, sha256_array)
 
 
