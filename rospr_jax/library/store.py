@@ -130,7 +130,8 @@ class Library:
       ValueError: the manifest or a file does not match (the message names which and how).
     """
     directory = os.path.abspath(directory)
-    manifest = LIBRARY.read(directory, verify=verify).facts  # every listed file's presence and sha256
+    read = LIBRARY.read(directory, verify=False)  # every listed file's presence; the sha256s below
+    manifest = read.facts
     if dim is not None and manifest["dim"] != dim:
       raise ValueError(f"Library {directory} holds embeddings of dimension {manifest['dim']}; "
                        f"the retriever produces dimension {dim}.")
@@ -143,6 +144,8 @@ class Library:
     if metric is not None and manifest["metric"] != metric:
       raise ValueError(f"Library {directory} uses metric {manifest['metric']!r}; "
                        f"expected {metric!r}.")
+    if verify:  # after the cheap checks: a library of another retriever is refused before any hashing
+      LIBRARY.verify(directory, read)
     library = cls(directory, manifest, name)
     library._check_files(verify)
     return library
@@ -160,7 +163,7 @@ class Library:
 
   def _check_files(self, verify: bool):
     """Checks what the files hold against the manifest (shapes, rows, each prompt's checksum); their
-    presence and sha256 were checked by `LIBRARY.read`."""
+    presence and sha256 were checked by `LIBRARY.read` and `LIBRARY.verify`."""
     m = self.manifest
     prompts = m["prompts"]
     table = self._load_npy(prompts["file"])

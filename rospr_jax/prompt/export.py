@@ -182,7 +182,8 @@ def load_prompts(path: str, *, expected_fingerprint: str | None = None,
   """
   directory = _resolve(path)
   manifest_path = os.path.join(directory, MANIFEST)
-  manifest = EXPORT.read(directory, verify=verify).facts  # the table's and per-source files' sha256
+  read = EXPORT.read(directory, verify=False)  # the files' presence; their sha256s once the facts fit
+  manifest = read.facts
   if expected_fingerprint is not None and manifest["backbone_fingerprint"] != expected_fingerprint:
     raise ValueError(f"{manifest_path}: prompts were trained on backbone {manifest['backbone_fingerprint']}, "
                      f"not on the expected backbone {expected_fingerprint}.")
@@ -191,6 +192,8 @@ def load_prompts(path: str, *, expected_fingerprint: str | None = None,
     absent = [n for n in expected_sources if n not in names]
     raise ValueError(f"{manifest_path}: sources differ from the expected ones (absent: {absent}; "
                      f"manifest has {len(names)}, expected {len(expected_sources)} in this order).")
+  if verify:
+    EXPORT.verify(directory, read)
   table_path = os.path.join(directory, manifest["prompts"]["file"])
   table = np.load(table_path, allow_pickle=False)
   if list(table.shape) != list(manifest["prompts"]["shape"]) or table.shape[0] != len(names):

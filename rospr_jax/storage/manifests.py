@@ -128,6 +128,13 @@ class ManifestKind:
       self._check_file(directory, relative, sha256, verify)
     return manifest
 
+  def verify(self, directory: PathLike, manifest: Manifest) -> None:
+    """Compares every file `manifest` (read from `directory`) lists with its sha256: what `read` does
+    with `verify`, for a reader that first checks the facts the caller expects, refusing a wrong
+    artifact before it hashes every byte."""
+    for relative, sha256 in self.files(manifest).items():
+      self._check_file(directory, relative, sha256, True)
+
   def _record(self, directory: PathLike) -> dict[str, Any]:
     """The JSON object of `directory`'s manifest; refuses a missing folder or manifest, one that does
     not parse or is not an object, and the mark of a replace that never completed."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rospr_jax import storage
+from rospr_jax.storage import manifests
 from rospr_jax.library import search, store
 from rospr_jax.library import writer as writer_lib
 
@@ -211,6 +212,19 @@ def test_corrupted_files(tmp_path):
   path.write_bytes(bytes(data[:-8]))
   with pytest.raises(ValueError, match="shards/embeddings-00001.npy in .* is corrupted"):
     store.Library.open(str(lib_dir), verify=False)
+
+
+def test_a_library_of_another_retriever_is_refused_before_its_files_are_hashed(tmp_path, monkeypatch):
+  lib_dir = tmp_path / "lib"
+  _build(lib_dir)
+  hashed = []
+  monkeypatch.setattr(manifests, "sha256_file", lambda path: hashed.append(path) or "0" * 64)
+  with pytest.raises(ValueError, match="was built with retriever"):
+    store.Library.open(str(lib_dir), retriever="another-retriever")
+  assert hashed == []
+  with pytest.raises(ValueError, match="is corrupted: sha256"):  # the files are hashed once the facts fit
+    store.Library.open(str(lib_dir), retriever=RETRIEVER.fingerprint)
+  assert hashed
 
 
 def test_corrupted_text_line(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from rospr_jax.prompt import export
 from rospr_jax.prompt.prompts import from_file
+from rospr_jax.storage import manifests
 
 NAMES = ["super_glue/rte: GPT-3 style", "anli/r1:can we infer", "plain"]
 
@@ -61,6 +62,17 @@ def test_reader_takes_the_latest_step_and_checks_expectations(tmp_path):
     export.load_prompts(str(tmp_path / "export"), expected_fingerprint="ffff")
   with pytest.raises(ValueError, match=r"sources differ from the expected ones \(absent: \['other'\]"):
     export.load_prompts(str(tmp_path / "export"), expected_sources=["other"])
+
+
+def test_an_export_for_another_backbone_is_refused_before_its_files_are_hashed(tmp_path, monkeypatch):
+  _export(tmp_path)
+  hashed = []
+  monkeypatch.setattr(manifests, "sha256_file", lambda path: hashed.append(path) or "0" * 64)
+  with pytest.raises(ValueError, match="not on the expected backbone ffff"):
+    export.load_prompts(str(tmp_path / "export"), expected_fingerprint="ffff")
+  assert hashed == []
+  with pytest.raises(ValueError, match="is corrupted: sha256"):  # hashed once the facts fit
+    export.load_prompts(str(tmp_path / "export"), expected_fingerprint="abc123")
 
 
 def test_reader_refuses_a_changed_table(tmp_path):
