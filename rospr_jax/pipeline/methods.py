@@ -214,12 +214,12 @@ def _rule_predictions(rule: selection_lib.Rule, evaluator, target: Target, examp
   selected, prompt = _select(evaluator, target, rule, retrieval)
   if where:
     retrieve.save_selection(where, selected, prompt)
-    selected, prompt = retrieve.load_selection(where)
+    selected, prompt = retrieve.load_selection(where, committed=False)
   return selected.to_dict(), _predictions(evaluator, target, examples, prompt, f"{target.name} {rule.label}")
 
 
 def _load_selection(directory: str) -> dict:
-  return retrieve.load_selection(directory)[0].to_dict()
+  return retrieve.load_selection(directory, committed=False)[0].to_dict()
 
 
 def oracle_choice(accuracies: Sequence[float]) -> int:

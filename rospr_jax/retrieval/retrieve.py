@@ -27,6 +27,8 @@ DEFAULT_NUM_QUERIES = selection_lib.SelectionConfig.num_queries  # Q
 SELECTION_FILE = "selection.json"
 PROMPT_FILE = "prompt.npy"
 SELECTION_KIND = "rospr_selection"  # the manifest's "kind" of `rospr retrieve --out`
+SELECTION = storage.ManifestKind("Selection", SELECTION_KIND, required=("files",),
+                                 rebuild="Run rospr retrieve again.")
 
 
 def sample_queries(num_inputs: int, num_queries: int = DEFAULT_NUM_QUERIES,
@@ -149,8 +151,12 @@ def save_selection(directory: str, chosen: selection_lib.Selection, prompt: np.n
   storage.write_text(os.path.join(directory, SELECTION_FILE), chosen.to_json() + "\n")
 
 
-def load_selection(directory: str) -> tuple[selection_lib.Selection, np.ndarray]:
-  """Reads what `save_selection` wrote: (Selection, prompt [P, H])."""
+def load_selection(directory: str, *, committed: bool = True) -> tuple[selection_lib.Selection, np.ndarray]:
+  """Reads what `save_selection` wrote: (Selection, prompt [P, H]). A `rospr retrieve --out` folder
+  (`committed`) is read once its manifest is checked (kind, and the files' sha256); an evaluation's
+  record folder (not `committed`) holds the two files alone, each written whole."""
+  if committed:
+    SELECTION.read(directory)
   paths = [os.path.join(directory, name) for name in (SELECTION_FILE, PROMPT_FILE)]
   for path in paths:
     if not storage.as_path(path).is_file():

@@ -70,7 +70,7 @@ def test_selection_records_feed_the_evaluation_exactly(setup, tmp_path):
       prompt = None
     else:
       saved_dir = tmp_path / "weather_target" / record["method"]
-      chosen, prompt = retrieve.load_selection(str(saved_dir))
+      chosen, prompt = retrieve.load_selection(str(saved_dir), committed=False)
       assert json.loads(chosen.to_json())["chosen"] == selections["weather_target"][record["method"]]["chosen"]
       table = evaluator.library.prompts()
       expected_prompt = sum(w * table[i] for i, w in zip(chosen.chosen, chosen.weights))

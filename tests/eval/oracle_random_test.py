@@ -135,7 +135,7 @@ def test_random_in_the_evaluation_is_reproducible_and_independent_of_target_orde
     records, chosen = other.evaluate(targets[:1], ["Random"], selections_dir=str(tmp_path / str(seed)))
     picks.add(chosen[targets[0].name]["Random"]["chosen"][0])
     # The accuracy is that of the drawn prompt, read back from the saved selection.
-    saved, prompt = retrieve.load_selection(str(tmp_path / str(seed) / targets[0].name / "Random"))
+    saved, prompt = retrieve.load_selection(str(tmp_path / str(seed) / targets[0].name / "Random"), committed=False)
     np.testing.assert_array_equal(prompt, evaluator.library.prompts()[saved.chosen[0]])
     alone = evaluate.accuracy_of(score_examples(evaluator.score_fn.params, evaluator.score_fn.model,
                                                 evaluator.tokenize(targets[0]), prompts=prompt, batch_size=8),

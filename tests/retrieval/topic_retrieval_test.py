@@ -117,6 +117,11 @@ def test_retrieve_command_writes_selection(world, capsys):
   assert chosen.params["target"] == "space:facts" and len(chosen.params["query_indices"]) == 8
   assert chosen.num_queries == 8 and chosen.num_neighbors == 10
   np.testing.assert_allclose(prompt, selection.interpolate(prompts, chosen.chosen, chosen.weights))
+  tampered = prompt.copy()
+  tampered[0, 0] += 1
+  np.save(out / retrieve.PROMPT_FILE, tampered)  # a prompt the selection's manifest does not list
+  with pytest.raises(ValueError, match=r"Selection file prompt.npy in .*selection_inter is corrupted: sha256"):
+    retrieve.load_selection(str(out))
 
 
 def test_retrieve_random_draws_from_the_whole_library_seeded_by_flag_and_target(world, capsys):
