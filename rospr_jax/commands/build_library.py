@@ -79,15 +79,21 @@ def _read_sources(args, bound: sources_lib.TextBound | None = None
     texts[name] = sources_lib.draw_task_texts(tasks[name], args.split, args.n, args.seed)
     logging.info("Drew %d instances of %s (%s split), source %d of %d.", len(texts[name]), name,
                  args.split, number, len(names))
-  sources = [sources_lib.SourceTexts(name, texts[name], *prompt_files.get(name, (args.prompts, None)))
-             for name in names]
+  given = (storage.absolute(args.prompts), None)  # a bare table's record: its URL, not its local copy
+  sources = [sources_lib.SourceTexts(name, texts[name], *prompt_files.get(name, given)) for name in names]
   return sources, table, trained_on
+
+
+def _local_prompts(path: str, flag: str) -> str:
+  """--prompts made local: a prompt export's table folder at a URL with the export around it."""
+  from rospr_jax.prompt import export  # pylint: disable=g-import-not-at-top
+  return export.local_copy(path, flag)
 
 
 # The path flags (each read through its local copy when at a URL).
 OUTPUT = common.FolderCommand("out", store.KIND, "the library",
                               files=("source", "instances", "source_names", "vocab"), folders=("retriever",),
-                              others=("prompts",), named=("source",))
+                              others=("prompts",), named=("source",), copiers={"prompts": _local_prompts})
 
 
 def main(argv: list[str]) -> int:

@@ -75,18 +75,19 @@ def _values(args: argparse.Namespace, dest: str) -> list:
 
 
 def local_copies_of_args(args: argparse.Namespace, dests: tuple[str, ...], flags: Mapping[str, str] | None = None,
-                         named: tuple[str, ...] = ()) -> None:
+                         named: tuple[str, ...] = (), copiers: Mapping[str, Callable[[str, str], Any]] | None = None
+                         ) -> None:
   """Replaces each URL among the path arguments `dests` of `args` (of a `NAME=URL` value of a `named`
-  dest, the URL after its `=`) with its checked local copy (`storage.copies.local_copy`, a `LocalCopy`
-  that records name by its URL), naming the flag when there is nothing at the URL: the edge of a
-  command, where its inputs are made local once."""
+  dest, the URL after its `=`) with its checked local copy (`storage.copies.local_copy`, or the dest's
+  own `copiers[dest](path, flag)`: a `LocalCopy` that records name by its URL), naming the flag when
+  there is nothing at the URL: the edge of a command, where its inputs are made local once."""
   from rospr_jax.storage import copies  # pylint: disable=g-import-not-at-top
 
   def local(value, dest: str):
     if not isinstance(value, str):
       return value
     name, path = _split_named(value) if dest in named else ("", value)
-    copy = copies.local_copy(path, _flag(dest, flags))
+    copy = (copiers or {}).get(dest, copies.local_copy)(path, _flag(dest, flags))
     return name + copy if name else copy
   for dest in dests:
     value = getattr(args, dest, None)
@@ -111,6 +112,9 @@ class FolderCommand:
     named: the dests among the inputs whose values are `NAME=FILE`.
     flags: the flags typed for dests that differ from `--<dest>` ({"source": "--from"}).
     overwrite_flag: the flag that lets it replace an artifact of its kind (None: it never does).
+    copiers: the dests whose URLs a function of their own makes local (`copiers[dest](path, flag)`: a
+      prompt export's table folder is copied with the export root around it); the others'
+      `storage.copies.local_copy`.
   Every input at a URL is read through its checked local copy, made by `prepare`.
   """
   out: str
@@ -122,6 +126,7 @@ class FolderCommand:
   named: tuple[str, ...] = ()
   flags: Mapping[str, str] = dataclasses.field(default_factory=dict)
   overwrite_flag: str | None = "--overwrite"
+  copiers: Mapping[str, Callable[[str, str], Any]] = dataclasses.field(default_factory=dict)
 
   @property
   def inputs(self) -> tuple[str, ...]:
@@ -163,7 +168,7 @@ class FolderCommand:
                                 overwrite_flag=self.overwrite_flag, inputs=[path for _, path in self.paths(args, self.inputs)])
       final = storage.absolute(out)  # a killed writer's temporary folder, if any, goes first
       storage.remove_leftovers(os.path.dirname(final), names=[os.path.basename(final)])
-    local_copies_of_args(args, self.inputs, self.flags, self.named)
+    local_copies_of_args(args, self.inputs, self.flags, self.named, self.copiers)
 
   def run(self, prog: str, args: argparse.Namespace, work: Callable[[], str], *, overwrite: bool = False,
           failures: tuple[tuple[type[BaseException], int], ...] = ()) -> int:

@@ -220,7 +220,7 @@ def _load_multitask_prompt(path: str, backbone) -> np.ndarray:
   """The one prompt [P, H] of MT_PROMPT: a prompt export of one prompt (trained on this backbone) or a
   [P, H] / [1, P, H] .npy; anything else is refused naming MT_PROMPT."""
   from rospr_jax.prompt import export  # pylint: disable=g-import-not-at-top
-  table = export.load_prompt_table(copies.local_copy(path, "MT_PROMPT"), "MT_PROMPT")
+  table = export.load_prompt_table(export.local_copy(path, "MT_PROMPT"), "MT_PROMPT")
   prompts = table.prompts if table.prompts.ndim == 3 else table.prompts[None]
   if prompts.shape[0] != 1 or prompts.shape[2] != backbone.config.emb_dim:
     raise ValueError(f"MT_PROMPT {path} holds prompts of shape {list(prompts.shape)}; the multitask prompt is "

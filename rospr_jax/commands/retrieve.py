@@ -112,7 +112,7 @@ def _retrieve(args: argparse.Namespace) -> str:
                                  config, args.seed, predictor, searcher=args.searcher)
   sampled = retriever.queries(queries)
   chosen, prompt = retriever.select(sampled, rule.name, {
-      "target": target, "queries_file": args.queries, "query_seed": args.seed,
+      "target": target, "queries_file": storage.absolute(args.queries), "query_seed": args.seed,
       "query_indices": sampled.indices.tolist()})
   if multihost.is_writer():
     with storage.output_folder(args.out, "--out", kind=retrieve.SELECTION_KIND, overwrite=args.overwrite) as out:

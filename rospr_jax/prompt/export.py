@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import posixpath
 import re
 import zlib
 from typing import Any, Sequence
@@ -30,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rospr_jax import storage
+from rospr_jax.storage import copies
 
 FORMAT_VERSION = 1
 KIND = "rospr_prompts"
@@ -222,6 +224,28 @@ class PromptTable:
 _NPY_MAGIC = b"\x93NUMPY"
 
 
+def local_copy(path: str | None, what: str) -> str | None:
+  """`copies.local_copy` of a prompt table given as `path` (`what`: its flag or setting), but a URL of an
+  export's table folder (`checkpoint_<step>`) is copied with the export root around it: the per-source
+  files its manifest lists lie beside the folder. The copy is named by `path`."""
+  if not storage.is_url(path):
+    return copies.local_copy(path, what)
+  root, _, name = os.fspath(path).rstrip("/").rpartition("/")
+  if not (_STEP_DIR.match(name) and storage.recorded_kind(storage.as_path(path, what) / MANIFEST) == KIND):
+    return copies.local_copy(path, what)
+  return copies.LocalCopy(os.path.join(copies.local_copy(root, what), name), os.fspath(path))
+
+
+def _root_named(path: str, root: str) -> str:
+  """How records name `root`, the export root of the table read from `path`: by its URL when `path` is
+  the local copy of one (`storage.absolute`), else as the local folder it is."""
+  given = storage.absolute(path)
+  if not storage.is_url(given):
+    return root
+  scheme, rest = given.rstrip("/").split("://", 1)
+  return f"{scheme}://{posixpath.normpath(posixpath.join(rest, os.path.relpath(root, path)))}"
+
+
 def load_prompt_table(path: str, what: str) -> PromptTable:
   """The one loader of a prompt table from either form (`what`: the flag or setting that gave `path`).
 
@@ -231,7 +255,7 @@ def load_prompt_table(path: str, what: str) -> PromptTable:
   """
   if os.path.isdir(path):
     exported = load_prompts(path)
-    root = os.path.dirname(exported.directory)  # files are relative to the export root
+    root = _root_named(path, os.path.dirname(exported.directory))  # files are relative to the export root
     return PromptTable(exported.prompts, exported.names, exported.manifest.get("backbone_fingerprint"),
                        {s["name"]: (os.path.join(root, s["file"]), s["sha256"]) for s in exported.manifest["sources"]})
   if not os.path.isfile(path):

@@ -169,8 +169,9 @@ class ClassLabels(PromptInitializer):
     vocab = prompts_lib.from_sample_of_embeddings(embeddings, self.population_size)
     if self.labels is None:
       return lambda s: prompts_lib.from_class_labels(embeddings, most_frequent_targets(data, s, length), vocab)
+    from rospr_jax.storage import copies  # pylint: disable=g-import-not-at-top
     from rospr_jax.tokenization import Tokenizer  # pylint: disable=g-import-not-at-top
-    tokenizer = Tokenizer(self.vocabulary)
+    tokenizer = Tokenizer(copies.local_copy(self.vocabulary, "prompt_init.ClassLabels.vocabulary"))
     shared = prompts_lib.from_class_labels(embeddings, [tokenizer.encode_input(t) for t in self.labels], vocab)
     return lambda s: shared
 
@@ -188,7 +189,8 @@ class FromFile(PromptInitializer):
     check_fields(self)
 
   def initializers(self, embeddings, data: SourceExamples, length: int) -> InitializerFor:
-    table = export_lib.load_prompt_table(self.file, "prompt_init.FromFile.file")
+    local = export_lib.local_copy(self.file, "prompt_init.FromFile.file")  # a URL's checked local copy
+    table = export_lib.load_prompt_table(local, "prompt_init.FromFile.file")
     value = table.prompts
     if table.names is not None:
       rows = {name: value[i] for i, name in enumerate(table.names)}
@@ -197,7 +199,7 @@ class FromFile(PromptInitializer):
         raise ValueError(f"{self.file}: no prompt for sources {missing}.")
       return lambda s: prompts_lib.from_array(rows[data.names[s]])
     if value.ndim == 2:
-      return lambda s: prompts_lib.from_file(self.file)
+      return lambda s: prompts_lib.from_file(local)
     if value.ndim == 3 and value.shape[0] == len(data.names):
       return lambda s: prompts_lib.from_array(value[s])
     raise ValueError(f"{self.file}: shape {value.shape} is neither [P, H] nor [S, P, H] with "

@@ -109,6 +109,24 @@ def test_class_labels_from_data_and_a_prompt_export_by_source_name(tmp_path):
   np.testing.assert_array_equal(np.asarray(from_export(0)(None, (3, 4))), exported[0])  # by name, not row
 
 
+def test_a_prompt_file_or_export_table_folder_at_a_url_starts_the_prompts_its_local_copy_does(
+    object_store, tmp_path, monkeypatch):
+  """prompt_init.FromFile.file at a URL (gs://) is read through its checked local copy: an export's table
+  folder with the per-source files beside it, a .npy alone."""
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "copies"))
+  data = SourceExamples(["a", "b"], [Example(0, [3], [7, 1]), Example(1, [3], [9, 1])])
+  exported = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+  export.export_prompts(str(tmp_path / "ex"), exported[::-1], ["b", "a"], 1, backbone_fingerprint="f",
+                        seeds=[0, 0], source_steps=[1, 1])
+  np.save(tmp_path / "one.npy", exported[1])
+  for path in [tmp_path / "one.npy", *(tmp_path / "ex").rglob("*")]:
+    if path.is_file():
+      object_store.pipe_file(f"gs://data/{path.relative_to(tmp_path)}", path.read_bytes())
+  for given, row in (("ex/checkpoint_1", 0), ("ex", 0), ("one.npy", 1)):
+    init = prompt_init.FromFile(file=f"gs://data/{given}").initializers(EMBEDDINGS[:20, :4], data, 3)
+    np.testing.assert_array_equal(np.asarray(init(0)(jax.random.PRNGKey(0), (3, 4))), exported[row], given)
+
+
 @pytest.mark.parametrize("make,message", [
     (lambda: prompt_init.resolve(["sampled_vocab"]), "prompt_init (PROMPT_INIT) must be one of 'random_uniform', "
      "'sampled_vocab', 'class_labels', 'file', or a gin reference such as @prompt_init.SampledVocab(), not "

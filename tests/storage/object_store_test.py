@@ -152,6 +152,37 @@ def test_data_files_at_urls_give_the_library_local_files_give(object_store, tmp_
   assert not (tmp_path / "lib3").exists()
 
 
+def test_inputs_at_urls_are_recorded_by_their_urls_and_an_export_table_folder_reads_as_a_local_one(
+    object_store, tmp_path, monkeypatch, capsys):
+  """What a library and a selection record of their inputs at URLs (a --prompts table or export, the
+  --queries file) names the URLs, not the local copies read; a --prompts export's table folder
+  (checkpoint_<step>) at a URL is read with the per-source files its manifest lists beside it."""
+  from rospr_jax.commands import build_library as build
+  from rospr_jax.commands import retrieve as select_cli
+  from rospr_jax.prompt import export
+  monkeypatch.setenv("ROSPR_REMOTE_CACHE", str(tmp_path / "copies"))
+  library, flags = _library_inputs(tmp_path)
+  export.export_prompts(str(tmp_path / "export"), np.load(tmp_path / "prompts.npy"), ["a", "b"], 5,
+                        backbone_fingerprint="f" * 16, seeds=[0, 0], source_steps=[5, 5])
+  for path in [tmp_path / "prompts.npy", tmp_path / "q.jsonl", *(tmp_path / "export").rglob("*")]:
+    if path.is_file():
+      object_store.pipe_file(f"gs://data/{path.relative_to(tmp_path)}", path.read_bytes())
+  at = library.index("--prompts") + 1
+  per_source = {"gs://data/prompts.npy": ["gs://data/prompts.npy"] * 2,
+                "gs://data/export/checkpoint_5": [export.source_prompt_path("gs://data/export", s, 5) for s in "ab"],
+                str(tmp_path / "export" / "checkpoint_5"): [export.source_prompt_path(str(tmp_path / "export"), s, 5)
+                                                            for s in "ab"]}
+  for number, (prompts, recorded) in enumerate(per_source.items()):
+    out = tmp_path / f"lib{number}"
+    assert build.main(["--out", str(out), *library[:at], prompts, *library[at + 1:]]) == 0, capsys.readouterr().err
+    assert [s["prompt_file"] for s in json.loads((out / storage.MANIFEST).read_text())["sources"]] == recorded
+  assert _files(tmp_path / "lib1").keys() == _files(tmp_path / "lib2").keys()
+  assert select_cli.main(["--library", str(tmp_path / "lib0"), "--queries", "gs://data/q.jsonl", "--out",
+                          str(tmp_path / "sel"), "--num-neighbors", "3", *flags]) == 0, capsys.readouterr().err
+  params = json.loads((tmp_path / "sel" / "selection.json").read_text())["params"]
+  assert params["queries_file"] == "gs://data/q.jsonl" and params["library"] == str(tmp_path / "lib0")
+
+
 def test_a_damaged_local_copy_is_dropped_and_fetched_again_from_its_source(object_store, tmp_path,
                                                                            monkeypatch, caplog):
   """A local copy changed after it was made (truncated by a full disk, edited, removed) is not trusted
