@@ -83,16 +83,18 @@ def _convert(args: argparse.Namespace, given: str, target_format) -> str:
   """Reads --from (its local copy) and writes --to in `target_format`; returns the line printed."""
   from rospr_jax import tokenization  # pylint: disable=g-import-not-at-top
   from rospr_jax.model import formats  # pylint: disable=g-import-not-at-top
-  from rospr_jax.model.checkpoints import (format_of, load_checkpoint,  # pylint: disable=g-import-not-at-top
+  from rospr_jax.model.checkpoints import (format_of, load_fingerprinted,  # pylint: disable=g-import-not-at-top
                                            params_fingerprint, write_checkpoint)
   from rospr_jax.model.t5x_checkpoint import flatten  # pylint: disable=g-import-not-at-top
   with storage.output_folder(args.dest, "--to", kind=target_format.kind, overwrite_flag=None,
                              inputs=[args.source]) as dest_dir:
     source_format = format_of(args.source).name
-    config, params = load_checkpoint(args.source, _DTYPES[args.dtype])
+    # Weights changed since the manifest their writer left are refused, not converted into a new artifact.
+    config, params, stored = load_fingerprinted(args.source, _DTYPES[args.dtype])
     # The source's SentencePiece model goes along, so the result loads without --vocab.
     spm = tokenization.find_sentencepiece_model(args.source, required=False)
-    fingerprint = params_fingerprint(config, params)  # the written files' (no second read)
+    # the written files' (no second read): the stored tensors' unless they are cast
+    fingerprint = stored if _DTYPES[args.dtype] is None else params_fingerprint(config, params)
     options = formats.WriteOptions(Path(args.source), Path(spm) if spm else None, args.step, args.max_shard_size)
     written = write_checkpoint(target_format.name, dest_dir, config, params, options, fingerprint)
     inside = os.path.relpath(written, dest_dir)  # what the user reads: the committed folder

@@ -149,6 +149,24 @@ def test_a_file_url_is_the_local_folder_and_an_existing_one_is_refused(hf_dirs, 
   assert f"rospr convert: --to {url} already holds a rospr_t5x_checkpoint; give a new or empty folder" in again.stderr
 
 
+def test_weights_changed_since_their_manifest_are_refused_not_converted(hf_dirs, tmp_path, capsys):
+  """A checkpoint this project wrote records its weights' fingerprint: one whose weights changed since
+  (a damaged file) is refused in one line naming its manifest, as every reader refuses it, and nothing
+  is written (its damage would otherwise live on in a new checkpoint with a fresh manifest)."""
+  from safetensors.numpy import load_file, save_file
+  assert convert.main(["--from", str(hf_dirs["safetensors"]), "--to", str(tmp_path / "hf"), "--format", "hf"]) == 0
+  weights = next((tmp_path / "hf").glob("*.safetensors"))
+  tensors = load_file(weights)
+  name = sorted(tensors)[0]
+  save_file({**tensors, name: tensors[name] + 1}, weights, metadata={"format": "pt"})
+  capsys.readouterr()
+  assert convert.main(["--from", str(tmp_path / "hf"), "--to", str(tmp_path / "t5x"), "--format", "t5x"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"rospr convert: Checkpoint {tmp_path / 'hf'}: its weights have fingerprint ")
+  assert f"{tmp_path / 'hf' / storage.MANIFEST} recorded when they were written" in err and err.count("\n") == 1
+  assert not (tmp_path / "t5x").exists()
+
+
 def test_errors_are_reported_not_raised(hf_dirs, tmp_path, capsys):
   (tmp_path / "taken").mkdir()
   (tmp_path / "taken" / "x").write_text("x")
