@@ -97,10 +97,22 @@ def _call(reference: Any) -> Any:
   return reference.scoped_configurable_fn() if reference.evaluate else reference.scoped_configurable_fn
 
 
+def _read_config(checkpoint: str, setting: str):
+  """The config of the checkpoint `checkpoint` (`setting` gave it), read where it is, without its weights:
+  a local or mounted folder (the formats read local files, and a copy of a URL would fetch every weight)."""
+  from rospr_jax import storage  # pylint: disable=g-import-not-at-top
+  from rospr_jax.model import checkpoints  # pylint: disable=g-import-not-at-top
+  if storage.is_url(checkpoint):
+    raise ValueError(f"{setting} {checkpoint} is a URL: rospr plan reads the model's shape from the checkpoint's "
+                     "config without its weights, in a local or mounted folder; mount the bucket (gcsfuse) and "
+                     "give that path, or plan with the model file of its size (models/t0_3b.gin).")
+  return checkpoints.read_config(checkpoint)
+
+
 def _config():
   """The backbone's config as `load_backbone` would build it, from its size or the checkpoint's config."""
   from rospr_jax import backbone as backbone_lib  # pylint: disable=g-import-not-at-top
-  from rospr_jax.model import checkpoints, get_config  # pylint: disable=g-import-not-at-top
+  from rospr_jax.model import get_config  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   args = _bindings(BACKBONE)
   dtype = jnp.dtype(backbone_lib.dtype_name(args.get("dtype", "float32")))
@@ -109,8 +121,8 @@ def _config():
     return get_config(args["size"], dtype=dtype, param_dtype=dtype, attention_impl=attention)
   if not args.get("checkpoint"):
     raise ValueError("the model file gives neither a size nor a CHECKPOINT to read the model's shape from.")
-  return checkpoints.read_config(args["checkpoint"]).replace(dtype=dtype, param_dtype=dtype,
-                                                            attention_impl=attention)
+  return _read_config(args["checkpoint"], "CHECKPOINT").replace(dtype=dtype, param_dtype=dtype,
+                                                               attention_impl=attention)
 
 
 def _config_of(bindings: dict, name: str, default: Any) -> Any:
@@ -156,13 +168,13 @@ def _embedding_settings():
   alone) or else the `small` one, weights in float32 computed in RETRIEVER_DTYPE (default float32)."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from rospr_jax.library import embed  # pylint: disable=g-import-not-at-top
-  from rospr_jax.model import checkpoints, get_config  # pylint: disable=g-import-not-at-top
+  from rospr_jax.model import get_config  # pylint: disable=g-import-not-at-top
   from rospr_jax.plan import planner, steps  # pylint: disable=g-import-not-at-top
   library = _bindings(LIBRARY)
   dtype = jnp.dtype(library.get("retriever_dtype") or "float32")
   checkpoint = library.get("retriever_checkpoint")
   if checkpoint:
-    config, source = checkpoints.read_config(checkpoint), f"RETRIEVER_CHECKPOINT {checkpoint}"
+    config, source = _read_config(checkpoint, "RETRIEVER_CHECKPOINT"), f"RETRIEVER_CHECKPOINT {checkpoint}"
   else:
     config, source = get_config("small"), "the small shape (no RETRIEVER_CHECKPOINT given)"
   config = config.replace(dtype=dtype, param_dtype=jnp.float32)

@@ -130,6 +130,18 @@ def test_unknown_topology_is_one_line_and_exit_2():
   assert "v4-8" in lines[0] and not done.stdout
 
 
+def test_a_checkpoint_at_a_url_is_one_line_naming_the_setting_not_a_missing_folder():
+  """The plan reads a checkpoint's config where it is, without its weights: a URL (gs://) is refused in
+  one line naming CHECKPOINT and what to do, not called missing with its scheme mangled (gs:/b/...)."""
+  done = _rospr("--gin_file=models/checkpoint.gin", "--gin_file=prompt_tuning/train_jsonl.gin", "--topology",
+                "local", "--gin.CHECKPOINT='gs://b/T0_3B'")
+  assert done.returncode == 2 and not done.stdout, done.stderr
+  assert done.stderr == ("rospr plan: error: CHECKPOINT gs://b/T0_3B is a URL: rospr plan reads the model's shape "
+                         "from the checkpoint's config without its weights, in a local or mounted folder; mount the "
+                         "bucket (gcsfuse) and give that path, or plan with the model file of its size "
+                         "(models/t0_3b.gin).\n"), done.stderr
+
+
 @needs_libtpu
 def test_plan_command_writes_the_plan_for_a_tpu_slice(tmp_path):
   out = tmp_path / "plan.json"
