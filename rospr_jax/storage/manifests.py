@@ -98,9 +98,17 @@ class ManifestKind:
     """A manifest of this kind recording `facts` (and listing `files`), to `write`."""
     return Manifest(self.kind, dict(facts), dict(files or {}), self.format_version)
 
-  def files(self, manifest: Manifest) -> dict[str, str]:
-    """{relative path: sha256} of every file `manifest` lists."""
-    return dict(self.listed(manifest.facts) if self.listed is not None else manifest.files)
+  def files(self, manifest: Manifest, directory: PathLike = "") -> dict[str, str]:
+    """{relative path: sha256} of every file `manifest` (of `directory`) lists; a listing of another shape
+    (a manifest edited, its digest recomputed or removed) is refused naming the manifest."""
+    try:
+      files = dict(self.listed(manifest.facts) if self.listed is not None else manifest.files)
+      if all(isinstance(name, str) for name in files):
+        return files
+    except (AttributeError, KeyError, TypeError, ValueError):
+      pass
+    raise ValueError(f"{self.what} manifest {os.path.join(os.fspath(directory), MANIFEST)} does not list its files "
+                     f"as a {self.what.lower()}'s manifest does. {self.rebuild}")
 
   def read(self, directory: PathLike, *, verify: bool = True) -> Manifest:
     """The checked manifest of the folder artifact `directory`.
@@ -124,7 +132,7 @@ class ManifestKind:
     manifest = Manifest(record.get("kind"), {k: v for k, v in record.items()
                                              if k not in _OWN_KEYS and not (own_files and k == "files")},
                         record.get("files", {}) if own_files else {}, record.get("format_version"))
-    for relative, sha256 in self.files(manifest).items():
+    for relative, sha256 in self.files(manifest, directory).items():
       self._check_file(directory, relative, sha256, verify)
     return manifest
 
@@ -132,7 +140,7 @@ class ManifestKind:
     """Compares every file `manifest` (read from `directory`) lists with its sha256: what `read` does
     with `verify`, for a reader that first checks the facts the caller expects, refusing a wrong
     artifact before it hashes every byte."""
-    for relative, sha256 in self.files(manifest).items():
+    for relative, sha256 in self.files(manifest, directory).items():
       self._check_file(directory, relative, sha256, True)
 
   def _record(self, directory: PathLike) -> dict[str, Any]:

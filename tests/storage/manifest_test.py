@@ -185,6 +185,26 @@ def test_every_kind_reads_and_refuses_its_tampered_manifest(tmp_path, capsys, bu
   assert f"manifest {path} was edited after it was written" in said
 
 
+@pytest.mark.parametrize("build, key, value, what", [
+    (_library, "shards", 5, "Library"),
+    (_library, "index", {"files": ["a"]}, "Library"),
+    (_prompt_export, "sources", "a", "Prompt export"),
+    (_checkpoint, "files", 5, "Checkpoint"),
+], ids=["library_shards", "library_index", "prompt_export", "checkpoint"])
+def test_a_listing_of_another_shape_is_refused_naming_the_manifest(tmp_path, build, key, value, what):
+  """A manifest edited with its digest recomputed (or removed, as one written before digests) whose
+  listing of files has another shape is refused as bad input naming it (a ValueError: one line from the
+  commands), not a TypeError from the reader (a traceback)."""
+  folder, read = build(tmp_path)
+  path = os.path.join(folder, "manifest.json")
+  record = {**json.loads(open(path).read()), key: value}
+  for digest in ({"facts_sha256": storage.facts_sha256(record)}, {}):
+    storage.write_json(path, {**{k: v for k, v in record.items() if k != "facts_sha256"}, **digest})
+    with pytest.raises(ValueError, match=rf"^{what} manifest {path} does not list its files as a "
+                                         rf"{what.lower()}'s manifest does\. "):
+      read()
+
+
 def test_a_damaged_data_cache_manifest_is_rebuilt_not_trusted(tmp_path, capsys):
   folder = tmp_path / "cache"
   folder.mkdir()
