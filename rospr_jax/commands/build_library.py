@@ -42,8 +42,8 @@ def _read_sources(args, bound: sources_lib.TextBound | None = None
   tasks = {}
   if args.source:
     for flag in args.source:
-      name, sep, path = flag.rpartition("=")
-      if not sep or not name:
+      name, path = common.split_named(flag)  # at the first "=": a path may hold one (dt=2024/)
+      if not name:
         raise ValueError(f"--source {flag!r}: expected NAME=FILE.")
       if name in texts:
         raise ValueError(f"--source {name!r} is given twice.")

@@ -63,10 +63,11 @@ def _flag(dest: str, flags: Mapping[str, str] | None = None) -> str:
   return (flags or {}).get(dest, f"--{dest.replace('_', '-')}")
 
 
-def _split_named(value: str) -> tuple[str, str]:
-  """("NAME=", "FILE") of a `NAME=FILE` value (`--source copa=gs://b/copa.jsonl`), ("", value) of a path."""
+def split_named(value: str) -> tuple[str, str]:
+  """("NAME", "FILE") of a `NAME=FILE` value (`--source copa=gs://b/copa.jsonl`), split at the first "="
+  (a path may hold one: `dt=2024/`); ("", value) of a value without a name."""
   name, sep, rest = value.partition("=")
-  return (name + sep, rest) if sep and "://" not in name else ("", value)
+  return (name, rest) if sep and "://" not in name else ("", value)
 
 
 def _values(args: argparse.Namespace, dest: str) -> list:
@@ -86,9 +87,9 @@ def local_copies_of_args(args: argparse.Namespace, dests: tuple[str, ...], flags
   def local(value, dest: str):
     if not isinstance(value, str):
       return value
-    name, path = _split_named(value) if dest in named else ("", value)
+    name, path = split_named(value) if dest in named else ("", value)
     copy = (copiers or {}).get(dest, copies.local_copy)(path, _flag(dest, flags))
-    return name + copy if name else copy
+    return f"{name}={copy}" if name else copy
   for dest in dests:
     value = getattr(args, dest, None)
     if isinstance(value, list):
@@ -137,7 +138,7 @@ class FolderCommand:
     for dest in dests:
       for value in _values(args, dest):
         if isinstance(value, str):
-          yield _flag(dest, self.flags), _split_named(value)[1] if dest in self.named else value
+          yield _flag(dest, self.flags), split_named(value)[1] if dest in self.named else value
 
   def check_path_kinds(self, args: argparse.Namespace) -> None:
     """Refuses, naming the flag, a local input file that is a folder, or an input or output folder that

@@ -121,6 +121,11 @@ def test_read_sources_orders_and_checks(tmp_path):
   srcs, table, _ = build_library._read_sources(_args(tmp_path, source=[f"y={tmp_path}/y.jsonl",
                                                             f"x={tmp_path}/x.jsonl"]))
   assert [s.name for s in srcs] == ["y", "x"] and table.shape == (2, 1, 2)
+  (tmp_path / "dt=2024").mkdir()  # a path holding "=": NAME is what comes before the first one
+  (tmp_path / "dt=2024" / "x.jsonl").write_text('"dated x text"\n')
+  srcs, _, _ = build_library._read_sources(_args(tmp_path, source=[f"y={tmp_path}/y.jsonl",
+                                                                   f"x={tmp_path}/dt=2024/x.jsonl"]))
+  assert [(s.name, s.texts) for s in srcs] == [("y", ["y text"]), ("x", ["dated x text"])]
   (tmp_path / "all.jsonl").write_text('{"source": "x", "text": "1"}\n{"source": "y", "text": "2"}\n')
   with pytest.raises(ValueError, match="--source-names must give the sources in the order"):
     build_library._read_sources(_args(tmp_path, instances=str(tmp_path / "all.jsonl")))
