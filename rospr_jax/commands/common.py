@@ -156,7 +156,7 @@ class FolderCommand:
     """The preamble, before any work: URLs refused where a flag reads local files only, a bucket out of
     reach named, path kinds checked; on process 0 (the one that writes and sees it) the destination
     checked (`storage.check_destination`: a folder of the user's, a link, the working folder or one
-    above it, a folder holding an input, an artifact of its own kind without `--overwrite`) and what a
+    above it, a folder holding an input or inside one, an artifact of its own kind without `--overwrite`) and what a
     killed writer of it left beside it removed; the inputs made local once, at the command's edge."""
     from rospr_jax import storage  # pylint: disable=g-import-not-at-top
     require_local_args(args, dict(self.flags), urls=(self.out, *self.inputs))

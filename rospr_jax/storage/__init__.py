@@ -15,7 +15,7 @@ checks the manifest and those files on read):
 on an object store it uploads the files and then the manifest (there is no rename). A command writes
 only a new or empty folder, or replaces an artifact of its own kind (its manifest's `kind`) when told
 to (`--overwrite`); anything else at the destination is the user's and is refused before any work, as
-are links, the working folder and folders holding an input (`check_destination`). A local replace
+are links, the working folder and folders holding an input or inside one (`check_destination`). A local replace
 renames the old folder aside and the new one into place; on an object store the old manifest is first
 replaced by one marking the folder incomplete, so a replace killed half-way leaves a folder that
 readers refuse and the next writer of that kind replaces. Run folders are claimed by a marker naming

@@ -56,7 +56,7 @@ def writable_folder(final: PathLike, what: str, inputs: Sequence[PathLike | None
                     ignore: Sequence[str] = ()) -> Path | None:
   """`final` as a Path when it is a folder holding entries (but those named in `ignore`), None when
   it is absent or empty; refuses a symbolic link, the working folder or one above it, a folder that is
-  or holds one of `inputs`, and a file, naming `what`."""
+  or holds one of `inputs` or lies inside an input folder, and a file, naming `what`."""
   target = as_path(final, what, output=True)
   text = os.fspath(final)
   if not is_url(final):
@@ -68,9 +68,13 @@ def writable_folder(final: PathLike, what: str, inputs: Sequence[PathLike | None
       raise ValueError(f"{what} {text} is the working folder or a folder above it; give a new folder "
                        "for the output.")
     for item in inputs:
-      if item is not None and not is_url(item) and _contains(local, os.fspath(item).removeprefix("file://")):
+      path = None if item is None or is_url(item) else os.fspath(item).removeprefix("file://")
+      if path is not None and _contains(local, path):
         raise ValueError(f"{what} {text} is or holds the input {os.fspath(item)}; give a new folder for the "
                          "output.")
+      if path is not None and os.path.isdir(path) and _contains(path, local):
+        raise ValueError(f"{what} {text} lies inside the input {os.fspath(item)}; give a folder outside it "
+                         "(rospr writes nothing into its inputs).")
   if not target.exists():
     return None
   if not target.is_dir():

@@ -177,6 +177,11 @@ def test_errors_are_reported_not_raised(hf_dirs, tmp_path, capsys):
                        "--format", "t5x"]) == 2
   assert f"{tmp_path / 'missing'}: no such checkpoint" in capsys.readouterr().err
   assert not (tmp_path / "out").exists()
+  source = Path(shutil.copytree(hf_dirs["safetensors"], tmp_path / "source"))
+  before = sorted(p.name for p in source.iterdir())
+  assert convert.main(["--from", str(source), "--to", str(source / "t5x"), "--format", "t5x"]) == 2
+  assert f"rospr convert: --to {source / 't5x'} lies inside the input {source}" in capsys.readouterr().err
+  assert sorted(p.name for p in source.iterdir()) == before  # nothing written into the source
   with pytest.raises(SystemExit):
     convert.main(["--from", "a", "--to", "b", "--format", "onnx"])
 
