@@ -129,20 +129,21 @@ class Library:
       FileNotFoundError: the directory, the manifest or a file it lists is missing.
       ValueError: the manifest or a file does not match (the message names which and how).
     """
+    shown = name or storage.absolute(directory)  # a local copy's messages name its URL
     directory = os.path.abspath(directory)
     read = LIBRARY.read(directory, verify=False)  # every listed file's presence; the sha256s below
     manifest = read.facts
     if dim is not None and manifest["dim"] != dim:
-      raise ValueError(f"Library {directory} holds embeddings of dimension {manifest['dim']}; "
+      raise ValueError(f"Library {shown} holds embeddings of dimension {manifest['dim']}; "
                        f"the retriever produces dimension {dim}.")
     if retriever is not None and manifest["retriever"]["fingerprint"] != retriever:
       raise ValueError(
-          f"Library {directory} was built with retriever {manifest['retriever']['fingerprint']} "
+          f"Library {shown} was built with retriever {manifest['retriever']['fingerprint']} "
           f"({manifest['retriever'].get('description')}); the given retriever is {retriever}. "
           "Queries must be embedded by the retriever that built the library, in the dtype it was "
           f"built in ({recorded_retriever_dtype(directory)}).")
     if metric is not None and manifest["metric"] != metric:
-      raise ValueError(f"Library {directory} uses metric {manifest['metric']!r}; "
+      raise ValueError(f"Library {shown} uses metric {manifest['metric']!r}; "
                        f"expected {metric!r}.")
     if verify:  # after the cheap checks: a library of another retriever is refused before any hashing
       LIBRARY.verify(directory, read)

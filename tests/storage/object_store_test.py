@@ -117,6 +117,9 @@ def test_library_and_selection_at_a_url_match_local_ones(object_store, tmp_path,
   assert url_choice.to_dict()["params"]["library"] == f"{scheme}://bucket/lib"
   np.testing.assert_array_equal(url_prompt, local_prompt)
   capsys.readouterr()
+  other = [*query, "--retriever-seed", "1"]  # another retriever: named with the library's URL, not its copy
+  assert select_cli.main(["--library", f"{scheme}://bucket/lib", "--out", str(tmp_path / "sel3"), *other]) == 2
+  assert f"Library {scheme}://bucket/lib was built with retriever" in capsys.readouterr().err
 
   # A changed object, or a folder whose writer stopped before its manifest, is refused by name.
   shard = next(n for n in local if n.endswith(".npy") and n.startswith("shards/"))
