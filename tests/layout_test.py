@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Layers, lowest first. A package may import its own layer's package and the layers below; compute
 # packages (COMPUTE) never import data, tasks, seqio or TensorFlow.
 LAYERS = (
-    ("rospr_jax.supervisor", "rospr_jax.platforms", "rospr_jax.config_fields"),
+    ("rospr_jax.supervisor", "rospr_jax.platforms", "rospr_jax.config_fields", "rospr_jax.registry"),
     ("rospr_jax.storage", "rospr_jax.distributed", "rospr_jax.multihost", "rospr_jax.preemption"),
     ("rospr_jax.model",),
     ("rospr_jax.tokenization",),

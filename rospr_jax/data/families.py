@@ -15,6 +15,7 @@ import dataclasses
 from typing import Callable, Sequence
 
 from rospr_jax.data import archives, bigbench, bigbench_sources, catalog, generated, prompted
+from rospr_jax.registry import Registry
 
 # rates(source tasks) -> [(task name, mixture rate)] of the family's source mixture (a task left out
 # of it is not listed).
@@ -54,18 +55,12 @@ class TaskFamily:
   targets_hint: str | None = None
 
 
-FAMILIES: dict[str, TaskFamily] = {}  # by name, in registration order
+FAMILIES = Registry("task family", ("name", "group", "prefix"))  # in registration order
 
 
 def register(family: TaskFamily) -> TaskFamily:
   """Adds a family; its name, group and prefix must be new."""
-  clash = [f.name for f in FAMILIES.values()
-           if family.name == f.name or family.group == f.group or family.prefix == f.prefix]
-  if clash:
-    raise ValueError(f"A task family with the name {family.name!r}, group {family.group!r} or prefix "
-                     f"{family.prefix!r} exists: {clash}.")
-  FAMILIES[family.name] = family
-  return family
+  return FAMILIES.add(family)
 
 
 def groups() -> tuple[str, ...]:

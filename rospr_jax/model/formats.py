@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from rospr_jax.model.config import T5Config
+from rospr_jax.registry import Registry
 
 # open(path) -> (the checked config, the stream of (T5X name, tensor as stored)), reading no tensor yet.
 Open = Callable[[Path], tuple[T5Config, Iterator[tuple[str, np.ndarray]]]]
@@ -69,24 +70,16 @@ class CheckpointFormat:
   write: Callable[[Path, T5Config, Any, WriteOptions], Path]
 
 
-FORMATS: dict[str, CheckpointFormat] = {}  # by name, in registration order (the order of recognition)
+FORMATS = Registry("checkpoint format", ("name", "kind"))  # in registration order (the order of recognition)
 
 
 def register(checkpoint_format: CheckpointFormat) -> CheckpointFormat:
   """Adds a format; its name and kind must be new."""
-  clash = [f.name for f in FORMATS.values()
-           if checkpoint_format.name == f.name or checkpoint_format.kind == f.kind]
-  if clash:
-    raise ValueError(f"A checkpoint format named {checkpoint_format.name!r} or of kind "
-                     f"{checkpoint_format.kind!r} exists: {clash}.")
-  FORMATS[checkpoint_format.name] = checkpoint_format
-  return checkpoint_format
+  return FORMATS.add(checkpoint_format)
 
 
 def get(name: str) -> CheckpointFormat:
-  if name not in FORMATS:
-    raise ValueError(f"Unknown checkpoint format {name!r}; known formats: {list(FORMATS)}.")
-  return FORMATS[name]
+  return FORMATS.named(name)
 
 
 def format_of(path) -> CheckpointFormat:

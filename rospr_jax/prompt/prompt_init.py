@@ -44,6 +44,7 @@ from rospr_jax.model import EOS_ID
 from rospr_jax.prompt import export as export_lib
 from rospr_jax.prompt import prompts as prompts_lib
 from rospr_jax.prompt.input_pipeline import SourceExamples
+from rospr_jax.registry import Registry
 
 InitializerFor = Callable[[int], prompts_lib.Initializer]  # source id -> init(rng, (P, H)) -> [P, H]
 
@@ -71,13 +72,10 @@ class PromptInitializer(abc.ABC):
     return record
 
 
-INITIALIZERS: dict[str, type[PromptInitializer]] = {}
-
-
+INITIALIZERS = Registry("prompt initializer", ("NAME",))
 def register(cls: type[PromptInitializer]) -> type[PromptInitializer]:
-  """Makes `cls` selectable as `PROMPT_INIT = cls.NAME`."""
-  INITIALIZERS[cls.NAME] = cls
-  return cls
+  """Makes `cls` selectable as `PROMPT_INIT = cls.NAME` (a NAME not registered yet)."""
+  return INITIALIZERS.add(cls)
 
 
 def _known_name(value: Any) -> str | None:

@@ -44,6 +44,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from rospr_jax.config_fields import NON_NEGATIVE, POSITIVE, check_fields, positive_number, setting
+from rospr_jax.registry import Registry
 from rospr_jax.retrieval import scores
 # The numbers of the rules, re-exported: `selection.frequencies`, `selection.var_scores`, ...
 from rospr_jax.retrieval.scores import (Frequencies, check_count as _check_count, frequencies, interpolate,
@@ -391,27 +392,21 @@ class Rule:
   reference: bool = False
 
 
-RULES: dict[str, Rule] = {}
+RULES = Registry("selection rule", ("name", "label"))
 
 
 def register(rule: Rule) -> Rule:
   """Adds a rule; its name and label must be new, its settings fields of `SelectionConfig`."""
   fields = {f.name for f in dataclasses.fields(SelectionConfig)}
-  clash = [r.name for r in RULES.values() if rule.name == r.name or rule.label == r.label]
-  if clash:
-    raise ValueError(f"A rule named {rule.name!r} or labelled {rule.label!r} exists: {clash}.")
   unknown = sorted(set(rule.settings) - fields)
   if unknown:
     raise ValueError(f"Rule {rule.name!r} reads settings {unknown} that SelectionConfig lacks "
                      f"(it has {sorted(fields)}).")
-  RULES[rule.name] = rule
-  return rule
+  return RULES.add(rule)
 
 
 def get_rule(name: str) -> Rule:
-  if name not in RULES:
-    raise ValueError(f"Unknown selection rule {name!r}; known rules: {list(RULES)}.")
-  return RULES[name]
+  return RULES.named(name)
 
 
 def rule_of_label(label: str) -> Rule:

@@ -17,6 +17,7 @@ from rospr_jax.commands import tasks as tasks_command
 from rospr_jax.data import families, prompted
 from rospr_jax.eval.batching import Scorer
 from rospr_jax.pipeline import evaluate
+from rospr_jax.registry import Registry
 from rospr_tasks import registry
 
 ROWS = (("the sky is", 1), ("grass is", 0), ("snow is", 2), ("a lemon is", 3))  # (text, colour index)
@@ -51,7 +52,7 @@ COLOURS_FAMILY = families.TaskFamily(
 def colours(monkeypatch):
   """The colour family alone is registered (the built-in ones stay out of this test); the SeqIO
   registry is left as it was."""
-  monkeypatch.setattr(families, "FAMILIES", {})
+  monkeypatch.setattr(families, "FAMILIES", Registry("task family", families.FAMILIES.unique))
   families.register(COLOURS_FAMILY)
   for name in ("SOURCES", "TARGETS", "MIXTURES", "STATUS"):
     monkeypatch.setattr(registry, name, {})
@@ -80,7 +81,7 @@ def test_a_registered_family_is_listed_shown_and_served_by_seqio(colours, capsys
 def test_a_family_that_is_not_set_up_is_reported_not_registered(colours, monkeypatch, capsys):
   def missing():
     raise FileNotFoundError("colours are not fetched: run `rospr fetch --colours`")
-  monkeypatch.setattr(families, "FAMILIES", {})
+  monkeypatch.setattr(families, "FAMILIES", Registry("task family", families.FAMILIES.unique))
   families.register(families.TaskFamily(**{**COLOURS_FAMILY.__dict__, "check": missing}))
   assert tasks_command.main([]) == 1  # nothing registered
   assert "[colours] not registered: colours are not fetched" in capsys.readouterr().out
